@@ -1,0 +1,202 @@
+"""Audio -> (time, frequency, 1) log-mel spectrograms."""
+
+from __future__ import annotations
+
+import io
+import os
+from typing import Any
+
+import numpy as np
+import soundfile
+
+from preprocess.base import Preprocessor, describe_input, read_bytes
+from preprocess.errors import InputError
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
+NORMALIZATIONS = ("per_band", "none")
+
+
+class AudioPreprocessor(Preprocessor):
+    """Decode, mix to mono, resample, pad/crop and turn audio into a normalized log-mel image.
+
+    Rows are time steps in order, columns are mel bands from low to high frequency, so nearby
+    values are related along both axes and a 2-D CNN can read the result like an image.
+
+    Args:
+        sample_rate: rate (Hz) every input is resampled to.
+        duration: seconds kept per input; shorter inputs are zero-padded at the end, longer
+            ones cropped (only the needed frames are read where the format allows).
+        n_fft: FFT window length in samples.
+        hop_length: samples between successive time steps.
+        num_mels: number of mel bands (columns of the output).
+        fmin: lowest band edge in Hz.
+        fmax: highest band edge in Hz; `None` means `sample_rate / 2`.
+        log_floor: power floor before the log, so silence gives a finite value, never -inf.
+        normalization: `"per_band"` standardizes each band with the mean and standard
+            deviation fitted on the training inputs; `"none"` keeps decibels.
+
+    Example:
+        >>> pre = AudioPreprocessor(sample_rate=16000, duration=1.0)
+        >>> tone = np.sin(2 * np.pi * 440 * np.arange(16000) / 16000).astype(np.float32)
+        >>> pre.fit([(tone, 16000)]).transform_one((tone, 16000)).shape
+        (101, 64, 1)
+
+    Input: a path, bytes, or a `(waveform, sample_rate)` tuple (waveform `(samples,)` or
+    `(samples, channels)`).
+    Output shape: `(1 + sample_rate * duration // hop_length, num_mels, 1)`, float32.
+    """
+
+    needs_fit = True
+
+    def __init__(
+        self,
+        sample_rate: int = 16000,
+        duration: float = 1.0,
+        n_fft: int = 512,
+        hop_length: int = 160,
+        num_mels: int = 64,
+        fmin: float = 20.0,
+        fmax: float | None = None,
+        log_floor: float = 1e-10,
+        normalization: str = "per_band",
+    ):
+        self.sample_rate = sample_rate
+        self.duration = duration
+        self.n_fft = n_fft
+        self.hop_length = hop_length
+        self.num_mels = num_mels
+        self.fmin = fmin
+        self.fmax = fmax
+        self.log_floor = log_floor
+        self.normalization = normalization
+
+    def _validate(self) -> None:
+        for name in ("sample_rate", "n_fft", "hop_length", "num_mels"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"`{name}` must be a positive int. Received: {name}={value!r}")
+        if not self.duration or self.duration <= 0:
+            raise ValueError(f"`duration` must be positive seconds. Received: duration={self.duration!r}")
+        if not self.log_floor or self.log_floor <= 0:
+            raise ValueError(f"`log_floor` must be positive. Received: log_floor={self.log_floor!r}")
+        nyquist = self.sample_rate / 2
+        fmax = nyquist if self.fmax is None else self.fmax
+        if not 0 <= self.fmin < fmax <= nyquist:
+            raise ValueError(
+                f"Need 0 <= fmin < fmax <= sample_rate / 2 = {nyquist:g}. "
+                f"Received: fmin={self.fmin!r}, fmax={self.fmax!r}"
+            )
+        if self.normalization not in NORMALIZATIONS:
+            raise ValueError(
+                f"`normalization` must be one of {NORMALIZATIONS}. "
+                f"Received: normalization={self.normalization!r}"
+            )
+
+    @property
+    def num_samples(self) -> int:
+        return int(round(self.sample_rate * self.duration))
+
+    @property
+    def output_shape(self) -> tuple[int, int, int]:
+        return (1 + self.num_samples // self.hop_length, self.num_mels, 1)
+
+    # ---- read: decode -> waveform -> log-mel (stateless) ---------------------------------
+
+    def read(self, x: Any) -> np.ndarray:
+        """Log-mel spectrogram in decibels, shape `(time, num_mels)`, before normalization."""
+        import librosa
+
+        waveform = self.load_waveform(x)
+        power = librosa.feature.melspectrogram(
+            y=waveform,
+            sr=self.sample_rate,
+            n_fft=self.n_fft,
+            hop_length=self.hop_length,
+            n_mels=self.num_mels,
+            fmin=self.fmin,
+            fmax=self.fmax,
+            power=2.0,
+        )
+        decibels = 10.0 * np.log10(np.maximum(power, self.log_floor))
+        return decibels.T.astype(np.float32)
+
+    def load_waveform(self, x: Any) -> np.ndarray:
+        """Mono float32 waveform at `sample_rate`, exactly `duration` seconds long."""
+        import librosa
+
+        source = describe_input(x)
+        if isinstance(x, tuple) and len(x) == 2:
+            samples, rate = np.asarray(x[0]), x[1]
+            if not isinstance(rate, (int, np.integer)) or rate <= 0:
+                raise InputError(source, f"sample rate must be a positive int, got {rate!r}")
+        elif isinstance(x, (str, os.PathLike, bytes, bytearray)):
+            samples, rate = self._decode(x, source)
+        else:
+            raise InputError(source, "expected a path, bytes or a (waveform, sample_rate) tuple")
+        samples = np.asarray(samples, dtype=np.float32)
+        if samples.ndim == 2:
+            samples = samples.mean(axis=1)
+        if samples.ndim != 1:
+            raise InputError(source, f"expected a 1-D or 2-D waveform, got shape {samples.shape}")
+        if samples.size == 0:
+            raise InputError(source, "no audio samples")
+        if not np.all(np.isfinite(samples)):
+            raise InputError(source, "audio contains NaN or infinite samples")
+        samples = samples[: int(np.ceil(self.duration * rate))]
+        if rate != self.sample_rate:
+            samples = librosa.resample(samples, orig_sr=int(rate), target_sr=self.sample_rate)
+        return librosa.util.fix_length(samples, size=self.num_samples).astype(np.float32)
+
+    def _decode(self, x: Any, source: str) -> tuple[np.ndarray, int]:
+        data = read_bytes(x)
+        try:
+            with soundfile.SoundFile(io.BytesIO(data)) as handle:
+                rate = handle.samplerate
+                wanted = int(np.ceil(self.duration * rate))
+                samples = handle.read(frames=wanted, dtype="float32", always_2d=True)
+        except (soundfile.LibsndfileError, RuntimeError, ValueError, TypeError) as error:
+            return self._decode_fallback(data, source, error)
+        return samples, rate
+
+    def _decode_fallback(self, data: bytes, source: str, error: Exception) -> tuple[np.ndarray, int]:
+        """Formats libsndfile cannot read (e.g. mp3 on old builds) go through librosa/audioread."""
+        import librosa
+
+        if isinstance(source, str) and os.path.exists(source):
+            try:
+                samples, rate = librosa.load(source, sr=None, mono=True, duration=self.duration)
+                return samples, int(rate)
+            except Exception:
+                pass
+        reason = str(error).split("\n")[0].strip() or type(error).__name__
+        raise InputError(source, f"not a readable audio file ({reason})")
+
+    # ---- fit/encode: per-band standardization ------------------------------------------------
+
+    def fit_read(self, items: list[np.ndarray]) -> "AudioPreprocessor":
+        self._validate()
+        if not items:
+            raise ValueError("AudioPreprocessor.fit needs at least one training input.")
+        stacked = np.concatenate(items, axis=0).astype(np.float64)  # (all time steps, bands)
+        self.band_mean_ = stacked.mean(axis=0).astype(np.float32)
+        # A band that is constant over the training set (e.g. all silence) keeps unit scale.
+        std = stacked.std(axis=0)
+        self.band_std_ = np.where(std > 1e-3, std, 1.0).astype(np.float32)
+        return self
+
+    def encode(self, item: np.ndarray) -> np.ndarray:
+        if self.normalization == "per_band":
+            item = (item - self.band_mean_) / self.band_std_
+        return item[:, :, None].astype(np.float32)
+
+    def _fitted_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        if not hasattr(self, "band_mean_"):
+            return {}, {}
+        return {"fitted": True}, {"band_mean_": self.band_mean_, "band_std_": self.band_std_}
+
+    def _restore_state(self, values: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        if values.get("fitted"):
+            if arrays["band_mean_"].shape != (self.num_mels,):
+                raise InputError("preprocessor.npz", "band statistics do not match num_mels")
+            self.band_mean_ = arrays["band_mean_"].astype(np.float32)
+            self.band_std_ = arrays["band_std_"].astype(np.float32)

@@ -1,0 +1,27 @@
+"""The project's error hierarchy.
+
+It lives in the lowest layer so that preprocessors, models and pipelines can all raise the same
+errors, and the CLI can turn every one of them into a single line and exit code 1.
+"""
+
+
+class ConvpipeError(Exception):
+    """A known, user-facing failure: bad data, bad options, an incomplete run directory."""
+
+
+class InputError(ConvpipeError, ValueError):
+    """One input (a file, bytes or a decoded object) cannot be turned into an array.
+
+    The message names the input and the reason in one line, e.g.
+    ``clips/yes_01.wav: not a readable audio file (Format not recognised)``.
+    Pipelines catch it per input, skip the input and report it.
+    """
+
+    def __init__(self, source: str, reason: str):
+        self.source = source
+        self.reason = reason
+        super().__init__(f"{source}: {reason}")
+
+
+class NotFittedError(ConvpipeError, ValueError):
+    """A preprocessor that must learn from training data was used before `fit`."""

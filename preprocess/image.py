@@ -1,0 +1,230 @@
+"""Images -> (height, width, channels) float32 arrays."""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from preprocess.base import Preprocessor, describe_input, read_bytes
+from preprocess.errors import InputError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+COLOR_MODES = ("grayscale", "rgb")
+RESIZE_MODES = ("pad", "stretch", "crop")
+VALUE_RANGES = ("0..1", "-1..1")
+
+
+class ImagePreprocessor(Preprocessor):
+    """Decode, orient, convert, resize and scale images to a fixed-size float32 array.
+
+    Handles what real folders contain: EXIF orientation is applied; palette, 16-bit, CMYK and
+    alpha images are converted (alpha is composited on `background`); animated images use their
+    first frame; images above `max_pixels` are refused before they are decoded, so memory stays
+    bounded.
+
+    Args:
+        image_size: `(height, width)` of the output.
+        color_mode: `"grayscale"` (1 channel) or `"rgb"` (3 channels).
+        resize_mode: `"pad"` keeps the aspect ratio and pads with zeros, `"stretch"` ignores
+            it, `"crop"` crops the centre to the target aspect ratio first.
+        value_range: `"0..1"`, or `"-1..1"` (the +-1 pixel convention of the classic X/O
+            example).
+        background: gray level 0-255 on which transparent pixels are composited.
+        max_pixels: larger images are rejected with an `InputError` (decompression-bomb guard).
+
+    Example:
+        >>> pre = ImagePreprocessor(image_size=(32, 32), color_mode="rgb")
+        >>> pre.transform_one(np.zeros((10, 20, 3), dtype=np.uint8)).shape
+        (32, 32, 3)
+
+    Input: a path, bytes, a PIL image, or an array `(H, W)` / `(H, W, C)` (uint8 0-255 or
+    float in [0, 1]).
+    Output shape: `(height, width, channels)`, float32.
+    """
+
+    def __init__(
+        self,
+        image_size: Sequence[int] = (32, 32),
+        color_mode: str = "grayscale",
+        resize_mode: str = "pad",
+        value_range: str = "0..1",
+        background: int = 255,
+        max_pixels: int = 64_000_000,
+    ):
+        self.image_size = tuple(image_size)
+        self.color_mode = color_mode
+        self.resize_mode = resize_mode
+        self.value_range = value_range
+        self.background = background
+        self.max_pixels = max_pixels
+
+    def _validate(self) -> None:
+        if len(self.image_size) != 2 or not all(
+            isinstance(v, (int, np.integer)) and v > 0 for v in self.image_size
+        ):
+            raise ValueError(
+                "`image_size` must be two positive ints (height, width). "
+                f"Received: image_size={self.image_size!r}"
+            )
+        for name, value, choices in (
+            ("color_mode", self.color_mode, COLOR_MODES),
+            ("resize_mode", self.resize_mode, RESIZE_MODES),
+            ("value_range", self.value_range, VALUE_RANGES),
+        ):
+            if value not in choices:
+                raise ValueError(f"`{name}` must be one of {choices}. Received: {name}={value!r}")
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.color_mode == "grayscale" else 3
+
+    @property
+    def output_shape(self) -> tuple[int, int, int]:
+        return (*self.image_size, self.channels)
+
+    def read(self, x: Any) -> np.ndarray:
+        image = self._decode(x)
+        image = self._resize(image)
+        array = np.asarray(image, dtype=np.float32) / 255.0
+        if array.ndim == 2:
+            array = array[:, :, None]
+        if self.value_range == "-1..1":
+            array = array * 2.0 - 1.0
+        return array
+
+    def encode(self, item: np.ndarray) -> np.ndarray:
+        return item
+
+    # ---- decoding ----------------------------------------------------------------------------
+
+    def _decode(self, x: Any) -> Image.Image:
+        """Return a PIL image in mode L or RGB, oriented, first frame only."""
+        source = describe_input(x)
+        if isinstance(x, Image.Image):
+            image = x
+        elif isinstance(x, np.ndarray):
+            image = _array_to_image(x, source)
+        elif isinstance(x, (str, os.PathLike, bytes, bytearray)):
+            image = self._open(read_bytes(x), source)
+        else:
+            raise InputError(source, "expected a path, bytes, a PIL image or a numpy array")
+        return self._convert(image, source)
+
+    def _open(self, data: bytes, source: str) -> Image.Image:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                image = Image.open(io.BytesIO(data))
+                width, height = image.size
+                if width * height > self.max_pixels:
+                    raise InputError(
+                        source,
+                        f"image too large ({width}x{height} pixels, limit max_pixels="
+                        f"{self.max_pixels:,})",
+                    )
+                image.seek(0)  # animated GIF/WebP/TIFF: first frame
+                image.load()
+        except InputError:
+            raise
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+            raise InputError(source, f"image too large ({error})") from None
+        except UnidentifiedImageError:
+            raise InputError(source, "not a readable image (unknown or corrupt format)") from None
+        except (OSError, SyntaxError, ValueError, EOFError) as error:
+            raise InputError(source, f"corrupt or truncated image ({error})") from None
+        return image
+
+    def _convert(self, image: Image.Image, source: str) -> Image.Image:
+        try:
+            image = ImageOps.exif_transpose(image)
+        except Exception:  # a broken EXIF block must not lose an otherwise good image
+            pass
+        mode = image.mode
+        if mode == "P":
+            image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+        elif mode in ("I;16", "I;16B", "I;16L", "I"):
+            pixels = np.asarray(image, dtype=np.float64)
+            peak = 65535.0 if pixels.max(initial=0) > 255 or mode.startswith("I;16") else 255.0
+            image = Image.fromarray(np.clip(pixels / peak * 255.0, 0, 255).astype(np.uint8))
+        elif mode == "F":
+            pixels = np.nan_to_num(np.asarray(image, dtype=np.float64))
+            image = Image.fromarray(np.clip(pixels * 255.0, 0, 255).astype(np.uint8))
+        elif mode in ("1", "CMYK", "YCbCr", "LAB", "HSV"):
+            image = image.convert("RGB" if mode != "1" else "L")
+        if image.mode in ("RGBA", "LA", "PA"):
+            rgba = image.convert("RGBA")
+            canvas = Image.new("RGBA", rgba.size, (self.background,) * 3 + (255,))
+            image = Image.alpha_composite(canvas, rgba).convert("RGB")
+        if image.mode not in ("L", "RGB"):
+            image = image.convert("RGB")
+        target = "L" if self.color_mode == "grayscale" else "RGB"
+        return image.convert(target) if image.mode != target else image
+
+    def _resize(self, image: Image.Image) -> Image.Image:
+        height, width = self.image_size
+        if image.size == (width, height):
+            return image
+        resample = Image.Resampling.BILINEAR
+        if self.resize_mode == "stretch":
+            return image.resize((width, height), resample)
+        if self.resize_mode == "crop":
+            return ImageOps.fit(image, (width, height), resample)
+        # pad: scale to fit inside, centre on a black canvas (like tf.image.resize_with_pad)
+        scale = min(width / image.width, height / image.height)
+        new_size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        resized = image.resize(new_size, resample)
+        canvas = Image.new(image.mode, (width, height), 0)
+        canvas.paste(resized, ((width - new_size[0]) // 2, (height - new_size[1]) // 2))
+        return canvas
+
+
+def _array_to_image(array: np.ndarray, source: str) -> Image.Image:
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[:, :, 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (3, 4)):
+        raise InputError(source, f"expected an (H, W) or (H, W, 3|4) array, got {array.shape}")
+    if array.size == 0:
+        raise InputError(source, "empty image array")
+    if np.issubdtype(array.dtype, np.floating):
+        if not np.all(np.isfinite(array)):
+            raise InputError(source, "image array contains NaN or infinite values")
+        array = np.clip(array * 255.0, 0, 255).round()
+    return Image.fromarray(np.asarray(array, dtype=np.uint8))
+
+
+def probe_images(inputs: Sequence[Any], limit: int = 200) -> dict[str, Any]:
+    """Suggest `image_size` and `color_mode` from a sample of images without decoding pixels.
+
+    Opens up to `limit` evenly spaced inputs lazily (headers only): the size is the median
+    height and width, each rounded to a multiple of 4 and clipped to [8, 128]; the colour mode is
+    "rgb" if any sampled image has colour channels. Unreadable inputs are ignored here; they are
+    reported when they are transformed.
+    """
+    step = max(1, len(inputs) // limit)
+    heights, widths, color = [], [], False
+    for x in list(inputs)[::step][:limit]:
+        try:
+            if isinstance(x, np.ndarray):
+                height, width = x.shape[:2]
+                mode = "RGB" if x.ndim == 3 and x.shape[-1] in (3, 4) else "L"
+            else:
+                with Image.open(x if not isinstance(x, bytes) else io.BytesIO(x)) as image:
+                    (width, height), mode = image.size, image.mode
+        except Exception:  # reported later, when the input is read for real
+            continue
+        heights.append(height)
+        widths.append(width)
+        color = color or mode not in ("L", "1", "I", "I;16", "I;16B", "I;16L", "F", "LA")
+    if not heights:
+        return {}
+
+    def pick(values: list[int]) -> int:
+        return int(np.clip(4 * round(float(np.median(values)) / 4), 8, 128))
+
+    return {"image_size": [pick(heights), pick(widths)], "color_mode": "rgb" if color else "grayscale"}

@@ -1,0 +1,179 @@
+"""Text -> token ids over a fitted vocabulary: the compact form of a position x vocabulary matrix."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import Counter
+from typing import Any
+
+import numpy as np
+
+from preprocess.base import Preprocessor, describe_input, read_bytes
+from preprocess.errors import InputError
+
+TEXT_EXTENSIONS = (".txt",)
+LEVELS = ("word", "char")
+PADDING_ID = 0
+OOV_ID = 1
+RESERVED = ("<pad>", "<oov>")
+_WORD = re.compile(r"\w+|[^\w\s]")
+_SPACES = re.compile(r"\s+")
+
+
+def decode_text(data: bytes) -> tuple[str, bool]:
+    """Decode bytes as UTF-8 (a leading BOM is dropped); fall back to Latin-1.
+
+    Latin-1 maps every byte to a character, so the fallback never fails; the flag says it was
+    used, so callers can count such inputs.
+    """
+    try:
+        return data.decode("utf-8-sig"), False
+    except UnicodeDecodeError:
+        return data.decode("latin-1"), True
+
+
+class TextPreprocessor(Preprocessor):
+    """Tokenize text and map it to `positions` token ids over a vocabulary fitted on training text.
+
+    The mathematical object is the one-hot matrix with one row per position and one column per
+    vocabulary id; it is stored compactly as the ids themselves. `to_one_hot` rebuilds the dense
+    matrix exactly (padding rows are all zero), for inspection, export or small vocabularies.
+
+    Args:
+        level: `"word"` (lower-cased words and punctuation) or `"char"` (characters, runs of
+            whitespace collapsed to one space).
+        vocabulary_size: cap on the number of ids, including the two reserved ones
+            (0 = padding, 1 = out-of-vocabulary). The most frequent training tokens are kept.
+        positions: number of token positions; longer texts are truncated, shorter ones padded.
+            `None` learns it at fit time: the 95th percentile of training lengths, clipped to
+            [16, 1000].
+        lowercase: lower-case before tokenizing.
+        min_count: tokens seen fewer times in the training text map to out-of-vocabulary.
+
+    Example:
+        >>> pre = TextPreprocessor(level="word", positions=4).fit(["a b", "b c"])
+        >>> pre.transform_one("b a z").tolist()
+        [2, 3, 1, 0]
+
+    Input: a `str` (the text itself), `bytes`, or a path (`pathlib.Path`) to a text file.
+    Output shape: `(positions,)`, int32 token ids.
+    """
+
+    needs_fit = True
+    output_dtype = "int32"
+
+    def __init__(
+        self,
+        level: str = "word",
+        vocabulary_size: int = 20000,
+        positions: int | None = None,
+        lowercase: bool = True,
+        min_count: int = 1,
+    ):
+        self.level = level
+        self.vocabulary_size = vocabulary_size
+        self.positions = positions
+        self.lowercase = lowercase
+        self.min_count = min_count
+
+    def _validate(self) -> None:
+        if self.level not in LEVELS:
+            raise ValueError(f"`level` must be one of {LEVELS}. Received: level={self.level!r}")
+        if not isinstance(self.vocabulary_size, int) or self.vocabulary_size < 3:
+            raise ValueError(
+                "`vocabulary_size` must be an int >= 3 (two ids are reserved). "
+                f"Received: vocabulary_size={self.vocabulary_size!r}"
+            )
+        if self.positions is not None and (not isinstance(self.positions, int) or self.positions < 1):
+            raise ValueError(
+                f"`positions` must be a positive int or None. Received: positions={self.positions!r}"
+            )
+
+    @property
+    def positions_(self) -> int:
+        return self.positions if self.positions is not None else self.learned_positions_
+
+    @property
+    def num_ids(self) -> int:
+        """Width of the one-hot matrix: the fitted vocabulary plus the reserved ids."""
+        self.check_fitted()
+        return len(self.vocabulary_) + len(RESERVED)
+
+    @property
+    def output_shape(self) -> tuple[int]:
+        self.check_fitted()
+        return (self.positions_,)
+
+    # ---- read: text -> tokens (stateless) ----------------------------------------------------
+
+    def read_text(self, x: Any) -> str:
+        if isinstance(x, str):
+            return x
+        if isinstance(x, (bytes, bytearray, os.PathLike)):
+            return decode_text(read_bytes(x))[0]
+        raise InputError(describe_input(x), "expected a str, bytes or a pathlib.Path")
+
+    def read(self, x: Any) -> list[str]:
+        text = self.read_text(x)
+        # Tokenize only what can be used: a 1 MB text costs no more than a short one.
+        limit = self.positions if self.positions is not None else 1000
+        text = text[: limit * (1 if self.level == "char" else 64)]
+        return self.tokenize(text)[:limit]
+
+    def tokenize(self, text: str) -> list[str]:
+        if self.lowercase:
+            text = text.lower()
+        if self.level == "char":
+            return list(_SPACES.sub(" ", text).strip())
+        return _WORD.findall(text)
+
+    # ---- fit/encode ------------------------------------------------------------------------
+
+    def fit_read(self, items: list[list[str]]) -> "TextPreprocessor":
+        self._validate()
+        if not items:
+            raise ValueError("TextPreprocessor.fit needs at least one training text.")
+        counts = Counter(token for tokens in items for token in tokens)
+        ranked = sorted(
+            (item for item in counts.items() if item[1] >= self.min_count),
+            key=lambda item: (-item[1], item[0]),
+        )
+        self.vocabulary_ = [token for token, _ in ranked[: self.vocabulary_size - len(RESERVED)]]
+        self._index = {token: i + len(RESERVED) for i, token in enumerate(self.vocabulary_)}
+        lengths = [len(tokens) for tokens in items]
+        self.learned_positions_ = int(np.clip(np.percentile(lengths, 95), 16, 1000))
+        return self
+
+    def encode(self, item: list[str]) -> np.ndarray:
+        ids = np.full(self.positions_, PADDING_ID, dtype=np.int32)
+        tokens = item[: self.positions_]
+        ids[: len(tokens)] = [self._index.get(token, OOV_ID) for token in tokens]
+        return ids
+
+    def to_one_hot(self, ids: np.ndarray) -> np.ndarray:
+        """Dense `(..., positions, num_ids)` float32 matrix of token ids; padding rows are zero."""
+        ids = np.asarray(ids)
+        dense = np.zeros((*ids.shape, self.num_ids), dtype=np.float32)
+        np.put_along_axis(dense, ids[..., None], 1.0, axis=-1)
+        dense[..., PADDING_ID] = 0.0
+        return dense
+
+    def transform_dense(self, inputs: list[Any]) -> np.ndarray:
+        return self.to_one_hot(self.transform(inputs))
+
+    def decode_ids(self, ids: np.ndarray) -> list[str]:
+        """Token strings for ids (inspection); padding is dropped."""
+        vocabulary = list(RESERVED) + self.vocabulary_
+        return [vocabulary[i] for i in np.asarray(ids).tolist() if i != PADDING_ID]
+
+    def _fitted_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        if not hasattr(self, "vocabulary_"):
+            return {}, {}
+        return {"vocabulary_": self.vocabulary_, "learned_positions_": self.learned_positions_}, {}
+
+    def _restore_state(self, values: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        if "vocabulary_" in values:
+            self.vocabulary_ = list(values["vocabulary_"])
+            self._index = {token: i + len(RESERVED) for i, token in enumerate(self.vocabulary_)}
+            self.learned_positions_ = int(values["learned_positions_"])
