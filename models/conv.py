@@ -1,0 +1,64 @@
+"""The image/audio factory: [Conv -> ReLU -> MaxPool] x depth, then fully connected votes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import keras
+
+from models.spec import ModelSpec
+
+
+def build_conv_model(
+    input_shape: Sequence[int], num_classes: int, spec: ModelSpec | None = None
+) -> keras.Model:
+    """Build a 2-D CNN classifier for `(height, width, channels)` inputs.
+
+    Each value of `spec.filters` adds one block: a `kernel_size` convolution ("same" padding,
+    so the border is read too), optional batch normalization, ReLU, and max pooling with
+    `pool_size` window and `pool_stride` stride. The head flattens or globally pools the last
+    maps, then `spec.dense` hidden layers with dropout before each, then a softmax.
+
+    Args:
+        input_shape: `(height, width, channels)`; the channel axis is always explicit.
+        num_classes: number of output classes (>= 2).
+        spec: hyperparameters; `ModelSpec()` defaults when omitted.
+
+    Returns:
+        An uncompiled `keras.Model` mapping `(batch, *input_shape)` to `(batch, num_classes)`
+        probabilities.
+    """
+    spec = (spec or ModelSpec()).validate()
+    if len(input_shape) != 3:
+        raise ValueError(f"`input_shape` must be (height, width, channels). Received: {tuple(input_shape)}")
+    if num_classes < 2:
+        raise ValueError(f"`num_classes` must be >= 2. Received: num_classes={num_classes}")
+
+    inputs = keras.Input(shape=tuple(input_shape), name="input")
+    x = inputs
+    for depth, filters in enumerate(spec.filters, start=1):
+        x = keras.layers.Conv2D(
+            filters, spec.kernel_size, padding="same", use_bias=not spec.batch_norm, name=f"conv{depth}"
+        )(x)
+        if spec.batch_norm:
+            x = keras.layers.BatchNormalization(name=f"norm{depth}")(x)
+        x = keras.layers.ReLU(name=f"relu{depth}")(x)
+        x = keras.layers.MaxPooling2D(
+            spec.pool_size, strides=spec.pool_stride, padding="same", name=f"pool{depth}"
+        )(x)
+    x = _head(spec.head)(x)
+    for index, units in enumerate(spec.dense, start=1):
+        x = keras.layers.Dropout(spec.dropout, name=f"dropout{index}")(x)
+        x = keras.layers.Dense(units, activation="relu", name=f"dense{index}")(x)
+    x = keras.layers.Dropout(spec.dropout, name="dropout_out")(x)
+    # float32 softmax keeps probabilities exact under mixed precision.
+    outputs = keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="votes")(x)
+    return keras.Model(inputs, outputs, name="conv2d_classifier")
+
+
+def _head(kind: str) -> keras.layers.Layer:
+    if kind == "global_max":
+        return keras.layers.GlobalMaxPooling2D(name="head")
+    if kind == "global_average":
+        return keras.layers.GlobalAveragePooling2D(name="head")
+    return keras.layers.Flatten(name="head")

@@ -1,0 +1,115 @@
+"""Layers for full-height windows over token ids, registered so `.keras` files reload safely."""
+
+from __future__ import annotations
+
+import math
+
+import keras
+from keras import ops
+
+
+def _padding_mask(ids, dtype):
+    """(batch, positions, 1): 0 where the id is padding (0), else 1. Padding rows are all zero
+    in the one-hot matrix, so they must contribute nothing."""
+    return ops.expand_dims(ops.cast(ops.not_equal(ids, 0), dtype), -1)
+
+
+@keras.saving.register_keras_serializable(package="convpipe")
+class FullHeightConv(keras.layers.Layer):
+    """A convolution whose window spans the whole vocabulary, computed from token ids.
+
+    On the one-hot `(positions, num_ids)` matrix, a window of `window_size` positions that
+    spans all `num_ids` columns is a Conv2D with kernel `(window_size, num_ids)` and valid
+    padding. Because each one-hot row has a single 1, that convolution is exactly the sum of
+    `window_size` looked-up kernel rows, which is what this layer computes: its cost does not grow
+    with the vocabulary and the one-hot matrix is never built. One `(num_ids, filters)` table is
+    kept per window offset and read with a gather, so each gradient stays sparse.
+
+    Args:
+        num_ids: vocabulary width, including the reserved padding (0) and out-of-vocabulary ids.
+        window_size: positions per window.
+        filters: number of filters (output channels).
+
+    Input shape: `(batch, positions)` integer token ids.
+    Output shape: `(batch, positions - window_size + 1, filters)`, before any activation.
+    """
+
+    def __init__(self, num_ids: int, window_size: int, filters: int, **kwargs):
+        super().__init__(**kwargs)
+        self.num_ids = num_ids
+        self.window_size = window_size
+        self.filters = filters
+
+    def build(self, input_shape):
+        # Only `window_size` rows are active per output, so scale like a conv with that fan-in.
+        limit = math.sqrt(3.0 / self.window_size)
+        self.tables = [
+            self.add_weight(
+                name=f"kernel_offset_{k}",
+                shape=(self.num_ids, self.filters),
+                initializer=keras.initializers.RandomUniform(-limit, limit),
+            )
+            for k in range(self.window_size)
+        ]
+        self.bias = self.add_weight(name="bias", shape=(self.filters,), initializer="zeros")
+
+    def call(self, ids):
+        ids = ops.cast(ids, "int32")
+        length = ops.shape(ids)[1] - self.window_size + 1
+        mask = _padding_mask(ids, self.compute_dtype)
+        total = 0
+        for k, table in enumerate(self.tables):
+            window_ids = ids[:, k : k + length]
+            total = total + ops.take(table, window_ids, axis=0) * mask[:, k : k + length]
+        return total + self.bias
+
+    def compute_output_shape(self, input_shape):
+        positions = input_shape[1]
+        length = None if positions is None else positions - self.window_size + 1
+        return (input_shape[0], length, self.filters)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "num_ids": self.num_ids,
+            "window_size": self.window_size,
+            "filters": self.filters,
+        }
+
+
+@keras.saving.register_keras_serializable(package="convpipe")
+class TokenEmbedding(keras.layers.Layer):
+    """A D-dimensional projection of the vocabulary whose padding id maps to the zero vector.
+
+    Followed by a convolution over positions, it is a full-height window whose
+    `(window_size x num_ids)` kernel is constrained to rank `dim`: the factorized form.
+
+    Args:
+        num_ids: vocabulary width, including the reserved ids.
+        dim: embedding dimension D.
+
+    Input shape: `(batch, positions)` integer token ids.
+    Output shape: `(batch, positions, dim)`.
+    """
+
+    def __init__(self, num_ids: int, dim: int, **kwargs):
+        super().__init__(**kwargs)
+        self.num_ids = num_ids
+        self.dim = dim
+
+    def build(self, input_shape):
+        self.embeddings = self.add_weight(
+            name="embeddings",
+            shape=(self.num_ids, self.dim),
+            initializer=keras.initializers.RandomUniform(-0.05, 0.05),
+        )
+
+    def call(self, ids):
+        ids = ops.cast(ids, "int32")
+        return ops.take(self.embeddings, ids, axis=0) * _padding_mask(ids, self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape, self.dim)
+
+    def get_config(self):
+        return {**super().get_config(), "num_ids": self.num_ids, "dim": self.dim}

@@ -1,0 +1,106 @@
+"""The model hyperparameters a designer chooses, as one frozen dataclass.
+
+The CLI flags, the `[model]` table of a TOML config and the `model` entry of a run's
+config.json are three views of this one object.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+HEADS = ("flatten", "global_max", "global_average")
+TEXT_KERNELS = ("factorized", "full")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Hyperparameters of a conv stack.
+
+    Args:
+        filters: image/audio: filters of each [Conv -> ReLU -> MaxPool] block, one block per
+            value (so its length is the depth). Text: one value, the filters per window width.
+        kernel_size: side of the square convolution filters (image/audio).
+        pool_size: max-pooling window side (image/audio).
+        pool_stride: max-pooling stride (image/audio).
+        head: how the last feature maps become a vector: `"flatten"` keeps where a feature was
+            found; `"global_max"` / `"global_average"` keep only whether / how much.
+        batch_norm: normalize each convolution's output before the ReLU (image/audio).
+        dense: widths of the fully connected hidden layers ("votes") before the softmax.
+        dropout: dropout rate before each fully connected layer.
+        window_sizes: text: widths (in positions) of the full-height windows run side by side.
+        text_kernel: text: `"factorized"` (embedding of `embedding_dim`, then a convolution
+            over positions: a rank-limited full-height kernel) or `"full"` (one
+            vocabulary x window kernel per filter).
+        embedding_dim: text: rank D of the factorized kernel.
+    """
+
+    filters: tuple[int, ...] = (32, 64)
+    kernel_size: int = 3
+    pool_size: int = 2
+    pool_stride: int = 2
+    head: str = "flatten"
+    batch_norm: bool = False
+    dense: tuple[int, ...] = (128,)
+    dropout: float = 0.3
+    window_sizes: tuple[int, ...] = (3, 4, 5)
+    text_kernel: str = "factorized"
+    embedding_dim: int = 64
+
+    def __post_init__(self) -> None:
+        # Accept lists (from JSON/TOML) but store tuples so the spec stays hashable.
+        for name in ("filters", "dense", "window_sizes"):
+            value = getattr(self, name)
+            if isinstance(value, int):
+                value = (value,)
+            object.__setattr__(self, name, tuple(value))
+
+    def validate(self, *, text: bool = False) -> "ModelSpec":
+        """Raise ValueError naming the first bad field; return self for chaining."""
+        def positive_ints(name: str, allow_empty: bool = False) -> None:
+            values = getattr(self, name)
+            if (not values and not allow_empty) or not all(
+                isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values
+            ):
+                raise ValueError(
+                    f"`{name}` must be {'' if allow_empty else 'one or more '}positive ints. "
+                    f"Received: {name}={','.join(map(str, values)) or '(empty)'}"
+                )
+
+        positive_ints("filters")
+        positive_ints("dense", allow_empty=True)
+        for name in ("kernel_size", "pool_size", "pool_stride", "embedding_dim"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"`{name}` must be a positive int. Received: {name}={value!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"`dropout` must be in [0, 1). Received: dropout={self.dropout!r}")
+        if self.head not in HEADS:
+            raise ValueError(f"`head` must be one of {HEADS}. Received: head={self.head!r}")
+        if text:
+            positive_ints("window_sizes")
+            if len(self.filters) != 1:
+                raise ValueError(
+                    "Text models take one `filters` value (filters per window width). "
+                    f"Received: filters={','.join(map(str, self.filters))}"
+                )
+            if self.text_kernel not in TEXT_KERNELS:
+                raise ValueError(
+                    f"`text_kernel` must be one of {TEXT_KERNELS}. "
+                    f"Received: text_kernel={self.text_kernel!r}"
+                )
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "ModelSpec":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(
+                f"Unknown model setting(s): {', '.join(unknown)}. Known: {', '.join(sorted(known))}."
+            )
+        return cls(**values)

@@ -1,0 +1,60 @@
+"""The text factory: full-height windows of several widths over token ids, side by side."""
+
+from __future__ import annotations
+
+import keras
+
+from models.layers import FullHeightConv, TokenEmbedding
+from models.spec import ModelSpec
+
+
+def build_text_model(
+    positions: int, num_ids: int, num_classes: int, spec: ModelSpec | None = None
+) -> keras.Model:
+    """Build a text CNN that reads the position x vocabulary matrix through its token ids.
+
+    For each width in `spec.window_sizes`, `spec.filters[0]` full-height windows slide along
+    the positions (ReLU), and each filter keeps its best match (max pooling over positions). The
+    widths are concatenated, then dropout and `spec.dense` hidden layers, then a softmax.
+
+    `spec.text_kernel` picks one of two exact forms of the same window: `"full"` keeps one
+    (window x vocabulary) kernel per filter (`FullHeightConv`); `"factorized"` constrains it to
+    rank `spec.embedding_dim` (`TokenEmbedding`, shared by all widths, then `Conv1D`).
+
+    Args:
+        positions: number of token positions per input (>= the largest window).
+        num_ids: vocabulary width including the reserved padding and out-of-vocabulary ids.
+        num_classes: number of output classes (>= 2).
+        spec: hyperparameters.
+
+    Returns:
+        An uncompiled `keras.Model`: `(batch, positions)` int32 ids -> `(batch, num_classes)`.
+    """
+    spec = (spec or ModelSpec()).validate(text=True)
+    if num_classes < 2:
+        raise ValueError(f"`num_classes` must be >= 2. Received: num_classes={num_classes}")
+    if positions < max(spec.window_sizes):
+        raise ValueError(
+            f"Every window must fit in the text: positions={positions} is shorter than the "
+            f"largest window ({max(spec.window_sizes)}). Lower --window-sizes or raise positions."
+        )
+    filters = spec.filters[0]
+    ids = keras.Input(shape=(positions,), dtype="int32", name="token_ids")
+    embedded = None
+    if spec.text_kernel == "factorized":
+        embedded = TokenEmbedding(num_ids, spec.embedding_dim, name="embedding")(ids)
+    branches = []
+    for width in spec.window_sizes:
+        if embedded is None:
+            x = FullHeightConv(num_ids, width, filters, name=f"window{width}")(ids)
+        else:
+            x = keras.layers.Conv1D(filters, width, name=f"window{width}")(embedded)
+        x = keras.layers.ReLU(name=f"relu{width}")(x)
+        branches.append(keras.layers.GlobalMaxPooling1D(name=f"pool{width}")(x))
+    x = branches[0] if len(branches) == 1 else keras.layers.Concatenate(name="windows")(branches)
+    for index, units in enumerate(spec.dense, start=1):
+        x = keras.layers.Dropout(spec.dropout, name=f"dropout{index}")(x)
+        x = keras.layers.Dense(units, activation="relu", name=f"dense{index}")(x)
+    x = keras.layers.Dropout(spec.dropout, name="dropout_out")(x)
+    outputs = keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="votes")(x)
+    return keras.Model(ids, outputs, name="text_cnn")
