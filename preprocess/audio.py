@@ -70,7 +70,7 @@ class AudioPreprocessor(Preprocessor):
         self.log_floor = log_floor
         self.normalization = normalization
 
-    def _validate(self) -> None:
+    def validate_params(self) -> None:
         for name in ("sample_rate", "n_fft", "hop_length", "num_mels"):
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value <= 0:
@@ -174,7 +174,7 @@ class AudioPreprocessor(Preprocessor):
     # ---- fit/encode: per-band standardization ------------------------------------------------
 
     def fit_read(self, items: list[np.ndarray]) -> "AudioPreprocessor":
-        self._validate()
+        self.validate_params()
         if not items:
             raise ValueError("AudioPreprocessor.fit needs at least one training input.")
         stacked = np.concatenate(items, axis=0).astype(np.float64)  # (all time steps, bands)

@@ -104,7 +104,7 @@ class Preprocessor:
 
     def fit_read(self, items: list[Any]) -> "Preprocessor":
         """Learn from already-read training inputs. Refitting replaces the previous fit."""
-        self._validate()
+        self.validate_params()
         return self
 
     def encode(self, item: Any) -> np.ndarray:
@@ -116,8 +116,8 @@ class Preprocessor:
         """Shape of one transformed input, without the batch axis."""
         raise NotImplementedError
 
-    def _validate(self) -> None:
-        """Check the parameters; called by `fit_read`/`transform` so `__init__` stays trivial."""
+    def validate_params(self) -> None:
+        """Raise ValueError naming the first bad parameter. `__init__` only stores them."""
 
     # ---- composed API ------------------------------------------------------------------------
 
@@ -134,24 +134,24 @@ class Preprocessor:
 
     def fit(self, inputs: list[Any], labels: Any = None) -> "Preprocessor":
         """Learn what must be learned from training inputs only; returns self."""
-        self._validate()
+        self.validate_params()
         return self.fit_read([self.read(x) for x in inputs])
 
     def transform_one(self, x: Any) -> np.ndarray:
-        self._validate()
+        self.validate_params()
         self.check_fitted()
         return self.encode(self.read(x))
 
     def transform(self, inputs: list[Any]) -> np.ndarray:
         """Transform a batch into one array of shape `(len(inputs), *output_shape)`."""
-        self._validate()
+        self.validate_params()
         self.check_fitted()
         if len(inputs) == 0:
             return np.zeros((0, *self.output_shape), dtype=self.output_dtype)
         return np.stack([self.encode(self.read(x)) for x in inputs])
 
     def fit_transform(self, inputs: list[Any], labels: Any = None) -> np.ndarray:
-        self._validate()
+        self.validate_params()
         items = [self.read(x) for x in inputs]
         self.fit_read(items)
         return np.stack([self.encode(item) for item in items])

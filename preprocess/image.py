@@ -64,7 +64,7 @@ class ImagePreprocessor(Preprocessor):
         self.background = background
         self.max_pixels = max_pixels
 
-    def _validate(self) -> None:
+    def validate_params(self) -> None:
         if len(self.image_size) != 2 or not all(
             isinstance(v, (int, np.integer)) and v > 0 for v in self.image_size
         ):

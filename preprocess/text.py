@@ -77,7 +77,7 @@ class TextPreprocessor(Preprocessor):
         self.lowercase = lowercase
         self.min_count = min_count
 
-    def _validate(self) -> None:
+    def validate_params(self) -> None:
         if self.level not in LEVELS:
             raise ValueError(f"`level` must be one of {LEVELS}. Received: level={self.level!r}")
         if not isinstance(self.vocabulary_size, int) or self.vocabulary_size < 3:
@@ -131,7 +131,7 @@ class TextPreprocessor(Preprocessor):
     # ---- fit/encode ------------------------------------------------------------------------
 
     def fit_read(self, items: list[list[str]]) -> "TextPreprocessor":
-        self._validate()
+        self.validate_params()
         if not items:
             raise ValueError("TextPreprocessor.fit needs at least one training text.")
         counts = Counter(token for tokens in items for token in tokens)

@@ -1,0 +1,242 @@
+"""convpipe's command line: train, evaluate, predict, preprocess and info.
+
+Parses options, calls `pipelines`, prints. TensorFlow is imported inside the commands that need
+it, so `--help` is instant.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from pipelines.modality import Modality
+from preprocess import ConvpipeError
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter quiet
+
+app = typer.Typer(
+    help="Train, evaluate and use CNNs on images, audio spectrograms and text matrices.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+errors = Console(stderr=True)
+
+
+def one_line_errors(command):
+    """Known failures end as one line on stderr and exit code 1; anything else is a bug."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except ConvpipeError as error:
+            errors.print(f"[red]Error:[/red] {error}", highlight=False, soft_wrap=True)
+            raise typer.Exit(code=1) from None
+        except KeyboardInterrupt:
+            errors.print("[yellow]Interrupted.[/yellow]")
+            raise typer.Exit(code=130) from None
+
+    return wrapper
+
+
+def int_list(value: Optional[str], name: str) -> Optional[tuple[int, ...]]:
+    """'32,64' -> (32, 64); '' -> () (e.g. no hidden dense layer)."""
+    if value is None:
+        return None
+    try:
+        return tuple(int(part) for part in value.replace(" ", "").split(",") if part)
+    except ValueError:
+        raise ConvpipeError(f"--{name} takes comma-separated integers like 32,64; got {value!r}.") from None
+
+
+def setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+DataOption = Annotated[
+    Optional[str],
+    typer.Option(help="Folder with one subfolder per class (optionally train/ and test/), or a CSV manifest."),
+]
+
+
+@app.command()
+@one_line_errors
+def train(
+    modality: Annotated[Optional[Modality], typer.Option(help="Kind of input.", case_sensitive=False)] = None,
+    data: DataOption = None,
+    out: Annotated[Optional[Path], typer.Option(help="Run directory to write (default runs/<modality>-<time>).")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="TOML file with [preprocess], [model], [train] tables; flags override it.")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Maximum epochs (early stopping may end sooner).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Inputs per gradient step.")] = None,
+    learning_rate: Annotated[Optional[float], typer.Option(help="Adam learning rate.")] = None,
+    val_split: Annotated[Optional[float], typer.Option(help="Share held out for validation.")] = None,
+    test_split: Annotated[Optional[float], typer.Option(help="Share held out for testing (no train/test folders).")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed for the split, initialization and shuffling.")] = None,
+    patience: Annotated[Optional[int], typer.Option(help="Epochs without validation improvement before stopping.")] = None,
+    strict: Annotated[Optional[bool], typer.Option("--strict/--skip-bad", help="Fail on the first unreadable input instead of skipping it.")] = None,
+    filters: Annotated[Optional[str], typer.Option(help="Filters per conv block, e.g. 32,64 (text: filters per window width).")] = None,
+    kernel_size: Annotated[Optional[int], typer.Option(help="Side of the square conv filters.")] = None,
+    pool_size: Annotated[Optional[int], typer.Option(help="Max-pooling window side.")] = None,
+    pool_stride: Annotated[Optional[int], typer.Option(help="Max-pooling stride.")] = None,
+    head: Annotated[Optional[str], typer.Option(help="flatten | global_max | global_average.")] = None,
+    batch_norm: Annotated[Optional[bool], typer.Option("--batch-norm/--no-batch-norm", help="Batch-normalize conv outputs.")] = None,
+    dense: Annotated[Optional[str], typer.Option(help="Hidden fully connected widths, e.g. 128 or 256,64 ('' for none).")] = None,
+    dropout: Annotated[Optional[float], typer.Option(help="Dropout rate before each dense layer.")] = None,
+    window_sizes: Annotated[Optional[str], typer.Option(help="Text: full-height window widths, e.g. 3,4,5.")] = None,
+    text_kernel: Annotated[Optional[str], typer.Option(help="Text: factorized | full.")] = None,
+    embedding_dim: Annotated[Optional[int], typer.Option(help="Text: rank of the factorized kernel.")] = None,
+    level: Annotated[Optional[str], typer.Option(help="Text: word | char (default: chosen from text length).")] = None,
+    vocabulary_size: Annotated[Optional[int], typer.Option(help="Text: vocabulary cap including reserved ids.")] = None,
+    positions: Annotated[Optional[int], typer.Option(help="Text: token positions per input (default: from the data).")] = None,
+    image_size: Annotated[Optional[str], typer.Option(help="Image: HEIGHT,WIDTH (default: from the data).")] = None,
+    color_mode: Annotated[Optional[str], typer.Option(help="Image: grayscale | rgb (default: from the data).")] = None,
+    sample_rate: Annotated[Optional[int], typer.Option(help="Audio: resample to this rate (Hz).")] = None,
+    duration: Annotated[Optional[float], typer.Option(help="Audio: seconds per clip (pad or crop).")] = None,
+    num_mels: Annotated[Optional[int], typer.Option(help="Audio: mel bands.")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every skipped input.")] = False,
+):
+    """Train a CNN and write a run directory. Without --data, uses the built-in demo data."""
+    from pipelines.config import resolve_config
+    from pipelines.training import train as run_training
+
+    setup_logging(verbose)
+    resolved = resolve_config(
+        modality.value if modality else None,
+        config_file=config,
+        data=data,
+        preprocess={
+            "level": level,
+            "vocabulary_size": vocabulary_size,
+            "positions": positions,
+            "image_size": int_list(image_size, "image-size"),
+            "color_mode": color_mode,
+            "sample_rate": sample_rate,
+            "duration": duration,
+            "num_mels": num_mels,
+        },
+        model={
+            "filters": int_list(filters, "filters"),
+            "kernel_size": kernel_size,
+            "pool_size": pool_size,
+            "pool_stride": pool_stride,
+            "head": head,
+            "batch_norm": batch_norm,
+            "dense": int_list(dense, "dense"),
+            "dropout": dropout,
+            "window_sizes": int_list(window_sizes, "window-sizes"),
+            "text_kernel": text_kernel,
+            "embedding_dim": embedding_dim,
+        },
+        train={
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "learning_rate": learning_rate,
+            "val_split": val_split,
+            "test_split": test_split,
+            "seed": seed,
+            "patience": patience,
+            "strict": strict,
+        },
+    )
+    source = resolved.data or "built-in demo data"
+    console.print(f"Training a {resolved.modality.value} CNN on {source}")
+    result = run_training(resolved, out=out, verbose=2 if not sys.stdout.isatty() else "auto")
+    console.print(result.skipped.summary())
+    accuracy = "n/a (no validation split)" if result.val_accuracy is None else f"{result.val_accuracy:.3f}"
+    console.print(
+        f"Validation accuracy {accuracy} (best epoch {result.best_epoch} of {result.epochs}, "
+        f"{result.seconds:.0f} s)"
+    )
+    console.print(f"Run written to [bold]{result.run_dir}[/bold]")
+
+
+@app.command()
+@one_line_errors
+def evaluate(
+    run: Annotated[Path, typer.Argument(help="Run directory written by train.")],
+    data: DataOption = None,
+    out: Annotated[Optional[Path], typer.Option(help="Report folder (default RUN/report).")] = None,
+):
+    """Score a run on its held-out test split, or on --data, and write report.json."""
+    from pipelines.evaluation import evaluate as run_evaluation
+
+    result = run_evaluation(run, data=data, out=out)
+    report = result.report
+    table = Table(title=f"{report['modality']} run on {report['data']}")
+    for column in ("class", "precision", "recall", "f1", "support"):
+        table.add_column(column, justify="left" if column == "class" else "right")
+    for label, scores in report["per_class"].items():
+        table.add_row(label, *(f"{scores[k]:.3f}" for k in ("precision", "recall", "f1")), str(scores["support"]))
+    console.print(table)
+    console.print(
+        f"accuracy {report['accuracy']:.3f}   macro-F1 {report['macro_f1']:.3f}   "
+        f"weighted-F1 {report['weighted_f1']:.3f}   n={report['n_samples']}"
+    )
+    console.print(report["skipped"]["summary"])
+    console.print(f"Report written to [bold]{result.report_path}[/bold]")
+
+
+@app.command()
+@one_line_errors
+def predict(
+    run: Annotated[Path, typer.Argument(help="Run directory written by train.")],
+    inputs: Annotated[list[str], typer.Argument(help="Files to classify (text runs also take literal text).")],
+    top_k: Annotated[int, typer.Option(help="Labels to show per input.")] = 3,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+):
+    """Print the top-k labels and probabilities for each input."""
+    from pipelines.prediction import predict as run_prediction
+
+    results = run_prediction(run, inputs, top_k=top_k)
+    if as_json:
+        typer.echo(json.dumps(results, indent=2, ensure_ascii=False))
+        return
+    for result in results:
+        ranked = "   ".join(f"{p['label']} {p['probability']:.3f}" for p in result["top"])
+        console.print(f"{result['input']}: {ranked}", highlight=False)
+
+
+@app.command("preprocess")
+@one_line_errors
+def preprocess_command(
+    modality: Annotated[Modality, typer.Option(help="Kind of input.", case_sensitive=False)],
+    out: Annotated[Path, typer.Option(help="Output .npz file.")],
+    data: DataOption = None,
+    run: Annotated[Optional[Path], typer.Option(help="Use this run's fitted preprocessor and label order.")] = None,
+):
+    """Export preprocessed arrays (x, y, label_names, ids) to an .npz file."""
+    from pipelines.export import export_arrays
+
+    summary = export_arrays(modality, data, out, run_path=run)
+    console.print(f"Wrote {summary['path']}: x {tuple(summary['shape'])}, {summary['classes']} classes; {summary['skipped']}")
+
+
+@app.command()
+@one_line_errors
+def info():
+    """Show versions, the Keras backend and the devices it sees."""
+    from pipelines import environment
+
+    for name, version in environment.versions().items():
+        console.print(f"{name:<14}{version or 'not installed'}")
+    details = environment.devices()
+    console.print(f"{'backend':<14}{details['backend']}")
+    console.print(f"{'devices':<14}{', '.join(details.get('devices', [])) or 'none'}")
+    for key in ("cuda", "cudnn"):
+        if details.get(key):
+            console.print(f"{key:<14}{details[key]}")
+
+
+if __name__ == "__main__":
+    app()

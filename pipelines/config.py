@@ -1,0 +1,177 @@
+"""Run configuration: one dataclass per concern, merged from defaults, a TOML file and flags.
+
+    defaults (per modality)  <  --config run.toml  <  command-line flags
+
+The resolved `RunConfig` is written to the run's config.json and reads back to an equal object.
+A TOML file has the same three tables as config.json:
+
+    modality = "audio"
+    data = "speech/train"
+    [preprocess]
+    num_mels = 40
+    [model]
+    filters = [32, 64]
+    [train]
+    epochs = 30
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from models import ModelSpec
+from pipelines.modality import MODALITIES, Modality, parse_modality
+from preprocess import ConvpipeError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """How the model is trained and the data split.
+
+    Args:
+        epochs: maximum number of passes over the training split.
+        batch_size: inputs per gradient step.
+        learning_rate: Adam's step size.
+        val_split: share of the data held out for validation (early stopping).
+        test_split: share held out for the final test (ignored when the data has train/ and
+            test/ folders).
+        seed: seeds the split, weight initialization and shuffling.
+        patience: epochs without a better validation loss before training stops; the best
+            weights are restored.
+        strict: stop at the first input that cannot be read instead of skipping it.
+        max_skipped: largest share of inputs that may be skipped before training refuses to go on.
+    """
+
+    epochs: int = 30
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    val_split: float = 0.1
+    test_split: float = 0.1
+    seed: int = 0
+    patience: int = 5
+    strict: bool = False
+    max_skipped: float = 0.1
+
+    def validate(self) -> "TrainSettings":
+        for name in ("epochs", "batch_size", "patience"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < (0 if name == "patience" else 1):
+                raise ConvpipeError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}.")
+        if not self.learning_rate > 0:
+            raise ConvpipeError(f"--learning-rate must be positive, got {self.learning_rate!r}.")
+        for name in ("val_split", "test_split"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise ConvpipeError(f"--{name.replace('_', '-')} must be in [0, 1), got {value!r}.")
+        if self.val_split + self.test_split >= 0.9:
+            raise ConvpipeError(
+                f"--val-split + --test-split must leave data to train on, got "
+                f"{self.val_split} + {self.test_split}."
+            )
+        if not 0.0 <= self.max_skipped <= 1.0:
+            raise ConvpipeError(f"max_skipped must be in [0, 1], got {self.max_skipped!r}.")
+        return self
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that defines a training run.
+
+    `preprocess` holds constructor arguments of the modality's preprocessor; after training,
+    config.json holds the preprocessor's complete resolved config.
+    """
+
+    modality: Modality
+    data: str | None = None
+    preprocess: dict[str, Any] = field(default_factory=dict)
+    model: ModelSpec = field(default_factory=ModelSpec)
+    train: TrainSettings = field(default_factory=TrainSettings)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "modality": self.modality.value,
+            "data": self.data,
+            "preprocess": dict(self.preprocess),
+            "model": self.model.to_dict(),
+            "train": dataclasses.asdict(self.train),
+        }
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "RunConfig":
+        unknown = sorted(set(values) - {"modality", "data", "preprocess", "model", "train"})
+        if unknown:
+            raise ConvpipeError(f"Unknown configuration key(s): {', '.join(unknown)}.")
+        if "modality" not in values:
+            raise ConvpipeError("The configuration names no modality.")
+        train_fields = {f.name for f in dataclasses.fields(TrainSettings)}
+        bad = sorted(set(values.get("train", {})) - train_fields)
+        if bad:
+            raise ConvpipeError(
+                f"Unknown [train] setting(s): {', '.join(bad)}. Known: {', '.join(sorted(train_fields))}."
+            )
+        try:
+            model = ModelSpec.from_dict(values.get("model", {}))
+        except (TypeError, ValueError) as error:
+            raise ConvpipeError(f"[model]: {error}") from None
+        return cls(
+            modality=parse_modality(values["modality"]),
+            data=values.get("data"),
+            preprocess=dict(values.get("preprocess", {})),
+            model=model,
+            train=TrainSettings(**values.get("train", {})),
+        )
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConvpipeError(f"Config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConvpipeError(f"Config file {path} is not valid TOML: {error}") from None
+
+
+def resolve_config(
+    modality: str | None,
+    config_file: Path | None = None,
+    data: str | None = None,
+    preprocess: dict[str, Any] | None = None,
+    model: dict[str, Any] | None = None,
+    train: dict[str, Any] | None = None,
+) -> RunConfig:
+    """Merge modality defaults, the TOML file and flags (`None` values mean "not given")."""
+    layer: dict[str, Any] = read_toml(config_file) if config_file else {}
+    chosen = modality or layer.get("modality")
+    if chosen is None:
+        raise ConvpipeError("No modality given: pass --modality image|audio|text.")
+    info = MODALITIES[parse_modality(chosen)]
+    merged_model = {**info.model_defaults.to_dict(), **layer.get("model", {})}
+    merged_train = {**info.train_defaults, **layer.get("train", {})}
+    merged_pre = dict(layer.get("preprocess", {}))
+    for target, flags in ((merged_model, model), (merged_train, train), (merged_pre, preprocess)):
+        target.update({k: v for k, v in (flags or {}).items() if v is not None})
+    config = RunConfig.from_dict(
+        {
+            "modality": chosen,
+            "data": data if data is not None else layer.get("data"),
+            "preprocess": merged_pre,
+            "model": merged_model,
+            "train": merged_train,
+        }
+    )
+    config.train.validate()
+    try:
+        config.model.validate(text=config.modality is Modality.text)
+    except ValueError as error:
+        raise ConvpipeError(str(error)) from None
+    return config

@@ -1,0 +1,206 @@
+"""Finding labelled inputs: class folders, train/test folders, CSV manifests, built-in data."""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipelines.modality import MODALITIES, Modality
+from preprocess import ConvpipeError, decode_text
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Dataset:
+    """Parallel lists: an input (path, text or array), its class name and a stable id."""
+
+    inputs: list[Any]
+    labels: list[str]
+    ids: list[str]
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def subset(self, indices) -> "Dataset":
+        return Dataset(
+            [self.inputs[i] for i in indices], [self.labels[i] for i in indices], [self.ids[i] for i in indices]
+        )
+
+    def select_ids(self, ids: list[str]) -> "Dataset":
+        """The inputs with these ids, in this order; an id that no longer exists is an error."""
+        position = {id_: i for i, id_ in enumerate(self.ids)}
+        missing = [id_ for id_ in ids if id_ not in position]
+        if missing:
+            raise ConvpipeError(
+                f"The data changed since training: {len(missing)} recorded input(s) are gone "
+                f"(first: {missing[0]}). Pass --data to evaluate on other data."
+            )
+        return self.subset([position[id_] for id_ in ids])
+
+    def class_counts(self) -> dict[str, int]:
+        return dict(sorted(Counter(self.labels).items()))
+
+
+@dataclass
+class DataSource:
+    """What `--data` pointed to: either one dataset to split, or predefined train and test sets."""
+
+    location: str  # the --data value, or "builtin:<name>"
+    full: Dataset | None = None
+    train: Dataset | None = None
+    test: Dataset | None = None
+    #: (input, reason) for files that were not used: unsupported type, unreadable CSV row.
+    ignored: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def predefined_split(self) -> bool:
+        return self.full is None
+
+    def everything(self) -> Dataset:
+        if self.full is not None:
+            return self.full
+        return Dataset(
+            self.train.inputs + self.test.inputs, self.train.labels + self.test.labels, self.train.ids + self.test.ids
+        )
+
+
+def load_source(data: str | None, modality: Modality) -> DataSource:
+    """Find the labelled inputs `--data` points to; built-in demo data when it is None."""
+    if data is None:
+        from pipelines.demo_data import load_builtin
+
+        return load_builtin(modality)
+    path = Path(data).expanduser()
+    if not path.exists():
+        raise ConvpipeError(f"Data path not found: {data}")
+    if path.is_file():
+        if path.suffix.lower() != ".csv":
+            raise ConvpipeError(
+                f"--data {data} is a file; expected a folder with one subfolder per class, or a .csv manifest."
+            )
+        full, ignored = read_manifest(path, modality)
+        return DataSource(location=str(data), full=full, ignored=ignored)
+    if (path / "train").is_dir() and (path / "test").is_dir():
+        train, ignored_train = read_class_folders(path / "train", modality, id_prefix="train/")
+        test, ignored_test = read_class_folders(path / "test", modality, id_prefix="test/")
+        return DataSource(location=str(data), train=train, test=test, ignored=ignored_train + ignored_test)
+    full, ignored = read_class_folders(path, modality)
+    return DataSource(location=str(data), full=full, ignored=ignored)
+
+
+def read_class_folders(root: Path, modality: Modality, id_prefix: str = "") -> tuple[Dataset, list]:
+    """One subfolder per class; files of the modality's types anywhere below it are its inputs.
+
+    Hidden files and folders are skipped silently; files of other types are listed as ignored.
+    """
+    extensions = MODALITIES[modality].extensions
+    try:
+        class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError as error:
+        raise ConvpipeError(f"Cannot list {root}: {error.strerror or error}") from None
+    if not class_dirs:
+        raise ConvpipeError(
+            f"No class subfolders in {root}: expected one folder per class holding "
+            f"{modality.value} files ({', '.join(extensions)})."
+        )
+    inputs, labels, ids, ignored = [], [], [], []
+    for class_dir in class_dirs:
+        found = 0
+        for file in sorted(_walk_files(class_dir)):
+            relative = file.relative_to(root).as_posix()
+            if file.suffix.lower() not in extensions:
+                ignored.append((id_prefix + relative, f"unsupported file type {file.suffix or '(none)'}"))
+                continue
+            inputs.append(file)
+            labels.append(class_dir.name)
+            ids.append(id_prefix + relative)
+            found += 1
+        if not found:
+            raise ConvpipeError(
+                f"Class folder {class_dir} has no {modality.value} files ({', '.join(extensions)})."
+            )
+    return Dataset(inputs, labels, ids), ignored
+
+
+def _walk_files(folder: Path):
+    """Files below `folder`, skipping hidden entries and not following symlinked folders."""
+    stack = [folder]
+    while stack:
+        current = stack.pop()
+        try:
+            entries = list(current.iterdir())
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                stack.append(entry)
+            elif not entry.is_dir():
+                yield entry
+
+
+def read_manifest(path: Path, modality: Modality) -> tuple[Dataset, list]:
+    """A CSV with a header: `path,label` (paths relative to the CSV) or `text,label`."""
+    column = MODALITIES[modality].csv_column
+    raw = path.read_bytes()
+    text, fallback = decode_text(raw)
+    if fallback:
+        logger.warning("%s is not valid UTF-8; read it as Latin-1.", path)
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    found = [name.strip() for name in (reader.fieldnames or [])]
+    reader.fieldnames = found
+    missing = [name for name in (column, "label") if name not in found]
+    if missing:
+        raise ConvpipeError(
+            f"{path} is missing column(s) {', '.join(missing)}; found: {', '.join(found) or '(none)'}. "
+            f"A {modality.value} manifest needs a header '{column},label'."
+        )
+    inputs, labels, ids, ignored = [], [], [], []
+    for row in reader:
+        row_id = f"row {reader.line_num}"
+        value, label = (row.get(column) or "").strip(), (row.get("label") or "").strip()
+        if not value or not label:
+            ignored.append((row_id, f"empty {column if not value else 'label'}"))
+            continue
+        inputs.append(value if column == "text" else (path.parent / value))
+        labels.append(label)
+        ids.append(row_id)
+    if not inputs:
+        raise ConvpipeError(f"{path} has no rows with both {column} and label.")
+    return Dataset(inputs, labels, ids), ignored
+
+
+def split_dataset(
+    dataset: Dataset, val_split: float, test_split: float, seed: int
+) -> dict[str, Dataset]:
+    """Stratified, seeded split into train/validation/test.
+
+    Each class contributes round(n * share) inputs to validation and test, but always keeps at
+    least one for training, so a class with a single input still trains (with a warning).
+    """
+    rng = np.random.default_rng(seed)
+    parts: dict[str, list[int]] = {"train": [], "validation": [], "test": []}
+    by_class: dict[str, list[int]] = {}
+    for index, label in enumerate(dataset.labels):
+        by_class.setdefault(label, []).append(index)
+    for label, indices in sorted(by_class.items()):
+        indices = list(rng.permutation(indices))
+        n = len(indices)
+        n_test = min(int(round(n * test_split)), max(n - 1, 0))
+        n_val = min(int(round(n * val_split)), max(n - 1 - n_test, 0))
+        if n < 3:
+            logger.warning("Class %r has only %d input(s); none held out for validation/test.", label, n)
+            n_test = n_val = 0
+        parts["test"] += indices[:n_test]
+        parts["validation"] += indices[n_test : n_test + n_val]
+        parts["train"] += indices[n_test + n_val :]
+    return {name: dataset.subset(sorted(indices)) for name, indices in parts.items()}

@@ -1,0 +1,53 @@
+"""Preprocessing choices that adapt to the training data, each one recorded with its reason."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from pipelines.datasets import Dataset
+from pipelines.modality import MODALITIES, Modality
+from preprocess import Preprocessor, TextPreprocessor, probe_images
+
+#: Texts whose median length is below this many characters are read at character level:
+#: short texts have too few words for word windows to match, but enough characters.
+CHAR_LEVEL_BELOW = 60
+
+
+def build_preprocessor(
+    modality: Modality, params: dict[str, Any], train: Dataset
+) -> tuple[Preprocessor, dict[str, str]]:
+    """The modality's preprocessor with `params`, filling unset data-dependent parameters.
+
+    Returns the preprocessor and `{parameter: reason}` for every choice made from the data.
+    """
+    params = dict(params)
+    choices: dict[str, str] = {}
+    if modality is Modality.image and not {"image_size", "color_mode"} <= set(params):
+        probed = probe_images(train.inputs)
+        for name, value in probed.items():
+            if name not in params:
+                params[name] = value
+                choices[name] = f"{value} from the training images (median size, colour if any has colour)"
+    if modality is Modality.text and "level" not in params:
+        probe = TextPreprocessor()
+        step = max(1, len(train) // 200)
+        lengths = []
+        for x in train.inputs[::step]:
+            try:
+                lengths.append(len(probe.read_text(x)))
+            except Exception:  # unreadable inputs are reported when they are read for real
+                continue
+        median = float(np.median(lengths)) if lengths else 0.0
+        params["level"] = "char" if median < CHAR_LEVEL_BELOW else "word"
+        choices["level"] = f"{params['level']}: median training text is {median:.0f} characters (char below {CHAR_LEVEL_BELOW})"
+    cls = MODALITIES[modality].preprocessor
+    try:
+        preprocessor = cls.from_config(params)
+        preprocessor.validate_params()
+    except (TypeError, ValueError) as error:
+        from preprocess import ConvpipeError
+
+        raise ConvpipeError(f"Bad {modality.value} preprocessing setting: {error}") from None
+    return preprocessor, choices

@@ -1,0 +1,46 @@
+"""Versions and devices, recorded in every run and shown by `convpipe info`."""
+
+from __future__ import annotations
+
+import platform
+from importlib import metadata
+
+
+def package_version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def versions() -> dict[str, str | None]:
+    """Versions of Python and the libraries whose behaviour a run depends on (no heavy imports)."""
+    return {
+        "convpipe": package_version("convpipe"),
+        "python": platform.python_version(),
+        "keras": package_version("keras"),
+        "tensorflow": package_version("tensorflow") or package_version("tensorflow-cpu"),
+        "librosa": package_version("librosa"),
+        "numpy": package_version("numpy"),
+        "scikit-learn": package_version("scikit-learn"),
+    }
+
+
+def devices() -> dict[str, object]:
+    """The Keras backend and the devices it sees (imports the backend)."""
+    import keras
+
+    backend = keras.backend.backend()
+    info: dict[str, object] = {"backend": backend}
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        info["devices"] = [f"{d.device_type}:{d.name.split(':')[-1]}" for d in tf.config.list_physical_devices()]
+        build = tf.sysconfig.get_build_info()
+        info["cuda"] = build.get("cuda_version")
+        info["cudnn"] = build.get("cudnn_version")
+    elif backend == "jax":
+        import jax
+
+        info["devices"] = [str(d) for d in jax.devices()]
+    return info

@@ -1,0 +1,106 @@
+"""`evaluate`: score a run on its held-out test split or on other data; write report.json."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipelines import environment
+from pipelines.datasets import Dataset, load_source
+from pipelines.featurize import Skipped, encode_items, read_inputs
+from pipelines.run_dir import Run
+from preprocess import ConvpipeError, atomic
+
+
+@dataclass
+class Evaluation:
+    report: dict[str, Any]
+    report_path: Path
+
+
+def evaluation_data(run: Run, data: str | None) -> tuple[Dataset, str]:
+    """The inputs to score: `data`'s test part (or all of it), else the run's own test split."""
+    modality = run.config.modality
+    if data is not None:
+        source = load_source(data, modality)
+        return (source.test if source.predefined_split else source.full), source.location
+    test_ids = run.split.get("test") or []
+    if not test_ids:
+        raise ConvpipeError(f"{run.path} has no held-out test inputs; pass --data to evaluate on other data.")
+    source = load_source(run.config.data, modality)
+    return source.everything().select_ids(test_ids), source.location
+
+
+def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) -> dict[str, Any]:
+    """Accuracy, F1 averages, confusion matrix (rows true, columns predicted) and per-class scores.
+
+    Averages are over the classes that occur in the truth or the predictions (scikit-learn's
+    default); `per_class` lists every class the model knows, in `labels` order.
+    """
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+
+    indices = list(range(len(labels)))
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=indices, zero_division=0
+    )
+    return {
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "macro_f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
+        "weighted_f1": float(f1_score(y_true, y_pred, average="weighted", zero_division=0)),
+        "n_samples": int(len(y_true)),
+        "labels": list(labels),
+        "confusion_matrix": confusion_matrix(y_true, y_pred, labels=indices).tolist(),
+        "per_class": {
+            label: {
+                "precision": float(precision[i]),
+                "recall": float(recall[i]),
+                "f1": float(f1[i]),
+                "support": int(support[i]),
+            }
+            for i, label in enumerate(labels)
+        },
+    }
+
+
+def evaluate(run_path: Path, data: str | None = None, out: Path | None = None) -> Evaluation:
+    run = Run.open(run_path)
+    dataset, location = evaluation_data(run, data)
+    unknown = sorted(set(dataset.labels) - set(run.labels))
+    if unknown:
+        raise ConvpipeError(
+            f"The evaluation data has label(s) the model never saw: {', '.join(unknown)}. "
+            f"It knows: {', '.join(run.labels)}."
+        )
+    if len(dataset) == 0:
+        raise ConvpipeError(f"No inputs to evaluate in {location}.")
+    preprocessor, model = run.preprocessor, run.model
+    started = time.perf_counter()
+    skipped = Skipped()
+    items, kept = read_inputs(preprocessor, dataset, "test", skipped, run.config.train.strict)
+    if not items:
+        raise ConvpipeError(f"None of the {len(dataset)} evaluation inputs could be read: {skipped.summary()}.")
+    x = encode_items(preprocessor, items)
+    used = dataset.subset(kept)
+    index = {label: i for i, label in enumerate(run.labels)}
+    y_true = np.array([index[label] for label in used.labels])
+    probabilities = model.predict(x, batch_size=256, verbose=0)
+    y_pred = probabilities.argmax(axis=1)
+    seconds = time.perf_counter() - started
+
+    report = {
+        "run": str(run.path),
+        "data": location,
+        "modality": run.config.modality.value,
+        **classification_metrics(y_true, y_pred, run.labels),
+        "skipped": {"summary": skipped.summary(), "inputs": skipped.entries},
+        "timing": {"evaluation_seconds": round(seconds, 3), "samples_per_second": round(len(x) / seconds, 1)},
+        "environment": environment.versions(),
+    }
+    out_dir = Path(out) if out is not None else run.path / "report"
+    report_path = out_dir / "report.json"
+    atomic.write_json(report_path, report)
+    return Evaluation(report=report, report_path=report_path)

@@ -1,0 +1,52 @@
+"""`preprocess`: export the 2-D arrays, labels and label names for use outside convpipe."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from pipelines.datasets import load_source
+from pipelines.defaults import build_preprocessor
+from pipelines.featurize import Skipped, encode_items, read_inputs
+from pipelines.modality import Modality
+from pipelines.run_dir import Run
+from preprocess import ConvpipeError, atomic
+
+
+def export_arrays(
+    modality: Modality, data: str | None, out: Path, run_path: Path | None = None, strict: bool = False
+) -> dict:
+    """Write `out` (.npz): `x`, `y` (indices into `label_names`), `label_names`, `ids`.
+
+    With `run_path`, the run's fitted preprocessor and label order are used (and its modality
+    must match); otherwise a new preprocessor with default settings is fitted on all the data.
+    """
+    if run_path is not None:
+        run = Run.open(run_path)
+        if run.config.modality is not modality:
+            raise ConvpipeError(f"{run_path} is a {run.config.modality.value} run, not {modality.value}.")
+        preprocessor, label_names = run.preprocessor, run.labels
+    source = load_source(data, modality)
+    dataset = source.everything()
+    if run_path is None:
+        preprocessor, _ = build_preprocessor(modality, {}, dataset)
+        label_names = sorted(set(dataset.labels))
+    skipped = Skipped()
+    items, kept = read_inputs(preprocessor, dataset, "", skipped, strict)
+    if not items:
+        raise ConvpipeError(f"No input in {source.location} could be read: {skipped.summary()}.")
+    if run_path is None:
+        preprocessor.fit_read(items)
+    used = dataset.subset(kept)
+    unknown = sorted(set(used.labels) - set(label_names))
+    if unknown:
+        raise ConvpipeError(f"Label(s) the run never saw: {', '.join(unknown)}.")
+    index = {label: i for i, label in enumerate(label_names)}
+    x = encode_items(preprocessor, items)
+    y = np.array([index[label] for label in used.labels], dtype=np.int32)
+    out = Path(out)
+    if out.suffix != ".npz":
+        raise ConvpipeError(f"--out must end in .npz, got {out}.")
+    atomic.write_npz(out, {"x": x, "y": y, "label_names": np.array(label_names), "ids": np.array(used.ids)})
+    return {"path": str(out), "shape": list(x.shape), "classes": len(label_names), "skipped": skipped.summary()}

@@ -1,0 +1,69 @@
+"""The one table that maps a modality to its preprocessor, file types and model defaults."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from models import ModelSpec
+from preprocess import (
+    AUDIO_EXTENSIONS,
+    IMAGE_EXTENSIONS,
+    TEXT_EXTENSIONS,
+    AudioPreprocessor,
+    ImagePreprocessor,
+    Preprocessor,
+    TextPreprocessor,
+)
+
+
+class Modality(str, Enum):
+    image = "image"
+    audio = "audio"
+    text = "text"
+
+
+@dataclass(frozen=True)
+class ModalityInfo:
+    preprocessor: type[Preprocessor]
+    extensions: tuple[str, ...]
+    #: Column of a CSV manifest that holds the input: a path (relative to the CSV) or the text.
+    csv_column: str
+    model_defaults: ModelSpec
+    #: Training defaults that differ from `TrainSettings`' own.
+    train_defaults: dict
+
+
+MODALITIES: dict[Modality, ModalityInfo] = {
+    Modality.image: ModalityInfo(
+        preprocessor=ImagePreprocessor,
+        extensions=IMAGE_EXTENSIONS,
+        csv_column="path",
+        model_defaults=ModelSpec(filters=(32, 64), dense=(128,), dropout=0.3),
+        train_defaults={},
+    ),
+    Modality.audio: ModalityInfo(
+        preprocessor=AudioPreprocessor,
+        extensions=AUDIO_EXTENSIONS,
+        csv_column="path",
+        model_defaults=ModelSpec(filters=(32, 64, 64), dense=(128,), dropout=0.3, batch_norm=True),
+        train_defaults={},
+    ),
+    Modality.text: ModalityInfo(
+        preprocessor=TextPreprocessor,
+        extensions=TEXT_EXTENSIONS,
+        csv_column="text",
+        model_defaults=ModelSpec(filters=(128,), dense=(), dropout=0.5),
+        train_defaults={},
+    ),
+}
+
+
+def parse_modality(value: str) -> Modality:
+    try:
+        return Modality(value)
+    except ValueError:
+        from preprocess import ConvpipeError
+
+        choices = ", ".join(m.value for m in Modality)
+        raise ConvpipeError(f"Unknown modality {value!r}. Choose one of: {choices}.") from None

@@ -1,0 +1,48 @@
+"""`predict`: top-k class probabilities for individual inputs, with a run's fitted preprocessor."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipelines.modality import Modality
+from pipelines.run_dir import Run
+from preprocess import ConvpipeError, InputError
+
+
+def predict(run_path: Path, inputs: list[str], top_k: int = 3) -> list[dict[str, Any]]:
+    """`[{"input": ..., "top": [{"label", "probability"}, ...]}]`, one entry per input, in order.
+
+    For a text run, an input that names an existing file is read from it; anything else is
+    taken as the text itself.
+    """
+    if top_k < 1:
+        raise ConvpipeError(f"--top-k must be at least 1, got {top_k}.")
+    if not inputs:
+        raise ConvpipeError("Nothing to predict: pass one or more inputs.")
+    run = Run.open(run_path)
+    preprocessor = run.preprocessor
+    arrays = []
+    for value in inputs:
+        path = Path(value)
+        if run.config.modality is Modality.text and not path.is_file():
+            x: Any = value
+        else:
+            if not path.exists():
+                raise ConvpipeError(f"Input not found: {value}")
+            x = path
+        try:
+            arrays.append(preprocessor.transform_one(x))
+        except InputError as error:
+            raise ConvpipeError(f"Cannot use input {value}: {error.reason}") from None
+    probabilities = run.model.predict(np.stack(arrays), verbose=0)
+    k = min(top_k, len(run.labels))
+    results = []
+    for value, row in zip(inputs, probabilities):
+        order = np.argsort(-row)[:k]
+        results.append(
+            {"input": value, "top": [{"label": run.labels[i], "probability": float(row[i])} for i in order]}
+        )
+    return results

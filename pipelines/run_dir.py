@@ -1,0 +1,127 @@
+"""The run directory: everything needed to evaluate, predict or inspect a trained model.
+
+    model.keras         trained Keras model (native format, loaded with safe_mode on)
+    preprocessor.json   fitted preprocessor (+ preprocessor.npz when it has arrays)
+    labels.json         class names in output order
+    config.json         resolved configuration, data-dependent choices, versions
+    split.json          ids of the inputs in train, validation and test
+    history.csv         one row per epoch
+    skipped.json        inputs that were not used, with reasons
+    report/             written by `evaluate`
+
+Every file is written atomically, the model last, so a run is complete only when model.keras
+exists; an interrupted `train` never leaves a half-written file.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from pipelines.config import RunConfig
+from preprocess import ConvpipeError, InputError, Preprocessor, atomic
+
+RUN_FORMAT = 1
+REQUIRED_FILES = ("model.keras", "preprocessor.json", "labels.json", "config.json", "split.json")
+
+
+def write_history(path: Path, history: dict[str, list[float]]) -> None:
+    keys = list(history)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["epoch", *keys])
+    for epoch in range(len(history[keys[0]]) if keys else 0):
+        writer.writerow([epoch + 1, *(f"{history[k][epoch]:.6g}" for k in keys)])
+    atomic.write_text(path, buffer.getvalue())
+
+
+@dataclass
+class Run:
+    """A run directory opened for reading; fails with one clear line if it is incomplete."""
+
+    path: Path
+    document: dict[str, Any]  # config.json as written
+    labels: list[str]
+    split: dict[str, Any]
+    config: RunConfig = field(init=False)
+
+    def __post_init__(self) -> None:
+        try:
+            self.config = RunConfig.from_dict(self.document["config"])
+        except (KeyError, TypeError, ValueError) as error:
+            raise ConvpipeError(f"{self.path / 'config.json'} is not a valid run config ({error}).") from None
+
+    @classmethod
+    def open(cls, path: str | Path) -> "Run":
+        path = Path(path)
+        if not path.is_dir():
+            raise ConvpipeError(f"Run directory not found: {path}")
+        missing = [name for name in REQUIRED_FILES if not (path / name).is_file()]
+        if missing:
+            raise ConvpipeError(
+                f"{path} is not a complete run: missing {', '.join(missing)}. "
+                "Was training interrupted? Train again or pass another run."
+            )
+        document = _read_json(path / "config.json")
+        if document.get("run_format", 0) > RUN_FORMAT:
+            raise ConvpipeError(f"{path} was written by a newer convpipe; upgrade to use it.")
+        labels = _read_json(path / "labels.json")
+        if not isinstance(labels, list) or len(labels) < 2:
+            raise ConvpipeError(f"{path / 'labels.json'} must list at least two class names.")
+        return cls(path=path, document=document, labels=[str(x) for x in labels], split=_read_json(path / "split.json"))
+
+    @cached_property
+    def preprocessor(self) -> Preprocessor:
+        modality = self.config.modality
+        try:
+            preprocessor = Preprocessor.load(self.path / "preprocessor.json")
+        except InputError as error:
+            raise ConvpipeError(str(error)) from None
+        from pipelines.modality import MODALITIES
+
+        expected = MODALITIES[modality].preprocessor
+        if not isinstance(preprocessor, expected):
+            raise ConvpipeError(
+                f"{self.path}: preprocessor is a {type(preprocessor).__name__} but the run's "
+                f"modality is {modality.value}."
+            )
+        return preprocessor
+
+    @cached_property
+    def model(self):
+        """The Keras model, loaded with safe_mode on: a file with arbitrary code is refused."""
+        import keras
+
+        import models.layers  # noqa: F401  (registers convpipe's custom layers)
+
+        path = self.path / "model.keras"
+        try:
+            model = keras.models.load_model(path, safe_mode=True)
+        except ValueError as error:
+            text = str(error)
+            if "safe_mode" in text or "lambda" in text.lower():
+                raise ConvpipeError(
+                    f"Refused to load {path}: it contains arbitrary Python code (e.g. a Lambda "
+                    "layer), which convpipe never runs from a file."
+                ) from None
+            raise ConvpipeError(f"Cannot load {path}: {text.splitlines()[0]}") from None
+        except (OSError, KeyError) as error:
+            raise ConvpipeError(f"Cannot load {path}: {error}") from None
+        n_outputs = model.output_shape[-1]
+        if n_outputs != len(self.labels):
+            raise ConvpipeError(
+                f"{path} predicts {n_outputs} classes but labels.json lists {len(self.labels)}."
+            )
+        return model
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise ConvpipeError(f"Cannot read {path}: {error}") from None

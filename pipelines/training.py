@@ -1,0 +1,192 @@
+"""`train`: data -> split -> fitted preprocessor -> arrays -> Keras model -> run directory."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+from pipelines import environment
+from pipelines.config import RunConfig
+from pipelines.datasets import Dataset, DataSource, load_source, split_dataset
+from pipelines.defaults import build_preprocessor
+from pipelines.featurize import Skipped, check_skip_share, encode_items, read_inputs
+from pipelines.modality import Modality
+from pipelines.run_dir import RUN_FORMAT, write_history
+from preprocess import ConvpipeError, Preprocessor, atomic
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    val_accuracy: float | None
+    epochs: int
+    best_epoch: int
+    skipped: Skipped
+    class_counts: dict[str, dict[str, int]]
+    seconds: float
+
+
+def default_run_dir(modality: Modality, root: Path = Path("runs")) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = root / f"{modality.value}-{stamp}"
+    suffix = 1
+    while path.exists():
+        suffix += 1
+        path = root / f"{modality.value}-{stamp}-{suffix}"
+    return path
+
+
+def make_splits(source: DataSource, config: RunConfig) -> dict[str, Dataset]:
+    settings = config.train
+    if source.predefined_split:
+        parts = split_dataset(source.train, settings.val_split, 0.0, settings.seed)
+        parts["test"] = source.test
+        return parts
+    return split_dataset(source.full, settings.val_split, settings.test_split, settings.seed)
+
+
+def featurize_splits(
+    preprocessor: Preprocessor, splits: dict[str, Dataset], strict: bool, max_skipped: float
+) -> tuple[dict[str, tuple[np.ndarray, list[str], list[str]]], Skipped]:
+    """Read train and validation inputs, fit on train only, encode both.
+
+    Returns `{split: (arrays, labels, ids)}` for the inputs that could be read.
+    """
+    skipped = Skipped()
+    read = {name: read_inputs(preprocessor, splits[name], name, skipped, strict) for name in ("train", "validation")}
+    check_skip_share(skipped, max_skipped)
+    train_items, _ = read["train"]
+    if not train_items:
+        raise ConvpipeError("No training input could be read; see the skipped inputs.")
+    preprocessor.fit_read(train_items)
+    arrays = {}
+    for name, (items, kept) in read.items():
+        subset = splits[name].subset(kept)
+        arrays[name] = (encode_items(preprocessor, items), subset.labels, subset.ids)
+    return arrays, skipped
+
+
+def build_model(config: RunConfig, preprocessor: Preprocessor, num_classes: int):
+    import models
+
+    if config.modality is Modality.text:
+        return models.build_text_model(preprocessor.positions_, preprocessor.num_ids, num_classes, config.model)
+    return models.build_conv_model(preprocessor.output_shape, num_classes, config.model)
+
+
+def to_tf_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle_seed: int | None):
+    import tensorflow as tf
+
+    dataset = tf.data.Dataset.from_tensor_slices((x, y))
+    if shuffle_seed is not None:
+        dataset = dataset.shuffle(len(x), seed=shuffle_seed, reshuffle_each_iteration=True)
+    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def train(config: RunConfig, out: Path | None = None, verbose: int | str = "auto") -> TrainResult:
+    """Train a model as `config` says and write a complete run directory to `out`."""
+    import keras
+
+    started = time.perf_counter()
+    settings = config.train
+    run_dir = Path(out) if out is not None else default_run_dir(config.modality)
+    if (run_dir / "config.json").exists():
+        raise ConvpipeError(f"{run_dir} already holds a run; choose another --out or delete it.")
+
+    source = load_source(config.data, config.modality)
+    splits = make_splits(source, config)
+    classes = sorted(set(splits["train"].labels))
+    if len(classes) < 2:
+        raise ConvpipeError(
+            f"Need at least 2 classes to train a classifier; {source.location} has "
+            f"{len(classes)} ({', '.join(classes) or 'none'})."
+        )
+    preprocessor, choices = build_preprocessor(config.modality, config.preprocess, splits["train"])
+    arrays, skipped = featurize_splits(preprocessor, splits, settings.strict, settings.max_skipped)
+    x_train, train_labels, _ = arrays["train"]
+    unreadable = sorted(set(classes) - set(train_labels))
+    if unreadable:
+        raise ConvpipeError(f"Class(es) with no readable training input: {', '.join(unreadable)}.")
+    index = {label: i for i, label in enumerate(classes)}
+    y_train = np.array([index[label] for label in train_labels], dtype=np.int32)
+    x_val, val_labels, _ = arrays["validation"]
+    val_known = [i for i, label in enumerate(val_labels) if label in index]
+    x_val = x_val[val_known]
+    y_val = np.array([index[val_labels[i]] for i in val_known], dtype=np.int32)
+    preprocess_seconds = time.perf_counter() - started
+
+    keras.utils.set_random_seed(settings.seed)
+    model = build_model(config, preprocessor, len(classes))
+    model.compile(
+        optimizer=keras.optimizers.Adam(settings.learning_rate),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    has_val = len(x_val) > 0
+    monitor = "val_loss" if has_val else "loss"
+    callbacks = [keras.callbacks.EarlyStopping(monitor=monitor, patience=settings.patience, restore_best_weights=True)]
+    history = model.fit(
+        to_tf_dataset(x_train, y_train, settings.batch_size, settings.seed),
+        validation_data=to_tf_dataset(x_val, y_val, settings.batch_size, None) if has_val else None,
+        epochs=settings.epochs,
+        callbacks=callbacks,
+        verbose=verbose,
+    ).history
+    best_epoch = int(np.argmin(history[monitor])) + 1
+    val_accuracy = float(history["val_accuracy"][best_epoch - 1]) if has_val else None
+    train_seconds = time.perf_counter() - started - preprocess_seconds
+
+    resolved = RunConfig(
+        modality=config.modality,
+        data=config.data,
+        preprocess=preprocessor.get_config(),
+        model=config.model,
+        train=settings,
+    )
+    class_counts = {name: splits[name].class_counts() for name in ("train", "validation", "test")}
+    document = {
+        "run_format": RUN_FORMAT,
+        "config": resolved.to_dict(),
+        "data_source": source.location,
+        "data_choices": choices,
+        "classes": classes,
+        "class_counts": class_counts,
+        "input_shape": list(model.input_shape[1:]),
+        "parameters": int(model.count_params()),
+        "epochs_run": len(history[monitor]),
+        "best_epoch": best_epoch,
+        "val_accuracy": val_accuracy,
+        "timing": {"preprocess_seconds": round(preprocess_seconds, 3), "train_seconds": round(train_seconds, 3)},
+        "versions": environment.versions(),
+        "keras_backend": keras.backend.backend(),
+        "created": datetime.now().isoformat(timespec="seconds"),
+    }
+    run_dir.mkdir(parents=True, exist_ok=True)
+    preprocessor.save(run_dir / "preprocessor.json")
+    atomic.write_json(run_dir / "labels.json", classes)
+    atomic.write_json(run_dir / "split.json", {"data": source.location, **{k: v.ids for k, v in splits.items()}})
+    atomic.write_json(
+        run_dir / "skipped.json",
+        {"summary": skipped.summary(), "skipped": skipped.entries,
+         "ignored": [{"input": i, "reason": r} for i, r in source.ignored]},
+    )
+    write_history(run_dir / "history.csv", history)
+    atomic.write_json(run_dir / "config.json", document)
+    with atomic.atomic_path(run_dir / "model.keras") as tmp:  # last: its presence marks a complete run
+        model.save(tmp)
+    return TrainResult(
+        run_dir=run_dir,
+        val_accuracy=val_accuracy,
+        epochs=len(history[monitor]),
+        best_epoch=best_epoch,
+        skipped=skipped,
+        class_counts=class_counts,
+        seconds=time.perf_counter() - started,
+    )
