@@ -16,6 +16,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from pipelines.modality import Modality
@@ -29,8 +30,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
-errors = Console(stderr=True)
+# soft_wrap: paths and messages stay on one line however narrow the terminal or pipe.
+console = Console(soft_wrap=True)
+errors = Console(stderr=True, soft_wrap=True)
 
 
 def one_line_errors(command):
@@ -41,7 +43,7 @@ def one_line_errors(command):
         try:
             return command(*args, **kwargs)
         except ConvpipeError as error:
-            errors.print(f"[red]Error:[/red] {error}", highlight=False, soft_wrap=True)
+            errors.print(f"[red]Error:[/red] {escape(str(error))}", highlight=False)
             raise typer.Exit(code=1) from None
         except KeyboardInterrupt:
             errors.print("[yellow]Interrupted.[/yellow]")
@@ -150,15 +152,15 @@ def train(
         },
     )
     source = resolved.data or "built-in demo data"
-    console.print(f"Training a {resolved.modality.value} CNN on {source}")
+    console.print(f"Training a {resolved.modality.value} CNN on {escape(source)}")
     result = run_training(resolved, out=out, verbose=2 if not sys.stdout.isatty() else "auto")
-    console.print(result.skipped.summary())
+    console.print(escape(result.skipped.summary()))
     accuracy = "n/a (no validation split)" if result.val_accuracy is None else f"{result.val_accuracy:.3f}"
     console.print(
         f"Validation accuracy {accuracy} (best epoch {result.best_epoch} of {result.epochs}, "
         f"{result.seconds:.0f} s)"
     )
-    console.print(f"Run written to [bold]{result.run_dir}[/bold]")
+    console.print(f"Run written to [bold]{escape(str(result.run_dir))}[/bold]")
 
 
 @app.command()
@@ -173,18 +175,18 @@ def evaluate(
 
     result = run_evaluation(run, data=data, out=out)
     report = result.report
-    table = Table(title=f"{report['modality']} run on {report['data']}")
+    table = Table(title=escape(f"{report['modality']} run on {report['data']}"))
     for column in ("class", "precision", "recall", "f1", "support"):
         table.add_column(column, justify="left" if column == "class" else "right")
     for label, scores in report["per_class"].items():
-        table.add_row(label, *(f"{scores[k]:.3f}" for k in ("precision", "recall", "f1")), str(scores["support"]))
+        table.add_row(escape(label), *(f"{scores[k]:.3f}" for k in ("precision", "recall", "f1")), str(scores["support"]))
     console.print(table)
     console.print(
         f"accuracy {report['accuracy']:.3f}   macro-F1 {report['macro_f1']:.3f}   "
         f"weighted-F1 {report['weighted_f1']:.3f}   n={report['n_samples']}"
     )
-    console.print(report["skipped"]["summary"])
-    console.print(f"Report written to [bold]{result.report_path}[/bold]")
+    console.print(escape(report["skipped"]["summary"]))
+    console.print(f"Report written to [bold]{escape(str(result.report_path))}[/bold]")
 
 
 @app.command()
@@ -204,7 +206,7 @@ def predict(
         return
     for result in results:
         ranked = "   ".join(f"{p['label']} {p['probability']:.3f}" for p in result["top"])
-        console.print(f"{result['input']}: {ranked}", highlight=False)
+        console.print(escape(f"{result['input']}: {ranked}"), highlight=False)
 
 
 @app.command("preprocess")
@@ -219,7 +221,9 @@ def preprocess_command(
     from pipelines.export import export_arrays
 
     summary = export_arrays(modality, data, out, run_path=run)
-    console.print(f"Wrote {summary['path']}: x {tuple(summary['shape'])}, {summary['classes']} classes; {summary['skipped']}")
+    console.print(
+        escape(f"Wrote {summary['path']}: x {tuple(summary['shape'])}, {summary['classes']} classes; {summary['skipped']}")
+    )
 
 
 @app.command()

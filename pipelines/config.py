@@ -33,6 +33,9 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 
+CONFIG_KEYS = ("modality", "data", "preprocess", "model", "train")
+
+
 @dataclass(frozen=True)
 class TrainSettings:
     """How the model is trained and the data split.
@@ -66,6 +69,10 @@ class TrainSettings:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < (0 if name == "patience" else 1):
                 raise ConvpipeError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}.")
+        for name in ("learning_rate", "val_split", "test_split", "max_skipped"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                raise ConvpipeError(f"--{name.replace('_', '-')} must be a number, got {value!r}.")
         if not self.learning_rate > 0:
             raise ConvpipeError(f"--learning-rate must be positive, got {self.learning_rate!r}.")
         for name in ("val_split", "test_split"):
@@ -107,7 +114,7 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "RunConfig":
-        unknown = sorted(set(values) - {"modality", "data", "preprocess", "model", "train"})
+        unknown = sorted(set(values) - set(CONFIG_KEYS))
         if unknown:
             raise ConvpipeError(f"Unknown configuration key(s): {', '.join(unknown)}.")
         if "modality" not in values:
@@ -151,6 +158,11 @@ def resolve_config(
 ) -> RunConfig:
     """Merge modality defaults, the TOML file and flags (`None` values mean "not given")."""
     layer: dict[str, Any] = read_toml(config_file) if config_file else {}
+    unknown = sorted(set(layer) - set(CONFIG_KEYS))
+    if unknown:
+        raise ConvpipeError(
+            f"{config_file}: unknown key(s) or table(s) {', '.join(unknown)}; expected {', '.join(CONFIG_KEYS)}."
+        )
     chosen = modality or layer.get("modality")
     if chosen is None:
         raise ConvpipeError("No modality given: pass --modality image|audio|text.")
@@ -160,18 +172,25 @@ def resolve_config(
     merged_pre = dict(layer.get("preprocess", {}))
     for target, flags in ((merged_model, model), (merged_train, train), (merged_pre, preprocess)):
         target.update({k: v for k, v in (flags or {}).items() if v is not None})
-    config = RunConfig.from_dict(
-        {
-            "modality": chosen,
-            "data": data if data is not None else layer.get("data"),
-            "preprocess": merged_pre,
-            "model": merged_model,
-            "train": merged_train,
-        }
-    )
-    config.train.validate()
     try:
+        config = RunConfig.from_dict(
+            {
+                "modality": chosen,
+                "data": data if data is not None else layer.get("data"),
+                "preprocess": merged_pre,
+                "model": merged_model,
+                "train": merged_train,
+            }
+        )
+        config.train.validate()
         config.model.validate(text=config.modality is Modality.text)
-    except ValueError as error:
-        raise ConvpipeError(str(error)) from None
+    except (TypeError, ValueError) as error:  # e.g. learning_rate = "fast" in a TOML file
+        raise ConvpipeError(f"Invalid setting: {error}") from None
+    positions = config.preprocess.get("positions")
+    if config.modality is Modality.text and isinstance(positions, int):
+        if positions < max(config.model.window_sizes):
+            raise ConvpipeError(
+                f"positions={positions} is shorter than the largest text window "
+                f"({max(config.model.window_sizes)}); lower --window-sizes or raise --positions."
+            )
     return config

@@ -12,6 +12,13 @@ from pipelines.run_dir import Run
 from preprocess import ConvpipeError, InputError
 
 
+def _is_file(value: str) -> bool:
+    try:
+        return Path(value).is_file()
+    except (OSError, ValueError):  # e.g. a paragraph of text is too long to be a file name
+        return False
+
+
 def predict(run_path: Path, inputs: list[str], top_k: int = 3) -> list[dict[str, Any]]:
     """`[{"input": ..., "top": [{"label", "probability"}, ...]}]`, one entry per input, in order.
 
@@ -26,13 +33,9 @@ def predict(run_path: Path, inputs: list[str], top_k: int = 3) -> list[dict[str,
     preprocessor = run.preprocessor
     arrays = []
     for value in inputs:
-        path = Path(value)
-        if run.config.modality is Modality.text and not path.is_file():
-            x: Any = value
-        else:
-            if not path.exists():
-                raise ConvpipeError(f"Input not found: {value}")
-            x = path
+        x: Any = Path(value) if _is_file(value) else value
+        if isinstance(x, str) and run.config.modality is not Modality.text:
+            raise ConvpipeError(f"Input not found: {value}")
         try:
             arrays.append(preprocessor.transform_one(x))
         except InputError as error:

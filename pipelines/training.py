@@ -123,7 +123,10 @@ def train(config: RunConfig, out: Path | None = None, verbose: int | str = "auto
     preprocess_seconds = time.perf_counter() - started
 
     keras.utils.set_random_seed(settings.seed)
-    model = build_model(config, preprocessor, len(classes))
+    try:
+        model = build_model(config, preprocessor, len(classes))
+    except ValueError as error:
+        raise ConvpipeError(str(error)) from None
     model.compile(
         optimizer=keras.optimizers.Adam(settings.learning_rate),
         loss="sparse_categorical_crossentropy",

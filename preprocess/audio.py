@@ -32,6 +32,10 @@ class AudioPreprocessor(Preprocessor):
         fmin: lowest band edge in Hz.
         fmax: highest band edge in Hz; `None` means `sample_rate / 2`.
         log_floor: power floor before the log, so silence gives a finite value, never -inf.
+        top_db: decibels kept below each clip's loudest cell; quieter cells are raised to that
+            level. Measuring from the clip's own peak makes the output independent of recording
+            gain, and the limit stops padding and digital silence from dominating the scale.
+            `None` keeps absolute levels (down to `log_floor`).
         normalization: `"per_band"` standardizes each band with the mean and standard
             deviation fitted on the training inputs; `"none"` keeps decibels.
 
@@ -58,6 +62,7 @@ class AudioPreprocessor(Preprocessor):
         fmin: float = 20.0,
         fmax: float | None = None,
         log_floor: float = 1e-10,
+        top_db: float | None = 80.0,
         normalization: str = "per_band",
     ):
         self.sample_rate = sample_rate
@@ -68,6 +73,7 @@ class AudioPreprocessor(Preprocessor):
         self.fmin = fmin
         self.fmax = fmax
         self.log_floor = log_floor
+        self.top_db = top_db
         self.normalization = normalization
 
     def validate_params(self) -> None:
@@ -79,6 +85,8 @@ class AudioPreprocessor(Preprocessor):
             raise ValueError(f"`duration` must be positive seconds. Received: duration={self.duration!r}")
         if not self.log_floor or self.log_floor <= 0:
             raise ValueError(f"`log_floor` must be positive. Received: log_floor={self.log_floor!r}")
+        if self.top_db is not None and (isinstance(self.top_db, bool) or not self.top_db > 0):
+            raise ValueError(f"`top_db` must be positive or None. Received: top_db={self.top_db!r}")
         nyquist = self.sample_rate / 2
         fmax = nyquist if self.fmax is None else self.fmax
         if not 0 <= self.fmin < fmax <= nyquist:
@@ -118,6 +126,8 @@ class AudioPreprocessor(Preprocessor):
             power=2.0,
         )
         decibels = 10.0 * np.log10(np.maximum(power, self.log_floor))
+        if self.top_db is not None:
+            decibels = np.maximum(decibels - decibels.max(), -float(self.top_db))
         return decibels.T.astype(np.float32)
 
     def load_waveform(self, x: Any) -> np.ndarray:

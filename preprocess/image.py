@@ -57,7 +57,7 @@ class ImagePreprocessor(Preprocessor):
         background: int = 255,
         max_pixels: int = 64_000_000,
     ):
-        self.image_size = tuple(image_size)
+        self.image_size = image_size
         self.color_mode = color_mode
         self.resize_mode = resize_mode
         self.value_range = value_range
@@ -65,8 +65,12 @@ class ImagePreprocessor(Preprocessor):
         self.max_pixels = max_pixels
 
     def validate_params(self) -> None:
-        if len(self.image_size) != 2 or not all(
-            isinstance(v, (int, np.integer)) and v > 0 for v in self.image_size
+        size = self.image_size
+        if (
+            isinstance(size, (str, bytes))
+            or not isinstance(size, Sequence)
+            or len(size) != 2
+            or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0 for v in size)
         ):
             raise ValueError(
                 "`image_size` must be two positive ints (height, width). "
@@ -86,7 +90,7 @@ class ImagePreprocessor(Preprocessor):
 
     @property
     def output_shape(self) -> tuple[int, int, int]:
-        return (*self.image_size, self.channels)
+        return (*(int(v) for v in self.image_size), self.channels)
 
     def read(self, x: Any) -> np.ndarray:
         image = self._decode(x)
@@ -167,7 +171,7 @@ class ImagePreprocessor(Preprocessor):
         return image.convert(target) if image.mode != target else image
 
     def _resize(self, image: Image.Image) -> Image.Image:
-        height, width = self.image_size
+        height, width = (int(v) for v in self.image_size)
         if image.size == (width, height):
             return image
         resample = Image.Resampling.BILINEAR

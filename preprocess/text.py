@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import itertools
 import re
 from collections import Counter
 from typing import Any
@@ -18,7 +19,6 @@ PADDING_ID = 0
 OOV_ID = 1
 RESERVED = ("<pad>", "<oov>")
 _WORD = re.compile(r"\w+|[^\w\s]")
-_SPACES = re.compile(r"\s+")
 
 
 def decode_text(data: bytes) -> tuple[str, bool]:
@@ -31,6 +31,21 @@ def decode_text(data: bytes) -> tuple[str, bool]:
         return data.decode("utf-8-sig"), False
     except UnicodeDecodeError:
         return data.decode("latin-1"), True
+
+
+def _spaced_chars(text: str):
+    """Characters with leading/trailing whitespace dropped and inner runs collapsed to one space."""
+    pending_space = False
+    started = False
+    for char in text:
+        if char.isspace():
+            pending_space = started
+            continue
+        if pending_space:
+            yield " "
+            pending_space = False
+        started = True
+        yield char
 
 
 class TextPreprocessor(Preprocessor):
@@ -115,18 +130,19 @@ class TextPreprocessor(Preprocessor):
         raise InputError(describe_input(x), "expected a str, bytes or a pathlib.Path")
 
     def read(self, x: Any) -> list[str]:
-        text = self.read_text(x)
-        # Tokenize only what can be used: a 1 MB text costs no more than a short one.
-        limit = self.positions if self.positions is not None else 1000
-        text = text[: limit * (1 if self.level == "char" else 64)]
-        return self.tokenize(text)[:limit]
+        return self.tokenize(self.read_text(x))
 
     def tokenize(self, text: str) -> list[str]:
-        if self.lowercase:
-            text = text.lower()
+        """The first `positions` tokens (1,000 while `positions` is learned).
+
+        Tokens are produced lazily and counted, so a 1 MB text costs no more than a short one.
+        """
+        limit = self.positions if self.positions is not None else 1000
         if self.level == "char":
-            return list(_SPACES.sub(" ", text).strip())
-        return _WORD.findall(text)
+            tokens = itertools.islice(_spaced_chars(text), limit)
+        else:
+            tokens = (m.group() for m in itertools.islice(_WORD.finditer(text), limit))
+        return [token.lower() for token in tokens] if self.lowercase else list(tokens)
 
     # ---- fit/encode ------------------------------------------------------------------------
 

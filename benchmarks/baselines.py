@@ -1,0 +1,133 @@
+"""Do convpipe's defaults beat a linear model on the same inputs and the same split?
+
+For each dataset: train convpipe with default settings (only --modality and --data), evaluate
+on the run's held-out test split, then fit a scikit-learn logistic regression on the same train
++ validation inputs and score it on the same test inputs:
+
+    image: pixels of the preprocessed image
+    audio: MFCC statistics (mean and std of 20 MFCCs and their deltas)
+    text:  TF-IDF of word 1-2-grams and character 2-5-grams
+
+    python benchmarks/baselines.py --modality audio [--data PATH] [--out benchmarks/baselines.json]
+
+Results are merged into the JSON file under a key naming the modality and data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+from pipelines.config import resolve_config  # noqa: E402
+from pipelines.datasets import load_source  # noqa: E402
+from pipelines.evaluation import evaluate  # noqa: E402
+from pipelines.modality import Modality  # noqa: E402
+from pipelines.run_dir import Run  # noqa: E402
+from pipelines.training import train  # noqa: E402
+from preprocess import InputError  # noqa: E402
+
+
+def linear_features(modality: Modality, run: Run, inputs: list) -> tuple[np.ndarray, list[int]]:
+    """Features for the linear baseline, and the indices of the inputs that could be read."""
+    preprocessor = run.preprocessor
+    rows, kept = [], []
+    for i, x in enumerate(inputs):
+        try:
+            if modality is Modality.image:
+                rows.append(preprocessor.transform_one(x).ravel())
+            elif modality is Modality.audio:
+                import librosa
+
+                waveform = preprocessor.load_waveform(x)
+                mfcc = librosa.feature.mfcc(y=waveform, sr=preprocessor.sample_rate, n_mfcc=20)
+                delta = librosa.feature.delta(mfcc)
+                rows.append(np.concatenate([mfcc.mean(1), mfcc.std(1), delta.mean(1), delta.std(1)]))
+            else:
+                rows.append(preprocessor.read_text(x))
+        except InputError:
+            continue
+        kept.append(i)
+    return (np.array(rows, dtype=object) if modality is Modality.text else np.stack(rows)), kept
+
+
+def linear_baseline(modality: Modality, x_train, y_train, x_test, y_test) -> float:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline, make_union
+    from sklearn.preprocessing import StandardScaler
+
+    if modality is Modality.text:
+        model = make_pipeline(
+            make_union(
+                TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1),
+                TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=2),
+            ),
+            LogisticRegression(C=10.0, max_iter=2000),
+        )
+        x_train, x_test = list(x_train), list(x_test)
+    else:
+        model = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=3000))
+    model.fit(x_train, y_train)
+    return float(np.mean(model.predict(x_test) == np.asarray(y_test)))
+
+
+def compare(modality: Modality, data: str | None, workdir: Path, epochs: int | None) -> dict:
+    config = resolve_config(modality.value, data=data, train={"epochs": epochs})
+    started = time.perf_counter()
+    result = train(config, out=workdir / f"{modality.value}-{int(time.time())}", verbose=0)
+    train_seconds = time.perf_counter() - started
+    cnn = evaluate(result.run_dir).report
+    run = Run.open(result.run_dir)
+    everything = load_source(data, modality).everything()
+    fit_ids = run.split["train"] + run.split["validation"]
+    fit_part, test_part = everything.select_ids(fit_ids), everything.select_ids(run.split["test"])
+    x_fit, kept_fit = linear_features(modality, run, fit_part.inputs)
+    x_test, kept_test = linear_features(modality, run, test_part.inputs)
+    linear = linear_baseline(
+        modality,
+        x_fit,
+        [fit_part.labels[i] for i in kept_fit],
+        x_test,
+        [test_part.labels[i] for i in kept_test],
+    )
+    return {
+        "modality": modality.value,
+        "data": data or "built-in",
+        "test_inputs": cnn["n_samples"],
+        "convpipe_accuracy": round(cnn["accuracy"], 4),
+        "convpipe_macro_f1": round(cnn["macro_f1"], 4),
+        "linear_accuracy": round(linear, 4),
+        "train_seconds": round(train_seconds, 1),
+        "epochs_run": run.document["epochs_run"],
+        "data_choices": run.document["data_choices"],
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--modality", choices=[m.value for m in Modality], required=True)
+    parser.add_argument("--data", default=None)
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/convpipe-baselines"))
+    parser.add_argument("--out", type=Path, default=Path(__file__).with_name("baselines.json"))
+    args = parser.parse_args()
+    row = compare(Modality(args.modality), args.data, args.workdir, args.epochs)
+    print(json.dumps(row, indent=2))
+    results = json.loads(args.out.read_text()) if args.out.exists() else {}
+    results[f"{row['modality']}:{row['data']}"] = row
+    args.out.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,531 @@
+"""The command line end to end, on tiny generated data, through `typer.testing.CliRunner`.
+
+Training runs are shared per session (see conftest.py); error cases are chosen to fail before any
+training starts, so they are fast.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipelines.config import RunConfig
+from pipelines.datasets import load_source
+from pipelines.modality import Modality
+from preprocess import Preprocessor
+from tests.conftest import (
+    CLASSES,
+    TINY_IMAGE,
+    class_image,
+    describe_result,
+    invoke,
+    tone,
+    write_image_folder,
+    write_png,
+    write_wav,
+)
+
+# Keras warns that fit's default shuffle=True is ignored for a tf.data input (which the pipeline
+# already shuffles); it is noise here.
+pytestmark = pytest.mark.filterwarnings("ignore:`shuffle=True` was passed:UserWarning")
+
+RUN_FILES = ("model.keras", "preprocessor.json", "labels.json", "config.json", "split.json", "history.csv")
+
+
+@pytest.fixture(params=["image", "audio", "text"])
+def any_run(request):
+    return request.getfixturevalue(f"{request.param}_run")
+
+
+def assert_one_line_error(result, *fragments: str) -> str:
+    """Exit code 1, one `Error:` line on stderr naming `fragments`, and no traceback anywhere."""
+    assert result.exit_code == 1, describe_result(result)
+    assert isinstance(result.exception, SystemExit), describe_result(result)
+    assert "Traceback" not in result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("Error: ")
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+def load_model(run_dir: Path):
+    import keras
+
+    import models.layers  # noqa: F401  registers the custom layers
+
+    return keras.models.load_model(run_dir / "model.keras", safe_mode=True)
+
+
+def held_out_inputs(run) -> tuple[list, list[str]]:
+    """The run's test inputs and true labels, found from split.json without the pipeline's help
+    for folders (ids are paths below the data folder whose first part is the class)."""
+    ids = json.loads((run.run_dir / "split.json").read_text())["test"]
+    if run.data.is_dir():
+        return [run.data / i for i in ids], [i.split("/")[0] for i in ids]
+    dataset = load_source(str(run.data), Modality(run.modality)).everything().select_ids(ids)
+    return dataset.inputs, dataset.labels
+
+
+
+# ---- train -----------------------------------------------------------------------------------
+
+
+def test_train_writes_a_complete_self_describing_run(any_run):
+    run_dir = any_run.run_dir
+    for name in RUN_FILES:
+        assert (run_dir / name).is_file(), name
+    assert not [p.name for p in run_dir.iterdir() if p.name.startswith(".") or ".tmp" in p.name]
+    assert "Run written to" in any_run.output
+    assert str(run_dir) in any_run.output.replace("\n", "")
+
+    assert json.loads((run_dir / "labels.json").read_text()) == list(CLASSES)
+    document = json.loads((run_dir / "config.json").read_text())
+    config = RunConfig.from_dict(document["config"])
+    assert config.modality.value == any_run.modality
+    assert config.data == str(any_run.data)
+    assert config.model.filters == (4,) and config.model.dense == (8,)
+    assert (config.train.epochs, config.train.seed, config.train.test_split) == (2, 0, 0.25)
+    assert document["classes"] == list(CLASSES)
+    assert {"python", "keras", "tensorflow", "librosa"} <= set(document["versions"])
+
+    preprocessor = Preprocessor.load(run_dir / "preprocessor.json")
+    assert preprocessor.get_config() == document["config"]["preprocess"]  # fully resolved
+    assert preprocessor.is_fitted
+    model = load_model(run_dir)
+    assert model.output_shape == (None, 3)
+    assert document["parameters"] == model.count_params()
+
+    with open(run_dir / "history.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["epoch"] for row in rows] == ["1", "2"]
+    assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(rows[0])
+    assert all(np.isfinite(float(row["loss"])) for row in rows)
+
+
+def test_train_resolves_modality_specific_settings(image_run, audio_run, text_run):
+    image = Preprocessor.load(image_run.run_dir / "preprocessor.json")
+    assert image.output_shape == (8, 8, 1)  # --image-size 8,8; grayscale probed from the data
+    audio = Preprocessor.load(audio_run.run_dir / "preprocessor.json")
+    assert audio.output_shape == (26, 16, 1)  # 0.25 s at 16 kHz, hop 160; 16 mel bands
+    assert (audio_run.run_dir / "preprocessor.npz").is_file()
+    text = Preprocessor.load(text_run.run_dir / "preprocessor.json")
+    assert text.level == "word" and text.output_shape == (16,)
+    assert {"apple", "banana", "grape"} <= set(text.vocabulary_)
+    image_doc = json.loads((image_run.run_dir / "config.json").read_text())
+    assert "color_mode" in image_doc["data_choices"]
+
+
+def test_split_json_is_stratified_disjoint_and_complete(image_run):
+    split = json.loads((image_run.run_dir / "split.json").read_text())
+    parts = [set(split[name]) for name in ("train", "validation", "test")]
+    assert sum(map(len, parts)) == 36 and len(set().union(*parts)) == 36
+    all_ids = {f"{c}/{c}_{i:02d}.png" for c in CLASSES for i in range(12)}
+    assert set().union(*parts) == all_ids
+    for name, per_class in (("train", 8), ("validation", 1), ("test", 3)):
+        labels = [i.split("/")[0] for i in split[name]]
+        assert all(labels.count(c) == per_class for c in CLASSES), (name, labels)
+
+
+def test_preprocessor_is_fitted_on_the_training_split_only(audio_run, text_run):
+    from preprocess import AudioPreprocessor, TextPreprocessor
+
+    for run, cls in ((audio_run, AudioPreprocessor), (text_run, TextPreprocessor)):
+        split = json.loads((run.run_dir / "split.json").read_text())
+        source = load_source(str(run.data), Modality(run.modality)).everything()
+        saved = Preprocessor.load(run.run_dir / "preprocessor.json")
+        on_train = cls.from_config(saved.get_config()).fit(source.select_ids(split["train"]).inputs)
+        on_everything = cls.from_config(saved.get_config()).fit(source.inputs)
+        if cls is AudioPreprocessor:
+            np.testing.assert_allclose(saved.band_mean_, on_train.band_mean_, rtol=1e-6)
+            assert not np.allclose(saved.band_mean_, on_everything.band_mean_, rtol=1e-6)
+        else:
+            assert saved.vocabulary_ == on_train.vocabulary_
+            assert saved.vocabulary_ != on_everything.vocabulary_
+
+
+def test_text_manifest_run_keeps_multi_line_rows(text_run):
+    split = json.loads((text_run.run_dir / "split.json").read_text())
+    ids = split["train"] + split["validation"] + split["test"]
+    assert len(ids) == len(set(ids)) == 36
+    assert all(i.startswith("row ") for i in ids)
+
+
+def test_train_with_predefined_train_and_test_folders(cli_runner, tmp_path):
+    write_image_folder(tmp_path / "data" / "train", per_class=5)
+    write_image_folder(tmp_path / "data" / "test", per_class=2, seed=1)
+    run_dir = tmp_path / "run"
+    result = invoke(
+        cli_runner,
+        ["train", "--modality", "image", "--data", tmp_path / "data", "--out", run_dir, *TINY_IMAGE, "--epochs", "1",
+         "--val-split", "0.2"],
+    )
+    assert result.exit_code == 0, describe_result(result)
+    split = json.loads((run_dir / "split.json").read_text())
+    assert sorted(split["test"]) == sorted(f"test/{c}/{c}_{i:02d}.png" for c in CLASSES for i in range(2))
+    assert all(i.startswith("train/") for i in split["train"] + split["validation"])
+    assert len(split["validation"]) == 3 and len(split["train"]) == 12
+
+    result = invoke(cli_runner, ["evaluate", run_dir])
+    assert result.exit_code == 0, describe_result(result)
+    report = json.loads((run_dir / "report" / "report.json").read_text())
+    assert report["n_samples"] == 6
+
+
+def test_unreadable_inputs_are_skipped_and_recorded(cli_runner, image_folder, tmp_path):
+    (image_folder / "beta" / "broken.png").write_bytes(b"not a png")
+    (image_folder / "gamma" / "notes.txt").write_text("ignored")
+    run_dir = tmp_path / "run"
+    result = invoke(
+        cli_runner,
+        ["train", "--modality", "image", "--data", image_folder, "--out", run_dir, *TINY_IMAGE, "--epochs", "1",
+         "--test-split", "0", "--val-split", "0"],
+    )
+    assert result.exit_code == 0, describe_result(result)
+    assert "skipped 1 of 37 inputs: 1 not a readable image" in result.stdout
+    skipped = json.loads((run_dir / "skipped.json").read_text())
+    assert [entry["input"] for entry in skipped["skipped"]] == ["beta/broken.png"]
+    assert skipped["ignored"] == [{"input": "gamma/notes.txt", "reason": "unsupported file type .txt"}]
+
+
+def test_strict_fails_on_the_first_unreadable_input(cli_runner, image_folder, tmp_path):
+    (image_folder / "beta" / "broken.png").write_bytes(b"not a png")
+    result = invoke(
+        cli_runner,
+        ["train", "--modality", "image", "--data", image_folder, "--out", tmp_path / "run", *TINY_IMAGE, "--strict",
+         "--test-split", "0", "--val-split", "0"],
+    )
+    assert_one_line_error(result, "Cannot use input beta/broken.png", "(--strict)")
+    assert not (tmp_path / "run" / "model.keras").exists()
+
+
+def test_too_many_unreadable_inputs_stop_training(cli_runner, tmp_path):
+    data = write_image_folder(tmp_path / "data", per_class=4)
+    for label in CLASSES:
+        for i in range(2):
+            (data / label / f"{label}_bad{i}.png").write_bytes(b"")
+    result = invoke(cli_runner, ["train", "--modality", "image", "--data", data, "--out", tmp_path / "run", *TINY_IMAGE])
+    assert_one_line_error(result, "Too many unreadable inputs", "empty file")
+
+
+def test_train_refuses_to_overwrite_a_run(cli_runner, image_run):
+    result = invoke(
+        cli_runner, ["train", "--modality", "image", "--data", image_run.data, "--out", image_run.run_dir, *TINY_IMAGE]
+    )
+    assert_one_line_error(result, "already holds a run")
+
+
+# ---- evaluate --------------------------------------------------------------------------------
+
+
+def test_evaluate_report_matches_scikit_learn(cli_runner, any_run, tmp_path):
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+
+    out = tmp_path / "report"
+    result = invoke(cli_runner, ["evaluate", any_run.run_dir, "--out", out])
+    assert result.exit_code == 0, describe_result(result)
+    assert "accuracy" in result.stdout and "macro-F1" in result.stdout
+    report = json.loads((out / "report.json").read_text())
+    assert {"accuracy", "macro_f1", "weighted_f1", "n_samples", "labels", "confusion_matrix", "per_class"} <= set(report)
+
+    # Recompute from the run's own files: its model, its fitted preprocessor, its test ids.
+    inputs, labels = held_out_inputs(any_run)
+    preprocessor = Preprocessor.load(any_run.run_dir / "preprocessor.json")
+    probabilities = load_model(any_run.run_dir).predict(preprocessor.transform(inputs), batch_size=256, verbose=0)
+    y_pred = probabilities.argmax(axis=1)
+    y_true = np.array([CLASSES.index(label) for label in labels])
+    assert report["n_samples"] == len(y_true) == 9
+    assert report["labels"] == list(CLASSES)
+    assert report["accuracy"] == pytest.approx(accuracy_score(y_true, y_pred))
+    assert report["macro_f1"] == pytest.approx(f1_score(y_true, y_pred, average="macro", zero_division=0))
+    assert report["weighted_f1"] == pytest.approx(f1_score(y_true, y_pred, average="weighted", zero_division=0))
+    assert report["confusion_matrix"] == confusion_matrix(y_true, y_pred, labels=[0, 1, 2]).tolist()
+    precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=[0, 1, 2], zero_division=0)
+    for i, label in enumerate(CLASSES):
+        scores = report["per_class"][label]
+        assert scores["precision"] == pytest.approx(precision[i])
+        assert scores["recall"] == pytest.approx(recall[i])
+        assert scores["f1"] == pytest.approx(f1[i])
+        assert scores["support"] == support[i] == 3
+
+
+def test_evaluate_writes_into_the_run_by_default(cli_runner, image_run, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(image_run.run_dir, run_dir)
+    result = invoke(cli_runner, ["evaluate", run_dir])
+    assert result.exit_code == 0, describe_result(result)
+    report = json.loads((run_dir / "report" / "report.json").read_text())
+    assert report["run"] == str(run_dir) and report["modality"] == "image"
+    assert "Report written to" in result.stdout
+    assert str(run_dir / "report" / "report.json") in result.stdout.replace("\n", "")
+
+
+def test_evaluate_on_another_folder(cli_runner, image_run, tmp_path):
+    data = write_image_folder(tmp_path / "other", per_class=4, seed=5)
+    shutil.rmtree(data / "gamma")  # a subset of the known classes is fine
+    result = invoke(cli_runner, ["evaluate", image_run.run_dir, "--data", data, "--out", tmp_path / "r"])
+    assert result.exit_code == 0, describe_result(result)
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert report["n_samples"] == 8 and report["data"] == str(data)
+    assert report["per_class"]["gamma"]["support"] == 0
+    assert sum(map(sum, report["confusion_matrix"])) == 8
+
+
+def test_evaluate_with_labels_the_model_never_saw(cli_runner, image_run, tmp_path):
+    data = write_image_folder(tmp_path / "other", classes=("alpha", "delta", "epsilon"), per_class=2)
+    result = invoke(cli_runner, ["evaluate", image_run.run_dir, "--data", data])
+    assert_one_line_error(result, "never saw: delta, epsilon", "It knows: alpha, beta, gamma")
+
+
+# ---- predict ---------------------------------------------------------------------------------
+
+
+def test_predict_prints_top_k_per_input(cli_runner, image_run, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # short relative names keep each result on one printed line
+    rng = np.random.default_rng(0)
+    write_png(Path("a.png"), class_image(0, rng))
+    write_png(Path("b.png"), class_image(2, rng))
+    result = invoke(cli_runner, ["predict", image_run.run_dir, "a.png", "b.png", "--top-k", "2"])
+    assert result.exit_code == 0, describe_result(result)
+    lines = result.stdout.strip().splitlines()
+    assert [line.split(":")[0] for line in lines] == ["a.png", "b.png"]
+    for line in lines:
+        shown = line.split(":", 1)[1].split()
+        assert len(shown) == 4 and {shown[0], shown[2]} <= set(CLASSES)  # label p label p
+        assert 1.0 >= float(shown[1]) >= float(shown[3]) >= 0.0
+
+
+def test_predict_prints_one_line_per_input_even_for_long_paths(cli_runner, image_run, tmp_path, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    path = write_png(tmp_path / ("a_rather_long_file_name_" * 4 + ".png"), class_image(0, np.random.default_rng(0)))
+    result = invoke(cli_runner, ["predict", image_run.run_dir, path])
+    assert result.exit_code == 0, describe_result(result)
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"{path}: ")
+
+
+def test_predict_json_matches_the_model(cli_runner, image_run, tmp_path):
+    path = write_png(tmp_path / "x.png", class_image(1, np.random.default_rng(1)))
+    result = invoke(cli_runner, ["predict", image_run.run_dir, path, "--json"])
+    assert result.exit_code == 0, describe_result(result)
+    (entry,) = json.loads(result.stdout)
+    assert entry["input"] == str(path)
+    top = entry["top"]
+    assert sorted(p["label"] for p in top) == list(CLASSES)  # default top-k is 3
+    probabilities = [p["probability"] for p in top]
+    assert probabilities == sorted(probabilities, reverse=True)
+    assert sum(probabilities) == pytest.approx(1.0, abs=1e-5)
+    expected = load_model(image_run.run_dir).predict(
+        Preprocessor.load(image_run.run_dir / "preprocessor.json").transform([path]), verbose=0
+    )[0]
+    assert {p["label"]: p["probability"] for p in top} == pytest.approx(dict(zip(CLASSES, expected.tolist())), abs=1e-6)
+
+
+def test_predict_audio_file(cli_runner, audio_run, tmp_path):
+    path = write_wav(tmp_path / "clip.wav", tone(1500))
+    result = invoke(cli_runner, ["predict", audio_run.run_dir, path, "--json", "--top-k", "1"])
+    assert result.exit_code == 0, describe_result(result)
+    (entry,) = json.loads(result.stdout)
+    assert len(entry["top"]) == 1 and entry["top"][0]["label"] in CLASSES
+
+
+def test_predict_text_takes_literal_text_and_files(cli_runner, text_run, tmp_path):
+    path = tmp_path / "doc.txt"
+    path.write_text("banana basil bean", encoding="utf-8")
+    result = invoke(cli_runner, ["predict", text_run.run_dir, "banana basil bean", path, "--json"])
+    assert result.exit_code == 0, describe_result(result)
+    literal, from_file = json.loads(result.stdout)
+    assert literal["input"] == "banana basil bean" and from_file["input"] == str(path)
+    assert literal["top"] == from_file["top"]  # same text, same answer
+
+
+def test_predict_text_takes_a_long_literal_paragraph(cli_runner, text_run):
+    paragraph = " ".join(["banana basil bean and fresh beet"] * 12)  # ~400 characters
+    result = invoke(cli_runner, ["predict", text_run.run_dir, paragraph, "--json"])
+    assert result.exit_code == 0, describe_result(result)
+    (entry,) = json.loads(result.stdout)
+    assert entry["input"] == paragraph and len(entry["top"]) == 3
+
+
+def test_predict_on_an_undecodable_file(cli_runner, image_run, tmp_path):
+    path = tmp_path / "broken.png"
+    path.write_bytes(b"\x89PNG garbage")
+    result = invoke(cli_runner, ["predict", image_run.run_dir, path])
+    assert_one_line_error(result, f"Cannot use input {path}", "not a readable image")
+
+
+def test_predict_on_a_missing_file_and_bad_top_k(cli_runner, image_run, tmp_path):
+    assert_one_line_error(
+        invoke(cli_runner, ["predict", image_run.run_dir, tmp_path / "absent.png"]), "Input not found"
+    )
+    assert_one_line_error(
+        invoke(cli_runner, ["predict", image_run.run_dir, tmp_path / "x.png", "--top-k", "0"]),
+        "--top-k must be at least 1",
+    )
+
+
+def test_a_model_with_arbitrary_code_is_refused(cli_runner, image_run, tmp_path):
+    import keras
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(image_run.run_dir, run_dir)
+    inputs = keras.Input(shape=(8, 8, 1))
+    x = keras.layers.Lambda(lambda t: t * 2.0)(keras.layers.Flatten()(inputs))
+    keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x)).save(run_dir / "model.keras")
+    path = write_png(tmp_path / "x.png", class_image(0, np.random.default_rng(0)))
+    assert_one_line_error(invoke(cli_runner, ["predict", run_dir, path]), "Refused to load", "Lambda")
+
+
+# ---- preprocess (export) ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "modality, shape", [("image", (36, 8, 8, 1)), ("audio", (36, 26, 16, 1)), ("text", (36, 16))]
+)
+def test_preprocess_exports_arrays_with_the_runs_preprocessor(cli_runner, request, tmp_path, modality, shape):
+    run = request.getfixturevalue(f"{modality}_run")
+    out = tmp_path / "arrays.npz"
+    result = invoke(cli_runner, ["preprocess", "--modality", modality, "--data", run.data, "--run", run.run_dir, "--out", out])
+    assert result.exit_code == 0, describe_result(result)
+    with np.load(out, allow_pickle=False) as arrays:
+        x, y, names, ids = arrays["x"], arrays["y"], arrays["label_names"], arrays["ids"]
+    assert x.shape == shape
+    assert names.tolist() == list(CLASSES)
+    assert y.shape == (36,) and np.bincount(y).tolist() == [12, 12, 12]
+    assert len(set(ids.tolist())) == 36
+    preprocessor = Preprocessor.load(run.run_dir / "preprocessor.json")
+    if run.data.is_dir():
+        first = run.data / str(ids[0])
+        assert names[y[0]] == str(ids[0]).split("/")[0]
+        np.testing.assert_array_equal(x[0], preprocessor.transform_one(first))
+
+
+def test_preprocess_without_a_run_fits_a_new_preprocessor(cli_runner, text_folder, tmp_path):
+    out = tmp_path / "text.npz"
+    result = invoke(cli_runner, ["preprocess", "--modality", "text", "--data", text_folder, "--out", out])
+    assert result.exit_code == 0, describe_result(result)
+    with np.load(out, allow_pickle=False) as arrays:
+        assert arrays["x"].shape[0] == 36 and arrays["x"].dtype == np.int32
+        assert arrays["x"].max() > 1  # real vocabulary ids, not all OOV/padding
+
+
+def test_preprocess_refuses_a_run_of_another_modality_and_a_bad_suffix(cli_runner, image_run, audio_folder, tmp_path):
+    result = invoke(
+        cli_runner,
+        ["preprocess", "--modality", "audio", "--data", audio_folder, "--run", image_run.run_dir, "--out", tmp_path / "a.npz"],
+    )
+    assert_one_line_error(result, "is a image run, not audio")
+    result = invoke(
+        cli_runner,
+        ["preprocess", "--modality", "image", "--data", image_run.data, "--run", image_run.run_dir, "--out", tmp_path / "a.npy"],
+    )
+    assert_one_line_error(result, "--out must end in .npz")
+
+
+# ---- info ------------------------------------------------------------------------------------
+
+
+def test_info(cli_runner):
+    import platform
+
+    result = invoke(cli_runner, ["info"])
+    assert result.exit_code == 0, describe_result(result)
+    assert platform.python_version() in result.stdout
+    assert "backend" in result.stdout and "tensorflow" in result.stdout
+
+
+def test_help_lists_the_commands(cli_runner):
+    result = invoke(cli_runner, ["--help"])
+    assert result.exit_code == 0
+    for command in ("train", "evaluate", "predict", "preprocess", "info"):
+        assert command in result.stdout
+
+
+# ---- errors: one line, exit code 1, before any training --------------------------------------
+
+
+def test_unknown_modality_lists_the_choices(cli_runner, image_folder):
+    result = invoke(cli_runner, ["train", "--modality", "video", "--data", image_folder])
+    # Typer validates the enum itself: usage error, exit code 2, the valid choices listed.
+    assert result.exit_code == 2, describe_result(result)
+    assert "Traceback" not in result.output
+    assert "video" in result.output
+    for choice in ("image", "audio", "text"):
+        assert choice in result.output
+
+
+@pytest.mark.parametrize(
+    "make_args, fragments",
+    [
+        (lambda d: ["--modality", "image", "--data", d / "nowhere"], ["Data path not found"]),
+        (lambda d: ["--data", d], ["No modality given"]),
+        (lambda d: ["--modality", "image", "--data", d, "--filters", "abc"], ["--filters takes comma-separated integers", "'abc'"]),
+        (lambda d: ["--modality", "image", "--data", d, "--epochs", "0"], ["--epochs must be a positive integer"]),
+        (lambda d: ["--modality", "text", "--data", d, "--filters", "4,8"], ["Text models take one `filters` value"]),
+        (lambda d: ["--modality", "image", "--data", d, "--config", d / "absent.toml"], ["Config file not found"]),
+    ],
+)
+def test_bad_options_fail_with_one_line(cli_runner, tmp_path, make_args, fragments):
+    result = invoke(cli_runner, ["train", *make_args(tmp_path), "--out", tmp_path / "run"])
+    assert_one_line_error(result, *fragments)
+    assert not (tmp_path / "run").exists()
+
+
+def test_text_positions_shorter_than_a_window_fail_with_one_line(cli_runner, text_folder, tmp_path):
+    result = invoke(
+        cli_runner,
+        ["train", "--modality", "text", "--data", text_folder, "--out", tmp_path / "run", "--positions", "2",
+         "--window-sizes", "3,4", "--epochs", "1"],
+    )
+    assert_one_line_error(result, "positions=2", "--window-sizes")
+
+
+def test_empty_data_folder(cli_runner, tmp_path):
+    (tmp_path / "data").mkdir()
+    result = invoke(cli_runner, ["train", "--modality", "image", "--data", tmp_path / "data", "--out", tmp_path / "run"])
+    assert_one_line_error(result, "No class subfolders in")
+
+
+def test_only_one_class(cli_runner, tmp_path):
+    data = write_image_folder(tmp_path / "data", classes=("solo",), per_class=4)
+    result = invoke(cli_runner, ["train", "--modality", "image", "--data", data, "--out", tmp_path / "run"])
+    assert_one_line_error(result, "Need at least 2 classes", "has 1 (solo)")
+
+
+def test_class_folder_without_files_of_the_modality(cli_runner, image_folder, tmp_path):
+    (image_folder / "empty").mkdir()
+    (image_folder / "empty" / "readme.txt").write_text("no images here")
+    result = invoke(cli_runner, ["train", "--modality", "image", "--data", image_folder, "--out", tmp_path / "run"])
+    assert_one_line_error(result, f"Class folder {image_folder / 'empty'} has no image files")
+
+
+def test_audio_data_given_to_an_image_run(cli_runner, audio_folder, tmp_path):
+    result = invoke(cli_runner, ["train", "--modality", "image", "--data", audio_folder, "--out", tmp_path / "run"])
+    assert_one_line_error(result, "has no image files", ".png")
+
+
+def test_error_messages_print_bracketed_names_verbatim(cli_runner, image_folder, tmp_path):
+    (image_folder / "[draft]").mkdir()
+    (image_folder / "[draft]" / "readme.txt").write_text("no images here")
+    result = invoke(cli_runner, ["train", "--modality", "image", "--data", image_folder, "--out", tmp_path / "run"])
+    assert_one_line_error(result, "Class folder", "[draft] has no image files")
+
+
+@pytest.mark.parametrize("missing", ["labels.json", "model.keras", "split.json"])
+def test_incomplete_run_directory(cli_runner, image_run, tmp_path, missing):
+    run_dir = tmp_path / "run"
+    shutil.copytree(image_run.run_dir, run_dir)
+    (run_dir / missing).unlink()
+    path = write_png(tmp_path / "x.png", class_image(0, np.random.default_rng(0)))
+    assert_one_line_error(invoke(cli_runner, ["evaluate", run_dir]), "is not a complete run", f"missing {missing}")
+    assert_one_line_error(invoke(cli_runner, ["predict", run_dir, path]), f"missing {missing}")
+
+
+def test_run_directory_not_found(cli_runner, tmp_path):
+    assert_one_line_error(invoke(cli_runner, ["evaluate", tmp_path / "nope"]), "Run directory not found")

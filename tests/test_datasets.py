@@ -1,0 +1,199 @@
+"""Finding labelled inputs (class folders, train/test folders, CSV manifests) and splitting them."""
+
+from __future__ import annotations
+
+import csv
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipelines.datasets import Dataset, load_source, read_manifest, split_dataset
+from pipelines.modality import Modality
+from preprocess import ConvpipeError
+from tests.conftest import write_image_folder, write_png
+
+
+def write_csv(path: Path, rows: list[list[str]]) -> Path:
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows(rows)
+    return path
+
+
+# ---- class folders ---------------------------------------------------------------------------
+
+
+def test_class_folders_list_inputs_labels_and_ids(image_folder):
+    source = load_source(str(image_folder), Modality.image)
+    assert not source.predefined_split
+    data = source.full
+    assert len(data) == 36
+    assert data.class_counts() == {"alpha": 12, "beta": 12, "gamma": 12}
+    assert data.ids[0] == "alpha/alpha_00.png"
+    assert all(isinstance(x, Path) and x.is_file() for x in data.inputs)
+    assert all(x.parent.name == label for x, label in zip(data.inputs, data.labels))
+
+
+def test_unsupported_files_are_listed_hidden_files_skipped_subfolders_read(image_folder):
+    (image_folder / "alpha" / "notes.txt").write_text("not an image")
+    (image_folder / "alpha" / "README").write_text("no extension")
+    write_png(image_folder / "alpha" / ".hidden.png", np.zeros((4, 4), np.uint8))
+    write_png(image_folder / "beta" / ".cache" / "x.png", np.zeros((4, 4), np.uint8))
+    write_png(image_folder / "beta" / "more" / "deep.PNG", np.zeros((4, 4), np.uint8))
+    write_png(image_folder / ".thumbnails" / "t.png", np.zeros((4, 4), np.uint8))
+
+    source = load_source(str(image_folder), Modality.image)
+    assert sorted(source.ignored) == [
+        ("alpha/README", "unsupported file type (none)"),
+        ("alpha/notes.txt", "unsupported file type .txt"),
+    ]
+    counts = source.full.class_counts()
+    assert counts == {"alpha": 12, "beta": 13, "gamma": 12}  # no hidden class, no hidden files
+    assert "beta/more/deep.PNG" in source.full.ids  # extensions match case-insensitively
+
+
+def test_train_and_test_folders_are_a_predefined_split(tmp_path):
+    write_image_folder(tmp_path / "data" / "train", per_class=4)
+    write_image_folder(tmp_path / "data" / "test", per_class=2, seed=1)
+    source = load_source(str(tmp_path / "data"), Modality.image)
+    assert source.predefined_split and source.full is None
+    assert len(source.train) == 12 and len(source.test) == 6
+    assert all(i.startswith("train/") for i in source.train.ids)
+    assert all(i.startswith("test/") for i in source.test.ids)
+    assert set(source.everything().ids) == set(source.train.ids) | set(source.test.ids)
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda root: root.mkdir(), "No class subfolders in"),
+        (lambda root: (root / "a").mkdir(parents=True) or (root / "a" / "x.txt").write_text("x"), "Class folder"),
+    ],
+)
+def test_empty_data_is_refused_with_a_clear_error(tmp_path, make, message):
+    root = tmp_path / "data"
+    make(root)
+    with pytest.raises(ConvpipeError, match=message):
+        load_source(str(root), Modality.image)
+
+
+def test_missing_path_and_non_csv_file_are_refused(tmp_path):
+    with pytest.raises(ConvpipeError, match="Data path not found"):
+        load_source(str(tmp_path / "nowhere"), Modality.image)
+    (tmp_path / "data.json").write_text("{}")
+    with pytest.raises(ConvpipeError, match="expected a folder .* or a .csv manifest"):
+        load_source(str(tmp_path / "data.json"), Modality.image)
+
+
+# ---- CSV manifests ---------------------------------------------------------------------------
+
+
+def test_path_manifest_resolves_paths_relative_to_the_csv(image_folder):
+    manifest = write_csv(
+        image_folder / "manifest.csv",
+        [["path", "label", "comment"], ["alpha/alpha_00.png", "a", "x"], ["beta/beta_03.png", "b", "y"]],
+    )
+    source = load_source(str(manifest), Modality.image)
+    assert source.full.inputs == [image_folder / "alpha/alpha_00.png", image_folder / "beta/beta_03.png"]
+    assert source.full.labels == ["a", "b"]
+
+
+def test_text_manifest_with_extra_columns_and_quoted_commas_and_newlines(tmp_path):
+    texts = ['one, two, "three"', "line one\nline two", "plain"]
+    manifest = write_csv(
+        tmp_path / "t.csv",
+        [["source", " text ", "label", "notes"]] + [[f"s{i}", t, f"c{i % 2}", "n"] for i, t in enumerate(texts)],
+    )
+    data, ignored = read_manifest(manifest, Modality.text)
+    assert data.inputs == texts
+    assert data.labels == ["c0", "c1", "c0"]
+    assert len(set(data.ids)) == 3 and ignored == []
+
+
+def test_manifest_rows_without_value_or_label_are_ignored(tmp_path):
+    manifest = write_csv(tmp_path / "t.csv", [["text", "label"], ["good", "a"], ["", "a"], ["no label", ""]])
+    data, ignored = read_manifest(manifest, Modality.text)
+    assert data.inputs == ["good"]
+    assert [reason for _, reason in ignored] == ["empty text", "empty label"]
+
+
+def test_manifest_with_a_byte_order_mark_and_crlf_line_ends(tmp_path):
+    path = tmp_path / "excel.csv"
+    path.write_bytes("\ufefftext,label\r\nfirst,a\r\nsecond,b\r\n".encode("utf-8"))
+    data, _ = read_manifest(path, Modality.text)
+    assert data.inputs == ["first", "second"] and data.labels == ["a", "b"]
+
+
+def test_latin1_manifest_is_read(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_bytes("text,label\ncafé crème,fr\nhello,en\n".encode("latin-1"))
+    data, _ = read_manifest(path, Modality.text)
+    assert data.inputs == ["café crème", "hello"]
+
+
+@pytest.mark.parametrize(
+    "modality, header, missing",
+    [
+        (Modality.text, ["text", "category"], "label"),
+        (Modality.image, ["file", "label"], "path"),
+    ],
+)
+def test_manifest_missing_a_column_names_the_columns_found(tmp_path, modality, header, missing):
+    manifest = write_csv(tmp_path / "m.csv", [header, ["x", "y"]])
+    with pytest.raises(ConvpipeError) as caught:
+        load_source(str(manifest), modality)
+    message = str(caught.value)
+    assert f"missing column(s) {missing}" in message
+    assert f"found: {', '.join(header)}" in message
+
+
+# ---- splitting -------------------------------------------------------------------------------
+
+
+def labelled(counts: dict[str, int]) -> Dataset:
+    labels = [label for label, n in counts.items() for _ in range(n)]
+    return Dataset(inputs=list(range(len(labels))), labels=labels, ids=[f"id{i}" for i in range(len(labels))])
+
+
+def test_split_is_stratified_disjoint_and_complete():
+    data = labelled({"a": 20, "b": 10, "c": 30})
+    parts = split_dataset(data, val_split=0.1, test_split=0.2, seed=0)
+    ids = [set(parts[name].ids) for name in ("train", "validation", "test")]
+    assert not (ids[0] & ids[1] or ids[0] & ids[2] or ids[1] & ids[2])
+    assert ids[0] | ids[1] | ids[2] == set(data.ids)
+    assert parts["test"].class_counts() == {"a": 4, "b": 2, "c": 6}
+    assert parts["validation"].class_counts() == {"a": 2, "b": 1, "c": 3}
+    assert parts["train"].class_counts() == {"a": 14, "b": 7, "c": 21}
+    for part in parts.values():  # labels still belong to their inputs
+        assert all(data.labels[x] == label for x, label in zip(part.inputs, part.labels))
+
+
+def test_split_is_seeded():
+    data = labelled({"a": 15, "b": 15})
+    first = split_dataset(data, 0.2, 0.2, seed=3)
+    again = split_dataset(data, 0.2, 0.2, seed=3)
+    other = split_dataset(data, 0.2, 0.2, seed=4)
+    assert all(first[name].ids == again[name].ids for name in first)
+    assert first["test"].ids != other["test"].ids
+
+
+def test_single_sample_class_stays_in_train():
+    data = labelled({"a": 10, "lonely": 1, "pair": 2})
+    parts = split_dataset(data, 0.3, 0.3, seed=0)
+    assert Counter(parts["train"].labels)["lonely"] == 1
+    assert Counter(parts["train"].labels)["pair"] == 2
+    assert "lonely" not in parts["test"].labels + parts["validation"].labels
+
+
+def test_every_class_keeps_training_inputs_with_large_holdout_shares():
+    data = labelled({"a": 3, "b": 4})
+    parts = split_dataset(data, 0.45, 0.44, seed=0)
+    assert parts["train"].class_counts()["a"] >= 1 and parts["train"].class_counts()["b"] >= 1
+
+
+def test_select_ids_keeps_order_and_reports_missing_ids():
+    data = labelled({"a": 3})
+    assert data.select_ids(["id2", "id0"]).inputs == [2, 0]
+    with pytest.raises(ConvpipeError, match="1 recorded input.*id9"):
+        data.select_ids(["id0", "id9"])

@@ -1,0 +1,231 @@
+"""Model factories and the full-height window layers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from models import FullHeightConv, ModelSpec, TokenEmbedding, build_conv_model, build_text_model  # noqa: E402
+
+TINY = ModelSpec(filters=(4,), kernel_size=3, pool_size=2, pool_stride=2, dense=(8,), dropout=0.0)
+TINY_TEXT = ModelSpec(filters=(4,), dense=(), dropout=0.0, window_sizes=(2, 3), embedding_dim=5)
+
+
+def random_ids(rng, batch: int, positions: int, num_ids: int) -> np.ndarray:
+    ids = rng.integers(0, num_ids, size=(batch, positions)).astype(np.int32)
+    ids[:, -2:] = 0  # trailing padding, as the preprocessor writes it
+    ids[0, 1] = 0  # and padding inside a window
+    return ids
+
+
+# ---- the image/audio factory -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("input_shape, num_classes", [((8, 8, 1), 3), ((9, 7, 3), 2)])
+def test_conv_model_shape_and_forward_pass(input_shape, num_classes):
+    model = build_conv_model(input_shape, num_classes, TINY)
+    assert model.input_shape == (None, *input_shape)
+    assert model.output_shape == (None, num_classes)
+    x = np.random.default_rng(0).random((5, *input_shape), dtype=np.float32)
+    probabilities = np.asarray(model(x))
+    assert probabilities.shape == (5, num_classes)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+    assert np.all(probabilities >= 0)
+
+
+@pytest.mark.parametrize(
+    "changes, expected",
+    [
+        # conv 3*3*1*4+4 = 40; pool -> 4x4x4 = 64; dense 64*8+8 = 520; votes 8*3+3 = 27
+        ({}, 40 + 520 + 27),
+        # second block: 3*3*4*6+6 = 222; pool -> 2x2x6 = 24; dense 24*8+8 = 200
+        ({"filters": (4, 6)}, 40 + 222 + 200 + 27),
+        # stride 1 keeps 8x8x4 = 256 features: dense 256*8+8 = 2056
+        ({"pool_stride": 1}, 40 + 2056 + 27),
+        # global max pooling keeps 4 features: dense 4*8+8 = 40
+        ({"head": "global_max"}, 40 + 40 + 27),
+        # batch norm: conv without bias (36) + 4 x (gamma, beta, mean, variance)
+        ({"batch_norm": True}, 36 + 16 + 520 + 27),
+        # no hidden layer: votes straight from the 64 features
+        ({"dense": ()}, 40 + 64 * 3 + 3),
+    ],
+)
+def test_conv_model_parameter_count_matches_hand_count(changes, expected):
+    spec = ModelSpec(**{**TINY.to_dict(), **changes})
+    assert build_conv_model((8, 8, 1), 3, spec).count_params() == expected
+
+
+def test_default_conv_model_fits_a_parameter_budget():
+    assert build_conv_model((32, 32, 1), 10).count_params() < 700_000
+
+
+@pytest.mark.parametrize(
+    "changes, name",
+    [
+        ({"filters": ()}, "filters"),
+        ({"filters": (4, 0)}, "filters"),
+        ({"dense": (-1,)}, "dense"),
+        ({"kernel_size": 0}, "kernel_size"),
+        ({"pool_stride": True}, "pool_stride"),
+        ({"dropout": 1.0}, "dropout"),
+        ({"head": "average"}, "head"),
+    ],
+)
+def test_invalid_spec_raises_value_error_naming_the_field(changes, name):
+    spec = ModelSpec(**{**TINY.to_dict(), **changes})
+    with pytest.raises(ValueError, match=f"`{name}`"):
+        build_conv_model((8, 8, 1), 3, spec)
+
+
+def test_invalid_shapes_and_class_counts_are_refused():
+    with pytest.raises(ValueError, match="input_shape"):
+        build_conv_model((8, 8), 3, TINY)
+    with pytest.raises(ValueError, match="num_classes"):
+        build_conv_model((8, 8, 1), 1, TINY)
+
+
+def test_model_spec_accepts_lists_and_round_trips():
+    spec = ModelSpec(filters=[4, 8], dense=16, window_sizes=[2])
+    assert spec.filters == (4, 8) and spec.dense == (16,) and spec.window_sizes == (2,)
+    assert ModelSpec.from_dict(spec.to_dict()) == spec
+    with pytest.raises(ValueError, match="Unknown model setting.*filtres"):
+        ModelSpec.from_dict({"filtres": [4]})
+
+
+# ---- the text factory ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kernel, expected",
+    [
+        # embedding 20*5; window 2: 2*5*4+4; window 3: 3*5*4+4; votes (4+4)*3+3
+        ("factorized", 100 + 44 + 64 + 27),
+        # window 2: 2*20*4+4; window 3: 3*20*4+4; votes 27
+        ("full", 164 + 244 + 27),
+    ],
+)
+def test_text_model_shape_forward_pass_and_parameter_count(kernel, expected):
+    spec = ModelSpec(**{**TINY_TEXT.to_dict(), "text_kernel": kernel})
+    model = build_text_model(positions=10, num_ids=20, num_classes=3, spec=spec)
+    assert model.output_shape == (None, 3)
+    assert model.count_params() == expected
+    ids = random_ids(np.random.default_rng(1), 4, 10, 20)
+    probabilities = np.asarray(model(ids))
+    assert probabilities.shape == (4, 3)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "changes, name",
+    [
+        ({"filters": (4, 8)}, "filters"),
+        ({"window_sizes": (0, 2)}, "window_sizes"),
+        ({"text_kernel": "dense"}, "text_kernel"),
+        ({"embedding_dim": 0}, "embedding_dim"),
+    ],
+)
+def test_invalid_text_spec_raises_value_error_naming_the_field(changes, name):
+    spec = ModelSpec(**{**TINY_TEXT.to_dict(), **changes})
+    with pytest.raises(ValueError, match=f"`?{name}`?"):
+        build_text_model(10, 20, 3, spec)
+
+
+def test_text_windows_must_fit_in_the_positions():
+    with pytest.raises(ValueError, match="positions=2 is shorter than the largest window"):
+        build_text_model(2, 20, 3, TINY_TEXT)
+
+
+# ---- full-height windows are exact convolutions ----------------------------------------------
+
+
+@pytest.mark.parametrize("window_size", [1, 3])
+def test_full_height_conv_equals_dense_conv2d_on_the_one_hot_matrix(window_size):
+    rng = np.random.default_rng(window_size)
+    num_ids, positions, filters = 11, 9, 5
+    layer = FullHeightConv(num_ids, window_size, filters)
+    layer.build((None, positions))
+    tables = [rng.standard_normal((num_ids, filters)).astype(np.float32) for _ in range(window_size)]
+    bias = rng.standard_normal(filters).astype(np.float32)
+    layer.set_weights([*tables, bias])
+
+    conv = keras.layers.Conv2D(filters, (window_size, num_ids), padding="valid")
+    conv.build((None, positions, num_ids, 1))
+    conv.set_weights([np.stack(tables)[:, :, None, :], bias])  # kernel (w, V, 1, F)
+
+    ids = random_ids(rng, 6, positions, num_ids)
+    one_hot = np.eye(num_ids, dtype=np.float32)[ids]
+    one_hot[ids == 0] = 0.0  # padding rows of the one-hot matrix are all zero
+    expected = np.asarray(conv(one_hot[..., None]))[:, :, 0, :]
+    actual = np.asarray(layer(ids))
+    assert actual.shape == (6, positions - window_size + 1, filters)
+    assert np.max(np.abs(actual - expected)) <= 1e-5
+
+
+def test_padding_contributes_nothing_to_a_window():
+    layer = FullHeightConv(num_ids=4, window_size=2, filters=1)
+    layer.build((None, 3))
+    layer.set_weights([np.ones((4, 1), np.float32), np.full((4, 1), 10.0, np.float32), np.zeros(1, np.float32)])
+    out = np.asarray(layer(np.array([[2, 0, 0]], dtype=np.int32)))[0, :, 0]
+    np.testing.assert_allclose(out, [1.0, 0.0])  # the padding rows' table entries are ignored
+
+
+def test_factorized_form_equals_full_height_conv_with_product_tables():
+    rng = np.random.default_rng(7)
+    num_ids, dim, window_size, filters, positions = 13, 4, 3, 6, 10
+    embedding = TokenEmbedding(num_ids, dim)
+    embedding.build((None, positions))
+    conv1d = keras.layers.Conv1D(filters, window_size)
+    conv1d.build((None, positions, dim))
+    full = FullHeightConv(num_ids, window_size, filters)
+    full.build((None, positions))
+
+    E = rng.standard_normal((num_ids, dim)).astype(np.float32)  # row 0 deliberately non-zero
+    W = rng.standard_normal((window_size, dim, filters)).astype(np.float32)
+    b = rng.standard_normal(filters).astype(np.float32)
+    embedding.set_weights([E])
+    conv1d.set_weights([W, b])
+    full.set_weights([*(E @ W[k] for k in range(window_size)), b])
+
+    ids = random_ids(rng, 5, positions, num_ids)
+    factorized = np.asarray(conv1d(embedding(ids)))
+    np.testing.assert_array_equal(np.asarray(embedding(ids))[ids == 0], 0.0)
+    assert np.max(np.abs(factorized - np.asarray(full(ids)))) <= 1e-5
+
+
+# ---- persistence -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["conv", "text-factorized", "text-full"])
+def test_keras_round_trip_in_safe_mode_gives_identical_predictions(tmp_path, kind):
+    rng = np.random.default_rng(3)
+    if kind == "conv":
+        model = build_conv_model((8, 8, 1), 3, ModelSpec(**{**TINY.to_dict(), "batch_norm": True}))
+        x = rng.random((4, 8, 8, 1), dtype=np.float32)
+    else:
+        spec = ModelSpec(**{**TINY_TEXT.to_dict(), "text_kernel": kind.split("-")[1]})
+        model = build_text_model(10, 20, 3, spec)
+        x = random_ids(rng, 4, 10, 20)
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path, safe_mode=True)
+    assert [type(layer).__name__ for layer in loaded.layers] == [type(layer).__name__ for layer in model.layers]
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+def test_custom_layer_configs_hold_every_argument():
+    layer = FullHeightConv(num_ids=7, window_size=2, filters=3, name="w")
+    clone = FullHeightConv.from_config(layer.get_config())
+    assert (clone.num_ids, clone.window_size, clone.filters, clone.name) == (7, 2, 3, "w")
+    embedding = TokenEmbedding.from_config(TokenEmbedding(num_ids=7, dim=2).get_config())
+    assert (embedding.num_ids, embedding.dim) == (7, 2)
+
+
+def test_safe_mode_refuses_a_model_with_a_lambda_layer(tmp_path):
+    inputs = keras.Input(shape=(3,))
+    outputs = keras.layers.Lambda(lambda t: t * 2.0)(inputs)
+    path = tmp_path / "lambda.keras"
+    keras.Model(inputs, outputs).save(path)
+    with pytest.raises(ValueError, match="safe_mode"):
+        keras.models.load_model(path, safe_mode=True)

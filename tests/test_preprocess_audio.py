@@ -1,0 +1,246 @@
+"""AudioPreprocessor: decoding, resampling, fixed length, log-mel spectrogram, fitted normalization."""
+
+from __future__ import annotations
+
+import json
+
+import librosa
+import numpy as np
+import pytest
+
+from preprocess import AudioPreprocessor, InputError, NotFittedError, Preprocessor
+from tests.conftest import tone, write_wav
+
+SR = 16000
+
+
+def small(**params) -> AudioPreprocessor:
+    return AudioPreprocessor(**{"sample_rate": SR, "duration": 0.25, "num_mels": 32, **params})
+
+
+def expected_band(frequency: float, pre: AudioPreprocessor) -> int:
+    """The mel band whose centre is nearest `frequency` (band i is centred on edge i + 1)."""
+    edges = librosa.mel_frequencies(n_mels=pre.num_mels + 2, fmin=pre.fmin, fmax=pre.fmax or pre.sample_rate / 2)
+    return int(np.argmin(np.abs(edges[1:-1] - frequency)))
+
+
+def noisy_tones(count: int, seed: int = 0) -> list[tuple[np.ndarray, int]]:
+    rng = np.random.default_rng(seed)
+    return [
+        (tone(300 + 500 * i) + 0.05 * rng.standard_normal(int(0.25 * SR)).astype(np.float32), SR)
+        for i in range(count)
+    ]
+
+
+# ---- shape and known outputs -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("duration, hop_length, num_mels", [(0.25, 160, 16), (0.5, 256, 40)])
+def test_output_shape_dtype_and_finiteness(tmp_path, duration, hop_length, num_mels):
+    path = write_wav(tmp_path / "a.wav", tone(440, duration=duration))
+    pre = AudioPreprocessor(sample_rate=SR, duration=duration, hop_length=hop_length, num_mels=num_mels)
+    out = pre.fit([path]).transform([path, path])
+    expected = (1 + int(SR * duration) // hop_length, num_mels, 1)
+    assert pre.output_shape == expected
+    assert out.shape == (2, *expected)
+    assert out.dtype == np.float32
+    assert np.all(np.isfinite(out))
+
+
+@pytest.mark.parametrize("frequency", [300.0, 1000.0, 2500.0, 6000.0])
+def test_pure_tone_peaks_in_the_band_holding_its_frequency(frequency):
+    pre = small()
+    decibels = pre.read((tone(frequency), SR))  # unnormalized, (time, bands)
+    assert decibels.shape == (26, 32)
+    assert int(np.argmax(decibels.mean(axis=0))) == expected_band(frequency, pre)
+
+
+def test_rows_are_time_in_order():
+    # a tone in the first half, silence in the second: energy in early rows only
+    samples = np.concatenate([tone(1000, duration=0.125), np.zeros(2000, np.float32)])
+    decibels = small().read((samples, SR))
+    assert decibels[:8].max() > decibels[-8:].max() + 40
+
+
+def test_silence_gives_finite_values_at_the_floor():
+    silent = (np.zeros(4000, dtype=np.float32), SR)
+    absolute = small(top_db=None)
+    np.testing.assert_allclose(absolute.read(silent), 10 * np.log10(absolute.log_floor))
+    relative = small()  # measured from the clip's own peak: flat, finite
+    np.testing.assert_allclose(relative.read(silent), 0.0)
+    out = relative.fit([silent]).transform_one(silent)
+    assert np.all(np.isfinite(out))
+
+
+def test_top_db_limits_the_range_below_the_peak_and_ignores_gain():
+    pre = small(top_db=60.0)
+    clip = tone(1000, duration=0.125)
+    loud, quiet = pre.read((clip, SR)), pre.read((clip * 0.01, SR))
+    assert loud.max() == 0.0 and loud.min() >= -60.0
+    np.testing.assert_allclose(loud, quiet, atol=1e-3)
+
+
+def test_transform_is_deterministic(tmp_path):
+    path = write_wav(tmp_path / "a.wav", tone(700))
+    pre = small().fit([path])
+    np.testing.assert_array_equal(pre.transform_one(path), pre.transform_one(path))
+
+
+# ---- decoding ---------------------------------------------------------------------------------
+
+
+def test_stereo_44k_file_is_mixed_to_mono_and_resampled(tmp_path):
+    rate = 44100
+    left = tone(2000, duration=0.25, sample_rate=rate)
+    path = write_wav(tmp_path / "stereo.wav", np.stack([left, np.zeros_like(left)], axis=1), sample_rate=rate)
+    pre = small()
+    waveform = pre.load_waveform(path)
+    assert waveform.shape == (4000,) and waveform.dtype == np.float32
+    # mixing averages the channels: a full-scale-0.5 tone on one side becomes 0.25 in mono
+    assert 0.2 < np.abs(waveform[100:-100]).max() < 0.3
+    assert int(np.argmax(pre.read(path).mean(axis=0))) == expected_band(2000, pre)
+
+
+def test_opposite_channels_cancel_when_mixed(tmp_path):
+    left = tone(1000)
+    path = write_wav(tmp_path / "cancel.wav", np.stack([left, -left], axis=1), subtype="FLOAT")
+    np.testing.assert_allclose(small().load_waveform(path), 0.0, atol=1e-6)
+
+
+def test_flac_file_and_bytes_decode_like_wav(tmp_path):
+    samples = tone(800)
+    wav = write_wav(tmp_path / "a.wav", samples, subtype="PCM_16")
+    flac = write_wav(tmp_path / "a.flac", samples, subtype="PCM_16")
+    pre = small()
+    # both are 16-bit; the two encoders may round a sample differently by one step
+    np.testing.assert_allclose(pre.load_waveform(flac), samples, atol=1e-4)
+    np.testing.assert_allclose(pre.load_waveform(wav), samples, atol=1e-4)
+    np.testing.assert_array_equal(pre.load_waveform(flac.read_bytes()), pre.load_waveform(flac))
+
+
+def test_short_clip_is_zero_padded_at_the_end(tmp_path):
+    samples = tone(1000, duration=0.1)  # 1600 samples, duration is 0.25 s = 4000
+    waveform = small().load_waveform(write_wav(tmp_path / "short.wav", samples, subtype="FLOAT"))
+    assert waveform.shape == (4000,)
+    np.testing.assert_allclose(waveform[:1600], samples, atol=1e-6)
+    np.testing.assert_array_equal(waveform[1600:], 0.0)
+
+
+def test_long_clip_is_cropped_to_its_start(tmp_path):
+    samples = np.concatenate([tone(1000, duration=0.25), tone(5000, duration=0.75)])
+    path = write_wav(tmp_path / "long.wav", samples, subtype="FLOAT")
+    pre = small()
+    waveform = pre.load_waveform(path)
+    np.testing.assert_allclose(waveform, samples[:4000], atol=1e-6)
+    assert pre.read(path).shape == (26, 32)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_samples_raise_input_error(tmp_path, bad):
+    samples = tone(1000)
+    samples[100] = bad
+    path = write_wav(tmp_path / "nan.wav", samples, subtype="FLOAT")
+    with pytest.raises(InputError, match=r"nan\.wav: audio contains NaN or infinite samples"):
+        small().read(path)
+    with pytest.raises(InputError, match="NaN or infinite"):
+        small().read((samples, SR))
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")  # librosa's fallback
+def test_not_an_audio_file_raises_input_error_naming_it(tmp_path):
+    path = tmp_path / "fake.wav"
+    path.write_text("definitely not RIFF data\n" * 20)
+    with pytest.raises(InputError) as caught:
+        small().read(path)
+    assert str(caught.value).startswith(f"{path}: not a readable audio file")
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "value, reason",
+    [((np.zeros(10, np.float32), 0), "sample rate must be a positive int"), (42, "expected a path, bytes")],
+)
+def test_bad_in_memory_inputs_raise_input_error(value, reason):
+    with pytest.raises(InputError, match=reason):
+        small().read(value)
+
+
+# ---- fitting ---------------------------------------------------------------------------------
+
+
+def test_transform_before_fit_raises_not_fitted(tmp_path):
+    path = write_wav(tmp_path / "a.wav", tone(440))
+    with pytest.raises(NotFittedError, match="not fitted"):
+        small().transform_one(path)
+    with pytest.raises(NotFittedError):
+        small().transform([path])
+
+
+def test_per_band_normalization_standardizes_the_training_set():
+    train = noisy_tones(6)
+    pre = small().fit(train)
+    assert pre.band_mean_.shape == (32,) and pre.band_std_.shape == (32,)
+    frames = pre.transform(train)[..., 0].reshape(-1, 32)  # every time step of every clip
+    np.testing.assert_allclose(frames.mean(axis=0), 0.0, atol=1e-4)
+    np.testing.assert_allclose(frames.std(axis=0), 1.0, atol=1e-3)
+
+
+def test_normalization_none_keeps_decibels():
+    train = noisy_tones(3)
+    pre = small(normalization="none").fit(train)
+    np.testing.assert_allclose(pre.transform_one(train[0])[..., 0], pre.read(train[0]), atol=1e-6)
+
+
+def test_refitting_replaces_the_previous_fit():
+    pre = small().fit(noisy_tones(3, seed=1))
+    loud = [(tone(1000, amplitude=0.9), SR)]
+    pre.fit(loud)
+    np.testing.assert_allclose(pre.band_mean_, small().fit(loud).band_mean_)
+
+
+def test_save_load_round_trip_uses_json_and_npz(tmp_path):
+    train = noisy_tones(4)
+    pre = small(num_mels=24, fmin=50.0, fmax=7000.0).fit(train)
+    pre.save(tmp_path / "pre.json")
+    document = json.loads((tmp_path / "pre.json").read_text())
+    assert document["class"] == "AudioPreprocessor"
+    assert sorted(document["arrays"]) == ["band_mean_", "band_std_"]
+    with np.load(tmp_path / "pre.npz", allow_pickle=False) as arrays:
+        np.testing.assert_array_equal(arrays["band_mean_"], pre.band_mean_)
+    loaded = Preprocessor.load(tmp_path / "pre.json")
+    assert type(loaded) is AudioPreprocessor
+    assert loaded.get_config() == pre.get_config()
+    np.testing.assert_array_equal(loaded.transform(train), pre.transform(train))
+
+
+def test_loading_an_unfitted_save_stays_unfitted(tmp_path):
+    small().save(tmp_path / "pre.json")
+    assert not (tmp_path / "pre.npz").exists()
+    with pytest.raises(NotFittedError):
+        AudioPreprocessor.load(tmp_path / "pre.json").transform_one((tone(440), SR))
+
+
+def test_load_refuses_another_preprocessor_class(tmp_path):
+    small().save(tmp_path / "pre.json")
+    from preprocess import TextPreprocessor
+
+    with pytest.raises(InputError, match="holds a AudioPreprocessor, expected a TextPreprocessor"):
+        TextPreprocessor.load(tmp_path / "pre.json")
+
+
+@pytest.mark.parametrize(
+    "params, name",
+    [
+        ({"num_mels": 0}, "num_mels"),
+        ({"hop_length": -1}, "hop_length"),
+        ({"sample_rate": 8000.5}, "sample_rate"),
+        ({"duration": 0}, "duration"),
+        ({"fmax": 9000.0}, "fmax"),
+        ({"fmin": 500.0, "fmax": 400.0}, "fmin"),
+        ({"normalization": "global"}, "normalization"),
+    ],
+)
+def test_bad_parameters_raise_value_error_naming_the_parameter(params, name):
+    pre = small(**params)  # __init__ only stores
+    with pytest.raises(ValueError, match=f"Received: .*{name}="):
+        pre.fit([(tone(440), SR)])

@@ -1,0 +1,282 @@
+"""ImagePreprocessor: decoding real files of many kinds into fixed-size float32 arrays."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from preprocess import ImagePreprocessor, InputError, Preprocessor
+from tests.conftest import write_png
+
+
+def gradient_rgb(height: int = 12, width: int = 16) -> np.ndarray:
+    y, x = np.mgrid[0:height, 0:width]
+    return np.stack(
+        [x * 255 // (width - 1), y * 255 // (height - 1), np.full_like(x, 128)], axis=-1
+    ).astype(np.uint8)
+
+
+# ---- shape, dtype, range ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("color_mode, channels", [("grayscale", 1), ("rgb", 3)])
+def test_output_shape_dtype_and_range(tmp_path, color_mode, channels):
+    path = write_png(tmp_path / "g.png", gradient_rgb())
+    pre = ImagePreprocessor(image_size=(6, 9), color_mode=color_mode)
+    out = pre.transform([path, path])
+    assert out.shape == (2, 6, 9, channels)
+    assert pre.output_shape == (6, 9, channels)
+    assert out.dtype == np.float32
+    assert out.min() >= 0.0 and out.max() <= 1.0
+    assert out.max() > 0.5 and out.min() < 0.2  # the gradient's range survives, not a constant
+
+
+def test_known_pixels_map_to_known_values(tmp_path):
+    array = np.array([[0, 255], [51, 204]], dtype=np.uint8)
+    path = write_png(tmp_path / "k.png", array)
+    out = ImagePreprocessor(image_size=(2, 2)).transform_one(path)
+    np.testing.assert_allclose(out[:, :, 0], array / 255.0, atol=1e-6)
+
+
+def test_rgb_channels_keep_their_order(tmp_path):
+    red = np.zeros((4, 4, 3), dtype=np.uint8)
+    red[..., 0] = 255
+    out = ImagePreprocessor(image_size=(4, 4), color_mode="rgb").transform_one(write_png(tmp_path / "r.png", red))
+    np.testing.assert_allclose(out.mean(axis=(0, 1)), [1.0, 0.0, 0.0], atol=1e-6)
+
+
+def test_transform_is_deterministic(tmp_path):
+    path = write_png(tmp_path / "g.png", gradient_rgb())
+    pre = ImagePreprocessor(image_size=(7, 5), color_mode="rgb")
+    np.testing.assert_array_equal(pre.transform_one(path), pre.transform_one(path))
+
+
+def test_path_bytes_and_array_inputs_agree(tmp_path):
+    array = gradient_rgb()
+    path = write_png(tmp_path / "g.png", array)
+    pre = ImagePreprocessor(image_size=(12, 16), color_mode="rgb")
+    from_path = pre.transform_one(path)
+    np.testing.assert_array_equal(from_path, pre.transform_one(path.read_bytes()))
+    np.testing.assert_array_equal(from_path, pre.transform_one(array))
+    np.testing.assert_allclose(from_path, pre.transform_one(array / 255.0), atol=1 / 255 + 1e-6)
+
+
+# ---- resizing --------------------------------------------------------------------------------
+
+
+def test_pad_keeps_aspect_ratio_with_zero_rows_top_and_bottom(tmp_path):
+    bar = np.full((4, 16), 255, dtype=np.uint8)  # a wide white bar, aspect 4:1
+    out = ImagePreprocessor(image_size=(16, 16), resize_mode="pad").transform_one(write_png(tmp_path / "bar.png", bar))
+    rows = out[:, :, 0].mean(axis=1)
+    # scaled to 16 x 4 and centred: rows 6..9 hold the bar, everything else is zero padding
+    np.testing.assert_array_equal(rows[:6], 0.0)
+    np.testing.assert_array_equal(rows[10:], 0.0)
+    np.testing.assert_allclose(rows[6:10], 1.0, atol=1e-6)
+
+
+def test_stretch_fills_the_whole_output(tmp_path):
+    bar = np.full((4, 16), 255, dtype=np.uint8)
+    out = ImagePreprocessor(image_size=(16, 16), resize_mode="stretch").transform_one(write_png(tmp_path / "b.png", bar))
+    np.testing.assert_allclose(out, 1.0, atol=1e-6)
+
+
+def test_crop_keeps_the_centre(tmp_path):
+    image = np.zeros((8, 24), dtype=np.uint8)
+    image[:, 8:16] = 255  # black | white | black thirds
+    out = ImagePreprocessor(image_size=(8, 8), resize_mode="crop").transform_one(write_png(tmp_path / "c.png", image))
+    np.testing.assert_allclose(out, 1.0, atol=1e-6)
+
+
+def test_value_range_minus_one_to_one(tmp_path):
+    image = np.zeros((4, 4), dtype=np.uint8)
+    image[:, 2:] = 255
+    path = write_png(tmp_path / "xo.png", image)
+    out = ImagePreprocessor(image_size=(4, 4), value_range="-1..1").transform_one(path)
+    np.testing.assert_allclose(out[:, :2, 0], -1.0, atol=1e-6)
+    np.testing.assert_allclose(out[:, 2:, 0], 1.0, atol=1e-6)
+    unit = ImagePreprocessor(image_size=(4, 4)).transform_one(path)
+    np.testing.assert_allclose(out, unit * 2 - 1, atol=1e-6)
+
+
+# ---- the kinds of files real folders hold -----------------------------------------------------
+
+
+@pytest.mark.parametrize("background", [255, 0])
+def test_rgba_is_composited_on_the_background(tmp_path, background):
+    rgba = np.zeros((4, 4, 4), dtype=np.uint8)
+    rgba[..., 0] = 255  # red everywhere ...
+    rgba[:, :2, 3] = 255  # ... opaque on the left half, fully transparent on the right
+    path = write_png(tmp_path / "a.png", rgba)
+    out = ImagePreprocessor(image_size=(4, 4), color_mode="rgb", background=background).transform_one(path)
+    np.testing.assert_allclose(out[:, :2], np.broadcast_to([1.0, 0.0, 0.0], (4, 2, 3)), atol=1e-6)
+    np.testing.assert_allclose(out[:, 2:], background / 255.0, atol=1e-6)
+
+
+def test_palette_png_is_converted_to_its_colours(tmp_path):
+    image = Image.new("P", (4, 2))
+    image.putpalette([0, 0, 255, 0, 255, 0] + [0] * (256 * 3 - 6))  # index 0 blue, 1 green
+    image.putdata([0, 0, 1, 1] * 2)
+    path = tmp_path / "p.png"
+    image.save(path)
+    assert Image.open(path).mode == "P"
+    out = ImagePreprocessor(image_size=(2, 4), color_mode="rgb").transform_one(path)
+    np.testing.assert_allclose(out[:, :2], np.broadcast_to([0.0, 0.0, 1.0], (2, 2, 3)), atol=1e-6)
+    np.testing.assert_allclose(out[:, 2:], np.broadcast_to([0.0, 1.0, 0.0], (2, 2, 3)), atol=1e-6)
+
+
+def test_palette_transparency_is_composited(tmp_path):
+    image = Image.new("P", (4, 2))
+    image.putpalette([255, 0, 0, 0, 0, 0] + [0] * (256 * 3 - 6))  # index 0 red, 1 black
+    image.putdata([0, 0, 1, 1] * 2)
+    path = tmp_path / "pt.png"
+    image.save(path, transparency=1)  # index 1 is transparent
+    out = ImagePreprocessor(image_size=(2, 4), color_mode="rgb", background=255).transform_one(path)
+    np.testing.assert_allclose(out[:, 2:], 1.0, atol=1e-6)  # transparent black -> white background
+    np.testing.assert_allclose(out[:, :2, 0], 1.0, atol=1e-6)
+
+
+def test_cmyk_tiff_is_converted_to_rgb(tmp_path):
+    path = tmp_path / "cyan.tif"
+    Image.new("CMYK", (4, 4), (255, 0, 0, 0)).save(path)  # pure cyan ink
+    out = ImagePreprocessor(image_size=(4, 4), color_mode="rgb").transform_one(path)
+    np.testing.assert_allclose(out.mean(axis=(0, 1)), [0.0, 1.0, 1.0], atol=1e-6)
+
+
+def test_gray_with_alpha_is_composited(tmp_path):
+    la = np.zeros((2, 4, 2), dtype=np.uint8)  # black ...
+    la[:, :2, 1] = 255  # ... opaque on the left, transparent on the right
+    path = tmp_path / "la.png"
+    Image.frombytes("LA", (4, 2), la.tobytes()).save(path)
+    out = ImagePreprocessor(image_size=(2, 4), background=255).transform_one(path)[:, :, 0]
+    np.testing.assert_allclose(out[:, :2], 0.0, atol=1e-6)
+    np.testing.assert_allclose(out[:, 2:], 1.0, atol=1e-6)
+
+
+def test_16_bit_grayscale_png_uses_the_full_16_bit_range(tmp_path):
+    array = np.array([[0, 16384, 32768, 65535]] * 2, dtype=np.uint16)
+    path = tmp_path / "deep.png"
+    Image.fromarray(array).save(path)
+    assert Image.open(path).mode.startswith("I")
+    out = ImagePreprocessor(image_size=(2, 4)).transform_one(path)
+    np.testing.assert_allclose(out[0, :, 0], array[0] / 65535.0, atol=1 / 255 + 1e-6)
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    stored = np.zeros((10, 20, 3), dtype=np.uint8)  # 20 wide, 10 tall ...
+    stored[:, :10] = 255  # ... white on the left half
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    path = tmp_path / "rotated.jpg"
+    Image.fromarray(stored).save(path, exif=exif.tobytes(), quality=95)
+    # Displayed upright, the image is 10 wide and 20 tall, and the white half is on top.
+    array = ImagePreprocessor(image_size=(20, 10)).transform_one(path)[:, :, 0]
+    assert array[:9].mean() > 0.9
+    assert array[11:].mean() < 0.1
+
+
+def test_animated_gif_uses_the_first_frame(tmp_path):
+    white = Image.fromarray(np.full((6, 6), 255, dtype=np.uint8))
+    black = Image.fromarray(np.zeros((6, 6), dtype=np.uint8))
+    path = tmp_path / "anim.gif"
+    gray = Image.fromarray(np.full((6, 6), 128, dtype=np.uint8))
+    white.save(path, save_all=True, append_images=[black, gray], duration=100, loop=0)
+    assert Image.open(path).n_frames == 3
+    out = ImagePreprocessor(image_size=(6, 6)).transform_one(path)
+    np.testing.assert_allclose(out, 1.0, atol=1e-6)
+
+
+# ---- broken inputs ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "content, reason",
+    [
+        (b"this is not an image at all", "not a readable image"),
+        (b"", "empty file"),
+    ],
+)
+def test_undecodable_file_raises_input_error_naming_the_file(tmp_path, content, reason):
+    path = tmp_path / "broken.png"
+    path.write_bytes(content)
+    with pytest.raises(InputError) as caught:
+        ImagePreprocessor(image_size=(4, 4)).transform_one(path)
+    message = str(caught.value)
+    assert str(path) in message and reason in message
+    assert "\n" not in message
+    assert isinstance(caught.value, ValueError)
+
+
+def test_truncated_png_raises_input_error(tmp_path):
+    buffer = io.BytesIO()
+    Image.fromarray(gradient_rgb(64, 64)).save(buffer, format="PNG")
+    path = tmp_path / "cut.png"
+    path.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+    with pytest.raises(InputError, match="cut.png"):
+        ImagePreprocessor(image_size=(4, 4)).transform_one(path)
+
+
+def test_missing_file_raises_input_error(tmp_path):
+    with pytest.raises(InputError, match="no such file"):
+        ImagePreprocessor().transform_one(tmp_path / "absent.png")
+
+
+def test_image_above_max_pixels_is_refused(tmp_path):
+    path = write_png(tmp_path / "big.png", np.zeros((20, 30), dtype=np.uint8))
+    with pytest.raises(InputError, match=r"big\.png: image too large \(30x20 pixels"):
+        ImagePreprocessor(image_size=(4, 4), max_pixels=599).transform_one(path)
+    # the limit is inclusive: exactly max_pixels is fine
+    assert ImagePreprocessor(image_size=(4, 4), max_pixels=600).transform_one(path).shape == (4, 4, 1)
+
+
+# ---- parameters and persistence --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "params, name",
+    [
+        ({"image_size": (0, 8)}, "image_size"),
+        ({"image_size": (8,)}, "image_size"),
+        ({"image_size": (8.5, 8)}, "image_size"),
+        ({"color_mode": "cmyk"}, "color_mode"),
+        ({"resize_mode": "squash"}, "resize_mode"),
+        ({"value_range": "0..255"}, "value_range"),
+    ],
+)
+def test_bad_parameters_raise_value_error_naming_the_parameter(params, name):
+    pre = ImagePreprocessor(**params)  # __init__ only stores
+    with pytest.raises(ValueError, match=f"`{name}`.*Received: {name}="):
+        pre.transform_one(np.zeros((4, 4), dtype=np.uint8))
+
+
+def test_scalar_image_size_raises_value_error_naming_the_parameter():
+    with pytest.raises(ValueError, match="image_size"):
+        ImagePreprocessor(image_size=32).transform_one(np.zeros((4, 4), dtype=np.uint8))
+
+
+def test_save_load_round_trip(tmp_path):
+    pre = ImagePreprocessor(image_size=(5, 7), color_mode="rgb", resize_mode="crop", value_range="-1..1", background=0)
+    pre.save(tmp_path / "pre.json")
+    assert not (tmp_path / "pre.npz").exists()  # stateless: nothing but JSON
+    loaded = ImagePreprocessor.load(tmp_path / "pre.json")
+    assert loaded.get_config() == pre.get_config()
+    assert type(Preprocessor.load(tmp_path / "pre.json")) is ImagePreprocessor
+    image = write_png(tmp_path / "g.png", gradient_rgb())
+    np.testing.assert_array_equal(loaded.transform_one(image), pre.transform_one(image))
+
+
+def test_get_config_holds_every_constructor_argument():
+    config = ImagePreprocessor(image_size=(3, 4), max_pixels=10).get_config()
+    assert config == {
+        "image_size": [3, 4],
+        "color_mode": "grayscale",
+        "resize_mode": "pad",
+        "value_range": "0..1",
+        "background": 255,
+        "max_pixels": 10,
+    }
+    assert ImagePreprocessor.from_config(config).get_config() == config
+    with pytest.raises(ValueError, match="Unknown ImagePreprocessor parameter.*colour"):
+        ImagePreprocessor.from_config({**config, "colour": "rgb"})

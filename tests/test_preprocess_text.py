@@ -1,0 +1,220 @@
+"""TextPreprocessor: tokens, fitted vocabulary, fixed positions and the exact one-hot matrix."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from preprocess import InputError, NotFittedError, Preprocessor, TextPreprocessor, decode_text
+
+CORPUS = [
+    "the cat sat on the mat",
+    "the dog sat on the log",
+    "a cat and a dog",
+    "the end",
+]
+
+
+# ---- vocabulary and ids ----------------------------------------------------------------------
+
+
+def test_known_ids_most_frequent_first_with_padding_and_oov():
+    pre = TextPreprocessor(level="word", positions=4).fit(["a b", "b c"])
+    assert pre.vocabulary_ == ["b", "a", "c"]  # b twice; ties in token order
+    assert pre.num_ids == 5  # + padding (0) and out-of-vocabulary (1)
+    ids = pre.transform_one("b a z")
+    assert ids.tolist() == [2, 3, 1, 0]
+    assert ids.dtype == np.int32
+
+
+def test_vocabulary_ranks_by_count():
+    pre = TextPreprocessor(positions=8).fit(CORPUS)
+    # the: 5, a: 2, cat: 2, dog: 2, on: 2, sat: 2, then the singletons in token order
+    assert pre.vocabulary_[:6] == ["the", "a", "cat", "dog", "on", "sat"]
+    assert pre.vocabulary_[6:] == ["and", "end", "log", "mat"]
+    assert pre.transform_one("the cat").tolist() == [2, 4, 0, 0, 0, 0, 0, 0]
+
+
+def test_vocabulary_size_caps_ids_including_reserved_ones():
+    pre = TextPreprocessor(positions=8, vocabulary_size=4).fit(CORPUS)
+    assert pre.vocabulary_ == ["the", "a"]
+    assert pre.num_ids == 4
+    assert pre.transform_one("the cat a").tolist() == [2, 1, 3, 0, 0, 0, 0, 0]
+
+
+def test_vocabulary_counts_only_tokens_within_positions():
+    # Tokens past `positions` are never encoded, so they are not counted either.
+    pre = TextPreprocessor(positions=2).fit(["x y z z z", "y"])
+    assert pre.vocabulary_ == ["y", "x"]
+
+
+def test_min_count_sends_rare_tokens_to_oov():
+    pre = TextPreprocessor(positions=3, min_count=2).fit(CORPUS)
+    assert "mat" not in pre.vocabulary_ and "cat" in pre.vocabulary_
+    assert pre.transform_one("mat cat").tolist()[0] == 1
+
+
+def test_word_tokens_are_lowercased_words_and_punctuation():
+    pre = TextPreprocessor(level="word")
+    assert pre.tokenize("Hello, World!  It's") == ["hello", ",", "world", "!", "it", "'", "s"]
+    assert TextPreprocessor(lowercase=False).tokenize("Hello World") == ["Hello", "World"]
+
+
+def test_refitting_replaces_the_vocabulary():
+    pre = TextPreprocessor(positions=2).fit(["x y"])
+    pre.fit(["p q"])
+    assert pre.vocabulary_ == ["p", "q"]
+    assert pre.transform_one("x p").tolist() == [1, 2]
+
+
+# ---- positions -------------------------------------------------------------------------------
+
+
+def test_long_texts_are_truncated_and_short_ones_padded():
+    pre = TextPreprocessor(positions=3).fit(CORPUS)
+    out = pre.transform(["the cat sat on the mat", "dog", ""])
+    assert out.shape == (3, 3) and pre.output_shape == (3,)
+    assert out.tolist() == [
+        pre.transform_one("the cat sat").tolist(),
+        [pre.vocabulary_.index("dog") + 2, 0, 0],
+        [0, 0, 0],
+    ]
+
+
+def test_positions_are_learned_from_training_lengths_when_unset():
+    texts = [" ".join(["w"] * n) for n in range(20, 61)]  # 20..60 tokens
+    pre = TextPreprocessor().fit(texts)
+    expected = int(np.percentile(np.arange(20, 61), 95))
+    assert pre.learned_positions_ == expected == 58
+    assert pre.output_shape == (58,)
+    assert pre.transform_one(texts[-1]).shape == (58,)
+
+
+def test_learned_positions_are_at_least_16():
+    pre = TextPreprocessor().fit(["a b", "c"])
+    assert pre.output_shape == (16,)
+
+
+# ---- character level -------------------------------------------------------------------------
+
+
+def test_char_level_collapses_whitespace_and_lowercases():
+    pre = TextPreprocessor(level="char", positions=6)
+    assert pre.tokenize("Ab \n\t c ") == ["a", "b", " ", "c"]
+    pre.fit(["ab c", "bb"])
+    assert pre.vocabulary_ == ["b", " ", "a", "c"]
+    assert pre.transform_one("AB  Cz").tolist() == [4, 2, 3, 5, 1, 0]
+
+
+def test_char_level_whitespace_runs_count_as_one_position():
+    pre = TextPreprocessor(level="char", positions=3).fit(["a b"])
+    assert pre.transform_one("a" + " " * 10 + "b").tolist() == pre.transform_one("a b").tolist()
+    assert pre.transform_one("\n\n\n    a b").tolist() == pre.transform_one("a b").tolist()
+
+
+# ---- the dense one-hot matrix ----------------------------------------------------------------
+
+
+def test_one_hot_equals_the_compact_form_exactly():
+    pre = TextPreprocessor(positions=7).fit(CORPUS)
+    texts = ["the cat sat on the mat", "zebra dog", "", "a a a a a a a a a"]
+    ids = pre.transform(texts)
+    dense = pre.to_one_hot(ids)
+    assert dense.shape == (4, 7, pre.num_ids) and dense.dtype == np.float32
+    np.testing.assert_array_equal(pre.transform_dense(texts), dense)
+    assert set(np.unique(dense)) <= {0.0, 1.0}
+    sums = dense.sum(axis=-1)
+    np.testing.assert_array_equal(sums, (ids != 0).astype(np.float32))  # one 1 per token row
+    np.testing.assert_array_equal(dense[ids == 0], 0.0)  # padding rows are all zero
+    np.testing.assert_array_equal(dense.argmax(axis=-1)[ids != 0], ids[ids != 0])
+    assert (ids == 1).any() and (ids == 0).any()  # the example covers OOV and padding
+
+
+def test_decode_ids_inverts_encoding():
+    pre = TextPreprocessor(positions=6).fit(CORPUS)
+    assert pre.decode_ids(pre.transform_one("the dog ate")) == ["the", "dog", "<oov>"]
+
+
+# ---- inputs and decoding ---------------------------------------------------------------------
+
+
+def test_str_is_text_and_path_is_a_file(tmp_path):
+    path = tmp_path / "doc.txt"
+    path.write_text("the dog", encoding="utf-8")
+    pre = TextPreprocessor(positions=3).fit(CORPUS)
+    assert pre.transform_one(path).tolist() == pre.transform_one("the dog").tolist()
+    assert pre.transform_one(path.read_bytes()).tolist() == pre.transform_one("the dog").tolist()
+
+
+def test_non_utf8_bytes_fall_back_to_latin1(tmp_path):
+    assert decode_text("café".encode("latin-1")) == ("café", True)
+    assert decode_text("\ufeffcafé".encode("utf-8")) == ("café", False)  # BOM dropped
+    path = tmp_path / "latin.txt"
+    path.write_bytes("Café crème".encode("latin-1"))
+    pre = TextPreprocessor(positions=2)
+    assert pre.read(path) == ["café", "crème"]
+    pre.fit([path])
+    assert pre.vocabulary_ == ["café", "crème"]
+
+
+def test_unsupported_or_missing_inputs_raise_input_error(tmp_path):
+    pre = TextPreprocessor(positions=2).fit(CORPUS)
+    with pytest.raises(InputError, match="expected a str, bytes or a pathlib.Path"):
+        pre.transform_one(42)
+    with pytest.raises(InputError, match="missing.txt: no such file"):
+        pre.transform_one(tmp_path / "missing.txt")
+
+
+# ---- fitting, parameters, persistence --------------------------------------------------------
+
+
+def test_use_before_fit_raises_not_fitted():
+    pre = TextPreprocessor(positions=4)
+    for use in (lambda: pre.transform_one("a"), lambda: pre.transform(["a"]), lambda: pre.output_shape):
+        with pytest.raises(NotFittedError, match="TextPreprocessor is not fitted"):
+            use()
+
+
+def test_fit_needs_training_text():
+    with pytest.raises(ValueError, match="at least one training text"):
+        TextPreprocessor().fit([])
+
+
+@pytest.mark.parametrize(
+    "params, name",
+    [
+        ({"level": "sentence"}, "level"),
+        ({"vocabulary_size": 2}, "vocabulary_size"),
+        ({"positions": 0}, "positions"),
+        ({"positions": "10"}, "positions"),
+    ],
+)
+def test_bad_parameters_raise_value_error_naming_the_parameter(params, name):
+    pre = TextPreprocessor(**params)
+    with pytest.raises(ValueError, match=f"`{name}`.*Received: {name}="):
+        pre.fit(CORPUS)
+
+
+@pytest.mark.parametrize("positions", [5, None])
+def test_save_load_round_trip(tmp_path, positions):
+    pre = TextPreprocessor(level="word", positions=positions, vocabulary_size=8, min_count=1).fit(CORPUS)
+    pre.save(tmp_path / "text.json")
+    assert not (tmp_path / "text.npz").exists()  # the vocabulary is plain JSON
+    document = json.loads((tmp_path / "text.json").read_text(encoding="utf-8"))
+    assert document["fitted"]["vocabulary_"] == pre.vocabulary_
+    loaded = Preprocessor.load(tmp_path / "text.json")
+    assert type(loaded) is TextPreprocessor
+    assert loaded.get_config() == pre.get_config()
+    assert loaded.vocabulary_ == pre.vocabulary_
+    texts = ["the cat sat", "unknown words here", ""]
+    np.testing.assert_array_equal(loaded.transform(texts), pre.transform(texts))
+
+
+def test_non_ascii_vocabulary_survives_save_and_load(tmp_path):
+    pre = TextPreprocessor(level="char", positions=4).fit(["日本語", "ü"])
+    pre.save(tmp_path / "t.json")
+    loaded = TextPreprocessor.load(tmp_path / "t.json")
+    assert loaded.transform_one("語ü").tolist() == pre.transform_one("語ü").tolist()
+    assert 1 not in pre.transform_one("語ü").tolist()
