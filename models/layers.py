@@ -8,10 +8,14 @@ import keras
 from keras import ops
 
 
-def _padding_mask(ids, dtype):
-    """(batch, positions, 1): 0 where the id is padding (0), else 1. Padding rows are all zero
-    in the one-hot matrix, so they must contribute nothing."""
-    return ops.expand_dims(ops.cast(ops.not_equal(ids, 0), dtype), -1)
+def _lookup(table, ids, dtype):
+    """Rows of `table` for `ids`; padding ids (0) give zero rows, as in the one-hot matrix.
+
+    `ids` is `(batch, positions)`, or `(batch, positions, k)` when each position holds k ids
+    (a character and its n-grams): their rows are summed, i.e. the row of a multi-hot matrix.
+    """
+    rows = ops.take(table, ids, axis=0) * ops.expand_dims(ops.cast(ops.not_equal(ids, 0), dtype), -1)
+    return ops.sum(rows, axis=2) if len(ids.shape) == 3 else rows
 
 
 @keras.saving.register_keras_serializable(package="convpipe")
@@ -30,7 +34,8 @@ class FullHeightConv(keras.layers.Layer):
         window_size: positions per window.
         filters: number of filters (output channels).
 
-    Input shape: `(batch, positions)` integer token ids.
+    Input shape: `(batch, positions)` integer token ids, or `(batch, positions, k)` with k ids
+    per position (summed, as rows of a multi-hot matrix).
     Output shape: `(batch, positions - window_size + 1, filters)`, before any activation.
     """
 
@@ -56,11 +61,9 @@ class FullHeightConv(keras.layers.Layer):
     def call(self, ids):
         ids = ops.cast(ids, "int32")
         length = ops.shape(ids)[1] - self.window_size + 1
-        mask = _padding_mask(ids, self.compute_dtype)
         total = 0
         for k, table in enumerate(self.tables):
-            window_ids = ids[:, k : k + length]
-            total = total + ops.take(table, window_ids, axis=0) * mask[:, k : k + length]
+            total = total + _lookup(table, ids[:, k : k + length], self.compute_dtype)
         return total + self.bias
 
     def compute_output_shape(self, input_shape):
@@ -88,7 +91,7 @@ class TokenEmbedding(keras.layers.Layer):
         num_ids: vocabulary width, including the reserved ids.
         dim: embedding dimension D.
 
-    Input shape: `(batch, positions)` integer token ids.
+    Input shape: `(batch, positions)` or `(batch, positions, k)` integer token ids.
     Output shape: `(batch, positions, dim)`.
     """
 
@@ -106,10 +109,10 @@ class TokenEmbedding(keras.layers.Layer):
 
     def call(self, ids):
         ids = ops.cast(ids, "int32")
-        return ops.take(self.embeddings, ids, axis=0) * _padding_mask(ids, self.compute_dtype)
+        return _lookup(self.embeddings, ids, self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
-        return (*input_shape, self.dim)
+        return (input_shape[0], input_shape[1], self.dim)
 
     def get_config(self):
         return {**super().get_config(), "num_ids": self.num_ids, "dim": self.dim}

@@ -9,7 +9,11 @@ from models.spec import ModelSpec
 
 
 def build_text_model(
-    positions: int, num_ids: int, num_classes: int, spec: ModelSpec | None = None
+    positions: int,
+    num_ids: int,
+    num_classes: int,
+    spec: ModelSpec | None = None,
+    ids_per_position: int = 1,
 ) -> keras.Model:
     """Build a text CNN that reads the position x vocabulary matrix through its token ids.
 
@@ -26,6 +30,8 @@ def build_text_model(
         num_ids: vocabulary width including the reserved padding and out-of-vocabulary ids.
         num_classes: number of output classes (>= 2).
         spec: hyperparameters.
+        ids_per_position: 1 for plain token ids `(batch, positions)`; k for `(batch, positions,
+            k)` (a character and its hashed n-grams, a multi-hot row).
 
     Returns:
         An uncompiled `keras.Model`: `(batch, positions)` int32 ids -> `(batch, num_classes)`.
@@ -39,7 +45,8 @@ def build_text_model(
             f"largest window ({max(spec.window_sizes)}). Lower --window-sizes or raise positions."
         )
     filters = spec.filters[0]
-    ids = keras.Input(shape=(positions,), dtype="int32", name="token_ids")
+    shape = (positions,) if ids_per_position == 1 else (positions, ids_per_position)
+    ids = keras.Input(shape=shape, dtype="int32", name="token_ids")
     embedded = None
     if spec.text_kernel == "factorized":
         embedded = TokenEmbedding(num_ids, spec.embedding_dim, name="embedding")(ids)

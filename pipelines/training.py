@@ -77,7 +77,10 @@ def build_model(config: RunConfig, preprocessor: Preprocessor, num_classes: int)
     import models
 
     if config.modality is Modality.text:
-        return models.build_text_model(preprocessor.positions_, preprocessor.num_ids, num_classes, config.model)
+        shape = preprocessor.output_shape
+        return models.build_text_model(
+            shape[0], preprocessor.num_ids, num_classes, config.model, ids_per_position=shape[1] if len(shape) > 1 else 1
+        )
     return models.build_conv_model(preprocessor.output_shape, num_classes, config.model)
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import itertools
 import re
+import zlib
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -65,6 +67,12 @@ class TextPreprocessor(Preprocessor):
             [16, 1000].
         lowercase: lower-case before tokenizing.
         min_count: tokens seen fewer times in the training text map to out-of-vocabulary.
+        ngram_sizes: character level only: also mark, at each position, the character n-grams
+            of these sizes that end there (e.g. `(2, 3, 4)`), hashed into `hash_buckets` extra
+            columns of the matrix. Each row then has `1 + len(ngram_sizes)` ones; an n-gram
+            needs no vocabulary, so unseen words still share pieces with training words.
+        hash_buckets: number of columns the n-grams are hashed into (CRC-32, stable across
+            processes and machines).
 
     Example:
         >>> pre = TextPreprocessor(level="word", positions=4).fit(["a b", "b c"])
@@ -72,7 +80,8 @@ class TextPreprocessor(Preprocessor):
         [2, 3, 1, 0]
 
     Input: a `str` (the text itself), `bytes`, or a path (`pathlib.Path`) to a text file.
-    Output shape: `(positions,)`, int32 token ids.
+    Output shape: `(positions,)` int32 token ids; `(positions, 1 + len(ngram_sizes))` with
+    n-grams.
     """
 
     needs_fit = True
@@ -85,16 +94,29 @@ class TextPreprocessor(Preprocessor):
         positions: int | None = None,
         lowercase: bool = True,
         min_count: int = 1,
+        ngram_sizes: Sequence[int] = (),
+        hash_buckets: int = 16384,
     ):
         self.level = level
         self.vocabulary_size = vocabulary_size
         self.positions = positions
         self.lowercase = lowercase
         self.min_count = min_count
+        self.ngram_sizes = ngram_sizes
+        self.hash_buckets = hash_buckets
 
     def validate_params(self) -> None:
         if self.level not in LEVELS:
             raise ValueError(f"`level` must be one of {LEVELS}. Received: level={self.level!r}")
+        sizes = self.ngram_sizes
+        if isinstance(sizes, (str, bytes)) or not all(
+            isinstance(n, int) and not isinstance(n, bool) and n >= 2 for n in sizes
+        ):
+            raise ValueError(f"`ngram_sizes` must be ints >= 2. Received: ngram_sizes={sizes!r}")
+        if sizes and self.level != "char":
+            raise ValueError(f"`ngram_sizes` needs level='char'. Received: level={self.level!r}")
+        if not isinstance(self.hash_buckets, int) or isinstance(self.hash_buckets, bool) or self.hash_buckets < 1:
+            raise ValueError(f"`hash_buckets` must be a positive int. Received: hash_buckets={self.hash_buckets!r}")
         if not isinstance(self.vocabulary_size, int) or self.vocabulary_size < 3:
             raise ValueError(
                 "`vocabulary_size` must be an int >= 3 (two ids are reserved). "
@@ -111,13 +133,15 @@ class TextPreprocessor(Preprocessor):
 
     @property
     def num_ids(self) -> int:
-        """Width of the one-hot matrix: the fitted vocabulary plus the reserved ids."""
+        """Width of the one-hot matrix: reserved ids, fitted vocabulary, n-gram hash buckets."""
         self.check_fitted()
-        return len(self.vocabulary_) + len(RESERVED)
+        return len(RESERVED) + len(self.vocabulary_) + (self.hash_buckets if self.ngram_sizes else 0)
 
     @property
-    def output_shape(self) -> tuple[int]:
+    def output_shape(self) -> tuple[int, ...]:
         self.check_fitted()
+        if self.ngram_sizes:
+            return (self.positions_, 1 + len(self.ngram_sizes))
         return (self.positions_,)
 
     # ---- read: text -> tokens (stateless) ----------------------------------------------------
@@ -162,16 +186,32 @@ class TextPreprocessor(Preprocessor):
         return self
 
     def encode(self, item: list[str]) -> np.ndarray:
-        ids = np.full(self.positions_, PADDING_ID, dtype=np.int32)
         tokens = item[: self.positions_]
-        ids[: len(tokens)] = [self._index.get(token, OOV_ID) for token in tokens]
+        ids = np.full(self.output_shape, PADDING_ID, dtype=np.int32)
+        token_ids = [self._index.get(token, OOV_ID) for token in tokens]
+        if not self.ngram_sizes:
+            ids[: len(tokens)] = token_ids
+            return ids
+        ids[: len(tokens), 0] = token_ids
+        offset = len(RESERVED) + len(self.vocabulary_)
+        for column, n in enumerate(self.ngram_sizes, start=1):
+            for end in range(n - 1, len(tokens)):  # an n-gram needs n characters: none before
+                gram = "".join(tokens[end - n + 1 : end + 1]).encode("utf-8")
+                ids[end, column] = offset + zlib.crc32(gram) % self.hash_buckets
         return ids
 
     def to_one_hot(self, ids: np.ndarray) -> np.ndarray:
-        """Dense `(..., positions, num_ids)` float32 matrix of token ids; padding rows are zero."""
+        """Dense `(..., positions, num_ids)` float32 matrix of token ids; padding adds nothing.
+
+        With n-grams, a row counts every id at its position (a hash collision counts twice),
+        which is exactly what a window summing looked-up kernel rows computes.
+        """
         ids = np.asarray(ids)
-        dense = np.zeros((*ids.shape, self.num_ids), dtype=np.float32)
-        np.put_along_axis(dense, ids[..., None], 1.0, axis=-1)
+        if not self.ngram_sizes:
+            ids = ids[..., None]
+        dense = np.zeros((*ids.shape[:-1], self.num_ids), dtype=np.float32)
+        for column in range(ids.shape[-1]):
+            np.add.at(dense, (*np.indices(ids.shape[:-1]), ids[..., column]), 1.0)
         dense[..., PADDING_ID] = 0.0
         return dense
 
@@ -181,7 +221,10 @@ class TextPreprocessor(Preprocessor):
     def decode_ids(self, ids: np.ndarray) -> list[str]:
         """Token strings for ids (inspection); padding is dropped."""
         vocabulary = list(RESERVED) + self.vocabulary_
-        return [vocabulary[i] for i in np.asarray(ids).tolist() if i != PADDING_ID]
+        ids = np.asarray(ids)
+        if self.ngram_sizes:
+            ids = ids[..., 0]
+        return [vocabulary[i] for i in ids.tolist() if i != PADDING_ID]
 
     def _fitted_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         if not hasattr(self, "vocabulary_"):

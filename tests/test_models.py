@@ -194,6 +194,32 @@ def test_factorized_form_equals_full_height_conv_with_product_tables():
     assert np.max(np.abs(factorized - np.asarray(full(ids)))) <= 1e-5
 
 
+def test_character_n_gram_rows_equal_conv2d_on_the_multi_hot_matrix():
+    """With n-grams each row holds several ids; the window sums their kernel rows, which is
+    Conv2D on the multi-hot matrix the preprocessor builds (hash collisions count twice)."""
+    from preprocess import TextPreprocessor
+
+    pre = TextPreprocessor(level="char", positions=12, ngram_sizes=(2, 3), hash_buckets=5)
+    pre.fit(["abcabc", "xyz ab"])
+    ids = pre.transform(["abcxyz", "zz a", "b"])
+    assert ids.shape == (3, 12, 3)
+    rng = np.random.default_rng(3)
+    window_size, filters = 3, 4
+    layer = FullHeightConv(pre.num_ids, window_size, filters)
+    layer.build((None, 12, 3))
+    tables = [rng.standard_normal((pre.num_ids, filters)).astype(np.float32) for _ in range(window_size)]
+    bias = rng.standard_normal(filters).astype(np.float32)
+    layer.set_weights([*tables, bias])
+    conv = keras.layers.Conv2D(filters, (window_size, pre.num_ids), padding="valid")
+    conv.build((None, 12, pre.num_ids, 1))
+    conv.set_weights([np.stack(tables)[:, :, None, :], bias])
+    expected = np.asarray(conv(pre.to_one_hot(ids)[..., None]))[:, :, 0, :]
+    assert np.max(np.abs(np.asarray(layer(ids)) - expected)) <= 1e-5
+    model = build_text_model(12, pre.num_ids, 2, TINY_TEXT, ids_per_position=3)
+    assert model.input_shape == (None, 12, 3)
+    assert np.asarray(model(ids)).shape == (3, 2)
+
+
 # ---- persistence -----------------------------------------------------------------------------
 
 

@@ -218,3 +218,31 @@ def test_non_ascii_vocabulary_survives_save_and_load(tmp_path):
     loaded = TextPreprocessor.load(tmp_path / "t.json")
     assert loaded.transform_one("語ü").tolist() == pre.transform_one("語ü").tolist()
     assert 1 not in pre.transform_one("語ü").tolist()
+
+
+def test_character_n_grams_add_hashed_ids_ending_at_each_position():
+    pre = TextPreprocessor(level="char", positions=5, ngram_sizes=(2, 3), hash_buckets=100).fit(["abcd"])
+    ids = pre.transform_one("abq")
+    assert pre.output_shape == (5, 3) and ids.shape == (5, 3)
+    offset = 2 + len(pre.vocabulary_)
+    assert pre.num_ids == offset + 100
+    # characters: a, b known; q out of vocabulary; then padding
+    assert ids[:, 0].tolist() == [pre._index["a"], pre._index["b"], 1, 0, 0]
+    # the 2-gram column starts at the second character, the 3-gram column at the third
+    assert ids[0, 1] == 0 and ids[1, 1] >= offset and ids[2, 2] >= offset and ids[1, 2] == 0
+    assert np.all(ids[3:] == 0)
+    # the same n-gram always gets the same id (CRC-32, not Python's salted hash)
+    again = TextPreprocessor(level="char", positions=5, ngram_sizes=(2, 3), hash_buckets=100).fit(["abcd"])
+    np.testing.assert_array_equal(again.transform_one("xab")[2, 1], ids[1, 1])
+    dense = pre.to_one_hot(ids[None])[0]
+    np.testing.assert_array_equal(dense.sum(axis=-1), [1, 2, 3, 0, 0])
+
+
+@pytest.mark.parametrize(
+    "params, name",
+    [({"ngram_sizes": (1,)}, "ngram_sizes"), ({"ngram_sizes": (2,), "level": "word"}, "ngram_sizes"),
+     ({"level": "char", "ngram_sizes": (2,), "hash_buckets": 0}, "hash_buckets")],
+)
+def test_bad_n_gram_parameters_name_the_parameter(params, name):
+    with pytest.raises(ValueError, match=name):
+        TextPreprocessor(**{"level": "char", **params}).fit(["abc"])
