@@ -1,8 +1,9 @@
 """Do convpipe's defaults beat a linear model on the same inputs and the same split?
 
 For each dataset: train convpipe with default settings (only --modality and --data), evaluate
-on the run's held-out test split, then fit a scikit-learn logistic regression on the same train
-+ validation inputs and score it on the same test inputs:
+on the run's held-out test split, then train two baselines on the same train + validation
+inputs and score them on the same test inputs: the tutorial CNN of keras-io / TensorFlow for the
+modality (see `tutorial_model`), and a scikit-learn logistic regression on
 
     image: pixels of the preprocessed image
     audio: MFCC statistics (mean and std of 20 MFCCs and their deltas)
@@ -81,6 +82,93 @@ def linear_baseline(modality: Modality, x_train, y_train, x_test, y_test) -> flo
     return float(np.mean(model.predict(x_test) == np.asarray(y_test)))
 
 
+def tutorial_model(modality: Modality, input_shape: tuple, num_classes: int, num_ids: int):
+    """The tutorial CNN for the modality, as published (layer for layer), with its training recipe.
+
+    image: keras-io "Simple MNIST convnet"; audio: TensorFlow's "Simple audio recognition"
+    (spectrogram resized to 32x32, normalized); text: keras-io "Text classification from scratch"
+    (word embedding, two strided Conv1D). Returns (model, epochs, batch_size, early-stopping patience).
+    """
+    import keras
+    from keras import layers
+
+    if modality is Modality.image:
+        model = keras.Sequential([
+            keras.Input(shape=input_shape),
+            layers.Conv2D(32, kernel_size=(3, 3), activation="relu", padding="same"),
+            layers.MaxPooling2D(pool_size=(2, 2)),
+            layers.Conv2D(64, kernel_size=(3, 3), activation="relu", padding="same"),
+            layers.MaxPooling2D(pool_size=(2, 2)),
+            layers.Flatten(),
+            layers.Dropout(0.5),
+            layers.Dense(num_classes, activation="softmax"),
+        ])
+        return model, 15, 128, None
+    if modality is Modality.audio:
+        model = keras.Sequential([
+            keras.Input(shape=input_shape),
+            layers.Resizing(32, 32),
+            layers.Normalization(),  # the per-band standardized input is already normalized
+            layers.Conv2D(32, 3, activation="relu"),
+            layers.Conv2D(64, 3, activation="relu"),
+            layers.MaxPooling2D(),
+            layers.Dropout(0.25),
+            layers.Flatten(),
+            layers.Dense(128, activation="relu"),
+            layers.Dropout(0.5),
+            layers.Dense(num_classes, activation="softmax"),
+        ])
+        return model, 10, 64, 2
+    model = keras.Sequential([
+        keras.Input(shape=input_shape, dtype="int32"),
+        layers.Embedding(num_ids, 128),
+        layers.Dropout(0.5),
+        layers.Conv1D(128, 7, padding="valid", activation="relu", strides=3),
+        layers.Conv1D(128, 7, padding="valid", activation="relu", strides=3),
+        layers.GlobalMaxPooling1D(),
+        layers.Dense(128, activation="relu"),
+        layers.Dropout(0.5),
+        layers.Dense(num_classes, activation="softmax"),
+    ])
+    return model, 3, 32, None
+
+
+def tutorial_baseline(modality: Modality, run: Run, fit_part, test_part) -> float:
+    """Train the tutorial CNN on the same split, on word ids for text (as the tutorial does)."""
+    import keras
+
+    from preprocess import TextPreprocessor
+
+    if modality is Modality.text:
+        preprocessor = TextPreprocessor(level="word", vocabulary_size=20000, positions=500)
+        preprocessor.fit([preprocessor.read_text(x) for x in fit_part.inputs])
+    else:
+        preprocessor = run.preprocessor
+    index = {label: i for i, label in enumerate(run.labels)}
+
+    def arrays(part):
+        rows, labels = [], []
+        for x, label in zip(part.inputs, part.labels):
+            try:
+                rows.append(preprocessor.transform_one(x))
+            except InputError:
+                continue
+            labels.append(index[label])
+        return np.stack(rows), np.array(labels)
+
+    x_fit, y_fit = arrays(fit_part)
+    x_test, y_test = arrays(test_part)
+    keras.utils.set_random_seed(0)
+    num_ids = preprocessor.num_ids if modality is Modality.text else 0
+    model, epochs, batch_size, patience = tutorial_model(modality, x_fit.shape[1:], len(run.labels), num_ids)
+    if modality is Modality.audio:
+        model.layers[1].adapt(keras.ops.image.resize(x_fit, (32, 32)))
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    callbacks = [keras.callbacks.EarlyStopping(patience=patience, restore_best_weights=True)] if patience else []
+    model.fit(x_fit, y_fit, epochs=epochs, batch_size=batch_size, validation_split=0.1, verbose=0, callbacks=callbacks)
+    return float(np.mean(model.predict(x_test, verbose=0).argmax(axis=1) == y_test))
+
+
 def compare(modality: Modality, data: str | None, workdir: Path, epochs: int | None) -> dict:
     config = resolve_config(modality.value, data=data, train={"epochs": epochs})
     started = time.perf_counter()
@@ -100,6 +188,7 @@ def compare(modality: Modality, data: str | None, workdir: Path, epochs: int | N
         x_test,
         [test_part.labels[i] for i in kept_test],
     )
+    tutorial = tutorial_baseline(modality, run, fit_part, test_part)
     return {
         "modality": modality.value,
         "data": data or "built-in",
@@ -107,6 +196,7 @@ def compare(modality: Modality, data: str | None, workdir: Path, epochs: int | N
         "convpipe_accuracy": round(cnn["accuracy"], 4),
         "convpipe_macro_f1": round(cnn["macro_f1"], 4),
         "linear_accuracy": round(linear, 4),
+        "tutorial_cnn_accuracy": round(tutorial, 4),
         "train_seconds": round(train_seconds, 1),
         "epochs_run": run.document["epochs_run"],
         "data_choices": run.document["data_choices"],

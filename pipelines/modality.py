@@ -56,7 +56,8 @@ MODALITIES: dict[Modality, ModalityInfo] = {
         extensions=TEXT_EXTENSIONS,
         csv_column="text",
         model_defaults=ModelSpec(filters=(128,), dense=(), dropout=0.5),
-        train_defaults={},
+        # Large, sparse embedding tables converge in a third of the epochs at 3e-3.
+        train_defaults={"learning_rate": 3e-3},
     ),
 }
 

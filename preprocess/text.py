@@ -17,6 +17,7 @@ from preprocess.errors import InputError
 
 TEXT_EXTENSIONS = (".txt",)
 LEVELS = ("word", "char")
+MAX_LEARNED_POSITIONS = 512
 PADDING_ID = 0
 OOV_ID = 1
 RESERVED = ("<pad>", "<oov>")
@@ -63,8 +64,8 @@ class TextPreprocessor(Preprocessor):
         vocabulary_size: cap on the number of ids, including the two reserved ones
             (0 = padding, 1 = out-of-vocabulary). The most frequent training tokens are kept.
         positions: number of token positions; longer texts are truncated, shorter ones padded.
-            `None` learns it at fit time: the 95th percentile of training lengths, clipped to
-            [16, 1000].
+            `None` learns it at fit time: the 90th percentile of training lengths, clipped to
+            [16, 512].
         lowercase: lower-case before tokenizing.
         min_count: tokens seen fewer times in the training text map to out-of-vocabulary.
         ngram_sizes: character level only: also mark, at each position, the character n-grams
@@ -157,11 +158,11 @@ class TextPreprocessor(Preprocessor):
         return self.tokenize(self.read_text(x))
 
     def tokenize(self, text: str) -> list[str]:
-        """The first `positions` tokens (1,000 while `positions` is learned).
+        """The first `positions` tokens (`MAX_LEARNED_POSITIONS` while `positions` is learned).
 
         Tokens are produced lazily and counted, so a 1 MB text costs no more than a short one.
         """
-        limit = self.positions if self.positions is not None else 1000
+        limit = self.positions if self.positions is not None else MAX_LEARNED_POSITIONS
         if self.level == "char":
             tokens = itertools.islice(_spaced_chars(text), limit)
         else:
@@ -182,7 +183,7 @@ class TextPreprocessor(Preprocessor):
         self.vocabulary_ = [token for token, _ in ranked[: self.vocabulary_size - len(RESERVED)]]
         self._index = {token: i + len(RESERVED) for i, token in enumerate(self.vocabulary_)}
         lengths = [len(tokens) for tokens in items]
-        self.learned_positions_ = int(np.clip(np.percentile(lengths, 95), 16, 1000))
+        self.learned_positions_ = int(np.clip(np.percentile(lengths, 90), 16, MAX_LEARNED_POSITIONS))
         return self
 
     def encode(self, item: list[str]) -> np.ndarray:

@@ -43,9 +43,10 @@ def test_defaults_come_from_the_modality_table():
         config = resolve_config(modality.value)
         assert config.modality is modality
         assert config.model == MODALITIES[modality].model_defaults
-        assert config.train == TrainSettings()
+        assert config.train == TrainSettings(**MODALITIES[modality].train_defaults)
         assert config.preprocess == {} and config.data is None
-    assert resolve_config("audio").model.batch_norm is True
+    assert resolve_config("audio").model.head == "global_max"
+    assert resolve_config("audio").train.epochs == 40
     assert resolve_config("text").model.filters == (128,)
 
 

@@ -1,0 +1,42 @@
+"""Preprocessing choices made from the training data, each recorded with its reason."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from pipelines.datasets import Dataset
+from pipelines.defaults import CHAR_LEVEL_BELOW, build_preprocessor
+from pipelines.modality import Modality
+
+
+def dataset(inputs) -> Dataset:
+    return Dataset(list(inputs), ["a"] * len(inputs), [str(i) for i in range(len(inputs))])
+
+
+def test_short_texts_are_read_as_characters_with_n_grams():
+    pre, choices = build_preprocessor(Modality.text, {}, dataset(["short text here"] * 10))
+    assert pre.level == "char" and list(pre.ngram_sizes) == [2, 3, 4, 5]
+    assert "median training text is 15 characters" in choices["level"]
+    assert "ngram_sizes" in choices
+
+
+def test_long_texts_are_read_as_words_and_explicit_settings_win():
+    long_text = "word " * (CHAR_LEVEL_BELOW // 4)
+    pre, choices = build_preprocessor(Modality.text, {}, dataset([long_text] * 4))
+    assert pre.level == "word" and not pre.ngram_sizes
+    pre, choices = build_preprocessor(Modality.text, {"level": "char"}, dataset([long_text] * 4))
+    assert pre.level == "char" and not pre.ngram_sizes and choices == {}
+
+
+def test_image_size_and_colour_come_from_the_training_images(tmp_path):
+    paths = []
+    for i, size in enumerate([(40, 20), (44, 24), (48, 28)]):  # (width, height)
+        path = tmp_path / f"{i}.png"
+        Image.fromarray(np.zeros((size[1], size[0], 3), np.uint8)).save(path)
+        paths.append(path)
+    pre, choices = build_preprocessor(Modality.image, {}, dataset(paths))
+    assert list(pre.image_size) == [24, 44] and pre.color_mode == "rgb"
+    assert set(choices) == {"image_size", "color_mode"}
+    pre, choices = build_preprocessor(Modality.image, {"image_size": [8, 8], "color_mode": "grayscale"}, dataset(paths))
+    assert choices == {} and pre.output_shape == (8, 8, 1)
