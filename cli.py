@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from pipelines.modality import Modality
+from pipelines.modality import Modality, parse_modality
 from preprocess import ConvpipeError
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter quiet
@@ -66,6 +66,11 @@ def setup_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 
+# A plain string checked by `parse_modality`, so a bad value is convpipe's one-line error
+# (exit code 1) listing the choices, like every other bad option.
+ModalityOption = Annotated[
+    Optional[str], typer.Option(help=f"Kind of input: {' | '.join(m.value for m in Modality)}.")
+]
 DataOption = Annotated[
     Optional[str],
     typer.Option(help="Folder with one subfolder per class (optionally train/ and test/), or a CSV manifest."),
@@ -75,7 +80,7 @@ DataOption = Annotated[
 @app.command()
 @one_line_errors
 def train(
-    modality: Annotated[Optional[Modality], typer.Option(help="Kind of input.", case_sensitive=False)] = None,
+    modality: ModalityOption = None,
     data: DataOption = None,
     out: Annotated[Optional[Path], typer.Option(help="Run directory to write (default runs/<modality>-<time>).")] = None,
     config: Annotated[Optional[Path], typer.Option(help="TOML file with [preprocess], [model], [train] tables; flags override it.")] = None,
@@ -116,7 +121,7 @@ def train(
 
     setup_logging(verbose)
     resolved = resolve_config(
-        modality.value if modality else None,
+        modality,
         config_file=config,
         data=data,
         preprocess={
@@ -216,7 +221,7 @@ def predict(
 @app.command("preprocess")
 @one_line_errors
 def preprocess_command(
-    modality: Annotated[Modality, typer.Option(help="Kind of input.", case_sensitive=False)],
+    modality: ModalityOption,
     out: Annotated[Path, typer.Option(help="Output .npz file.")],
     data: DataOption = None,
     run: Annotated[Optional[Path], typer.Option(help="Use this run's fitted preprocessor and label order.")] = None,
@@ -224,7 +229,9 @@ def preprocess_command(
     """Export preprocessed arrays (x, y, label_names, ids) to an .npz file."""
     from pipelines.export import export_arrays
 
-    summary = export_arrays(modality, data, out, run_path=run)
+    if modality is None:
+        raise ConvpipeError("No modality given: pass --modality image|audio|text.")
+    summary = export_arrays(parse_modality(modality), data, out, run_path=run)
     console.print(
         escape(f"Wrote {summary['path']}: x {tuple(summary['shape'])}, {summary['classes']} classes; {summary['skipped']}")
     )

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import keras
 
 from models.spec import ModelSpec
+from models.votes import add_votes
 
 
 def build_conv_model(
@@ -46,13 +47,7 @@ def build_conv_model(
         x = keras.layers.MaxPooling2D(
             spec.pool_size, strides=spec.pool_stride, padding="same", name=f"pool{depth}"
         )(x)
-    x = _head(spec.head)(x)
-    for index, units in enumerate(spec.dense, start=1):
-        x = keras.layers.Dropout(spec.dropout, name=f"dropout{index}")(x)
-        x = keras.layers.Dense(units, activation="relu", name=f"dense{index}")(x)
-    x = keras.layers.Dropout(spec.dropout, name="dropout_out")(x)
-    # float32 softmax keeps probabilities exact under mixed precision.
-    outputs = keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="votes")(x)
+    outputs = add_votes(_head(spec.head)(x), num_classes, spec)
     return keras.Model(inputs, outputs, name="conv2d_classifier")
 
 

@@ -6,6 +6,7 @@ import keras
 
 from models.layers import FullHeightConv, TokenEmbedding
 from models.spec import ModelSpec
+from models.votes import add_votes
 
 
 def build_text_model(
@@ -59,9 +60,5 @@ def build_text_model(
         x = keras.layers.ReLU(name=f"relu{width}")(x)
         branches.append(keras.layers.GlobalMaxPooling1D(name=f"pool{width}")(x))
     x = branches[0] if len(branches) == 1 else keras.layers.Concatenate(name="windows")(branches)
-    for index, units in enumerate(spec.dense, start=1):
-        x = keras.layers.Dropout(spec.dropout, name=f"dropout{index}")(x)
-        x = keras.layers.Dense(units, activation="relu", name=f"dense{index}")(x)
-    x = keras.layers.Dropout(spec.dropout, name="dropout_out")(x)
-    outputs = keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="votes")(x)
+    outputs = add_votes(x, num_classes, spec)
     return keras.Model(ids, outputs, name="text_cnn")

@@ -64,7 +64,7 @@ MODALITIES: dict[Modality, ModalityInfo] = {
 
 def parse_modality(value: str) -> Modality:
     try:
-        return Modality(value)
+        return Modality(value.strip().lower())
     except ValueError:
         from preprocess import ConvpipeError
 

@@ -144,6 +144,7 @@ def train(config: RunConfig, out: Path | None = None, verbose: int | str = "auto
         epochs=settings.epochs,
         callbacks=callbacks,
         verbose=verbose,
+        shuffle=False,  # the tf.data pipeline shuffles (seeded) each epoch
     ).history
     best_epoch = int(np.argmin(history[monitor])) + 1
     val_accuracy = float(history["val_accuracy"][best_epoch - 1]) if has_val else None

@@ -66,6 +66,8 @@ class Preprocessor:
 
     #: Whether `fit` learns anything; stateless preprocessors can transform right away.
     needs_fit: ClassVar[bool] = False
+    #: dtype of `transform`'s output.
+    output_dtype: ClassVar[str] = "float32"
 
     # ---- parameters --------------------------------------------------------------------------
 
@@ -155,8 +157,6 @@ class Preprocessor:
         items = [self.read(x) for x in inputs]
         self.fit_read(items)
         return np.stack([self.encode(item) for item in items])
-
-    output_dtype: ClassVar[str] = "float32"
 
     # ---- persistence -------------------------------------------------------------------------
 
