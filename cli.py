@@ -170,6 +170,9 @@ def train(
         f"{result.seconds:.0f} s)"
     )
     console.print(f"Run written to [bold]{escape(str(result.run_dir))}[/bold]")
+    if result.interrupted:
+        errors.print("[yellow]Interrupted:[/yellow] kept the best model of the completed epochs.")
+        raise typer.Exit(code=130)
 
 
 @app.command()

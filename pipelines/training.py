@@ -28,9 +28,15 @@ class TrainResult:
     val_accuracy: float | None
     epochs: int
     best_epoch: int
+    interrupted: bool
     skipped: Skipped
     class_counts: dict[str, dict[str, int]]
     seconds: float
+
+
+def extra_callbacks() -> list:
+    """Callbacks added to every fit; empty here, a seam for tests and later features."""
+    return []
 
 
 def default_run_dir(modality: Modality, root: Path = Path("runs")) -> Path:
@@ -137,15 +143,27 @@ def train(config: RunConfig, out: Path | None = None, verbose: int | str = "auto
     )
     has_val = len(x_val) > 0
     monitor = "val_loss" if has_val else "loss"
-    callbacks = [keras.callbacks.EarlyStopping(monitor=monitor, patience=settings.patience, restore_best_weights=True)]
-    history = model.fit(
-        to_tf_dataset(x_train, y_train, settings.batch_size, settings.seed),
-        validation_data=to_tf_dataset(x_val, y_val, settings.batch_size, None) if has_val else None,
-        epochs=settings.epochs,
-        callbacks=callbacks,
-        verbose=verbose,
-        shuffle=False,  # the tf.data pipeline shuffles (seeded) each epoch
-    ).history
+    stopper = keras.callbacks.EarlyStopping(monitor=monitor, patience=settings.patience, restore_best_weights=True)
+    recorder = keras.callbacks.History()
+    interrupted = False
+    try:
+        model.fit(
+            to_tf_dataset(x_train, y_train, settings.batch_size, settings.seed),
+            validation_data=to_tf_dataset(x_val, y_val, settings.batch_size, None) if has_val else None,
+            epochs=settings.epochs,
+            callbacks=[stopper, recorder, *extra_callbacks()],
+            verbose=verbose,
+            shuffle=False,  # the tf.data pipeline shuffles (seeded) each epoch
+        )
+    except KeyboardInterrupt:
+        # Ctrl-C: keep the best completed epoch and write a consistent run directory.
+        interrupted = True
+        if not recorder.history:
+            raise ConvpipeError("Interrupted before the first epoch finished; nothing was written.") from None
+        if stopper.best_weights is not None:
+            model.set_weights(stopper.best_weights)
+        logger.warning("Interrupted: keeping the best of %d completed epoch(s).", len(recorder.history[monitor]))
+    history = recorder.history
     best_epoch = int(np.argmin(history[monitor])) + 1
     val_accuracy = float(history["val_accuracy"][best_epoch - 1]) if has_val else None
     train_seconds = time.perf_counter() - started - preprocess_seconds
@@ -168,6 +186,7 @@ def train(config: RunConfig, out: Path | None = None, verbose: int | str = "auto
         "input_shape": list(model.input_shape[1:]),
         "parameters": int(model.count_params()),
         "epochs_run": len(history[monitor]),
+        "interrupted": interrupted,
         "best_epoch": best_epoch,
         "val_accuracy": val_accuracy,
         "timing": {"preprocess_seconds": round(preprocess_seconds, 3), "train_seconds": round(train_seconds, 3)},
@@ -193,6 +212,7 @@ def train(config: RunConfig, out: Path | None = None, verbose: int | str = "auto
         val_accuracy=val_accuracy,
         epochs=len(history[monitor]),
         best_epoch=best_epoch,
+        interrupted=interrupted,
         skipped=skipped,
         class_counts=class_counts,
         seconds=time.perf_counter() - started,

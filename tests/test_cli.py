@@ -525,3 +525,25 @@ def test_incomplete_run_directory(cli_runner, image_run, tmp_path, missing):
 
 def test_run_directory_not_found(cli_runner, tmp_path):
     assert_one_line_error(invoke(cli_runner, ["evaluate", tmp_path / "nope"]), "Run directory not found")
+
+
+def test_ctrl_c_during_training_keeps_the_best_completed_epoch(cli_runner, image_folder, tmp_path, monkeypatch):
+    import keras
+
+    import pipelines.training
+
+    class InterruptAfterSecondEpoch(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipelines.training, "extra_callbacks", lambda: [InterruptAfterSecondEpoch()])
+    out = tmp_path / "run"
+    args = ["train", "--modality", "image", "--data", image_folder, "--out", out, *TINY_IMAGE]
+    result = invoke(cli_runner, [*args, "--epochs", "10", "--patience", "10"])  # the last --epochs wins
+    assert result.exit_code == 130, describe_result(result)
+    assert "Interrupted" in result.output and "Traceback" not in result.output
+    document = json.loads((out / "config.json").read_text())
+    assert document["interrupted"] is True and document["epochs_run"] == 2
+    assert (out / "model.keras").is_file()
+    assert len((out / "history.csv").read_text().strip().splitlines()) == 3  # header + 2 epochs
