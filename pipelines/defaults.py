@@ -29,10 +29,15 @@ def build_preprocessor(
     choices: dict[str, str] = {}
     if modality is Modality.image and not {"image_size", "color_mode"} <= set(params):
         probed = probe_images(train.inputs)
+        reasons = {
+            "image_size": "median height and width of the training images",
+            "color_mode": "some training images have colour" if probed.get("color_mode") == "rgb"
+            else "no sampled training image has colour",
+        }
         for name, value in probed.items():
             if name not in params:
                 params[name] = value
-                choices[name] = f"{value} from the training images (median size, colour if any has colour)"
+                choices[name] = f"{value}: {reasons[name]}"
     if modality is Modality.text and "level" not in params:
         probe = TextPreprocessor()
         step = max(1, len(train) // 200)
