@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from pipelines import environment
-from pipelines.config import RunConfig
+from pipelines.config import RunConfig, TrainSettings
 from pipelines.datasets import Dataset, DataSource, load_source, split_dataset
 from pipelines.defaults import build_preprocessor
 from pipelines.featurize import Skipped, check_skip_share, encode_items, read_inputs
@@ -99,6 +99,41 @@ def to_tf_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle_seed: i
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
+def fit_model(model, train: tuple, validation: tuple | None, settings: TrainSettings, verbose) -> tuple[dict, bool]:
+    """Compile and fit with early stopping on the validation loss (restoring the best weights).
+
+    Returns the per-epoch history and whether Ctrl-C ended training; after Ctrl-C the model
+    holds the best completed epoch's weights.
+    """
+    import keras
+
+    model.compile(
+        optimizer=keras.optimizers.Adam(settings.learning_rate),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    monitor = "val_loss" if validation is not None else "loss"
+    stopper = keras.callbacks.EarlyStopping(monitor=monitor, patience=settings.patience, restore_best_weights=True)
+    recorder = keras.callbacks.History()
+    try:
+        model.fit(
+            to_tf_dataset(*train, settings.batch_size, settings.seed),
+            validation_data=None if validation is None else to_tf_dataset(*validation, settings.batch_size, None),
+            epochs=settings.epochs,
+            callbacks=[stopper, recorder, *extra_callbacks()],
+            verbose=verbose,
+            shuffle=False,  # the tf.data pipeline shuffles (seeded) each epoch
+        )
+    except KeyboardInterrupt:
+        if not recorder.history:
+            raise ConvpipeError("Interrupted before the first epoch finished; nothing was written.") from None
+        if stopper.best_weights is not None:
+            model.set_weights(stopper.best_weights)
+        logger.warning("Interrupted: keeping the best of %d completed epoch(s).", len(recorder.history[monitor]))
+        return recorder.history, True
+    return recorder.history, False
+
+
 def train(config: RunConfig, out: Path | None = None, verbose: int | str = "auto") -> TrainResult:
     """Train a model as `config` says and write a complete run directory to `out`."""
     import keras
@@ -136,34 +171,9 @@ def train(config: RunConfig, out: Path | None = None, verbose: int | str = "auto
         model = build_model(config, preprocessor, len(classes))
     except ValueError as error:
         raise ConvpipeError(str(error)) from None
-    model.compile(
-        optimizer=keras.optimizers.Adam(settings.learning_rate),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
     has_val = len(x_val) > 0
     monitor = "val_loss" if has_val else "loss"
-    stopper = keras.callbacks.EarlyStopping(monitor=monitor, patience=settings.patience, restore_best_weights=True)
-    recorder = keras.callbacks.History()
-    interrupted = False
-    try:
-        model.fit(
-            to_tf_dataset(x_train, y_train, settings.batch_size, settings.seed),
-            validation_data=to_tf_dataset(x_val, y_val, settings.batch_size, None) if has_val else None,
-            epochs=settings.epochs,
-            callbacks=[stopper, recorder, *extra_callbacks()],
-            verbose=verbose,
-            shuffle=False,  # the tf.data pipeline shuffles (seeded) each epoch
-        )
-    except KeyboardInterrupt:
-        # Ctrl-C: keep the best completed epoch and write a consistent run directory.
-        interrupted = True
-        if not recorder.history:
-            raise ConvpipeError("Interrupted before the first epoch finished; nothing was written.") from None
-        if stopper.best_weights is not None:
-            model.set_weights(stopper.best_weights)
-        logger.warning("Interrupted: keeping the best of %d completed epoch(s).", len(recorder.history[monitor]))
-    history = recorder.history
+    history, interrupted = fit_model(model, (x_train, y_train), (x_val, y_val) if has_val else None, settings, verbose)
     best_epoch = int(np.argmin(history[monitor])) + 1
     val_accuracy = float(history["val_accuracy"][best_epoch - 1]) if has_val else None
     train_seconds = time.perf_counter() - started - preprocess_seconds
