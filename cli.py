@@ -161,7 +161,7 @@ def train(
         },
     )
     source = resolved.data or "built-in demo data"
-    console.print(f"Training a {resolved.modality.value} CNN on {escape(source)}")
+    console.print(f"Training a CNN on {escape(source)} ({resolved.modality.value})")
     result = run_training(resolved, out=out, verbose=2 if not sys.stdout.isatty() else "auto")
     console.print(escape(result.skipped.summary()))
     accuracy = "n/a (no validation split)" if result.val_accuracy is None else f"{result.val_accuracy:.3f}"
