@@ -36,13 +36,14 @@ def describe_input(x: Any) -> str:
     return f"<{type(x).__name__}>"
 
 
-def read_bytes(x: str | os.PathLike | bytes) -> bytes:
-    """Read a path's bytes, turning every operating-system failure into an `InputError`."""
+def read_bytes(x: str | os.PathLike | bytes, limit: int | None = None) -> bytes:
+    """Read a path's bytes (at most `limit`), turning every OS failure into an `InputError`."""
     if isinstance(x, (bytes, bytearray)):
         return bytes(x)
     path = Path(x)
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as handle:
+            data = handle.read(-1 if limit is None else limit)
     except IsADirectoryError:
         raise InputError(str(x), "is a folder, expected a file") from None
     except FileNotFoundError:

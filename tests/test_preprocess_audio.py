@@ -244,3 +244,24 @@ def test_bad_parameters_raise_value_error_naming_the_parameter(params, name):
     pre = small(**params)  # __init__ only stores
     with pytest.raises(ValueError, match=f"Received: .*{name}="):
         pre.fit([(tone(440), SR)])
+
+
+def test_a_wav_cut_short_is_reported_not_silently_shortened(tmp_path):
+    whole = write_wav(tmp_path / "whole.wav", tone(440, duration=0.25), SR, subtype="PCM_16")
+    data = whole.read_bytes()
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(data[: 44 + 2000])  # header + 1,000 of 4,000 frames
+    pre = small().fit([(tone(440), SR)])
+    with pytest.raises(InputError, match=r"cut\.wav: truncated WAV \(header promises 4,000 frames, file holds 1,000\)"):
+        pre.transform_one(cut)
+    with pytest.raises(InputError, match="truncated WAV"):
+        pre.transform_one(data[: 44 + 2000])
+    assert pre.transform_one(whole).shape == pre.output_shape
+
+
+def test_a_long_file_is_cropped_to_the_duration_it_needs(tmp_path):
+    # 20 s of audio: the first 0.25 s are a 500 Hz tone, the rest a 3 kHz tone
+    head, rest = tone(500, duration=0.25), tone(3000, duration=19.75)
+    path = write_wav(tmp_path / "long.flac", np.concatenate([head, rest]), SR)
+    pre = small()
+    np.testing.assert_allclose(pre.read(path), pre.read((head, SR)), atol=0.1)  # 16-bit FLAC rounding
