@@ -91,6 +91,7 @@ def train(
     test_split: Annotated[Optional[float], typer.Option(help="Share held out for testing (no train/test folders).")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed for the split, initialization and shuffling.")] = None,
     patience: Annotated[Optional[int], typer.Option(help="Epochs without validation improvement before stopping.")] = None,
+    deterministic: Annotated[Optional[bool], typer.Option("--deterministic/--fast", help="Deterministic TensorFlow ops: identical results for the same --seed, slower.")] = None,
     strict: Annotated[Optional[bool], typer.Option("--strict/--skip-bad", help="Fail on the first unreadable input instead of skipping it.")] = None,
     filters: Annotated[Optional[str], typer.Option(help="Filters per conv block, e.g. 32,64 (text: filters per window width).")] = None,
     kernel_size: Annotated[Optional[int], typer.Option(help="Side of the square conv filters.")] = None,
@@ -157,6 +158,7 @@ def train(
             "test_split": test_split,
             "seed": seed,
             "patience": patience,
+            "deterministic": deterministic,
             "strict": strict,
         },
     )

@@ -34,6 +34,22 @@ class TrainResult:
     seconds: float
 
 
+def seed_everything(seed: int, deterministic: bool) -> None:
+    """Seed Python, NumPy and the backend; with `deterministic`, also TensorFlow op determinism.
+
+    Op determinism guarantees the same weights and metrics for the same seed, data and machine
+    by choosing deterministic kernels, at a price: the image demo trains 1.8x slower on 2 CPU
+    cores. Seeding alone already reproduced that run exactly on the CPU.
+    """
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    if deterministic and keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+
+
 def extra_callbacks() -> list:
     """Callbacks added to every fit; empty here, a seam for tests and later features."""
     return []
@@ -166,7 +182,7 @@ def train(config: RunConfig, out: Path | None = None, verbose: int | str = "auto
     y_val = np.array([index[val_labels[i]] for i in val_known], dtype=np.int32)
     preprocess_seconds = time.perf_counter() - started
 
-    keras.utils.set_random_seed(settings.seed)
+    seed_everything(settings.seed, settings.deterministic)
     try:
         model = build_model(config, preprocessor, len(classes))
     except ValueError as error:

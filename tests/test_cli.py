@@ -547,3 +547,33 @@ def test_ctrl_c_during_training_keeps_the_best_completed_epoch(cli_runner, image
     assert document["interrupted"] is True and document["epochs_run"] == 2
     assert (out / "model.keras").is_file()
     assert len((out / "history.csv").read_text().strip().splitlines()) == 3  # header + 2 epochs
+
+
+def test_the_same_seed_gives_identical_runs(cli_runner, image_folder, tmp_path):
+    reports = []
+    for name in ("first", "second"):
+        out = tmp_path / name
+        args = ["train", "--modality", "image", "--data", image_folder, "--out", out, *TINY_IMAGE, "--deterministic"]
+        result = invoke(cli_runner, args)
+        assert result.exit_code == 0, describe_result(result)
+        assert json.loads((out / "config.json").read_text())["config"]["train"]["deterministic"] is True
+        assert invoke(cli_runner, ["evaluate", out]).exit_code == 0
+        report = json.loads((out / "report" / "report.json").read_text())
+        history = (out / "history.csv").read_text()
+        reports.append(({k: report[k] for k in ("accuracy", "macro_f1", "confusion_matrix")}, history))
+    assert reports[0] == reports[1]
+
+
+def test_a_model_file_with_arbitrary_code_is_refused(cli_runner, image_run, tmp_path):
+    import keras
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(image_run.run_dir, run_dir)
+    inputs = keras.Input((8, 8, 1))
+    outputs = keras.layers.Dense(3, activation="softmax")(keras.layers.Flatten()(keras.layers.Lambda(lambda x: x * 2)(inputs)))
+    (run_dir / "model.keras").unlink()
+    keras.Model(inputs, outputs).save(run_dir / "model.keras")
+    result = invoke(cli_runner, ["evaluate", run_dir])
+    assert result.exit_code == 1, describe_result(result)
+    assert "Refused to load" in result.output and "arbitrary Python code" in result.output
+    assert "Traceback" not in result.output
