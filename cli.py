@@ -166,6 +166,8 @@ def train(
     console.print(f"Training a CNN on {escape(source)} ({resolved.modality.value})")
     result = run_training(resolved, out=out, verbose=2 if not sys.stdout.isatty() else "auto")
     console.print(escape(result.skipped.summary()))
+    if result.ignored:
+        console.print(f"ignored {result.ignored:,} file(s) of other types or empty manifest rows (listed in skipped.json)")
     accuracy = "n/a (no validation split)" if result.val_accuracy is None else f"{result.val_accuracy:.3f}"
     console.print(
         f"Validation accuracy {accuracy} (best epoch {result.best_epoch} of {result.epochs}, "

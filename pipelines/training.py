@@ -30,6 +30,8 @@ class TrainResult:
     best_epoch: int
     interrupted: bool
     skipped: Skipped
+    #: files in the data folders that are not of the modality's types, never read
+    ignored: int
     class_counts: dict[str, dict[str, int]]
     seconds: float
 
@@ -240,6 +242,7 @@ def train(config: RunConfig, out: Path | None = None, verbose: int | str = "auto
         best_epoch=best_epoch,
         interrupted=interrupted,
         skipped=skipped,
+        ignored=len(source.ignored),
         class_counts=class_counts,
         seconds=time.perf_counter() - started,
     )
