@@ -97,7 +97,7 @@ def train(
     kernel_size: Annotated[Optional[int], typer.Option(help="Side of the square conv filters.")] = None,
     pool_size: Annotated[Optional[int], typer.Option(help="Max-pooling window side.")] = None,
     pool_stride: Annotated[Optional[int], typer.Option(help="Max-pooling stride.")] = None,
-    head: Annotated[Optional[str], typer.Option(help="flatten | global_max | global_average.")] = None,
+    head: Annotated[Optional[str], typer.Option(help="flatten | global_max | global_average | global_max_average (text: pooling over positions).")] = None,
     batch_norm: Annotated[Optional[bool], typer.Option("--batch-norm/--no-batch-norm", help="Batch-normalize conv outputs.")] = None,
     dense: Annotated[Optional[str], typer.Option(help="Hidden fully connected widths, e.g. 128 or 256,64 ('' for none).")] = None,
     dropout: Annotated[Optional[float], typer.Option(help="Dropout rate before each dense layer.")] = None,

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import keras
 
 from models.spec import ModelSpec
-from models.votes import add_votes
+from models.votes import add_votes, global_pool
 
 
 def build_conv_model(
@@ -47,13 +47,9 @@ def build_conv_model(
         x = keras.layers.MaxPooling2D(
             spec.pool_size, strides=spec.pool_stride, padding="same", name=f"pool{depth}"
         )(x)
-    outputs = add_votes(_head(spec.head)(x), num_classes, spec)
+    if spec.head in (None, "flatten"):
+        x = keras.layers.Flatten(name="head")(x)
+    else:
+        x = global_pool(x, spec.head, keras.layers.GlobalMaxPooling2D, keras.layers.GlobalAveragePooling2D)
+    outputs = add_votes(x, num_classes, spec)
     return keras.Model(inputs, outputs, name="conv2d_classifier")
-
-
-def _head(kind: str) -> keras.layers.Layer:
-    if kind == "global_max":
-        return keras.layers.GlobalMaxPooling2D(name="head")
-    if kind == "global_average":
-        return keras.layers.GlobalAveragePooling2D(name="head")
-    return keras.layers.Flatten(name="head")

@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-HEADS = ("flatten", "global_max", "global_average")
+HEADS = ("flatten", "global_max", "global_average", "global_max_average")
 TEXT_KERNELS = ("factorized", "full")
 
 
@@ -25,7 +25,9 @@ class ModelSpec:
         pool_size: max-pooling window side (image/audio).
         pool_stride: max-pooling stride (image/audio).
         head: how the last feature maps become a vector: `"flatten"` keeps where a feature was
-            found; `"global_max"` / `"global_average"` keep only whether / how much.
+            found (image/audio only); `"global_max"` / `"global_average"` keep only whether /
+            how strongly on average; `"global_max_average"` keeps both, side by side. For text,
+            the pooling runs over positions. `None`: flatten for image/audio, global_max for text.
         batch_norm: normalize each convolution's output before the ReLU (image/audio).
         dense: widths of the fully connected hidden layers ("votes") before the softmax.
         dropout: dropout rate before each fully connected layer.
@@ -40,7 +42,7 @@ class ModelSpec:
     kernel_size: int = 3
     pool_size: int = 2
     pool_stride: int = 2
-    head: str = "flatten"
+    head: str | None = None
     batch_norm: bool = False
     dense: tuple[int, ...] = (128,)
     dropout: float = 0.3
@@ -76,10 +78,15 @@ class ModelSpec:
                 raise ValueError(f"`{name}` must be a positive int. Received: {name}={value!r}")
         if not isinstance(self.dropout, (int, float)) or isinstance(self.dropout, bool) or not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"`dropout` must be in [0, 1). Received: dropout={self.dropout!r}")
-        if self.head not in HEADS:
+        if self.head is not None and self.head not in HEADS:
             raise ValueError(f"`head` must be one of {HEADS}. Received: head={self.head!r}")
         if text:
             positive_ints("window_sizes")
+            if self.head == "flatten":
+                raise ValueError(
+                    "Text models pool over positions: `head` must be global_max, global_average "
+                    "or global_max_average. Received: head='flatten'"
+                )
             if len(self.filters) != 1:
                 raise ValueError(
                     "Text models take one `filters` value (filters per window width). "

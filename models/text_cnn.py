@@ -6,7 +6,7 @@ import keras
 
 from models.layers import FullHeightConv, TokenEmbedding
 from models.spec import ModelSpec
-from models.votes import add_votes
+from models.votes import add_votes, global_pool
 
 
 def build_text_model(
@@ -19,8 +19,9 @@ def build_text_model(
     """Build a text CNN that reads the position x vocabulary matrix through its token ids.
 
     For each width in `spec.window_sizes`, `spec.filters[0]` full-height windows slide along
-    the positions (ReLU), and each filter keeps its best match (max pooling over positions). The
-    widths are concatenated, then dropout and `spec.dense` hidden layers, then a softmax.
+    the positions (ReLU), and each filter keeps its best match (`spec.head` "global_max") and/or
+    its mean response over the positions ("global_average"). The widths are concatenated, then
+    dropout and `spec.dense` hidden layers, then a softmax.
 
     `spec.text_kernel` picks one of two exact forms of the same window: `"full"` keeps one
     (window x vocabulary) kernel per filter (`FullHeightConv`); `"factorized"` constrains it to
@@ -58,7 +59,9 @@ def build_text_model(
         else:
             x = keras.layers.Conv1D(filters, width, name=f"window{width}")(embedded)
         x = keras.layers.ReLU(name=f"relu{width}")(x)
-        branches.append(keras.layers.GlobalMaxPooling1D(name=f"pool{width}")(x))
+        branches.append(
+            global_pool(x, spec.head or "global_max", keras.layers.GlobalMaxPooling1D, keras.layers.GlobalAveragePooling1D, str(width))
+        )
     x = branches[0] if len(branches) == 1 else keras.layers.Concatenate(name="windows")(branches)
     outputs = add_votes(x, num_classes, spec)
     return keras.Model(ids, outputs, name="text_cnn")

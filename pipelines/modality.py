@@ -39,7 +39,7 @@ MODALITIES: dict[Modality, ModalityInfo] = {
         preprocessor=ImagePreprocessor,
         extensions=IMAGE_EXTENSIONS,
         csv_column="path",
-        model_defaults=ModelSpec(filters=(32, 64), dense=(128,), dropout=0.3),
+        model_defaults=ModelSpec(filters=(32, 64), head="flatten", dense=(128,), dropout=0.3),
         train_defaults={},
     ),
     Modality.audio: ModalityInfo(
@@ -55,7 +55,8 @@ MODALITIES: dict[Modality, ModalityInfo] = {
         preprocessor=TextPreprocessor,
         extensions=TEXT_EXTENSIONS,
         csv_column="text",
-        model_defaults=ModelSpec(filters=(128,), dense=(), dropout=0.5),
+        # Max and average pooling over positions: 0.86 against 0.85 for max alone (benchmarks/).
+        model_defaults=ModelSpec(filters=(128,), head="global_max_average", dense=(), dropout=0.5),
         # Large, sparse embedding tables converge in a third of the epochs at 3e-3.
         train_defaults={"learning_rate": 3e-3},
     ),

@@ -255,3 +255,19 @@ def test_safe_mode_refuses_a_model_with_a_lambda_layer(tmp_path):
     keras.Model(inputs, outputs).save(path)
     with pytest.raises(ValueError, match="safe_mode"):
         keras.models.load_model(path, safe_mode=True)
+
+
+def test_max_and_average_pooling_side_by_side_doubles_the_pooled_features():
+    spec = ModelSpec(**{**TINY_TEXT.to_dict(), "head": "global_max_average"})
+    model = build_text_model(10, 13, 3, spec)
+    # 2 widths x 4 filters x (max, average) = 16 features -> votes 16*3+3
+    assert model.get_layer("votes").count_params() == 16 * 3 + 3
+    ids = random_ids(np.random.default_rng(0), 2, 10, 13)
+    assert np.asarray(model(ids)).shape == (2, 3)
+    conv = build_conv_model((8, 8, 1), 3, ModelSpec(**{**TINY.to_dict(), "head": "global_max_average"}))
+    assert conv.get_layer("dense1").count_params() == 8 * 8 + 8  # 4 max + 4 average features
+
+
+def test_text_models_refuse_to_flatten():
+    with pytest.raises(ValueError, match="Text models pool over positions"):
+        build_text_model(10, 13, 3, ModelSpec(**{**TINY_TEXT.to_dict(), "head": "flatten"}))
