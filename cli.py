@@ -114,6 +114,7 @@ def train(
     sample_rate: Annotated[Optional[int], typer.Option(help="Audio: resample to this rate (Hz).")] = None,
     duration: Annotated[Optional[float], typer.Option(help="Audio: seconds per clip (pad or crop).")] = None,
     num_mels: Annotated[Optional[int], typer.Option(help="Audio: mel bands.")] = None,
+    resume: Annotated[Optional[Path], typer.Option(help="Continue this interrupted run with its own settings (other options are ignored).")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every skipped input.")] = False,
 ):
     """Train a CNN and write a run directory. Without --data, uses the built-in demo data."""
@@ -121,6 +122,11 @@ def train(
     from pipelines.training import train as run_training
 
     setup_logging(verbose)
+    progress = 2 if not sys.stdout.isatty() else "auto"
+    if resume is not None:
+        console.print(f"Resuming {escape(str(resume))}")
+        report_training(run_training(None, verbose=progress, resume=resume))
+        return
     resolved = resolve_config(
         modality,
         config_file=config,
@@ -164,7 +170,10 @@ def train(
     )
     source = resolved.data or "built-in demo data"
     console.print(f"Training a CNN on {escape(source)} ({resolved.modality.value})")
-    result = run_training(resolved, out=out, verbose=2 if not sys.stdout.isatty() else "auto")
+    report_training(run_training(resolved, out=out, verbose=progress))
+
+
+def report_training(result) -> None:
     console.print(escape(result.skipped.summary()))
     if result.ignored:
         console.print(f"ignored {result.ignored:,} file(s) of other types or empty manifest rows (listed in skipped.json)")

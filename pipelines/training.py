@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -18,6 +19,9 @@ from pipelines.featurize import Skipped, check_skip_share, encode_items, read_in
 from pipelines.modality import Modality
 from pipelines.run_dir import RUN_FORMAT, write_history
 from preprocess import ConvpipeError, Preprocessor, atomic
+
+if TYPE_CHECKING:
+    from pipelines.resume import TrainState
 
 logger = logging.getLogger(__name__)
 
@@ -117,13 +121,18 @@ def to_tf_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle_seed: i
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def fit_model(model, train: tuple, validation: tuple | None, settings: TrainSettings, verbose) -> tuple[dict, bool]:
-    """Compile and fit with early stopping on the validation loss (restoring the best weights).
+def fit_model(
+    model, train: tuple, validation: tuple | None, settings: TrainSettings, state: TrainState, verbose
+) -> tuple[dict, bool]:
+    """Compile and fit with early stopping on the validation loss (restoring the best weights),
+    continuing from `state` when an earlier attempt was interrupted.
 
-    Returns the per-epoch history and whether Ctrl-C ended training; after Ctrl-C the model
-    holds the best completed epoch's weights.
+    Returns the per-epoch history (all epochs, resumed ones included) and whether Ctrl-C ended
+    training; after Ctrl-C the model holds the best completed epoch's weights.
     """
     import keras
+
+    from pipelines.resume import ResumableEarlyStopping
 
     model.compile(
         optimizer=keras.optimizers.Adam(settings.learning_rate),
@@ -131,36 +140,68 @@ def fit_model(model, train: tuple, validation: tuple | None, settings: TrainSett
         metrics=["accuracy"],
     )
     monitor = "val_loss" if validation is not None else "loss"
-    stopper = keras.callbacks.EarlyStopping(monitor=monitor, patience=settings.patience, restore_best_weights=True)
-    recorder = keras.callbacks.History()
+    completed = state.completed_epochs()
+    earlier = state.history(completed)
+    if completed:
+        logger.warning("Resuming after epoch %d of %d.", completed, settings.epochs)
+    stopper = ResumableEarlyStopping(
+        monitor=monitor,
+        patience=settings.patience,
+        restore_best_weights=True,
+        resume_from=state.early_stopping_state(model, earlier, monitor) if completed else None,
+    )
+    interrupted = False
     try:
         model.fit(
             to_tf_dataset(*train, settings.batch_size, settings.seed),
             validation_data=None if validation is None else to_tf_dataset(*validation, settings.batch_size, None),
             epochs=settings.epochs,
-            callbacks=[stopper, recorder, *extra_callbacks()],
+            callbacks=[stopper, *state.callbacks(stopper), *extra_callbacks()],
             verbose=verbose,
             shuffle=False,  # the tf.data pipeline shuffles (seeded) each epoch
         )
     except KeyboardInterrupt:
-        if not recorder.history:
+        interrupted = True
+    history = state.history(settings.epochs)
+    if interrupted:
+        if not history:
             raise ConvpipeError("Interrupted before the first epoch finished; nothing was written.") from None
         if stopper.best_weights is not None:
             model.set_weights(stopper.best_weights)
-        logger.warning("Interrupted: keeping the best of %d completed epoch(s).", len(recorder.history[monitor]))
-        return recorder.history, True
-    return recorder.history, False
+        logger.warning("Interrupted: keeping the best of %d completed epoch(s).", len(history[monitor]))
+    elif stopper.best_weights is not None and not stopper.stopped_epoch and completed >= settings.epochs:
+        model.set_weights(stopper.best_weights)  # nothing left to run: Keras never called on_train_end
+    return history, interrupted
 
 
-def train(config: RunConfig, out: Path | None = None, verbose: int | str = "auto") -> TrainResult:
-    """Train a model as `config` says and write a complete run directory to `out`."""
+def train(
+    config: RunConfig | None, out: Path | None = None, verbose: int | str = "auto", resume: Path | None = None
+) -> TrainResult:
+    """Train a model as `config` says and write a complete run directory to `out`.
+
+    With `resume`, continue the interrupted run in that directory with its own configuration.
+    """
     import keras
 
+    from pipelines.resume import TrainState
+
     started = time.perf_counter()
+    if resume is not None:
+        run_dir = Path(resume)
+        if (run_dir / "model.keras").exists():
+            raise ConvpipeError(f"{run_dir} is already complete; nothing to resume.")
+        state = TrainState(run_dir)
+        config = state.load_request()
+    else:
+        run_dir = Path(out) if out is not None else default_run_dir(config.modality)
+        state = TrainState(run_dir)
+        if (run_dir / "config.json").exists():
+            raise ConvpipeError(f"{run_dir} already holds a run; choose another --out or delete it.")
+        if state.request.exists():
+            raise ConvpipeError(
+                f"{run_dir} holds an interrupted run: continue it with `train --resume {run_dir}`, or delete it."
+            )
     settings = config.train
-    run_dir = Path(out) if out is not None else default_run_dir(config.modality)
-    if (run_dir / "config.json").exists():
-        raise ConvpipeError(f"{run_dir} already holds a run; choose another --out or delete it.")
 
     source = load_source(config.data, config.modality)
     splits = make_splits(source, config)
@@ -191,7 +232,11 @@ def train(config: RunConfig, out: Path | None = None, verbose: int | str = "auto
         raise ConvpipeError(str(error)) from None
     has_val = len(x_val) > 0
     monitor = "val_loss" if has_val else "loss"
-    history, interrupted = fit_model(model, (x_train, y_train), (x_val, y_val) if has_val else None, settings, verbose)
+    if resume is None:
+        state.start(config)  # only now: a run that fails on its data leaves nothing behind
+    history, interrupted = fit_model(
+        model, (x_train, y_train), (x_val, y_val) if has_val else None, settings, state, verbose
+    )
     best_epoch = int(np.argmin(history[monitor])) + 1
     val_accuracy = float(history["val_accuracy"][best_epoch - 1]) if has_val else None
     train_seconds = time.perf_counter() - started - preprocess_seconds
@@ -235,6 +280,7 @@ def train(config: RunConfig, out: Path | None = None, verbose: int | str = "auto
     atomic.write_json(run_dir / "config.json", document)
     with atomic.atomic_path(run_dir / "model.keras") as tmp:  # last: its presence marks a complete run
         model.save(tmp)
+    state.finish()
     return TrainResult(
         run_dir=run_dir,
         val_accuracy=val_accuracy,

@@ -22,14 +22,14 @@ import numpy as np
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it is fsynced and renamed to `path`.
 
-    The temporary name keeps the target's suffix, because some writers (Keras' `model.save`)
-    choose the format from it. On an exception the temporary file is removed and the target is
+    The temporary name keeps the target's suffixes, because some writers choose the format
+    from them (Keras: `.keras`, `.weights.h5`). On an exception the temporary file is removed and the target is
     left untouched.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{target.stem}.", suffix=f".tmp{target.suffix}", dir=target.parent
+        prefix=f".{target.name.split('.')[0]}.", suffix=f".tmp{''.join(target.suffixes)}", dir=target.parent
     )
     os.close(fd)
     tmp = Path(tmp_name)

@@ -1,0 +1,164 @@
+"""Resumable training: the state `train --resume RUN` needs after a crash, SIGKILL or reboot.
+
+While a run trains, RUN/train_state/ holds:
+
+    request.json          the configuration the run was started with
+    backup/               Keras BackupAndRestore: weights, optimizer and epoch after each epoch,
+                          with the previous epoch's copy kept beside it (double checkpoint)
+    history.csv           one row per completed epoch (Keras CSVLogger, appended)
+    best.weights.h5       weights of the best epoch so far, written atomically
+    best.json             that epoch and its monitored value
+
+When the run directory is complete, train_state/ is removed.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import shutil
+from pathlib import Path
+
+import keras
+
+from pipelines.config import RunConfig
+from preprocess import ConvpipeError, atomic
+
+logger = logging.getLogger(__name__)
+
+STATE_DIR = "train_state"
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return math.nan
+
+
+class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+    """EarlyStopping that can start from the best epoch of an interrupted run.
+
+    Keras' own callback forgets the best value, patience count and best weights at the start of
+    every `fit`, so a resumed run would stop later and restore the wrong weights.
+    """
+
+    def __init__(self, *, resume_from: dict | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.resume_from = resume_from
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        if self.resume_from:
+            self.best = self.resume_from["best"]
+            self.best_epoch = self.resume_from["best_epoch"]
+            self.wait = self.resume_from["wait"]
+            self.best_weights = self.resume_from["weights"]
+
+
+class SaveBestWeights(keras.callbacks.Callback):
+    """After each epoch that improved on the best, write its weights atomically."""
+
+    def __init__(self, state: "TrainState", stopper: keras.callbacks.EarlyStopping):
+        super().__init__()
+        self.state, self.stopper = state, stopper
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.stopper.best_epoch == epoch and self.stopper.best is not None:
+            with atomic.atomic_path(self.state.best_weights) as tmp:
+                self.model.save_weights(tmp)
+            atomic.write_json(self.state.best_json, {"epoch": epoch, "value": float(self.stopper.best)})
+
+
+class TrainState:
+    def __init__(self, run_dir: Path):
+        self.dir = Path(run_dir) / STATE_DIR
+        self.request = self.dir / "request.json"
+        self.backup = self.dir / "backup"
+        self.history_csv = self.dir / "history.csv"
+        self.best_weights = self.dir / "best.weights.h5"
+        self.best_json = self.dir / "best.json"
+
+    def start(self, config: RunConfig) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        atomic.write_json(self.request, config.to_dict())
+
+    def load_request(self) -> RunConfig:
+        if not self.request.is_file():
+            raise ConvpipeError(
+                f"Nothing to resume in {self.dir.parent}: no {STATE_DIR}/request.json "
+                "(the run finished, or training never started there)."
+            )
+        try:
+            return RunConfig.from_dict(json.loads(self.request.read_text(encoding="utf-8")))
+        except (OSError, ValueError) as error:
+            raise ConvpipeError(f"Cannot resume: {self.request} is unreadable ({error}).") from None
+
+    def completed_epochs(self) -> int:
+        """Epochs in the backup, after repairing a half-written one; 0 when there is none."""
+        metadata = self.backup / "training_metadata.json"
+        previous = Path(f"{metadata}.bkp")
+        if not metadata.exists():
+            return 0
+        try:
+            return int(json.loads(metadata.read_text())["epoch"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        # The backup was cut off while being written: go back to the previous epoch's copy.
+        weights = self.backup / "latest.weights.h5"
+        previous_weights = Path(f"{weights}.bkp")
+        try:
+            epoch = int(json.loads(previous.read_text())["epoch"])
+            shutil.copyfile(previous_weights, weights)
+            shutil.copyfile(previous, metadata)
+            logger.warning("The last backup was half-written; resuming from epoch %d instead.", epoch)
+            return epoch
+        except (OSError, ValueError, KeyError, TypeError):
+            shutil.rmtree(self.backup, ignore_errors=True)
+            logger.warning("The backup in %s was unreadable; training restarts from the first epoch.", self.backup)
+            return 0
+
+    def history(self, epochs: int) -> dict[str, list[float]]:
+        """Per-epoch logs of the first `epochs` epochs; rows beyond them (written after the last
+        backup, before the kill) are dropped from the file too."""
+        if not self.history_csv.exists():
+            return {}
+        with open(self.history_csv, newline="") as handle:
+            rows = [row for row in csv.DictReader(handle) if row.get("epoch", "").isdigit()]
+        rows = [row for row in rows if int(row["epoch"]) < epochs]
+        keys = [key for key in (rows[0] if rows else {}) if key != "epoch"]
+        lines = [",".join(["epoch", *keys])] + [",".join(row[k] for k in ["epoch", *keys]) for row in rows]
+        atomic.write_text(self.history_csv, "\n".join(lines) + "\n" if rows else "")
+        columns = {key: [_number(row[key]) for row in rows] for key in keys}
+        # CSVLogger writes "NA" for a metric an epoch did not have (e.g. no validation split).
+        return {key: values for key, values in columns.items() if not all(math.isnan(v) for v in values)}
+
+    def early_stopping_state(self, model, history: dict, monitor: str) -> dict | None:
+        """Best value, epoch, patience count and best weights of the interrupted run."""
+        if not history.get(monitor) or not self.best_json.exists() or not self.best_weights.exists():
+            return None
+        best = json.loads(self.best_json.read_text())
+        completed = len(history[monitor])
+        if best["epoch"] >= completed:  # saved after the last backup: that epoch runs again
+            return None
+        if model.optimizer is not None and not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)
+        current = model.get_weights()
+        model.load_weights(self.best_weights)
+        weights = model.get_weights()
+        model.set_weights(current)
+        return {"best": best["value"], "best_epoch": best["epoch"], "wait": completed - 1 - best["epoch"], "weights": weights}
+
+    def callbacks(self, stopper) -> list:
+        # Order matters for a kill between two writes: the history row and the best weights
+        # come before the backup, so the backup never claims an epoch the others lack.
+        return [
+            keras.callbacks.CSVLogger(str(self.history_csv), append=True),
+            SaveBestWeights(self, stopper),
+            keras.callbacks.BackupAndRestore(str(self.backup), double_checkpoint=True, delete_checkpoint=False),
+        ]
+
+    def finish(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)

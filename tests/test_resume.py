@@ -1,0 +1,109 @@
+"""`train --resume` after a SIGKILL mid-epoch, including a half-written backup."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import describe_result, invoke, write_image_folder
+
+ROOT = Path(__file__).resolve().parents[1]
+EPOCHS = 5
+OPTIONS = ["--epochs", str(EPOCHS), "--patience", "100", "--filters", "4", "--dense", "8",
+           "--image-size", "8,8", "--batch-size", "8", "--seed", "0"]
+
+# Trains in a child process that SIGKILLs itself in the middle of the third epoch, after the
+# second epoch's backup was written: nothing gets a chance to clean up.
+KILLER = """
+import os, signal, sys
+import keras
+import cli
+import pipelines.training
+
+class KillMidEpoch(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+    def on_train_batch_end(self, batch, logs=None):
+        if self.epoch == 2 and batch == 1:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+pipelines.training.extra_callbacks = lambda: [KillMidEpoch()]
+sys.argv = ["cli.py", *sys.argv[1:]]
+cli.app()
+"""
+
+
+def train_and_kill(data: Path, out: Path) -> None:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    args = [sys.executable, "-c", KILLER, "train", "--modality", "image", "--data", str(data), "--out", str(out), *OPTIONS]
+    try:
+        completed = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the training process did not kill itself")
+    assert completed.returncode == -9, completed.stderr[-2000:]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    return write_image_folder(tmp_path_factory.mktemp("resume") / "images")
+
+
+@pytest.fixture(scope="module")
+def killed_run(data, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("killed") / "run"
+    train_and_kill(data, out)
+    return out
+
+
+@pytest.fixture
+def killed(killed_run, tmp_path) -> Path:
+    """A fresh copy of the killed run for each test."""
+    copy = tmp_path / "run"
+    shutil.copytree(killed_run, copy)
+    return copy
+
+
+def epochs_in(run_dir: Path) -> int:
+    return len((run_dir / "history.csv").read_text().strip().splitlines()) - 1
+
+
+def test_resume_after_sigkill_ends_with_the_same_number_of_epochs(cli_runner, data, killed, tmp_path):
+    out = killed
+    assert not (out / "model.keras").exists() and not (out / "config.json").exists()
+    metadata = json.loads((out / "train_state" / "backup" / "training_metadata.json").read_text())
+    assert metadata["epoch"] == 2  # two completed epochs were backed up
+
+    result = invoke(cli_runner, ["train", "--resume", out])
+    assert result.exit_code == 0, describe_result(result)
+    assert epochs_in(out) == EPOCHS
+    document = json.loads((out / "config.json").read_text())
+    assert document["epochs_run"] == EPOCHS
+    assert not (out / "train_state").exists()
+
+    uninterrupted = tmp_path / "uninterrupted"
+    result = invoke(cli_runner, ["train", "--modality", "image", "--data", data, "--out", uninterrupted, *OPTIONS])
+    assert result.exit_code == 0, describe_result(result)
+    assert epochs_in(uninterrupted) == epochs_in(out)
+
+
+def test_a_half_written_backup_is_reported_and_the_previous_epoch_used(cli_runner, killed, caplog):
+    out = killed
+    (out / "train_state" / "backup" / "training_metadata.json").write_text('{"epo')  # cut off mid-write
+    result = invoke(cli_runner, ["train", "--resume", out])
+    assert result.exit_code == 0, describe_result(result)
+    assert "half-written" in caplog.text and "resuming from epoch 1" in caplog.text
+    assert epochs_in(out) == EPOCHS
+
+
+def test_a_fresh_train_refuses_an_interrupted_run_and_resume_needs_one(cli_runner, data, killed, tmp_path):
+    out = killed
+    result = invoke(cli_runner, ["train", "--modality", "image", "--data", data, "--out", out, *OPTIONS])
+    assert result.exit_code == 1 and "train --resume" in result.output
+    result = invoke(cli_runner, ["train", "--resume", tmp_path / "elsewhere"])
+    assert result.exit_code == 1 and "Nothing to resume" in result.output
