@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
 
 from pipelines.datasets import Dataset
 from pipelines.modality import MODALITIES, Modality
-from preprocess import Preprocessor, TextPreprocessor, probe_images
+from preprocess import InputWarning, Preprocessor, TextPreprocessor, probe_images
 
 #: Texts whose median length is below this many characters are read at character level with
 #: hashed character n-grams: short texts have too few words for word windows to match, and
@@ -42,11 +43,13 @@ def build_preprocessor(
         probe = TextPreprocessor()
         step = max(1, len(train) // 200)
         lengths = []
-        for x in train.inputs[::step]:
-            try:
-                lengths.append(len(probe.read_text(x)))
-            except Exception:  # unreadable inputs are reported when they are read for real
-                continue
+        with warnings.catch_warnings():  # decoding notes are recorded when inputs are read for real
+            warnings.simplefilter("ignore", InputWarning)
+            for x in train.inputs[::step]:
+                try:
+                    lengths.append(len(probe.read_text(x)))
+                except Exception:  # unreadable inputs are reported when they are read for real
+                    continue
         median = float(np.median(lengths)) if lengths else 0.0
         params["level"] = "char" if median < CHAR_LEVEL_BELOW else "word"
         choices["level"] = (

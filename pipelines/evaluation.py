@@ -96,7 +96,7 @@ def evaluate(run_path: Path, data: str | None = None, out: Path | None = None) -
         "data": location,
         "modality": run.config.modality.value,
         **classification_metrics(y_true, y_pred, run.labels),
-        "skipped": {"summary": skipped.summary(), "inputs": skipped.entries},
+        "skipped": {"summary": skipped.summary(), "inputs": skipped.entries, "notes": skipped.notes},
         "timing": {"evaluation_seconds": round(seconds, 3), "samples_per_second": round(len(x) / seconds, 1)},
         "environment": environment.versions(),
     }

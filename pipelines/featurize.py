@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from pipelines.datasets import Dataset
-from preprocess import ConvpipeError, InputError, Preprocessor
+from preprocess import ConvpipeError, InputError, InputWarning, Preprocessor
 
 logger = logging.getLogger(__name__)
 
@@ -21,21 +22,27 @@ class Skipped:
 
     entries: list[dict[str, str]] = field(default_factory=list)
     total: int = 0  # inputs looked at, used or not
+    #: inputs used, but not exactly as given (e.g. decoded as Latin-1), with the reason
+    notes: list[dict[str, str]] = field(default_factory=list)
 
     def add(self, input_id: str, reason: str, split: str = "") -> None:
         self.entries.append({"input": input_id, "reason": reason, **({"split": split} if split else {})})
 
-    def extend(self, other: "Skipped") -> None:
-        self.entries += other.entries
-        self.total += other.total
+    def note(self, input_id: str, reason: str, split: str = "") -> None:
+        self.notes.append({"input": input_id, "reason": reason, **({"split": split} if split else {})})
 
     def summary(self) -> str:
         """One line: 'skipped 3 of 1,204 inputs: 2 corrupt or truncated image, 1 empty file'."""
         if not self.entries:
-            return f"used all {self.total:,} inputs"
-        kinds = Counter(_kind(entry["reason"]) for entry in self.entries)
-        parts = ", ".join(f"{count} {kind}" for kind, count in kinds.most_common())
-        return f"skipped {len(self.entries):,} of {self.total:,} inputs: {parts}"
+            line = f"used all {self.total:,} inputs"
+        else:
+            kinds = Counter(_kind(entry["reason"]) for entry in self.entries)
+            parts = ", ".join(f"{count} {kind}" for kind, count in kinds.most_common())
+            line = f"skipped {len(self.entries):,} of {self.total:,} inputs: {parts}"
+        if self.notes:
+            kinds = Counter(note["reason"] for note in self.notes)
+            line += "; " + ", ".join(f"{count} {kind}" for kind, count in kinds.most_common())
+        return line
 
 
 def _kind(reason: str) -> str:
@@ -51,7 +58,14 @@ def read_inputs(
     skipped.total += len(dataset)
     for index, (x, input_id) in enumerate(zip(dataset.inputs, dataset.ids)):
         try:
-            items.append(preprocessor.read(x))
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", InputWarning)
+                items.append(preprocessor.read(x))
+            for warning in caught:
+                if issubclass(warning.category, InputWarning):
+                    skipped.note(input_id, str(warning.message).split(": ", 1)[-1], split)
+                else:
+                    warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
         except InputError as error:
             if strict:
                 raise ConvpipeError(f"Cannot use input {input_id}: {error.reason} (--strict)") from None

@@ -273,7 +273,7 @@ def train(
     atomic.write_json(run_dir / "split.json", {"data": source.location, **{k: v.ids for k, v in splits.items()}})
     atomic.write_json(
         run_dir / "skipped.json",
-        {"summary": skipped.summary(), "skipped": skipped.entries,
+        {"summary": skipped.summary(), "skipped": skipped.entries, "notes": skipped.notes,
          "ignored": [{"input": i, "reason": r} for i, r in source.ignored]},
     )
     write_history(run_dir / "history.csv", history)

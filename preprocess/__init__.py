@@ -9,7 +9,7 @@ can use them without a deep-learning framework:
 
 from preprocess.audio import AUDIO_EXTENSIONS, AudioPreprocessor
 from preprocess.base import Preprocessor
-from preprocess.errors import ConvpipeError, InputError, NotFittedError
+from preprocess.errors import ConvpipeError, InputError, InputWarning, NotFittedError
 from preprocess.image import IMAGE_EXTENSIONS, ImagePreprocessor, probe_images
 from preprocess.text import TEXT_EXTENSIONS, TextPreprocessor, decode_text
 
@@ -25,6 +25,7 @@ __all__ = [
     "ConvpipeError",
     "ImagePreprocessor",
     "InputError",
+    "InputWarning",
     "NotFittedError",
     "PREPROCESSORS",
     "Preprocessor",

@@ -23,5 +23,13 @@ class InputError(ConvpipeError, ValueError):
         super().__init__(f"{source}: {reason}")
 
 
+class InputWarning(UserWarning):
+    """An input was used, but not exactly as given (e.g. decoded with a fallback encoding).
+
+    Issued with `warnings.warn`, so preprocessors stay stateless; pipelines record and count
+    these per input. The message names the input first, like `InputError`.
+    """
+
+
 class NotFittedError(ConvpipeError, ValueError):
     """A preprocessor that must learn from training data was used before `fit`."""

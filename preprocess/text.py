@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import itertools
 import re
+import warnings
 import zlib
 from collections import Counter
 from collections.abc import Sequence
@@ -13,11 +14,12 @@ from typing import Any
 import numpy as np
 
 from preprocess.base import Preprocessor, describe_input, read_bytes
-from preprocess.errors import InputError
+from preprocess.errors import InputError, InputWarning
 
 TEXT_EXTENSIONS = (".txt",)
 LEVELS = ("word", "char")
 MAX_LEARNED_POSITIONS = 512
+LATIN1_NOTE = "not valid UTF-8, decoded as Latin-1"
 PADDING_ID = 0
 OOV_ID = 1
 RESERVED = ("<pad>", "<oov>")
@@ -151,7 +153,10 @@ class TextPreprocessor(Preprocessor):
         if isinstance(x, str):
             return x
         if isinstance(x, (bytes, bytearray, os.PathLike)):
-            return decode_text(read_bytes(x))[0]
+            text, fallback = decode_text(read_bytes(x))
+            if fallback:
+                warnings.warn(InputWarning(f"{describe_input(x)}: {LATIN1_NOTE}"), stacklevel=2)
+            return text
         raise InputError(describe_input(x), "expected a str, bytes or a pathlib.Path")
 
     def read(self, x: Any) -> list[str]:

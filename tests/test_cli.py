@@ -21,6 +21,7 @@ from preprocess import Preprocessor
 from tests.conftest import (
     CLASSES,
     TINY_IMAGE,
+    TINY_TEXT,
     class_image,
     describe_result,
     invoke,
@@ -578,3 +579,17 @@ def test_a_model_file_with_arbitrary_code_is_refused(cli_runner, image_run, tmp_
     assert result.exit_code == 1, describe_result(result)
     assert "Refused to load" in result.output and "arbitrary Python code" in result.output
     assert "Traceback" not in result.output
+
+
+def test_text_that_is_not_utf8_is_used_and_counted(cli_runner, tmp_path):
+    from tests.conftest import write_text_folder
+
+    data = write_text_folder(tmp_path / "texts")
+    first = sorted((data / "alpha").glob("*.txt"))[0]
+    first.write_bytes("caf\xe9 apple cr\xe8me banana".encode("latin-1"))
+    out = tmp_path / "run"
+    result = invoke(cli_runner, ["train", "--modality", "text", "--data", data, "--out", out, *TINY_TEXT])
+    assert result.exit_code == 0, describe_result(result)
+    assert "1 not valid UTF-8, decoded as Latin-1" in result.stdout
+    notes = json.loads((out / "skipped.json").read_text())["notes"]
+    assert [note["input"] for note in notes] == [f"alpha/{first.name}"]

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from preprocess import InputError, NotFittedError, Preprocessor, TextPreprocessor, decode_text
+from preprocess import InputError, InputWarning, NotFittedError, Preprocessor, TextPreprocessor, decode_text
 
 CORPUS = [
     "the cat sat on the mat",
@@ -154,8 +154,10 @@ def test_non_utf8_bytes_fall_back_to_latin1(tmp_path):
     path = tmp_path / "latin.txt"
     path.write_bytes("Café crème".encode("latin-1"))
     pre = TextPreprocessor(positions=2)
-    assert pre.read(path) == ["café", "crème"]
-    pre.fit([path])
+    with pytest.warns(InputWarning, match=r"latin\.txt: not valid UTF-8, decoded as Latin-1"):
+        assert pre.read(path) == ["café", "crème"]
+    with pytest.warns(InputWarning):
+        pre.fit([path])
     assert pre.vocabulary_ == ["café", "crème"]
 
 
