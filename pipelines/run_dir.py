@@ -117,6 +117,12 @@ class Run:
             raise ConvpipeError(
                 f"{path} predicts {n_outputs} classes but labels.json lists {len(self.labels)}."
             )
+        expected, produced = tuple(model.input_shape[1:]), tuple(self.preprocessor.output_shape)
+        if expected != produced:
+            raise ConvpipeError(
+                f"{self.path}: the model reads inputs of shape {expected} but preprocessor.json makes "
+                f"{produced}; the files come from different runs."
+            )
         return model
 
 

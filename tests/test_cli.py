@@ -593,3 +593,13 @@ def test_text_that_is_not_utf8_is_used_and_counted(cli_runner, tmp_path):
     assert "1 not valid UTF-8, decoded as Latin-1" in result.stdout
     notes = json.loads((out / "skipped.json").read_text())["notes"]
     assert [note["input"] for note in notes] == [f"alpha/{first.name}"]
+
+
+def test_files_mixed_from_two_runs_are_refused(cli_runner, image_run, audio_run, tmp_path):
+    run_dir = tmp_path / "mixed"
+    shutil.copytree(image_run.run_dir, run_dir)
+    shutil.copy(audio_run.run_dir / "model.keras", run_dir / "model.keras")
+    result = invoke(cli_runner, ["evaluate", run_dir])
+    assert result.exit_code == 1, describe_result(result)
+    assert "the files come from different runs" in result.output
+    assert "Traceback" not in result.output

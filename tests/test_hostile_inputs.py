@@ -245,6 +245,7 @@ def test_wav_with_a_garbled_header_is_not_readable(tmp_path, garbage):
 # ---- text and CSV --------------------------------------------------------------------------
 
 
+@pytest.mark.filterwarnings("ignore:.*not valid UTF-8")
 def test_non_utf8_text_file_decodes_as_latin1(tmp_path):
     path = tmp_path / "legacy.txt"
     path.write_bytes("Grüße, café © naïve ÿ".encode("latin-1"))
@@ -279,7 +280,7 @@ def test_csv_with_a_non_utf8_row_loads_with_that_row_decoded(tmp_path):
     path.write_bytes(
         b"text,label\n"
         b"plain ascii text,alpha\n"
-        + b'"' + "naïve façade, déjà vu".encode("latin-1") + b'",beta\n"
+        + b'"' + "naïve façade, déjà vu".encode("latin-1") + b'",beta\n'
         + b"more ascii,beta\n"
     )
     data, ignored = read_manifest(path, Modality.text)
