@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,10 +113,16 @@ def read_class_folders(root: Path, modality: Modality, id_prefix: str = "") -> t
             f"{modality.value} files ({', '.join(extensions)})."
         )
     inputs, labels, ids, ignored = [], [], [], []
+    resolved_root = root.resolve()
     for class_dir in class_dirs:
+        target = class_dir.resolve()
+        if target == resolved_root or target in resolved_root.parents:
+            # e.g. data/mirror -> . would add every class again under a wrong label
+            ignored.append((id_prefix + class_dir.name, "links back to the data folder"))
+            continue
         found = 0
         for file in sorted(_walk_files(class_dir)):
-            relative = file.relative_to(root).as_posix()
+            relative = _printable(file.relative_to(root).as_posix())
             if file.suffix.lower() not in extensions:
                 ignored.append((id_prefix + relative, f"unsupported file type {file.suffix or '(none)'}"))
                 continue
@@ -128,6 +135,12 @@ def read_class_folders(root: Path, modality: Modality, id_prefix: str = "") -> t
                 f"Class folder {class_dir} has no {modality.value} files ({', '.join(extensions)})."
             )
     return Dataset(inputs, labels, ids), ignored
+
+
+def _printable(name: str) -> str:
+    """A file name as valid text: bytes that are not UTF-8 become \\xNN escapes (stable, so the
+    same file always gets the same id, and JSON can hold it)."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
 
 
 def _walk_files(folder: Path):
@@ -151,10 +164,17 @@ def _walk_files(folder: Path):
 def read_manifest(path: Path, modality: Modality) -> tuple[Dataset, list]:
     """A CSV with a header: `path,label` (paths relative to the CSV) or `text,label`."""
     column = MODALITIES[modality].csv_column
-    raw = path.read_bytes()
-    text, fallback = decode_text(raw)
-    if fallback:
-        logger.warning("%s is not valid UTF-8; read it as Latin-1.", path)
+    # Decode line by line: one Latin-1 row must not garble the UTF-8 rows around it. CSV
+    # structure (commas, quotes, newlines) is the same bytes in both encodings.
+    lines = path.read_bytes().splitlines(keepends=True)
+    decoded = [decode_text(line) for line in lines]
+    text = "".join(line for line, _ in decoded)
+    fallback_rows = [number for number, (_, fallback) in enumerate(decoded, start=1) if fallback]
+    if fallback_rows:
+        logger.warning(
+            "%s: line(s) %s are not valid UTF-8; read them as Latin-1.",
+            path, ", ".join(map(str, fallback_rows[:10])) + (" ..." if len(fallback_rows) > 10 else ""),
+        )
     reader = csv.DictReader(io.StringIO(text, newline=""))
     found = [name.strip() for name in (reader.fieldnames or [])]
     reader.fieldnames = found

@@ -289,11 +289,6 @@ def test_csv_with_a_non_utf8_row_loads_with_that_row_decoded(tmp_path):
     assert ignored == []
 
 
-@pytest.mark.xfail(
-    reason="BUG: one non-UTF-8 row makes read_manifest decode the whole CSV as Latin-1, so every "
-    "UTF-8 row with non-ASCII text turns into mojibake ('café' -> 'cafÃ©') silently",
-    strict=True,
-)
 def test_csv_with_one_latin1_row_keeps_its_utf8_rows_intact(tmp_path):
     path = tmp_path / "mixed.csv"
     path.write_bytes(
@@ -441,16 +436,11 @@ def test_symlink_loops_in_a_class_folder_end_the_scan_and_are_not_read(tmp_path)
     assert sorted(data.ids[i] for i in kept) == sorted(real)
 
 
-@pytest.mark.xfail(
-    reason="BUG: a class-level folder symlink to the data root itself becomes a class that holds "
-    "every other class' files again, under the wrong label",
-    strict=True,
-)
 def test_a_class_folder_symlink_to_the_data_root_is_not_a_class(tmp_path):
     root = write_image_folder(tmp_path / "images", per_class=2)
     os.symlink(".", root / "mirror")
 
-    data, ignored = call_with_timeout(lambda: read_class_folders(root, Modality.image), seconds=10)
+    data, _ = call_with_timeout(lambda: read_class_folders(root, Modality.image), seconds=10)
 
     assert data.class_counts() == {label: 2 for label in CLASSES}
 
@@ -551,11 +541,6 @@ def test_hidden_files_are_not_read_and_unsupported_files_are_listed_as_ignored(h
         assert hidden not in everything
 
 
-@pytest.mark.xfail(
-    reason="BUG: a file name that is not valid UTF-8 trains, then writing split.json crashes with "
-    "UnicodeEncodeError (surrogates not allowed) and a traceback",
-    strict=True,
-)
 def test_a_file_name_that_is_not_utf8_trains_and_evaluates(cli_runner, tmp_path):
     root = write_image_folder(tmp_path / "images", per_class=4)
     os.rename(root / "alpha" / "alpha_00.png", os.fsdecode(bytes(root / "alpha") + b"/caf\xe9.png"))
