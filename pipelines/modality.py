@@ -5,16 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
+from typing import TYPE_CHECKING
+
 from models import ModelSpec
-from preprocess import (
-    AUDIO_EXTENSIONS,
-    IMAGE_EXTENSIONS,
-    TEXT_EXTENSIONS,
-    AudioPreprocessor,
-    ImagePreprocessor,
-    Preprocessor,
-    TextPreprocessor,
-)
+
+if TYPE_CHECKING:
+    from preprocess import Preprocessor
 
 
 class Modality(str, Enum):
@@ -25,26 +21,34 @@ class Modality(str, Enum):
 
 @dataclass(frozen=True)
 class ModalityInfo:
-    preprocessor: type[Preprocessor]
-    extensions: tuple[str, ...]
+    #: name of the preprocessor class in `preprocess`, imported on first use (fast `--help`)
+    preprocessor_name: str
     #: Column of a CSV manifest that holds the input: a path (relative to the CSV) or the text.
     csv_column: str
     model_defaults: ModelSpec
     #: Training defaults that differ from `TrainSettings`' own.
     train_defaults: dict
 
+    @property
+    def preprocessor(self) -> type[Preprocessor]:
+        import preprocess
+
+        return getattr(preprocess, self.preprocessor_name)
+
+    @property
+    def extensions(self) -> tuple[str, ...]:
+        return self.preprocessor.extensions
+
 
 MODALITIES: dict[Modality, ModalityInfo] = {
     Modality.image: ModalityInfo(
-        preprocessor=ImagePreprocessor,
-        extensions=IMAGE_EXTENSIONS,
+        preprocessor_name="ImagePreprocessor",
         csv_column="path",
         model_defaults=ModelSpec(filters=(32, 64), head="flatten", dense=(128,), dropout=0.3),
         train_defaults={},
     ),
     Modality.audio: ModalityInfo(
-        preprocessor=AudioPreprocessor,
-        extensions=AUDIO_EXTENSIONS,
+        preprocessor_name="AudioPreprocessor",
         csv_column="path",
         # Chosen on speaker-disjoint, noisy, time-shifted espeak-ng words (benchmarks/README.md):
         # global max pooling finds a word wherever it starts; batch norm hurt there.
@@ -52,8 +56,7 @@ MODALITIES: dict[Modality, ModalityInfo] = {
         train_defaults={"epochs": 40, "patience": 8},
     ),
     Modality.text: ModalityInfo(
-        preprocessor=TextPreprocessor,
-        extensions=TEXT_EXTENSIONS,
+        preprocessor_name="TextPreprocessor",
         csv_column="text",
         # Max and average pooling over positions: 0.86 against 0.85 for max alone (benchmarks/).
         model_defaults=ModelSpec(filters=(128,), head="global_max_average", dense=(), dropout=0.5),

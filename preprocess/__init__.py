@@ -5,31 +5,36 @@ can use them without a deep-learning framework:
 
     from preprocess import AudioPreprocessor
     spectrogram = AudioPreprocessor().fit(train_paths).transform_one("clip.wav")
+
+The errors are imported eagerly; everything else on first use, so that programs which only need
+the error classes (a CLI printing `--help`) do not pay for numpy, Pillow and soundfile.
 """
 
-from preprocess.audio import AUDIO_EXTENSIONS, AudioPreprocessor
-from preprocess.base import Preprocessor
-from preprocess.errors import ConvpipeError, InputError, InputWarning, NotFittedError
-from preprocess.image import IMAGE_EXTENSIONS, ImagePreprocessor, probe_images
-from preprocess.text import TEXT_EXTENSIONS, TextPreprocessor, decode_text
+from importlib import import_module
 
-PREPROCESSORS: dict[str, type[Preprocessor]] = {
-    cls.__name__: cls for cls in (ImagePreprocessor, AudioPreprocessor, TextPreprocessor)
+from preprocess.errors import ConvpipeError, InputError, InputWarning, NotFittedError
+
+_LAZY = {
+    "AUDIO_EXTENSIONS": "preprocess.audio",
+    "AudioPreprocessor": "preprocess.audio",
+    "IMAGE_EXTENSIONS": "preprocess.image",
+    "ImagePreprocessor": "preprocess.image",
+    "probe_images": "preprocess.image",
+    "TEXT_EXTENSIONS": "preprocess.text",
+    "TextPreprocessor": "preprocess.text",
+    "decode_text": "preprocess.text",
+    "Preprocessor": "preprocess.base",
 }
 
-__all__ = [
-    "AUDIO_EXTENSIONS",
-    "IMAGE_EXTENSIONS",
-    "TEXT_EXTENSIONS",
-    "AudioPreprocessor",
-    "ConvpipeError",
-    "ImagePreprocessor",
-    "InputError",
-    "InputWarning",
-    "NotFittedError",
-    "PREPROCESSORS",
-    "Preprocessor",
-    "TextPreprocessor",
-    "decode_text",
-    "probe_images",
-]
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
+    if name == "PREPROCESSORS":
+        # Class name -> class, for `Preprocessor.load`.
+        return {cls.__name__: cls for cls in (__getattr__(n) for n in _LAZY) if isinstance(cls, type)
+                and cls.__name__ != "Preprocessor"}
+    raise AttributeError(f"module 'preprocess' has no attribute {name!r}")
+
+
+__all__ = ["ConvpipeError", "InputError", "InputWarning", "NotFittedError", "PREPROCESSORS", *_LAZY]

@@ -51,6 +51,7 @@ class AudioPreprocessor(Preprocessor):
     """
 
     needs_fit = True
+    extensions = AUDIO_EXTENSIONS
 
     def __init__(
         self,

@@ -69,6 +69,8 @@ class Preprocessor:
     needs_fit: ClassVar[bool] = False
     #: dtype of `transform`'s output.
     output_dtype: ClassVar[str] = "float32"
+    #: file name extensions (lower case, with the dot) this preprocessor reads.
+    extensions: ClassVar[tuple[str, ...]] = ()
 
     # ---- parameters --------------------------------------------------------------------------
 

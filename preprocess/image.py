@@ -48,6 +48,8 @@ class ImagePreprocessor(Preprocessor):
     Output shape: `(height, width, channels)`, float32.
     """
 
+    extensions = IMAGE_EXTENSIONS
+
     def __init__(
         self,
         image_size: Sequence[int] = (32, 32),

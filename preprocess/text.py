@@ -89,6 +89,7 @@ class TextPreprocessor(Preprocessor):
 
     needs_fit = True
     output_dtype = "int32"
+    extensions = TEXT_EXTENSIONS
 
     def __init__(
         self,

@@ -62,6 +62,8 @@ def test_cli_help_runs_without_importing_tensorflow():
     imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
     assert "typer" in imported  # the import log was captured
     assert "tensorflow" not in imported and "keras" not in imported
+    # nor the array stack: preprocessors are imported when a command needs them
+    assert not {"numpy", "PIL", "soundfile", "librosa"} & imported
 
 
 def _imports(path: Path) -> set[str]:
