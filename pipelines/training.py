@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -201,6 +202,8 @@ def train(
             raise ConvpipeError(
                 f"{run_dir} holds an interrupted run: continue it with `train --resume {run_dir}`, or delete it."
             )
+        if config.data is not None:  # evaluate and --resume may run from another folder
+            config = dataclasses.replace(config, data=str(Path(config.data).expanduser().resolve()))
     settings = config.train
 
     source = load_source(config.data, config.modality)

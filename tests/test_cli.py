@@ -603,3 +603,13 @@ def test_files_mixed_from_two_runs_are_refused(cli_runner, image_run, audio_run,
     assert result.exit_code == 1, describe_result(result)
     assert "the files come from different runs" in result.output
     assert "Traceback" not in result.output
+
+
+def test_a_run_trained_on_a_relative_path_evaluates_from_another_folder(cli_runner, image_folder, tmp_path, monkeypatch):
+    monkeypatch.chdir(image_folder.parent)
+    out = tmp_path / "run"
+    result = invoke(cli_runner, ["train", "--modality", "image", "--data", image_folder.name, "--out", out, *TINY_IMAGE])
+    assert result.exit_code == 0, describe_result(result)
+    assert json.loads((out / "config.json").read_text())["config"]["data"] == str(image_folder.resolve())
+    monkeypatch.chdir(tmp_path)
+    assert invoke(cli_runner, ["evaluate", out]).exit_code == 0
