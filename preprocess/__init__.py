@@ -30,10 +30,8 @@ _LAZY = {
 def __getattr__(name: str):
     if name in _LAZY:
         return getattr(import_module(_LAZY[name]), name)
-    if name == "PREPROCESSORS":
-        # Class name -> class, for `Preprocessor.load`.
-        return {cls.__name__: cls for cls in (__getattr__(n) for n in _LAZY) if isinstance(cls, type)
-                and cls.__name__ != "Preprocessor"}
+    if name == "PREPROCESSORS":  # class name -> class, for `Preprocessor.load`
+        return {n: __getattr__(n) for n in ("ImagePreprocessor", "AudioPreprocessor", "TextPreprocessor")}
     raise AttributeError(f"module 'preprocess' has no attribute {name!r}")
 
 

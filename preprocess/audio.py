@@ -166,7 +166,7 @@ class AudioPreprocessor(Preprocessor):
                 raise InputError(source, "empty file")
             opened: Any = io.BytesIO(data)
         else:
-            data, total = _read_head(x, source)
+            data, total = _read_head(x)
             opened = x
         missing = wav_frames_missing(data, total)
         if missing is not None:
@@ -230,7 +230,7 @@ class AudioPreprocessor(Preprocessor):
 _HEAD_BYTES = 1 << 16  # enough for any real WAV header
 
 
-def _read_head(path: Any, source: str) -> tuple[bytes, int]:
+def _read_head(path: Any) -> tuple[bytes, int]:
     """The first bytes of a file and its size, with every OS failure as an `InputError`."""
     head = read_bytes(path, limit=_HEAD_BYTES)
     return head, os.stat(path).st_size

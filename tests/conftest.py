@@ -171,6 +171,19 @@ def describe_result(result) -> str:
     return f"exit={result.exit_code}\noutput:\n{result.output}\nexception: {result.exception!r}"
 
 
+def assert_one_line_error(result, *fragments: str) -> str:
+    """Exit code 1, one `Error:` line on stderr naming `fragments`, and no traceback anywhere."""
+    assert result.exit_code == 1, describe_result(result)
+    assert isinstance(result.exception, SystemExit), describe_result(result)
+    assert "Traceback" not in result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("Error: ")
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
 @dataclass(frozen=True)
 class TrainedRun:
     modality: str

@@ -19,6 +19,7 @@ from pipelines.datasets import load_source
 from pipelines.modality import Modality
 from preprocess import Preprocessor
 from tests.conftest import (
+    assert_one_line_error,
     CLASSES,
     TINY_IMAGE,
     TINY_TEXT,
@@ -38,19 +39,6 @@ RUN_FILES = ("model.keras", "preprocessor.json", "labels.json", "config.json", "
 @pytest.fixture(params=["image", "audio", "text"])
 def any_run(request):
     return request.getfixturevalue(f"{request.param}_run")
-
-
-def assert_one_line_error(result, *fragments: str) -> str:
-    """Exit code 1, one `Error:` line on stderr naming `fragments`, and no traceback anywhere."""
-    assert result.exit_code == 1, describe_result(result)
-    assert isinstance(result.exception, SystemExit), describe_result(result)
-    assert "Traceback" not in result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("Error: ")
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 def load_model(run_dir: Path):

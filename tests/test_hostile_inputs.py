@@ -31,6 +31,7 @@ from pipelines.featurize import Skipped, read_inputs
 from pipelines.modality import Modality
 from preprocess import AudioPreprocessor, ConvpipeError, ImagePreprocessor, InputError, TextPreprocessor
 from tests.conftest import (
+    assert_one_line_error,
     CLASSES,
     SAMPLE_RATE,
     TINY_IMAGE,
@@ -48,19 +49,6 @@ from tests.conftest import (
 ignore_fallback_warnings = pytest.mark.filterwarnings(
     "ignore:PySoundFile failed:UserWarning", "ignore::FutureWarning"
 )
-
-
-def assert_one_line_error(result, *fragments: str) -> str:
-    """Exit code 1, one `Error:` line on stderr naming `fragments`, and no traceback anywhere."""
-    assert result.exit_code == 1, describe_result(result)
-    assert isinstance(result.exception, SystemExit), describe_result(result)
-    assert "Traceback" not in result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("Error: ")
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 def read_error(preprocessor, x) -> InputError:
