@@ -269,5 +269,28 @@ def info():
             console.print(f"{key:<14}{details[key]}")
 
 
+@app.command("inspect")
+@one_line_errors
+def inspect_command(
+    run: Annotated[Path, typer.Argument(help="Run directory written by train.")],
+    input_value: Annotated[str, typer.Argument(metavar="INPUT", help="File to look at (text runs also take literal text).")],
+    out: Annotated[Optional[Path], typer.Option(help="Folder for the figures (default RUN/inspect/<input name>).")] = None,
+    channels: Annotated[int, typer.Option(help="Feature maps / filters shown per layer.")] = 8,
+):
+    """Write PNG figures of what each layer does with INPUT, and index.html in network order."""
+    from pipelines.inspection import inspect
+
+    result = inspect(run, input_value, out=out, channels=channels)
+    ranked = "   ".join(f"{label} {p:.3f}" for label, p in sorted(result.probabilities.items(), key=lambda kv: -kv[1]))
+    console.print(escape(f"{input_value}: {ranked}"), highlight=False)
+    for row in result.ngrams:
+        console.print(
+            escape(f"  width {row['window']} filter {row['filter']}: input '{row['input n-gram']}' "
+                   f"{row['activation']:.3f}, vocabulary '{row['vocabulary n-gram']}'"),
+            highlight=False,
+        )
+    console.print(f"Wrote {len(result.files)} files; open [bold]{escape(str(result.out / 'index.html'))}[/bold]")
+
+
 if __name__ == "__main__":
     app()

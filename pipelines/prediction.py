@@ -19,6 +19,24 @@ def _is_file(value: str) -> bool:
         return False
 
 
+def input_source(run: Run, value: str) -> Any:
+    """`value` as the preprocessor takes it: a path when it names a file; for a text run,
+    anything else is the text itself."""
+    if _is_file(value):
+        return Path(value)
+    if run.config.modality is not Modality.text:
+        raise ConvpipeError(f"Input not found: {value}")
+    return value
+
+
+def encode_input(run: Run, value: str) -> np.ndarray:
+    """The array the run's model reads for one input; a bad input is one clear error."""
+    try:
+        return run.preprocessor.transform_one(input_source(run, value))
+    except InputError as error:
+        raise ConvpipeError(f"Cannot use input {value}: {error.reason}") from None
+
+
 def predict(run_path: Path, inputs: list[str], top_k: int = 3) -> list[dict[str, Any]]:
     """`[{"input": ..., "top": [{"label", "probability"}, ...]}]`, one entry per input, in order.
 
@@ -30,16 +48,7 @@ def predict(run_path: Path, inputs: list[str], top_k: int = 3) -> list[dict[str,
     if not inputs:
         raise ConvpipeError("Nothing to predict: pass one or more inputs.")
     run = Run.open(run_path)
-    preprocessor = run.preprocessor
-    arrays = []
-    for value in inputs:
-        x: Any = Path(value) if _is_file(value) else value
-        if isinstance(x, str) and run.config.modality is not Modality.text:
-            raise ConvpipeError(f"Input not found: {value}")
-        try:
-            arrays.append(preprocessor.transform_one(x))
-        except InputError as error:
-            raise ConvpipeError(f"Cannot use input {value}: {error.reason}") from None
+    arrays = [encode_input(run, value) for value in inputs]
     probabilities = run.model.predict(np.stack(arrays), verbose=0)
     k = min(top_k, len(run.labels))
     results = []

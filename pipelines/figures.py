@@ -1,0 +1,125 @@
+"""Small matplotlib figures for looking inside a network: map grids, heatmaps, bar charts.
+
+Figures are built with `matplotlib.figure.Figure`, never pyplot, so no global figure state is
+kept and no display is needed; they are written through `preprocess.atomic`.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from preprocess import atomic
+
+#: Most labelled ticks an axis gets; beyond that, an even selection is labelled.
+MAX_TICKS = 40
+
+
+def new_figure(width: float, height: float):
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(max(width, 2.0), max(height, 1.5)), layout="constrained")
+
+
+def save_figure(figure, path: Path, dpi: int = 100) -> Path:
+    """Render `figure` as PNG and write it atomically."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi)
+    atomic.write_bytes(path, buffer.getvalue())
+    return path
+
+
+def show_input(axes, image: np.ndarray, value_range: tuple[float, float] | None = None) -> None:
+    """An (H, W, C) array as a picture: grayscale for one channel, colour for three."""
+    if image.ndim == 3 and image.shape[-1] == 3:
+        low, high = value_range or (float(image.min()), float(image.max()))
+        axes.imshow(np.clip((image - low) / max(high - low, 1e-12), 0, 1), interpolation="nearest")
+    else:
+        plane = image[..., 0] if image.ndim == 3 else image
+        low, high = value_range or (None, None)
+        axes.imshow(plane, cmap="gray", vmin=low, vmax=high, interpolation="nearest")
+
+
+def map_grid(
+    path: Path, maps: np.ndarray, title: str, *, channel_names: Sequence[str] | None = None, columns: int = 8
+) -> Path:
+    """One panel per channel of an `(H, W, channels)` stack, each with its own colour scale."""
+    count = maps.shape[-1]
+    columns = max(1, min(columns, count))
+    rows = -(-count // columns)
+    figure = new_figure(1.6 * columns, 1.6 * rows + 0.4)
+    figure.suptitle(title)
+    for index in range(rows * columns):
+        axes = figure.add_subplot(rows, columns, index + 1)
+        axes.set_axis_off()
+        if index < count:
+            axes.imshow(maps[..., index], cmap="viridis", interpolation="nearest")
+            name = channel_names[index] if channel_names else f"#{index}"
+            axes.set_title(f"{name}\nmax {maps[..., index].max():.2f}", fontsize=7)
+    return save_figure(figure, path)
+
+
+def heatmap(
+    path: Path,
+    matrix: np.ndarray,
+    title: str,
+    *,
+    row_labels: Sequence[str] | None = None,
+    column_labels: Sequence[str] | None = None,
+    row_title: str = "",
+    column_title: str = "",
+    colormap: str = "viridis",
+    centered: bool = False,
+    origin: str = "upper",
+) -> Path:
+    """A labelled 2-D matrix with a colour bar; `centered` puts 0 in the middle of the scale.
+
+    `origin="lower"` puts row 0 at the bottom (frequency axes).
+    """
+    rows, columns = matrix.shape
+    figure = new_figure(min(2.5 + 0.22 * columns, 24), min(1.8 + 0.22 * rows, 24))
+    axes = figure.add_subplot()
+    limit = float(np.abs(matrix).max()) or 1.0
+    image = axes.imshow(
+        matrix,
+        cmap="coolwarm" if centered else colormap,
+        vmin=-limit if centered else None,
+        vmax=limit if centered else None,
+        aspect="auto",
+        interpolation="nearest",
+        origin=origin,
+    )
+    figure.colorbar(image, ax=axes, shrink=0.8)
+    axes.set_title(title, fontsize=9)
+    axes.set_xlabel(column_title)
+    axes.set_ylabel(row_title)
+    if column_labels is not None:
+        set_ticks(axes.set_xticks, column_labels, rotation=90)
+    if row_labels is not None:
+        set_ticks(axes.set_yticks, row_labels)
+    return save_figure(figure, path)
+
+
+def set_ticks(setter, labels: Sequence[str], rotation: int = 0) -> None:
+    """Label at most `MAX_TICKS` evenly spaced positions (every one when there are few)."""
+    positions = np.unique(np.linspace(0, len(labels) - 1, min(len(labels), MAX_TICKS)).round().astype(int))
+    setter(positions, [labels[i] for i in positions], fontsize=7, rotation=rotation)
+
+
+def bar_chart(path: Path, labels: Sequence[str], values: Sequence[float], title: str, value_label: str) -> Path:
+    """Horizontal bars, one per label, in the given order; the largest is highlighted."""
+    figure = new_figure(5.5, 0.8 + 0.3 * len(labels))
+    axes = figure.add_subplot()
+    best = int(np.argmax(values)) if len(values) else -1
+    colors = ["tab:orange" if i == best else "tab:blue" for i in range(len(values))]
+    axes.barh(range(len(values)), values, color=colors)
+    axes.set_yticks(range(len(values)), list(labels), fontsize=8)
+    axes.invert_yaxis()
+    axes.set_xlabel(value_label)
+    axes.set_title(title, fontsize=9)
+    for position, value in enumerate(values):
+        axes.text(value, position, f" {value:.3f}", va="center", fontsize=7)
+    return save_figure(figure, path)
