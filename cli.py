@@ -292,5 +292,22 @@ def inspect_command(
     console.print(f"Wrote {len(result.files)} files; open [bold]{escape(str(result.out / 'index.html'))}[/bold]")
 
 
+@app.command()
+@one_line_errors
+def explain(
+    run: Annotated[Path, typer.Argument(help="Run directory written by train.")],
+    input_value: Annotated[str, typer.Argument(metavar="INPUT", help="File to explain (text runs also take literal text).")],
+    out: Annotated[Optional[Path], typer.Option(help="Folder for the overlay (default RUN/explain/<input name>).")] = None,
+):
+    """Show which parts of INPUT decided the prediction: Grad-CAM (image, audio) or per-position contribution (text)."""
+    from pipelines.saliency import explain as run_explain
+
+    result = run_explain(run, input_value, out=out)
+    console.print(escape(f"{input_value}: {result.label} {result.probability:.3f} ({result.method})"), highlight=False)
+    for position, token, contribution in result.top_positions[:5]:
+        console.print(escape(f"  position {position} '{token}': {contribution:+.3f}"), highlight=False)
+    console.print(f"Overlay written to [bold]{escape(str(result.out / 'saliency.png'))}[/bold]")
+
+
 if __name__ == "__main__":
     app()

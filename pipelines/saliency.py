@@ -1,0 +1,171 @@
+"""`explain`: which parts of one input made the network choose its class.
+
+Image and audio: Grad-CAM on the last convolution block. The gradient of the chosen class'
+score (the logit before the softmax, which does not saturate the way a probability near 1 does)
+with respect to the last ReLU maps is averaged per channel; the maps weighted by those averages,
+summed and passed through a ReLU, say where evidence for the class was found. The coarse map is
+resized to the input.
+
+Text: per-position contribution by occlusion: the class score with the whole text minus the score
+with that one position blanked to padding (an all-zero row of the one-hot matrix). Positive:
+the token spoke for the class.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pipelines import figures
+from pipelines.inspection import audio_axes, conv_blocks, output_name
+from pipelines.modality import Modality
+from pipelines.prediction import encode_input, input_source
+from pipelines.run_dir import Run
+from preprocess import ConvpipeError, InputError, atomic
+from preprocess.text import PADDING_ID, RESERVED
+
+
+@dataclass
+class Explanation:
+    out: Path
+    files: list[Path]
+    label: str
+    probability: float
+    method: str
+    #: image/audio: (height, width) in [0, 1], same grid as the input; text: (tokens,) contributions
+    saliency: np.ndarray
+    #: text: (position, token, contribution), strongest first
+    top_positions: list[tuple[int, str, float]] = field(default_factory=list)
+
+
+def score_model(model):
+    """(model reading the features the output layer reads, that layer's kernel and bias)."""
+    import keras
+
+    votes = model.layers[-1]
+    if not isinstance(votes, keras.layers.Dense):
+        raise ConvpipeError(f"{model.name} does not end in a Dense softmax layer; cannot compute class scores.")
+    kernel, bias = (np.asarray(w) for w in votes.get_weights())
+    return votes, kernel, bias
+
+
+def grad_cam(model, x: np.ndarray, class_index: int) -> np.ndarray:
+    """Grad-CAM of `class_index` for one `(H, W, C)` input: `(H, W)` in [0, 1]."""
+    import keras
+    import tensorflow as tf
+    from PIL import Image
+
+    last = conv_blocks(model)[-1]
+    target = last.relu if last.relu is not None else last.conv
+    votes, _, _ = score_model(model)
+    probe = keras.Model(model.input, [target.output, votes.input])
+    with tf.GradientTape() as tape:
+        maps, features = probe(tf.convert_to_tensor(x[None]), training=False)
+        logits = tf.matmul(tf.cast(features, votes.kernel.dtype), votes.kernel) + votes.bias
+        score = logits[:, class_index]
+    gradients = tape.gradient(score, maps)
+    weights = tf.reduce_mean(gradients, axis=(0, 1, 2))
+    cam = np.maximum(np.asarray(tf.reduce_sum(maps[0] * weights, axis=-1)), 0.0).astype(np.float32)
+    resized = np.asarray(Image.fromarray(cam, mode="F").resize((x.shape[1], x.shape[0]), Image.BILINEAR))
+    peak = float(resized.max())
+    return resized / peak if peak > 0 else resized
+
+
+def occlusion(model, ids: np.ndarray, used: int, class_index: int) -> np.ndarray:
+    """Class score of the text minus the score with each of the first `used` positions blanked."""
+    import keras
+
+    votes, kernel, bias = score_model(model)
+    features = keras.Model(model.input, votes.input)
+    variants = np.repeat(ids[None], used + 1, axis=0)
+    for position in range(used):
+        variants[position + 1, position] = PADDING_ID
+    scores = np.asarray(features.predict(variants, verbose=0), dtype=np.float64) @ kernel[:, class_index] + bias[class_index]
+    return (scores[0] - scores[1:]).astype(np.float32)
+
+
+def explain(run_path: Path, value: str, out: Path | None = None) -> Explanation:
+    """Explain the predicted class of `value`; write saliency.png, saliency.npz, explanation.json."""
+    run = Run.open(run_path)
+    out = Path(out) if out is not None else run.path / "explain" / output_name(value)
+    model = run.model
+    if run.config.modality is Modality.text:
+        result = explain_text(run, value, out)
+    else:
+        x = encode_input(run, value)
+        probabilities = np.asarray(model.predict(x[None], verbose=0))[0]
+        best = int(np.argmax(probabilities))
+        cam = grad_cam(model, x, best)
+        path = overlay_figure(run, x, cam, out, f"Grad-CAM for '{run.labels[best]}' ({probabilities[best]:.3f})")
+        result = Explanation(out, [path], run.labels[best], float(probabilities[best]), "grad-cam", cam)
+        atomic.write_npz(out / "saliency.npz", {"saliency": cam, "input": x})
+    result.files.append(out / "saliency.npz")
+    atomic.write_json(
+        out / "explanation.json",
+        {
+            "input": value,
+            "label": result.label,
+            "probability": result.probability,
+            "method": result.method,
+            "top_positions": [{"position": p, "token": t, "contribution": c} for p, t, c in result.top_positions],
+        },
+    )
+    result.files.append(out / "explanation.json")
+    return result
+
+
+def overlay_figure(run: Run, x: np.ndarray, cam: np.ndarray, out: Path, title: str) -> Path:
+    figure = figures.new_figure(6, 4.5)
+    axes = figure.add_subplot()
+    if run.config.modality is Modality.audio:
+        times, hertz = audio_axes(run, x.shape[0], x.shape[1])
+        axes.imshow(x[..., 0].T, cmap="gray", origin="lower", aspect="auto", interpolation="nearest")
+        image = axes.imshow(cam.T, cmap="jet", alpha=0.45, origin="lower", aspect="auto", vmin=0, vmax=1)
+        figures.set_ticks(axes.set_xticks, times, rotation=90)
+        figures.set_ticks(axes.set_yticks, hertz)
+        axes.set_xlabel("time (s)")
+        axes.set_ylabel("frequency (Hz, mel band centre)")
+    else:
+        low, high = (-1.0, 1.0) if getattr(run.preprocessor, "value_range", "0..1") == "-1..1" else (0.0, 1.0)
+        figures.show_input(axes, x, (low, high))
+        image = axes.imshow(cam, cmap="jet", alpha=0.45, vmin=0, vmax=1, interpolation="bilinear")
+        axes.set_axis_off()
+    figure.colorbar(image, ax=axes, shrink=0.8, label="relative evidence")
+    axes.set_title(title, fontsize=9)
+    return figures.save_figure(figure, out / "saliency.png")
+
+
+def explain_text(run: Run, value: str, out: Path) -> Explanation:
+    pre = run.preprocessor
+    try:
+        tokens = pre.read(input_source(run, value))
+    except InputError as error:
+        raise ConvpipeError(f"Cannot use input {value}: {error.reason}") from None
+    ids = pre.encode(tokens)
+    used = min(len(tokens), pre.positions_)
+    if used == 0:
+        raise ConvpipeError("Nothing to explain: the text has no tokens.")
+    tokens = tokens[:used]
+    probabilities = np.asarray(run.model.predict(ids[None], verbose=0))[0]
+    best = int(np.argmax(probabilities))
+    contributions = occlusion(run.model, ids, used, best)
+
+    token_ids = (ids[:, 0] if ids.ndim == 2 else ids)[:used]
+    vocabulary = list(RESERVED) + list(pre.vocabulary_)
+    columns = list(dict.fromkeys(int(i) for i in token_ids))
+    matrix = (token_ids[:, None] == np.array(columns)[None, :]) * contributions[:, None]
+    label = lambda token: "␣" if token == " " else token  # noqa: E731
+    path = figures.heatmap(
+        out / "saliency.png", matrix.astype(np.float32),
+        f"contribution of each position to '{run.labels[best]}' ({probabilities[best]:.3f}): "
+        "class score minus score without it",
+        row_labels=[f"{p}: {label(t)} {c:+.2f}" for p, (t, c) in enumerate(zip(tokens, contributions))],
+        column_labels=[label(vocabulary[i]) for i in columns], row_title="position",
+        column_title="vocabulary (tokens present)", centered=True,
+    )
+    atomic.write_npz(out / "saliency.npz", {"contribution": contributions, "token_ids": ids})
+    order = np.argsort(-contributions)
+    top = [(int(p), tokens[p], float(contributions[p])) for p in order[:10]]
+    return Explanation(out, [path], run.labels[best], float(probabilities[best]), "occlusion", contributions, top)
