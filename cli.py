@@ -309,5 +309,37 @@ def explain(
     console.print(f"Overlay written to [bold]{escape(str(result.out / 'saliency.png'))}[/bold]")
 
 
+@app.command("check-locality")
+@one_line_errors
+def check_locality_command(
+    modality: ModalityOption = None,
+    data: DataOption = None,
+    quick: Annotated[bool, typer.Option("--quick", help="At most a few hundred inputs and a few epochs: seconds on small data.")] = False,
+    epochs: Annotated[Optional[int], typer.Option(help="Epochs per training (default 8 with --quick, else 20).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for the split, the permutations and the three trainings.")] = 0,
+    test_split: Annotated[float, typer.Option(help="Share of the data held out to measure accuracy.")] = 0.25,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress.")] = False,
+):
+    """Train one small CNN on the data as given, with its columns permuted and with its rows permuted; say whether order matters."""
+    from pipelines.locality import AXIS_NAMES, check_locality
+
+    setup_logging(verbose)
+    if modality is None:
+        raise ConvpipeError("No modality given: pass --modality image|audio|text.")
+    result = check_locality(parse_modality(modality), data, quick=quick, epochs=epochs, seed=seed, test_split=test_split)
+    rows, columns = AXIS_NAMES[result.modality]
+    table = Table(title=escape(f"{result.modality.value} data {result.data}: {result.train_count} train, {result.test_count} test inputs"))
+    table.add_column("arrays")
+    table.add_column("test accuracy", justify="right")
+    table.add_column("Wilson 95% interval", justify="right")
+    for name, accuracy in result.accuracies.items():
+        low, high = accuracy.interval
+        described = {"rows permuted": f"{rows} permuted", "columns permuted": f"{columns} permuted"}.get(name, name)
+        table.add_row(escape(described), f"{accuracy.value:.3f}", f"{low:.3f} - {high:.3f}")
+    console.print(table)
+    console.print(f"majority class share {result.majority_share:.3f}; {result.seconds:.0f} s")
+    console.print(f"Verdict: [bold]{escape(result.verdict_text)}[/bold] ({escape(result.reason)})")
+
+
 if __name__ == "__main__":
     app()

@@ -1,0 +1,251 @@
+"""`check-locality`: does the order of rows and columns carry information a CNN can use?
+
+The rule of thumb behind convolutions: if data is just as useful after its columns are shuffled,
+a CNN has nothing local to exploit. This module measures it. The same small CNN, with the same
+seed, is trained three times on the same split: on the arrays as preprocessed, with one fixed
+random permutation of the columns applied to every input, and with one of the rows. A fixed
+permutation keeps every value; it only destroys which values are neighbours.
+
+Axes: image rows/columns are pixel rows/columns; audio rows are time steps and columns frequency
+bands; text rows are token positions and columns vocabulary ids (a full-height window sees the
+whole vocabulary at once, so permuting text columns should change nothing).
+
+Accuracies are on the held-out test split, each with a Wilson 95% score interval for a
+proportion (n = test inputs). Verdict rule:
+
+- "helps" (local structure helps: a CNN fits) when, for rows or for columns, the lower end of the
+  as-given interval lies above the upper end of the permuted interval;
+- "no information" (order carries no information: prefer a model without convolutions) when both
+  permuted accuracies lie within the as-given interval or above it (permuting cost no more than
+  the noise of the measurement);
+- "inconclusive" otherwise (as given looks better, but within the noise of this test split), or
+  when the CNN does not beat the majority class as given.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from models import ModelSpec
+from pipelines.config import RunConfig
+from pipelines.datasets import Dataset, load_source, split_dataset
+from pipelines.defaults import build_preprocessor
+from pipelines.featurize import Skipped, check_skip_share, encode_items, read_inputs
+from pipelines.modality import Modality
+from preprocess import ConvpipeError, Preprocessor
+
+logger = logging.getLogger(__name__)
+
+#: The small CNN trained three times: two [Conv -> ReLU -> MaxPool] blocks (text: one window
+#: width). Global max + average pooling makes it translation invariant: it can use local patterns
+#: and overall value statistics, but not fixed pixel positions. A permutation keeps the statistics
+#: and destroys the local patterns, so the comparison isolates what local structure adds.
+GRID_SPEC = ModelSpec(filters=(16, 32), kernel_size=3, head="global_max_average", dense=(32,), dropout=0.2)
+TEXT_SPEC = ModelSpec(filters=(32,), window_sizes=(3,), head="global_max", dense=(), dropout=0.2, embedding_dim=16)
+AXIS_NAMES = {
+    Modality.image: ("pixel rows", "pixel columns"),
+    Modality.audio: ("time steps", "frequency bands"),
+    Modality.text: ("token positions", "vocabulary ids"),
+}
+QUICK_INPUTS = 400
+QUICK_EPOCHS = 8
+FULL_EPOCHS = 20
+VERDICTS = {
+    "helps": "local structure helps: a CNN fits",
+    "no information": "order carries no information: prefer a model without convolutions",
+    "inconclusive": "inconclusive",
+}
+
+
+def wilson_interval(correct: int, total: int, z: float = 1.959964) -> tuple[float, float]:
+    """Wilson score interval of a proportion (95% for the default z)."""
+    if total == 0:
+        return 0.0, 1.0
+    p = correct / total
+    denominator = 1 + z * z / total
+    centre = (p + z * z / (2 * total)) / denominator
+    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / denominator
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+@dataclass(frozen=True)
+class Accuracy:
+    correct: int
+    total: int
+
+    @property
+    def value(self) -> float:
+        return self.correct / self.total if self.total else 0.0
+
+    @property
+    def interval(self) -> tuple[float, float]:
+        return wilson_interval(self.correct, self.total)
+
+    def describe(self) -> str:
+        low, high = self.interval
+        return f"{self.value:.3f} [{low:.3f}, {high:.3f}]"
+
+
+@dataclass
+class LocalityResult:
+    modality: Modality
+    data: str
+    classes: list[str]
+    train_count: int
+    test_count: int
+    majority_share: float
+    accuracies: dict[str, Accuracy]  # "as given", "rows permuted", "columns permuted"
+    verdict: str
+    reason: str
+    seconds: float
+
+    @property
+    def verdict_text(self) -> str:
+        return VERDICTS[self.verdict]
+
+
+def decide(accuracies: dict[str, Accuracy], majority_share: float) -> tuple[str, str]:
+    """Apply the verdict rule of this module's docstring; return (verdict, one-line reason)."""
+    given = accuracies["as given"]
+    low, _ = given.interval
+    if low <= majority_share:
+        return "inconclusive", (
+            f"the CNN did not beat the majority class ({majority_share:.3f}) as given, so there is nothing to compare"
+        )
+    separated = [name for name in ("rows permuted", "columns permuted") if low > accuracies[name].interval[1]]
+    if separated:
+        return "helps", f"the as-given interval lies above the {' and '.join(separated)} interval(s)"
+    if all(accuracies[name].value >= low for name in ("rows permuted", "columns permuted")):
+        return "no information", "both permuted accuracies lie within (or above) the as-given interval"
+    return "inconclusive", "as given scores higher, but the intervals overlap: use more test data (drop --quick)"
+
+
+def permute_rows(x: np.ndarray, permutation: np.ndarray) -> np.ndarray:
+    return x[:, permutation]
+
+
+def permute_columns(x: np.ndarray, permutation: np.ndarray, modality: Modality) -> np.ndarray:
+    """Image/audio: reorder axis 2. Text: relabel vocabulary ids (padding 0 stays 0)."""
+    if modality is Modality.text:
+        return permutation[x]
+    return x[:, :, permutation]
+
+
+def column_permutation(rng: np.random.Generator, x: np.ndarray, modality: Modality, preprocessor: Preprocessor) -> np.ndarray:
+    if modality is Modality.text:
+        table = np.arange(preprocessor.num_ids)
+        table[1:] = 1 + rng.permutation(preprocessor.num_ids - 1)
+        return table.astype(x.dtype)
+    return rng.permutation(x.shape[2])
+
+
+def subsample(dataset: Dataset, limit: int, seed: int) -> Dataset:
+    """At most `limit` inputs, a seeded random selection (classes keep about their shares)."""
+    if len(dataset) <= limit:
+        return dataset
+    rng = np.random.default_rng(seed)
+    keep = np.sort(rng.choice(len(dataset), size=limit, replace=False))
+    return dataset.subset(keep.tolist())
+
+
+def featurize(
+    modality: Modality, train: Dataset, test: Dataset
+) -> tuple[Preprocessor, tuple[np.ndarray, list[str]], tuple[np.ndarray, list[str]], Skipped]:
+    """Fit the modality's default preprocessor on `train`; encode both sets, skipping bad inputs."""
+    preprocessor, _ = build_preprocessor(modality, {}, train)
+    skipped = Skipped()
+    train_items, train_kept = read_inputs(preprocessor, train, "train", skipped, strict=False)
+    test_items, test_kept = read_inputs(preprocessor, test, "test", skipped, strict=False)
+    check_skip_share(skipped, 0.1)
+    if not train_items or not test_items:
+        raise ConvpipeError("Need readable training and test inputs to compare accuracies.")
+    preprocessor.fit_read(train_items)
+    return (
+        preprocessor,
+        (encode_items(preprocessor, train_items), train.subset(train_kept).labels),
+        (encode_items(preprocessor, test_items), test.subset(test_kept).labels),
+        skipped,
+    )
+
+
+def train_and_score(
+    modality: Modality, preprocessor: Preprocessor, train: tuple[np.ndarray, np.ndarray],
+    test: tuple[np.ndarray, np.ndarray], num_classes: int, epochs: int, seed: int,
+) -> Accuracy:
+    import keras
+
+    from pipelines.training import build_model
+
+    keras.utils.set_random_seed(seed)  # same initialization and batch order for all three
+    spec = TEXT_SPEC if modality is Modality.text else GRID_SPEC
+    model = build_model(RunConfig(modality=modality, model=spec), preprocessor, num_classes)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(*train, batch_size=32, epochs=epochs, verbose=0, shuffle=True)
+    # A direct call: predict() would retrace its function for each of the three fresh models.
+    predicted = np.concatenate(
+        [np.asarray(model(test[0][i : i + 256], training=False)) for i in range(0, len(test[0]), 256)]
+    ).argmax(axis=1)
+    return Accuracy(int((predicted == test[1]).sum()), len(test[1]))
+
+
+def check_locality(
+    modality: Modality, data: str | None = None, *, quick: bool = False, epochs: int | None = None,
+    seed: int = 0, test_split: float = 0.25,
+) -> LocalityResult:
+    """Train the small CNN on the data as given, with rows permuted and with columns permuted."""
+    if not 0.05 <= test_split <= 0.5:
+        raise ConvpipeError(f"--test-split must be between 0.05 and 0.5, got {test_split}.")
+    if epochs is not None and epochs < 1:
+        raise ConvpipeError(f"--epochs must be at least 1, got {epochs}.")
+    started = time.perf_counter()
+    source = load_source(data, modality)
+    if source.predefined_split:
+        train, test = source.train, source.test
+    else:
+        full = subsample(source.full, QUICK_INPUTS, seed) if quick else source.full
+        parts = split_dataset(full, 0.0, test_split, seed)
+        train, test = parts["train"], parts["test"]
+    if quick:
+        train, test = subsample(train, QUICK_INPUTS, seed), subsample(test, QUICK_INPUTS // 2, seed)
+    classes = sorted(set(train.labels))
+    if len(classes) < 2:
+        raise ConvpipeError(f"Need at least 2 classes; {source.location} has {len(classes)}.")
+    preprocessor, (x_train, train_labels), (x_test, test_labels), skipped = featurize(modality, train, test)
+    index = {label: i for i, label in enumerate(classes)}
+    known = [i for i, label in enumerate(test_labels) if label in index]
+    if not known:
+        raise ConvpipeError("No test input belongs to a class seen in training.")
+    x_test = x_test[known]
+    y_train = np.array([index[label] for label in train_labels], dtype=np.int32)
+    y_test = np.array([index[test_labels[i]] for i in known], dtype=np.int32)
+    if skipped.entries:
+        logger.warning("%s", skipped.summary())
+
+    rng = np.random.default_rng(seed)
+    rows = rng.permutation(x_train.shape[1])
+    columns = column_permutation(rng, x_train, modality, preprocessor)
+    variants = {
+        "as given": lambda x: x,
+        "rows permuted": lambda x: permute_rows(x, rows),
+        "columns permuted": lambda x: permute_columns(x, columns, modality),
+    }
+    epochs = epochs or (QUICK_EPOCHS if quick else FULL_EPOCHS)
+    accuracies = {}
+    for name, transform in variants.items():
+        accuracies[name] = train_and_score(
+            modality, preprocessor, (transform(x_train), y_train), (transform(x_test), y_test),
+            len(classes), epochs, seed,
+        )
+        logger.info("%s: %s", name, accuracies[name].describe())
+    majority = float(np.bincount(y_test, minlength=len(classes)).max() / len(y_test))
+    verdict, reason = decide(accuracies, majority)
+    return LocalityResult(
+        modality=modality, data=source.location, classes=classes, train_count=len(y_train),
+        test_count=len(y_test), majority_share=majority, accuracies=accuracies, verdict=verdict,
+        reason=reason, seconds=time.perf_counter() - started,
+    )
