@@ -341,5 +341,56 @@ def check_locality_command(
     console.print(f"Verdict: [bold]{escape(result.verdict_text)}[/bold] ({escape(result.reason)})")
 
 
+demo_app = typer.Typer(help="Runnable walkthroughs of how a CNN works.", no_args_is_help=True)
+app.add_typer(demo_app, name="demo")
+
+
+@demo_app.command("xo")
+@one_line_errors
+def demo_xo(
+    out: Annotated[Path, typer.Option(help="Folder for the figures.")] = Path("xo-demo"),
+    train_cnn: Annotated[bool, typer.Option("--train/--no-train", help="Also train the tiny CNN on generated X's and O's.")] = True,
+    epochs: Annotated[int, typer.Option(help="Epochs for the tiny CNN.")] = 15,
+    seed: Annotated[int, typer.Option(help="Seed for the generated pictures and the CNN.")] = 0,
+):
+    """X versus O in +-1 pixels: filtering, ReLU and max pooling as numbers, then a tiny CNN."""
+    from pipelines.xo_demo import format_grid, run_demo
+
+    result = run_demo(out, train=train_cnn, epochs=epochs, seed=seed)
+    steps = result.steps
+
+    def show(title: str, values, decimals: int = 2) -> None:
+        console.print(f"[bold]{escape(title)}[/bold]")
+        for line in format_grid(values, decimals):
+            console.print("  " + line, highlight=False)
+
+    for name, image in steps.images.items():
+        show(f"{name}: 9x9 pixels, +1 ink, -1 background", image, 0)
+    for name, feature in steps.features.items():
+        show(f"feature '{name}' (3x3)", feature, 0)
+    console.print(
+        "Filtering: multiply each pixel of a 3x3 window by the feature's pixel, add the 9 products, divide "
+        "by 9. A full match gives 9/9 = 1.00; two mismatching pixels give (7 - 2)/9 = 0.555..., printed "
+        "0.55: values are truncated, not rounded, to two decimals."
+    )
+    for name in steps.features:
+        key = ("X", name)
+        show(f"X filtered with '{name}' (7x7)", steps.filtered[key])
+        show("after ReLU (negatives set to 0)", steps.rectified[key])
+        show("after 2x2 max pooling, stride 2, edges kept (4x4)", steps.pooled[key])
+    for name in steps.features:
+        show(f"O filtered with '{name}', ReLU, pooled (4x4)", steps.pooled[("O", name)])
+    trained = result.trained
+    if trained is not None:
+        console.print(
+            f"[bold]Tiny CNN[/bold] (two [conv 3x3 -> ReLU -> max pool 2x2] blocks, one hidden layer) trained "
+            f"on shifted, scaled, rotated and thickened X's and O's in {trained.seconds:.0f} s: accuracy "
+            f"{trained.accuracy:.3f} on {trained.test_count} new pictures."
+        )
+        for index, (truth, (said, probability)) in enumerate(zip(trained.example_labels, trained.example_predictions), 1):
+            console.print(f"  new picture {index}: is {truth}, the CNN says {said} ({probability:.2f})", highlight=False)
+    console.print(f"Figures written to [bold]{escape(str(out))}[/bold] ({len(result.files)} PNG files)")
+
+
 if __name__ == "__main__":
     app()

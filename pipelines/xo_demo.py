@@ -251,3 +251,21 @@ def write_figures(out: Path, steps: Walkthrough, trained: TrainedXO | None) -> l
             axes.set_axis_off()
         written.append(save_figure(figure, out / "learned_filters.png"))
     return written
+
+
+@dataclass
+class DemoResult:
+    steps: Walkthrough
+    trained: TrainedXO | None
+    files: list[Path]
+
+
+def run_demo(out: Path, *, train: bool = True, epochs: int = 15, seed: int = 0) -> DemoResult:
+    """The walkthrough's numbers, optionally the trained tiny CNN, and the figures in `out`."""
+    from preprocess import ConvpipeError
+
+    if epochs < 1:
+        raise ConvpipeError(f"--epochs must be at least 1, got {epochs}.")
+    steps = walkthrough()
+    trained = train_xo_cnn(seed=seed, epochs=epochs) if train else None
+    return DemoResult(steps, trained, write_figures(Path(out), steps, trained))
