@@ -21,13 +21,18 @@ MAX_TICKS = 40
 def new_figure(width: float, height: float):
     from matplotlib.figure import Figure
 
-    return Figure(figsize=(max(width, 2.0), max(height, 1.5)), layout="constrained")
+    # No layout engine: constrained layout tripled the rendering time; `save_figure` trims instead.
+    return Figure(figsize=(max(width, 2.0), max(height, 1.5)))
 
 
-def save_figure(figure, path: Path, dpi: int = 100) -> Path:
-    """Render `figure` as PNG and write it atomically."""
+def save_figure(figure, path: Path, dpi: int = 100, trim: bool = True) -> Path:
+    """Render `figure` as PNG and write it atomically.
+
+    `trim` fits the canvas to what was drawn (long tick labels stay visible); it costs a second
+    rendering pass, so grids of plain panels skip it.
+    """
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=dpi)
+    figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight" if trim else None)
     atomic.write_bytes(path, buffer.getvalue())
     return path
 
@@ -59,7 +64,7 @@ def map_grid(
             axes.imshow(maps[..., index], cmap="viridis", interpolation="nearest")
             name = channel_names[index] if channel_names else f"#{index}"
             axes.set_title(f"{name}\nmax {maps[..., index].max():.2f}", fontsize=7)
-    return save_figure(figure, path)
+    return save_figure(figure, path, trim=False)
 
 
 def heatmap(

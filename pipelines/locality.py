@@ -185,7 +185,7 @@ def train_and_score(
     spec = TEXT_SPEC if modality is Modality.text else GRID_SPEC
     model = build_model(RunConfig(modality=modality, model=spec), preprocessor, num_classes)
     model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    model.fit(*train, batch_size=32, epochs=epochs, verbose=0, shuffle=True)
+    model.fit(*train, batch_size=16, epochs=epochs, verbose=0, shuffle=True)
     # A direct call: predict() would retrace its function for each of the three fresh models.
     predicted = np.concatenate(
         [np.asarray(model(test[0][i : i + 256], training=False)) for i in range(0, len(test[0]), 256)]

@@ -82,6 +82,7 @@ def truncate(value: float, decimals: int = 2) -> str:
     A tiny tolerance keeps exact values such as 1.00 from falling to 0.99 through float error.
     """
     scale = 10**decimals
+    value = float(value)
     cut = math.trunc(value * scale + math.copysign(1e-6, value)) / scale
     return f"{cut:.{decimals}f}" if cut != 0 else f"{0:.{decimals}f}"
 
@@ -214,7 +215,7 @@ def write_figures(out: Path, steps: Walkthrough, trained: TrainedXO | None) -> l
         axes.imshow(image, cmap="gray", vmin=-1, vmax=1, interpolation="nearest")
         axes.set_title(name, fontsize=8)
         axes.set_axis_off()
-    written.append(save_figure(figure, out / "pictures_and_features.png"))
+    written.append(save_figure(figure, out / "pictures_and_features.png", trim=False))
 
     for stage, maps, value_range in (
         ("filtered", steps.filtered, (-1, 1)),
@@ -229,7 +230,7 @@ def write_figures(out: Path, steps: Walkthrough, trained: TrainedXO | None) -> l
             _annotate(axes, values)
             axes.set_title(f"{image_name} * {feature_name}", fontsize=8)
             axes.set_axis_off()
-        written.append(save_figure(figure, out / f"{stage}_maps.png"))
+        written.append(save_figure(figure, out / f"{stage}_maps.png", trim=False))
 
     if trained is not None:
         count = len(trained.examples)

@@ -1,0 +1,135 @@
+"""`inspect`: every promised figure for each modality, index.html, and n-grams on planted text."""
+
+from __future__ import annotations
+
+import csv
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipelines.inspection import inspect
+from pipelines.prediction import predict
+from tests.conftest import assert_one_line_error, describe_result, invoke
+
+PNG = b"\x89PNG\r\n\x1a\n"
+FILLER = ["the", "a", "of", "and", "with", "fresh", "some", "more", "other", "very"]
+PLANTED = "zebra quartz"
+
+
+def first_input(run) -> str:
+    return str(sorted(p for p in Path(run.data).rglob("*") if p.suffix in {".png", ".wav"})[0])
+
+
+def assert_complete_page(out: Path, expected_pngs: set[str]) -> str:
+    names = {p.name for p in out.iterdir()}
+    assert expected_pngs | {"index.html"} <= names, sorted(names)
+    for name in expected_pngs:
+        assert (out / name).read_bytes()[:8] == PNG, name
+    page = (out / "index.html").read_text(encoding="utf-8")
+    # Self-contained: every figure is embedded, none is linked.
+    assert page.count("src='data:image/png;base64,") == len(expected_pngs)
+    assert "src='block" not in page and "src='input" not in page
+    return page
+
+
+@pytest.mark.parametrize("modality", ["image", "audio"])
+def test_inspect_writes_every_figure_for_grid_runs(modality, request, cli_runner, tmp_path):
+    run = request.getfixturevalue(f"{modality}_run")
+    value = first_input(run)
+    out = tmp_path / "inside"
+    result = invoke(cli_runner, ["inspect", run.run_dir, value, "--out", out, "--channels", "3"])
+    assert result.exit_code == 0, describe_result(result)
+    expected = {"input.png", "filters.png", "block1_relu.png", "block1_pool.png", "probabilities.png"}
+    page = assert_complete_page(out, expected)
+    # Network order: input, filters, maps after ReLU, after pooling, votes.
+    order = [page.index(f"<code>{name}</code>") for name in
+             ("input.png", "filters.png", "block1_relu.png", "block1_pool.png", "probabilities.png")]
+    assert order == sorted(order)
+    # The votes agree with `predict` on the same input.
+    top = predict(run.run_dir, [value], top_k=1)[0]["top"][0]
+    assert f"{top['label']} {top['probability']:.3f}" in result.output
+
+
+def test_inspect_text_writes_every_figure_and_escapes_the_page(text_run, tmp_path):
+    text = "apple <script>alert(1)</script> & banana grape"
+    inspection = inspect(text_run.run_dir, text, out=tmp_path / "inside", channels=2)
+    expected = {"input.png", "probabilities.png"} | {
+        f"window{w}_{kind}.png" for w in (2, 3) for kind in ("filters", "relu", "pool")
+    }
+    page = assert_complete_page(tmp_path / "inside", expected)
+    assert "<script>" not in page and "&lt;script&gt;" in page
+    assert sum(inspection.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+    rows = list(csv.DictReader((tmp_path / "inside" / "ngrams.csv").open(encoding="utf-8")))
+    assert len(rows) == 4  # 2 filters shown x widths 2 and 3
+    words = text.lower().split()
+    for row in rows:
+        window = row["input n-gram"].split(" ")
+        assert len(window) == int(row["window"])
+        assert all(w in re.findall(r"\w+|[^\w\s]", text.lower()) for w in window), row
+    assert set(words) & set(" ".join(r["input n-gram"] for r in rows).split())
+
+
+def write_planted_texts(path: Path, per_class: int = 40, seed: int = 0) -> Path:
+    """Class 'planted' hides the bigram 'zebra quartz' among filler words; 'plain' has filler only."""
+    rng = np.random.default_rng(seed)
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["text", "label"])
+        for label in ("planted", "plain"):
+            for _ in range(per_class):
+                words = list(rng.choice(FILLER, size=8))
+                if label == "planted":
+                    position = int(rng.integers(0, 7))
+                    words[position:position] = PLANTED.split()
+                writer.writerow([" ".join(words), label])
+    return path
+
+
+@pytest.fixture(scope="module")
+def planted_text_run(cli_runner, tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("planted-text")
+    data = write_planted_texts(folder / "texts.csv")
+    run_dir = folder / "run"
+    result = invoke(cli_runner, [
+        "train", "--modality", "text", "--data", data, "--out", run_dir, "--epochs", "10", "--filters", "16",
+        "--dense", "", "--seed", "0", "--level", "word", "--positions", "12", "--embedding-dim", "8",
+        "--window-sizes", "2", "--learning-rate", "0.01",
+    ])
+    assert result.exit_code == 0, describe_result(result)
+    return run_dir
+
+
+def test_the_ngram_table_names_the_planted_bigram(planted_text_run, cli_runner, tmp_path):
+    out = tmp_path / "inside"
+    text = "of the zebra quartz with some fresh more"
+    result = invoke(cli_runner, ["inspect", planted_text_run, text, "--out", out, "--channels", "16"])
+    assert result.exit_code == 0, describe_result(result)
+    rows = list(csv.DictReader((out / "ngrams.csv").open(encoding="utf-8")))
+    strongest = max(rows, key=lambda row: float(row["activation"]))
+    assert strongest["input n-gram"] == PLANTED
+    # Searched over the training vocabulary, some filter's favourite bigram is the planted one.
+    assert PLANTED in {row["vocabulary n-gram"] for row in rows}
+    assert PLANTED in (out / "index.html").read_text(encoding="utf-8")
+
+
+def test_explain_text_gives_the_planted_words_the_largest_contributions(planted_text_run):
+    from pipelines.saliency import explain
+
+    text = "of the zebra quartz with some fresh more"
+    explanation = explain(planted_text_run, text, out=planted_text_run.parent / "explained")
+    assert explanation.label == "planted"
+    assert explanation.saliency.shape == (8,)
+    assert {token for _, token, _ in explanation.top_positions[:1]} <= {"zebra", "quartz"}
+    planted = explanation.saliency[[2, 3]].sum()
+    assert planted > 0 and planted > 3 * np.abs(np.delete(explanation.saliency, [2, 3])).max()
+
+
+def test_inspect_rejects_a_missing_input_and_bad_channels(image_run, cli_runner, tmp_path):
+    missing = invoke(cli_runner, ["inspect", image_run.run_dir, tmp_path / "nope.png"])
+    assert_one_line_error(missing, "Input not found")
+    channels = invoke(cli_runner, ["inspect", image_run.run_dir, first_input(image_run), "--channels", "0"])
+    assert_one_line_error(channels, "--channels")
+    not_a_run = invoke(cli_runner, ["explain", tmp_path, first_input(image_run)])
+    assert_one_line_error(not_a_run, "not a complete run")
