@@ -195,23 +195,32 @@ def evaluate(
     data: DataOption = None,
     out: Annotated[Optional[Path], typer.Option(help="Report folder (default RUN/report).")] = None,
 ):
-    """Score a run on its held-out test split, or on --data, and write report.json."""
+    """Score a run on its held-out test split, or on --data; write report.html, report.json and figures."""
     from pipelines.evaluation import evaluate as run_evaluation
 
     result = run_evaluation(run, data=data, out=out)
     report = result.report
-    table = Table(title=escape(f"{report['modality']} run on {report['data']}"))
+    console.print(
+        f"[bold]accuracy {report['accuracy']:.3f}   macro-F1 {report['macro_f1']:.3f}[/bold]   "
+        f"weighted-F1 {report['weighted_f1']:.3f}   ECE {report['calibration']['ece']:.3f}   "
+        f"n={report['n_samples']}   mistakes {len(report['misclassified'])}"
+    )
+    print_per_class(report, title=f"{report['modality']} run on {report['data']}")
+    if report["top_confusions"]:
+        confusions = ", ".join(f"{c['true']} -> {c['predicted']} ({c['count']})" for c in report["top_confusions"][:5])
+        console.print(f"most confused: {escape(confusions)}")
+    console.print(escape(report["skipped"]["summary"]))
+    console.print(f"Report written to [bold]{escape(str(result.html_path))}[/bold]")
+    console.print(f"  with {escape(str(result.report_path))} and confusion_matrix.png, training_curves.png, reliability.png")
+
+
+def print_per_class(report: dict, title: str) -> None:
+    table = Table(title=escape(title))
     for column in ("class", "precision", "recall", "f1", "support"):
         table.add_column(column, justify="left" if column == "class" else "right")
     for label, scores in report["per_class"].items():
         table.add_row(escape(label), *(f"{scores[k]:.3f}" for k in ("precision", "recall", "f1")), str(scores["support"]))
     console.print(table)
-    console.print(
-        f"accuracy {report['accuracy']:.3f}   macro-F1 {report['macro_f1']:.3f}   "
-        f"weighted-F1 {report['weighted_f1']:.3f}   n={report['n_samples']}"
-    )
-    console.print(escape(report["skipped"]["summary"]))
-    console.print(f"Report written to [bold]{escape(str(result.report_path))}[/bold]")
 
 
 @app.command()
