@@ -1,4 +1,4 @@
-"""convpipe's command line: train, evaluate, predict, preprocess and info.
+"""convpipe's command line: train, evaluate, compare, predict, preprocess and info.
 
 Parses options, calls `pipelines`, prints. TensorFlow is imported inside the commands that need
 it, so `--help` is instant.
@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -221,6 +222,46 @@ def print_per_class(report: dict, title: str) -> None:
     for label, scores in report["per_class"].items():
         table.add_row(escape(label), *(f"{scores[k]:.3f}" for k in ("precision", "recall", "f1")), str(scores["support"]))
     console.print(table)
+
+
+@app.command()
+@one_line_errors
+def compare(
+    runs: Annotated[list[Path], typer.Argument(help="Two or more run directories written by train.")],
+    out: Annotated[Optional[Path], typer.Option(help="Folder for compare.json and compare.html.")] = None,
+):
+    """Compare runs by test accuracy and macro-F1, best first; runs of any modality.
+
+    Each run's RUN/report/report.json is used. A run without one is first evaluated on its own held-out test split, as `evaluate RUN` would, and the report is written into the run.
+
+    Runs scored on different data (another location or other inputs) are flagged.
+    """
+    from pipelines.compare import compare as run_comparison
+
+    comparison = run_comparison(runs, out=out)
+    table = Table(title="Runs, best first", box=box.SIMPLE_HEAD)
+    for column in ("#", "run", "modality", "parameters", "train s", "accuracy", "macro-F1", "data"):
+        table.add_column(column, justify="left" if column in ("run", "modality", "data") else "right")
+    for rank, row in enumerate(comparison.runs, start=1):
+        table.add_row(
+            str(rank), escape(Path(row.run).name), row.modality,
+            "n/a" if row.parameters is None else f"{row.parameters:,}",
+            "n/a" if row.train_seconds is None else f"{row.train_seconds:.1f}",
+            f"{row.accuracy:.3f}", f"{row.macro_f1:.3f}",
+            row.data_group + (" [red](≠A)[/red]" if row.different_data else ""),
+        )
+    console.print(table)
+    for rank, row in enumerate(comparison.runs, start=1):
+        console.print(escape(f"{rank}. {row.run}: {row.hyperparameter_text()}"), highlight=False)
+    for letter, group in comparison.data_groups.items():
+        console.print(escape(f"data {letter}: {group['data']} ({group['n_samples']} inputs)"), highlight=False)
+    if not comparison.same_data:
+        console.print("[yellow]Warning:[/yellow] these runs were scored on different data; compare with care.")
+    evaluated = [row.run for row in comparison.runs if row.evaluated_now]
+    if evaluated:
+        console.print(escape(f"Evaluated now on their own test split (they had no report): {', '.join(evaluated)}"))
+    if comparison.html_path is not None:
+        console.print(f"Comparison written to [bold]{escape(str(comparison.html_path))}[/bold] and compare.json")
 
 
 @app.command()
