@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 from html import escape
+from pathlib import PurePath
 from typing import Any
 
 CSS = """
@@ -132,8 +133,13 @@ def _mistakes(previews: list[dict[str, Any]], total: int) -> str:
     for mistake in previews:
         picture = f"<img src='{data_uri(mistake['png'])}' alt='{escape(mistake['input'])}'>" if "png" in mistake else ""
         snippet = f"<blockquote>{escape(mistake['snippet'])}</blockquote>" if "snippet" in mistake else ""
+        name = mistake["input"]
+        if name != mistake.get("id", name):  # a file: its name, the full path on hover
+            name = f"<span title='{escape(name)}'>{escape(PurePath(name).name)}</span>"
+        else:
+            name = escape(name)
         cards.append(
-            f"<div class='mistake'>{picture}{snippet}<div>{escape(mistake['input'])}</div>"
+            f"<div class='mistake'>{picture}{snippet}<div>{name}</div>"
             f"<div>true <b>{escape(mistake['true'])}</b>, predicted <span class='wrong'>{escape(mistake['predicted'])}</span>"
             f" ({mistake['confidence']:.1%})</div></div>"
         )
