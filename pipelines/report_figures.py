@@ -129,9 +129,9 @@ def reliability_png(calibration: dict[str, Any]) -> bytes:
     filled = counts > 0
     top.bar(lowers[filled], accuracy[filled], width=widths[filled], align="edge", color="#4c72b0",
             edgecolor="white", label="accuracy")
-    gap = np.abs(confidence - accuracy)
-    top.bar(lowers[filled], gap[filled], bottom=np.fmin(confidence, accuracy)[filled], width=widths[filled],
-            align="edge", color="#dd8452", alpha=0.45, edgecolor="white", label="gap to confidence")
+    # the gap of each bin, from its accuracy to its mean confidence
+    top.vlines(centres[filled], accuracy[filled], confidence[filled], color="#c44e52", linewidth=2)
+    top.plot(centres[filled], confidence[filled], "o", color="#c44e52", markersize=4, label="mean confidence")
     top.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfect calibration")
     top.set_xlim(0, 1)
     top.set_ylim(0, 1)
