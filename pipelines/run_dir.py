@@ -91,8 +91,15 @@ class Run:
                 "Was training interrupted? Train again or pass another run."
             )
         document = _read_json(path / "config.json")
-        if document.get("run_format", 0) > RUN_FORMAT:
-            raise ConvpipeError(f"{path} was written by a newer convpipe; upgrade to use it.")
+        run_format = document.get("run_format") if isinstance(document, dict) else None
+        if not isinstance(run_format, int) or isinstance(run_format, bool):
+            raise ConvpipeError(f"{path / 'config.json'} is not a convpipe run config (no run_format).")
+        if run_format > RUN_FORMAT:
+            version = document.get("versions", {}).get("convpipe", "a newer version")
+            raise ConvpipeError(
+                f"{path} was written by convpipe {version} (run format {run_format}); this convpipe "
+                f"reads run format {RUN_FORMAT} or older: upgrade convpipe to use it."
+            )
         labels = _read_json(path / "labels.json")
         if not isinstance(labels, list) or len(labels) < 2:
             raise ConvpipeError(f"{path / 'labels.json'} must list at least two class names.")
