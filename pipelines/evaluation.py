@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +12,9 @@ import numpy as np
 
 from pipelines import environment
 from pipelines.datasets import Dataset, load_source
-from pipelines.featurize import Skipped, encode_items, read_inputs
+from pipelines.cache import PreprocessCache
+from pipelines.featurize import Skipped, encode_to_shards, read_cached
+from pipelines.progress import ProgressReporter, stage
 from pipelines.run_dir import Run
 from preprocess import ConvpipeError, atomic
 
@@ -66,8 +69,19 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: list[
     }
 
 
-def evaluate(run_path: Path, data: str | None = None, out: Path | None = None) -> Evaluation:
+def evaluate(
+    run_path: Path,
+    data: str | None = None,
+    out: Path | None = None,
+    workers: int | None = None,
+    cache_dir: str | None = None,
+    use_cache: bool | None = None,
+    cache_verify: bool | None = None,
+    progress: ProgressReporter | None = None,
+) -> Evaluation:
+    """Score the run; cache settings left as None are the ones the run was trained with."""
     run = Run.open(run_path)
+    settings = run.config.train
     dataset, location = evaluation_data(run, data)
     unknown = sorted(set(dataset.labels) - set(run.labels))
     if unknown:
@@ -80,14 +94,25 @@ def evaluate(run_path: Path, data: str | None = None, out: Path | None = None) -
     preprocessor, model = run.preprocessor, run.model
     started = time.perf_counter()
     skipped = Skipped()
-    items, kept = read_inputs(preprocessor, dataset, "test", skipped, run.config.train.strict)
-    if not items:
+    cache = PreprocessCache.open(
+        cache_dir if cache_dir is not None else settings.cache_dir,
+        enabled=settings.cache if use_cache is None else use_cache,
+        verify=settings.cache_verify if cache_verify is None else cache_verify,
+    )
+    items, kept = read_cached(
+        preprocessor, dataset, "test", skipped, settings.strict, cache,
+        settings.workers if workers is None else workers, stage(progress, "reading test"),
+    )
+    if not len(items):
         raise ConvpipeError(f"None of the {len(dataset)} evaluation inputs could be read: {skipped.summary()}.")
-    x = encode_items(preprocessor, items)
+    x = encode_to_shards(preprocessor, items, stage(progress, "encoding test"))
     used = dataset.subset(kept)
     index = {label: i for i, label in enumerate(run.labels)}
     y_true = np.array([index[label] for label in used.labels])
-    probabilities = model.predict(x, batch_size=256, verbose=0)
+    from pipelines.streaming import streaming_dataset
+
+    probabilities = model.predict(streaming_dataset(x, None, batch_size=256), verbose=0)
+    cache.cleanup()
     y_pred = probabilities.argmax(axis=1)
     seconds = time.perf_counter() - started
 
@@ -98,6 +123,7 @@ def evaluate(run_path: Path, data: str | None = None, out: Path | None = None) -
         **classification_metrics(y_true, y_pred, run.labels),
         "skipped": {"summary": skipped.summary(), "inputs": skipped.entries, "notes": skipped.notes},
         "timing": {"evaluation_seconds": round(seconds, 3), "samples_per_second": round(len(x) / seconds, 1)},
+        "cache": {"path": None if cache.temporary else str(cache.root), **dataclasses.asdict(cache.stats)},
         "environment": environment.versions(),
     }
     out_dir = Path(out) if out is not None else run.path / "report"

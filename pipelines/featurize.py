@@ -5,12 +5,17 @@ from __future__ import annotations
 import logging
 import warnings
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from pipelines.cache import PreprocessCache, digest, fitted_key
 from pipelines.datasets import Dataset
+from pipelines.parallel_read import read_into_cache
+from pipelines.progress import ProgressCallback
+from pipelines.shards import ShardedArray, open_shards, write_shards
 from preprocess import ConvpipeError, InputError, InputWarning, Preprocessor
 
 logger = logging.getLogger(__name__)
@@ -76,12 +81,6 @@ def read_inputs(
     return items, kept
 
 
-def encode_items(preprocessor: Preprocessor, items: list[Any]) -> np.ndarray:
-    if not items:
-        return np.zeros((0, *preprocessor.output_shape), dtype=preprocessor.output_dtype)
-    return np.stack([preprocessor.encode(item) for item in items])
-
-
 def check_skip_share(skipped: Skipped, max_share: float) -> None:
     if skipped.total and len(skipped.entries) / skipped.total > max_share:
         raise ConvpipeError(
@@ -89,3 +88,71 @@ def check_skip_share(skipped: Skipped, max_share: float) -> None:
             f"Fix the data, or see skipped.json; first: {skipped.entries[0]['input']}: "
             f"{skipped.entries[0]['reason']}."
         )
+
+
+class CachedItems(Sequence):
+    """The read items of a split's usable inputs, loaded from the cache one at a time."""
+
+    def __init__(self, cache: PreprocessCache, keys: list[str]):
+        self.cache = cache
+        self.keys = keys
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __getitem__(self, index: int) -> Any:
+        return self.cache.item(self.keys[index])
+
+
+def read_cached(
+    preprocessor: Preprocessor,
+    dataset: Dataset,
+    split: str,
+    skipped: Skipped,
+    strict: bool,
+    cache: PreprocessCache,
+    workers: int | None = None,
+    progress: ProgressCallback | None = None,
+) -> tuple[CachedItems, list[int]]:
+    """`read_inputs` through the cache (and worker processes): the same skips, notes and items.
+
+    Returns the usable inputs' items (lazily loaded) and their indices in `dataset`.
+    """
+    keys, results = read_into_cache(preprocessor, dataset.inputs, cache, workers, progress)
+    skipped.total += len(dataset)
+    kept, kept_keys = [], []
+    for index, (key, result, input_id) in enumerate(zip(keys, results, dataset.ids)):
+        if result.reason is not None:
+            if strict:
+                raise ConvpipeError(f"Cannot use input {input_id}: {result.reason} (--strict)")
+            logger.info("skipping %s: %s", input_id, result.reason)
+            skipped.add(input_id, result.reason, split)
+            continue
+        for note in result.notes:
+            skipped.note(input_id, note, split)
+        kept.append(index)
+        kept_keys.append(key)
+    return CachedItems(cache, kept_keys), kept
+
+
+def encode_to_shards(
+    preprocessor: Preprocessor, items: CachedItems, progress: ProgressCallback | None = None
+) -> ShardedArray:
+    """The encoded arrays of `items`, from cached shards when this fit and these inputs were
+    encoded before, else encoded now (one input at a time) into new shards."""
+    cache = items.cache
+    folder = cache.shard_folder(digest("shards", fitted_key(preprocessor), items.keys))
+    found = open_shards(folder)
+    if found is not None:
+        cache.stats.shard_hits += 1
+        return found
+    cache.stats.shard_misses += 1
+    try:
+        return write_shards(
+            folder, items, preprocessor.encode, tuple(preprocessor.output_shape), preprocessor.output_dtype, progress
+        )
+    except OSError as error:
+        raise ConvpipeError(
+            f"Cannot write preprocessed shards in {folder} ({error.strerror or error}); "
+            "pass --cache-dir to use another folder, or --no-cache."
+        ) from None

@@ -1,0 +1,273 @@
+"""The preprocessing cache: what `read` made of each input, and encoded shards, kept on disk.
+
+Two kinds of entries, both keyed by content, so that nothing ever needs to be invalidated by hand:
+
+    entries/<kk>/<key>.npy|.json   one input's `read` result (or the reason it was skipped)
+                                   key = hash(input identity, preprocessor class + config, version)
+    shards/<key>/NNNNN.npy         encoded arrays of one split, in order, for streaming
+                                   key = hash(entry keys in order, fitted preprocessor, version)
+
+`read` is stateless, so its entries serve the fit as well: a warm run decodes nothing, not even
+to learn the vocabulary or the audio statistics. A changed preprocessing parameter changes every
+key (all inputs are affected); a touched file changes only its own key (path, size, mtime_ns,
+and with `verify` a hash of its bytes). A corrupt or half-written entry is a miss, never a crash.
+
+Entries are renamed into place atomically but not fsynced: after a power cut an entry can be
+empty, which reads as corrupt and is recomputed, while fsyncing thousands of small files would
+cost more than decoding them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from preprocess import atomic
+
+logger = logging.getLogger(__name__)
+
+#: Bumped when the layout or the meaning of an entry changes; old entries are then never read.
+CACHE_FORMAT = 1
+
+
+def default_cache_dir() -> Path:
+    """$XDG_CACHE_HOME/convpipe, else ~/.cache/convpipe."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base).expanduser() / "convpipe"
+
+
+def digest(*parts: Any) -> str:
+    hasher = hashlib.sha256()
+    for part in parts:
+        data = part if isinstance(part, (bytes, bytearray, memoryview)) else json.dumps(part, sort_keys=True).encode()
+        hasher.update(len(data).to_bytes(8, "little"))
+        hasher.update(data)
+    return hasher.hexdigest()[:40]
+
+
+def _file_digest(path: Path) -> str:
+    hasher = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            hasher.update(block)
+    return hasher.hexdigest()
+
+
+def input_identity(x: Any, verify: bool = False) -> str:
+    """What identifies one input: a file's absolute path, size and mtime (and content hash with
+    `verify`); an in-memory input's content."""
+    if isinstance(x, os.PathLike):
+        path = Path(x).absolute()
+        try:
+            stat = path.stat()
+        except OSError as error:  # read() reports it; the skip is cached under this identity
+            return digest("missing", str(path), type(error).__name__)
+        if verify and path.is_file():
+            try:
+                return digest("file+hash", str(path), stat.st_size, _file_digest(path))
+            except OSError as error:
+                return digest("unreadable", str(path), type(error).__name__)
+        return digest("file", str(path), stat.st_size, stat.st_mtime_ns)
+    if isinstance(x, str):
+        return digest("text", x.encode("utf-8", "surrogatepass"))
+    if isinstance(x, (bytes, bytearray)):
+        return digest("bytes", bytes(x))
+    if isinstance(x, tuple) and len(x) == 2:  # (waveform, sample_rate)
+        return digest("pair", input_identity(x[0]), repr(x[1]))
+    array = np.ascontiguousarray(x)
+    return digest("array", str(array.dtype), list(array.shape), array.tobytes())
+
+
+def _version() -> str | None:
+    from pipelines.environment import package_version
+
+    return package_version("convpipe")
+
+
+def read_key(preprocessor: Any) -> str:
+    """Everything `read` depends on: the class, its parameters, convpipe's version."""
+    return digest("read", CACHE_FORMAT, type(preprocessor).__name__, preprocessor.get_config(), _version())
+
+
+def fitted_key(preprocessor: Any) -> str:
+    """Everything `encode` depends on: `read_key` plus the fitted values and arrays."""
+    values, arrays = preprocessor._fitted_state()
+    array_parts = [part for name in sorted(arrays) for part in (name, np.ascontiguousarray(arrays[name]).tobytes())]
+    return digest("fitted", read_key(preprocessor), values, *array_parts)
+
+
+@dataclass
+class ReadResult:
+    """One input after `read`: its item, or the reason it was skipped; notes either way."""
+
+    item: Any = None
+    reason: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class CacheStats:
+    """Counts of this process' lookups: the tests and `--verbose` runs read these, not timings."""
+
+    hits: int = 0
+    misses: int = 0  # inputs that had to be read (decoded) again
+    corrupt: int = 0  # entries that existed but could not be read (then recomputed)
+    shard_hits: int = 0
+    shard_misses: int = 0
+
+
+def entry_paths(root: Path, key: str) -> tuple[Path, Path]:
+    folder = root / "entries" / key[:2]
+    return folder / f"{key}.npy", folder / f"{key}.json"
+
+
+def store_entry(root: Path, key: str, result: ReadResult) -> None:
+    """Write one entry; arrays as .npy (never pickle), everything else as JSON."""
+    array_path, json_path = entry_paths(root, key)
+    if result.reason is None and isinstance(result.item, np.ndarray):
+        if result.notes:  # sidecar first: an .npy without its notes would drop them
+            atomic.write_json(json_path, {"format": CACHE_FORMAT, "array": True, "notes": result.notes}, sync=False)
+        with atomic.atomic_path(array_path, sync=False) as tmp:
+            np.save(tmp, result.item, allow_pickle=False)
+        return
+    document = {"format": CACHE_FORMAT, "notes": result.notes}
+    if result.reason is not None:
+        document["skip"] = result.reason
+    else:
+        document["item"] = result.item
+    atomic.write_json(json_path, document, sync=False)
+
+
+def load_entry(root: Path, key: str, header_only: bool = False) -> ReadResult | None:
+    """The stored entry, or None when it is missing; a corrupt one is removed and raises
+    `CorruptEntry`. With `header_only`, an array entry is checked (header and size) but not read,
+    and its item is None."""
+    array_path, json_path = entry_paths(root, key)
+    try:
+        document = json.loads(json_path.read_text(encoding="utf-8")) if json_path.exists() else None
+        if document is not None and (not isinstance(document, dict) or document.get("format") != CACHE_FORMAT):
+            raise ValueError("unexpected entry document")
+        if document is None or document.get("array"):
+            if not array_path.exists():
+                if document is not None:
+                    raise ValueError("notes without their array")
+                return None
+            item = np.load(array_path, allow_pickle=False, mmap_mode="r" if header_only else None)
+            if header_only:
+                del item  # opening the map checked the header and that the file holds every byte
+                item = None
+            return ReadResult(item=item, notes=list(document["notes"]) if document else [])
+        if "skip" in document:
+            return ReadResult(reason=str(document["skip"]), notes=list(document["notes"]))
+        return ReadResult(item=document["item"], notes=list(document["notes"]))
+    except (OSError, ValueError, KeyError, TypeError, EOFError) as error:
+        logger.warning("cache entry %s is corrupt (%s); recomputing it", key, error)
+        array_path.unlink(missing_ok=True)
+        json_path.unlink(missing_ok=True)
+        raise CorruptEntry(key) from None
+
+
+class CorruptEntry(Exception):
+    """Raised by `load_entry` for an entry that exists but cannot be read; callers recompute."""
+
+
+class PreprocessCache:
+    """A cache folder: per-input `read` entries and encoded shards.
+
+    Args:
+        root: the cache folder (created on first write).
+        verify: identify files by a hash of their content too, not only size and mtime.
+        temporary: the folder is private to this run and removed by `cleanup` (`--no-cache`).
+    """
+
+    def __init__(self, root: Path, verify: bool = False, temporary: bool = False):
+        self.root = Path(root)
+        self.verify = verify
+        self.temporary = temporary
+        self.stats = CacheStats()
+
+    @classmethod
+    def open(cls, cache_dir: str | os.PathLike | None, enabled: bool = True, verify: bool = False) -> "PreprocessCache":
+        """The cache at `cache_dir` (default: the XDG cache folder), or a temporary one."""
+        if not enabled:
+            import tempfile
+
+            # Removed by `cleanup`, or when the object is garbage collected (an error, Ctrl-C).
+            folder = tempfile.TemporaryDirectory(prefix="convpipe-shards-", ignore_cleanup_errors=True)
+            cache = cls(Path(folder.name), verify=verify, temporary=True)
+            cache._folder = folder
+            return cache
+        return cls(Path(cache_dir).expanduser() if cache_dir else default_cache_dir(), verify=verify)
+
+    def cleanup(self) -> None:
+        if self.temporary:
+            self._folder.cleanup()
+
+    def __enter__(self) -> "PreprocessCache":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.cleanup()
+
+    def lookup(self, key: str) -> ReadResult | None:
+        """The entry's reason and notes (not its item), or None when it must be computed."""
+        try:
+            result = load_entry(self.root, key, header_only=True)
+        except CorruptEntry:
+            self.stats.corrupt += 1
+            result = None
+        if result is None:
+            self.stats.misses += 1
+        else:
+            self.stats.hits += 1
+        return result
+
+    def item(self, key: str) -> Any:
+        """The item of an entry known to exist (written or found moments ago)."""
+        from preprocess import ConvpipeError
+
+        try:
+            result = load_entry(self.root, key)
+        except CorruptEntry:
+            result = None
+        if result is None or result.reason is not None:
+            raise ConvpipeError(
+                f"Cache entry {key} in {self.root} vanished while in use; was the cache cleared? Run again."
+            )
+        return result.item
+
+    def shard_folder(self, key: str) -> Path:
+        return self.root / "shards" / key
+
+
+def cache_info(root: Path) -> dict[str, Any]:
+    """Entries, shards and bytes in a cache folder."""
+    entries = shards = size = 0
+    for folder, counter in (("entries", "entries"), ("shards", "shards")):
+        base = root / folder
+        if not base.is_dir():
+            continue
+        for path in base.rglob("*"):
+            if path.is_file():
+                size += path.stat().st_size
+                if counter == "entries" and path.suffix in (".npy", ".json") and not path.name.startswith("."):
+                    entries += path.suffix == ".npy" or not path.with_suffix(".npy").exists()
+        if counter == "shards":
+            shards = sum(1 for path in base.iterdir() if path.is_dir())
+    return {"path": str(root), "entries": entries, "shard_sets": shards, "bytes": size, "exists": root.is_dir()}
+
+
+def clear_cache(root: Path) -> dict[str, Any]:
+    """Remove convpipe's entries and shards from `root`; returns what was there."""
+    info = cache_info(root)
+    for folder in ("entries", "shards"):
+        shutil.rmtree(root / folder, ignore_errors=True)
+    return info
