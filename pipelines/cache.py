@@ -4,6 +4,7 @@ Two kinds of entries, both keyed by content, so that nothing ever needs to be in
 
     entries/<kk>/<key>.npy|.json   one input's `read` result (or the reason it was skipped)
                                    key = hash(input identity, preprocessor class + config, version)
+    fits/<key>.json (+ .npz)       a fitted preprocessor; key = hash(read config, training entries)
     shards/<key>/NNNNN.npy         encoded arrays of one split, in order, for streaming
                                    key = hash(entry keys in order, fitted preprocessor, version)
 
@@ -24,6 +25,7 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,8 @@ from preprocess import atomic
 
 logger = logging.getLogger(__name__)
 
+#: The smallest .npy file numpy writes (magic, version, padded header).
+NPY_HEADER_BYTES = 64
 #: Bumped when the layout or the meaning of an entry changes; old entries are then never read.
 CACHE_FORMAT = 1
 
@@ -75,7 +79,8 @@ def input_identity(x: Any, verify: bool = False) -> str:
                 return digest("file+hash", str(path), stat.st_size, _file_digest(path))
             except OSError as error:
                 return digest("unreadable", str(path), type(error).__name__)
-        return digest("file", str(path), stat.st_size, stat.st_mtime_ns)
+        # The mode too: a file skipped as "permission denied" is read again once it is readable.
+        return digest("file", str(path), stat.st_size, stat.st_mtime_ns, stat.st_mode)
     if isinstance(x, str):
         return digest("text", x.encode("utf-8", "surrogatepass"))
     if isinstance(x, (bytes, bytearray)):
@@ -122,6 +127,7 @@ class CacheStats:
     corrupt: int = 0  # entries that existed but could not be read (then recomputed)
     shard_hits: int = 0
     shard_misses: int = 0
+    fit_hits: int = 0  # fits restored instead of recomputed
 
 
 def entry_paths(root: Path, key: str) -> tuple[Path, Path]:
@@ -148,8 +154,9 @@ def store_entry(root: Path, key: str, result: ReadResult) -> None:
 
 def load_entry(root: Path, key: str, header_only: bool = False) -> ReadResult | None:
     """The stored entry, or None when it is missing; a corrupt one is removed and raises
-    `CorruptEntry`. With `header_only`, an array entry is checked (header and size) but not read,
-    and its item is None."""
+    `CorruptEntry`. With `header_only`, an array entry is only checked for a plausible size (an
+    empty file is what a power cut leaves) and its item is None: a lookup must cost far less than
+    decoding, and an entry that fails to load later is recomputed then (`PreprocessCache.item`)."""
     array_path, json_path = entry_paths(root, key)
     try:
         document = json.loads(json_path.read_text(encoding="utf-8")) if json_path.exists() else None
@@ -160,10 +167,12 @@ def load_entry(root: Path, key: str, header_only: bool = False) -> ReadResult | 
                 if document is not None:
                     raise ValueError("notes without their array")
                 return None
-            item = np.load(array_path, allow_pickle=False, mmap_mode="r" if header_only else None)
             if header_only:
-                del item  # opening the map checked the header and that the file holds every byte
+                if array_path.stat().st_size < NPY_HEADER_BYTES:
+                    raise ValueError("shorter than an .npy header")
                 item = None
+            else:
+                item = np.load(array_path, allow_pickle=False)
             return ReadResult(item=item, notes=list(document["notes"]) if document else [])
         if "skip" in document:
             return ReadResult(reason=str(document["skip"]), notes=list(document["notes"]))
@@ -230,18 +239,21 @@ class PreprocessCache:
             self.stats.hits += 1
         return result
 
-    def item(self, key: str) -> Any:
-        """The item of an entry known to exist (written or found moments ago)."""
-        from preprocess import ConvpipeError
-
+    def item(self, key: str, recompute: Callable[[], ReadResult]) -> Any:
+        """The item of an entry found moments ago; if it cannot be loaded now (damaged, removed),
+        `recompute()` reads the input again and the entry is rewritten."""
         try:
             result = load_entry(self.root, key)
         except CorruptEntry:
             result = None
         if result is None or result.reason is not None:
-            raise ConvpipeError(
-                f"Cache entry {key} in {self.root} vanished while in use; was the cache cleared? Run again."
-            )
+            self.stats.corrupt += 1
+            result = recompute()
+            if result.reason is not None:
+                from preprocess import ConvpipeError
+
+                raise ConvpipeError(f"An input changed while in use and can no longer be read: {result.reason}")
+            store_entry(self.root, key, result)
         return result.item
 
     def shard_folder(self, key: str) -> Path:
@@ -249,25 +261,26 @@ class PreprocessCache:
 
 
 def cache_info(root: Path) -> dict[str, Any]:
-    """Entries, shards and bytes in a cache folder."""
-    entries = shards = size = 0
-    for folder, counter in (("entries", "entries"), ("shards", "shards")):
+    """Entries, shard sets, fits and bytes in a cache folder."""
+    def files(folder: str):
         base = root / folder
-        if not base.is_dir():
-            continue
-        for path in base.rglob("*"):
-            if path.is_file():
-                size += path.stat().st_size
-                if counter == "entries" and path.suffix in (".npy", ".json") and not path.name.startswith("."):
-                    entries += path.suffix == ".npy" or not path.with_suffix(".npy").exists()
-        if counter == "shards":
-            shards = sum(1 for path in base.iterdir() if path.is_dir())
-    return {"path": str(root), "entries": entries, "shard_sets": shards, "bytes": size, "exists": root.is_dir()}
+        return [path for path in base.rglob("*") if path.is_file()] if base.is_dir() else []
+
+    entries = {path.stem for path in files("entries") if not path.name.startswith(".")}
+    shard_sets = {path.parent for path in files("shards")}
+    return {
+        "path": str(root),
+        "exists": root.is_dir(),
+        "entries": len(entries),
+        "shard_sets": len(shard_sets),
+        "fits": len([path for path in files("fits") if path.suffix == ".json"]),
+        "bytes": sum(path.stat().st_size for folder in ("entries", "shards", "fits") for path in files(folder)),
+    }
 
 
 def clear_cache(root: Path) -> dict[str, Any]:
     """Remove convpipe's entries and shards from `root`; returns what was there."""
     info = cache_info(root)
-    for folder in ("entries", "shards"):
+    for folder in ("entries", "shards", "fits"):
         shutil.rmtree(root / folder, ignore_errors=True)
     return info

@@ -9,7 +9,7 @@ import numpy as np
 from pipelines.datasets import load_source
 from pipelines.defaults import build_preprocessor
 from pipelines.cache import PreprocessCache
-from pipelines.featurize import Skipped, encode_to_shards, read_cached
+from pipelines.featurize import Skipped, encode_to_shards, fit_cached, read_cached
 from pipelines.progress import ProgressReporter, stage
 from pipelines.modality import Modality
 from pipelines.run_dir import Run
@@ -51,7 +51,7 @@ def export_arrays(
     if not len(items):
         raise ConvpipeError(f"No input in {source.location} could be read: {skipped.summary()}.")
     if run_path is None:
-        preprocessor.fit_read(items)
+        fit_cached(preprocessor, items)
     used = dataset.subset(kept)
     unknown = sorted(set(used.labels) - set(label_names))
     if unknown:

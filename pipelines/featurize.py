@@ -11,9 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.cache import PreprocessCache, digest, fitted_key
+from pipelines.cache import PreprocessCache, digest, fitted_key, read_key
 from pipelines.datasets import Dataset
-from pipelines.parallel_read import read_into_cache
+from pipelines.parallel_read import read_into_cache, read_one
 from pipelines.progress import ProgressCallback
 from pipelines.shards import ShardedArray, open_shards, write_shards
 from preprocess import ConvpipeError, InputError, InputWarning, Preprocessor
@@ -91,17 +91,22 @@ def check_skip_share(skipped: Skipped, max_share: float) -> None:
 
 
 class CachedItems(Sequence):
-    """The read items of a split's usable inputs, loaded from the cache one at a time."""
+    """The read items of a split's usable inputs, loaded from the cache one at a time.
 
-    def __init__(self, cache: PreprocessCache, keys: list[str]):
+    An entry that cannot be loaded any more (damaged on disk) is read again from its input.
+    """
+
+    def __init__(self, cache: PreprocessCache, keys: list[str], inputs: list[Any], preprocessor: Preprocessor):
         self.cache = cache
         self.keys = keys
+        self.inputs = inputs
+        self.preprocessor = preprocessor
 
     def __len__(self) -> int:
         return len(self.keys)
 
     def __getitem__(self, index: int) -> Any:
-        return self.cache.item(self.keys[index])
+        return self.cache.item(self.keys[index], lambda: read_one(self.preprocessor, self.inputs[index]))
 
 
 def read_cached(
@@ -132,7 +137,33 @@ def read_cached(
             skipped.note(input_id, note, split)
         kept.append(index)
         kept_keys.append(key)
-    return CachedItems(cache, kept_keys), kept
+    return CachedItems(cache, kept_keys, [dataset.inputs[i] for i in kept], preprocessor), kept
+
+
+def fit_cached(preprocessor: Preprocessor, items: CachedItems) -> Preprocessor:
+    """`preprocessor.fit_read(items)`, or the fit stored for exactly these training inputs.
+
+    Fitting is deterministic, so the same read entries in the same order always give the same
+    vocabulary or statistics; a warm run then reads no item at all.
+    """
+    if not preprocessor.needs_fit:
+        return preprocessor.fit_read(items)
+    path = items.cache.root / "fits" / f"{digest('fit', read_key(preprocessor), items.keys)}.json"
+    if path.exists():
+        try:
+            stored = Preprocessor.load(path)
+            if type(stored) is type(preprocessor) and stored.get_config() == preprocessor.get_config():
+                preprocessor._restore_state(*stored._fitted_state())
+                items.cache.stats.fit_hits += 1
+                return preprocessor
+        except (InputError, ValueError, TypeError, KeyError):
+            pass  # unreadable: fit again and overwrite it
+    preprocessor.fit_read(items)
+    try:
+        preprocessor.save(path)
+    except OSError as error:
+        logger.warning("could not store the fitted preprocessor in the cache (%s)", error)
+    return preprocessor
 
 
 def encode_to_shards(

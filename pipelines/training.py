@@ -17,7 +17,7 @@ from pipelines.config import RunConfig, TrainSettings
 from pipelines.datasets import Dataset, DataSource, load_source, split_dataset
 from pipelines.defaults import build_preprocessor
 from pipelines.cache import PreprocessCache
-from pipelines.featurize import Skipped, check_skip_share, encode_to_shards, read_cached
+from pipelines.featurize import Skipped, check_skip_share, encode_to_shards, fit_cached, read_cached
 from pipelines.modality import Modality
 from pipelines.progress import ProgressReporter, stage
 from pipelines.run_dir import RUN_FORMAT, write_history
@@ -107,7 +107,7 @@ def featurize_splits(
     train_items, _ = read["train"]
     if not len(train_items):
         raise ConvpipeError("No training input could be read; see the skipped inputs.")
-    preprocessor.fit_read(train_items)
+    fit_cached(preprocessor, train_items)
     arrays = {}
     for name, (items, kept) in read.items():
         subset = splits[name].subset(kept)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import TINY_AUDIO, assert_one_line_error, describe_result, invoke, write_png
-from pipelines.cache import PreprocessCache
+from pipelines.cache import PreprocessCache, load_entry
 from pipelines.datasets import load_source
 from pipelines.featurize import Skipped, read_cached
 from pipelines.modality import Modality
@@ -25,8 +25,12 @@ def audio_inputs(folder):
     return load_source(str(folder), Modality.audio).full
 
 
+def stored(cache, key):
+    return load_entry(cache.root, key).item
+
+
 def cached_items(cache, keys):
-    return [cache.item(key) for key in keys]
+    return [stored(cache, key) for key in keys]
 
 
 def touch(path, seconds_later: int = 10) -> None:
@@ -51,7 +55,7 @@ def test_second_read_hits_and_a_touched_file_or_changed_parameter_recomputes_exa
     new_keys, _ = read_into_cache(preprocessor, dataset.inputs, touched, workers=1)
     assert (touched.stats.hits, touched.stats.misses) == (35, 1)
     assert [i for i, (a, b) in enumerate(zip(keys, new_keys)) if a != b] == [5]
-    np.testing.assert_array_equal(touched.item(new_keys[5]), first[5])  # same bytes, same result
+    np.testing.assert_array_equal(stored(touched, new_keys[5]), first[5])  # same bytes, same result
 
     changed = PreprocessCache(tmp_path / "cache")
     read_into_cache(AudioPreprocessor(duration=0.25, num_mels=8), dataset.inputs, changed, workers=1)
@@ -90,16 +94,20 @@ def test_a_corrupt_entry_is_a_miss_and_is_recomputed(audio_folder, tmp_path):
     preprocessor = AudioPreprocessor(duration=0.25, num_mels=16)
     cache = PreprocessCache(tmp_path / "c")
     keys, _ = read_into_cache(preprocessor, dataset.inputs, cache, workers=1)
-    expected = cache.item(keys[3])
-    entry = next((tmp_path / "c" / "entries").rglob(f"{keys[3]}.npy"))
-    entry.write_bytes(entry.read_bytes()[:100])  # cut off mid-write by a crash
-    garbage = next((tmp_path / "c" / "entries").rglob(f"{keys[4]}.npy"))
-    garbage.write_bytes(b"\x00" * 10)
+    expected = cached_items(cache, keys)
+    cut = next((tmp_path / "c" / "entries").rglob(f"{keys[3]}.npy"))
+    cut.write_bytes(cut.read_bytes()[:100])  # cut off: found when loaded
+    empty = next((tmp_path / "c" / "entries").rglob(f"{keys[4]}.npy"))
+    empty.write_bytes(b"")  # what a power cut can leave: found by the lookup
 
     again = PreprocessCache(tmp_path / "c")
-    read_into_cache(preprocessor, dataset.inputs, again, workers=1)
-    assert (again.stats.corrupt, again.stats.misses, again.stats.hits) == (2, 2, 34)
-    np.testing.assert_array_equal(again.item(keys[3]), expected)
+    items, kept = read_cached(preprocessor, dataset, "train", Skipped(), False, again, workers=1)
+    assert (again.stats.hits, again.stats.misses, again.stats.corrupt) == (35, 1, 1)
+    loaded = list(items)
+    assert again.stats.corrupt == 2 and len(kept) == 36
+    for got, want in zip(loaded, expected):
+        np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(stored(again, keys[3]), expected[3])  # rewritten
 
 
 def test_text_entries_keep_their_tokens_and_latin1_notes(tmp_path):
@@ -136,7 +144,7 @@ def test_parallel_and_serial_reading_give_identical_arrays(modality, audio_folde
     )
     assert keys == parallel_keys
     for key in keys:
-        np.testing.assert_array_equal(serial.item(key), parallel.item(key))
+        np.testing.assert_array_equal(stored(serial, key), stored(parallel, key))
     assert calls and calls[-1] == (36, 36)  # the progress callback saw every input
 
 
@@ -154,6 +162,7 @@ def test_a_second_train_decodes_nothing_and_evaluate_reuses_the_cache(audio_run,
     document = json.loads((out / "config.json").read_text())
     assert document["cache"]["misses"] == 0 and document["cache"]["hits"] == 27  # train + validation
     assert document["cache"]["shard_hits"] == 2  # same fit, same inputs: encoded shards reused
+    assert document["cache"]["fit_hits"] == 1  # the band statistics were not recomputed
     assert document["config"]["train"]["workers"] == 1
     cold = json.loads((audio_run.run_dir / "config.json").read_text())
     assert document["val_accuracy"] == cold["val_accuracy"]
@@ -211,3 +220,14 @@ def test_image_png_written_after_a_run_is_a_new_entry(image_folder, tmp_path):
     cache = PreprocessCache(tmp_path / "c")
     read_into_cache(preprocessor, dataset.inputs, cache, workers=1)
     assert (cache.stats.hits, cache.stats.misses) == (36, 1)
+
+
+def test_cache_settings_come_from_toml_and_round_trip_through_config_json(tmp_path):
+    from pipelines.config import RunConfig, resolve_config
+
+    toml = tmp_path / "run.toml"
+    toml.write_text('modality = "audio"\n[train]\nworkers = 3\ncache = false\ncache_verify = true\n', encoding="utf-8")
+    config = resolve_config(None, config_file=toml, train={"cache_dir": "/tmp/elsewhere"})
+    assert (config.train.workers, config.train.cache, config.train.cache_verify) == (3, False, True)
+    assert config.train.cache_dir == "/tmp/elsewhere"
+    assert RunConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
