@@ -66,21 +66,24 @@ def _file_digest(path: Path) -> str:
 
 
 def input_identity(x: Any, verify: bool = False) -> str:
-    """What identifies one input: a file's absolute path, size and mtime (and content hash with
-    `verify`); an in-memory input's content."""
+    """What identifies one input: a file's absolute path, size, mtime and mode (and a hash of its
+    content with `verify`); an in-memory input's content.
+
+    This runs for every input of every run, so files cost one `stat` and no hashing here.
+    """
     if isinstance(x, os.PathLike):
-        path = Path(x).absolute()
+        path = os.path.abspath(os.fspath(x))
         try:
-            stat = path.stat()
+            stat = os.stat(path)
         except OSError as error:  # read() reports it; the skip is cached under this identity
-            return digest("missing", str(path), type(error).__name__)
-        if verify and path.is_file():
+            return f"missing\0{path}\0{type(error).__name__}"
+        if verify and not os.path.isdir(path):
             try:
-                return digest("file+hash", str(path), stat.st_size, _file_digest(path))
+                return f"file+hash\0{path}\0{stat.st_size}\0{_file_digest(Path(path))}"
             except OSError as error:
-                return digest("unreadable", str(path), type(error).__name__)
+                return f"unreadable\0{path}\0{type(error).__name__}"
         # The mode too: a file skipped as "permission denied" is read again once it is readable.
-        return digest("file", str(path), stat.st_size, stat.st_mtime_ns, stat.st_mode)
+        return f"file\0{path}\0{stat.st_size}\0{stat.st_mtime_ns}\0{stat.st_mode}"
     if isinstance(x, str):
         return digest("text", x.encode("utf-8", "surrogatepass"))
     if isinstance(x, (bytes, bytearray)):
@@ -89,6 +92,12 @@ def input_identity(x: Any, verify: bool = False) -> str:
         return digest("pair", input_identity(x[0]), repr(x[1]))
     array = np.ascontiguousarray(x)
     return digest("array", str(array.dtype), list(array.shape), array.tobytes())
+
+
+def entry_key(prefix: str, identity: str) -> str:
+    """The entry of one input under one `read_key`."""
+    data = f"{prefix}\0{identity}".encode("utf-8", "surrogatepass")
+    return hashlib.blake2b(data, digest_size=20).hexdigest()
 
 
 def _version() -> str | None:
@@ -133,6 +142,16 @@ class CacheStats:
 def entry_paths(root: Path, key: str) -> tuple[Path, Path]:
     folder = root / "entries" / key[:2]
     return folder / f"{key}.npy", folder / f"{key}.json"
+
+
+def _entry_exists(root: str, key: str) -> tuple[bool, bool]:
+    """(.npy exists with a plausible size, .json exists): two `stat` calls, no pathlib."""
+    base = os.path.join(root, "entries", key[:2], key)
+    try:
+        array = os.stat(base + ".npy").st_size >= NPY_HEADER_BYTES
+    except OSError:
+        array = None
+    return array, os.path.exists(base + ".json")
 
 
 def store_entry(root: Path, key: str, result: ReadResult) -> None:
@@ -228,6 +247,13 @@ class PreprocessCache:
 
     def lookup(self, key: str) -> ReadResult | None:
         """The entry's reason and notes (not its item), or None when it must be computed."""
+        array, has_json = _entry_exists(str(self.root), key)
+        if array and not has_json:  # the common case for images and audio: two stats, done
+            self.stats.hits += 1
+            return ReadResult()
+        if array is None and not has_json:
+            self.stats.misses += 1
+            return None
         try:
             result = load_entry(self.root, key, header_only=True)
         except CorruptEntry:

@@ -17,7 +17,7 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
-from pipelines.cache import PreprocessCache, ReadResult, digest, input_identity, read_key, store_entry
+from pipelines.cache import PreprocessCache, ReadResult, entry_key, input_identity, read_key, store_entry
 from pipelines.progress import ProgressCallback
 from preprocess import ConvpipeError, InputError, InputWarning
 
@@ -94,7 +94,7 @@ def read_into_cache(
     one); the entries, and so the arrays, are the same either way.
     """
     prefix = read_key(preprocessor)
-    keys = [digest(prefix, input_identity(x, cache.verify)) for x in inputs]
+    keys = [entry_key(prefix, input_identity(x, cache.verify)) for x in inputs]
     results: list[ReadResult | None] = [None] * len(inputs)
     todo: dict[str, int] = {}  # key -> first index; identical inputs are read once
     for index, key in enumerate(keys):

@@ -231,3 +231,15 @@ def test_cache_settings_come_from_toml_and_round_trip_through_config_json(tmp_pa
     assert (config.train.workers, config.train.cache, config.train.cache_verify) == (3, False, True)
     assert config.train.cache_dir == "/tmp/elsewhere"
     assert RunConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+
+
+def test_what_a_worker_imports_brings_no_framework():
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    probe = "import pipelines.parallel_read, preprocess.audio, preprocess.image, preprocess.text, sys; " \
+            "print(sorted(m for m in ('tensorflow', 'keras', 'torch', 'jax') if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", probe], cwd=root, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
