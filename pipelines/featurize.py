@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import logging
-import warnings
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
-from pipelines.cache import PreprocessCache, digest, fitted_key, read_key
+from pipelines.cache import PreprocessCache, ReadResult, digest, fitted_key, read_key
 from pipelines.datasets import Dataset
 from pipelines.parallel_read import read_into_cache, read_one
 from pipelines.progress import ProgressCallback
 from pipelines.shards import ShardedArray, open_shards, write_shards
-from preprocess import ConvpipeError, InputError, InputWarning, Preprocessor
+from preprocess import ConvpipeError, InputError, Preprocessor
 
 logger = logging.getLogger(__name__)
 
@@ -55,29 +52,31 @@ def _kind(reason: str) -> str:
     return reason.split(" (")[0]
 
 
+def record_result(skipped: Skipped, input_id: str, result: ReadResult, split: str, strict: bool) -> bool:
+    """Count one read input as used (with its notes) or skipped; True when it can be used."""
+    if result.reason is not None:
+        if strict:
+            raise ConvpipeError(f"Cannot use input {input_id}: {result.reason} (--strict)")
+        logger.info("skipping %s: %s", input_id, result.reason)
+        skipped.add(input_id, result.reason, split)
+        return False
+    for note in result.notes:
+        skipped.note(input_id, note, split)
+    return True
+
+
 def read_inputs(
     preprocessor: Preprocessor, dataset: Dataset, split: str, skipped: Skipped, strict: bool
 ) -> tuple[list[Any], list[int]]:
-    """Read every input; return the read items and the indices of the inputs that worked."""
+    """Read every input in this process, without the cache; return the read items and the
+    indices of the inputs that worked."""
     items, kept = [], []
     skipped.total += len(dataset)
     for index, (x, input_id) in enumerate(zip(dataset.inputs, dataset.ids)):
-        try:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always", InputWarning)
-                items.append(preprocessor.read(x))
-            for warning in caught:
-                if issubclass(warning.category, InputWarning):
-                    skipped.note(input_id, str(warning.message).split(": ", 1)[-1], split)
-                else:
-                    warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
-        except InputError as error:
-            if strict:
-                raise ConvpipeError(f"Cannot use input {input_id}: {error.reason} (--strict)") from None
-            logger.info("skipping %s: %s", input_id, error.reason)
-            skipped.add(input_id, error.reason, split)
-            continue
-        kept.append(index)
+        result = read_one(preprocessor, x)
+        if record_result(skipped, input_id, result, split, strict):
+            items.append(result.item)
+            kept.append(index)
     return items, kept
 
 
@@ -127,16 +126,9 @@ def read_cached(
     skipped.total += len(dataset)
     kept, kept_keys = [], []
     for index, (key, result, input_id) in enumerate(zip(keys, results, dataset.ids)):
-        if result.reason is not None:
-            if strict:
-                raise ConvpipeError(f"Cannot use input {input_id}: {result.reason} (--strict)")
-            logger.info("skipping %s: %s", input_id, result.reason)
-            skipped.add(input_id, result.reason, split)
-            continue
-        for note in result.notes:
-            skipped.note(input_id, note, split)
-        kept.append(index)
-        kept_keys.append(key)
+        if record_result(skipped, input_id, result, split, strict):
+            kept.append(index)
+            kept_keys.append(key)
     return CachedItems(cache, kept_keys, [dataset.inputs[i] for i in kept], preprocessor), kept
 
 
