@@ -78,6 +78,64 @@ DataOption = Annotated[
 ]
 
 
+WorkersOption = Annotated[
+    Optional[int], typer.Option(help="Processes that decode inputs (default: one per CPU core; 1: no extra process).")
+]
+CacheDirOption = Annotated[
+    Optional[Path], typer.Option(help="Preprocessing cache folder (default: $XDG_CACHE_HOME/convpipe or ~/.cache/convpipe).")
+]
+UseCacheOption = Annotated[
+    Optional[bool], typer.Option("--cache/--no-cache", help="Reuse and keep preprocessed inputs (--no-cache: a temporary folder).")
+]
+CacheVerifyOption = Annotated[
+    Optional[bool], typer.Option("--cache-verify/--no-cache-verify", help="Also match cached files by a hash of their content.")
+]
+
+
+class ProgressBar:
+    """Draws the library's (stage, done, total) progress reports as a rich bar with files/s and
+    ETA, only on a terminal; a context manager so the bar is closed on errors too."""
+
+    def __init__(self):
+        self.progress = None
+        self.tasks: dict[str, int] = {}
+
+    def __enter__(self):
+        if sys.stdout.isatty():
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+
+            self.progress = Progress(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
+                TextColumn("[progress.data.speed]{task.fields[rate]}"),
+                TimeRemainingColumn(), console=console, transient=True,
+            )
+            self.progress.start()
+        return self
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if self.progress is None:
+            return
+        if stage not in self.tasks:
+            self.tasks[stage] = self.progress.add_task(stage, total=total, rate="")
+        task_id = self.tasks[stage]
+        self.progress.update(task_id, completed=done, total=total)
+        speed = next(task.speed for task in self.progress.tasks if task.id == task_id)
+        self.progress.update(task_id, rate=f"{speed:,.0f} files/s" if speed else "")
+
+    def __exit__(self, *exc_info) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
+def cache_settings(workers, cache_dir, use_cache, cache_verify) -> dict:
+    return {
+        "workers": workers,
+        "cache_dir": None if cache_dir is None else str(cache_dir.expanduser().resolve()),
+        "cache": use_cache,
+        "cache_verify": cache_verify,
+    }
+
+
 @app.command()
 @one_line_errors
 def train(
@@ -115,6 +173,10 @@ def train(
     sample_rate: Annotated[Optional[int], typer.Option(help="Audio: resample to this rate (Hz).")] = None,
     duration: Annotated[Optional[float], typer.Option(help="Audio: seconds per clip (pad or crop).")] = None,
     num_mels: Annotated[Optional[int], typer.Option(help="Audio: mel bands.")] = None,
+    workers: WorkersOption = None,
+    cache_dir: CacheDirOption = None,
+    use_cache: UseCacheOption = None,
+    cache_verify: CacheVerifyOption = None,
     resume: Annotated[Optional[Path], typer.Option(help="Continue this interrupted run with its own settings (other options are ignored).")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every skipped input.")] = False,
 ):
@@ -126,7 +188,9 @@ def train(
     progress = 2 if not sys.stdout.isatty() else "auto"
     if resume is not None:
         console.print(f"Resuming {escape(str(resume))}")
-        report_training(run_training(None, verbose=progress, resume=resume))
+        with ProgressBar() as bar:
+            result = run_training(None, verbose=progress, resume=resume, progress=bar)
+        report_training(result)
         return
     resolved = resolve_config(
         modality,
@@ -167,11 +231,14 @@ def train(
             "patience": patience,
             "deterministic": deterministic,
             "strict": strict,
+            **cache_settings(workers, cache_dir, use_cache, cache_verify),
         },
     )
     source = resolved.data or "built-in demo data"
     console.print(f"Training a CNN on {escape(source)} ({resolved.modality.value})")
-    report_training(run_training(resolved, out=out, verbose=progress))
+    with ProgressBar() as bar:
+        result = run_training(resolved, out=out, verbose=progress, progress=bar)
+    report_training(result)
 
 
 def report_training(result) -> None:
@@ -195,11 +262,21 @@ def evaluate(
     run: Annotated[Path, typer.Argument(help="Run directory written by train.")],
     data: DataOption = None,
     out: Annotated[Optional[Path], typer.Option(help="Report folder (default RUN/report).")] = None,
+    workers: WorkersOption = None,
+    cache_dir: CacheDirOption = None,
+    use_cache: UseCacheOption = None,
+    cache_verify: CacheVerifyOption = None,
 ):
-    """Score a run on its held-out test split, or on --data; write report.html, report.json and figures."""
+    """Score a run on its held-out test split, or on --data; write report.html, report.json and figures.
+
+    Cache options left out are the ones the run was trained with."""
     from pipelines.evaluation import evaluate as run_evaluation
 
-    result = run_evaluation(run, data=data, out=out)
+    with ProgressBar() as bar:
+        result = run_evaluation(
+            run, data=data, out=out, workers=workers, cache_dir=None if cache_dir is None else str(cache_dir),
+            use_cache=use_cache, cache_verify=cache_verify, progress=bar,
+        )
     report = result.report
     console.print(
         f"[bold]accuracy {report['accuracy']:.3f}   macro-F1 {report['macro_f1']:.3f}[/bold]   "
@@ -291,15 +368,54 @@ def preprocess_command(
     out: Annotated[Path, typer.Option(help="Output .npz file.")],
     data: DataOption = None,
     run: Annotated[Optional[Path], typer.Option(help="Use this run's fitted preprocessor and label order.")] = None,
+    workers: WorkersOption = None,
+    cache_dir: CacheDirOption = None,
+    use_cache: UseCacheOption = None,
+    cache_verify: CacheVerifyOption = None,
 ):
     """Export preprocessed arrays (x, y, label_names, ids) to an .npz file."""
+    from pipelines.cache import PreprocessCache
+    from pipelines.config import TrainSettings
     from pipelines.export import export_arrays
 
     if modality is None:
         raise ConvpipeError("No modality given: pass --modality image|audio|text.")
-    summary = export_arrays(parse_modality(modality), data, out, run_path=run)
+    settings = TrainSettings(**{k: v for k, v in cache_settings(workers, cache_dir, use_cache, cache_verify).items() if v is not None}).validate()
+    cache = PreprocessCache.open(settings.cache_dir, enabled=settings.cache, verify=settings.cache_verify)
+    with ProgressBar() as bar:
+        summary = export_arrays(parse_modality(modality), data, out, run_path=run, cache=cache, workers=settings.workers, progress=bar)
     console.print(
         escape(f"Wrote {summary['path']}: x {tuple(summary['shape'])}, {summary['classes']} classes; {summary['skipped']}")
+    )
+
+
+cache_app = typer.Typer(help="Inspect or empty the preprocessing cache.", no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
+
+
+@cache_app.command("info")
+@one_line_errors
+def cache_info_command(cache_dir: CacheDirOption = None):
+    """Show where the cache is and how much it holds."""
+    from pipelines.cache import cache_info, default_cache_dir
+
+    details = cache_info(cache_dir.expanduser() if cache_dir else default_cache_dir())
+    console.print(f"{'path':<12}{escape(details['path'])}" + ("" if details["exists"] else " (not created yet)"))
+    console.print(f"{'entries':<12}{details['entries']:,} preprocessed inputs")
+    console.print(f"{'shard sets':<12}{details['shard_sets']:,}")
+    console.print(f"{'size':<12}{details['bytes'] / 1e6:,.1f} MB")
+
+
+@cache_app.command("clear")
+@one_line_errors
+def cache_clear_command(cache_dir: CacheDirOption = None):
+    """Delete every cached entry and shard (the next run decodes its inputs again)."""
+    from pipelines.cache import clear_cache, default_cache_dir
+
+    details = clear_cache(cache_dir.expanduser() if cache_dir else default_cache_dir())
+    console.print(
+        f"Removed {details['entries']:,} entries and {details['shard_sets']:,} shard sets "
+        f"({details['bytes'] / 1e6:,.1f} MB) from {escape(details['path'])}"
     )
 
 

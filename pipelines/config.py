@@ -55,6 +55,11 @@ class TrainSettings:
             weights are restored.
         strict: stop at the first input that cannot be read instead of skipping it.
         max_skipped: largest share of inputs that may be skipped before training refuses to go on.
+        workers: processes that decode inputs (0: one per CPU core; 1: no extra process).
+        cache: keep preprocessed inputs in the cache folder, so the next run decodes nothing.
+        cache_dir: the cache folder (default: $XDG_CACHE_HOME/convpipe or ~/.cache/convpipe).
+        cache_verify: also identify cached files by a hash of their content, not only by path,
+            size and modification time.
     """
 
     epochs: int = 30
@@ -67,6 +72,10 @@ class TrainSettings:
     patience: int = 5
     strict: bool = False
     max_skipped: float = 0.1
+    workers: int = 0
+    cache: bool = True
+    cache_dir: str | None = None
+    cache_verify: bool = False
 
     def validate(self) -> "TrainSettings":
         for name in ("epochs", "batch_size", "patience"):
@@ -88,6 +97,8 @@ class TrainSettings:
                 f"--val-split + --test-split must leave data to train on, got "
                 f"{self.val_split} + {self.test_split}."
             )
+        if not isinstance(self.workers, int) or isinstance(self.workers, bool) or self.workers < 0:
+            raise ConvpipeError(f"--workers must be 0 (one per CPU core) or a positive integer, got {self.workers!r}.")
         if not 0.0 <= self.max_skipped <= 1.0:
             raise ConvpipeError(f"max_skipped must be in [0, 1], got {self.max_skipped!r}.")
         return self

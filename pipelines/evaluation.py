@@ -3,6 +3,7 @@ report.json, report.html and the figures beside it."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +15,9 @@ from pipelines import mistake_previews, report_figures
 from pipelines import report_sections as sections
 from pipelines.calibration import calibration
 from pipelines.datasets import Dataset, load_source
-from pipelines.featurize import Skipped, encode_items, read_inputs
+from pipelines.cache import PreprocessCache
+from pipelines.featurize import Skipped, encode_to_shards, read_cached
+from pipelines.progress import ProgressReporter, stage
 from pipelines.report_html import render_report
 from pipelines.run_dir import Run
 from preprocess import ConvpipeError, atomic
@@ -77,8 +80,19 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: list[
     }
 
 
-def evaluate(run_path: Path, data: str | None = None, out: Path | None = None) -> Evaluation:
+def evaluate(
+    run_path: Path,
+    data: str | None = None,
+    out: Path | None = None,
+    workers: int | None = None,
+    cache_dir: str | None = None,
+    use_cache: bool | None = None,
+    cache_verify: bool | None = None,
+    progress: ProgressReporter | None = None,
+) -> Evaluation:
+    """Score the run; cache settings left as None are the ones the run was trained with."""
     run = Run.open(run_path)
+    settings = run.config.train
     dataset, location = evaluation_data(run, data)
     unknown = sorted(set(dataset.labels) - set(run.labels))
     if unknown:
@@ -91,14 +105,24 @@ def evaluate(run_path: Path, data: str | None = None, out: Path | None = None) -
     preprocessor, model = run.preprocessor, run.model
     started = time.perf_counter()
     skipped = Skipped()
-    items, kept = read_inputs(preprocessor, dataset, "test", skipped, run.config.train.strict)
-    if not items:
+    cache = PreprocessCache.open(
+        cache_dir if cache_dir is not None else settings.cache_dir,
+        enabled=settings.cache if use_cache is None else use_cache,
+        verify=settings.cache_verify if cache_verify is None else cache_verify,
+    )
+    items, kept = read_cached(
+        preprocessor, dataset, "test", skipped, settings.strict, cache,
+        settings.workers if workers is None else workers, stage(progress, "reading test"),
+    )
+    if not len(items):
         raise ConvpipeError(f"None of the {len(dataset)} evaluation inputs could be read: {skipped.summary()}.")
-    x = encode_items(preprocessor, items)
+    x = encode_to_shards(preprocessor, items, stage(progress, "encoding test"))
     used = dataset.subset(kept)
     index = {label: i for i, label in enumerate(run.labels)}
     y_true = np.array([index[label] for label in used.labels])
-    probabilities = model.predict(x, batch_size=256, verbose=0)
+    from pipelines.streaming import streaming_dataset
+
+    probabilities = model.predict(streaming_dataset(x, None, batch_size=256), verbose=0)
     y_pred = probabilities.argmax(axis=1)
     seconds = time.perf_counter() - started
 
@@ -114,13 +138,15 @@ def evaluate(run_path: Path, data: str | None = None, out: Path | None = None) -
         "skipped": {"summary": skipped.summary(), "inputs": skipped.entries, "notes": skipped.notes},
         "model": sections.model_summary(run, model),
         "timing": sections.timing_summary(run, seconds, len(x)),
+        "cache": {"path": None if cache.temporary else str(cache.root), **dataclasses.asdict(cache.stats)},
         "environment": sections.environment_summary(),
     }
     out_dir = Path(out) if out is not None else run.path / "report"
     shown = sections.mistake_order(y_true, probabilities)[:MISTAKES_SHOWN]
     previews = mistake_previews.previews(
-        run.config.modality, preprocessor, x[shown], [used.inputs[i] for i in shown], report["misclassified"]
+        run.config.modality, preprocessor, x.take(shown), [used.inputs[i] for i in shown], report["misclassified"]
     )
+    cache.cleanup()
     report_path = write_report(out_dir, report, run, previews)
     return Evaluation(report=report, report_path=report_path)
 

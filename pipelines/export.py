@@ -8,20 +8,34 @@ import numpy as np
 
 from pipelines.datasets import load_source
 from pipelines.defaults import build_preprocessor
-from pipelines.featurize import Skipped, encode_items, read_inputs
+from pipelines.cache import PreprocessCache
+from pipelines.featurize import Skipped, encode_to_shards, fit_cached, read_cached
+from pipelines.progress import ProgressReporter, stage
 from pipelines.modality import Modality
 from pipelines.run_dir import Run
 from preprocess import ConvpipeError, atomic
 
 
 def export_arrays(
-    modality: Modality, data: str | None, out: Path, run_path: Path | None = None, strict: bool = False
+    modality: Modality,
+    data: str | None,
+    out: Path,
+    run_path: Path | None = None,
+    strict: bool = False,
+    cache: PreprocessCache | None = None,
+    workers: int | None = None,
+    progress: ProgressReporter | None = None,
 ) -> dict:
     """Write `out` (.npz): `x`, `y` (indices into `label_names`), `label_names`, `ids`.
 
     With `run_path`, the run's fitted preprocessor and label order are used (and its modality
     must match); otherwise a new preprocessor with default settings is fitted on all the data.
+    Inputs are read through `cache` (a temporary one when None).
     """
+    out = Path(out)
+    if out.suffix != ".npz":
+        raise ConvpipeError(f"--out must end in .npz, got {out}.")
+    cache = cache if cache is not None else PreprocessCache.open(None, enabled=False)
     if run_path is not None:
         run = Run.open(run_path)
         if run.config.modality is not modality:
@@ -33,20 +47,18 @@ def export_arrays(
         preprocessor, _ = build_preprocessor(modality, {}, dataset)
         label_names = sorted(set(dataset.labels))
     skipped = Skipped()
-    items, kept = read_inputs(preprocessor, dataset, "", skipped, strict)
-    if not items:
+    items, kept = read_cached(preprocessor, dataset, "", skipped, strict, cache, workers, stage(progress, "reading"))
+    if not len(items):
         raise ConvpipeError(f"No input in {source.location} could be read: {skipped.summary()}.")
     if run_path is None:
-        preprocessor.fit_read(items)
+        fit_cached(preprocessor, items)
     used = dataset.subset(kept)
     unknown = sorted(set(used.labels) - set(label_names))
     if unknown:
         raise ConvpipeError(f"Label(s) the run never saw: {', '.join(unknown)}.")
     index = {label: i for i, label in enumerate(label_names)}
-    x = encode_items(preprocessor, items)
+    x = encode_to_shards(preprocessor, items, stage(progress, "encoding")).to_numpy()  # one .npz holds it all
     y = np.array([index[label] for label in used.labels], dtype=np.int32)
-    out = Path(out)
-    if out.suffix != ".npz":
-        raise ConvpipeError(f"--out must end in .npz, got {out}.")
+    cache.cleanup()
     atomic.write_npz(out, {"x": x, "y": y, "label_names": np.array(label_names), "ids": np.array(used.ids)})
     return {"path": str(out), "shape": list(x.shape), "classes": len(label_names), "skipped": skipped.summary()}

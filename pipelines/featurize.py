@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import logging
-import warnings
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
+from pipelines.cache import PreprocessCache, ReadResult, digest, fitted_key, read_key
 from pipelines.datasets import Dataset
-from preprocess import ConvpipeError, InputError, InputWarning, Preprocessor
+from pipelines.parallel_read import read_into_cache, read_one
+from pipelines.progress import ProgressCallback
+from pipelines.shards import ShardedArray, open_shards, write_shards
+from preprocess import ConvpipeError, InputError, Preprocessor
 
 logger = logging.getLogger(__name__)
 
@@ -50,36 +52,32 @@ def _kind(reason: str) -> str:
     return reason.split(" (")[0]
 
 
+def record_result(skipped: Skipped, input_id: str, result: ReadResult, split: str, strict: bool) -> bool:
+    """Count one read input as used (with its notes) or skipped; True when it can be used."""
+    if result.reason is not None:
+        if strict:
+            raise ConvpipeError(f"Cannot use input {input_id}: {result.reason} (--strict)")
+        logger.info("skipping %s: %s", input_id, result.reason)
+        skipped.add(input_id, result.reason, split)
+        return False
+    for note in result.notes:
+        skipped.note(input_id, note, split)
+    return True
+
+
 def read_inputs(
     preprocessor: Preprocessor, dataset: Dataset, split: str, skipped: Skipped, strict: bool
 ) -> tuple[list[Any], list[int]]:
-    """Read every input; return the read items and the indices of the inputs that worked."""
+    """Read every input in this process, without the cache; return the read items and the
+    indices of the inputs that worked."""
     items, kept = [], []
     skipped.total += len(dataset)
     for index, (x, input_id) in enumerate(zip(dataset.inputs, dataset.ids)):
-        try:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always", InputWarning)
-                items.append(preprocessor.read(x))
-            for warning in caught:
-                if issubclass(warning.category, InputWarning):
-                    skipped.note(input_id, str(warning.message).split(": ", 1)[-1], split)
-                else:
-                    warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
-        except InputError as error:
-            if strict:
-                raise ConvpipeError(f"Cannot use input {input_id}: {error.reason} (--strict)") from None
-            logger.info("skipping %s: %s", input_id, error.reason)
-            skipped.add(input_id, error.reason, split)
-            continue
-        kept.append(index)
+        result = read_one(preprocessor, x)
+        if record_result(skipped, input_id, result, split, strict):
+            items.append(result.item)
+            kept.append(index)
     return items, kept
-
-
-def encode_items(preprocessor: Preprocessor, items: list[Any]) -> np.ndarray:
-    if not items:
-        return np.zeros((0, *preprocessor.output_shape), dtype=preprocessor.output_dtype)
-    return np.stack([preprocessor.encode(item) for item in items])
 
 
 def check_skip_share(skipped: Skipped, max_share: float) -> None:
@@ -89,3 +87,95 @@ def check_skip_share(skipped: Skipped, max_share: float) -> None:
             f"Fix the data, or see skipped.json; first: {skipped.entries[0]['input']}: "
             f"{skipped.entries[0]['reason']}."
         )
+
+
+class CachedItems(Sequence):
+    """The read items of a split's usable inputs, loaded from the cache one at a time.
+
+    An entry that cannot be loaded any more (damaged on disk) is read again from its input.
+    """
+
+    def __init__(self, cache: PreprocessCache, keys: list[str], inputs: list[Any], preprocessor: Preprocessor):
+        self.cache = cache
+        self.keys = keys
+        self.inputs = inputs
+        self.preprocessor = preprocessor
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __getitem__(self, index: int) -> Any:
+        return self.cache.item(self.keys[index], lambda: read_one(self.preprocessor, self.inputs[index]))
+
+
+def read_cached(
+    preprocessor: Preprocessor,
+    dataset: Dataset,
+    split: str,
+    skipped: Skipped,
+    strict: bool,
+    cache: PreprocessCache,
+    workers: int | None = None,
+    progress: ProgressCallback | None = None,
+) -> tuple[CachedItems, list[int]]:
+    """`read_inputs` through the cache (and worker processes): the same skips, notes and items.
+
+    Returns the usable inputs' items (lazily loaded) and their indices in `dataset`.
+    """
+    keys, results = read_into_cache(preprocessor, dataset.inputs, cache, workers, progress)
+    skipped.total += len(dataset)
+    kept, kept_keys = [], []
+    for index, (key, result, input_id) in enumerate(zip(keys, results, dataset.ids)):
+        if record_result(skipped, input_id, result, split, strict):
+            kept.append(index)
+            kept_keys.append(key)
+    return CachedItems(cache, kept_keys, [dataset.inputs[i] for i in kept], preprocessor), kept
+
+
+def fit_cached(preprocessor: Preprocessor, items: CachedItems) -> Preprocessor:
+    """`preprocessor.fit_read(items)`, or the fit stored for exactly these training inputs.
+
+    Fitting is deterministic, so the same read entries in the same order always give the same
+    vocabulary or statistics; a warm run then reads no item at all.
+    """
+    if not preprocessor.needs_fit:
+        return preprocessor.fit_read(items)
+    path = items.cache.root / "fits" / f"{digest('fit', read_key(preprocessor), items.keys)}.json"
+    if path.exists():
+        try:
+            stored = Preprocessor.load(path)
+            if type(stored) is type(preprocessor) and stored.get_config() == preprocessor.get_config():
+                preprocessor._restore_state(*stored._fitted_state())
+                items.cache.stats.fit_hits += 1
+                return preprocessor
+        except (InputError, ValueError, TypeError, KeyError):
+            pass  # unreadable: fit again and overwrite it
+    preprocessor.fit_read(items)
+    try:
+        preprocessor.save(path)
+    except OSError as error:
+        logger.warning("could not store the fitted preprocessor in the cache (%s)", error)
+    return preprocessor
+
+
+def encode_to_shards(
+    preprocessor: Preprocessor, items: CachedItems, progress: ProgressCallback | None = None
+) -> ShardedArray:
+    """The encoded arrays of `items`, from cached shards when this fit and these inputs were
+    encoded before, else encoded now (one input at a time) into new shards."""
+    cache = items.cache
+    folder = cache.shard_folder(digest("shards", fitted_key(preprocessor), items.keys))
+    found = open_shards(folder)
+    if found is not None:
+        cache.stats.shard_hits += 1
+        return found
+    cache.stats.shard_misses += 1
+    try:
+        return write_shards(
+            folder, items, preprocessor.encode, tuple(preprocessor.output_shape), preprocessor.output_dtype, progress
+        )
+    except OSError as error:
+        raise ConvpipeError(
+            f"Cannot write preprocessed shards in {folder} ({error.strerror or error}); "
+            "pass --cache-dir to use another folder, or --no-cache."
+        ) from None

@@ -13,12 +13,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from pipelines import environment
+from pipelines.cache import PreprocessCache
 from pipelines.config import RunConfig, TrainSettings
 from pipelines.datasets import Dataset, DataSource, load_source, split_dataset
 from pipelines.defaults import build_preprocessor
-from pipelines.featurize import Skipped, check_skip_share, encode_items, read_inputs
+from pipelines.featurize import Skipped, check_skip_share, encode_to_shards, fit_cached, read_cached
 from pipelines.modality import Modality
+from pipelines.progress import ProgressReporter, stage
 from pipelines.run_dir import RUN_FORMAT, write_history
+from pipelines.shards import ShardedArray
 from preprocess import ConvpipeError, Preprocessor, atomic
 
 if TYPE_CHECKING:
@@ -82,23 +85,34 @@ def make_splits(source: DataSource, config: RunConfig) -> dict[str, Dataset]:
 
 
 def featurize_splits(
-    preprocessor: Preprocessor, splits: dict[str, Dataset], strict: bool, max_skipped: float
-) -> tuple[dict[str, tuple[np.ndarray, list[str], list[str]]], Skipped]:
-    """Read train and validation inputs, fit on train only, encode both.
+    preprocessor: Preprocessor,
+    splits: dict[str, Dataset],
+    strict: bool,
+    max_skipped: float,
+    cache: PreprocessCache,
+    workers: int | None = None,
+    progress: ProgressReporter | None = None,
+) -> tuple[dict[str, tuple[ShardedArray, list[str], list[str]]], Skipped]:
+    """Read train and validation inputs through the cache, fit on train only, encode both into
+    shards on disk.
 
     Returns `{split: (arrays, labels, ids)}` for the inputs that could be read.
     """
     skipped = Skipped()
-    read = {name: read_inputs(preprocessor, splits[name], name, skipped, strict) for name in ("train", "validation")}
+    read = {
+        name: read_cached(preprocessor, splits[name], name, skipped, strict, cache, workers, stage(progress, f"reading {name}"))
+        for name in ("train", "validation")
+    }
     check_skip_share(skipped, max_skipped)
     train_items, _ = read["train"]
-    if not train_items:
+    if not len(train_items):
         raise ConvpipeError("No training input could be read; see the skipped inputs.")
-    preprocessor.fit_read(train_items)
+    fit_cached(preprocessor, train_items)
     arrays = {}
     for name, (items, kept) in read.items():
         subset = splits[name].subset(kept)
-        arrays[name] = (encode_items(preprocessor, items), subset.labels, subset.ids)
+        x = encode_to_shards(preprocessor, items, stage(progress, f"encoding {name}"))
+        arrays[name] = (x, subset.labels, subset.ids)
     return arrays, skipped
 
 
@@ -113,9 +127,14 @@ def build_model(config: RunConfig, preprocessor: Preprocessor, num_classes: int)
     return models.build_conv_model(preprocessor.output_shape, num_classes, config.model)
 
 
-def to_tf_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle_seed: int | None):
+def to_tf_dataset(x: np.ndarray | ShardedArray, y: np.ndarray, batch_size: int, shuffle_seed: int | None):
+    """Batches of `(x, y)`: streamed from shards (training, evaluation), or from arrays in memory."""
     import tensorflow as tf
 
+    if isinstance(x, ShardedArray):
+        from pipelines.streaming import streaming_dataset
+
+        return streaming_dataset(x, y, batch_size, shuffle_seed)
     dataset = tf.data.Dataset.from_tensor_slices((x, y))
     if shuffle_seed is not None:
         dataset = dataset.shuffle(len(x), seed=shuffle_seed, reshuffle_each_iteration=True)
@@ -176,11 +195,16 @@ def fit_model(
 
 
 def train(
-    config: RunConfig | None, out: Path | None = None, verbose: int | str = "auto", resume: Path | None = None
+    config: RunConfig | None,
+    out: Path | None = None,
+    verbose: int | str = "auto",
+    resume: Path | None = None,
+    progress: ProgressReporter | None = None,
 ) -> TrainResult:
     """Train a model as `config` says and write a complete run directory to `out`.
 
     With `resume`, continue the interrupted run in that directory with its own configuration.
+    `progress(stage, done, total)` is called while inputs are read and encoded.
     """
     import keras
 
@@ -215,7 +239,10 @@ def train(
             f"{len(classes)} ({', '.join(classes) or 'none'})."
         )
     preprocessor, choices = build_preprocessor(config.modality, config.preprocess, splits["train"])
-    arrays, skipped = featurize_splits(preprocessor, splits, settings.strict, settings.max_skipped)
+    cache = PreprocessCache.open(settings.cache_dir, enabled=settings.cache, verify=settings.cache_verify)
+    arrays, skipped = featurize_splits(
+        preprocessor, splits, settings.strict, settings.max_skipped, cache, settings.workers, progress
+    )
     x_train, train_labels, _ = arrays["train"]
     unreadable = sorted(set(classes) - set(train_labels))
     if unreadable:
@@ -266,6 +293,7 @@ def train(
         "best_epoch": best_epoch,
         "val_accuracy": val_accuracy,
         "timing": {"preprocess_seconds": round(preprocess_seconds, 3), "train_seconds": round(train_seconds, 3)},
+        "cache": {"path": None if cache.temporary else str(cache.root), **dataclasses.asdict(cache.stats)},
         "versions": environment.versions(),
         "keras_backend": keras.backend.backend(),
         "created": datetime.now().isoformat(timespec="seconds"),
@@ -284,6 +312,7 @@ def train(
     with atomic.atomic_path(run_dir / "model.keras") as tmp:  # last: its presence marks a complete run
         model.save(tmp)
     state.finish()
+    cache.cleanup()
     return TrainResult(
         run_dir=run_dir,
         val_accuracy=val_accuracy,

@@ -20,8 +20,11 @@ import numpy as np
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, sync: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it is fsynced and renamed to `path`.
+
+    `sync=False` skips the fsync (the rename stays atomic) for files that are cheap to recompute
+    when a power cut leaves them empty, such as cache entries.
 
     The temporary name keeps the target's suffixes, because some writers choose the format
     from them (Keras: `.keras`, `.weights.h5`). On an exception the temporary file is removed and the target is
@@ -36,8 +39,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
+        if sync:
+            with open(tmp, "rb+") as handle:
+                os.fsync(handle.fileno())
         # mkstemp creates 0600 files; give the result the mode a plain open() would have.
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, target)
@@ -52,17 +56,17 @@ def _umask() -> int:
     return mask
 
 
-def write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    with atomic_path(path) as tmp:
+def write_bytes(path: str | os.PathLike, data: bytes, sync: bool = True) -> None:
+    with atomic_path(path, sync=sync) as tmp:
         tmp.write_bytes(data)
 
 
-def write_text(path: str | os.PathLike, text: str) -> None:
-    write_bytes(path, text.encode("utf-8"))
+def write_text(path: str | os.PathLike, text: str, sync: bool = True) -> None:
+    write_bytes(path, text.encode("utf-8"), sync=sync)
 
 
-def write_json(path: str | os.PathLike, obj: Any) -> None:
-    write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+def write_json(path: str | os.PathLike, obj: Any, sync: bool = True) -> None:
+    write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n", sync=sync)
 
 
 def write_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:

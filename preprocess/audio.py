@@ -202,10 +202,18 @@ class AudioPreprocessor(Preprocessor):
         self.validate_params()
         if not items:
             raise ValueError("AudioPreprocessor.fit needs at least one training input.")
-        stacked = np.concatenate(items, axis=0).astype(np.float64)  # (all time steps, bands)
-        self.band_mean_ = stacked.mean(axis=0).astype(np.float32)
+        # Running sums, one item at a time: `items` may be a lazy sequence over a large cache,
+        # and stacking every spectrogram would hold the whole training set in memory.
+        count, total, squares = 0, 0.0, 0.0
+        for item in items:
+            values = np.asarray(item, dtype=np.float64)  # (time steps, bands)
+            count += values.shape[0]
+            total = total + values.sum(axis=0)
+            squares = squares + np.square(values).sum(axis=0)
+        mean = total / count
+        self.band_mean_ = mean.astype(np.float32)
         # A band that is constant over the training set (e.g. all silence) keeps unit scale.
-        std = stacked.std(axis=0)
+        std = np.sqrt(np.maximum(squares / count - np.square(mean), 0.0))
         self.band_std_ = np.where(std > 1e-3, std, 1.0).astype(np.float32)
         return self
 

@@ -125,6 +125,18 @@ def write_text_csv(path: Path, classes=CLASSES, per_class: int = PER_CLASS, seed
 # ---- function-scoped fixtures ----------------------------------------------------------------
 
 
+@pytest.fixture(autouse=True, scope="session")
+def private_cache_folder(tmp_path_factory):
+    """Runs cache preprocessed inputs under $XDG_CACHE_HOME: keep the tests' out of the user's."""
+    previous = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
+    yield
+    if previous is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = previous
+
+
 @pytest.fixture
 def image_folder(tmp_path) -> Path:
     """3 class folders x 12 grayscale 10x12 PNGs."""

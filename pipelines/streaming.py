@@ -1,0 +1,43 @@
+"""tf.data pipelines that read batches from .npy shards instead of arrays held in memory."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+
+from pipelines.shards import ShardedArray
+
+
+def batch_order(size: int, batch_size: int, shuffle_seed: int | None, epoch: int) -> list[np.ndarray]:
+    """Row indices of each batch: in order, or a permutation seeded by (seed, epoch)."""
+    if shuffle_seed is None:
+        order = np.arange(size)
+    else:
+        order = np.random.default_rng([shuffle_seed, epoch]).permutation(size)
+    return [order[start : start + batch_size] for start in range(0, size, batch_size)]
+
+
+def streaming_dataset(x: ShardedArray, y: np.ndarray | None, batch_size: int, shuffle_seed: int | None = None):
+    """A tf.data.Dataset of `(x, y)` batches (or `x` batches when `y` is None) read from shards.
+
+    With `shuffle_seed`, every pass over the data is a new seeded permutation of all rows, so
+    runs with the same seed see the same batches. Only `batch_size` rows (plus two prefetched
+    batches) are in memory at a time.
+    """
+    import tensorflow as tf
+
+    epochs = itertools.count()
+    labels = None if y is None else np.asarray(y)
+
+    def batches():
+        for indices in batch_order(len(x), batch_size, shuffle_seed, next(epochs)):
+            rows = x.take(indices)
+            yield rows if labels is None else (rows, labels[indices])
+
+    x_spec = tf.TensorSpec((None, *x.row_shape), tf.as_dtype(x.dtype))
+    signature = x_spec if labels is None else (x_spec, tf.TensorSpec((None,), tf.as_dtype(labels.dtype)))
+    dataset = tf.data.Dataset.from_generator(batches, output_signature=signature)
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(math.ceil(len(x) / batch_size)))
+    return dataset.prefetch(2)

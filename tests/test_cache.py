@@ -1,0 +1,245 @@
+"""The preprocessing cache, parallel reading and sharded streaming.
+
+Hits and misses are counted through `PreprocessCache.stats`, never measured with a clock.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import TINY_AUDIO, assert_one_line_error, describe_result, invoke, write_png
+from pipelines.cache import PreprocessCache, load_entry
+from pipelines.datasets import load_source
+from pipelines.featurize import Skipped, read_cached
+from pipelines.modality import Modality
+from pipelines.parallel_read import read_into_cache
+from preprocess import AudioPreprocessor, ImagePreprocessor, TextPreprocessor
+
+
+def audio_inputs(folder):
+    return load_source(str(folder), Modality.audio).full
+
+
+def stored(cache, key):
+    return load_entry(cache.root, key).item
+
+
+def cached_items(cache, keys):
+    return [stored(cache, key) for key in keys]
+
+
+def touch(path, seconds_later: int = 10) -> None:
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + seconds_later * 10**9))
+
+
+def test_second_read_hits_and_a_touched_file_or_changed_parameter_recomputes_exactly_those(audio_folder, tmp_path):
+    dataset = audio_inputs(audio_folder)
+    preprocessor = AudioPreprocessor(duration=0.25, num_mels=16)
+    cache = PreprocessCache(tmp_path / "cache")
+    keys, _ = read_into_cache(preprocessor, dataset.inputs, cache, workers=1)
+    assert (cache.stats.hits, cache.stats.misses) == (0, 36)
+    first = cached_items(cache, keys)
+
+    warm = PreprocessCache(tmp_path / "cache")
+    assert read_into_cache(preprocessor, dataset.inputs, warm, workers=1)[0] == keys
+    assert (warm.stats.hits, warm.stats.misses) == (36, 0)
+
+    touched = PreprocessCache(tmp_path / "cache")
+    touch(dataset.inputs[5])
+    new_keys, _ = read_into_cache(preprocessor, dataset.inputs, touched, workers=1)
+    assert (touched.stats.hits, touched.stats.misses) == (35, 1)
+    assert [i for i, (a, b) in enumerate(zip(keys, new_keys)) if a != b] == [5]
+    np.testing.assert_array_equal(stored(touched, new_keys[5]), first[5])  # same bytes, same result
+
+    changed = PreprocessCache(tmp_path / "cache")
+    read_into_cache(AudioPreprocessor(duration=0.25, num_mels=8), dataset.inputs, changed, workers=1)
+    assert (changed.stats.hits, changed.stats.misses) == (0, 36)
+
+
+def test_cache_verify_tells_a_rewritten_file_from_a_touched_one(audio_folder, tmp_path):
+    dataset = audio_inputs(audio_folder)
+    preprocessor = AudioPreprocessor(duration=0.25, num_mels=16)
+    read_into_cache(preprocessor, dataset.inputs, PreprocessCache(tmp_path / "c", verify=True), workers=1)
+    touch(dataset.inputs[0])  # same content, new mtime: still a hit when content is verified
+    other = dataset.inputs[1].read_bytes()
+    dataset.inputs[2].write_bytes(other)  # new content: a miss
+    cache = PreprocessCache(tmp_path / "c", verify=True)
+    read_into_cache(preprocessor, dataset.inputs, cache, workers=1)
+    assert (cache.stats.hits, cache.stats.misses) == (35, 1)
+
+
+def test_skipped_inputs_are_cached_with_their_reason_and_give_the_same_summary(audio_folder, tmp_path):
+    (audio_folder / "alpha" / "broken.wav").write_bytes(b"RIFF not really audio")
+    dataset = audio_inputs(audio_folder)
+    preprocessor = AudioPreprocessor(duration=0.25, num_mels=16)
+    summaries = []
+    for _ in range(2):
+        cache, skipped = PreprocessCache(tmp_path / "c"), Skipped()
+        items, kept = read_cached(preprocessor, dataset, "train", skipped, False, cache, workers=1)
+        summaries.append((skipped.summary(), skipped.entries, len(items), len(kept)))
+    assert cache.stats.misses == 0 and cache.stats.hits == 37
+    assert summaries[0] == summaries[1]
+    assert summaries[1][0].startswith("skipped 1 of 37 inputs: ")
+    assert summaries[1][1][0]["input"] == "alpha/broken.wav"
+
+
+def test_a_corrupt_entry_is_a_miss_and_is_recomputed(audio_folder, tmp_path):
+    dataset = audio_inputs(audio_folder)
+    preprocessor = AudioPreprocessor(duration=0.25, num_mels=16)
+    cache = PreprocessCache(tmp_path / "c")
+    keys, _ = read_into_cache(preprocessor, dataset.inputs, cache, workers=1)
+    expected = cached_items(cache, keys)
+    cut = next((tmp_path / "c" / "entries").rglob(f"{keys[3]}.npy"))
+    cut.write_bytes(cut.read_bytes()[:100])  # cut off: found when loaded
+    empty = next((tmp_path / "c" / "entries").rglob(f"{keys[4]}.npy"))
+    empty.write_bytes(b"")  # what a power cut can leave: found by the lookup
+
+    again = PreprocessCache(tmp_path / "c")
+    items, kept = read_cached(preprocessor, dataset, "train", Skipped(), False, again, workers=1)
+    assert (again.stats.hits, again.stats.misses, again.stats.corrupt) == (35, 1, 1)
+    loaded = list(items)
+    assert again.stats.corrupt == 2 and len(kept) == 36
+    for got, want in zip(loaded, expected):
+        np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(stored(again, keys[3]), expected[3])  # rewritten
+
+
+def test_text_entries_keep_their_tokens_and_latin1_notes(tmp_path):
+    folder = tmp_path / "texts"
+    for label in ("a", "b"):
+        (folder / label).mkdir(parents=True)
+        (folder / label / "plain.txt").write_text(f"plain {label} text", encoding="utf-8")
+    (folder / "a" / "latin.txt").write_bytes("caf\xe9 cr\xe8me".encode("latin-1"))
+    dataset = load_source(str(folder), Modality.text).full
+    preprocessor = TextPreprocessor(level="word", positions=8)
+    runs = []
+    for _ in range(2):
+        cache, skipped = PreprocessCache(tmp_path / "c"), Skipped()
+        items, _ = read_cached(preprocessor, dataset, "train", skipped, False, cache, workers=1)
+        runs.append(([list(item) for item in items], skipped.notes))
+    assert cache.stats.hits == 3
+    assert runs[0] == runs[1]
+    assert ["café", "crème"] in runs[1][0]
+    assert len(runs[1][1]) == 1 and runs[1][1][0]["input"] == "a/latin.txt"
+
+
+@pytest.mark.parametrize("modality", ["audio", "image"])
+def test_parallel_and_serial_reading_give_identical_arrays(modality, audio_folder, image_folder, tmp_path):
+    folder = audio_folder if modality == "audio" else image_folder
+    dataset = load_source(str(folder), Modality(modality)).full
+    preprocessor = (
+        AudioPreprocessor(duration=0.25, num_mels=16) if modality == "audio" else ImagePreprocessor(image_size=(8, 8))
+    )
+    serial, parallel = PreprocessCache(tmp_path / "serial"), PreprocessCache(tmp_path / "parallel")
+    calls = []
+    keys, _ = read_into_cache(preprocessor, dataset.inputs, serial, workers=1)
+    parallel_keys, _ = read_into_cache(
+        preprocessor, dataset.inputs, parallel, workers=2, min_parallel=0, progress=lambda *a: calls.append(a)
+    )
+    assert keys == parallel_keys
+    for key in keys:
+        np.testing.assert_array_equal(stored(serial, key), stored(parallel, key))
+    assert calls and calls[-1] == (36, 36)  # the progress callback saw every input
+
+
+def test_a_second_train_decodes_nothing_and_evaluate_reuses_the_cache(audio_run, cli_runner, tmp_path, monkeypatch):
+    def no_decoding(self, x):
+        raise AssertionError(f"decoded {x} although it is cached")
+
+    assert invoke(cli_runner, ["evaluate", audio_run.run_dir, "--out", tmp_path / "cold"]).exit_code == 0
+    monkeypatch.setattr(AudioPreprocessor, "read", no_decoding)
+    out = tmp_path / "warm"
+    result = invoke(
+        cli_runner, ["train", "--modality", "audio", "--data", audio_run.data, "--out", out, "--workers", "1", *TINY_AUDIO]
+    )
+    assert result.exit_code == 0, describe_result(result)
+    document = json.loads((out / "config.json").read_text())
+    assert document["cache"]["misses"] == 0 and document["cache"]["hits"] == 27  # train + validation
+    assert document["cache"]["shard_hits"] == 2  # same fit, same inputs: encoded shards reused
+    assert document["cache"]["fit_hits"] == 1  # the band statistics were not recomputed
+    assert document["config"]["train"]["workers"] == 1
+    cold = json.loads((audio_run.run_dir / "config.json").read_text())
+    assert document["val_accuracy"] == cold["val_accuracy"]
+    # The skip summary line is the same as on the cold run.
+    assert result.output.splitlines()[-3] == [l for l in audio_run.output.splitlines() if l.startswith("used all")][0]
+
+    result = invoke(cli_runner, ["evaluate", out])
+    assert result.exit_code == 0, describe_result(result)
+    report = json.loads((out / "report" / "report.json").read_text())
+    assert report["cache"]["hits"] == 9 and report["cache"]["misses"] == 0
+
+
+def test_no_cache_leaves_nothing_behind_and_cache_info_and_clear(image_folder, cli_runner, tmp_path):
+    cache_dir = tmp_path / "cache"
+    common = ["--modality", "image", "--data", image_folder, "--cache-dir", cache_dir]
+    result = invoke(cli_runner, ["preprocess", *common, "--no-cache", "--out", tmp_path / "a.npz"])
+    assert result.exit_code == 0, describe_result(result)
+    assert not cache_dir.exists()
+    result = invoke(cli_runner, ["preprocess", *common, "--out", tmp_path / "b.npz", "--workers", "1"])
+    assert result.exit_code == 0, describe_result(result)
+    with np.load(tmp_path / "a.npz") as a, np.load(tmp_path / "b.npz") as b:
+        np.testing.assert_array_equal(a["x"], b["x"])
+        assert a["x"].shape == (36, 8, 12, 1)
+
+    result = invoke(cli_runner, ["cache", "info", "--cache-dir", cache_dir])
+    assert result.exit_code == 0, describe_result(result)
+    assert "36 preprocessed inputs" in result.output and "shard sets  1" in result.output
+    result = invoke(cli_runner, ["cache", "clear", "--cache-dir", cache_dir])
+    assert result.exit_code == 0 and "Removed 36 entries and 1 shard sets" in result.output
+    assert "0 preprocessed inputs" in invoke(cli_runner, ["cache", "info", "--cache-dir", cache_dir]).output
+
+
+def test_bad_worker_count_is_one_line_error(image_folder, cli_runner, tmp_path):
+    result = invoke(cli_runner, ["preprocess", "--modality", "image", "--data", image_folder, "--workers", "-2", "--out", tmp_path / "x.npz"])
+    assert_one_line_error(result, "--workers", "-2")
+
+
+def test_the_xdg_cache_folder_is_the_default(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert PreprocessCache.open(None).root == tmp_path / "xdg" / "convpipe"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert PreprocessCache.open(None).root == Path.home() / ".cache" / "convpipe"
+    temporary = PreprocessCache.open(tmp_path / "ignored", enabled=False)
+    assert temporary.temporary and temporary.root.is_dir() and temporary.root != tmp_path / "ignored"
+    temporary.cleanup()
+    assert not temporary.root.exists()
+
+
+def test_image_png_written_after_a_run_is_a_new_entry(image_folder, tmp_path):
+    dataset = load_source(str(image_folder), Modality.image).full
+    preprocessor = ImagePreprocessor(image_size=(8, 8))
+    read_into_cache(preprocessor, dataset.inputs, PreprocessCache(tmp_path / "c"), workers=1)
+    write_png(image_folder / "alpha" / "new.png", np.full((10, 12), 200, np.uint8))
+    dataset = load_source(str(image_folder), Modality.image).full
+    cache = PreprocessCache(tmp_path / "c")
+    read_into_cache(preprocessor, dataset.inputs, cache, workers=1)
+    assert (cache.stats.hits, cache.stats.misses) == (36, 1)
+
+
+def test_cache_settings_come_from_toml_and_round_trip_through_config_json(tmp_path):
+    from pipelines.config import RunConfig, resolve_config
+
+    toml = tmp_path / "run.toml"
+    toml.write_text('modality = "audio"\n[train]\nworkers = 3\ncache = false\ncache_verify = true\n', encoding="utf-8")
+    config = resolve_config(None, config_file=toml, train={"cache_dir": "/tmp/elsewhere"})
+    assert (config.train.workers, config.train.cache, config.train.cache_verify) == (3, False, True)
+    assert config.train.cache_dir == "/tmp/elsewhere"
+    assert RunConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+
+
+def test_what_a_worker_imports_brings_no_framework():
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    probe = "import pipelines.parallel_read, preprocess.audio, preprocess.image, preprocess.text, sys; " \
+            "print(sorted(m for m in ('tensorflow', 'keras', 'torch', 'jax') if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", probe], cwd=root, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

@@ -1,0 +1,77 @@
+"""Shards on disk and the tf.data pipeline that streams them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipelines import shards
+from pipelines.shards import ShardedArray, open_shards, write_shards
+from pipelines.streaming import streaming_dataset
+
+
+def sharded(tmp_path, array: np.ndarray, monkeypatch, rows_per_shard: int = 7) -> ShardedArray:
+    row_bytes = array[0].nbytes
+    monkeypatch.setattr(shards, "SHARD_BYTES", rows_per_shard * row_bytes)
+    return write_shards(tmp_path / "shards", list(array), lambda row: row, array.shape[1:], array.dtype.str)
+
+
+def test_shards_return_exactly_the_rows_asked_for(tmp_path, monkeypatch):
+    array = np.random.default_rng(0).standard_normal((30, 4, 3, 1)).astype(np.float32)
+    x = sharded(tmp_path, array, monkeypatch)
+    assert len(x.paths) == 5 and x.shape == array.shape
+    order = np.random.default_rng(1).permutation(30)
+    np.testing.assert_array_equal(x.take(order), array[order])
+    np.testing.assert_array_equal(x.to_numpy(), array)
+    view = x[np.array([3, 29, 8])]
+    np.testing.assert_array_equal(view.take([2, 0]), array[[8, 3]])
+    reopened = open_shards(tmp_path / "shards")
+    np.testing.assert_array_equal(reopened.to_numpy(), array)
+
+
+def test_a_truncated_shard_is_not_reused(tmp_path, monkeypatch):
+    x = sharded(tmp_path, np.arange(60, dtype=np.int32).reshape(20, 3), monkeypatch)
+    x.paths[1].write_bytes(x.paths[1].read_bytes()[:-4])
+    assert open_shards(tmp_path / "shards") is None
+    (tmp_path / "shards" / shards.MANIFEST).unlink()
+    assert open_shards(tmp_path / "shards") is None
+
+
+def test_streamed_batches_are_the_arrays_in_order_or_a_seeded_permutation(tmp_path, monkeypatch):
+    array = np.arange(23 * 2, dtype=np.float32).reshape(23, 2)
+    labels = np.arange(23, dtype=np.int32)
+    dataset = streaming_dataset(sharded(tmp_path, array, monkeypatch), labels, batch_size=5)
+    batches = list(dataset.as_numpy_iterator())
+    assert [len(b[0]) for b in batches] == [5, 5, 5, 5, 3] and dataset.cardinality().numpy() == 5
+    np.testing.assert_array_equal(np.concatenate([b[0] for b in batches]), array)
+
+    shuffled = streaming_dataset(ShardedArray(sorted((tmp_path / "shards").glob("*.npy"))), labels, 5, shuffle_seed=3)
+    epochs = [np.concatenate([b[1] for b in shuffled.as_numpy_iterator()]) for _ in range(2)]
+    for seen in epochs:
+        assert sorted(seen.tolist()) == labels.tolist()  # every row once per epoch
+    assert epochs[0].tolist() != epochs[1].tolist()  # reshuffled each epoch
+    again = streaming_dataset(ShardedArray(sorted((tmp_path / "shards").glob("*.npy"))), labels, 5, shuffle_seed=3)
+    assert np.concatenate([b[1] for b in again.as_numpy_iterator()]).tolist() == epochs[0].tolist()
+    x_of = {row[0]: i for i, row in enumerate(array)}
+    first = next(iter(shuffled.as_numpy_iterator()))
+    assert [x_of[row[0]] for row in first[0]] == first[1].tolist()  # rows stay with their labels
+
+
+def test_streaming_training_reaches_the_accuracy_of_in_memory_training(tmp_path, monkeypatch):
+    import keras
+
+    from pipelines.training import to_tf_dataset
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 240).astype(np.int32)
+    x = (rng.standard_normal((240, 6, 6, 1)) * 0.5).astype(np.float32)
+    x[np.arange(240), 2 * y] += 1.0  # each class lights its own row
+    accuracies = []
+    for source in (x, sharded(tmp_path, x, monkeypatch, rows_per_shard=50)):
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((6, 6, 1)), keras.layers.Flatten(), keras.layers.Dense(3, activation="softmax")])
+        model.compile(optimizer=keras.optimizers.Adam(0.05), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        model.fit(to_tf_dataset(source, y, 16, shuffle_seed=0), epochs=6, verbose=0, shuffle=False)
+        accuracies.append(model.evaluate(to_tf_dataset(source, y, 64, None), verbose=0)[1])
+    assert accuracies[0] >= 0.9
+    assert accuracies[1] == pytest.approx(accuracies[0], abs=0.03)
