@@ -11,6 +11,7 @@ import numpy as np
 
 from pipelines import environment
 from pipelines.datasets import Dataset, load_source
+from pipelines.devices import configure_devices
 from pipelines.featurize import Skipped, encode_items, read_inputs
 from pipelines.run_dir import Run
 from preprocess import ConvpipeError, atomic
@@ -66,7 +67,9 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: list[
     }
 
 
-def evaluate(run_path: Path, data: str | None = None, out: Path | None = None) -> Evaluation:
+def evaluate(run_path: Path, data: str | None = None, out: Path | None = None, device: str = "auto") -> Evaluation:
+    """Score the run in `run_path` on `data` (default: its own test split) on `device`."""
+    configure_devices(device)  # first: TensorFlow fixes its devices at its first op
     run = Run.open(run_path)
     dataset, location = evaluation_data(run, data)
     unknown = sorted(set(dataset.labels) - set(run.labels))

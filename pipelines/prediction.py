@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from pipelines.devices import configure_devices
 from pipelines.modality import Modality
 from pipelines.run_dir import Run
 from preprocess import ConvpipeError, InputError
@@ -19,7 +20,7 @@ def _is_file(value: str) -> bool:
         return False
 
 
-def predict(run_path: Path, inputs: list[str], top_k: int = 3) -> list[dict[str, Any]]:
+def predict(run_path: Path, inputs: list[str], top_k: int = 3, device: str = "auto") -> list[dict[str, Any]]:
     """`[{"input": ..., "top": [{"label", "probability"}, ...]}]`, one entry per input, in order.
 
     For a text run, an input that names an existing file is read from it; anything else is
@@ -29,6 +30,7 @@ def predict(run_path: Path, inputs: list[str], top_k: int = 3) -> list[dict[str,
         raise ConvpipeError(f"--top-k must be at least 1, got {top_k}.")
     if not inputs:
         raise ConvpipeError("Nothing to predict: pass one or more inputs.")
+    configure_devices(device)  # before TensorFlow's first op, which fixes its devices
     run = Run.open(run_path)
     preprocessor = run.preprocessor
     arrays = []
