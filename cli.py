@@ -287,9 +287,13 @@ def info():
     details = environment.devices()
     console.print(f"{'backend':<14}{details['backend']}")
     console.print(f"{'devices':<14}{', '.join(details.get('devices', [])) or 'none'}")
-    for key in ("cuda", "cudnn"):
+    if details.get("gpus"):
+        console.print(f"{'gpus':<14}{escape(', '.join(details['gpus']))}")
+    for key, name in (("cuda", "cuda (built)"), ("cudnn", "cudnn (built)"), ("mixed_precision", "mixed")):
         if details.get(key):
-            console.print(f"{key:<14}{details[key]}")
+            console.print(f"{name:<14}{escape(str(details[key]))}")
+    for name, support in details.get("strategies", {}).items():
+        console.print(f"{'strategy ' + name:<22}{escape(support)}")
 
 
 if __name__ == "__main__":

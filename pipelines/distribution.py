@@ -102,6 +102,23 @@ def make_strategy(strategy: str, setup: DeviceSetup):
     raise ConvpipeError(f"--strategy must be one of {' | '.join(STRATEGIES)}, got {strategy!r}.")
 
 
+def strategy_support(gpus: int) -> dict[str, str]:
+    """What each `--strategy` would do on this machine, for `convpipe info`."""
+    if os.environ.get("TF_CONFIG"):
+        try:
+            role = worker_role()
+            cluster = f"TF_CONFIG: {role.task_type} {role.index}, {role.workers} workers"
+        except ConvpipeError as error:
+            cluster = f"TF_CONFIG is set but invalid: {error}"
+    else:
+        cluster = "needs TF_CONFIG on every machine"
+    return {
+        "none": "one device",
+        "mirrored": f"{gpus} GPU replica(s)" if gpus else "CPU: --cpu-replicas N logical devices",
+        "multiworker": cluster,
+    }
+
+
 def global_batch_size(batch_size: int, global_batch: int | None, replicas: int) -> int:
     """Inputs per optimizer step over all replicas: `global_batch`, else `batch_size` per replica."""
     if global_batch is None:
@@ -114,7 +131,7 @@ def global_batch_size(batch_size: int, global_batch: int | None, replicas: int) 
     return global_batch
 
 
-def first_batch_size(inputs: int, global_batch: int, replicas: int, split: str) -> int:
+def first_batch_size(inputs: int, global_batch: int, replicas: int, split: str = "training") -> int:
     """A batch size whose first batch splits evenly over the replicas.
 
     Keras' `model.fit` under a replicated strategy averages the first batch over the replicas
