@@ -102,6 +102,16 @@ def make_strategy(strategy: str, setup: DeviceSetup):
     raise ConvpipeError(f"--strategy must be one of {' | '.join(STRATEGIES)}, got {strategy!r}.")
 
 
+def fewest_completed_epochs(strategy, completed: int) -> int:
+    """The smallest `completed` over all workers: where a restarted cluster resumes together."""
+    import tensorflow as tf
+
+    values = strategy.experimental_distribute_values_from_function(
+        lambda context: tf.constant([completed], dtype=tf.int32)
+    )
+    return int(tf.reduce_min(strategy.gather(values, axis=0)))
+
+
 def strategy_support(gpus: int) -> dict[str, str]:
     """What each `--strategy` would do on this machine, for `convpipe info`."""
     if os.environ.get("TF_CONFIG"):

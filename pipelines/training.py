@@ -138,7 +138,7 @@ def fit_model(
     """
     import keras
 
-    from pipelines.distribution import first_batch_size, shard_by_data
+    from pipelines.distribution import fewest_completed_epochs, first_batch_size, shard_by_data
     from pipelines.resume import ResumableEarlyStopping
     from pipelines.strategy_loop import fit_with_strategy_run
 
@@ -149,9 +149,16 @@ def fit_model(
             metrics=["accuracy"],
             jit_compile=compute.jit,
         )
+        # Now, in the scope: resuming reads optimizer state before training creates its slots.
+        model.optimizer.build(model.trainable_variables)
     batch_size = compute.global_batch_size
     monitor = "val_loss" if validation is not None else "loss"
     completed = state.completed_epochs()
+    if compute.role is not None:  # restarted workers resume from the same epoch
+        agreed = fewest_completed_epochs(compute.strategy, completed)
+        if agreed < completed:
+            state.roll_back_to(agreed)
+            completed = agreed
     earlier = state.history(completed)
     if completed:
         logger.warning("Resuming after epoch %d of %d.", completed, settings.epochs)
