@@ -137,3 +137,20 @@ def test_two_workers_train_one_run_written_by_the_chief(images, tmp_path):
     for a, b in zip(chief, model.get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
     assert any(np.abs(w).sum() > 0 for w in chief)
+
+
+def test_a_worker_one_epoch_ahead_rolls_back_to_the_epoch_all_backed_up(tmp_path):
+    from pipelines.resume import TrainState
+    from preprocess import ConvpipeError
+
+    state = TrainState(tmp_path / "run")
+    state.backup.mkdir(parents=True)
+    for suffix, epoch in (("", 3), (".bkp", 2)):  # BackupAndRestore's double checkpoint
+        (state.backup / f"latest.weights.h5{suffix}").write_bytes(f"weights of epoch {epoch}".encode())
+        (state.backup / f"training_metadata.json{suffix}").write_text(json.dumps({"epoch": epoch, "batch": 0}))
+    assert state.completed_epochs() == 3
+    with pytest.raises(ConvpipeError, match="resume after epoch 1"):
+        state.roll_back_to(1)
+    state.roll_back_to(2)
+    assert state.completed_epochs() == 2
+    assert (state.backup / "latest.weights.h5").read_bytes() == b"weights of epoch 2"
