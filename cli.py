@@ -1,4 +1,4 @@
-"""convpipe's command line: train, evaluate, predict, preprocess and info.
+"""convpipe's command line: train, evaluate, compare, predict, preprocess and info.
 
 Parses options, calls `pipelines`, prints. TensorFlow is imported inside the commands that need
 it, so `--help` is instant.
@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -93,9 +94,9 @@ def train(
     learning_rate: Annotated[Optional[float], typer.Option(help="Adam learning rate.")] = None,
     val_split: Annotated[Optional[float], typer.Option(help="Share held out for validation.")] = None,
     test_split: Annotated[Optional[float], typer.Option(help="Share held out for testing (no train/test folders).")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Seed for the split, initialization and shuffling.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed for the split, initialization and shuffling; given explicitly, also turns on --deterministic.")] = None,
     patience: Annotated[Optional[int], typer.Option(help="Epochs without validation improvement before stopping.")] = None,
-    deterministic: Annotated[Optional[bool], typer.Option("--deterministic/--fast", help="Deterministic TensorFlow ops: identical results for the same --seed, slower.")] = None,
+    deterministic: Annotated[Optional[bool], typer.Option("--deterministic/--fast", help="Deterministic TensorFlow ops: identical results for the same seed, slower (default: on when --seed is given).")] = None,
     strict: Annotated[Optional[bool], typer.Option("--strict/--skip-bad", help="Fail on the first unreadable input instead of skipping it.")] = None,
     filters: Annotated[Optional[str], typer.Option(help="Filters per conv block, e.g. 32,64 (text: filters per window width).")] = None,
     kernel_size: Annotated[Optional[int], typer.Option(help="Side of the square conv filters.")] = None,
@@ -217,23 +218,72 @@ def evaluate(
     out: Annotated[Optional[Path], typer.Option(help="Report folder (default RUN/report).")] = None,
     device: DeviceOption = "auto",
 ):
-    """Score a run on its held-out test split, or on --data, and write report.json."""
+    """Score a run on its held-out test split, or on --data; write report.html, report.json and figures."""
     from pipelines.evaluation import evaluate as run_evaluation
 
     result = run_evaluation(run, data=data, out=out, device=device)
     report = result.report
-    table = Table(title=escape(f"{report['modality']} run on {report['data']}"))
+    console.print(
+        f"[bold]accuracy {report['accuracy']:.3f}   macro-F1 {report['macro_f1']:.3f}[/bold]   "
+        f"weighted-F1 {report['weighted_f1']:.3f}   ECE {report['calibration']['ece']:.3f}   "
+        f"n={report['n_samples']}   mistakes {len(report['misclassified'])}"
+    )
+    print_per_class(report, title=f"{report['modality']} run on {report['data']}")
+    if report["top_confusions"]:
+        confusions = ", ".join(f"{c['true']} -> {c['predicted']} ({c['count']})" for c in report["top_confusions"][:5])
+        console.print(f"most confused: {escape(confusions)}")
+    console.print(escape(report["skipped"]["summary"]))
+    console.print(f"Report written to [bold]{escape(str(result.html_path))}[/bold]")
+    console.print(f"  with {escape(str(result.report_path))} and confusion_matrix.png, training_curves.png, reliability.png")
+
+
+def print_per_class(report: dict, title: str) -> None:
+    table = Table(title=escape(title))
     for column in ("class", "precision", "recall", "f1", "support"):
         table.add_column(column, justify="left" if column == "class" else "right")
     for label, scores in report["per_class"].items():
         table.add_row(escape(label), *(f"{scores[k]:.3f}" for k in ("precision", "recall", "f1")), str(scores["support"]))
     console.print(table)
-    console.print(
-        f"accuracy {report['accuracy']:.3f}   macro-F1 {report['macro_f1']:.3f}   "
-        f"weighted-F1 {report['weighted_f1']:.3f}   n={report['n_samples']}"
-    )
-    console.print(escape(report["skipped"]["summary"]))
-    console.print(f"Report written to [bold]{escape(str(result.report_path))}[/bold]")
+
+
+@app.command()
+@one_line_errors
+def compare(
+    runs: Annotated[list[Path], typer.Argument(help="Two or more run directories written by train.")],
+    out: Annotated[Optional[Path], typer.Option(help="Folder for compare.json and compare.html.")] = None,
+):
+    """Compare runs by test accuracy and macro-F1, best first; runs of any modality.
+
+    Each run's RUN/report/report.json is used. A run without one is first evaluated on its own held-out test split, as `evaluate RUN` would, and the report is written into the run.
+
+    Runs scored on different data (another location or other inputs) are flagged.
+    """
+    from pipelines.compare import compare as run_comparison
+
+    comparison = run_comparison(runs, out=out)
+    table = Table(title="Runs, best first", box=box.SIMPLE_HEAD)
+    for column in ("#", "run", "modality", "parameters", "train s", "accuracy", "macro-F1", "data"):
+        table.add_column(column, justify="left" if column in ("run", "modality", "data") else "right")
+    for rank, row in enumerate(comparison.runs, start=1):
+        table.add_row(
+            str(rank), escape(Path(row.run).name), row.modality,
+            "n/a" if row.parameters is None else f"{row.parameters:,}",
+            "n/a" if row.train_seconds is None else f"{row.train_seconds:.1f}",
+            f"{row.accuracy:.3f}", f"{row.macro_f1:.3f}",
+            row.data_group + (" [red](≠A)[/red]" if row.different_data else ""),
+        )
+    console.print(table)
+    for rank, row in enumerate(comparison.runs, start=1):
+        console.print(escape(f"{rank}. {row.run}: {row.hyperparameter_text()}"), highlight=False)
+    for letter, group in comparison.data_groups.items():
+        console.print(escape(f"data {letter}: {group['data']} ({group['n_samples']} inputs)"), highlight=False)
+    if not comparison.same_data:
+        console.print("[yellow]Warning:[/yellow] these runs were scored on different data; compare with care.")
+    evaluated = [row.run for row in comparison.runs if row.evaluated_now]
+    if evaluated:
+        console.print(escape(f"Evaluated now on their own test split (they had no report): {', '.join(evaluated)}"))
+    if comparison.html_path is not None:
+        console.print(f"Comparison written to [bold]{escape(str(comparison.html_path))}[/bold] and compare.json")
 
 
 @app.command()

@@ -1,4 +1,5 @@
-"""`evaluate`: score a run on its held-out test split or on other data; write report.json."""
+"""`evaluate`: score a run on its held-out test split or on other data; write the report folder:
+report.json, report.html and the figures beside it."""
 
 from __future__ import annotations
 
@@ -9,18 +10,28 @@ from typing import Any
 
 import numpy as np
 
-from pipelines import environment
+from pipelines import mistake_previews, report_figures
+from pipelines import report_sections as sections
+from pipelines.calibration import calibration
 from pipelines.datasets import Dataset, load_source
 from pipelines.devices import configure_devices
 from pipelines.featurize import Skipped, encode_items, read_inputs
+from pipelines.report_html import render_report
 from pipelines.run_dir import Run
 from preprocess import ConvpipeError, atomic
+
+
+MISTAKES_SHOWN = 16  # previews in report.html; report.json lists every mistake
 
 
 @dataclass
 class Evaluation:
     report: dict[str, Any]
-    report_path: Path
+    report_path: Path  # report.json; report.html and the figures are beside it
+
+    @property
+    def html_path(self) -> Path:
+        return self.report_path.with_name("report.html")
 
 
 def evaluation_data(run: Run, data: str | None) -> tuple[Dataset, str]:
@@ -94,16 +105,40 @@ def evaluate(run_path: Path, data: str | None = None, out: Path | None = None, d
     y_pred = probabilities.argmax(axis=1)
     seconds = time.perf_counter() - started
 
+    metrics = classification_metrics(y_true, y_pred, run.labels)
     report = {
         "run": str(run.path),
         "data": location,
         "modality": run.config.modality.value,
-        **classification_metrics(y_true, y_pred, run.labels),
+        **metrics,
+        "top_confusions": sections.top_confusions(metrics["confusion_matrix"], run.labels),
+        "misclassified": sections.misclassified(used, y_true, probabilities, run.labels),
+        "calibration": calibration(probabilities.max(axis=1), y_pred == y_true),
         "skipped": {"summary": skipped.summary(), "inputs": skipped.entries, "notes": skipped.notes},
-        "timing": {"evaluation_seconds": round(seconds, 3), "samples_per_second": round(len(x) / seconds, 1)},
-        "environment": environment.versions(),
+        "dataset": sections.data_summary(run, location, dataset, used, data is None, skipped.entries),
+        "model": sections.model_summary(run, model),
+        "timing": sections.timing_summary(run, seconds, len(x)),
+        "environment": sections.environment_summary(),
     }
     out_dir = Path(out) if out is not None else run.path / "report"
-    report_path = out_dir / "report.json"
-    atomic.write_json(report_path, report)
+    shown = sections.mistake_order(y_true, probabilities)[:MISTAKES_SHOWN]
+    previews = mistake_previews.previews(
+        run.config.modality, preprocessor, x[shown], [used.inputs[i] for i in shown], report["misclassified"]
+    )
+    report_path = write_report(out_dir, report, run, previews)
     return Evaluation(report=report, report_path=report_path)
+
+
+def write_report(out_dir: Path, report: dict[str, Any], run: Run, previews: list[dict[str, Any]]) -> Path:
+    """report.json, the three figures and report.html (which inlines them) into `out_dir`."""
+    figures = {
+        "confusion_matrix.png": report_figures.confusion_matrix_png(report["confusion_matrix"], report["labels"]),
+        "training_curves.png": report_figures.training_curves_png(run.history, report["model"]["best_epoch"]),
+        "reliability.png": report_figures.reliability_png(report["calibration"]),
+    }
+    for name, png in figures.items():
+        atomic.write_bytes(out_dir / name, png)
+    atomic.write_text(out_dir / "report.html", render_report(report, figures, previews))
+    report_path = out_dir / "report.json"
+    atomic.write_json(report_path, report)  # last: its presence marks a complete report
+    return report_path

@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -28,6 +29,28 @@ from preprocess import ConvpipeError, InputError, Preprocessor, atomic
 
 RUN_FORMAT = 1
 REQUIRED_FILES = ("model.keras", "preprocessor.json", "labels.json", "config.json", "split.json")
+
+
+def read_history(path: Path) -> dict[str, list[float]]:
+    """history.csv as `{column: values per epoch}`; columns with no number at all are dropped."""
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+    except OSError:
+        return {}
+    columns: dict[str, list[float]] = {}
+    for key in (rows[0] if rows else {}):
+        if key == "epoch" or key is None:
+            continue
+        values = []
+        for row in rows:
+            try:
+                values.append(float(row.get(key) or "nan"))
+            except ValueError:  # e.g. CSVLogger's "NA"
+                values.append(math.nan)
+        if not all(math.isnan(v) for v in values):
+            columns[key] = values
+    return columns
 
 
 def write_history(path: Path, history: dict[str, list[float]]) -> None:
@@ -68,12 +91,34 @@ class Run:
                 "Was training interrupted? Train again or pass another run."
             )
         document = _read_json(path / "config.json")
-        if document.get("run_format", 0) > RUN_FORMAT:
-            raise ConvpipeError(f"{path} was written by a newer convpipe; upgrade to use it.")
+        run_format = document.get("run_format") if isinstance(document, dict) else None
+        if not isinstance(run_format, int) or isinstance(run_format, bool):
+            raise ConvpipeError(f"{path / 'config.json'} is not a convpipe run config (no run_format).")
+        if run_format > RUN_FORMAT:
+            version = document.get("versions", {}).get("convpipe", "a newer version")
+            raise ConvpipeError(
+                f"{path} was written by convpipe {version} (run format {run_format}); this convpipe "
+                f"reads run format {RUN_FORMAT} or older: upgrade convpipe to use it."
+            )
         labels = _read_json(path / "labels.json")
         if not isinstance(labels, list) or len(labels) < 2:
             raise ConvpipeError(f"{path / 'labels.json'} must list at least two class names.")
         return cls(path=path, document=document, labels=[str(x) for x in labels], split=_read_json(path / "split.json"))
+
+    @property
+    def history(self) -> dict[str, list[float]]:
+        """Loss and metrics per epoch from history.csv ({} when it is missing)."""
+        return read_history(self.path / "history.csv")
+
+    @property
+    def skipped_in_training(self) -> list[dict[str, str]]:
+        """Inputs training could not use, with reasons (skipped.json; [] when it is missing)."""
+        path = self.path / "skipped.json"
+        if not path.is_file():
+            return []
+        document = _read_json(path)
+        entries = document.get("skipped", []) if isinstance(document, dict) else []
+        return entries if isinstance(entries, list) else []
 
     @cached_property
     def preprocessor(self) -> Preprocessor:

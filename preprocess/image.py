@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -139,7 +140,10 @@ class ImagePreprocessor(Preprocessor):
         except InputError:
             raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-            raise InputError(source, f"image too large ({error})") from None
+            # Pillow refuses headers far above its own limit before we see the size.
+            pixels = re.search(r"\((\d+) pixels\)", str(error))
+            size = f"{int(pixels.group(1)):,} pixels" if pixels else str(error)
+            raise InputError(source, f"image too large ({size}, limit max_pixels={self.max_pixels:,})") from None
         except UnidentifiedImageError:
             raise InputError(source, "not a readable image (unknown or corrupt format)") from None
         except (OSError, SyntaxError, ValueError, EOFError) as error:

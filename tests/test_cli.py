@@ -543,7 +543,7 @@ def test_the_same_seed_gives_identical_runs(cli_runner, image_folder, tmp_path):
     reports = []
     for name in ("first", "second"):
         out = tmp_path / name
-        args = ["train", "--modality", "image", "--data", image_folder, "--out", out, *TINY_IMAGE, "--deterministic"]
+        args = ["train", "--modality", "image", "--data", image_folder, "--out", out, *TINY_IMAGE]  # has --seed 0
         result = invoke(cli_runner, args)
         assert result.exit_code == 0, describe_result(result)
         assert json.loads((out / "config.json").read_text())["config"]["train"]["deterministic"] is True
@@ -601,3 +601,15 @@ def test_a_run_trained_on_a_relative_path_evaluates_from_another_folder(cli_runn
     assert json.loads((out / "config.json").read_text())["config"]["data"] == str(image_folder.resolve())
     monkeypatch.chdir(tmp_path)
     assert invoke(cli_runner, ["evaluate", out]).exit_code == 0
+
+
+@pytest.mark.parametrize("run_format, expected", [(99, "reads run format 1 or older"), (None, "no run_format")])
+def test_a_run_from_an_incompatible_version_is_refused(cli_runner, image_run, tmp_path, run_format, expected):
+    run_dir = tmp_path / "run"
+    shutil.copytree(image_run.run_dir, run_dir)
+    document = json.loads((run_dir / "config.json").read_text())
+    document["run_format"] = run_format
+    (run_dir / "config.json").write_text(json.dumps(document))
+    path = write_png(tmp_path / "x.png", class_image(0, np.random.default_rng(0)))
+    assert_one_line_error(invoke(cli_runner, ["evaluate", run_dir]), expected)
+    assert_one_line_error(invoke(cli_runner, ["predict", run_dir, path]), expected)

@@ -160,3 +160,10 @@ def test_missing_modality_missing_file_and_bad_toml(tmp_path):
     bad.write_text("modality = \n", encoding="utf-8")
     with pytest.raises(ConvpipeError, match="is not valid TOML"):
         resolve_config(None, config_file=bad)
+
+
+def test_an_explicit_seed_turns_on_determinism_unless_fast_is_asked_for(toml_file):
+    assert resolve_config("image").train.deterministic is False
+    assert resolve_config("image", train={"seed": 3}).train.deterministic is True
+    assert resolve_config("image", train={"seed": 3, "deterministic": False}).train.deterministic is False
+    assert resolve_config(None, config_file=toml_file).train.deterministic is True  # the TOML sets seed = 7

@@ -545,3 +545,60 @@ def test_a_file_name_that_is_not_utf8_trains_and_evaluates(cli_runner, tmp_path)
     assert sum("caf" in i for i in ids) == 1
     evaluate = invoke(cli_runner, ["evaluate", run_dir])
     assert evaluate.exit_code == 0, describe_result(evaluate)
+
+
+# ---- memory stays bounded --------------------------------------------------------------------
+
+
+def peak_allocation_bytes(function) -> int:
+    """Peak Python and NumPy allocation while `function` runs (NumPy reports to tracemalloc)."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        function()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def png_header_claiming(path: Path, width: int, height: int) -> Path:
+    """A PNG whose header claims width x height pixels but whose data is tiny."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit grayscale
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+    return path
+
+
+def test_a_decompression_bomb_is_refused_before_it_is_decoded(tmp_path):
+    path = png_header_claiming(tmp_path / "bomb.png", 40_000, 40_000)  # 1.6 GB once decoded
+    preprocessor = ImagePreprocessor(image_size=(8, 8))
+    preprocessor.transform_one(np.zeros((8, 8), dtype=np.uint8))  # imports happen outside the measurement
+
+    def read():
+        expected = r"bomb\.png: image too large \(1,600,000,000 pixels, limit max_pixels=64,000,000\)"
+        with pytest.raises(InputError, match=expected):
+            preprocessor.transform_one(path)
+
+    assert peak_allocation_bytes(read) < 5_000_000
+
+
+def test_a_five_minute_clip_is_read_only_as_far_as_the_duration_needs(tmp_path):
+    five_minutes = np.zeros(5 * 60 * SAMPLE_RATE, dtype=np.float32)
+    five_minutes[:SAMPLE_RATE] = 0.5 * np.sin(2 * np.pi * 440 * np.arange(SAMPLE_RATE) / SAMPLE_RATE)
+    path = tmp_path / "five minutes.wav"
+    soundfile.write(path, five_minutes, SAMPLE_RATE, subtype="PCM_16")  # 9.6 MB on disk
+    del five_minutes
+    preprocessor = AudioPreprocessor(sample_rate=SAMPLE_RATE, duration=1.0, num_mels=16)
+    preprocessor.read((np.zeros(SAMPLE_RATE, dtype=np.float32), SAMPLE_RATE))  # imports happen outside the measurement
+    result = {}
+
+    peak = peak_allocation_bytes(lambda: result.setdefault("x", preprocessor.read(path)))
+    assert np.isfinite(result["x"]).all() and result["x"].shape[1] == 16
+    # one second of samples and its spectrogram; the whole file as float32 would be 19 MB
+    assert peak < 4_000_000

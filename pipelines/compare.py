@@ -1,0 +1,199 @@
+"""`compare`: runs side by side, best test accuracy first, flagging runs scored on other data.
+
+A run without report/report.json is evaluated first, on its own held-out test split, exactly as
+`convpipe evaluate RUN` would (the report is written into the run, so the next compare is fast).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import string
+from dataclasses import asdict, dataclass
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from pipelines.modality import Modality
+from pipelines.report_html import CSS
+from pipelines.run_dir import Run
+from preprocess import ConvpipeError, atomic
+
+logger = logging.getLogger(__name__)
+
+REQUIRED_REPORT_KEYS = ("accuracy", "macro_f1", "n_samples", "data")
+CONV_KEYS = ("filters", "kernel_size", "pool_size", "pool_stride", "head", "batch_norm", "dense", "dropout")
+TEXT_KEYS = ("filters", "window_sizes", "text_kernel", "embedding_dim", "head", "dense", "dropout")
+TRAIN_KEYS = ("batch_size", "learning_rate")
+DIFFERENT_DATA = " <span class='wrong'>different data</span>"
+
+
+@dataclass
+class ComparedRun:
+    run: str
+    modality: str
+    hyperparameters: dict[str, Any]
+    parameters: int | None
+    train_seconds: float | None
+    accuracy: float
+    macro_f1: float
+    n_samples: int
+    data: str
+    #: same letter = same data location and the same input ids; A is the best run's data
+    data_group: str = ""
+    different_data: bool = False
+    evaluated_now: bool = False
+
+    def hyperparameter_text(self) -> str:
+        return " ".join(f"{key}={_compact(value)}" for key, value in self.hyperparameters.items())
+
+
+@dataclass
+class Comparison:
+    runs: list[ComparedRun]  # best first
+    same_data: bool
+    data_groups: dict[str, dict[str, Any]]
+    json_path: Path | None = None
+    html_path: Path | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "same_data": self.same_data,
+            "data_groups": self.data_groups,
+            "runs": [asdict(row) for row in self.runs],
+        }
+
+
+def _compact(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value)) or "none"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def key_hyperparameters(run: Run) -> dict[str, Any]:
+    """The settings that distinguish one run from another, in CLI terms."""
+    config = run.config
+    spec = config.model.to_dict()
+    keys = TEXT_KEYS if config.modality is Modality.text else CONV_KEYS
+    values = {key: spec[key] for key in keys}
+    if config.modality is Modality.text:
+        values["level"] = config.preprocess.get("level")
+    values["epochs"] = f"{run.document.get('epochs_run', '?')}/{config.train.epochs}"
+    values.update({key: getattr(config.train, key) for key in TRAIN_KEYS})
+    return values
+
+
+def load_report(run: Run) -> tuple[dict[str, Any], bool]:
+    """The run's report.json, evaluating the run on its own test split when there is none.
+
+    Returns the report and whether it was made just now.
+    """
+    path = run.path / "report" / "report.json"
+    if not path.is_file():
+        from pipelines.evaluation import evaluate
+
+        logger.info("%s has no report yet; evaluating it on its own test split.", run.path)
+        try:
+            return evaluate(run.path).report, True
+        except ConvpipeError as error:
+            raise ConvpipeError(
+                f"{run.path} has no report and cannot be evaluated on its own test split ({error}) "
+                f"Run `convpipe evaluate {run.path} --data PATH` first."
+            ) from None
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise ConvpipeError(f"Cannot read {path}: {error}. Run `convpipe evaluate {run.path}` again.") from None
+    missing = [key for key in REQUIRED_REPORT_KEYS if not isinstance(report, dict) or key not in report]
+    if missing:
+        raise ConvpipeError(
+            f"{path} is not a complete report (missing {', '.join(missing)}); run `convpipe evaluate {run.path}` again."
+        )
+    return report, False
+
+
+def data_identity(report: dict[str, Any]) -> str:
+    """Reports from before data fingerprints: fall back to the data location and input count."""
+    fingerprint = report.get("dataset", {}).get("fingerprint")
+    return fingerprint or f"{report['data']}|{report['n_samples']}"
+
+
+def compare(run_paths: list[Path], out: Path | None = None) -> Comparison:
+    """Compare runs by test accuracy (then macro-F1); with `out`, write compare.json and
+    compare.html there."""
+    if len(run_paths) < 2:
+        raise ConvpipeError(f"compare needs at least two runs; got {len(run_paths)}.")
+    seen: dict[Path, Path] = {}
+    for path in run_paths:
+        resolved = Path(path).resolve()
+        if resolved in seen:
+            raise ConvpipeError(f"{path} is given twice (also as {seen[resolved]}); list each run once.")
+        seen[resolved] = Path(path)
+    runs = [Run.open(path) for path in run_paths]  # every run checked before any is evaluated
+    rows, identities = [], {}
+    for run in runs:
+        report, evaluated_now = load_report(run)
+        row = ComparedRun(
+            run=str(run.path),
+            modality=run.config.modality.value,
+            hyperparameters=key_hyperparameters(run),
+            parameters=run.document.get("parameters"),
+            train_seconds=run.document.get("timing", {}).get("train_seconds"),
+            accuracy=float(report["accuracy"]),
+            macro_f1=float(report["macro_f1"]),
+            n_samples=int(report["n_samples"]),
+            data=str(report["data"]),
+            evaluated_now=evaluated_now,
+        )
+        identities[row.run] = data_identity(report)
+        rows.append(row)
+    rows.sort(key=lambda row: (-row.accuracy, -row.macro_f1))
+    letters: dict[str, str] = {}
+    groups: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        identity = identities[row.run]
+        if identity not in letters:
+            letters[identity] = string.ascii_uppercase[len(letters) % 26] * (1 + len(letters) // 26)
+            groups[letters[identity]] = {"data": row.data, "n_samples": row.n_samples}
+        row.data_group = letters[identity]
+        row.different_data = row.data_group != "A"
+    comparison = Comparison(runs=rows, same_data=len(groups) == 1, data_groups=groups)
+    if out is not None:
+        comparison.json_path = Path(out) / "compare.json"
+        comparison.html_path = Path(out) / "compare.html"
+        atomic.write_text(comparison.html_path, render_comparison(comparison))
+        atomic.write_json(comparison.json_path, comparison.to_dict())
+    return comparison
+
+
+def render_comparison(comparison: Comparison) -> str:
+    """A self-contained HTML page with the comparison table."""
+    def number(value: Any, pattern: str) -> str:
+        return "n/a" if value is None else format(value, pattern)
+
+    rows = "".join(
+        f"<tr class='run-row'><td>{rank}</td><td class='text'>{escape(row.run)}</td><td class='text'>{escape(row.modality)}</td>"
+        f"<td class='text'>{escape(row.hyperparameter_text())}</td><td>{number(row.parameters, ',')}</td>"
+        f"<td>{number(row.train_seconds, '.1f')}</td><td>{row.accuracy:.3f}</td><td>{row.macro_f1:.3f}</td>"
+        f"<td>{row.n_samples}</td><td class='text'>{escape(row.data_group)}"
+        f"{DIFFERENT_DATA if row.different_data else ''}</td></tr>"
+        for rank, row in enumerate(comparison.runs, start=1)
+    )
+    legend = "".join(
+        f"<li>{escape(letter)}: {escape(group['data'])} ({group['n_samples']} inputs)</li>"
+        for letter, group in comparison.data_groups.items()
+    )
+    warning = (
+        "" if comparison.same_data else
+        "<p class='wrong'>These runs were scored on different data: compare accuracies across data groups "
+        "with care.</p>"
+    )
+    return (
+        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'><title>convpipe run comparison</title>"
+        f"<style>{CSS}</style></head><body><h1>Run comparison</h1>{warning}"
+        "<table><thead><tr><th>#</th><th>run</th><th>modality</th><th>key hyperparameters</th><th>parameters</th>"
+        "<th>training s</th><th>test accuracy</th><th>macro F1</th><th>inputs</th><th>data</th></tr></thead>"
+        f"<tbody>{rows}</tbody></table><h2>Data groups</h2><ul>{legend}</ul></body></html>\n"
+    )

@@ -1,0 +1,376 @@
+"""Evaluation reports (report.json sections, report.html, figures) and `compare`.
+
+The expensive part, evaluating a trained model, happens once per modality (module-scoped
+`evaluated`, on the session's tiny runs); the other tests read its files or call the report
+functions on fixed arrays.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipelines.calibration import calibration
+from pipelines.datasets import Dataset
+from pipelines.evaluation import classification_metrics
+from pipelines.report_sections import misclassified, top_confusions
+from tests.conftest import CLASSES, assert_one_line_error, describe_result, invoke
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+FIGURES = ("confusion_matrix.png", "training_curves.png", "reliability.png")
+
+
+# ---- fixed predictions: numbers equal scikit-learn's and a hand-computed ECE ----------------
+
+Y_TRUE = np.array([0, 0, 0, 1, 1, 2, 2, 2])
+PROBABILITIES = np.array(
+    [
+        [0.90, 0.05, 0.05],  # right, 0.90
+        [0.20, 0.70, 0.10],  # 0 -> 1 at 0.70
+        [0.10, 0.10, 0.80],  # 0 -> 2 at 0.80
+        [0.30, 0.60, 0.10],  # right, 0.60
+        [0.10, 0.30, 0.60],  # 1 -> 2 at 0.60
+        [0.05, 0.05, 0.90],  # right, 0.90
+        [0.50, 0.40, 0.10],  # 2 -> 0 at 0.50
+        [0.10, 0.10, 0.80],  # right, 0.80
+    ]
+)
+
+
+def test_calibration_matches_a_hand_computed_ece():
+    confidences = np.array([0.95, 0.95, 0.5, 0.5, 0.3])
+    correct = np.array([True, False, True, True, False])
+    result = calibration(confidences, correct)
+    # bins of width 1/15, upper edge included: 0.95 -> bin 14, 0.5 -> bin 7, 0.3 -> bin 4
+    # ECE = 2/5 * |0.5 - 0.95| + 2/5 * |1 - 0.5| + 1/5 * |0 - 0.3| = 0.18 + 0.20 + 0.06
+    assert result["ece"] == pytest.approx(0.44)
+    assert result["num_bins"] == 15 and len(result["bins"]) == 15
+    filled = {i: b for i, b in enumerate(result["bins"]) if b["count"]}
+    assert sorted(filled) == [4, 7, 14]
+    assert filled[14]["accuracy"] == 0.5 and filled[14]["confidence"] == pytest.approx(0.95)
+    assert filled[7]["lower"] == pytest.approx(7 / 15) and filled[7]["upper"] == pytest.approx(8 / 15)
+    assert result["bins"][0]["accuracy"] is None  # empty bins say so rather than claim 0
+
+
+def test_calibration_bin_edges_and_perfect_calibration():
+    edges = calibration(np.array([0.0, 1 / 15, 1.0]), np.array([True, True, True]))
+    assert [b["count"] for b in edges["bins"]][:2] == [2, 0] and edges["bins"][-1]["count"] == 1
+    # 3 of 4 right at confidence 0.75 each: perfectly calibrated
+    assert calibration(np.full(4, 0.75), np.array([1, 1, 1, 0], dtype=bool))["ece"] == pytest.approx(0.0)
+
+
+def test_report_numbers_equal_scikit_learn_on_fixed_predictions():
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+
+    y_pred = PROBABILITIES.argmax(axis=1)
+    labels = list(CLASSES)
+    metrics = classification_metrics(Y_TRUE, y_pred, labels)
+    assert metrics["accuracy"] == pytest.approx(accuracy_score(Y_TRUE, y_pred)) == pytest.approx(0.5)
+    assert metrics["macro_f1"] == pytest.approx(f1_score(Y_TRUE, y_pred, average="macro"))
+    assert metrics["weighted_f1"] == pytest.approx(f1_score(Y_TRUE, y_pred, average="weighted"))
+    matrix = confusion_matrix(Y_TRUE, y_pred).tolist()
+    assert metrics["confusion_matrix"] == matrix == [[1, 1, 1], [0, 1, 1], [1, 0, 2]]
+    precision, recall, f1, support = precision_recall_fscore_support(Y_TRUE, y_pred)
+    for i, label in enumerate(labels):
+        assert metrics["per_class"][label] == pytest.approx(
+            {"precision": precision[i], "recall": recall[i], "f1": f1[i], "support": support[i]}
+        )
+    # off-diagonal cells, largest first (ties in matrix order)
+    assert top_confusions(matrix, labels) == [
+        {"true": "alpha", "predicted": "beta", "count": 1},
+        {"true": "alpha", "predicted": "gamma", "count": 1},
+        {"true": "beta", "predicted": "gamma", "count": 1},
+        {"true": "gamma", "predicted": "alpha", "count": 1},
+    ]
+    dataset = Dataset(inputs=[Path(f"/data/x{i}.png") for i in range(8)], labels=[labels[t] for t in Y_TRUE],
+                      ids=[f"x{i}" for i in range(8)])
+    mistakes = misclassified(dataset, Y_TRUE, PROBABILITIES, labels)
+    assert [(m["id"], m["true"], m["predicted"]) for m in mistakes] == [
+        ("x2", "alpha", "gamma"), ("x1", "alpha", "beta"), ("x4", "beta", "gamma"), ("x6", "gamma", "alpha")
+    ]
+    assert [m["confidence"] for m in mistakes] == pytest.approx([0.8, 0.7, 0.6, 0.5])
+    assert mistakes[0]["input"] == str(Path("/data/x2.png"))
+    # each confidence level has its own bin: 0.9 (2 of 2 right), 0.8 (1 of 2), 0.7 (0 of 1),
+    # 0.6 (1 of 2), 0.5 (0 of 1)
+    hand_ece = (2 * 0.1 + 2 * 0.3 + 1 * 0.7 + 2 * 0.1 + 1 * 0.5) / 8
+    assert calibration(PROBABILITIES.max(axis=1), y_pred == Y_TRUE)["ece"] == pytest.approx(hand_ece) == pytest.approx(0.275)
+
+
+# ---- evaluate end to end, once per modality -------------------------------------------------
+
+
+@pytest.fixture(scope="module", params=["image", "audio", "text"])
+def evaluated(request, cli_runner, tmp_path_factory):
+    trained = request.getfixturevalue(f"{request.param}_run")
+    out = tmp_path_factory.mktemp(f"report-{request.param}")
+    result = invoke(cli_runner, ["evaluate", trained.run_dir, "--out", out])
+    assert result.exit_code == 0, describe_result(result)
+    return trained, out, json.loads((out / "report.json").read_text()), result
+
+
+def test_terminal_summary(evaluated):
+    _, out, report, result = evaluated
+    text = result.stdout.replace("\n", "")
+    assert f"accuracy {report['accuracy']:.3f}" in text and f"macro-F1 {report['macro_f1']:.3f}" in text
+    assert all(label in result.stdout for label in CLASSES)
+    assert str(out / "report.html") in text and str(out / "report.json") in text
+
+
+def test_report_json_sections_agree_with_the_run(evaluated):
+    from sklearn.metrics import confusion_matrix
+
+    trained, _, report, _ = evaluated
+    document = json.loads((trained.run_dir / "config.json").read_text())
+    labels = report["labels"]
+    mistakes = report["misclassified"]
+    assert len(mistakes) == report["n_samples"] - round(report["accuracy"] * report["n_samples"])
+    confidences = [m["confidence"] for m in mistakes]
+    assert confidences == sorted(confidences, reverse=True)
+    assert all(m["true"] != m["predicted"] for m in mistakes)
+    # the mistakes rebuild the off-diagonal of the confusion matrix exactly
+    y_true = [labels.index(m["true"]) for m in mistakes]
+    y_pred = [labels.index(m["predicted"]) for m in mistakes]
+    off_diagonal = np.array(report["confusion_matrix"]) * (1 - np.eye(len(labels), dtype=int))
+    assert (confusion_matrix(y_true, y_pred, labels=range(len(labels))) == off_diagonal).all() if mistakes else True
+    assert sum(c["count"] for c in report["top_confusions"]) == min(len(mistakes), off_diagonal.sum())
+    if trained.modality == "text":
+        assert all(m["input"].startswith("row ") for m in mistakes)  # CSV rows by row id
+    else:
+        assert all(Path(m["input"]).is_file() for m in mistakes)  # files by path
+
+    bins = report["calibration"]["bins"]
+    assert sum(b["count"] for b in bins) == report["n_samples"]
+    right = sum(b["accuracy"] * b["count"] for b in bins if b["count"])
+    assert right == pytest.approx(report["accuracy"] * report["n_samples"])
+
+    dataset = report["dataset"]
+    assert dataset["class_counts"] == document["class_counts"]
+    assert dataset["evaluated_class_counts"] == {label: 3 for label in CLASSES}
+    assert dataset["own_test_split"] is True and dataset["skipped_in_evaluation"] == []
+    model = report["model"]
+    assert model["modality"] == trained.modality and model["parameters"] == document["parameters"]
+    assert model["spec"] == document["config"]["model"] and model["input_shape"] == document["input_shape"]
+    timing = report["timing"]
+    assert timing["train_seconds"] == document["timing"]["train_seconds"] > 0
+    assert timing["preprocess_seconds"] == document["timing"]["preprocess_seconds"] >= 0
+    assert timing["samples_per_second"] == pytest.approx(report["n_samples"] / timing["evaluation_seconds"], rel=0.01)
+    assert report["environment"]["backend"] == "tensorflow" and report["environment"]["keras"]
+
+
+class PageParser(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.tags: list[str] = []
+        self.attributes: list[tuple[str, str, str]] = []
+        self.rows: list[list[str]] = []  # cell texts of every table row
+        self.class_rows: list[list[str]] = []
+        self._row: list[str] | None = None
+        self._row_class = ""
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        self.attributes += [(tag, name, value or "") for name, value in attrs]
+        if tag == "tr":
+            self._row, self._row_class = [], dict(attrs).get("class", "")
+        elif tag in ("td", "th"):
+            self._cell = []
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None and self._row is not None:
+            self._row.append("".join(self._cell).strip())
+            self._cell = None
+        elif tag == "tr" and self._row is not None:
+            self.rows.append(self._row)
+            if self._row_class == "class-row":
+                self.class_rows.append(self._row)
+            self._row = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def assert_self_contained(page: str) -> None:
+    parser = PageParser()
+    parser.feed(page)
+    parser.close()
+    assert not {"script", "link", "iframe", "object", "embed", "base"} & set(parser.tags)
+    for tag, name, value in parser.attributes:
+        assert not name.startswith("on"), (tag, name)  # no event handlers (scripts)
+        if name in ("src", "href", "srcset", "action", "data"):
+            assert value.startswith("data:image/png;base64,"), (tag, name, value[:60])
+    outside_images = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", page)
+    for marker in ("http:", "https:", "//", "url(", "@import"):
+        assert marker not in outside_images, marker
+
+
+def test_report_html_parses_and_is_self_contained(evaluated):
+    trained, out, report, _ = evaluated
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert_self_contained(page)
+    parser = PageParser()
+    parser.feed(page)
+    assert [row[0] for row in parser.class_rows] == list(CLASSES)  # a row per class, in order
+    for row, label in zip(parser.class_rows, CLASSES):
+        assert row[1:] == [f"{report['per_class'][label][k]:.3f}" for k in ("precision", "recall", "f1")] + [
+            str(report["per_class"][label]["support"])
+        ]
+    # the raw confusion counts, row by row, in the counts table
+    matrix_rows = [[int(c) for c in row[1:]] for row in parser.rows if row and row[0] in CLASSES and len(row) == 4
+                   and all(c.isdigit() for c in row[1:]) and row not in parser.class_rows]
+    assert matrix_rows[:3] == report["confusion_matrix"]
+    images = [value for tag, name, value in parser.attributes if tag == "img" and name == "src"]
+    shown = min(16, len(report["misclassified"]))
+    if trained.modality == "text":
+        assert len(images) == 3 and page.count("<blockquote>") == shown
+    else:  # thumbnails or spectrogram pictures of the mistakes, after the three figures
+        assert len(images) == 3 + shown
+    for uri in images:
+        assert base64.b64decode(uri.split(",", 1)[1]).startswith(PNG_SIGNATURE)
+
+
+def test_figures_are_valid_pngs_beside_the_report(evaluated):
+    from PIL import Image
+
+    _, out, _, _ = evaluated
+    page = (out / "report.html").read_text(encoding="utf-8")
+    for name in FIGURES:
+        data = (out / name).read_bytes()
+        assert data.startswith(PNG_SIGNATURE)
+        with Image.open(io.BytesIO(data)) as image:
+            image.verify()
+        with Image.open(io.BytesIO(data)) as image:
+            assert image.width >= 300 and image.height >= 200
+            assert len(set(image.convert("L").getdata())) > 10  # something was drawn
+        assert base64.b64encode(data).decode() in page  # the same picture is inlined
+
+
+def test_a_one_epoch_run_still_renders_curves(cli_runner, image_run, tmp_path):
+    from pipelines.report_figures import training_curves_png
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(image_run.run_dir, run_dir)
+    lines = (run_dir / "history.csv").read_text().splitlines()
+    (run_dir / "history.csv").write_text("\n".join(lines[:2]) + "\n")  # header + epoch 1
+    result = invoke(cli_runner, ["evaluate", run_dir])
+    assert result.exit_code == 0, describe_result(result)
+    curves = (run_dir / "report" / "training_curves.png").read_bytes()
+    assert curves.startswith(PNG_SIGNATURE)
+    # points were plotted: the picture differs from the one drawn without any history
+    assert curves != training_curves_png({}, None)
+
+
+def test_confusion_matrix_figure_grows_with_the_classes():
+    from PIL import Image
+
+    from pipelines.report_figures import confusion_matrix_png
+
+    sizes = {}
+    for n in (2, 40):
+        matrix = (np.eye(n, dtype=int) * 5 + 1).tolist()
+        with Image.open(io.BytesIO(confusion_matrix_png(matrix, [f"class number {i}" for i in range(n)]))) as image:
+            sizes[n] = image.size
+    assert sizes[40][0] > 2 * sizes[2][0] and sizes[40][1] > 2 * sizes[2][1]
+
+
+def test_user_strings_are_escaped_in_the_html():
+    from pipelines.report_html import render_report
+
+    hostile = "<script>alert('x')</script>"
+    labels = [hostile, "b&b"]
+    report = {
+        "run": "runs/<r>", "data": "data/<d>", "modality": "text", "accuracy": 0.5, "macro_f1": 0.5,
+        "weighted_f1": 0.5, "n_samples": 2, "labels": labels, "confusion_matrix": [[1, 0], [1, 0]],
+        "per_class": {label: {"precision": 0.5, "recall": 1.0, "f1": 0.6, "support": 1} for label in labels},
+        "misclassified": [{"id": "row 3", "input": "row 3", "true": "b&b", "predicted": hostile, "confidence": 0.9}],
+        "top_confusions": [{"true": "b&b", "predicted": hostile, "count": 1}],
+    }
+    previews = [{**report["misclassified"][0], "snippet": "<img src=https://example.com/x.png> & more"}]
+    page = render_report(report, {}, previews)
+    assert "<script" not in page and "&lt;script&gt;" in page
+    assert "&lt;img src=https:" in page and "b&amp;b" in page
+    parser = PageParser()
+    parser.feed(page)
+    assert [row[0] for row in parser.class_rows] == labels
+
+
+# ---- compare --------------------------------------------------------------------------------
+
+
+def fake_report(run_dir: Path, accuracy: float, macro_f1: float, fingerprint: str = "same") -> None:
+    report = {"accuracy": accuracy, "macro_f1": macro_f1, "n_samples": 9, "data": "somewhere",
+              "dataset": {"fingerprint": fingerprint}}
+    (run_dir / "report").mkdir(parents=True, exist_ok=True)
+    (run_dir / "report" / "report.json").write_text(json.dumps(report))
+
+
+def copied_run(source: Path, target: Path) -> Path:
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("report"))
+    return target
+
+
+def test_compare_orders_by_accuracy_and_flags_other_data(cli_runner, image_run, tmp_path):
+    runs = {name: copied_run(image_run.run_dir, tmp_path / name) for name in ("middle", "best", "worst", "other")}
+    fake_report(runs["middle"], 0.70, 0.60)
+    fake_report(runs["best"], 0.90, 0.80)
+    fake_report(runs["worst"], 0.70, 0.50)  # ties on accuracy are broken by macro-F1
+    fake_report(runs["other"], 0.95, 0.95, fingerprint="elsewhere")
+    result = invoke(cli_runner, ["compare", *runs.values(), "--out", tmp_path / "cmp"])
+    assert result.exit_code == 0, describe_result(result)
+    document = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    order = [Path(row["run"]).name for row in document["runs"]]
+    assert order == ["other", "best", "middle", "worst"]
+    assert document["same_data"] is False
+    assert [row["data_group"] for row in document["runs"]] == ["A", "B", "B", "B"]
+    assert [row["different_data"] for row in document["runs"]] == [False, True, True, True]
+    first = document["runs"][1]
+    assert first["parameters"] > 0 and first["hyperparameters"]["filters"] == [4]
+    assert "different data" in result.stdout.replace("\n", " ") or "≠A" in result.stdout
+    page = (tmp_path / "cmp" / "compare.html").read_text()
+    assert_self_contained(page)
+    parser = PageParser()
+    parser.feed(page)
+    run_rows = [row for row in parser.rows if row and row[0].isdigit()]
+    assert [Path(row[1]).name for row in run_rows] == order
+    assert sum("different data" in row[-1] for row in run_rows) == 3
+
+
+def test_compare_evaluates_a_run_without_a_report(cli_runner, image_run, text_run, tmp_path):
+    image = copied_run(image_run.run_dir, tmp_path / "image")
+    text = copied_run(text_run.run_dir, tmp_path / "text")
+    fake_report(image, 1.0, 1.0)
+    result = invoke(cli_runner, ["compare", text, image])
+    assert result.exit_code == 0, describe_result(result)
+    report = json.loads((text / "report" / "report.json").read_text())  # made on its own test split
+    assert report["dataset"]["own_test_split"] is True and report["n_samples"] == 9
+    assert "Evaluated now" in result.stdout and "≠A" in result.stdout and "different data" in result.stdout
+    lines = [line for line in result.stdout.splitlines() if line.strip().startswith(("1 ", "2 "))]
+    assert "image" in lines[0] and "text" in lines[1]
+
+
+def test_compare_errors_are_one_line(cli_runner, image_run, tmp_path):
+    good = copied_run(image_run.run_dir, tmp_path / "good")
+    fake_report(good, 0.5, 0.5)
+    assert_one_line_error(invoke(cli_runner, ["compare", good]), "at least two runs")
+    assert_one_line_error(invoke(cli_runner, ["compare", good, tmp_path / "nope"]), "Run directory not found")
+    assert_one_line_error(invoke(cli_runner, ["compare", good, good.parent / "." / "good"]), "given twice")
+    incomplete = copied_run(image_run.run_dir, tmp_path / "incomplete")
+    (incomplete / "model.keras").unlink()
+    assert_one_line_error(invoke(cli_runner, ["compare", good, incomplete]), "is not a complete run", "model.keras")
+    broken = copied_run(image_run.run_dir, tmp_path / "broken")
+    (broken / "report").mkdir()
+    (broken / "report" / "report.json").write_text('{"accuracy": 0.5}')
+    assert_one_line_error(invoke(cli_runner, ["compare", good, broken]), "not a complete report", "macro_f1")
+    no_test = copied_run(image_run.run_dir, tmp_path / "no-test")
+    split = json.loads((no_test / "split.json").read_text())
+    (no_test / "split.json").write_text(json.dumps({**split, "test": []}))
+    assert_one_line_error(invoke(cli_runner, ["compare", good, no_test]), "has no report", "--data")
