@@ -228,7 +228,7 @@ def evaluate(
         f"weighted-F1 {report['weighted_f1']:.3f}   ECE {report['calibration']['ece']:.3f}   "
         f"n={report['n_samples']}   mistakes {len(report['misclassified'])}"
     )
-    print_per_class(report, title=f"{report['modality']} run on {report['data']}")
+    print_per_class(report, title=f"{report['modality']} run on {report['data']['location']}")
     if report["top_confusions"]:
         confusions = ", ".join(f"{c['true']} -> {c['predicted']} ({c['count']})" for c in report["top_confusions"][:5])
         console.print(f"most confused: {escape(confusions)}")

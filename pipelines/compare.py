@@ -116,8 +116,15 @@ def load_report(run: Run) -> tuple[dict[str, Any], bool]:
 
 def data_identity(report: dict[str, Any]) -> str:
     """Reports from before data fingerprints: fall back to the data location and input count."""
-    fingerprint = report.get("dataset", {}).get("fingerprint")
-    return fingerprint or f"{report['data']}|{report['n_samples']}"
+    data = report["data"]
+    if isinstance(data, dict) and data.get("fingerprint"):
+        return data["fingerprint"]
+    return f"{data_location(report)}|{report['n_samples']}"
+
+
+def data_location(report: dict[str, Any]) -> str:
+    data = report["data"]
+    return str(data.get("location")) if isinstance(data, dict) else str(data)
 
 
 def compare(run_paths: list[Path], out: Path | None = None) -> Comparison:
@@ -144,7 +151,7 @@ def compare(run_paths: list[Path], out: Path | None = None) -> Comparison:
             accuracy=float(report["accuracy"]),
             macro_f1=float(report["macro_f1"]),
             n_samples=int(report["n_samples"]),
-            data=str(report["data"]),
+            data=data_location(report),
             evaluated_now=evaluated_now,
         )
         identities[row.run] = data_identity(report)

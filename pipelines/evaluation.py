@@ -108,14 +108,13 @@ def evaluate(run_path: Path, data: str | None = None, out: Path | None = None, d
     metrics = classification_metrics(y_true, y_pred, run.labels)
     report = {
         "run": str(run.path),
-        "data": location,
+        "data": sections.data_summary(run, location, dataset, used, data is None, skipped.entries),
         "modality": run.config.modality.value,
         **metrics,
         "top_confusions": sections.top_confusions(metrics["confusion_matrix"], run.labels),
         "misclassified": sections.misclassified(used, y_true, probabilities, run.labels),
         "calibration": calibration(probabilities.max(axis=1), y_pred == y_true),
         "skipped": {"summary": skipped.summary(), "inputs": skipped.entries, "notes": skipped.notes},
-        "dataset": sections.data_summary(run, location, dataset, used, data is None, skipped.entries),
         "model": sections.model_summary(run, model),
         "timing": sections.timing_summary(run, seconds, len(x)),
         "environment": sections.environment_summary(),

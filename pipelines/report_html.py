@@ -158,7 +158,7 @@ def _skipped_list(entries: list[dict[str, str]], where: str) -> str:
 
 
 def _data(report: dict[str, Any]) -> str:
-    data = report.get("dataset", {})
+    data = report.get("data", {})
     splits = dict(data.get("class_counts", {}))
     splits["scored here"] = data.get("evaluated_class_counts", {})
     columns = list(splits)
@@ -169,7 +169,7 @@ def _data(report: dict[str, Any]) -> str:
     totals = "<tr><th>total</th>" + "".join(f"<th>{sum(splits[c].values())}</th>" for c in columns) + "</tr>"
     own = "its own held-out test split" if data.get("own_test_split") else "data given with --data"
     return (
-        f"<p>Scored on {escape(str(data.get('location', report.get('data', ''))))} ({own}); trained on "
+        f"<p>Scored on {escape(str(data.get('location', '')))} ({own}); trained on "
         f"{escape(str(data.get('trained_on')))}.</p>"
         f"<table><thead><tr><th>class</th>{''.join(f'<th>{escape(c)}</th>' for c in columns)}</tr></thead>"
         f"<tbody>{rows}{totals}</tbody></table>"
@@ -210,7 +210,7 @@ def render_report(report: dict[str, Any], figures: dict[str, bytes], previews: l
     calibration = report.get("calibration", {})
     title = f"{report['modality']} run {report['run']}"
     sections = [
-        f"<h1>Evaluation report</h1><p class='muted'>{escape(title)} · scored on {escape(str(report['data']))}</p>",
+        f"<h1>Evaluation report</h1><p class='muted'>{escape(title)} · scored on {escape(str(report['data']['location']))}</p>",
         _headline(report),
         "<h2>Per class</h2>", _per_class(report),
         "<h2>Confusion matrix</h2>",

@@ -259,7 +259,7 @@ def test_evaluate_on_another_folder(cli_runner, image_run, tmp_path):
     result = invoke(cli_runner, ["evaluate", image_run.run_dir, "--data", data, "--out", tmp_path / "r"])
     assert result.exit_code == 0, describe_result(result)
     report = json.loads((tmp_path / "r" / "report.json").read_text())
-    assert report["n_samples"] == 8 and report["data"] == str(data)
+    assert report["n_samples"] == 8 and report["data"]["location"] == str(data)
     assert report["per_class"]["gamma"]["support"] == 0
     assert sum(map(sum, report["confusion_matrix"])) == 8
 

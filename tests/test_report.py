@@ -151,13 +151,16 @@ def test_report_json_sections_agree_with_the_run(evaluated):
     right = sum(b["accuracy"] * b["count"] for b in bins if b["count"])
     assert right == pytest.approx(report["accuracy"] * report["n_samples"])
 
-    dataset = report["dataset"]
+    dataset = report["data"]
     assert dataset["class_counts"] == document["class_counts"]
     assert dataset["evaluated_class_counts"] == {label: 3 for label in CLASSES}
     assert dataset["own_test_split"] is True and dataset["skipped_in_evaluation"] == []
     model = report["model"]
     assert model["modality"] == trained.modality and model["parameters"] == document["parameters"]
-    assert model["spec"] == document["config"]["model"] and model["input_shape"] == document["input_shape"]
+    spec = document["config"]["model"]
+    unused = ("kernel_size", "pool_size") if trained.modality == "text" else ("window_sizes", "embedding_dim")
+    assert model["spec"] == {k: v for k, v in spec.items() if k in model["spec"]} and not set(unused) & set(model["spec"])
+    assert {"filters", "dense", "dropout"} <= set(model["spec"]) and model["input_shape"] == document["input_shape"]
     timing = report["timing"]
     assert timing["train_seconds"] == document["timing"]["train_seconds"] > 0
     assert timing["preprocess_seconds"] == document["timing"]["preprocess_seconds"] >= 0
@@ -288,7 +291,7 @@ def test_user_strings_are_escaped_in_the_html():
     hostile = "<script>alert('x')</script>"
     labels = [hostile, "b&b"]
     report = {
-        "run": "runs/<r>", "data": "data/<d>", "modality": "text", "accuracy": 0.5, "macro_f1": 0.5,
+        "run": "runs/<r>", "data": {"location": "data/<d>"}, "modality": "text", "accuracy": 0.5, "macro_f1": 0.5,
         "weighted_f1": 0.5, "n_samples": 2, "labels": labels, "confusion_matrix": [[1, 0], [1, 0]],
         "per_class": {label: {"precision": 0.5, "recall": 1.0, "f1": 0.6, "support": 1} for label in labels},
         "misclassified": [{"id": "row 3", "input": "row 3", "true": "b&b", "predicted": hostile, "confidence": 0.9}],
@@ -307,8 +310,8 @@ def test_user_strings_are_escaped_in_the_html():
 
 
 def fake_report(run_dir: Path, accuracy: float, macro_f1: float, fingerprint: str = "same") -> None:
-    report = {"accuracy": accuracy, "macro_f1": macro_f1, "n_samples": 9, "data": "somewhere",
-              "dataset": {"fingerprint": fingerprint}}
+    report = {"accuracy": accuracy, "macro_f1": macro_f1, "n_samples": 9,
+              "data": {"location": "somewhere", "fingerprint": fingerprint}}
     (run_dir / "report").mkdir(parents=True, exist_ok=True)
     (run_dir / "report" / "report.json").write_text(json.dumps(report))
 
@@ -351,7 +354,7 @@ def test_compare_evaluates_a_run_without_a_report(cli_runner, image_run, text_ru
     result = invoke(cli_runner, ["compare", text, image])
     assert result.exit_code == 0, describe_result(result)
     report = json.loads((text / "report" / "report.json").read_text())  # made on its own test split
-    assert report["dataset"]["own_test_split"] is True and report["n_samples"] == 9
+    assert report["data"]["own_test_split"] is True and report["n_samples"] == 9
     assert "Evaluated now" in result.stdout and "≠A" in result.stdout and "different data" in result.stdout
     lines = [line for line in result.stdout.splitlines() if line.strip().startswith(("1 ", "2 "))]
     assert "image" in lines[0] and "text" in lines[1]
