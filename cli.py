@@ -72,6 +72,9 @@ def setup_logging(verbose: bool) -> None:
 ModalityOption = Annotated[
     Optional[str], typer.Option(help=f"Kind of input: {' | '.join(m.value for m in Modality)}.")
 ]
+DeviceOption = Annotated[
+    str, typer.Option(help="auto (the GPUs TensorFlow sees, else the CPU) | cpu | gpu.")
+]
 DataOption = Annotated[
     Optional[str],
     typer.Option(help="Folder with one subfolder per class (optionally train/ and test/), or a CSV manifest."),
@@ -144,7 +147,8 @@ def train(
     out: Annotated[Optional[Path], typer.Option(help="Run directory to write (default runs/<modality>-<time>).")] = None,
     config: Annotated[Optional[Path], typer.Option(help="TOML file with [preprocess], [model], [train] tables; flags override it.")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Maximum epochs (early stopping may end sooner).")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Inputs per gradient step.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Inputs per gradient step on each replica; the global batch is this times the replicas.")] = None,
+    global_batch_size: Annotated[Optional[int], typer.Option(help="Inputs per gradient step over all replicas (instead of --batch-size).")] = None,
     learning_rate: Annotated[Optional[float], typer.Option(help="Adam learning rate.")] = None,
     val_split: Annotated[Optional[float], typer.Option(help="Share held out for validation.")] = None,
     test_split: Annotated[Optional[float], typer.Option(help="Share held out for testing (no train/test folders).")] = None,
@@ -177,6 +181,11 @@ def train(
     cache_dir: CacheDirOption = None,
     use_cache: UseCacheOption = None,
     cache_verify: CacheVerifyOption = None,
+    device: Annotated[Optional[str], typer.Option(help="auto (the GPUs TensorFlow sees, else the CPU) | cpu | gpu.")] = None,
+    precision: Annotated[Optional[str], typer.Option(help="float32 | mixed (float16 on GPU; bfloat16 on CPUs with bfloat16 instructions, refused on others).")] = None,
+    jit: Annotated[Optional[bool], typer.Option("--jit/--no-jit", help="XLA compilation (default: off on CPU, auto on GPU).")] = None,
+    strategy: Annotated[Optional[str], typer.Option(help="none | mirrored (all local GPUs or --cpu-replicas) | multiworker (machines from TF_CONFIG).")] = None,
+    cpu_replicas: Annotated[Optional[int], typer.Option(help="Split the CPU into this many devices for --strategy mirrored.")] = None,
     resume: Annotated[Optional[Path], typer.Option(help="Continue this interrupted run with its own settings (other options are ignored).")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every skipped input.")] = False,
 ):
@@ -232,6 +241,12 @@ def train(
             "deterministic": deterministic,
             "strict": strict,
             **cache_settings(workers, cache_dir, use_cache, cache_verify),
+            "global_batch_size": global_batch_size,
+            "device": device,
+            "precision": precision,
+            "jit": jit,
+            "strategy": strategy,
+            "cpu_replicas": cpu_replicas,
         },
     )
     source = resolved.data or "built-in demo data"
@@ -242,6 +257,12 @@ def train(
 
 
 def report_training(result) -> None:
+    if not result.chief:
+        console.print(
+            f"Worker finished {result.epochs} epoch(s); the chief wrote the run. "
+            f"This worker's final weights: [bold]{escape(str(result.run_dir / 'final.weights.h5'))}[/bold]"
+        )
+        return
     console.print(escape(result.skipped.summary()))
     if result.ignored:
         console.print(f"ignored {result.ignored:,} file(s) of other types or empty manifest rows (listed in skipped.json)")
@@ -266,6 +287,7 @@ def evaluate(
     cache_dir: CacheDirOption = None,
     use_cache: UseCacheOption = None,
     cache_verify: CacheVerifyOption = None,
+    device: DeviceOption = "auto",
 ):
     """Score a run on its held-out test split, or on --data; write report.html, report.json and figures.
 
@@ -275,7 +297,7 @@ def evaluate(
     with ProgressBar() as bar:
         result = run_evaluation(
             run, data=data, out=out, workers=workers, cache_dir=None if cache_dir is None else str(cache_dir),
-            use_cache=use_cache, cache_verify=cache_verify, progress=bar,
+            use_cache=use_cache, cache_verify=cache_verify, progress=bar, device=device,
         )
     report = result.report
     console.print(
@@ -348,11 +370,12 @@ def predict(
     inputs: Annotated[list[str], typer.Argument(help="Files to classify (text runs also take literal text).")],
     top_k: Annotated[int, typer.Option(help="Labels to show per input.")] = 3,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    device: DeviceOption = "auto",
 ):
     """Print the top-k labels and probabilities for each input."""
     from pipelines.prediction import predict as run_prediction
 
-    results = run_prediction(run, inputs, top_k=top_k)
+    results = run_prediction(run, inputs, top_k=top_k, device=device)
     if as_json:
         typer.echo(json.dumps(results, indent=2, ensure_ascii=False))
         return
@@ -430,9 +453,13 @@ def info():
     details = environment.devices()
     console.print(f"{'backend':<14}{details['backend']}")
     console.print(f"{'devices':<14}{', '.join(details.get('devices', [])) or 'none'}")
-    for key in ("cuda", "cudnn"):
+    if details.get("gpus"):
+        console.print(f"{'gpus':<14}{escape(', '.join(details['gpus']))}")
+    for key, name in (("cuda", "cuda (built)"), ("cudnn", "cudnn (built)"), ("mixed_precision", "mixed")):
         if details.get(key):
-            console.print(f"{key:<14}{details[key]}")
+            console.print(f"{name:<14}{escape(str(details[key]))}")
+    for name, support in details.get("strategies", {}).items():
+        console.print(f"{'strategy ' + name:<22}{escape(support)}")
 
 
 @app.command("inspect")

@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from models import ModelSpec
+from pipelines.devices import DEVICES, PRECISIONS, check_choice
+from pipelines.distribution import STRATEGIES
 from pipelines.modality import MODALITIES, Modality, parse_modality
 from preprocess import ConvpipeError
 
@@ -42,7 +44,8 @@ class TrainSettings:
 
     Args:
         epochs: maximum number of passes over the training split.
-        batch_size: inputs per gradient step.
+        batch_size: inputs per gradient step on each replica (device); the global batch is
+            this times the number of replicas, unless `global_batch_size` is set.
         learning_rate: Adam's step size.
         val_split: share of the data held out for validation (early stopping).
         test_split: share held out for the final test (ignored when the data has train/ and
@@ -60,6 +63,14 @@ class TrainSettings:
         cache_dir: the cache folder (default: $XDG_CACHE_HOME/convpipe or ~/.cache/convpipe).
         cache_verify: also identify cached files by a hash of their content, not only by path,
             size and modification time.
+        device: "auto" (the GPUs TensorFlow sees, else the CPU), "cpu" or "gpu".
+        precision: "float32" or "mixed" (mixed_float16 on GPU, mixed_bfloat16 on CPUs with
+            bfloat16 instructions, refused on other CPUs).
+        jit: XLA compilation; None means off on CPU (measured slower), Keras' "auto" on GPU.
+        strategy: "none", "mirrored" (all local GPUs, or `cpu_replicas` CPU devices) or
+            "multiworker" (several machines, from TF_CONFIG).
+        cpu_replicas: logical devices the CPU is split into when no GPU is used (for mirrored).
+        global_batch_size: inputs per gradient step over all replicas; overrides `batch_size`.
     """
 
     epochs: int = 30
@@ -76,6 +87,12 @@ class TrainSettings:
     cache: bool = True
     cache_dir: str | None = None
     cache_verify: bool = False
+    device: str = "auto"
+    precision: str = "float32"
+    jit: bool | None = None
+    strategy: str = "none"
+    cpu_replicas: int = 1
+    global_batch_size: int | None = None
 
     def validate(self) -> "TrainSettings":
         for name in ("epochs", "batch_size", "patience"):
@@ -101,7 +118,21 @@ class TrainSettings:
             raise ConvpipeError(f"--workers must be 0 (one per CPU core) or a positive integer, got {self.workers!r}.")
         if not 0.0 <= self.max_skipped <= 1.0:
             raise ConvpipeError(f"max_skipped must be in [0, 1], got {self.max_skipped!r}.")
+        self.validate_compute()
         return self
+
+    def validate_compute(self) -> None:
+        check_choice("device", self.device, DEVICES)
+        check_choice("precision", self.precision, PRECISIONS)
+        check_choice("strategy", self.strategy, STRATEGIES)
+        if self.jit is not None and not isinstance(self.jit, bool):
+            raise ConvpipeError(f"jit must be true or false, got {self.jit!r}.")
+        for name in ("cpu_replicas", "global_batch_size"):
+            value = getattr(self, name)
+            if value is None and name == "global_batch_size":
+                continue
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConvpipeError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}.")
 
 
 @dataclass(frozen=True)

@@ -35,10 +35,21 @@ def devices() -> dict[str, object]:
     if backend == "tensorflow":
         import tensorflow as tf
 
+        from pipelines.devices import cpu_flags, precision_policy
+        from pipelines.distribution import strategy_support
+        from preprocess import ConvpipeError
+
         info["devices"] = [f"{d.device_type}:{d.name.split(':')[-1]}" for d in tf.config.list_physical_devices()]
+        gpus = tf.config.list_physical_devices("GPU")
+        info["gpus"] = [tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name) for gpu in gpus]
         build = tf.sysconfig.get_build_info()
         info["cuda"] = build.get("cuda_version")
         info["cudnn"] = build.get("cudnn_version")
+        try:
+            info["mixed_precision"] = precision_policy("mixed", "gpu" if gpus else "cpu", cpu_flags())
+        except ConvpipeError:
+            info["mixed_precision"] = "not available (no GPU, no CPU bfloat16 instructions)"
+        info["strategies"] = strategy_support(len(gpus))
     elif backend == "jax":
         import jax
 

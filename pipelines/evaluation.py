@@ -18,6 +18,7 @@ from pipelines.datasets import Dataset, load_source
 from pipelines.cache import PreprocessCache
 from pipelines.featurize import Skipped, encode_to_shards, read_cached
 from pipelines.progress import ProgressReporter, stage
+from pipelines.devices import configure_devices
 from pipelines.report_html import render_report
 from pipelines.run_dir import Run
 from preprocess import ConvpipeError, atomic
@@ -89,8 +90,11 @@ def evaluate(
     use_cache: bool | None = None,
     cache_verify: bool | None = None,
     progress: ProgressReporter | None = None,
+    device: str = "auto",
 ) -> Evaluation:
-    """Score the run; cache settings left as None are the ones the run was trained with."""
+    """Score the run on `data` (default: its own test split) on `device`; cache settings left
+    as None are the ones the run was trained with."""
+    configure_devices(device)  # first: TensorFlow fixes its devices at its first op
     run = Run.open(run_path)
     settings = run.config.train
     dataset, location = evaluation_data(run, data)

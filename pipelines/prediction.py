@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from pipelines.devices import configure_devices
 from pipelines.modality import Modality
 from pipelines.run_dir import Run
 from preprocess import ConvpipeError, InputError
@@ -37,7 +38,7 @@ def encode_input(run: Run, value: str) -> np.ndarray:
         raise ConvpipeError(f"Cannot use input {value}: {error.reason}") from None
 
 
-def predict(run_path: Path, inputs: list[str], top_k: int = 3) -> list[dict[str, Any]]:
+def predict(run_path: Path, inputs: list[str], top_k: int = 3, device: str = "auto") -> list[dict[str, Any]]:
     """`[{"input": ..., "top": [{"label", "probability"}, ...]}]`, one entry per input, in order.
 
     For a text run, an input that names an existing file is read from it; anything else is
@@ -47,6 +48,7 @@ def predict(run_path: Path, inputs: list[str], top_k: int = 3) -> list[dict[str,
         raise ConvpipeError(f"--top-k must be at least 1, got {top_k}.")
     if not inputs:
         raise ConvpipeError("Nothing to predict: pass one or more inputs.")
+    configure_devices(device)  # before TensorFlow's first op, which fixes its devices
     run = Run.open(run_path)
     arrays = [encode_input(run, value) for value in inputs]
     probabilities = run.model.predict(np.stack(arrays), verbose=0)

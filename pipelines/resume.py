@@ -120,6 +120,28 @@ class TrainState:
             logger.warning("The backup in %s was unreadable; training restarts from the first epoch.", self.backup)
             return 0
 
+    def roll_back_to(self, epoch: int) -> None:
+        """Make the previous epoch's backup copy the latest, when it holds `epoch`.
+
+        Workers of a multi-worker run back up one after another at each epoch's end; one may
+        have been killed between its own backup and a peer's, one epoch behind.
+        """
+        metadata = self.backup / "training_metadata.json"
+        previous = Path(f"{metadata}.bkp")
+        try:
+            found = int(json.loads(previous.read_text())["epoch"])
+        except (OSError, ValueError, KeyError, TypeError):
+            found = None
+        if found != epoch:
+            raise ConvpipeError(
+                f"Cannot rejoin: the other workers resume after epoch {epoch}, and {self.backup} holds no "
+                f"backup of that epoch; delete every worker's {STATE_DIR} folder to train from the start."
+            )
+        weights = self.backup / "latest.weights.h5"
+        shutil.copyfile(Path(f"{weights}.bkp"), weights)
+        shutil.copyfile(previous, metadata)
+        logger.warning("Rolled back to epoch %d, the last epoch every worker backed up.", epoch)
+
     def history(self, epochs: int) -> dict[str, list[float]]:
         """Per-epoch logs of the first `epochs` epochs; rows beyond them (written after the last
         backup, before the kill) are dropped from the file too."""

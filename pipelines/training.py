@@ -25,6 +25,7 @@ from pipelines.shards import ShardedArray
 from preprocess import ConvpipeError, Preprocessor, atomic
 
 if TYPE_CHECKING:
+    from pipelines.compute import Compute
     from pipelines.resume import TrainState
 
 logger = logging.getLogger(__name__)
@@ -42,6 +43,9 @@ class TrainResult:
     ignored: int
     class_counts: dict[str, dict[str, int]]
     seconds: float
+    #: False on a non-chief multi-worker task: `run_dir` is then its scratch folder, holding only
+    #: final.weights.h5 (the chief writes the run)
+    chief: bool = True
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
@@ -142,7 +146,8 @@ def to_tf_dataset(x: np.ndarray | ShardedArray, y: np.ndarray, batch_size: int, 
 
 
 def fit_model(
-    model, train: tuple, validation: tuple | None, settings: TrainSettings, state: TrainState, verbose
+    model, train: tuple, validation: tuple | None, settings: TrainSettings, state: TrainState, verbose,
+    compute: Compute,
 ) -> tuple[dict, bool]:
     """Compile and fit with early stopping on the validation loss (restoring the best weights),
     continuing from `state` when an earlier attempt was interrupted.
@@ -152,15 +157,27 @@ def fit_model(
     """
     import keras
 
+    from pipelines.distribution import fewest_completed_epochs, first_batch_size, shard_by_data
     from pipelines.resume import ResumableEarlyStopping
+    from pipelines.strategy_loop import fit_with_strategy_run
 
-    model.compile(
-        optimizer=keras.optimizers.Adam(settings.learning_rate),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
+    with compute.strategy.scope():  # optimizer variables are mirrored like the model's
+        model.compile(
+            optimizer=keras.optimizers.Adam(settings.learning_rate),
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+            jit_compile=compute.jit,
+        )
+        # Now, in the scope: resuming reads optimizer state before training creates its slots.
+        model.optimizer.build(model.trainable_variables)
+    batch_size = compute.global_batch_size
     monitor = "val_loss" if validation is not None else "loss"
     completed = state.completed_epochs()
+    if compute.role is not None:  # restarted workers resume from the same epoch
+        agreed = fewest_completed_epochs(compute.strategy, completed)
+        if agreed < completed:
+            state.roll_back_to(agreed)
+            completed = agreed
     earlier = state.history(completed)
     if completed:
         logger.warning("Resuming after epoch %d of %d.", completed, settings.epochs)
@@ -172,14 +189,27 @@ def fit_model(
     )
     interrupted = False
     try:
-        model.fit(
-            to_tf_dataset(*train, settings.batch_size, settings.seed),
-            validation_data=None if validation is None else to_tf_dataset(*validation, settings.batch_size, None),
-            epochs=settings.epochs,
-            callbacks=[stopper, *state.callbacks(stopper), *extra_callbacks()],
-            verbose=verbose,
-            shuffle=False,  # the tf.data pipeline shuffles (seeded) each epoch
+        sizes = {name: first_batch_size(len(part[0]), batch_size, compute.replicas, name)
+                 for name, part in (("training", train), ("validation", validation)) if part is not None}
+        train_data = shard_by_data(to_tf_dataset(*train, sizes["training"], settings.seed))
+        validation_data = None if validation is None else shard_by_data(
+            to_tf_dataset(*validation, sizes["validation"], None)
         )
+        callbacks = [stopper, *state.callbacks(stopper), *extra_callbacks()]
+        if compute.uses_fit:
+            model.fit(
+                train_data,
+                validation_data=validation_data,
+                epochs=settings.epochs,
+                callbacks=callbacks,
+                verbose=verbose,
+                shuffle=False,  # the tf.data pipeline shuffles (seeded) each epoch
+            )
+        else:  # the same callbacks and logs, through strategy.run (keras-team/keras #20585)
+            fit_with_strategy_run(
+                model, compute.strategy, train_data, validation_data,
+                epochs=settings.epochs, initial_epoch=completed, callbacks=callbacks, verbose=verbose,
+            )
     except KeyboardInterrupt:
         interrupted = True
     history = state.history(settings.epochs)
@@ -208,6 +238,8 @@ def train(
     """
     import keras
 
+    from pipelines.compute import prepare_compute
+    from pipelines.distribution import worker_scratch_dir
     from pipelines.resume import TrainState
 
     started = time.perf_counter()
@@ -215,19 +247,26 @@ def train(
         run_dir = Path(resume)
         if (run_dir / "model.keras").exists():
             raise ConvpipeError(f"{run_dir} is already complete; nothing to resume.")
-        state = TrainState(run_dir)
-        config = state.load_request()
+        config = TrainState(run_dir).load_request()
     else:
         run_dir = Path(out) if out is not None else default_run_dir(config.modality)
-        state = TrainState(run_dir)
-        if (run_dir / "config.json").exists():
+        if config.data is not None:  # evaluate and --resume may run from another folder
+            config = dataclasses.replace(config, data=str(Path(config.data).expanduser().resolve()))
+    # First, before TensorFlow runs any op: devices are fixed when its runtime starts.
+    compute = prepare_compute(config.train, out_given=resume is not None or out is not None)
+    # A non-chief worker keeps its state in a scratch folder and writes nothing to the run.
+    state = TrainState(run_dir if compute.is_chief else worker_scratch_dir(run_dir, compute.role))
+    # A restarted multi-worker task runs the same command again and rejoins from its last backup.
+    continuing = resume is not None or (compute.role is not None and state.request.exists())
+    if not continuing:
+        if compute.is_chief and (run_dir / "config.json").exists():
             raise ConvpipeError(f"{run_dir} already holds a run; choose another --out or delete it.")
         if state.request.exists():
             raise ConvpipeError(
                 f"{run_dir} holds an interrupted run: continue it with `train --resume {run_dir}`, or delete it."
             )
-        if config.data is not None:  # evaluate and --resume may run from another folder
-            config = dataclasses.replace(config, data=str(Path(config.data).expanduser().resolve()))
+    elif resume is None:
+        logger.warning("Rejoining the interrupted multi-worker run from %s.", state.dir)
     settings = config.train
 
     source = load_source(config.data, config.modality)
@@ -257,19 +296,22 @@ def train(
 
     seed_everything(settings.seed, settings.deterministic)
     try:
-        model = build_model(config, preprocessor, len(classes))
+        with compute.strategy.scope():
+            model = build_model(config, preprocessor, len(classes))
     except ValueError as error:
         raise ConvpipeError(str(error)) from None
     has_val = len(x_val) > 0
     monitor = "val_loss" if has_val else "loss"
-    if resume is None:
+    if not continuing:
         state.start(config)  # only now: a run that fails on its data leaves nothing behind
     history, interrupted = fit_model(
-        model, (x_train, y_train), (x_val, y_val) if has_val else None, settings, state, verbose
+        model, (x_train, y_train), (x_val, y_val) if has_val else None, settings, state, verbose, compute
     )
     best_epoch = int(np.argmin(history[monitor])) + 1
     val_accuracy = float(history["val_accuracy"][best_epoch - 1]) if has_val else None
     train_seconds = time.perf_counter() - started - preprocess_seconds
+    if not compute.is_chief:
+        return finish_worker(state, model, history, monitor, interrupted, skipped, source, started)
 
     resolved = RunConfig(
         modality=config.modality,
@@ -296,6 +338,7 @@ def train(
         "cache": {"path": None if cache.temporary else str(cache.root), **dataclasses.asdict(cache.stats)},
         "versions": environment.versions(),
         "keras_backend": keras.backend.backend(),
+        "compute": compute.describe(),
         "created": datetime.now().isoformat(timespec="seconds"),
     }
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -323,4 +366,25 @@ def train(
         ignored=len(source.ignored),
         class_counts=class_counts,
         seconds=time.perf_counter() - started,
+    )
+
+
+def finish_worker(state: TrainState, model, history, monitor, interrupted, skipped, source, started) -> TrainResult:
+    """A non-chief worker's end: its final weights in its scratch folder, its backups removed."""
+    scratch = state.dir.parent
+    with atomic.atomic_path(scratch / "final.weights.h5") as tmp:
+        model.save_weights(tmp)
+    state.finish()
+    best_epoch = int(np.argmin(history[monitor])) + 1
+    return TrainResult(
+        run_dir=scratch,
+        val_accuracy=float(history["val_accuracy"][best_epoch - 1]) if "val_accuracy" in history else None,
+        epochs=len(history[monitor]),
+        best_epoch=best_epoch,
+        interrupted=interrupted,
+        skipped=skipped,
+        ignored=len(source.ignored),
+        class_counts={},
+        seconds=time.perf_counter() - started,
+        chief=False,
     )
