@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from pipelines.cache import PreprocessCache, ReadResult, digest, fitted_key, read_key
 from pipelines.datasets import Dataset
 from pipelines.parallel_read import read_into_cache, read_one
@@ -78,6 +80,13 @@ def read_inputs(
             items.append(result.item)
             kept.append(index)
     return items, kept
+
+
+def encode_items(preprocessor: Preprocessor, items: list[Any]) -> np.ndarray:
+    """Encode read items into one in-memory array (small data: check-locality)."""
+    if not items:
+        return np.zeros((0, *preprocessor.output_shape), dtype=preprocessor.output_dtype)
+    return np.stack([preprocessor.encode(item) for item in items])
 
 
 def check_skip_share(skipped: Skipped, max_share: float) -> None:
