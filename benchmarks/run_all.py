@@ -465,8 +465,9 @@ def table(results: dict[str, Any]) -> str:
         if name in b:
             p = b[name]
             r = p["files_per_second"]
-            rows.append(f"| {name}: files/s, 1 worker vs all | {r['convpipe_cold_all_workers']:.0f} | {r['convpipe_cold_1_worker']:.0f} (1 worker; naive loop {r['naive_loop']:.0f}) | {p['parallel_speedup']:.2f}x | >= 1.8x |")
-            rows.append(f"| {name}: files/s, warm vs cold | {r['convpipe_warm']:.0f} | {r['convpipe_cold_all_workers']:.0f} (cold) | {p['warm_speedup']:.0f}x | >= 20x{ok(p['meets_target'])} |")
+            # each row gets its own verdict (meets_target in the JSON is both together)
+            rows.append(f"| {name}: files/s cold, all workers vs 1 | {r['convpipe_cold_all_workers']:.0f} | {r['convpipe_cold_1_worker']:.0f} (1 worker; naive loop {r['naive_loop']:.0f}) | {p['parallel_speedup']:.2f}x | >= 1.8x{ok(p['parallel_speedup'] >= 1.8)} |")
+            rows.append(f"| {name}: files/s, warm vs cold | {r['convpipe_warm']:.0f} | {r['convpipe_cold_all_workers']:.0f} (cold) | {p['warm_speedup']:.0f}x | >= 20x{ok(p['warm_speedup'] >= 20)} |")
     if "memory" in b:
         m = b["memory"]
         small, large = list(m["runs"])
