@@ -60,8 +60,10 @@ def test_streamed_batches_are_the_arrays_in_order_or_a_seeded_permutation(tmp_pa
 def test_streaming_training_reaches_the_accuracy_of_in_memory_training(tmp_path, monkeypatch):
     import keras
 
+    from pipelines import training
     from pipelines.training import to_tf_dataset
 
+    monkeypatch.setattr(training, "IN_MEMORY_BYTES", 0)  # stream even this small set
     rng = np.random.default_rng(0)
     y = rng.integers(0, 3, 240).astype(np.int32)
     x = (rng.standard_normal((240, 6, 6, 1)) * 0.5).astype(np.float32)
@@ -75,3 +77,18 @@ def test_streaming_training_reaches_the_accuracy_of_in_memory_training(tmp_path,
         accuracies.append(model.evaluate(to_tf_dataset(source, y, 64, None), verbose=0)[1])
     assert accuracies[0] >= 0.9
     assert accuracies[1] == pytest.approx(accuracies[0], abs=0.03)
+
+
+def test_small_shards_are_loaded_and_large_ones_streamed(tmp_path, monkeypatch):
+    from pipelines import streaming, training
+
+    streamed = []
+    original = streaming.streaming_dataset
+    monkeypatch.setattr(streaming, "streaming_dataset", lambda *a, **k: streamed.append(1) or original(*a, **k))
+    array = np.arange(40, dtype=np.float32).reshape(20, 2)
+    x = sharded(tmp_path, array, monkeypatch)
+    for limit, expected_streams in ((array.nbytes, 0), (array.nbytes - 1, 1)):
+        monkeypatch.setattr(training, "IN_MEMORY_BYTES", limit)
+        dataset = training.to_tf_dataset(x, np.zeros(20, np.int32), 8, None)
+        assert len(streamed) == expected_streams
+        np.testing.assert_array_equal(np.concatenate([b.numpy() for b, _ in dataset]), array)
