@@ -23,7 +23,8 @@ from pipelines.inspection import audio_axes, conv_blocks, output_name
 from pipelines.modality import Modality
 from pipelines.prediction import encode_input, input_source
 from pipelines.run_dir import Run
-from preprocess import ConvpipeError, InputError, atomic
+from pipelines.text_inspection import read_tokens
+from preprocess import ConvpipeError, atomic
 from preprocess.text import PADDING_ID, RESERVED
 
 
@@ -139,15 +140,7 @@ def overlay_figure(run: Run, x: np.ndarray, cam: np.ndarray, out: Path, title: s
 
 def explain_text(run: Run, value: str, out: Path) -> Explanation:
     pre = run.preprocessor
-    try:
-        tokens = pre.read(input_source(run, value))
-    except InputError as error:
-        raise ConvpipeError(f"Cannot use input {value}: {error.reason}") from None
-    ids = pre.encode(tokens)
-    used = min(len(tokens), pre.positions_)
-    if used == 0:
-        raise ConvpipeError("Nothing to explain: the text has no tokens.")
-    tokens = tokens[:used]
+    tokens, ids, used = read_tokens(run, input_source(run, value), "explain")
     probabilities = np.asarray(run.model.predict(ids[None], verbose=0))[0]
     best = int(np.argmax(probabilities))
     contributions = occlusion(run.model, ids, used, best)

@@ -76,19 +76,24 @@ def token_label(token: str) -> str:
     return "␣" if token == " " else token
 
 
-def inspect_text(run: Run, source: Any, out: Path, channels: int) -> tuple[list[Section], np.ndarray, list[dict]]:
-    import keras
-
+def read_tokens(run: Run, source: Any, action: str) -> tuple[list, np.ndarray, int]:
+    """The tokens the model reads (cut to its positions), their encoded ids and their count."""
     pre = run.preprocessor
     try:
         tokens = pre.read(source)
     except InputError as error:
         raise ConvpipeError(f"Cannot use input {error.source}: {error.reason}") from None
-    ids = pre.encode(tokens)
     used = min(len(tokens), pre.positions_)
     if used == 0:
-        raise ConvpipeError("Nothing to inspect: the text has no tokens.")
-    tokens = tokens[:used]
+        raise ConvpipeError(f"Nothing to {action}: the text has no tokens.")
+    return tokens[:used], pre.encode(tokens), used
+
+
+def inspect_text(run: Run, source: Any, out: Path, channels: int) -> tuple[list[Section], np.ndarray, list[dict]]:
+    import keras
+
+    pre = run.preprocessor
+    tokens, ids, used = read_tokens(run, source, "inspect")
     token_ids = ids[:, 0] if ids.ndim == 2 else ids
     joiner = " " if pre.level == "word" else ""
     vocabulary = list(RESERVED) + list(pre.vocabulary_)
