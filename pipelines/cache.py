@@ -39,7 +39,7 @@ logger = logging.getLogger(__name__)
 #: The smallest .npy file numpy writes (magic, version, padded header).
 NPY_HEADER_BYTES = 64
 #: Bumped when the layout or the meaning of an entry changes; old entries are then never read.
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: character-level reads keep up to 2,048 characters (were 512)
 
 
 def default_cache_dir() -> Path:

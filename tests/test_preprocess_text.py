@@ -92,6 +92,15 @@ def test_positions_are_learned_from_training_lengths_when_unset():
     assert pre.transform_one(texts[-1]).shape == (56,)
 
 
+def test_learned_positions_are_capped_per_level():
+    # Long texts: 512 words, but 2,048 characters (512 characters cut long docstrings short).
+    texts = ["ab " * 1500] * 3
+    assert TextPreprocessor(level="word").fit(texts).output_shape == (512,)
+    char = TextPreprocessor(level="char").fit(texts)
+    assert char.output_shape == (2048,)
+    assert (char.transform_one(texts[0])[1500:] != 0).all()  # read, not padded, past 512
+
+
 def test_learned_positions_are_at_least_16():
     pre = TextPreprocessor().fit(["a b", "c"])
     assert pre.output_shape == (16,)
