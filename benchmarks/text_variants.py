@@ -1,0 +1,147 @@
+"""Text variants x seeds on one data set, arrays encoded once per seed (how benchmarks/README.md's
+text table was measured; a rough tool: fast kernels, so one seed repeats only to within ~0.03).
+
+    python benchmarks/text_variants.py [--data /tmp/docstrings] --seeds 0,1,2 --variants "base;ls=0.1;bs=64;ens=2"
+
+A variant is "+"-joined key=value pairs: ModelSpec fields, lr, bs, patience, epochs, ens (members
+averaged in one model), ls (label smoothing), sched (plateau|cosine), maxnorm (embedding rows).
+Each result, and TF-IDF + logistic regression on the same split, is appended to --out as JSON lines.
+"""
+import argparse, json, os, sys, time, pickle
+from pathlib import Path
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
+
+from pipelines.config import resolve_config
+from pipelines.datasets import load_source
+from pipelines.defaults import build_preprocessor
+from pipelines.modality import Modality
+from pipelines.training import make_splits
+
+p = argparse.ArgumentParser()
+p.add_argument("--data", default=None)
+p.add_argument("--seeds", default="0,1,2")
+p.add_argument("--variants", default="base")
+p.add_argument("--out", default="/tmp/sweep.jsonl")
+p.add_argument("--test-split", type=float, default=0.2)
+p.add_argument("--positions", type=int, default=None)
+p.add_argument("--pre", default="{}")
+args = p.parse_args()
+name = "builtin" if args.data is None else os.path.basename(args.data.rstrip("/"))
+
+
+def encode(seed):
+    cache = f"/tmp/sweep-cache-{name}-{seed}-{args.test_split}-{args.positions}-{args.pre}.pkl"
+    if os.path.exists(cache):
+        return pickle.load(open(cache, "rb"))
+    pre_params = json.loads(args.pre)
+    if args.positions: pre_params["positions"] = args.positions
+    config = resolve_config("text", data=args.data, preprocess=pre_params, train={"seed": seed, "test_split": args.test_split})
+    source = load_source(args.data, Modality.text)
+    splits = make_splits(source, config)
+    pre, _ = build_preprocessor(Modality.text, config.preprocess, splits["train"])
+    texts = {k: [pre.read_text(x) for x in v.inputs] for k, v in splits.items()}
+    pre.fit(texts["train"])
+    classes = sorted(set(splits["train"].labels))
+    idx = {c: i for i, c in enumerate(classes)}
+    arr = {k: (pre.transform(texts[k]), np.array([idx[l] for l in splits[k].labels], np.int32), texts[k]) for k in splits}
+    out = (arr, pre.num_ids, len(classes), pre.get_config())
+    pickle.dump(out, open(cache, "wb"))
+    return out
+
+
+def tfidf(arr):
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline, make_union
+    model = make_pipeline(
+        make_union(
+            TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1),
+            TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=2),
+        ),
+        LogisticRegression(C=10.0, max_iter=2000),
+    )
+    model.fit(arr["train"][2] + arr["validation"][2], np.concatenate([arr["train"][1], arr["validation"][1]]))
+    return float(np.mean(model.predict(arr["test"][2]) == arr["test"][1]))
+
+
+def parse(variant):
+    opts = {}
+    for part in variant.split("+"):
+        if part == "base":
+            continue
+        k, _, v = part.partition("=")
+        opts[k] = v
+    return opts
+
+
+def run_variant(variant, arr, num_ids, num_classes, seed):
+    import keras
+    import models
+    from models import ModelSpec
+    from pipelines.modality import MODALITIES
+    o = parse(variant)
+    spec_d = MODALITIES[Modality.text].model_defaults.to_dict()
+    for k in list(o):
+        if k in spec_d:
+            v = o.pop(k)
+            spec_d[k] = type(spec_d[k])(v) if not isinstance(spec_d[k], (list, type(None))) else (
+                [int(x) for x in v.split(",")] if isinstance(spec_d[k], list) else v)
+    spec = ModelSpec.from_dict(spec_d)
+    keras.utils.set_random_seed(seed)
+    (xt, yt, _), (xv, yv, _), (xs, ys, _) = arr["train"], arr["validation"], arr["test"]
+    lr = float(o.get("lr", 3e-3))
+    bs = int(o.get("bs", 32))
+    patience = int(o.get("patience", 5))
+    epochs = int(o.get("epochs", 30))
+    members = int(o.get("ens", 1))
+    build = lambda: models.build_text_model(xt.shape[1], num_ids, num_classes, spec, ids_per_position=xt.shape[2] if xt.ndim == 3 else 1)
+    if members == 1:
+        model = build()
+    else:
+        inp = keras.Input(shape=xt.shape[1:], dtype="int32")
+        outs = []
+        for m in range(members):
+            sub = build()
+            sub.name = f"member{m}"  # noqa
+            outs.append(sub(inp))
+        model = keras.Model(inp, keras.layers.Average()(outs))
+    if "maxnorm" in o:
+        for v in model.weights:
+            if "embeddings" in v.path:
+                v.constraint = keras.constraints.MaxNorm(float(o["maxnorm"]), axis=1)
+    ls = float(o.get("ls", 0))
+    if ls:
+        loss = keras.losses.CategoricalCrossentropy(label_smoothing=ls)
+        yt_, yv_ = keras.utils.to_categorical(yt, num_classes), keras.utils.to_categorical(yv, num_classes)
+    else:
+        loss = "sparse_categorical_crossentropy"
+        yt_, yv_ = yt, yv
+    schedule = o.get("sched")
+    callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True)]
+    if schedule == "plateau":
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.3, patience=int(o.get("pp", 2))))
+    opt_lr = lr
+    if schedule == "cosine":
+        steps = epochs * int(np.ceil(len(xt) / bs))
+        opt_lr = keras.optimizers.schedules.CosineDecay(lr, steps)
+    model.compile(optimizer=keras.optimizers.Adam(opt_lr), loss=loss, metrics=["accuracy"])
+    t = time.perf_counter()
+    h = model.fit(xt, yt_, validation_data=(xv, yv_), epochs=epochs, batch_size=bs, verbose=0, callbacks=callbacks)
+    secs = time.perf_counter() - t
+    acc = float(np.mean(model.predict(xs, verbose=0, batch_size=256).argmax(1) == ys))
+    return acc, len(h.history["loss"]), secs
+
+
+for seed in [int(s) for s in args.seeds.split(",")]:
+    arr, num_ids, num_classes, pcfg = encode(seed)
+    out = open(args.out, "a")
+    if not os.path.exists(f"/tmp/sweep-tfidf-{name}-{seed}-{args.test_split}"):
+        acc = tfidf(arr)
+        open(f"/tmp/sweep-tfidf-{name}-{seed}-{args.test_split}", "w").write(str(acc))
+        out.write(json.dumps({"data": name, "seed": seed, "variant": "tfidf_lr", "acc": acc}) + "\n"); out.flush()
+    for variant in args.variants.split(";"):
+        acc, ep, secs = run_variant(variant, arr, num_ids, num_classes, seed)
+        out.write(json.dumps({"data": name, "seed": seed, "variant": variant, "positions": args.positions, "pre": args.pre, "acc": acc, "epochs": ep, "secs": round(secs, 1), "shape": list(arr["train"][0].shape)}) + "\n"); out.flush()
+        print(name, seed, variant, acc, ep, round(secs, 1), flush=True)
