@@ -133,7 +133,9 @@ def write_shards(
     for number, start in enumerate(range(0, len(items), per_shard)):
         count = min(per_shard, len(items) - start)
         name = f"{number:05d}.npy"
-        with atomic.atomic_path(folder / name) as tmp, open(tmp, "wb") as handle:
+        # Not fsynced (a cache, as the entries): a shard that a power cut leaves short fails the
+        # size check in `open_shards` and is encoded again.
+        with atomic.atomic_path(folder / name, sync=False) as tmp, open(tmp, "wb") as handle:
             header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": (count, *row_shape)}
             np.lib.format.write_array_header_1_0(handle, header)
             for index in range(start, start + count):
@@ -144,7 +146,9 @@ def write_shards(
                 if progress is not None:
                     progress(index + 1, len(items))
         names.append(name)
-    atomic.write_json(folder / MANIFEST, {"shards": names, "rows": len(items), "row_shape": list(row_shape), "dtype": dtype.str})
+    atomic.write_json(
+        folder / MANIFEST, {"shards": names, "rows": len(items), "row_shape": list(row_shape), "dtype": dtype.str}, sync=False
+    )
     return ShardedArray([folder / name for name in names], row_shape=row_shape, dtype=dtype)
 
 
