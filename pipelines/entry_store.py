@@ -13,8 +13,10 @@ aside and started afresh.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import math
 import sqlite3
 import zlib
 from collections.abc import Iterable
@@ -32,6 +34,9 @@ SCHEMA = (
     " dtype TEXT, shape TEXT, data BLOB, crc INTEGER,"  # an array item; all NULL otherwise
     " doc TEXT NOT NULL)"  # JSON: notes, and the skip reason or a JSON item
 )
+#: The document of an entry with no notes: most of them, so lookups skip parsing it.
+PLAIN_DOC = json.dumps({"notes": []})
+PLAIN_DOCUMENT: dict = {"notes": []}
 #: Keys per SELECT ... IN (...): well under SQLite's limit of 32,766 parameters.
 LOOKUP_BATCH = 900
 
@@ -130,12 +135,12 @@ class EntryStore:
             query = f"SELECT key, dtype, shape, length(data), doc FROM entries WHERE key IN ({marks})"
             for key, dtype, shape, length, doc in db.execute(query, batch):
                 try:
-                    document = json.loads(doc)
+                    document = PLAIN_DOCUMENT if doc == PLAIN_DOC else json.loads(doc)
                     if dtype is not None and length != _nbytes(dtype, shape):
                         raise ValueError("array of the wrong size")
                     if not isinstance(document, dict) or not isinstance(document.get("notes"), list):
                         raise ValueError("unexpected document")
-                    found[key] = (dtype is not None, document)
+                    found[key] = (dtype is not None, document)  # callers copy what they change
                 except (ValueError, TypeError) as error:
                     logger.warning("cache entry %s is corrupt (%s); recomputing it", key, error)
                     found[key] = None
@@ -184,6 +189,7 @@ class EntryStore:
             path.unlink(missing_ok=True)
 
 
+@functools.lru_cache(maxsize=256)
 def _nbytes(dtype: str, shape: str) -> int:
-    return int(np.prod(json.loads(shape), dtype=np.int64)) * np.dtype(dtype).itemsize
+    return math.prod(json.loads(shape)) * np.dtype(dtype).itemsize
 

@@ -126,8 +126,9 @@ def worker_imports(preprocessor_classes: Any) -> list[str]:
 
 
 def import_decoders(preprocessor: Any) -> None:
-    """Import what reading needs now (librosa takes about a second), e.g. before timing."""
-    for name in getattr(type(preprocessor), "worker_imports", ()):
+    """Import what reading needs now (librosa takes about a second), e.g. before timing.
+    `preprocessor` is a preprocessor or its class."""
+    for name in getattr(preprocessor, "worker_imports", ()):
         with contextlib.suppress(ImportError):
             importlib.import_module(name)
 
