@@ -64,7 +64,7 @@ TARGETS = {
 
 def machine() -> dict[str, Any]:
     from pipelines.environment import versions
-    from pipelines.parallel_read import available_cores
+    from pipelines.workers import available_cores
 
     model = platform.processor()
     try:
@@ -380,7 +380,7 @@ def child_featurize(modality: str, data: str, cache_dir: str, workers: str) -> d
     from pipelines.defaults import build_preprocessor
     from pipelines.featurize import Skipped, encode_to_shards, fit_cached, read_cached
     from pipelines.modality import Modality
-    from pipelines.parallel_read import import_decoders, start_method
+    from pipelines.workers import Workers, import_decoders, start_method
 
     from pipelines.modality import MODALITIES
 
@@ -391,9 +391,10 @@ def child_featurize(modality: str, data: str, cache_dir: str, workers: str) -> d
     dataset = load_source(data, Modality(modality)).full
     preprocessor, _ = build_preprocessor(Modality(modality), {}, dataset)
     cache = PreprocessCache(Path(cache_dir))
-    items, _ = read_cached(preprocessor, dataset, "train", Skipped(), False, cache, int(workers))
-    fit_cached(preprocessor, items)
-    shards = encode_to_shards(preprocessor, items)
+    with Workers(int(workers), type(preprocessor)) as pool:  # as `train` does: one set of workers for every step
+        items, _ = read_cached(preprocessor, dataset, "train", Skipped(), False, cache, pool)
+        fit_cached(preprocessor, items)
+        shards = encode_to_shards(preprocessor, items, None, pool)
     seconds = time.perf_counter() - started
     return {
         "files": len(dataset), "seconds": seconds, "files_per_second": len(dataset) / seconds,

@@ -205,22 +205,29 @@ class PreprocessCache:
         return None if found is None else found[0]
 
     def item(self, key: str, recompute: Callable[[], ReadResult]) -> Any:
-        """The item of an entry found moments ago; if it cannot be loaded now (damaged, removed),
-        `recompute()` reads the input again and the entry is rewritten."""
-        try:
-            found = self.entries.get(key)
-        except CorruptEntry:
-            found = None
-        if found is None or "skip" in found[1]:
+        """The item of an entry found moments ago (see `items`)."""
+        return self.items([key], lambda _: recompute())[0]
+
+    def items(self, keys: list[str], recompute: Callable[[int], ReadResult]) -> list[Any]:
+        """The items of entries found moments ago, in order, loaded in one query. One that cannot
+        be loaded now (damaged, removed) is read again with `recompute(position)` and rewritten."""
+        found = self.entries.get_many(keys)
+        items, fresh = [], []
+        for position, key in enumerate(keys):
+            value = found.get(key)
+            if value is not None and "skip" not in value[1]:
+                items.append(value[0])
+                continue
             self.stats.corrupt += 1
-            result = recompute()
+            result = recompute(position)
             if result.reason is not None:
                 from preprocess import ConvpipeError
 
                 raise ConvpipeError(f"An input changed while in use and can no longer be read: {result.reason}")
-            self.store([(key, result)])
-            return result.item
-        return found[0]
+            fresh.append((key, result))
+            items.append(result.item)
+        self.store(fresh)
+        return items
 
     def shard_folder(self, key: str) -> Path:
         return self.root / "shards" / key

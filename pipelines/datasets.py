@@ -171,12 +171,12 @@ def _walk_files(folder: Path) -> list[tuple[str, ...]]:
                 continue
             try:
                 is_dir = entry.is_dir()  # follows symlinks, as Path.is_dir
-                if is_dir and not entry.is_symlink():
-                    stack.append(((*parts, entry.name), entry.path))
-                elif not is_dir:
-                    found.append((*parts, entry.name))
-            except OSError:
-                continue
+            except OSError:  # e.g. a link to itself: listed as a file, and skipped when read
+                is_dir = False
+            if is_dir and not entry.is_symlink():
+                stack.append(((*parts, entry.name), entry.path))
+            elif not is_dir:
+                found.append((*parts, entry.name))
     return sorted(found)  # tuples of parts sort as POSIX paths do
 
 

@@ -150,24 +150,24 @@ class EntryStore:
 
     def get(self, key: str) -> tuple[Any, dict] | None:
         """(item, document) of one entry, or None when absent; `CorruptEntry` if damaged."""
+        found = self.get_many([key])
+        if key in found and found[key] is None:
+            raise CorruptEntry(key)
+        return found.get(key)
+
+    def get_many(self, keys: list[str]) -> dict[str, tuple[Any, dict] | None]:
+        """(item, document) of each entry found; None for a damaged one, which is removed."""
         db = self._connect(create=False)
+        found: dict[str, tuple[Any, dict] | None] = {}
         if db is None:
-            return None
-        row = db.execute("SELECT dtype, shape, data, crc, doc FROM entries WHERE key = ?", (key,)).fetchone()
-        if row is None:
-            return None
-        dtype, shape, data, crc, doc = row
-        try:
-            document = json.loads(doc)
-            if dtype is None:
-                return document.get("item"), document
-            if len(data) != _nbytes(dtype, shape) or zlib.crc32(data) != crc:
-                raise ValueError("array bytes do not match their checksum")
-            return np.frombuffer(data, dtype=np.dtype(dtype)).reshape(json.loads(shape)).copy(), document
-        except (ValueError, TypeError) as error:
-            logger.warning("cache entry %s is corrupt (%s); recomputing it", key, error)
-            self.delete([key])
-            raise CorruptEntry(key) from None
+            return found
+        for start in range(0, len(keys), LOOKUP_BATCH):
+            batch = keys[start : start + LOOKUP_BATCH]
+            query = f"SELECT key, dtype, shape, data, crc, doc FROM entries WHERE key IN ({','.join('?' * len(batch))})"
+            for key, dtype, shape, data, crc, doc in db.execute(query, batch):
+                found[key] = _decode_row(key, dtype, shape, data, crc, doc)
+        self.delete([key for key, value in found.items() if value is None])
+        return found
 
     def delete(self, keys: list[str]) -> None:
         if keys:
@@ -187,6 +187,19 @@ class EntryStore:
         self.close()
         for path in self.files():
             path.unlink(missing_ok=True)
+
+
+def _decode_row(key: str, dtype, shape, data, crc, doc) -> tuple[Any, dict] | None:
+    try:
+        document = PLAIN_DOCUMENT if doc == PLAIN_DOC else json.loads(doc)
+        if dtype is None:
+            return document.get("item"), document
+        if len(data) != _nbytes(dtype, shape) or zlib.crc32(data) != crc:
+            raise ValueError("array bytes do not match their checksum")
+        return np.frombuffer(data, dtype=np.dtype(dtype)).reshape(json.loads(shape)).copy(), document
+    except (ValueError, TypeError) as error:
+        logger.warning("cache entry %s is corrupt (%s); recomputing it", key, error)
+        return None
 
 
 @functools.lru_cache(maxsize=256)

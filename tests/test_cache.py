@@ -147,10 +147,10 @@ def test_text_entries_keep_their_tokens_and_latin1_notes(tmp_path):
 
 @pytest.mark.parametrize("modality,method", [("audio", "fork"), ("audio", "forkserver"), ("image", None)])
 def test_parallel_and_serial_reading_give_identical_arrays(modality, method, audio_folder, image_folder, tmp_path, monkeypatch):
-    import pipelines.parallel_read as parallel_read
+    import pipelines.workers as workers
 
     if method is not None:
-        monkeypatch.setattr(parallel_read, "start_method", lambda: method)
+        monkeypatch.setattr(workers, "start_method", lambda: method)
     folder = audio_folder if modality == "audio" else image_folder
     dataset = load_source(str(folder), Modality(modality)).full
     preprocessor = (
@@ -173,7 +173,7 @@ def test_workers_are_forked_only_from_a_parent_without_a_framework_or_threads(mo
     import sys
     import threading
 
-    from pipelines.parallel_read import start_method
+    from pipelines.workers import start_method
 
     monkeypatch.delitem(sys.modules, "tensorflow", raising=False)
     monkeypatch.delitem(sys.modules, "jax", raising=False)
