@@ -330,6 +330,7 @@ def bench_preprocessing(modality: str, sizes: dict[str, Any], work: Path) -> dic
         data = write_images(work / "png-images", count, sizes["image_side"], 3)
     figures = {}
     figures["naive_loop"] = run_child([__file__, "--child", "naive", modality, str(data)])
+    figures["naive_loop_all_workers"] = run_child([__file__, "--child", "naive", modality, str(data), "0"])
     figures["convpipe_cold_1_worker"] = run_child([__file__, "--child", "featurize", modality, str(data), str(work / f"{modality}-cache-1"), "1"])
     figures["convpipe_cold_all_workers"] = run_child([__file__, "--child", "featurize", modality, str(data), str(work / f"{modality}-cache-all"), "0"])
     figures["convpipe_warm"] = run_child([__file__, "--child", "featurize", modality, str(data), str(work / f"{modality}-cache-all"), "0"])
@@ -339,25 +340,23 @@ def bench_preprocessing(modality: str, sizes: dict[str, Any], work: Path) -> dic
     parallel = rate["convpipe_cold_all_workers"] / rate["convpipe_cold_1_worker"]
     warm = rate["convpipe_warm"] / rate["convpipe_cold_all_workers"]
     return {
-        "setup": f"{count} generated {kind}; convpipe = read through the cache, fit, encode into shards",
+        "setup": f"{count} generated {kind}; convpipe = list, read through the cache, fit, encode into shards; "
+                 "every variant imports its decoders before the clock starts",
         "files_per_second": rate,
         "details": figures,
         "parallel_speedup": parallel, "parallel_target": TARGETS["parallel_speedup"],
+        # the same target for the hand-written loop in a plain process pool: what this machine allows
+        "naive_parallel_speedup": rate["naive_loop_all_workers"] / rate["naive_loop"],
         "warm_speedup": warm, "warm_target": TARGETS["warm_speedup"],
         "warm_speedup_vs_one_worker": rate["convpipe_warm"] / rate["convpipe_cold_1_worker"],
         "meets_target": parallel >= TARGETS["parallel_speedup"] and warm >= TARGETS["warm_speedup"],
     }
 
 
-def child_naive(modality: str, data: str) -> dict[str, Any]:
-    """What a user would write by hand: one file after another, no cache."""
+def naive_chunk(modality: str, paths: list) -> int:
+    """The hand-written loop over some files: decode and transform each, keep nothing."""
     import numpy as np
 
-    paths = sorted(p for p in Path(data).rglob("*") if p.is_file())
-    import librosa.feature.spectral  # noqa: F401 - imported before timing, as in every variant
-    from PIL import Image, PngImagePlugin  # noqa: F401
-
-    started = time.perf_counter()
     if modality == "audio":
         import librosa
 
@@ -365,11 +364,38 @@ def child_naive(modality: str, data: str) -> dict[str, Any]:
             samples, rate = librosa.load(path, sr=16000, duration=1.0)
             librosa.power_to_db(librosa.feature.melspectrogram(y=samples, sr=rate, n_fft=512, hop_length=160, n_mels=64))
     else:
+        from PIL import Image
+
         for path in paths:
             with Image.open(path) as image:
                 np.asarray(image.convert("RGB").resize((64, 64)), dtype=np.float32) / 255.0
+    return len(paths)
+
+
+def child_naive(modality: str, data: str, workers: str = "1") -> dict[str, Any]:
+    """What a user would write by hand: one file after another, no cache; with more than one
+    worker, the same loop over chunks of 64 files in a forked `multiprocessing.Pool`, which shows
+    how far this machine lets that work scale."""
+    import functools
+    import multiprocessing
+
+    paths = sorted(p for p in Path(data).rglob("*") if p.is_file())
+    import librosa.feature.spectral  # noqa: F401 - imported before timing, as in every variant
+    from PIL import Image, PngImagePlugin  # noqa: F401
+
+    count = int(workers) or os.cpu_count() or 1
+    started = time.perf_counter()
+    if count == 1:
+        naive_chunk(modality, paths)
+    else:
+        chunks = [paths[start : start + 64] for start in range(0, len(paths), 64)]
+        from threadpoolctl import threadpool_limits
+
+        # One BLAS thread per process, as convpipe's workers: forked children inherit it.
+        with threadpool_limits(1), multiprocessing.get_context("fork").Pool(count) as pool:
+            pool.map(functools.partial(naive_chunk, modality), chunks, chunksize=1)
     seconds = time.perf_counter() - started
-    return {"files": len(paths), "seconds": seconds, "files_per_second": len(paths) / seconds}
+    return {"files": len(paths), "seconds": seconds, "files_per_second": len(paths) / seconds, "workers": count}
 
 
 def child_featurize(modality: str, data: str, cache_dir: str, workers: str) -> dict[str, Any]:
@@ -476,7 +502,8 @@ def table(results: dict[str, Any]) -> str:
             p = b[name]
             r = p["files_per_second"]
             # each row gets its own verdict (meets_target in the JSON is both together)
-            rows.append(f"| {name}: files/s cold, all workers vs 1 | {r['convpipe_cold_all_workers']:.0f} | {r['convpipe_cold_1_worker']:.0f} (1 worker; naive loop {r['naive_loop']:.0f}) | {p['parallel_speedup']:.2f}x | >= 1.8x{ok(p['parallel_speedup'] >= 1.8)} |")
+            ceiling = f"; naive loop in a process pool {p['naive_parallel_speedup']:.2f}x" if "naive_parallel_speedup" in p else ""
+            rows.append(f"| {name}: files/s cold, all workers vs 1 | {r['convpipe_cold_all_workers']:.0f} | {r['convpipe_cold_1_worker']:.0f} (1 worker; naive loop {r['naive_loop']:.0f}{ceiling}) | {p['parallel_speedup']:.2f}x | >= 1.8x{ok(p['parallel_speedup'] >= 1.8)} |")
             rows.append(f"| {name}: files/s, warm vs cold | {r['convpipe_warm']:.0f} | {r['convpipe_cold_all_workers']:.0f} (cold) | {p['warm_speedup']:.0f}x | >= 20x{ok(p['warm_speedup'] >= 20)} |")
     if "memory" in b:
         m = b["memory"]

@@ -120,15 +120,16 @@ def read_class_folders(root: Path, modality: Modality, id_prefix: str = "") -> t
             # e.g. data/mirror -> . would add every class again under a wrong label
             ignored.append((id_prefix + class_dir.name, "links back to the data folder"))
             continue
-        found = 0
+        found, label = 0, class_dir.name
         for parts in _walk_files(class_dir):
-            relative = _printable("/".join((class_dir.name, *parts)))
+            relative = "/".join((label, *parts))
+            relative = relative if relative.isascii() else _printable(relative)
             suffix = _suffix(parts[-1])
             if suffix.lower() not in extensions:
                 ignored.append((id_prefix + relative, f"unsupported file type {suffix or '(none)'}"))
                 continue
             inputs.append(class_dir.joinpath(*parts))
-            labels.append(class_dir.name)
+            labels.append(label)
             ids.append(id_prefix + relative)
             found += 1
         if not found:

@@ -25,6 +25,8 @@ logger = logging.getLogger(__name__)
 PARALLEL_MIN_INPUTS = 64
 #: Inputs per chunk (one cache transaction) at most.
 CHUNK = 64
+#: Lists of at least this many inputs are also remembered together (`PreprocessCache.lookup_batch`).
+BATCH_MIN_INPUTS = 256
 
 
 def read_one(preprocessor: Any, x: Any) -> ReadResult:
@@ -94,6 +96,10 @@ def read_into_cache(
     """
     prefix = read_key(preprocessor)
     keys = [entry_key(prefix, input_identity(x, cache.verify)) for x in inputs]
+    if len(keys) >= BATCH_MIN_INPUTS:
+        remembered = cache.lookup_batch(keys)
+        if remembered is not None:
+            return keys, remembered
     first = {key: index for index, key in reversed(list(enumerate(keys)))}  # identical inputs: read once
     unique = list(first)
     results: list[ReadResult | None] = [None] * len(inputs)
@@ -135,4 +141,9 @@ def read_into_cache(
     for index, key in enumerate(keys):
         if results[index] is None:  # a duplicate of an input looked up or read just now
             results[index] = results[first[key]]
+    if len(keys) >= BATCH_MIN_INPUTS:
+        try:
+            cache.store_batch(keys, results)  # type: ignore[arg-type]
+        except sqlite3.Error as error:  # only the next run's shortcut is lost
+            logger.warning("could not remember this batch in the cache (%s)", error)
     return keys, results  # type: ignore[return-value]

@@ -89,6 +89,35 @@ def test_skipped_inputs_are_cached_with_their_reason_and_give_the_same_summary(a
     assert summaries[1][1][0]["input"] == "alpha/broken.wav"
 
 
+def test_a_split_read_before_is_answered_by_one_batch_row_with_its_skips(audio_folder, tmp_path, monkeypatch):
+    import sqlite3
+
+    import pipelines.parallel_read as parallel_read
+
+    monkeypatch.setattr(parallel_read, "BATCH_MIN_INPUTS", 2)
+    (audio_folder / "alpha" / "broken.wav").write_bytes(b"RIFF not really audio")
+    dataset = audio_inputs(audio_folder)
+    preprocessor = AudioPreprocessor(duration=0.25, num_mels=16)
+    first, first_skipped = PreprocessCache(tmp_path / "c"), Skipped()
+    items, _ = read_cached(preprocessor, dataset, "train", first_skipped, False, first, workers=1)
+    expected = list(items)
+
+    warm, skipped = PreprocessCache(tmp_path / "c"), Skipped()
+    monkeypatch.setattr(warm, "lookup_many", lambda keys: pytest.fail("looked up entry by entry"))
+    items, kept = read_cached(preprocessor, dataset, "train", skipped, False, warm, workers=1)
+    assert warm.stats.hits == 37 and skipped.entries == first_skipped.entries and len(kept) == 36
+    with sqlite3.connect(tmp_path / "c" / "entries.sqlite") as db:  # an entry lost since: recomputed
+        db.execute("DELETE FROM entries WHERE key = ?", (items.keys[0],))
+    for got, want in zip(items, expected):
+        np.testing.assert_array_equal(got, want)
+    assert warm.stats.corrupt == 1
+
+    touch(dataset.inputs[5])  # another list of keys: entry by entry again
+    touched = PreprocessCache(tmp_path / "c")
+    read_cached(preprocessor, dataset, "train", Skipped(), False, touched, workers=1)
+    assert (touched.stats.hits, touched.stats.misses) == (36, 1)
+
+
 def test_a_corrupt_entry_is_a_miss_and_is_recomputed(audio_folder, tmp_path):
     import sqlite3
 
