@@ -272,7 +272,6 @@ def model_forward_flops(model) -> float:
 
 def child_overhead(data: str, out: str, epochs: str, cache_dir: str) -> dict[str, Any]:
     import keras
-    import numpy as np
     import tensorflow as tf
 
     import pipelines.training as training

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.entry_store import CorruptEntry, EntryStore, encode_row
+from pipelines.entry_store import EntryStore, encode_row
 
 logger = logging.getLogger(__name__)
 
