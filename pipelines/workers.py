@@ -29,6 +29,7 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from preprocess import ConvpipeError
@@ -205,6 +206,11 @@ class Workers:
                     done += 1
                 if progress is not None:
                     progress(done)
+        except BrokenProcessPool:
+            raise ConvpipeError(
+                "A worker process died while reading or encoding inputs (out of memory?); "
+                "try fewer workers, e.g. --workers 1."
+            ) from None
         except BaseException:
             for future in pending:
                 future.cancel()

@@ -198,6 +198,18 @@ def test_parallel_and_serial_reading_give_identical_arrays(modality, method, aud
     assert parallel.stats.misses == 36 and PreprocessCache(tmp_path / "parallel").entries.count() == 36
 
 
+def _die(*args):
+    os._exit(9)  # what the kernel's out-of-memory killer does to a worker
+
+
+def test_a_worker_that_dies_is_a_one_line_error(tmp_path):
+    from pipelines.workers import Workers
+    from preprocess import ConvpipeError
+
+    with Workers(2) as workers, pytest.raises(ConvpipeError, match="worker process died.*--workers 1"):
+        workers.map_chunks([1, 2, 3], local=lambda chunk: chunk, remote=lambda chunk: (_die, chunk))
+
+
 def test_workers_are_forked_only_from_a_parent_without_a_framework_or_threads(monkeypatch):
     import sys
     import threading
