@@ -26,10 +26,9 @@ def _fitted(key: str, name: str, config: dict, state: tuple[dict, dict]) -> Any:
     """The fitted preprocessor in a child, rebuilt once per fit (`key`) and reused across chunks."""
     from preprocess import PREPROCESSORS
 
-    values, arrays = state
     if key not in _CHILD_PREPROCESSORS:
         preprocessor = PREPROCESSORS[name].from_config(config)
-        preprocessor._restore_state(values, arrays)
+        preprocessor._restore_state(*state)
         _CHILD_PREPROCESSORS.clear()
         _CHILD_PREPROCESSORS[key] = preprocessor
     return _CHILD_PREPROCESSORS[key]
@@ -41,7 +40,8 @@ def encode_rows(
     """Load, encode and write one range of rows; returns how many."""
     items = cache.items(keys, lambda position: read_one(preprocessor, inputs[position]))
     row_shape, dtype = layout
-    write_rows(target, np.stack([np.asarray(preprocessor.encode(item), dtype=dtype) for item in items]), row_shape, np.dtype(dtype))
+    encoded = np.stack([np.asarray(preprocessor.encode(item), dtype=dtype) for item in items])
+    write_rows(target, encoded, row_shape, np.dtype(dtype))
     return len(items)
 
 
@@ -68,12 +68,17 @@ def encode_into_shards(
         name, config, state = type(preprocessor).__name__, preprocessor.get_config(), preprocessor._fitted_state()
         fit = fitted_key(preprocessor)
         root = str(cache.root)
+
+        def rows(r: tuple[int, int]) -> tuple:
+            return keys[r[0] : r[1]], inputs[r[0] : r[1]], writer.target(r[0]), layout
+
+        size = ranges[0][1] - ranges[0][0] if ranges else 1
         workers.map_chunks(
             ranges,
-            local=lambda r: encode_rows(preprocessor, cache, keys[r[0] : r[1]], inputs[r[0] : r[1]], writer.target(r[0]), layout),
-            remote=lambda r: (_encode_chunk, fit, name, config, state, root, keys[r[0] : r[1]], inputs[r[0] : r[1]], writer.target(r[0]), layout),
+            local=lambda r: encode_rows(preprocessor, cache, *rows(r)),
+            remote=lambda r: (_encode_chunk, fit, name, config, state, root, *rows(r)),
             parallel=parallel,
-            progress=None if progress is None else lambda done: progress(min(done * (ranges[0][1] - ranges[0][0]), len(keys)), len(keys)),
+            progress=None if progress is None else lambda done: progress(min(done * size, len(keys)), len(keys)),
         )
         return writer.commit()
     except BaseException:
