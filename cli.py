@@ -249,11 +249,20 @@ def train(
             "cpu_replicas": cpu_replicas,
         },
     )
+    start_workers_early(resolved.train.workers, resolved.modality)
     source = resolved.data or "built-in demo data"
     console.print(f"Training a CNN on {escape(source)} ({resolved.modality.value})")
     with ProgressBar() as bar:
         result = run_training(resolved, out=out, verbose=progress, progress=bar)
     report_training(result)
+
+
+def start_workers_early(workers, modality) -> None:
+    """Let worker processes import the decoders while this process imports TensorFlow."""
+    from pipelines.modality import MODALITIES
+    from pipelines.workers import prestart
+
+    prestart(workers, MODALITIES[modality].preprocessor)
 
 
 def report_training(result) -> None:

@@ -1,8 +1,9 @@
 """The preprocessing cache: what `read` made of each input, and encoded shards, kept on disk.
 
-Two kinds of entries, both keyed by content, so that nothing ever needs to be invalidated by hand:
+Three kinds of entries, all keyed by content, so that nothing ever needs to be invalidated by
+hand:
 
-    entries/<kk>/<key>.npy|.json   one input's `read` result (or the reason it was skipped)
+    entries.sqlite                 one row per input: its `read` result (or why it was skipped)
                                    key = hash(input identity, preprocessor class + config, version)
     fits/<key>.json (+ .npz)       a fitted preprocessor; key = hash(read config, training entries)
     shards/<key>/NNNNN.npy         encoded arrays of one split, in order, for streaming
@@ -13,9 +14,8 @@ to learn the vocabulary or the audio statistics. A changed preprocessing paramet
 key (all inputs are affected); a touched file changes only its own key (path, size, mtime_ns,
 and with `verify` a hash of its bytes). A corrupt or half-written entry is a miss, never a crash.
 
-Entries are renamed into place atomically but not fsynced: after a power cut an entry can be
-empty, which reads as corrupt and is recomputed, while fsyncing thousands of small files would
-cost more than decoding them.
+Entries are written in one SQLite transaction per chunk of inputs (`pipelines.entry_store`
+says why not one file each); a crash leaves a chunk whole or absent.
 """
 
 from __future__ import annotations
@@ -32,14 +32,14 @@ from typing import Any
 
 import numpy as np
 
-from preprocess import atomic
+from pipelines.entry_store import EntryStore, encode_row
 
 logger = logging.getLogger(__name__)
 
-#: The smallest .npy file numpy writes (magic, version, padded header).
-NPY_HEADER_BYTES = 64
 #: Bumped when the layout or the meaning of an entry changes; old entries are then never read.
-CACHE_FORMAT = 2  # 2: character-level reads keep up to 2,048 characters (were 512)
+#: 2: entries moved from one .npy/.json file per input into entries.sqlite.
+#: 3: character-level text reads keep up to 2,048 characters (were 512).
+CACHE_FORMAT = 3
 
 
 def default_cache_dir() -> Path:
@@ -139,74 +139,6 @@ class CacheStats:
     fit_hits: int = 0  # fits restored instead of recomputed
 
 
-def entry_paths(root: Path, key: str) -> tuple[Path, Path]:
-    folder = root / "entries" / key[:2]
-    return folder / f"{key}.npy", folder / f"{key}.json"
-
-
-def _entry_exists(root: str, key: str) -> tuple[bool, bool]:
-    """(.npy exists with a plausible size, .json exists): two `stat` calls, no pathlib."""
-    base = os.path.join(root, "entries", key[:2], key)
-    try:
-        array = os.stat(base + ".npy").st_size >= NPY_HEADER_BYTES
-    except OSError:
-        array = None
-    return array, os.path.exists(base + ".json")
-
-
-def store_entry(root: Path, key: str, result: ReadResult) -> None:
-    """Write one entry; arrays as .npy (never pickle), everything else as JSON."""
-    array_path, json_path = entry_paths(root, key)
-    if result.reason is None and isinstance(result.item, np.ndarray):
-        if result.notes:  # sidecar first: an .npy without its notes would drop them
-            atomic.write_json(json_path, {"format": CACHE_FORMAT, "array": True, "notes": result.notes}, sync=False)
-        with atomic.atomic_path(array_path, sync=False) as tmp:
-            np.save(tmp, result.item, allow_pickle=False)
-        return
-    document = {"format": CACHE_FORMAT, "notes": result.notes}
-    if result.reason is not None:
-        document["skip"] = result.reason
-    else:
-        document["item"] = result.item
-    atomic.write_json(json_path, document, sync=False)
-
-
-def load_entry(root: Path, key: str, header_only: bool = False) -> ReadResult | None:
-    """The stored entry, or None when it is missing; a corrupt one is removed and raises
-    `CorruptEntry`. With `header_only`, an array entry is only checked for a plausible size (an
-    empty file is what a power cut leaves) and its item is None: a lookup must cost far less than
-    decoding, and an entry that fails to load later is recomputed then (`PreprocessCache.item`)."""
-    array_path, json_path = entry_paths(root, key)
-    try:
-        document = json.loads(json_path.read_text(encoding="utf-8")) if json_path.exists() else None
-        if document is not None and (not isinstance(document, dict) or document.get("format") != CACHE_FORMAT):
-            raise ValueError("unexpected entry document")
-        if document is None or document.get("array"):
-            if not array_path.exists():
-                if document is not None:
-                    raise ValueError("notes without their array")
-                return None
-            if header_only:
-                if array_path.stat().st_size < NPY_HEADER_BYTES:
-                    raise ValueError("shorter than an .npy header")
-                item = None
-            else:
-                item = np.load(array_path, allow_pickle=False)
-            return ReadResult(item=item, notes=list(document["notes"]) if document else [])
-        if "skip" in document:
-            return ReadResult(reason=str(document["skip"]), notes=list(document["notes"]))
-        return ReadResult(item=document["item"], notes=list(document["notes"]))
-    except (OSError, ValueError, KeyError, TypeError, EOFError) as error:
-        logger.warning("cache entry %s is corrupt (%s); recomputing it", key, error)
-        array_path.unlink(missing_ok=True)
-        json_path.unlink(missing_ok=True)
-        raise CorruptEntry(key) from None
-
-
-class CorruptEntry(Exception):
-    """Raised by `load_entry` for an entry that exists but cannot be read; callers recompute."""
-
-
 class PreprocessCache:
     """A cache folder: per-input `read` entries and encoded shards.
 
@@ -221,6 +153,7 @@ class PreprocessCache:
         self.verify = verify
         self.temporary = temporary
         self.stats = CacheStats()
+        self.entries = EntryStore(self.root)
 
     @classmethod
     def open(cls, cache_dir: str | os.PathLike | None, enabled: bool = True, verify: bool = False) -> "PreprocessCache":
@@ -236,6 +169,7 @@ class PreprocessCache:
         return cls(Path(cache_dir).expanduser() if cache_dir else default_cache_dir(), verify=verify)
 
     def cleanup(self) -> None:
+        self.entries.close()
         if self.temporary:
             self._folder.cleanup()
 
@@ -245,45 +179,93 @@ class PreprocessCache:
     def __exit__(self, *exc_info) -> None:
         self.cleanup()
 
-    def lookup(self, key: str) -> ReadResult | None:
-        """The entry's reason and notes (not its item), or None when it must be computed."""
-        array, has_json = _entry_exists(str(self.root), key)
-        if array and not has_json:  # the common case for images and audio: two stats, done
-            self.stats.hits += 1
-            return ReadResult()
-        if array is None and not has_json:
-            self.stats.misses += 1
+    def lookup_many(self, keys: list[str]) -> list[ReadResult | None]:
+        """Each entry's reason and notes (not an array item), or None where it must be computed."""
+        found = self.entries.status_many(keys)
+        results: list[ReadResult | None] = []
+        for key in keys:
+            if key not in found:
+                self.stats.misses += 1
+                results.append(None)
+            elif found[key] is None:
+                self.stats.corrupt += 1
+                self.stats.misses += 1
+                results.append(None)
+            else:
+                self.stats.hits += 1
+                results.append(result_of(*found[key], item=None))
+        return results
+
+    def lookup_batch(self, keys: list[str]) -> list[ReadResult] | None:
+        """The results of exactly these entries, if they were read together before, else None.
+
+        One query instead of one lookup per entry: the warm path of a large split. An entry
+        removed since (found corrupt) is recomputed when its item is loaded (`items`).
+        """
+        document = self.entries.get_batch(digest("batch", keys))
+        if document is None or document.get("count") != len(keys):
             return None
-        try:
-            result = load_entry(self.root, key, header_only=True)
-        except CorruptEntry:
-            self.stats.corrupt += 1
-            result = None
-        if result is None:
-            self.stats.misses += 1
-        else:
-            self.stats.hits += 1
-        return result
+        skips, notes = document.get("skips", {}), document.get("notes", {})
+        results = []
+        for index in range(len(keys)):
+            reason = skips.get(str(index))
+            results.append(ReadResult(reason=reason, notes=list(notes.get(str(index), []))))
+        self.stats.hits += len(keys)
+        return results
+
+    def store_batch(self, keys: list[str], results: list[ReadResult]) -> None:
+        """Remember the results of these entries together (see `lookup_batch`)."""
+        document = {
+            "count": len(keys),
+            "skips": {str(i): r.reason for i, r in enumerate(results) if r.reason is not None},
+            "notes": {str(i): r.notes for i, r in enumerate(results) if r.notes},
+        }
+        self.entries.put_batch(digest("batch", keys), document)
+
+    def store(self, pairs: list[tuple[str, ReadResult]]) -> None:
+        """Write `(key, result)` pairs in one transaction."""
+        self.entries.put_many(encode_row(key, r.item, r.reason, r.notes) for key, r in pairs)
+
+    def stored_item(self, key: str) -> Any:
+        """The item of a stored entry, or None when there is none (for tests and tools)."""
+        found = self.entries.get(key)
+        return None if found is None else found[0]
 
     def item(self, key: str, recompute: Callable[[], ReadResult]) -> Any:
-        """The item of an entry found moments ago; if it cannot be loaded now (damaged, removed),
-        `recompute()` reads the input again and the entry is rewritten."""
-        try:
-            result = load_entry(self.root, key)
-        except CorruptEntry:
-            result = None
-        if result is None or result.reason is not None:
+        """The item of an entry found moments ago (see `items`)."""
+        return self.items([key], lambda _: recompute())[0]
+
+    def items(self, keys: list[str], recompute: Callable[[int], ReadResult]) -> list[Any]:
+        """The items of entries found moments ago, in order, loaded in one query. One that cannot
+        be loaded now (damaged, removed) is read again with `recompute(position)` and rewritten."""
+        found = self.entries.get_many(keys)
+        items, fresh = [], []
+        for position, key in enumerate(keys):
+            value = found.get(key)
+            if value is not None and "skip" not in value[1]:
+                items.append(value[0])
+                continue
             self.stats.corrupt += 1
-            result = recompute()
+            result = recompute(position)
             if result.reason is not None:
                 from preprocess import ConvpipeError
 
                 raise ConvpipeError(f"An input changed while in use and can no longer be read: {result.reason}")
-            store_entry(self.root, key, result)
-        return result.item
+            fresh.append((key, result))
+            items.append(result.item)
+        self.store(fresh)
+        return items
 
     def shard_folder(self, key: str) -> Path:
         return self.root / "shards" / key
+
+
+def result_of(is_array: bool, document: dict, item: Any = None) -> ReadResult:
+    """A `ReadResult` from an entry's JSON document (and its array item, if loaded)."""
+    notes = list(document["notes"])
+    if "skip" in document:
+        return ReadResult(reason=str(document["skip"]), notes=notes)
+    return ReadResult(item=item if is_array else document.get("item"), notes=notes)
 
 
 def cache_info(root: Path) -> dict[str, Any]:
@@ -292,21 +274,28 @@ def cache_info(root: Path) -> dict[str, Any]:
         base = root / folder
         return [path for path in base.rglob("*") if path.is_file()] if base.is_dir() else []
 
-    entries = {path.stem for path in files("entries") if not path.name.startswith(".")}
+    store = EntryStore(root)
+    try:
+        entries = store.count()
+    finally:
+        store.close()
     shard_sets = {path.parent for path in files("shards")}
+    sizes = [path.stat().st_size for path in store.files()]
+    sizes += [path.stat().st_size for folder in ("shards", "fits", "entries") for path in files(folder)]
     return {
         "path": str(root),
         "exists": root.is_dir(),
-        "entries": len(entries),
+        "entries": entries,
         "shard_sets": len(shard_sets),
         "fits": len([path for path in files("fits") if path.suffix == ".json"]),
-        "bytes": sum(path.stat().st_size for folder in ("entries", "shards", "fits") for path in files(folder)),
+        "bytes": sum(sizes),
     }
 
 
 def clear_cache(root: Path) -> dict[str, Any]:
     """Remove convpipe's entries and shards from `root`; returns what was there."""
     info = cache_info(root)
-    for folder in ("entries", "shards", "fits"):
+    EntryStore(root).remove()
+    for folder in ("entries", "shards", "fits"):  # entries/: the one-file-per-input layout before format 2
         shutil.rmtree(root / folder, ignore_errors=True)
     return info

@@ -120,14 +120,16 @@ def read_class_folders(root: Path, modality: Modality, id_prefix: str = "") -> t
             # e.g. data/mirror -> . would add every class again under a wrong label
             ignored.append((id_prefix + class_dir.name, "links back to the data folder"))
             continue
-        found = 0
-        for file in sorted(_walk_files(class_dir)):
-            relative = _printable(file.relative_to(root).as_posix())
-            if file.suffix.lower() not in extensions:
-                ignored.append((id_prefix + relative, f"unsupported file type {file.suffix or '(none)'}"))
+        found, label = 0, class_dir.name
+        for parts in _walk_files(class_dir):
+            relative = "/".join((label, *parts))
+            relative = relative if relative.isascii() else _printable(relative)
+            suffix = _suffix(parts[-1])
+            if suffix.lower() not in extensions:
+                ignored.append((id_prefix + relative, f"unsupported file type {suffix or '(none)'}"))
                 continue
-            inputs.append(file)
-            labels.append(class_dir.name)
+            inputs.append(class_dir.joinpath(*parts))
+            labels.append(label)
             ids.append(id_prefix + relative)
             found += 1
         if not found:
@@ -143,22 +145,40 @@ def _printable(name: str) -> str:
     return os.fsencode(name).decode("utf-8", "backslashreplace")
 
 
-def _walk_files(folder: Path):
-    """Files below `folder`, skipping hidden entries and not following symlinked folders."""
-    stack = [folder]
+def _suffix(name: str) -> str:
+    """`Path(name).suffix` without building a Path (this runs for every file of a data set)."""
+    dot = name.rfind(".")
+    return name[dot:] if 0 < dot < len(name) - 1 else ""
+
+
+def _walk_files(folder: Path) -> list[tuple[str, ...]]:
+    """The files below `folder` as path parts relative to it, in path order, skipping hidden
+    entries and not following symlinked folders.
+
+    `os.scandir` knows each entry's type without a `stat` call: listing 5,000 files takes a
+    few milliseconds, which matters when everything else comes from the cache.
+    """
+    found = []
+    stack: list[tuple[tuple[str, ...], str]] = [((), os.fspath(folder))]
     while stack:
-        current = stack.pop()
+        parts, current = stack.pop()
         try:
-            entries = list(current.iterdir())
+            with os.scandir(current) as listing:
+                entries = list(listing)
         except OSError:
             continue
         for entry in entries:
             if entry.name.startswith("."):
                 continue
-            if entry.is_dir() and not entry.is_symlink():
-                stack.append(entry)
-            elif not entry.is_dir():
-                yield entry
+            try:
+                is_dir = entry.is_dir()  # follows symlinks, as Path.is_dir
+            except OSError:  # e.g. a link to itself: listed as a file, and skipped when read
+                is_dir = False
+            if is_dir and not entry.is_symlink():
+                stack.append(((*parts, entry.name), entry.path))
+            elif not is_dir:
+                found.append((*parts, entry.name))
+    return sorted(found)  # tuples of parts sort as POSIX paths do
 
 
 def read_manifest(path: Path, modality: Modality) -> tuple[Dataset, list]:

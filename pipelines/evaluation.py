@@ -21,6 +21,7 @@ from pipelines.progress import ProgressReporter, stage
 from pipelines.devices import configure_devices
 from pipelines.report_html import render_report
 from pipelines.run_dir import Run
+from pipelines.workers import Workers
 from preprocess import ConvpipeError, atomic
 
 
@@ -114,13 +115,13 @@ def evaluate(
         enabled=settings.cache if use_cache is None else use_cache,
         verify=settings.cache_verify if cache_verify is None else cache_verify,
     )
-    items, kept = read_cached(
-        preprocessor, dataset, "test", skipped, settings.strict, cache,
-        settings.workers if workers is None else workers, stage(progress, "reading test"),
-    )
-    if not len(items):
-        raise ConvpipeError(f"None of the {len(dataset)} evaluation inputs could be read: {skipped.summary()}.")
-    x = encode_to_shards(preprocessor, items, stage(progress, "encoding test"))
+    with Workers(settings.workers if workers is None else workers, type(preprocessor)) as pool:
+        items, kept = read_cached(
+            preprocessor, dataset, "test", skipped, settings.strict, cache, pool, stage(progress, "reading test")
+        )
+        if not len(items):
+            raise ConvpipeError(f"None of the {len(dataset)} evaluation inputs could be read: {skipped.summary()}.")
+        x = encode_to_shards(preprocessor, items, stage(progress, "encoding test"), pool)
     used = dataset.subset(kept)
     index = {label: i for i, label in enumerate(run.labels)}
     y_true = np.array([index[label] for label in used.labels])

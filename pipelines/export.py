@@ -13,6 +13,7 @@ from pipelines.featurize import Skipped, encode_to_shards, fit_cached, read_cach
 from pipelines.progress import ProgressReporter, stage
 from pipelines.modality import Modality
 from pipelines.run_dir import Run
+from pipelines.workers import Workers
 from preprocess import ConvpipeError, atomic
 
 
@@ -47,17 +48,18 @@ def export_arrays(
         preprocessor, _ = build_preprocessor(modality, {}, dataset)
         label_names = sorted(set(dataset.labels))
     skipped = Skipped()
-    items, kept = read_cached(preprocessor, dataset, "", skipped, strict, cache, workers, stage(progress, "reading"))
-    if not len(items):
-        raise ConvpipeError(f"No input in {source.location} could be read: {skipped.summary()}.")
-    if run_path is None:
-        fit_cached(preprocessor, items)
-    used = dataset.subset(kept)
-    unknown = sorted(set(used.labels) - set(label_names))
-    if unknown:
-        raise ConvpipeError(f"Label(s) the run never saw: {', '.join(unknown)}.")
-    index = {label: i for i, label in enumerate(label_names)}
-    x = encode_to_shards(preprocessor, items, stage(progress, "encoding")).to_numpy()  # one .npz holds it all
+    with Workers(workers, type(preprocessor)) as pool:
+        items, kept = read_cached(preprocessor, dataset, "", skipped, strict, cache, pool, stage(progress, "reading"))
+        if not len(items):
+            raise ConvpipeError(f"No input in {source.location} could be read: {skipped.summary()}.")
+        if run_path is None:
+            fit_cached(preprocessor, items)
+        used = dataset.subset(kept)
+        unknown = sorted(set(used.labels) - set(label_names))
+        if unknown:
+            raise ConvpipeError(f"Label(s) the run never saw: {', '.join(unknown)}.")
+        index = {label: i for i, label in enumerate(label_names)}
+        x = encode_to_shards(preprocessor, items, stage(progress, "encoding"), pool).to_numpy()  # one .npz holds it all
     y = np.array([index[label] for label in used.labels], dtype=np.int32)
     cache.cleanup()
     atomic.write_npz(out, {"x": x, "y": y, "label_names": np.array(label_names), "ids": np.array(used.ids)})

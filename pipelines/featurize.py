@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,7 +15,9 @@ from pipelines.cache import PreprocessCache, ReadResult, digest, fitted_key, rea
 from pipelines.datasets import Dataset
 from pipelines.parallel_read import read_into_cache, read_one
 from pipelines.progress import ProgressCallback
-from pipelines.shards import ShardedArray, open_shards, write_shards
+from pipelines.parallel_encode import encode_into_shards
+from pipelines.shards import ShardedArray, open_shards
+from pipelines.workers import Workers
 from preprocess import ConvpipeError, InputError, Preprocessor
 
 logger = logging.getLogger(__name__)
@@ -99,10 +102,13 @@ def check_skip_share(skipped: Skipped, max_share: float) -> None:
 
 
 class CachedItems(Sequence):
-    """The read items of a split's usable inputs, loaded from the cache one at a time.
+    """The read items of a split's usable inputs, loaded from the cache on demand.
 
     An entry that cannot be loaded any more (damaged on disk) is read again from its input.
+    Iterating loads `BLOCK` items per query.
     """
+
+    BLOCK = 256
 
     def __init__(self, cache: PreprocessCache, keys: list[str], inputs: list[Any], preprocessor: Preprocessor):
         self.cache = cache
@@ -114,7 +120,17 @@ class CachedItems(Sequence):
         return len(self.keys)
 
     def __getitem__(self, index: int) -> Any:
-        return self.cache.item(self.keys[index], lambda: read_one(self.preprocessor, self.inputs[index]))
+        return self.load(index, index + 1)[0]
+
+    def load(self, start: int, end: int) -> list[Any]:
+        """Items `start` to `end` (exclusive) in one query."""
+        return self.cache.items(
+            self.keys[start:end], lambda position: read_one(self.preprocessor, self.inputs[start + position])
+        )
+
+    def __iter__(self) -> Iterator[Any]:
+        for start in range(0, len(self), self.BLOCK):
+            yield from self.load(start, start + self.BLOCK)
 
 
 def read_cached(
@@ -124,7 +140,7 @@ def read_cached(
     skipped: Skipped,
     strict: bool,
     cache: PreprocessCache,
-    workers: int | None = None,
+    workers: Workers | int | None = None,
     progress: ProgressCallback | None = None,
 ) -> tuple[CachedItems, list[int]]:
     """`read_inputs` through the cache (and worker processes): the same skips, notes and items.
@@ -168,10 +184,13 @@ def fit_cached(preprocessor: Preprocessor, items: CachedItems) -> Preprocessor:
 
 
 def encode_to_shards(
-    preprocessor: Preprocessor, items: CachedItems, progress: ProgressCallback | None = None
+    preprocessor: Preprocessor,
+    items: CachedItems,
+    progress: ProgressCallback | None = None,
+    workers: Workers | int | None = 1,
 ) -> ShardedArray:
     """The encoded arrays of `items`, from cached shards when this fit and these inputs were
-    encoded before, else encoded now (one input at a time) into new shards."""
+    encoded before, else encoded now (by `workers`, a chunk of rows at a time) into new shards."""
     cache = items.cache
     folder = cache.shard_folder(digest("shards", fitted_key(preprocessor), items.keys))
     found = open_shards(folder)
@@ -179,12 +198,15 @@ def encode_to_shards(
         cache.stats.shard_hits += 1
         return found
     cache.stats.shard_misses += 1
+    owned = not isinstance(workers, Workers)
+    pool = Workers(workers, type(preprocessor)) if owned else workers
     try:
-        return write_shards(
-            folder, items, preprocessor.encode, tuple(preprocessor.output_shape), preprocessor.output_dtype, progress
-        )
-    except OSError as error:
+        return encode_into_shards(folder, preprocessor, cache, items.keys, items.inputs, pool, progress)
+    except (OSError, sqlite3.Error) as error:
         raise ConvpipeError(
-            f"Cannot write preprocessed shards in {folder} ({error.strerror or error}); "
+            f"Cannot write preprocessed shards in {folder} ({getattr(error, 'strerror', None) or error}); "
             "pass --cache-dir to use another folder, or --no-cache."
         ) from None
+    finally:
+        if owned:
+            pool.close()

@@ -1,7 +1,7 @@
 """Encoded arrays on disk, in .npy shards, read a batch at a time.
 
-Training and evaluation never hold a whole split in memory: `write_shards` encodes one input at a
-time and appends its row to a shard file, and `ShardedArray.take` reads just the rows of one
+Training and evaluation never hold a whole split in memory: a `ShardWriter` receives encoded rows
+a chunk at a time, from this process or from workers, and `ShardedArray.take` reads just the rows of one
 batch with positioned reads (`os.pread`), so memory stays bounded by the batch, whatever the
 dataset size. Each shard is an ordinary .npy file (`numpy.load(path, mmap_mode="r")` opens it).
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -114,6 +115,90 @@ class ShardedArray:
             pass
 
 
+class ShardWriter:
+    """Shard files of a known number of rows, filled by row ranges in any order and from any
+    process (`write_rows`), then renamed into place with their manifest by `commit`.
+
+    Until `commit`, the shards are hidden temporary files: an interrupted run leaves nothing that
+    `open_shards` would take for complete. `abort` removes them.
+    """
+
+    def __init__(self, folder: Path, rows: int, row_shape: tuple[int, ...], dtype: str | np.dtype):
+        self.folder = Path(folder)
+        self.rows = rows
+        self.row_shape = tuple(row_shape)
+        self.dtype = np.dtype(dtype)
+        self.row_bytes = max(1, int(np.prod(self.row_shape, dtype=np.int64)) * self.dtype.itemsize)
+        per_shard = max(1, SHARD_BYTES // self.row_bytes)
+        self.starts = list(range(0, rows, per_shard)) + [rows]
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.temps: list[Path] = []
+        self.offsets: list[int] = []
+        try:
+            for start, end in zip(self.starts, self.starts[1:]):
+                self._create(end - start)
+        except BaseException:
+            self.abort()
+            raise
+
+    def _create(self, count: int) -> None:
+        number = len(self.temps)
+        fd, name = tempfile.mkstemp(prefix=f".{number:05d}.", suffix=".tmp.npy", dir=self.folder)
+        self.temps.append(Path(name))
+        with os.fdopen(fd, "wb") as handle:
+            header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": (count, *self.row_shape)}
+            np.lib.format.write_array_header_1_0(handle, header)
+            self.offsets.append(handle.tell())
+            handle.truncate(handle.tell() + count * self.row_bytes)
+
+    def ranges(self, size: int) -> list[tuple[int, int]]:
+        """Row ranges of at most `size` rows that never straddle two shards."""
+        return [
+            (start, min(start + size, end))
+            for first, end in zip(self.starts, self.starts[1:])
+            for start in range(first, end, size)
+        ]
+
+    def target(self, start: int) -> tuple[str, int]:
+        """(file, byte offset) where row `start` goes."""
+        shard = int(np.searchsorted(self.starts, start, side="right")) - 1
+        return str(self.temps[shard]), self.offsets[shard] + (start - self.starts[shard]) * self.row_bytes
+
+    def commit(self) -> "ShardedArray":
+        # Not fsynced (a cache, as the entries): a shard that a power cut leaves short fails the
+        # size check in `open_shards` and is encoded again. The manifest goes last.
+        names = []
+        for number, temp in enumerate(self.temps):
+            names.append(f"{number:05d}.npy")
+            os.chmod(temp, 0o666 & ~atomic._umask())
+            os.replace(temp, self.folder / names[-1])
+        atomic.write_json(
+            self.folder / MANIFEST,
+            {"shards": names, "rows": self.rows, "row_shape": list(self.row_shape), "dtype": self.dtype.str},
+            sync=False,
+        )
+        return ShardedArray([self.folder / name for name in names], row_shape=self.row_shape, dtype=self.dtype)
+
+    def abort(self) -> None:
+        for temp in self.temps:
+            temp.unlink(missing_ok=True)
+
+
+def write_rows(target: tuple[str, int], rows: np.ndarray, row_shape: tuple[int, ...], dtype: np.dtype) -> None:
+    """Write consecutive encoded rows at `target` (from `ShardWriter.target`), checking their shape."""
+    rows = np.ascontiguousarray(rows, dtype=dtype)
+    if rows.shape[1:] != tuple(row_shape):
+        raise ValueError(f"encoded row has shape {rows.shape[1:]}, expected {tuple(row_shape)}")
+    fd = os.open(target[0], os.O_WRONLY)
+    try:
+        data = memoryview(rows).cast("B")
+        written = 0
+        while written < len(data):
+            written += os.pwrite(fd, data[written:], target[1] + written)
+    finally:
+        os.close(fd)
+
+
 def write_shards(
     folder: Path,
     items: Sequence[Any],
@@ -121,31 +206,22 @@ def write_shards(
     row_shape: tuple[int, ...],
     dtype: str,
     progress: Callable[[int, int], None] | None = None,
+    chunk: int = 64,
 ) -> ShardedArray:
-    """Encode `items` one by one into .npy shards in `folder`; the manifest is written last.
-
-    Rows go straight to the file, so memory does not grow with the number of items.
-    """
-    dtype = np.dtype(dtype)
-    row_bytes = max(1, int(np.prod(row_shape, dtype=np.int64)) * dtype.itemsize)
-    per_shard = max(1, SHARD_BYTES // row_bytes)
-    names = []
-    for number, start in enumerate(range(0, len(items), per_shard)):
-        count = min(per_shard, len(items) - start)
-        name = f"{number:05d}.npy"
-        with atomic.atomic_path(folder / name) as tmp, open(tmp, "wb") as handle:
-            header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": (count, *row_shape)}
-            np.lib.format.write_array_header_1_0(handle, header)
-            for index in range(start, start + count):
-                row = np.asarray(encode(items[index]), dtype=dtype)
-                if row.shape != tuple(row_shape):
-                    raise ValueError(f"encoded row has shape {row.shape}, expected {tuple(row_shape)}")
-                handle.write(np.ascontiguousarray(row).tobytes())
-                if progress is not None:
-                    progress(index + 1, len(items))
-        names.append(name)
-    atomic.write_json(folder / MANIFEST, {"shards": names, "rows": len(items), "row_shape": list(row_shape), "dtype": dtype.str})
-    return ShardedArray([folder / name for name in names], row_shape=row_shape, dtype=dtype)
+    """Encode `items` in this process into .npy shards in `folder`, `chunk` rows at a time, so
+    memory does not grow with the number of items. `pipelines.parallel_encode` does the same
+    with worker processes."""
+    writer = ShardWriter(folder, len(items), row_shape, dtype)
+    try:
+        for start, end in writer.ranges(chunk):
+            rows = np.stack([np.asarray(encode(items[i]), dtype=writer.dtype) for i in range(start, end)])
+            write_rows(writer.target(start), rows, writer.row_shape, writer.dtype)
+            if progress is not None:
+                progress(end, len(items))
+        return writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
 
 
 def open_shards(folder: Path) -> ShardedArray | None:

@@ -22,6 +22,7 @@ from pipelines.modality import Modality
 from pipelines.progress import ProgressReporter, stage
 from pipelines.run_dir import RUN_FORMAT, write_history
 from pipelines.shards import ShardedArray
+from pipelines.workers import Workers
 from preprocess import ConvpipeError, Preprocessor, atomic
 
 if TYPE_CHECKING:
@@ -103,20 +104,21 @@ def featurize_splits(
     Returns `{split: (arrays, labels, ids)}` for the inputs that could be read.
     """
     skipped = Skipped()
-    read = {
-        name: read_cached(preprocessor, splits[name], name, skipped, strict, cache, workers, stage(progress, f"reading {name}"))
-        for name in ("train", "validation")
-    }
-    check_skip_share(skipped, max_skipped)
-    train_items, _ = read["train"]
-    if not len(train_items):
-        raise ConvpipeError("No training input could be read; see the skipped inputs.")
-    fit_cached(preprocessor, train_items)
-    arrays = {}
-    for name, (items, kept) in read.items():
-        subset = splits[name].subset(kept)
-        x = encode_to_shards(preprocessor, items, stage(progress, f"encoding {name}"))
-        arrays[name] = (x, subset.labels, subset.ids)
+    with Workers(workers, type(preprocessor)) as pool:  # one set of worker processes for every split and step
+        read = {
+            name: read_cached(preprocessor, splits[name], name, skipped, strict, cache, pool, stage(progress, f"reading {name}"))
+            for name in ("train", "validation")
+        }
+        check_skip_share(skipped, max_skipped)
+        train_items, _ = read["train"]
+        if not len(train_items):
+            raise ConvpipeError("No training input could be read; see the skipped inputs.")
+        fit_cached(preprocessor, train_items)
+        arrays = {}
+        for name, (items, kept) in read.items():
+            subset = splits[name].subset(kept)
+            x = encode_to_shards(preprocessor, items, stage(progress, f"encoding {name}"), pool)
+            arrays[name] = (x, subset.labels, subset.ids)
     return arrays, skipped
 
 

@@ -52,6 +52,8 @@ class AudioPreprocessor(Preprocessor):
 
     needs_fit = True
     extensions = AUDIO_EXTENSIONS
+    # librosa imports lazily; its first spectrogram pulls in scipy.signal and numba (about 1 s).
+    worker_imports = ("soundfile", "librosa.feature.spectral")
 
     def __init__(
         self,

@@ -71,6 +71,8 @@ class Preprocessor:
     output_dtype: ClassVar[str] = "float32"
     #: file name extensions (lower case, with the dot) this preprocessor reads.
     extensions: ClassVar[tuple[str, ...]] = ()
+    #: modules `read` imports on first use; worker processes import them up front.
+    worker_imports: ClassVar[tuple[str, ...]] = ()
 
     # ---- parameters --------------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import TINY_AUDIO, assert_one_line_error, describe_result, invoke, write_png
-from pipelines.cache import PreprocessCache, load_entry
+from pipelines.cache import PreprocessCache
 from pipelines.datasets import load_source
 from pipelines.featurize import Skipped, read_cached
 from pipelines.modality import Modality
@@ -26,7 +26,7 @@ def audio_inputs(folder):
 
 
 def stored(cache, key):
-    return load_entry(cache.root, key).item
+    return PreprocessCache(cache.root).stored_item(key)
 
 
 def cached_items(cache, keys):
@@ -89,16 +89,48 @@ def test_skipped_inputs_are_cached_with_their_reason_and_give_the_same_summary(a
     assert summaries[1][1][0]["input"] == "alpha/broken.wav"
 
 
+def test_a_split_read_before_is_answered_by_one_batch_row_with_its_skips(audio_folder, tmp_path, monkeypatch):
+    import sqlite3
+
+    import pipelines.parallel_read as parallel_read
+
+    monkeypatch.setattr(parallel_read, "BATCH_MIN_INPUTS", 2)
+    (audio_folder / "alpha" / "broken.wav").write_bytes(b"RIFF not really audio")
+    dataset = audio_inputs(audio_folder)
+    preprocessor = AudioPreprocessor(duration=0.25, num_mels=16)
+    first, first_skipped = PreprocessCache(tmp_path / "c"), Skipped()
+    items, _ = read_cached(preprocessor, dataset, "train", first_skipped, False, first, workers=1)
+    expected = list(items)
+
+    warm, skipped = PreprocessCache(tmp_path / "c"), Skipped()
+    monkeypatch.setattr(warm, "lookup_many", lambda keys: pytest.fail("looked up entry by entry"))
+    items, kept = read_cached(preprocessor, dataset, "train", skipped, False, warm, workers=1)
+    assert warm.stats.hits == 37 and skipped.entries == first_skipped.entries and len(kept) == 36
+    with sqlite3.connect(tmp_path / "c" / "entries.sqlite") as db:  # an entry lost since: recomputed
+        db.execute("DELETE FROM entries WHERE key = ?", (items.keys[0],))
+    for got, want in zip(items, expected):
+        np.testing.assert_array_equal(got, want)
+    assert warm.stats.corrupt == 1
+
+    touch(dataset.inputs[5])  # another list of keys: entry by entry again
+    touched = PreprocessCache(tmp_path / "c")
+    read_cached(preprocessor, dataset, "train", Skipped(), False, touched, workers=1)
+    assert (touched.stats.hits, touched.stats.misses) == (36, 1)
+
+
 def test_a_corrupt_entry_is_a_miss_and_is_recomputed(audio_folder, tmp_path):
+    import sqlite3
+
     dataset = audio_inputs(audio_folder)
     preprocessor = AudioPreprocessor(duration=0.25, num_mels=16)
     cache = PreprocessCache(tmp_path / "c")
     keys, _ = read_into_cache(preprocessor, dataset.inputs, cache, workers=1)
     expected = cached_items(cache, keys)
-    cut = next((tmp_path / "c" / "entries").rglob(f"{keys[3]}.npy"))
-    cut.write_bytes(cut.read_bytes()[:100])  # cut off: found when loaded
-    empty = next((tmp_path / "c" / "entries").rglob(f"{keys[4]}.npy"))
-    empty.write_bytes(b"")  # what a power cut can leave: found by the lookup
+    cache.cleanup()
+    with sqlite3.connect(tmp_path / "c" / "entries.sqlite") as db:
+        # one flipped byte: found when loaded (checksum); one cut-off array: found by the lookup
+        db.execute("UPDATE entries SET data = CAST(zeroblob(1) || substr(data, 2) AS BLOB) WHERE key = ?", (keys[3],))
+        db.execute("UPDATE entries SET data = substr(data, 1, 100) WHERE key = ?", (keys[4],))
 
     again = PreprocessCache(tmp_path / "c")
     items, kept = read_cached(preprocessor, dataset, "train", Skipped(), False, again, workers=1)
@@ -108,6 +140,19 @@ def test_a_corrupt_entry_is_a_miss_and_is_recomputed(audio_folder, tmp_path):
     for got, want in zip(loaded, expected):
         np.testing.assert_array_equal(got, want)
     np.testing.assert_array_equal(stored(again, keys[3]), expected[3])  # rewritten
+
+
+def test_an_unreadable_cache_database_is_started_afresh(audio_folder, tmp_path):
+    dataset = audio_inputs(audio_folder)
+    preprocessor = AudioPreprocessor(duration=0.25, num_mels=16)
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "entries.sqlite").write_bytes(b"not a database" * 100)
+    cache = PreprocessCache(tmp_path / "c")
+    keys, results = read_into_cache(preprocessor, dataset.inputs, cache, workers=1)
+    assert (cache.stats.hits, cache.stats.misses) == (0, 36) and all(r.reason is None for r in results)
+    warm = PreprocessCache(tmp_path / "c")
+    read_into_cache(preprocessor, dataset.inputs, warm, workers=1)
+    assert (warm.stats.hits, warm.stats.misses) == (36, 0)
 
 
 def test_text_entries_keep_their_tokens_and_latin1_notes(tmp_path):
@@ -129,8 +174,12 @@ def test_text_entries_keep_their_tokens_and_latin1_notes(tmp_path):
     assert len(runs[1][1]) == 1 and runs[1][1][0]["input"] == "a/latin.txt"
 
 
-@pytest.mark.parametrize("modality", ["audio", "image"])
-def test_parallel_and_serial_reading_give_identical_arrays(modality, audio_folder, image_folder, tmp_path):
+@pytest.mark.parametrize("modality,method", [("audio", "fork"), ("audio", "forkserver"), ("image", None)])
+def test_parallel_and_serial_reading_give_identical_arrays(modality, method, audio_folder, image_folder, tmp_path, monkeypatch):
+    import pipelines.workers as workers
+
+    if method is not None:
+        monkeypatch.setattr(workers, "start_method", lambda: method)
     folder = audio_folder if modality == "audio" else image_folder
     dataset = load_source(str(folder), Modality(modality)).full
     preprocessor = (
@@ -146,6 +195,37 @@ def test_parallel_and_serial_reading_give_identical_arrays(modality, audio_folde
     for key in keys:
         np.testing.assert_array_equal(stored(serial, key), stored(parallel, key))
     assert calls and calls[-1] == (36, 36)  # the progress callback saw every input
+    assert parallel.stats.misses == 36 and PreprocessCache(tmp_path / "parallel").entries.count() == 36
+
+
+def _die(*args):
+    os._exit(9)  # what the kernel's out-of-memory killer does to a worker
+
+
+def test_a_worker_that_dies_is_a_one_line_error(tmp_path):
+    from pipelines.workers import Workers
+    from preprocess import ConvpipeError
+
+    with Workers(2) as workers, pytest.raises(ConvpipeError, match="worker process died.*--workers 1"):
+        workers.map_chunks([1, 2, 3], local=lambda chunk: chunk, remote=lambda chunk: (_die, chunk))
+
+
+def test_workers_are_forked_only_from_a_parent_without_a_framework_or_threads(monkeypatch):
+    import sys
+    import threading
+
+    from pipelines.workers import start_method
+
+    monkeypatch.delitem(sys.modules, "tensorflow", raising=False)
+    monkeypatch.delitem(sys.modules, "jax", raising=False)
+    monkeypatch.delitem(sys.modules, "torch", raising=False)
+    monkeypatch.setattr(threading, "active_count", lambda: 1)
+    assert start_method() == "fork" if sys.platform.startswith("linux") else start_method() != "fork"
+    monkeypatch.setitem(sys.modules, "tensorflow", object())
+    assert start_method() in ("forkserver", "spawn")
+    monkeypatch.delitem(sys.modules, "tensorflow")
+    monkeypatch.setattr(threading, "active_count", lambda: 3)
+    assert start_method() in ("forkserver", "spawn")
 
 
 def test_a_second_train_decodes_nothing_and_evaluate_reuses_the_cache(audio_run, cli_runner, tmp_path, monkeypatch):

@@ -37,6 +37,32 @@ def test_a_truncated_shard_is_not_reused(tmp_path, monkeypatch):
     assert open_shards(tmp_path / "shards") is None
 
 
+def test_an_encoding_that_fails_midway_leaves_no_shard_behind(tmp_path, monkeypatch):
+    monkeypatch.setattr(shards, "SHARD_BYTES", 7 * 12)
+
+    def encode(row):
+        if row[0] == 30:
+            raise KeyboardInterrupt  # Ctrl-C in the middle of the third shard
+        return row
+
+    with pytest.raises(KeyboardInterrupt):
+        write_shards(tmp_path / "s", list(np.arange(60, dtype=np.int32).reshape(20, 3)), encode, (3,), "<i4", chunk=4)
+    assert list((tmp_path / "s").iterdir()) == [] and open_shards(tmp_path / "s") is None
+
+
+def test_rows_written_in_any_order_by_range_make_the_same_shards(tmp_path, monkeypatch):
+    monkeypatch.setattr(shards, "SHARD_BYTES", 7 * 12)
+    array = np.arange(60, dtype=np.int32).reshape(20, 3)
+    writer = shards.ShardWriter(tmp_path / "s", 20, (3,), "<i4")
+    ranges = writer.ranges(4)
+    assert all(writer.starts[i] <= a and b <= writer.starts[i + 1] for a, b in ranges
+               for i in [int(np.searchsorted(writer.starts, a, side="right")) - 1])  # never across shards
+    for start, end in reversed(ranges):
+        shards.write_rows(writer.target(start), array[start:end], (3,), np.dtype("<i4"))
+    np.testing.assert_array_equal(writer.commit().to_numpy(), array)
+    np.testing.assert_array_equal(open_shards(tmp_path / "s").to_numpy(), array)
+
+
 def test_streamed_batches_are_the_arrays_in_order_or_a_seeded_permutation(tmp_path, monkeypatch):
     array = np.arange(23 * 2, dtype=np.float32).reshape(23, 2)
     labels = np.arange(23, dtype=np.int32)
