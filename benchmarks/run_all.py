@@ -18,6 +18,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -37,13 +38,13 @@ RESULTS = REPO / "benchmarks" / "results.json"
 SIZES: dict[str, dict[str, Any]] = {
     "full": {
         "text_vocabularies": [1000, 5000, 20000], "text_batch": 32, "text_repeats": 3,
-        "audio_clips": 2000, "images": 5000, "image_side": 64,
+        "audio_clips": 2000, "images": 5000, "image_side": 64, "preprocessing_repeats": 3,
         "overhead_images": 4000, "overhead_side": 32, "overhead_epochs": 5,
         "memory_clips": [1000, 10000], "startup_repeats": 7,
     },
     "quick": {
         "text_vocabularies": [500, 2000], "text_batch": 4, "text_repeats": 2,
-        "audio_clips": 200, "images": 300, "image_side": 64,
+        "audio_clips": 200, "images": 300, "image_side": 64, "preprocessing_repeats": 1,
         "overhead_images": 600, "overhead_side": 32, "overhead_epochs": 3,
         "memory_clips": [200, 1000], "startup_repeats": 3,
     },
@@ -88,11 +89,11 @@ def machine() -> dict[str, Any]:
     }
 
 
-def run_child(args: list[str], timeout: int = 1800) -> dict[str, Any]:
+def run_child(args: list[str], timeout: int = 1800, env: dict[str, str] | None = None) -> dict[str, Any]:
     """Run this script (or another) in a fresh interpreter; return its last JSON line."""
     result = subprocess.run(
         [sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
+        env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
     )
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(args[:3])} failed:\n{result.stderr[-3000:]}")
@@ -138,7 +139,41 @@ def write_images(root: Path, count: int, side: int, channels: int, classes: int 
 
 
 def bench_text(sizes: dict[str, Any]) -> dict[str, Any]:
-    return run_child([__file__, "--child", "text", json.dumps(sizes)])
+    """Each vocabulary in fresh processes, against both of TensorFlow's CPU convolutions: its
+    default (oneDNN) and Eigen's (TF_ENABLE_ONEDNN_OPTS=0), which is faster for these shapes.
+    The speedup that counts is against the faster baseline that ran."""
+    rows = []
+    for vocabulary in sizes["text_vocabularies"]:
+        one = json.dumps({**sizes, "text_vocabularies": [vocabulary]})
+        runs = {}
+        for name, env in (("onednn", None), ("eigen", {"TF_ENABLE_ONEDNN_OPTS": "0"})):
+            try:
+                runs[name] = run_child([__file__, "--child", "text", one], env=env)["rows"][0]
+            except RuntimeError as error:  # oneDNN aborts on (w, 20,000) kernels on some CPUs
+                runs[name] = {"error": str(error).splitlines()[-1][-200:]}
+        ran = [run for run in runs.values() if "error" not in run]
+        if not ran:
+            raise RuntimeError(f"the text benchmark failed at V={vocabulary}: {runs}")
+        dense = {name: run.get("dense_conv2d_seconds") for name, run in runs.items()}
+        fastest = min(ran, key=lambda run: run["dense_conv2d_seconds"])
+        rows.append({
+            **fastest, "dense_conv2d_seconds_by_kernel": dense,
+            "errors": {name: run["error"] for name, run in runs.items() if "error" in run},
+            "speedup": fastest["dense_conv2d_seconds"] / fastest["full_height_seconds"],
+            "max_abs_difference": max(run["max_abs_difference"] for run in ran),
+        })
+    at_5000 = next((row for row in rows if row["vocabulary"] == 5000), None)
+    difference = max(row["max_abs_difference"] for row in rows)
+    return {
+        "setup": "128 positions, windows (3, 4, 5), 100 filters, forward + backward; dense baseline: the "
+                 "faster of TensorFlow's oneDNN and Eigen Conv2D",
+        "rows": rows, "max_abs_difference": difference,
+        "target_speedup_at_5000": TARGETS["text_speedup_at_5000"],
+        "speedup_at_5000": None if at_5000 is None else at_5000["speedup"],
+        "meets_target": None if at_5000 is None else (
+            at_5000["speedup"] >= TARGETS["text_speedup_at_5000"] and difference <= TARGETS["text_max_abs_difference"]
+        ),
+    }
 
 
 def child_text(sizes: dict[str, Any]) -> dict[str, Any]:
@@ -148,9 +183,10 @@ def child_text(sizes: dict[str, Any]) -> dict[str, Any]:
 
     from models.layers import FullHeightConv
 
-    positions, filters, windows, batch = 128, 100, (3, 4, 5), sizes["text_batch"]
+    positions, filters, windows = 128, 100, (3, 4, 5)
     rows = []
     for vocabulary in sizes["text_vocabularies"]:
+        batch = sizes["text_batch"]
         rng = np.random.default_rng(0)
         ids = rng.integers(1, vocabulary, (batch, positions)).astype(np.int32)
         one_hot = tf.one_hot(ids, vocabulary)[..., None]  # (batch, positions, V, 1): the dense input
@@ -230,17 +266,28 @@ def bench_overhead(sizes: dict[str, Any], work: Path) -> tuple[dict[str, Any], d
 
     (x_train, y_train), (x_val, y_val) = arrays(splits["train"]), arrays(splits["validation"])
     np.savez(work / "overhead.npz", x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val)
-    plain = run_child(["benchmarks/plain_keras_train.py", str(work / "overhead.npz"), "--epochs", str(epochs)])
-    ours = run_child([__file__, "--child", "overhead", str(data), str(work / "overhead-run"), str(epochs), str(work / "cache")])
-    ratio = ours["steps_per_second"] / plain["steps_per_second"]
+    # Alternated twice: single runs of either drifted by 15% on the shared 2-core machine.
+    plains, ourses = [], []
+    for attempt in range(2):
+        plains.append(run_child(["benchmarks/plain_keras_train.py", str(work / "overhead.npz"), "--epochs", str(epochs)]))
+        ourses.append(run_child([__file__, "--child", "overhead", str(data), str(work / f"overhead-run-{attempt}"),
+                                 str(epochs), str(work / "cache")]))
+    steps = -(-len(x_train) // 32)
+
+    def steps_per_second(runs):  # median epoch, first epochs (tracing) left out
+        return steps / statistics.median(second for run in runs for second in run["epoch_seconds"][1:])
+
+    ours = ourses[0]
+    ratio = steps_per_second(ourses) / steps_per_second(plains)
     overhead = {
         "setup": f"default image model, {len(x_train)} training + {len(x_val)} validation "
-                 f"{sizes['overhead_side']}x{sizes['overhead_side']} images, batch 32, {epochs} epochs "
-                 "(first epoch not timed)",
-        "convpipe_steps_per_second": ours["steps_per_second"],
-        "epoch_seconds": {"convpipe": ours["epoch_seconds"], "plain_keras": plain["epoch_seconds"]},
-        "plain_keras_steps_per_second": plain["steps_per_second"],
-        "parameters": {"convpipe": ours["parameters"], "plain_keras": plain["parameters"]},
+                 f"{sizes['overhead_side']}x{sizes['overhead_side']} images, batch 32, {epochs} epochs, "
+                 "each trained twice in turn; median epoch, first epochs not timed",
+        "convpipe_steps_per_second": steps_per_second(ourses),
+        "epoch_seconds": {"convpipe": [run["epoch_seconds"] for run in ourses],
+                          "plain_keras": [run["epoch_seconds"] for run in plains]},
+        "plain_keras_steps_per_second": steps_per_second(plains),
+        "parameters": {"convpipe": ours["parameters"], "plain_keras": plains[0]["parameters"]},
         "ratio": ratio, "target": TARGETS["overhead_steps_ratio"], "meets_target": ratio >= TARGETS["overhead_steps_ratio"],
     }
     compute = {
@@ -327,12 +374,24 @@ def bench_preprocessing(modality: str, sizes: dict[str, Any], work: Path) -> dic
     else:
         count = sizes["images"]
         data = write_images(work / "png-images", count, sizes["image_side"], 3)
+    # Every variant three times, in turn, each cold one with a fresh cache; the median counts.
+    # Single runs drifted by 20-30% on the 2-core machine (writing hundreds of MB of shards
+    # meets the kernel's dirty-page throttling at different moments).
+    runs: dict[str, list] = {name: [] for name in ("naive_loop", "naive_loop_all_workers", "convpipe_cold_1_worker",
+                                                   "convpipe_cold_all_workers", "convpipe_warm")}
+    for attempt in range(sizes["preprocessing_repeats"]):
+        cold_one, cold_all = work / f"{modality}-cache-1-{attempt}", work / f"{modality}-cache-all-{attempt}"
+        runs["naive_loop"].append(run_child([__file__, "--child", "naive", modality, str(data)]))
+        runs["naive_loop_all_workers"].append(run_child([__file__, "--child", "naive", modality, str(data), "0"]))
+        runs["convpipe_cold_1_worker"].append(run_child([__file__, "--child", "featurize", modality, str(data), str(cold_one), "1"]))
+        runs["convpipe_cold_all_workers"].append(run_child([__file__, "--child", "featurize", modality, str(data), str(cold_all), "0"]))
+        runs["convpipe_warm"].append(run_child([__file__, "--child", "featurize", modality, str(data), str(cold_all), "0"]))
+        shutil.rmtree(cold_one, ignore_errors=True)
+        shutil.rmtree(cold_all, ignore_errors=True)
     figures = {}
-    figures["naive_loop"] = run_child([__file__, "--child", "naive", modality, str(data)])
-    figures["naive_loop_all_workers"] = run_child([__file__, "--child", "naive", modality, str(data), "0"])
-    figures["convpipe_cold_1_worker"] = run_child([__file__, "--child", "featurize", modality, str(data), str(work / f"{modality}-cache-1"), "1"])
-    figures["convpipe_cold_all_workers"] = run_child([__file__, "--child", "featurize", modality, str(data), str(work / f"{modality}-cache-all"), "0"])
-    figures["convpipe_warm"] = run_child([__file__, "--child", "featurize", modality, str(data), str(work / f"{modality}-cache-all"), "0"])
+    for name, found in runs.items():
+        median = sorted(found, key=lambda run: run["seconds"])[len(found) // 2]
+        figures[name] = {**median, "all_seconds": [run["seconds"] for run in found]}
     rate = {name: figure["files_per_second"] for name, figure in figures.items()}
     side = sizes["image_side"]
     kind = "1-second 16 kHz WAV clips" if modality == "audio" else f"{side}x{side} RGB PNGs"
@@ -486,11 +545,15 @@ def table(results: dict[str, Any]) -> str:
     def ok(flag):
         return "" if flag is None else (" (met)" if flag else " (missed)")
 
+    def dense_kernels(row):
+        seconds = row.get("dense_conv2d_seconds_by_kernel", {})
+        return ", ".join(f"{name} {'aborted' if value is None else f'{value * 1e3:.0f} ms'}" for name, value in seconds.items())
+
     if "text" in b:
         for row in b["text"]["rows"]:
             rows.append(
                 f"| text full-height vs Conv2D, V={row['vocabulary']:,} | {row['full_height_seconds'] * 1e3:.1f} ms | "
-                f"{row['dense_conv2d_seconds'] * 1e3:.1f} ms | {row['speedup']:.0f}x, max diff {row['max_abs_difference']:.1e} | "
+                f"{row['dense_conv2d_seconds'] * 1e3:.1f} ms ({dense_kernels(row)}) | {row['speedup']:.0f}x, max diff {row['max_abs_difference']:.1e} | "
                 f"{'>= 200x, <= 1e-5' if row['vocabulary'] == 5000 else ''}{ok(b['text']['meets_target']) if row['vocabulary'] == 5000 else ''} |"
             )
     if "overhead" in b:
@@ -552,6 +615,9 @@ def main() -> None:
         "mode": mode, "sizes": sizes, "targets": TARGETS, "machine": machine(), "benchmarks": {},
         "notes": {
             "overhead": "4,000 rather than more images keeps the two 5-epoch trainings near a minute on 2 cores",
+            "text": "batch 32, training's default. On this CPU TensorFlow's oneDNN Conv2D aborts on (w, 20,000) "
+                    "kernels at any batch (Check failed: dtype() == expected_dtype), and after a first size in "
+                    "the same process, so each vocabulary and kernel runs in its own process.",
             "memory": "1,000 vs 10,000 clips as in the issue; the 10,000-clip run dominates the full run's time",
         } if mode == "full" else {"quick": "small sizes: these numbers only prove the scripts run"},
     }
