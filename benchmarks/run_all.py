@@ -1,6 +1,6 @@
 """The seven speed-and-scale benchmarks, side by side, written to benchmarks/results.json.
 
-    python benchmarks/run_all.py            # full sizes (about 10 minutes on 2 cores)
+    python benchmarks/run_all.py            # full sizes (about 5 minutes on 2 cores)
     python benchmarks/run_all.py --quick    # small sizes: proves the scripts work, numbers are noisy
     python benchmarks/run_all.py --only startup,text
     python benchmarks/run_all.py --table    # print the README's markdown table from results.json
@@ -33,7 +33,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 RESULTS = REPO / "benchmarks" / "results.json"
 
-#: Sizes of the issue; the full run fits in about 10 minutes on 2 CPU cores. The text layers are
+#: Sizes of the issue; the full run takes about 5 minutes on 2 CPU cores. The text layers are
 #: timed at batch 32, the batch training uses by default.
 SIZES: dict[str, dict[str, Any]] = {
     "full": {
