@@ -227,13 +227,9 @@ class PreprocessCache:
         self.entries.put_many(encode_row(key, r.item, r.reason, r.notes) for key, r in pairs)
 
     def stored_item(self, key: str) -> Any:
-        """The item of a stored entry, or None when there is none (for tests and tools)."""
-        found = self.entries.get(key)
+        """The item of a stored entry, or None when there is none or it is damaged (tests, tools)."""
+        found = self.entries.get_many([key]).get(key)
         return None if found is None else found[0]
-
-    def item(self, key: str, recompute: Callable[[], ReadResult]) -> Any:
-        """The item of an entry found moments ago (see `items`)."""
-        return self.items([key], lambda _: recompute())[0]
 
     def items(self, keys: list[str], recompute: Callable[[int], ReadResult]) -> list[Any]:
         """The items of entries found moments ago, in order, loaded in one query. One that cannot

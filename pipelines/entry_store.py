@@ -47,10 +47,6 @@ BUSY_SECONDS = 120
 LOOKUP_BATCH = 900
 
 
-class CorruptEntry(Exception):
-    """A row exists but cannot be trusted; callers recompute it."""
-
-
 def encode_row(key: str, item: Any, reason: str | None, notes: list[str]) -> tuple:
     """The row of one `read` result: arrays as raw bytes (never pickle), the rest as JSON."""
     doc: dict[str, Any] = {"notes": list(notes)}
@@ -81,7 +77,7 @@ class EntryStore:
         try:
             self._db = self._open()
         except sqlite3.DatabaseError as error:
-            if isinstance(error, sqlite3.OperationalError) and "locked" in str(error):
+            if isinstance(error, sqlite3.OperationalError):  # locked, unwritable: not damage
                 raise
             logger.warning("preprocessing cache %s is unreadable (%s); starting it afresh", self.path, error)
             for suffix in ("", "-wal", "-shm"):
@@ -164,52 +160,36 @@ class EntryStore:
         except ValueError:
             return None
 
+    def _select(self, columns: str, keys: list[str]):
+        """Rows `key, <columns>` of the entries among `keys` that exist, a few hundred per query."""
+        db = self._connect(create=False)
+        if db is None:
+            return
+        for start in range(0, len(keys), LOOKUP_BATCH):
+            batch = keys[start : start + LOOKUP_BATCH]
+            yield from db.execute(f"SELECT key, {columns} FROM entries WHERE key IN ({','.join('?' * len(batch))})", batch)
+
     def status_many(self, keys: list[str]) -> dict[str, tuple[bool, dict] | None]:
         """For each key found: (holds an array, its JSON document). Array bytes are not read;
         only their count is checked, so a lookup costs microseconds; a row whose count is wrong
         is reported as None (corrupt) and removed."""
-        db = self._connect(create=False)
-        found: dict[str, tuple[bool, dict] | None] = {}
-        if db is None:
-            return found
-        bad = []
-        for start in range(0, len(keys), LOOKUP_BATCH):
-            batch = keys[start : start + LOOKUP_BATCH]
-            marks = ",".join("?" * len(batch))
-            query = f"SELECT key, dtype, shape, length(data), doc FROM entries WHERE key IN ({marks})"
-            for key, dtype, shape, length, doc in db.execute(query, batch):
-                try:
-                    document = PLAIN_DOCUMENT if doc == PLAIN_DOC else json.loads(doc)
-                    if dtype is not None and length != _nbytes(dtype, shape):
-                        raise ValueError("array of the wrong size")
-                    if not isinstance(document, dict) or not isinstance(document.get("notes"), list):
-                        raise ValueError("unexpected document")
-                    found[key] = (dtype is not None, document)  # callers copy what they change
-                except (ValueError, TypeError) as error:
-                    logger.warning("cache entry %s is corrupt (%s); recomputing it", key, error)
-                    found[key] = None
-                    bad.append(key)
-        self.delete(bad)
-        return found
-
-    def get(self, key: str) -> tuple[Any, dict] | None:
-        """(item, document) of one entry, or None when absent; `CorruptEntry` if damaged."""
-        found = self.get_many([key])
-        if key in found and found[key] is None:
-            raise CorruptEntry(key)
-        return found.get(key)
+        columns = "dtype, shape, length(data), doc"
+        return self._decoded({key: (_status, row) for key, *row in self._select(columns, keys)})
 
     def get_many(self, keys: list[str]) -> dict[str, tuple[Any, dict] | None]:
         """(item, document) of each entry found; None for a damaged one, which is removed."""
-        db = self._connect(create=False)
-        found: dict[str, tuple[Any, dict] | None] = {}
-        if db is None:
-            return found
-        for start in range(0, len(keys), LOOKUP_BATCH):
-            batch = keys[start : start + LOOKUP_BATCH]
-            query = f"SELECT key, dtype, shape, data, crc, doc FROM entries WHERE key IN ({','.join('?' * len(batch))})"
-            for key, dtype, shape, data, crc, doc in db.execute(query, batch):
-                found[key] = _decode_row(key, dtype, shape, data, crc, doc)
+        columns = "dtype, shape, data, crc, doc"
+        return self._decoded({key: (_item, row) for key, *row in self._select(columns, keys)})
+
+    def _decoded(self, rows: dict[str, tuple]) -> dict[str, Any]:
+        """Each row through its decoder; a damaged one (logged) becomes None and is removed."""
+        found = {}
+        for key, (decode, row) in rows.items():
+            try:
+                found[key] = decode(*row)
+            except (ValueError, TypeError) as error:
+                logger.warning("cache entry %s is corrupt (%s); recomputing it", key, error)
+                found[key] = None
         self.delete([key for key, value in found.items() if value is None])
         return found
 
@@ -233,17 +213,26 @@ class EntryStore:
             path.unlink(missing_ok=True)
 
 
-def _decode_row(key: str, dtype, shape, data, crc, doc) -> tuple[Any, dict] | None:
-    try:
-        document = PLAIN_DOCUMENT if doc == PLAIN_DOC else json.loads(doc)
-        if dtype is None:
-            return document.get("item"), document
-        if len(data) != _nbytes(dtype, shape) or zlib.crc32(data) != crc:
-            raise ValueError("array bytes do not match their checksum")
-        return np.frombuffer(data, dtype=np.dtype(dtype)).reshape(json.loads(shape)).copy(), document
-    except (ValueError, TypeError) as error:
-        logger.warning("cache entry %s is corrupt (%s); recomputing it", key, error)
-        return None
+def _document(doc: str) -> dict:
+    document = PLAIN_DOCUMENT if doc == PLAIN_DOC else json.loads(doc)
+    if not isinstance(document, dict) or not isinstance(document.get("notes"), list):
+        raise ValueError("unexpected document")
+    return document  # shared for plain rows: callers copy what they change
+
+
+def _status(dtype, shape, length, doc) -> tuple[bool, dict]:
+    if dtype is not None and length != _nbytes(dtype, shape):
+        raise ValueError("array of the wrong size")
+    return dtype is not None, _document(doc)
+
+
+def _item(dtype, shape, data, crc, doc) -> tuple[Any, dict]:
+    document = _document(doc)
+    if dtype is None:
+        return document.get("item"), document
+    if len(data) != _nbytes(dtype, shape) or zlib.crc32(data) != crc:
+        raise ValueError("array bytes do not match their size or checksum")
+    return np.frombuffer(data, dtype=np.dtype(dtype)).reshape(json.loads(shape)).copy(), document
 
 
 @functools.lru_cache(maxsize=256)

@@ -17,7 +17,7 @@ from pipelines.parallel_read import read_into_cache, read_one
 from pipelines.progress import ProgressCallback
 from pipelines.parallel_encode import encode_into_shards
 from pipelines.shards import ShardedArray, open_shards
-from pipelines.workers import Workers
+from pipelines.workers import Workers, borrowed
 from preprocess import ConvpipeError, InputError, Preprocessor
 
 logger = logging.getLogger(__name__)
@@ -198,15 +198,11 @@ def encode_to_shards(
         cache.stats.shard_hits += 1
         return found
     cache.stats.shard_misses += 1
-    owned = not isinstance(workers, Workers)
-    pool = Workers(workers, type(preprocessor)) if owned else workers
     try:
-        return encode_into_shards(folder, preprocessor, cache, items.keys, items.inputs, pool, progress)
+        with borrowed(workers, type(preprocessor)) as pool:
+            return encode_into_shards(folder, preprocessor, cache, items.keys, items.inputs, pool, progress)
     except (OSError, sqlite3.Error) as error:
         raise ConvpipeError(
             f"Cannot write preprocessed shards in {folder} ({getattr(error, 'strerror', None) or error}); "
             "pass --cache-dir to use another folder, or --no-cache."
         ) from None
-    finally:
-        if owned:
-            pool.close()

@@ -7,6 +7,7 @@ preprocessor from its config and open their own connection to the cache.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import sqlite3
@@ -16,7 +17,7 @@ from typing import Any
 
 from pipelines.cache import PreprocessCache, ReadResult, entry_key, input_identity, read_key
 from pipelines.progress import ProgressCallback
-from pipelines.workers import Workers
+from pipelines.workers import Workers, borrowed
 from preprocess import ConvpipeError, InputError, InputWarning
 
 logger = logging.getLogger(__name__)
@@ -80,6 +81,40 @@ def chunk_size(count: int, workers: int) -> int:
     return max(1, min(CHUNK, math.ceil(count / (workers * 8))))
 
 
+def _read_tasks(
+    preprocessor: Any, tasks: list, cache: PreprocessCache, pool: Workers, progress: ProgressCallback | None,
+    min_parallel: int, total: int,
+) -> list[tuple]:
+    """Read `(index, input, key)` tasks into the cache in chunks; (index, reason, notes) each."""
+    parallel = pool.count > 1 and len(tasks) >= max(min_parallel, 2)
+    if tasks:
+        logger.info("reading %d of %d inputs (%d cached) with %d worker(s)", len(tasks), total,
+                    total - len(tasks), pool.count if parallel else 1)
+    size = chunk_size(len(tasks), pool.count if parallel else 1)
+    chunks = [tasks[start : start + size] for start in range(0, len(tasks), size)]
+    name, config, root = type(preprocessor).__name__, preprocessor.get_config(), str(cache.root)
+    done = pool.map_chunks(
+        chunks,
+        local=lambda chunk: read_and_store(preprocessor, chunk, cache),
+        remote=lambda chunk: (_read_chunk, name, config, root, chunk),
+        parallel=parallel,
+        progress=None if progress is None else lambda count: progress(min(count * size, len(tasks)), len(tasks)),
+    )
+    return [row for chunk in done for row in chunk]
+
+
+@contextlib.contextmanager
+def _cache_errors(cache: PreprocessCache):
+    """An unusable cache folder (permissions, a full disk, a locked database) as one line."""
+    try:
+        yield
+    except (OSError, sqlite3.Error) as error:
+        raise ConvpipeError(
+            f"Cannot use the preprocessing cache in {cache.root} ({getattr(error, 'strerror', None) or error}); "
+            "pass --cache-dir to use another folder, or --no-cache."
+        ) from None
+
+
 def read_into_cache(
     preprocessor: Any,
     inputs: list[Any],
@@ -96,47 +131,24 @@ def read_into_cache(
     """
     prefix = read_key(preprocessor)
     keys = [entry_key(prefix, input_identity(x, cache.verify)) for x in inputs]
-    if len(keys) >= BATCH_MIN_INPUTS:
-        remembered = cache.lookup_batch(keys)
-        if remembered is not None:
-            return keys, remembered
-    first = {key: index for index, key in reversed(list(enumerate(keys)))}  # identical inputs: read once
-    unique = list(first)
-    results: list[ReadResult | None] = [None] * len(inputs)
-    todo: dict[str, int] = {}
-    for key, found in zip(unique, cache.lookup_many(unique)):
-        if found is None:
-            todo[key] = first[key]
-        else:
-            results[first[key]] = found
-    tasks = [(index, inputs[index], key) for key, index in todo.items()]
-    owned = not isinstance(workers, Workers)
-    pool = Workers(workers, type(preprocessor)) if owned else workers
-    try:
-        parallel = pool.count > 1 and len(tasks) >= max(min_parallel, 2)
-        if tasks:
-            logger.info("reading %d of %d inputs (%d cached) with %d worker(s)", len(tasks), len(inputs),
-                        len(inputs) - len(tasks), pool.count if parallel else 1)
-        size = chunk_size(len(tasks), pool.count if parallel else 1)
-        chunks = [tasks[start : start + size] for start in range(0, len(tasks), size)]
-        name, config = type(preprocessor).__name__, preprocessor.get_config()
-        root = str(cache.root)
-        fresh = pool.map_chunks(
-            chunks,
-            local=lambda chunk: read_and_store(preprocessor, chunk, cache),
-            remote=lambda chunk: (_read_chunk, name, config, root, chunk),
-            parallel=parallel,
-            progress=None if progress is None else lambda done: progress(min(done * size, len(tasks)), len(tasks)),
-        )
-    except (OSError, sqlite3.Error) as error:
-        raise ConvpipeError(
-            f"Cannot write the preprocessing cache in {cache.root} ({getattr(error, 'strerror', None) or error}); "
-            "pass --cache-dir to use another folder, or --no-cache."
-        ) from None
-    finally:
-        if owned:
-            pool.close()
-    for index, reason, notes in (row for chunk in fresh for row in chunk):
+    with _cache_errors(cache):
+        if len(keys) >= BATCH_MIN_INPUTS:
+            remembered = cache.lookup_batch(keys)
+            if remembered is not None:
+                return keys, remembered
+        first = {key: index for index, key in reversed(list(enumerate(keys)))}  # identical inputs: read once
+        unique = list(first)
+        results: list[ReadResult | None] = [None] * len(inputs)
+        todo: dict[str, int] = {}
+        for key, found in zip(unique, cache.lookup_many(unique)):
+            if found is None:
+                todo[key] = first[key]
+            else:
+                results[first[key]] = found
+        tasks = [(index, inputs[index], key) for key, index in todo.items()]
+        with borrowed(workers, type(preprocessor)) as pool:
+            fresh = _read_tasks(preprocessor, tasks, cache, pool, progress, min_parallel, len(inputs))
+    for index, reason, notes in fresh:
         results[index] = ReadResult(reason=reason, notes=list(notes))
     for index, key in enumerate(keys):
         if results[index] is None:  # a duplicate of an input looked up or read just now
@@ -144,6 +156,6 @@ def read_into_cache(
     if len(keys) >= BATCH_MIN_INPUTS:
         try:
             cache.store_batch(keys, results)  # type: ignore[arg-type]
-        except sqlite3.Error as error:  # only the next run's shortcut is lost
+        except (OSError, sqlite3.Error) as error:  # only the next run's shortcut is lost
             logger.warning("could not remember this batch in the cache (%s)", error)
     return keys, results  # type: ignore[return-value]

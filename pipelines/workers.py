@@ -216,3 +216,13 @@ class Workers:
                 future.cancel()
             raise
         return results
+
+
+@contextlib.contextmanager
+def borrowed(workers: "Workers | int | None", preprocessor_class: type | None = None):
+    """`workers` itself when it is a `Workers` (its owner closes it), else a new one for this block."""
+    if isinstance(workers, Workers):
+        yield workers
+        return
+    with Workers(workers, preprocessor_class) as pool:
+        yield pool

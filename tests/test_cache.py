@@ -275,6 +275,19 @@ def test_no_cache_leaves_nothing_behind_and_cache_info_and_clear(image_folder, c
     assert "0 preprocessed inputs" in invoke(cli_runner, ["cache", "info", "--cache-dir", cache_dir]).output
 
 
+@pytest.mark.parametrize("blocker", ["file", "database_folder"])
+def test_an_unusable_cache_folder_is_one_line_error(blocker, image_folder, cli_runner, tmp_path):
+    cache_dir = tmp_path / "cache"
+    if blocker == "file":
+        cache_dir.write_text("not a folder")
+    else:  # SQLite cannot open it; it must not be taken for a damaged database and deleted
+        (cache_dir / "entries.sqlite").mkdir(parents=True)
+    result = invoke(cli_runner, ["preprocess", "--modality", "image", "--data", image_folder,
+                                 "--cache-dir", cache_dir, "--workers", "1", "--out", tmp_path / "x.npz"])
+    assert_one_line_error(result, "preprocessing cache", "--no-cache")
+    assert blocker == "file" or (cache_dir / "entries.sqlite").is_dir()
+
+
 def test_bad_worker_count_is_one_line_error(image_folder, cli_runner, tmp_path):
     result = invoke(cli_runner, ["preprocess", "--modality", "image", "--data", image_folder, "--workers", "-2", "--out", tmp_path / "x.npz"])
     assert_one_line_error(result, "--workers", "-2")
