@@ -13,7 +13,7 @@ import numpy as np
 
 from pipelines.cache import PreprocessCache, ReadResult, digest, fitted_key, read_key
 from pipelines.datasets import Dataset
-from pipelines.parallel_read import read_into_cache, read_one
+from pipelines.parallel_read import cache_errors, read_into_cache, read_one
 from pipelines.progress import ProgressCallback
 from pipelines.parallel_encode import encode_into_shards
 from pipelines.shards import ShardedArray, open_shards
@@ -175,7 +175,8 @@ def fit_cached(preprocessor: Preprocessor, items: CachedItems) -> Preprocessor:
                 return preprocessor
         except (InputError, ValueError, TypeError, KeyError):
             pass  # unreadable: fit again and overwrite it
-    preprocessor.fit_read(items)
+    with cache_errors(items.cache):  # the items are loaded from the cache as the fit reads them
+        preprocessor.fit_read(items)
     try:
         preprocessor.save(path)
     except OSError as error:

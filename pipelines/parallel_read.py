@@ -104,7 +104,7 @@ def _read_tasks(
 
 
 @contextlib.contextmanager
-def _cache_errors(cache: PreprocessCache):
+def cache_errors(cache: PreprocessCache):
     """An unusable cache folder (permissions, a full disk, a locked database) as one line."""
     try:
         yield
@@ -131,7 +131,7 @@ def read_into_cache(
     """
     prefix = read_key(preprocessor)
     keys = [entry_key(prefix, input_identity(x, cache.verify)) for x in inputs]
-    with _cache_errors(cache):
+    with cache_errors(cache):
         if len(keys) >= BATCH_MIN_INPUTS:
             remembered = cache.lookup_batch(keys)
             if remembered is not None:
