@@ -2,9 +2,10 @@
 
 The parent fits the preprocessor, creates the shard files (`ShardWriter`) and hands out row
 ranges; whichever worker takes a range loads its items from the cache in one query, encodes them
-and writes the rows straight into place. Only preprocessors whose encode is costly (text) use
-children: for images and audio, writing the rows is the work, and two writers were slower. Children rebuild the fitted preprocessor from its config
-and fitted state, so only row numbers travel back.
+and writes the rows straight into place. Children rebuild the fitted preprocessor from its config
+and fitted state, so only row numbers travel back. On the 2-core machine two workers encoded
+5,000 64x64 images in 0.16-0.21 s against 0.38-0.42 s in the parent (once the parent stopped
+page-faulting, `pipelines.allocator`).
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ def encode_into_shards(
     layout = (row_shape, dtype.str)
     writer = ShardWriter(folder, len(keys), row_shape, dtype)
     try:
-        parallel = preprocessor.costly_encode and workers.count > 1 and len(keys) >= PARALLEL_MIN_INPUTS
+        parallel = workers.count > 1 and len(keys) >= PARALLEL_MIN_INPUTS
         ranges = writer.ranges(chunk_size(len(keys), workers.count if parallel else 1))
         name, config, state = type(preprocessor).__name__, preprocessor.get_config(), preprocessor._fitted_state()
         fit = fitted_key(preprocessor)

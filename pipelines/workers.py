@@ -32,6 +32,7 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
+from pipelines.allocator import keep_freed_memory
 from preprocess import ConvpipeError
 
 logger = logging.getLogger(__name__)
@@ -130,6 +131,7 @@ def _init_child() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     from pipelines import parallel_read
 
+    keep_freed_memory()  # spawned and fork-server children do not inherit it
     parallel_read.forget_parent_state()  # a forked child must not share the parent's SQLite connections
     _one_blas_thread_here().__enter__()  # libraries loaded before a fork ignore the environment
 
@@ -144,6 +146,9 @@ class Workers:
     def __init__(self, count: int | None = None, preprocessor_class: type | None = None):
         self.count = resolve_workers(count)
         self.preprocessor_class = preprocessor_class
+        # Every command that reads data comes here first. Its chunk- and batch-sized arrays then
+        # reuse freed memory instead of page-faulting it in again (`pipelines.allocator`).
+        keep_freed_memory()
         self.method: str | None = None
         self._pool: ProcessPoolExecutor | None = None
         self._environment: contextlib.ExitStack | None = None

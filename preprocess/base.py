@@ -73,8 +73,6 @@ class Preprocessor:
     extensions: ClassVar[tuple[str, ...]] = ()
     #: modules `read` imports on first use; worker processes import them up front.
     worker_imports: ClassVar[tuple[str, ...]] = ()
-    #: whether `encode` does enough work per input to be worth spreading over worker processes.
-    costly_encode: ClassVar[bool] = False
 
     # ---- parameters --------------------------------------------------------------------------
 

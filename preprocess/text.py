@@ -92,10 +92,6 @@ class TextPreprocessor(Preprocessor):
 
     needs_fit = True
     output_dtype = "int32"
-    # Vocabulary lookups and n-gram hashing per position: 3,120 docstrings encode in 0.71 s in
-    # one process, 0.40-0.50 s with two workers. (Image and audio encodes are a scaling or a
-    # normalization, bound by writing the rows: workers made images slower.)
-    costly_encode = True
     extensions = TEXT_EXTENSIONS
 
     def __init__(

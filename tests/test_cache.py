@@ -198,6 +198,72 @@ def test_parallel_and_serial_reading_give_identical_arrays(modality, method, aud
     assert parallel.stats.misses == 36 and PreprocessCache(tmp_path / "parallel").entries.count() == 36
 
 
+@pytest.mark.parametrize("modality", ["image", "audio", "text"])
+def test_parallel_and_serial_encoding_give_identical_shards(modality, audio_folder, image_folder, text_folder, tmp_path, monkeypatch):
+    import pipelines.parallel_encode as parallel_encode
+    from pipelines.featurize import encode_to_shards, fit_cached
+    from pipelines.workers import Workers
+
+    monkeypatch.setattr(parallel_encode, "PARALLEL_MIN_INPUTS", 0)
+    folder = {"audio": audio_folder, "image": image_folder, "text": text_folder}[modality]
+    dataset = load_source(str(folder), Modality(modality)).full
+    make = {
+        "audio": lambda: AudioPreprocessor(duration=0.25, num_mels=16),
+        "image": lambda: ImagePreprocessor(image_size=(8, 8)),
+        "text": lambda: TextPreprocessor(level="char", ngram_sizes=(2, 3), hash_buckets=64),
+    }[modality]
+    parallel_flags = []
+    map_chunks = Workers.map_chunks
+
+    def spy(self, chunks, local, remote, parallel=True, progress=None):
+        parallel_flags.append(parallel and self.count > 1)
+        return map_chunks(self, chunks, local, remote, parallel, progress)
+
+    monkeypatch.setattr(Workers, "map_chunks", spy)
+    arrays = []
+    for count in (1, 2):
+        cache = PreprocessCache(tmp_path / f"cache{count}")
+        with Workers(count) as workers:
+            items, _ = read_cached(make(), dataset, "train", Skipped(), False, cache, workers)
+            preprocessor = fit_cached(items.preprocessor, items)
+            arrays.append(encode_to_shards(preprocessor, items, None, workers).to_numpy())
+    assert parallel_flags[-1], "the second encode ran in worker processes"
+    assert arrays[0].shape[0] == len(dataset) and arrays[0].dtype == arrays[1].dtype
+    np.testing.assert_array_equal(arrays[0], arrays[1])
+
+
+def test_keeping_freed_memory_stops_chunk_sized_arrays_from_page_faulting_each_time():
+    """Encoding a chunk as the parent does (64 loaded items, 64 encoded rows, one stacked array),
+    40 times: by default glibc gives the freed heap back after each chunk and faults it in again;
+    `keep_freed_memory` keeps it."""
+    import platform
+    import subprocess
+    import sys
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("glibc's malloc only")
+    script = (
+        "import resource, sys, numpy as np\n"
+        "from pipelines.allocator import keep_freed_memory\n"
+        "if sys.argv[1] == 'keep': assert keep_freed_memory() and not keep_freed_memory()\n"
+        "blob = bytes(64 * 64 * 3)\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
+        "for _ in range(40):\n"
+        "    items = [np.frombuffer(bytes(blob), np.uint8).copy() for _ in range(64)]\n"
+        "    rows = np.stack([item.astype(np.float32) / 255 for item in items])\n"
+        "    del items, rows\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    faults = {}
+    for mode in ("default", "keep"):
+        done = subprocess.run([sys.executable, "-c", script, mode], capture_output=True, text=True, env=env,
+                              cwd=Path(__file__).resolve().parents[1], check=True)
+        faults[mode] = int(done.stdout.split()[-1])
+    # About 1,500 pages per chunk: faulted in 40 times by default, about once when kept.
+    assert faults["default"] > 20_000 and faults["keep"] < 8_000, faults
+
+
 def _die(*args):
     os._exit(9)  # what the kernel's out-of-memory killer does to a worker
 
