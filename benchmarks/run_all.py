@@ -38,7 +38,7 @@ RESULTS = REPO / "benchmarks" / "results.json"
 SIZES: dict[str, dict[str, Any]] = {
     "full": {
         "text_vocabularies": [1000, 5000, 20000], "text_batch": 32, "text_repeats": 3,
-        "audio_clips": 2000, "images": 5000, "image_side": 64, "preprocessing_repeats": 3,
+        "audio_clips": 2000, "images": 5000, "image_side": 64, "preprocessing_repeats": 5,
         "overhead_images": 4000, "overhead_side": 32, "overhead_epochs": 5,
         "memory_clips": [1000, 10000], "startup_repeats": 7,
     },
@@ -90,7 +90,14 @@ def machine() -> dict[str, Any]:
 
 
 def run_child(args: list[str], timeout: int = 1800, env: dict[str, str] | None = None) -> dict[str, Any]:
-    """Run this script (or another) in a fresh interpreter; return its last JSON line."""
+    """Run this script (or another) in a fresh interpreter; return its last JSON line.
+
+    Dirty pages are written out first: hundreds of MB of shards that an earlier variant wrote,
+    flushed by the kernel while the next one runs, took CPU from two workers on 2 cores but not
+    from one (images, all workers: 1.6-2.0 s after another variant, 1.1-1.3 s after a sync).
+    """
+    if hasattr(os, "sync"):
+        os.sync()
     result = subprocess.run(
         [sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout,
         env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
@@ -375,7 +382,7 @@ def bench_preprocessing(modality: str, sizes: dict[str, Any], work: Path) -> dic
     else:
         count = sizes["images"]
         data = write_images(work / "png-images", count, sizes["image_side"], 3)
-    # Every variant three times, in turn, each cold one with a fresh cache; the median counts.
+    # Every variant five times, in turn, each cold one with a fresh cache; the median counts.
     # Single runs drifted by 20-30% on the 2-core machine (writing hundreds of MB of shards
     # meets the kernel's dirty-page throttling at different moments).
     runs: dict[str, list] = {name: [] for name in ("naive_loop", "naive_loop_all_workers", "convpipe_cold_1_worker",
