@@ -20,6 +20,7 @@ says why not one file each); a crash leaves a chunk whole or absent.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -100,7 +101,9 @@ def entry_key(prefix: str, identity: str) -> str:
     return hashlib.blake2b(data, digest_size=20).hexdigest()
 
 
+@functools.lru_cache(maxsize=None)
 def _version() -> str | None:
+    # Looking the version up scans the installed packages' metadata: about 12 ms per key.
     from pipelines.environment import package_version
 
     return package_version("convpipe")
