@@ -4,8 +4,16 @@ text table was measured; a rough tool: fast kernels, so one seed repeats only to
     python benchmarks/text_variants.py [--data /tmp/docstrings] --seeds 0,1,2 --variants "base;ls=0.1;bs=64;ens=2"
 
 A variant is "+"-joined key=value pairs: ModelSpec fields, lr, bs, patience, epochs, ens (members
-averaged in one model), ls (label smoothing), sched (plateau|cosine), maxnorm (embedding rows).
-Each result, and TF-IDF + logistic regression on the same split, is appended to --out as JSON lines.
+averaged in one model), ls (label smoothing), sched (plateau|cosine), maxnorm (embedding rows),
+wd (AdamW weight decay), tdrop (drop whole embedded positions during training at this rate),
+edrop (dropout on the embedded sequence, element-wise), mavg=1 (average pooling over the
+text's own positions, not the padding; mavg=2: their sum over the square root of their count);
+tdrop/edrop/mavg build the factorized model with max + average pooling whatever `head` says.
+Window sizes take "," inside a value, e.g. window_sizes=1,3,4,5. `--pre` passes preprocessor parameters, e.g.
+'{"hash_buckets": 131072}'.
+Each result, and TF-IDF + logistic regression on the same split, is appended to --out as JSON lines
+(`--tfidf-parts`: also its word and character parts alone, and both fitted without the
+validation texts; `--variants ""` runs no CNN).
 """
 import argparse, json, os, sys, time, pickle
 from pathlib import Path
@@ -27,6 +35,7 @@ p.add_argument("--out", default="/tmp/sweep.jsonl")
 p.add_argument("--test-split", type=float, default=0.2)
 p.add_argument("--positions", type=int, default=None)
 p.add_argument("--pre", default="{}")
+p.add_argument("--tfidf-parts", action="store_true", help="also score TF-IDF's word and character parts alone, and both without the validation texts")
 args = p.parse_args()
 name = "builtin" if args.data is None else os.path.basename(args.data.rstrip("/"))
 
@@ -51,18 +60,16 @@ def encode(seed):
     return out
 
 
-def tfidf(arr):
+def tfidf(arr, parts=("word", "char"), splits=("train", "validation")):
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline, make_union
-    model = make_pipeline(
-        make_union(
-            TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1),
-            TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=2),
-        ),
-        LogisticRegression(C=10.0, max_iter=2000),
-    )
-    model.fit(arr["train"][2] + arr["validation"][2], np.concatenate([arr["train"][1], arr["validation"][1]]))
+    vectorizers = {
+        "word": TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1),
+        "char": TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=2),
+    }
+    model = make_pipeline(make_union(*(vectorizers[part] for part in parts)), LogisticRegression(C=10.0, max_iter=2000))
+    model.fit(sum((arr[k][2] for k in splits), []), np.concatenate([arr[k][1] for k in splits]))
     return float(np.mean(model.predict(arr["test"][2]) == arr["test"][1]))
 
 
@@ -74,6 +81,41 @@ def parse(variant):
         k, _, v = part.partition("=")
         opts[k] = v
     return opts
+
+
+def build_variant_model(shape, num_ids, num_classes, spec, token_rate=0.0, element_rate=0.0, masked_average=0):
+    """build_text_model's factorized form with extras: dropout on the embedded sequence (whole
+    positions, token_rate, and/or single values, element_rate; training only), and an average
+    over the text's own positions instead of all positions, padding included (masked_average)."""
+    import keras
+    from keras import ops
+    from models.layers import TokenEmbedding
+    from models.votes import add_votes
+
+    ids = keras.Input(shape=shape, dtype="int32")
+    x = TokenEmbedding(num_ids, spec.embedding_dim, name="embedding")(ids)
+    if token_rate:
+        x = keras.layers.Dropout(token_rate, noise_shape=(None, shape[0], 1))(x)
+    if element_rate:
+        x = keras.layers.Dropout(element_rate)(x)
+    first = ids[..., 0] if len(shape) == 2 else ids
+    valid = keras.layers.Lambda(lambda t: ops.cast(ops.not_equal(t, 0), "float32"))(first)
+    branches = []
+    for width in spec.window_sizes:
+        y = keras.layers.ReLU()(keras.layers.Conv1D(spec.filters[0], width)(x))
+        pooled = [keras.layers.GlobalMaxPooling1D()(y)]
+        if masked_average:
+            def mean(args, width=width):
+                y, valid = args
+                m = ops.expand_dims(valid[:, : ops.shape(y)[1]], -1)  # windows that start in the text
+                count = ops.maximum(ops.sum(m, axis=1), 1.0)
+                return ops.sum(y * m, axis=1) / (count if masked_average == 1 else ops.sqrt(count))
+            pooled.append(keras.layers.Lambda(mean)([y, valid]))
+        else:
+            pooled.append(keras.layers.GlobalAveragePooling1D()(y))
+        branches.append(keras.layers.Concatenate()(pooled))
+    x = branches[0] if len(branches) == 1 else keras.layers.Concatenate()(branches)
+    return keras.Model(ids, add_votes(x, num_classes, spec))
 
 
 def run_variant(variant, arr, num_ids, num_classes, seed):
@@ -97,6 +139,8 @@ def run_variant(variant, arr, num_ids, num_classes, seed):
     epochs = int(o.get("epochs", 30))
     members = int(o.get("ens", 1))
     build = lambda: models.build_text_model(xt.shape[1], num_ids, num_classes, spec, ids_per_position=xt.shape[2] if xt.ndim == 3 else 1)
+    if {"tdrop", "edrop", "mavg"} & set(o):
+        build = lambda: build_variant_model(xt.shape[1:], num_ids, num_classes, spec, float(o.get("tdrop", 0)), float(o.get("edrop", 0)), int(o.get("mavg", 0)))
     if members == 1:
         model = build()
     else:
@@ -126,7 +170,11 @@ def run_variant(variant, arr, num_ids, num_classes, seed):
     if schedule == "cosine":
         steps = epochs * int(np.ceil(len(xt) / bs))
         opt_lr = keras.optimizers.schedules.CosineDecay(lr, steps)
-    model.compile(optimizer=keras.optimizers.Adam(opt_lr), loss=loss, metrics=["accuracy"])
+    if "wd" in o:
+        optimizer = keras.optimizers.AdamW(opt_lr, weight_decay=float(o["wd"]))
+    else:
+        optimizer = keras.optimizers.Adam(opt_lr)
+    model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
     t = time.perf_counter()
     h = model.fit(xt, yt_, validation_data=(xv, yv_), epochs=epochs, batch_size=bs, verbose=0, callbacks=callbacks)
     secs = time.perf_counter() - t
@@ -141,7 +189,13 @@ for seed in [int(s) for s in args.seeds.split(",")]:
         acc = tfidf(arr)
         open(f"/tmp/sweep-tfidf-{name}-{seed}-{args.test_split}", "w").write(str(acc))
         out.write(json.dumps({"data": name, "seed": seed, "variant": "tfidf_lr", "acc": acc}) + "\n"); out.flush()
-    for variant in args.variants.split(";"):
+    if args.tfidf_parts:
+        for label, kwargs in [("tfidf_lr_words", {"parts": ("word",)}), ("tfidf_lr_chars", {"parts": ("char",)}),
+                              ("tfidf_lr_train_only", {"splits": ("train",)})]:
+            acc = tfidf(arr, **kwargs)
+            out.write(json.dumps({"data": name, "seed": seed, "variant": label, "acc": acc}) + "\n"); out.flush()
+            print(name, seed, label, acc, flush=True)
+    for variant in filter(None, args.variants.split(";")):
         acc, ep, secs = run_variant(variant, arr, num_ids, num_classes, seed)
         out.write(json.dumps({"data": name, "seed": seed, "variant": variant, "positions": args.positions, "pre": args.pre, "acc": acc, "epochs": ep, "secs": round(secs, 1), "shape": list(arr["train"][0].shape)}) + "\n"); out.flush()
         print(name, seed, variant, acc, ep, round(secs, 1), flush=True)
