@@ -5,7 +5,8 @@ text table was measured; a rough tool: fast kernels, so one seed repeats only to
 
 A variant is "+"-joined key=value pairs: ModelSpec fields, lr, bs, patience, epochs, ens (members
 averaged in one model), ls (label smoothing), sched (plateau|cosine), maxnorm (embedding rows),
-wd (AdamW weight decay), tdrop (drop whole embedded positions during training at this rate),
+wd (AdamW weight decay), refit=1 (then a fresh model trained on train + validation for the
+early-stopped number of epochs), tdrop (drop whole embedded positions during training at this rate),
 edrop (dropout on the embedded sequence, element-wise), mavg=1 (average pooling over the
 text's own positions, not the padding; mavg=2: their sum over the square root of their count);
 tdrop/edrop/mavg build the factorized model with max + average pooling whatever `head` says.
@@ -177,6 +178,12 @@ def run_variant(variant, arr, num_ids, num_classes, seed):
     model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
     t = time.perf_counter()
     h = model.fit(xt, yt_, validation_data=(xv, yv_), epochs=epochs, batch_size=bs, verbose=0, callbacks=callbacks)
+    if o.get("refit"):  # a fresh model on train + validation for the early-stopped epoch count
+        best = int(np.argmin(h.history["val_loss"])) + 1
+        keras.utils.set_random_seed(seed)
+        model = build()
+        model.compile(optimizer=keras.optimizers.Adam(lr), loss=loss, metrics=["accuracy"])
+        model.fit(np.concatenate([xt, xv]), np.concatenate([yt_, yv_]), epochs=best, batch_size=bs, verbose=0)
     secs = time.perf_counter() - t
     acc = float(np.mean(model.predict(xs, verbose=0, batch_size=256).argmax(1) == ys))
     return acc, len(h.history["loss"]), secs
