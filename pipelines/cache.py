@@ -20,12 +20,14 @@ says why not one file each); a crash leaves a chunk whole or absent.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
 import logging
 import os
 import shutil
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from pipelines.entry_store import EntryStore, encode_row
+from preprocess import ConvpipeError
 
 logger = logging.getLogger(__name__)
 
@@ -142,6 +145,19 @@ class CacheStats:
     fit_hits: int = 0  # fits restored instead of recomputed
 
 
+@contextlib.contextmanager
+def cache_errors(folder: Path, action: str = "use the preprocessing cache"):
+    """An unusable cache folder (permissions, a full disk, a locked database) as one line:
+    "Cannot <action> in <folder> (<reason>); pass --cache-dir ... or --no-cache."."""
+    try:
+        yield
+    except (OSError, sqlite3.Error) as error:
+        raise ConvpipeError(
+            f"Cannot {action} in {folder} ({getattr(error, 'strerror', None) or error}); "
+            "pass --cache-dir to use another folder, or --no-cache."
+        ) from None
+
+
 class PreprocessCache:
     """A cache folder: per-input `read` entries and encoded shards.
 
@@ -247,8 +263,6 @@ class PreprocessCache:
             self.stats.corrupt += 1
             result = recompute(position)
             if result.reason is not None:
-                from preprocess import ConvpipeError
-
                 raise ConvpipeError(f"An input changed while in use and can no longer be read: {result.reason}")
             fresh.append((key, result))
             items.append(result.item)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sqlite3
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -11,9 +10,9 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.cache import PreprocessCache, ReadResult, digest, fitted_key, read_key
+from pipelines.cache import PreprocessCache, ReadResult, cache_errors, digest, fitted_key, read_key
 from pipelines.datasets import Dataset
-from pipelines.parallel_read import cache_errors, read_into_cache, read_one
+from pipelines.parallel_read import read_into_cache, read_one
 from pipelines.progress import ProgressCallback
 from pipelines.parallel_encode import encode_into_shards
 from pipelines.shards import ShardedArray, open_shards
@@ -175,7 +174,7 @@ def fit_cached(preprocessor: Preprocessor, items: CachedItems) -> Preprocessor:
                 return preprocessor
         except (InputError, ValueError, TypeError, KeyError):
             pass  # unreadable: fit again and overwrite it
-    with cache_errors(items.cache):  # the items are loaded from the cache as the fit reads them
+    with cache_errors(items.cache.root):  # the items are loaded from the cache as the fit reads them
         preprocessor.fit_read(items)
     try:
         preprocessor.save(path)
@@ -199,11 +198,5 @@ def encode_to_shards(
         cache.stats.shard_hits += 1
         return found
     cache.stats.shard_misses += 1
-    try:
-        with borrowed(workers, type(preprocessor)) as pool:
-            return encode_into_shards(folder, preprocessor, cache, items.keys, items.inputs, pool, progress)
-    except (OSError, sqlite3.Error) as error:
-        raise ConvpipeError(
-            f"Cannot write preprocessed shards in {folder} ({getattr(error, 'strerror', None) or error}); "
-            "pass --cache-dir to use another folder, or --no-cache."
-        ) from None
+    with cache_errors(folder, "write preprocessed shards"), borrowed(workers, type(preprocessor)) as pool:
+        return encode_into_shards(folder, preprocessor, cache, items.keys, items.inputs, pool, progress)

@@ -7,7 +7,6 @@ preprocessor from its config and open their own connection to the cache.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import sqlite3
@@ -15,10 +14,10 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from pipelines.cache import PreprocessCache, ReadResult, entry_key, input_identity, read_key
+from pipelines.cache import PreprocessCache, ReadResult, cache_errors, entry_key, input_identity, read_key
 from pipelines.progress import ProgressCallback
 from pipelines.workers import Workers, borrowed
-from preprocess import ConvpipeError, InputError, InputWarning
+from preprocess import InputError, InputWarning
 
 logger = logging.getLogger(__name__)
 
@@ -103,18 +102,6 @@ def _read_tasks(
     return [row for chunk in done for row in chunk]
 
 
-@contextlib.contextmanager
-def cache_errors(cache: PreprocessCache):
-    """An unusable cache folder (permissions, a full disk, a locked database) as one line."""
-    try:
-        yield
-    except (OSError, sqlite3.Error) as error:
-        raise ConvpipeError(
-            f"Cannot use the preprocessing cache in {cache.root} ({getattr(error, 'strerror', None) or error}); "
-            "pass --cache-dir to use another folder, or --no-cache."
-        ) from None
-
-
 def read_into_cache(
     preprocessor: Any,
     inputs: list[Any],
@@ -131,7 +118,7 @@ def read_into_cache(
     """
     prefix = read_key(preprocessor)
     keys = [entry_key(prefix, input_identity(x, cache.verify)) for x in inputs]
-    with cache_errors(cache):
+    with cache_errors(cache.root):
         if len(keys) >= BATCH_MIN_INPUTS:
             remembered = cache.lookup_batch(keys)
             if remembered is not None:

@@ -354,6 +354,18 @@ def test_an_unusable_cache_folder_is_one_line_error(blocker, image_folder, cli_r
     assert blocker == "file" or (cache_dir / "entries.sqlite").is_dir()
 
 
+def test_shards_that_cannot_be_written_are_one_line_error(image_folder, tmp_path):
+    from pipelines.featurize import encode_to_shards
+    from preprocess import ConvpipeError
+
+    cache = PreprocessCache(tmp_path / "cache")
+    items, _ = read_cached(ImagePreprocessor(image_size=(8, 8)), load_source(str(image_folder), Modality.image).full,
+                           "train", Skipped(), False, cache, 1)
+    (cache.root / "shards").write_text("a file where the shard folders go")
+    with pytest.raises(ConvpipeError, match=r"Cannot write preprocessed shards in .*--no-cache"):
+        encode_to_shards(items.preprocessor, items, None, 1)
+
+
 def test_bad_worker_count_is_one_line_error(image_folder, cli_runner, tmp_path):
     result = invoke(cli_runner, ["preprocess", "--modality", "image", "--data", image_folder, "--workers", "-2", "--out", tmp_path / "x.npz"])
     assert_one_line_error(result, "--workers", "-2")
