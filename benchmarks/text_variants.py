@@ -5,7 +5,8 @@ text table was measured; a rough tool: fast kernels, so one seed repeats only to
 
 A variant is "+"-joined key=value pairs: ModelSpec fields, lr, bs, patience, epochs, ens (members
 averaged in one model), ls (label smoothing), sched (plateau|cosine), maxnorm (embedding rows),
-wd (AdamW weight decay), refit=1 (then a fresh model trained on train + validation for the
+wd (AdamW weight decay), mindf (hashed n-gram ids seen in fewer training texts read as padding), ema (Adam's weight average, its momentum), crop (train on random stretches of at least
+this share of each text), refit=1 (then a fresh model trained on train + validation for the
 early-stopped number of epochs), tdrop (drop whole embedded positions during training at this rate),
 edrop (dropout on the embedded sequence, element-wise), mavg=1 (average pooling over the
 text's own positions, not the padding; mavg=2: their sum over the square root of their count);
@@ -119,6 +120,57 @@ def build_variant_model(shape, num_ids, num_classes, spec, token_rate=0.0, eleme
     return keras.Model(ids, add_votes(x, num_classes, spec))
 
 
+def drop_rare_ngrams(splits, min_df):
+    """Set the n-gram columns' ids seen in fewer than min_df training texts (splits[0]) to 0,
+    the padding id, whose embedding is the zero vector: TF-IDF's min_df for hashed n-grams."""
+    train = splits[0]
+    if train.ndim != 3:
+        return splits
+    df = np.zeros(int(max(s.max() for s in splits)) + 1, np.int64)
+    for row in train[:, :, 1:]:
+        df[np.unique(row)] += 1
+    keep = df >= min_df
+    out = []
+    for x in splits:
+        x = x.copy()
+        grams = x[:, :, 1:]
+        grams[~keep[grams]] = 0
+        out.append(x)
+    return tuple(out)
+
+
+def RandomCrops(x, y, batch_size, keep, seed):
+    """Batches of training texts, each cut to a random stretch of at least `keep` of its own
+    length and moved to the first position (fresh cuts every epoch)."""
+    import keras
+
+    class Crops(keras.utils.PyDataset):
+        def __init__(self):
+            super().__init__()
+            self.rng = np.random.default_rng(seed)
+            first = x[..., 0] if x.ndim == 3 else x
+            self.lengths = np.maximum((first != 0).sum(1), 1)
+            self.order = self.rng.permutation(len(x))
+
+        def __len__(self):
+            return int(np.ceil(len(x) / batch_size))
+
+        def on_epoch_end(self):
+            self.order = self.rng.permutation(len(x))
+
+        def __getitem__(self, index):
+            rows = self.order[index * batch_size:(index + 1) * batch_size]
+            out = np.zeros((len(rows),) + x.shape[1:], x.dtype)
+            for i, row in enumerate(rows):
+                n = int(self.lengths[row])
+                size = int(self.rng.integers(max(1, int(np.ceil(keep * n))), n + 1))
+                start = int(self.rng.integers(0, n - size + 1))
+                out[i, :size] = x[row, start:start + size]
+            return out, y[rows]
+
+    return Crops()
+
+
 def run_variant(variant, arr, num_ids, num_classes, seed):
     import keras
     import models
@@ -134,6 +186,8 @@ def run_variant(variant, arr, num_ids, num_classes, seed):
     spec = ModelSpec.from_dict(spec_d)
     keras.utils.set_random_seed(seed)
     (xt, yt, _), (xv, yv, _), (xs, ys, _) = arr["train"], arr["validation"], arr["test"]
+    if "mindf" in o:  # hashed n-gram ids found in fewer training texts than this read as padding
+        xt, xv, xs = drop_rare_ngrams((xt, xv, xs), int(o["mindf"]))
     lr = float(o.get("lr", 3e-3))
     bs = int(o.get("bs", 32))
     patience = int(o.get("patience", 5))
@@ -171,13 +225,17 @@ def run_variant(variant, arr, num_ids, num_classes, seed):
     if schedule == "cosine":
         steps = epochs * int(np.ceil(len(xt) / bs))
         opt_lr = keras.optimizers.schedules.CosineDecay(lr, steps)
+    ema = {"use_ema": True, "ema_momentum": float(o["ema"])} if "ema" in o else {}
+    if ema:  # validation, early stopping and the restored weights all use the averaged weights
+        callbacks.insert(0, keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
     if "wd" in o:
-        optimizer = keras.optimizers.AdamW(opt_lr, weight_decay=float(o["wd"]))
+        optimizer = keras.optimizers.AdamW(opt_lr, weight_decay=float(o["wd"]), **ema)
     else:
-        optimizer = keras.optimizers.Adam(opt_lr)
+        optimizer = keras.optimizers.Adam(opt_lr, **ema)
     model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
     t = time.perf_counter()
-    h = model.fit(xt, yt_, validation_data=(xv, yv_), epochs=epochs, batch_size=bs, verbose=0, callbacks=callbacks)
+    train_data = (xt, yt_) if "crop" not in o else (RandomCrops(xt, yt_, bs, float(o["crop"]), seed),)
+    h = model.fit(*train_data, validation_data=(xv, yv_), epochs=epochs, batch_size=None if "crop" in o else bs, verbose=0, callbacks=callbacks)
     if o.get("refit"):  # a fresh model on train + validation for the early-stopped epoch count
         best = int(np.argmin(h.history["val_loss"])) + 1
         keras.utils.set_random_seed(seed)

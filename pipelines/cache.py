@@ -21,7 +21,6 @@ says why not one file each); a crash leaves a chunk whole or absent.
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import json
 import logging
@@ -35,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from pipelines import __version__
 from pipelines.entry_store import EntryStore, encode_row
 from preprocess import ConvpipeError
 
@@ -104,17 +104,9 @@ def entry_key(prefix: str, identity: str) -> str:
     return hashlib.blake2b(data, digest_size=20).hexdigest()
 
 
-@functools.lru_cache(maxsize=None)
-def _version() -> str | None:
-    # Looking the version up scans the installed packages' metadata: about 12 ms per key.
-    from pipelines.environment import package_version
-
-    return package_version("convpipe")
-
-
 def read_key(preprocessor: Any) -> str:
     """Everything `read` depends on: the class, its parameters, convpipe's version."""
-    return digest("read", CACHE_FORMAT, type(preprocessor).__name__, preprocessor.get_config(), _version())
+    return digest("read", CACHE_FORMAT, type(preprocessor).__name__, preprocessor.get_config(), __version__)
 
 
 def fitted_key(preprocessor: Any) -> str:

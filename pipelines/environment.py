@@ -5,6 +5,8 @@ from __future__ import annotations
 import platform
 from importlib import metadata
 
+from pipelines import __version__
+
 
 def package_version(name: str) -> str | None:
     try:
@@ -16,7 +18,7 @@ def package_version(name: str) -> str | None:
 def versions() -> dict[str, str | None]:
     """Versions of Python and the libraries whose behaviour a run depends on (no heavy imports)."""
     return {
-        "convpipe": package_version("convpipe"),
+        "convpipe": __version__,
         "python": platform.python_version(),
         "keras": package_version("keras"),
         "tensorflow": package_version("tensorflow") or package_version("tensorflow-cpu"),
