@@ -6,7 +6,7 @@ text table was measured; a rough tool: fast kernels, so one seed repeats only to
 A variant is "+"-joined key=value pairs: ModelSpec fields, lr, bs, patience, epochs, ens (members
 averaged in one model), ls (label smoothing), sched (plateau|cosine), maxnorm (embedding rows),
 wd (AdamW weight decay), mindf (hashed n-gram ids seen in fewer training texts read as padding), ema (Adam's weight average, its momentum), crop (train on random stretches of at least
-this share of each text), refit=1 (then a fresh model trained on train + validation for the
+this share of each text), wide=1 (a jointly trained linear path on n-gram frequencies beside the CNN), refit=1 (then a fresh model trained on train + validation for the
 early-stopped number of epochs), tdrop (drop whole embedded positions during training at this rate),
 edrop (dropout on the embedded sequence, element-wise), mavg=1 (average pooling over the
 text's own positions, not the padding; mavg=2: their sum over the square root of their count);
@@ -139,6 +139,37 @@ def drop_rare_ngrams(splits, min_df):
     return tuple(out)
 
 
+def build_wide_model(shape, num_ids, num_classes, spec):
+    """The default factorized CNN (max + average pooling) plus a linear path: a width-1 full
+    window with one filter per class (a row per id), averaged over the text's own positions, whose
+    scores are added to the CNN's before the softmax ("wide and deep": logistic regression on
+    n-gram frequencies, trained jointly)."""
+    import keras
+    from keras import ops
+    from models.layers import TokenEmbedding
+
+    ids = keras.Input(shape=shape, dtype="int32")
+    x = TokenEmbedding(num_ids, spec.embedding_dim, name="embedding")(ids)
+    branches = []
+    for width in spec.window_sizes:
+        y = keras.layers.ReLU()(keras.layers.Conv1D(spec.filters[0], width)(x))
+        branches.append(keras.layers.GlobalMaxPooling1D()(y))
+        branches.append(keras.layers.GlobalAveragePooling1D()(y))
+    deep = keras.layers.Dropout(spec.dropout)(keras.layers.Concatenate()(branches))
+    deep = keras.layers.Dense(num_classes)(deep)
+    rows = TokenEmbedding(num_ids, num_classes, name="wide")(ids)  # (batch, positions, classes)
+    first = ids[..., 0] if len(shape) == 2 else ids
+
+    def mean(args):
+        rows, first = args
+        valid = ops.expand_dims(ops.cast(ops.not_equal(first, 0), rows.dtype), -1)
+        return ops.sum(rows, axis=1) / ops.maximum(ops.sum(valid, axis=1), 1.0)
+
+    wide = keras.layers.Lambda(mean)([rows, first])
+    out = keras.layers.Activation("softmax", dtype="float32")(keras.layers.Add()([deep, wide]))
+    return keras.Model(ids, out)
+
+
 def RandomCrops(x, y, batch_size, keep, seed):
     """Batches of training texts, each cut to a random stretch of at least `keep` of its own
     length and moved to the first position (fresh cuts every epoch)."""
@@ -196,6 +227,8 @@ def run_variant(variant, arr, num_ids, num_classes, seed):
     build = lambda: models.build_text_model(xt.shape[1], num_ids, num_classes, spec, ids_per_position=xt.shape[2] if xt.ndim == 3 else 1)
     if {"tdrop", "edrop", "mavg"} & set(o):
         build = lambda: build_variant_model(xt.shape[1:], num_ids, num_classes, spec, float(o.get("tdrop", 0)), float(o.get("edrop", 0)), int(o.get("mavg", 0)))
+    if "wide" in o:
+        build = lambda: build_wide_model(xt.shape[1:], num_ids, num_classes, spec)
     if members == 1:
         model = build()
     else:
