@@ -121,14 +121,14 @@ def read_class_folders(root: Path, modality: Modality, id_prefix: str = "") -> t
             ignored.append((id_prefix + class_dir.name, "links back to the data folder"))
             continue
         found, label = 0, class_dir.name
-        for parts in _walk_files(class_dir):
+        for parts, path in _walk_files(class_dir):
             relative = "/".join((label, *parts))
             relative = relative if relative.isascii() else _printable(relative)
             suffix = _suffix(parts[-1])
             if suffix.lower() not in extensions:
                 ignored.append((id_prefix + relative, f"unsupported file type {suffix or '(none)'}"))
                 continue
-            inputs.append(class_dir.joinpath(*parts))
+            inputs.append(path)
             labels.append(label)
             ids.append(id_prefix + relative)
             found += 1
@@ -151,34 +151,39 @@ def _suffix(name: str) -> str:
     return name[dot:] if 0 < dot < len(name) - 1 else ""
 
 
-def _walk_files(folder: Path) -> list[tuple[str, ...]]:
-    """The files below `folder` as path parts relative to it, in path order, skipping hidden
-    entries and not following symlinked folders.
+def _walk_files(folder: Path) -> list[tuple[tuple[str, ...], Path]]:
+    """The files below `folder`, in path order: their path parts relative to it, and their paths.
+    Hidden entries are skipped and symlinked folders not followed.
 
-    `os.scandir` knows each entry's type without a `stat` call: listing 5,000 files takes a
-    few milliseconds, which matters when everything else comes from the cache.
+    This runs for every file on every run, warm ones included, so it costs no `stat`:
+    `os.scandir` knows each entry's type, and `Path.iterdir` builds child paths without parsing
+    them again (half the cost of `joinpath`).
     """
     found = []
-    stack: list[tuple[tuple[str, ...], str]] = [((), os.fspath(folder))]
+    stack: list[tuple[tuple[str, ...], Path]] = [((), folder)]
     while stack:
         parts, current = stack.pop()
         try:
             with os.scandir(current) as listing:
                 entries = list(listing)
+            paths = {child.name: child for child in current.iterdir()}
         except OSError:
             continue
         for entry in entries:
-            if entry.name.startswith("."):
+            name = entry.name
+            if name.startswith("."):
                 continue
             try:
                 is_dir = entry.is_dir()  # follows symlinks, as Path.is_dir
             except OSError:  # e.g. a link to itself: listed as a file, and skipped when read
                 is_dir = False
+            path = paths.get(name) or current / name  # not in the second listing: created since
             if is_dir and not entry.is_symlink():
-                stack.append(((*parts, entry.name), entry.path))
+                stack.append(((*parts, name), path))
             elif not is_dir:
-                found.append((*parts, entry.name))
-    return sorted(found)  # tuples of parts sort as POSIX paths do
+                found.append(((*parts, name), path))
+    found.sort(key=lambda pair: pair[0])  # tuples of parts sort as POSIX paths do
+    return found
 
 
 def read_manifest(path: Path, modality: Modality) -> tuple[Dataset, list]:
