@@ -62,6 +62,24 @@ def test_second_read_hits_and_a_touched_file_or_changed_parameter_recomputes_exa
     assert (changed.stats.hits, changed.stats.misses) == (0, 36)
 
 
+def test_another_convpipe_version_reads_everything_again(audio_folder, tmp_path, monkeypatch):
+    from importlib import metadata
+
+    import pipelines
+    import pipelines.cache
+
+    # The version written in the code is the one installed (pyproject.toml reads it from there).
+    assert metadata.version("convpipe") == pipelines.__version__
+    dataset = audio_inputs(audio_folder)
+    preprocessor = AudioPreprocessor(duration=0.25, num_mels=16)
+    keys, _ = read_into_cache(preprocessor, dataset.inputs, PreprocessCache(tmp_path / "cache"), workers=1)
+    monkeypatch.setattr(pipelines.cache, "__version__", pipelines.__version__ + ".post1")
+    upgraded = PreprocessCache(tmp_path / "cache")
+    new_keys, _ = read_into_cache(preprocessor, dataset.inputs, upgraded, workers=1)
+    assert (upgraded.stats.hits, upgraded.stats.misses) == (0, 36)
+    assert not set(keys) & set(new_keys)
+
+
 def test_cache_verify_tells_a_rewritten_file_from_a_touched_one(audio_folder, tmp_path):
     dataset = audio_inputs(audio_folder)
     preprocessor = AudioPreprocessor(duration=0.25, num_mels=16)
