@@ -337,16 +337,17 @@ def print_per_class(report: dict, title: str) -> None:
 def compare(
     runs: Annotated[list[Path], typer.Argument(help="Two or more run directories written by train.")],
     out: Annotated[Optional[Path], typer.Option(help="Folder for compare.json and compare.html.")] = None,
+    device: DeviceOption = "auto",
 ):
     """Compare runs by test accuracy and macro-F1, best first; runs of any modality.
 
-    Each run's RUN/report/report.json is used. A run without one is first evaluated on its own held-out test split, as `evaluate RUN` would, and the report is written into the run.
+    Each run's RUN/report/report.json is used. A run without one is first evaluated on its own held-out test split (on --device), as `evaluate RUN` would, and the report is written into the run.
 
     Runs scored on different data (another location or other inputs) are flagged.
     """
     from pipelines.compare import compare as run_comparison
 
-    comparison = run_comparison(runs, out=out)
+    comparison = run_comparison(runs, out=out, device=device)
     table = Table(title="Runs, best first", box=box.SIMPLE_HEAD)
     for column in ("#", "run", "modality", "parameters", "train s", "accuracy", "macro-F1", "data"):
         table.add_column(column, justify="left" if column in ("run", "modality", "data") else "right")

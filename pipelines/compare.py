@@ -14,6 +14,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from pipelines.devices import DEVICES, check_choice
 from pipelines.modality import Modality
 from pipelines.report_html import CSS
 from pipelines.run_dir import Run
@@ -85,8 +86,9 @@ def key_hyperparameters(run: Run) -> dict[str, Any]:
     return values
 
 
-def load_report(run: Run) -> tuple[dict[str, Any], bool]:
-    """The run's report.json, evaluating the run on its own test split when there is none.
+def load_report(run: Run, device: str = "auto") -> tuple[dict[str, Any], bool]:
+    """The run's report.json, evaluating the run on its own test split (on `device`) when there
+    is none.
 
     Returns the report and whether it was made just now.
     """
@@ -96,7 +98,7 @@ def load_report(run: Run) -> tuple[dict[str, Any], bool]:
 
         logger.info("%s has no report yet; evaluating it on its own test split.", run.path)
         try:
-            return evaluate(run.path).report, True
+            return evaluate(run.path, device=device).report, True
         except ConvpipeError as error:
             raise ConvpipeError(
                 f"{run.path} has no report and cannot be evaluated on its own test split ({error}) "
@@ -127,9 +129,10 @@ def data_location(report: dict[str, Any]) -> str:
     return str(data.get("location")) if isinstance(data, dict) else str(data)
 
 
-def compare(run_paths: list[Path], out: Path | None = None) -> Comparison:
+def compare(run_paths: list[Path], out: Path | None = None, device: str = "auto") -> Comparison:
     """Compare runs by test accuracy (then macro-F1); with `out`, write compare.json and
-    compare.html there."""
+    compare.html there. Runs without a report are evaluated on `device`."""
+    check_choice("device", device, DEVICES)  # before any work, even when no run needs it
     if len(run_paths) < 2:
         raise ConvpipeError(f"compare needs at least two runs; got {len(run_paths)}.")
     seen: dict[Path, Path] = {}
@@ -141,7 +144,7 @@ def compare(run_paths: list[Path], out: Path | None = None) -> Comparison:
     runs = [Run.open(path) for path in run_paths]  # every run checked before any is evaluated
     rows, identities = [], {}
     for run in runs:
-        report, evaluated_now = load_report(run)
+        report, evaluated_now = load_report(run, device)
         row = ComparedRun(
             run=str(run.path),
             modality=run.config.modality.value,

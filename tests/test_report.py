@@ -351,7 +351,7 @@ def test_compare_evaluates_a_run_without_a_report(cli_runner, image_run, text_ru
     image = copied_run(image_run.run_dir, tmp_path / "image")
     text = copied_run(text_run.run_dir, tmp_path / "text")
     fake_report(image, 1.0, 1.0)
-    result = invoke(cli_runner, ["compare", text, image])
+    result = invoke(cli_runner, ["compare", text, image, "--device", "cpu"])
     assert result.exit_code == 0, describe_result(result)
     report = json.loads((text / "report" / "report.json").read_text())  # made on its own test split
     assert report["data"]["own_test_split"] is True and report["n_samples"] == 9
@@ -366,6 +366,7 @@ def test_compare_errors_are_one_line(cli_runner, image_run, tmp_path):
     assert_one_line_error(invoke(cli_runner, ["compare", good]), "at least two runs")
     assert_one_line_error(invoke(cli_runner, ["compare", good, tmp_path / "nope"]), "Run directory not found")
     assert_one_line_error(invoke(cli_runner, ["compare", good, good.parent / "." / "good"]), "given twice")
+    assert_one_line_error(invoke(cli_runner, ["compare", good, good, "--device", "tpu"]), "--device")
     incomplete = copied_run(image_run.run_dir, tmp_path / "incomplete")
     (incomplete / "model.keras").unlink()
     assert_one_line_error(invoke(cli_runner, ["compare", good, incomplete]), "is not a complete run", "model.keras")
