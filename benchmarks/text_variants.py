@@ -6,7 +6,7 @@ text table was measured; a rough tool: fast kernels, so one seed repeats only to
 A variant is "+"-joined key=value pairs: ModelSpec fields, lr, bs, patience, epochs, ens (members
 averaged in one model), ls (label smoothing), sched (plateau|cosine), maxnorm (embedding rows),
 wd (AdamW weight decay), mindf (hashed n-gram ids seen in fewer training texts read as padding), ema (Adam's weight average, its momentum), crop (train on random stretches of at least
-this share of each text), wide=1 (a jointly trained linear path on n-gram frequencies beside the CNN), refit=1 (then a fresh model trained on train + validation for the
+this share of each text), wide=1 (a jointly trained linear path on n-gram frequencies beside the CNN), idf=1 (embedded rows scaled by the ids' IDF on the training texts), refit=1 (then a fresh model trained on train + validation for the
 early-stopped number of epochs), tdrop (drop whole embedded positions during training at this rate),
 edrop (dropout on the embedded sequence, element-wise), mavg=1 (average pooling over the
 text's own positions, not the padding; mavg=2: their sum over the square root of their count);
@@ -170,6 +170,44 @@ def build_wide_model(shape, num_ids, num_classes, spec):
     return keras.Model(ids, out)
 
 
+def build_idf_model(shape, num_ids, num_classes, spec, weights):
+    """The default factorized CNN (max + average pooling) whose embedded rows are scaled by fixed
+    per-id weights (IDF from the training texts) before a position's ids are summed."""
+    import keras
+    from keras import ops
+    from models.votes import add_votes
+
+    class WeightedEmbedding(keras.layers.Layer):
+        def build(self, input_shape):
+            self.embeddings = self.add_weight(shape=(num_ids, spec.embedding_dim),
+                                              initializer=keras.initializers.RandomUniform(-0.05, 0.05))
+            self.scale = self.add_weight(shape=(num_ids,), trainable=False,
+                                         initializer=keras.initializers.Constant(weights.astype("float32")))
+
+        def call(self, ids):
+            rows = ops.take(self.embeddings, ids, axis=0) * ops.expand_dims(ops.take(self.scale, ids, axis=0), -1)
+            return ops.sum(rows, axis=2)
+
+    ids = keras.Input(shape=shape, dtype="int32")
+    x = WeightedEmbedding()(ids)
+    branches = []
+    for width in spec.window_sizes:
+        y = keras.layers.ReLU()(keras.layers.Conv1D(spec.filters[0], width)(x))
+        branches.append(keras.layers.GlobalMaxPooling1D()(y))
+        branches.append(keras.layers.GlobalAveragePooling1D()(y))
+    return keras.Model(ids, add_votes(keras.layers.Concatenate()(branches), num_classes, spec))
+
+
+def idf_weights(x, num_ids):
+    """log((1 + texts) / (1 + texts holding the id)) + 1 per id, padding 0, from training ids."""
+    df = np.zeros(num_ids, np.int64)
+    for row in x:
+        df[np.unique(row)] += 1
+    weights = np.log((1 + len(x)) / (1 + df)) + 1
+    weights[0] = 0
+    return weights
+
+
 def RandomCrops(x, y, batch_size, keep, seed):
     """Batches of training texts, each cut to a random stretch of at least `keep` of its own
     length and moved to the first position (fresh cuts every epoch)."""
@@ -227,6 +265,9 @@ def run_variant(variant, arr, num_ids, num_classes, seed):
     build = lambda: models.build_text_model(xt.shape[1], num_ids, num_classes, spec, ids_per_position=xt.shape[2] if xt.ndim == 3 else 1)
     if {"tdrop", "edrop", "mavg"} & set(o):
         build = lambda: build_variant_model(xt.shape[1:], num_ids, num_classes, spec, float(o.get("tdrop", 0)), float(o.get("edrop", 0)), int(o.get("mavg", 0)))
+    if "idf" in o:
+        weights = idf_weights(xt, num_ids)
+        build = lambda: build_idf_model(xt.shape[1:], num_ids, num_classes, spec, weights)
     if "wide" in o:
         build = lambda: build_wide_model(xt.shape[1:], num_ids, num_classes, spec)
     if members == 1:
