@@ -89,15 +89,22 @@ def machine() -> dict[str, Any]:
     }
 
 
+#: Seconds to wait before each timed child (`--settle`); see `run_child`.
+SETTLE_SECONDS = 2.0
+
+
 def run_child(args: list[str], timeout: int = 1800, env: dict[str, str] | None = None) -> dict[str, Any]:
     """Run this script (or another) in a fresh interpreter; return its last JSON line.
 
     Dirty pages are written out first: hundreds of MB of shards that an earlier variant wrote,
     flushed by the kernel while the next one runs, took CPU from two workers on 2 cores but not
     from one (images, all workers: 1.6-2.0 s after another variant, 1.1-1.3 s after a sync).
+    Then it waits `SETTLE_SECONDS` (`--settle`), for the kernel's reclaim after the sync: images,
+    all workers vs one, 1.08-1.25x in three runs without the wait, 1.36x and 1.47x with 2 and 5 s.
     """
     if hasattr(os, "sync"):
         os.sync()
+    time.sleep(SETTLE_SECONDS)
     result = subprocess.run(
         [sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout,
         env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
@@ -600,6 +607,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes: checks the scripts, not the targets")
     parser.add_argument("--only", help=f"comma-separated subset of {','.join(BENCHMARKS)} (overhead includes compute)")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--settle", type=float, default=2.0, help="seconds to wait before each timed child, after a sync")
     parser.add_argument("--table", action="store_true", help="print the markdown table of --out and exit")
     parser.add_argument("--child", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -613,6 +621,8 @@ def main() -> None:
     if args.table:
         print(table(json.loads(args.out.read_text())))
         return
+    global SETTLE_SECONDS
+    SETTLE_SECONDS = args.settle
 
     from preprocess import atomic
 
@@ -620,7 +630,7 @@ def main() -> None:
     sizes = SIZES[mode]
     chosen = args.only.split(",") if args.only else list(BENCHMARKS)
     results: dict[str, Any] = {
-        "mode": mode, "sizes": sizes, "targets": TARGETS, "machine": machine(), "benchmarks": {},
+        "mode": mode, "sizes": sizes, "targets": TARGETS, "machine": machine(), "settle_seconds": args.settle, "benchmarks": {},
         "notes": {
             "overhead": "4,000 rather than more images keeps the two 5-epoch trainings near a minute on 2 cores",
             "text": "batch 32, training's default. On this CPU TensorFlow's oneDNN Conv2D aborts on (w, 20,000) "
