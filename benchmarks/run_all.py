@@ -621,6 +621,8 @@ def main() -> None:
     if args.table:
         print(table(json.loads(args.out.read_text())))
         return
+    if args.settle < 0:
+        parser.error(f"--settle must be >= 0 seconds, got {args.settle}")
     global SETTLE_SECONDS
     SETTLE_SECONDS = args.settle
 

@@ -5,14 +5,16 @@ text table was measured; a rough tool: fast kernels, so one seed repeats only to
 
 A variant is "+"-joined key=value pairs: ModelSpec fields, lr, bs, patience, epochs, ens (members
 averaged in one model), ls (label smoothing), sched (plateau|cosine), maxnorm (embedding rows),
-wd (AdamW weight decay), mindf (hashed n-gram ids seen in fewer training texts read as padding), ema (Adam's weight average, its momentum), crop (train on random stretches of at least
-this share of each text), wide=1 (a jointly trained linear path on n-gram frequencies beside the CNN), idf=1 (embedded rows scaled by the ids' IDF on the training texts), refit=1 (then a fresh model trained on train + validation for the
-early-stopped number of epochs), tdrop (drop whole embedded positions during training at this rate),
-edrop (dropout on the embedded sequence, element-wise), mavg=1 (average pooling over the
-text's own positions, not the padding; mavg=2: their sum over the square root of their count);
-tdrop/edrop/mavg build the factorized model with max + average pooling whatever `head` says.
-Window sizes take "," inside a value, e.g. window_sizes=1,3,4,5. `--pre` passes preprocessor parameters, e.g.
-'{"hash_buckets": 131072}'.
+wd (AdamW weight decay), ema (Adam's weight average, its momentum), crop (train on random
+stretches of at least this share of each text), mindf (hashed n-gram ids seen in fewer training
+texts read as padding), refit=1 (then a fresh model trained on train + validation for the
+early-stopped number of epochs), tdrop (drop whole embedded positions during training at this
+rate), edrop (dropout on the embedded sequence, element-wise), mavg=1 (average pooling over the
+text's own positions, not the padding; mavg=2: their sum over the square root of their count),
+wide=1 (a jointly trained linear path on n-gram frequencies beside the CNN), idf=1 (embedded rows
+scaled by the ids' IDF on the training texts). tdrop/edrop/mavg/wide/idf build the factorized
+model with max + average pooling whatever `head` says. Window sizes take "," inside a value,
+e.g. window_sizes=1,3,4,5. `--pre` passes preprocessor parameters, e.g. '{"hash_buckets": 131072}'.
 Each result, and TF-IDF + logistic regression on the same split, is appended to --out as JSON lines
 (`--tfidf-parts`: also its word and character parts alone, and both fitted without the
 validation texts; `--variants ""` runs no CNN).
@@ -85,6 +87,26 @@ def parse(variant):
     return opts
 
 
+def max_average_windows(x, spec):
+    """The default text model's windows over embedded positions: for each width, Conv1D + ReLU,
+    then max and average pooling over positions, all concatenated."""
+    import keras
+
+    pooled = []
+    for width in spec.window_sizes:
+        y = keras.layers.ReLU()(keras.layers.Conv1D(spec.filters[0], width)(x))
+        pooled += [keras.layers.GlobalMaxPooling1D()(y), keras.layers.GlobalAveragePooling1D()(y)]
+    return keras.layers.Concatenate()(pooled)
+
+
+def document_frequency(x, size):
+    """How many texts (rows of `x`) hold each id, for ids below `size`."""
+    df = np.zeros(size, np.int64)
+    for row in x:
+        df[np.unique(row)] += 1
+    return df
+
+
 def build_variant_model(shape, num_ids, num_classes, spec, token_rate=0.0, element_rate=0.0, masked_average=0):
     """build_text_model's factorized form with extras: dropout on the embedded sequence (whole
     positions, token_rate, and/or single values, element_rate; training only), and an average
@@ -126,10 +148,7 @@ def drop_rare_ngrams(splits, min_df):
     train = splits[0]
     if train.ndim != 3:
         return splits
-    df = np.zeros(int(max(s.max() for s in splits)) + 1, np.int64)
-    for row in train[:, :, 1:]:
-        df[np.unique(row)] += 1
-    keep = df >= min_df
+    keep = document_frequency(train[:, :, 1:], int(max(s.max() for s in splits)) + 1) >= min_df
     out = []
     for x in splits:
         x = x.copy()
@@ -150,12 +169,7 @@ def build_wide_model(shape, num_ids, num_classes, spec):
 
     ids = keras.Input(shape=shape, dtype="int32")
     x = TokenEmbedding(num_ids, spec.embedding_dim, name="embedding")(ids)
-    branches = []
-    for width in spec.window_sizes:
-        y = keras.layers.ReLU()(keras.layers.Conv1D(spec.filters[0], width)(x))
-        branches.append(keras.layers.GlobalMaxPooling1D()(y))
-        branches.append(keras.layers.GlobalAveragePooling1D()(y))
-    deep = keras.layers.Dropout(spec.dropout)(keras.layers.Concatenate()(branches))
+    deep = keras.layers.Dropout(spec.dropout)(max_average_windows(x, spec))
     deep = keras.layers.Dense(num_classes)(deep)
     rows = TokenEmbedding(num_ids, num_classes, name="wide")(ids)  # (batch, positions, classes)
     first = ids[..., 0] if len(shape) == 2 else ids
@@ -190,25 +204,17 @@ def build_idf_model(shape, num_ids, num_classes, spec, weights):
 
     ids = keras.Input(shape=shape, dtype="int32")
     x = WeightedEmbedding()(ids)
-    branches = []
-    for width in spec.window_sizes:
-        y = keras.layers.ReLU()(keras.layers.Conv1D(spec.filters[0], width)(x))
-        branches.append(keras.layers.GlobalMaxPooling1D()(y))
-        branches.append(keras.layers.GlobalAveragePooling1D()(y))
-    return keras.Model(ids, add_votes(keras.layers.Concatenate()(branches), num_classes, spec))
+    return keras.Model(ids, add_votes(max_average_windows(x, spec), num_classes, spec))
 
 
 def idf_weights(x, num_ids):
     """log((1 + texts) / (1 + texts holding the id)) + 1 per id, padding 0, from training ids."""
-    df = np.zeros(num_ids, np.int64)
-    for row in x:
-        df[np.unique(row)] += 1
-    weights = np.log((1 + len(x)) / (1 + df)) + 1
+    weights = np.log((1 + len(x)) / (1 + document_frequency(x, num_ids))) + 1
     weights[0] = 0
     return weights
 
 
-def RandomCrops(x, y, batch_size, keep, seed):
+def random_crops(x, y, batch_size, keep, seed):
     """Batches of training texts, each cut to a random stretch of at least `keep` of its own
     length and moved to the first position (fresh cuts every epoch)."""
     import keras
@@ -308,7 +314,7 @@ def run_variant(variant, arr, num_ids, num_classes, seed):
         optimizer = keras.optimizers.Adam(opt_lr, **ema)
     model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
     t = time.perf_counter()
-    train_data = (xt, yt_) if "crop" not in o else (RandomCrops(xt, yt_, bs, float(o["crop"]), seed),)
+    train_data = (xt, yt_) if "crop" not in o else (random_crops(xt, yt_, bs, float(o["crop"]), seed),)
     h = model.fit(*train_data, validation_data=(xv, yv_), epochs=epochs, batch_size=None if "crop" in o else bs, verbose=0, callbacks=callbacks)
     if o.get("refit"):  # a fresh model on train + validation for the early-stopped epoch count
         best = int(np.argmin(h.history["val_loss"])) + 1
