@@ -322,8 +322,18 @@ def train(
     best_epoch = int(np.argmin(history[monitor])) + 1
     val_accuracy = float(history["val_accuracy"][best_epoch - 1]) if has_val else None
     train_seconds = time.perf_counter() - started - preprocess_seconds
+    outcome = dict(
+        val_accuracy=val_accuracy,
+        epochs=len(history[monitor]),
+        best_epoch=best_epoch,
+        interrupted=interrupted,
+        skipped=skipped,
+        ignored=len(source.ignored),
+    )
     if not compute.is_chief:
-        return finish_worker(state, model, history, monitor, interrupted, skipped, source, started)
+        scratch = finish_worker(state, model)
+        seconds = time.perf_counter() - started
+        return TrainResult(run_dir=scratch, class_counts={}, seconds=seconds, chief=False, **outcome)
 
     resolved = RunConfig(
         modality=config.modality,
@@ -342,7 +352,7 @@ def train(
         "class_counts": class_counts,
         "input_shape": list(model.input_shape[1:]),
         "parameters": int(model.count_params()),
-        "epochs_run": len(history[monitor]),
+        "epochs_run": outcome["epochs"],
         "interrupted": interrupted,
         "best_epoch": best_epoch,
         "val_accuracy": val_accuracy,
@@ -368,35 +378,14 @@ def train(
         model.save(tmp)
     state.finish()
     cache.cleanup()
-    return TrainResult(
-        run_dir=run_dir,
-        val_accuracy=val_accuracy,
-        epochs=len(history[monitor]),
-        best_epoch=best_epoch,
-        interrupted=interrupted,
-        skipped=skipped,
-        ignored=len(source.ignored),
-        class_counts=class_counts,
-        seconds=time.perf_counter() - started,
-    )
+    return TrainResult(run_dir=run_dir, class_counts=class_counts, seconds=time.perf_counter() - started, **outcome)
 
 
-def finish_worker(state: TrainState, model, history, monitor, interrupted, skipped, source, started) -> TrainResult:
-    """A non-chief worker's end: its final weights in its scratch folder, its backups removed."""
+def finish_worker(state: TrainState, model) -> Path:
+    """A non-chief worker's end: its final weights in its scratch folder (returned), its backups
+    removed."""
     scratch = state.dir.parent
     with atomic.atomic_path(scratch / "final.weights.h5") as tmp:
         model.save_weights(tmp)
     state.finish()
-    best_epoch = int(np.argmin(history[monitor])) + 1
-    return TrainResult(
-        run_dir=scratch,
-        val_accuracy=float(history["val_accuracy"][best_epoch - 1]) if "val_accuracy" in history else None,
-        epochs=len(history[monitor]),
-        best_epoch=best_epoch,
-        interrupted=interrupted,
-        skipped=skipped,
-        ignored=len(source.ignored),
-        class_counts={},
-        seconds=time.perf_counter() - started,
-        chief=False,
-    )
+    return scratch
