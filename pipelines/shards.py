@@ -81,7 +81,7 @@ class ShardedArray:
         """Rows `indices` (positions in this array) as one in-memory array, in that order."""
         rows = self.rows[np.asarray(indices, dtype=np.int64)]
         out = np.empty((len(rows), *self.row_shape), dtype=self.dtype)
-        flat = out.reshape(len(rows), -1).view(np.uint8).reshape(len(rows), self._row_bytes)
+        flat = out.view(np.uint8).reshape(len(rows), self._row_bytes)  # no -1: `rows` may be empty
         shards = np.searchsorted(self._starts, rows, side="right") - 1
         position = 0
         while position < len(rows):

@@ -378,3 +378,20 @@ def test_compare_errors_are_one_line(cli_runner, image_run, tmp_path):
     split = json.loads((no_test / "split.json").read_text())
     (no_test / "split.json").write_text(json.dumps({**split, "test": []}))
     assert_one_line_error(invoke(cli_runner, ["compare", good, no_test]), "has no report", "--data")
+
+
+def test_a_run_without_mistakes_gets_a_whole_report(cli_runner, image_run, tmp_path):
+    # Evaluate on the inputs the model gets right: no mistake to preview must not break the report.
+    first = invoke(cli_runner, ["evaluate", image_run.run_dir, "--data", image_run.data, "--out", tmp_path / "all"])
+    assert first.exit_code == 0, describe_result(first)
+    wrong = {m["input"] for m in json.loads((tmp_path / "all" / "report.json").read_text())["misclassified"]}
+    right = tmp_path / "right"
+    for path in sorted(image_run.data.rglob("*.png")):
+        if str(path) not in wrong:
+            (right / path.parent.name).mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, right / path.parent.name / path.name)
+    result = invoke(cli_runner, ["evaluate", image_run.run_dir, "--data", right, "--out", tmp_path / "report"])
+    assert result.exit_code == 0, describe_result(result)
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert report["accuracy"] == 1.0 and report["misclassified"] == [] and report["n_samples"] >= 3
+    assert (tmp_path / "report" / "report.html").stat().st_size > 0

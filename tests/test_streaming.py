@@ -25,6 +25,7 @@ def test_shards_return_exactly_the_rows_asked_for(tmp_path, monkeypatch):
     np.testing.assert_array_equal(x.to_numpy(), array)
     view = x[np.array([3, 29, 8])]
     np.testing.assert_array_equal(view.take([2, 0]), array[[8, 3]])
+    assert x.take([]).shape == (0, 4, 3, 1) and x.take(np.array([], int)).dtype == np.float32  # no mistakes to show
     reopened = open_shards(tmp_path / "shards")
     np.testing.assert_array_equal(reopened.to_numpy(), array)
 
