@@ -145,7 +145,7 @@ def train(
     modality: ModalityOption = None,
     data: DataOption = None,
     out: Annotated[Optional[Path], typer.Option(help="Run directory to write (default runs/<modality>-<time>).")] = None,
-    config: Annotated[Optional[Path], typer.Option(help="TOML file with [preprocess], [model], [train] tables; flags override it.")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="TOML file with \\[preprocess], \\[model], \\[train] tables; flags override it.")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Maximum epochs (early stopping may end sooner).")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Inputs per gradient step on each replica; the global batch is this times the replicas.")] = None,
     global_batch_size: Annotated[Optional[int], typer.Option(help="Inputs per gradient step over all replicas (instead of --batch-size).")] = None,
@@ -586,7 +586,7 @@ def demo_xo(
     trained = result.trained
     if trained is not None:
         console.print(
-            f"[bold]Tiny CNN[/bold] (two [conv 3x3 -> ReLU -> max pool 2x2] blocks, one hidden layer) trained "
+            f"[bold]Tiny CNN[/bold] (two \\[conv 3x3 -> ReLU -> max pool 2x2] blocks, one hidden layer) trained "
             f"on shifted, scaled, rotated and thickened X's and O's in {trained.seconds:.0f} s: accuracy "
             f"{trained.accuracy:.3f} on {trained.test_count} new pictures."
         )

@@ -434,6 +434,16 @@ def test_help_lists_the_commands(cli_runner):
         assert command in result.stdout
 
 
+def test_help_keeps_bracketed_words(cli_runner):
+    # Typer reads help as Rich markup, where an unescaped [train] is a tag and vanishes.
+    import cli
+
+    result = cli_runner.invoke(cli.app, ["train", "--help"])
+    assert result.exit_code == 0
+    words = " ".join(result.stdout.replace("│", " ").split())  # the help box wraps lines
+    assert "[preprocess], [model], [train] tables" in words
+
+
 # ---- errors: one line, exit code 1, before any training --------------------------------------
 
 

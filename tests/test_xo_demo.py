@@ -80,6 +80,7 @@ def test_demo_xo_prints_the_numbers_writes_figures_and_classifies_new_pictures(c
     result = invoke(cli_runner, ["demo", "xo", "--out", out, "--epochs", "10"])
     assert result.exit_code == 0, result.output
     assert "(7 - 2)/9 = 0.555" in result.output
+    assert "two [conv 3x3 -> ReLU -> max pool 2x2] blocks" in " ".join(result.output.split())  # not eaten as markup
     lines = result.output.splitlines()
     header = lines.index("X filtered with 'diagonal \\' (7x7)")
     assert lines[header + 1].split() == ["0.77", "-0.11", "0.11", "0.33", "0.55", "-0.11", "0.33"]
