@@ -8,6 +8,8 @@ While a run trains, RUN/train_state/ holds:
     history.csv           one row per completed epoch (Keras CSVLogger, appended)
     best.weights.h5       weights of the best epoch so far, written atomically
     best.json             that epoch and its monitored value
+    random.json           the dropout layers' random-number states after each of the last two
+                          epochs (Keras saves them with no weights file)
 
 When the run directory is complete, train_state/ is removed.
 """
@@ -72,6 +74,27 @@ class SaveBestWeights(keras.callbacks.Callback):
             atomic.write_json(self.state.best_json, {"epoch": epoch, "value": float(self.stopper.best)})
 
 
+def _random_states(model) -> list:
+    """The state variables of the model's random-number generators (its dropout layers'), in
+    model order."""
+    return [v for v in model.non_trainable_variables if v.name == "seed_generator_state"]
+
+
+class SaveRandomState(keras.callbacks.Callback):
+    """After each epoch, the random-number states, so that a resumed run draws the dropout masks
+    an uninterrupted one would have drawn. The two latest epochs are kept: a kill may land
+    between this write and the backup's."""
+
+    def __init__(self, state: "TrainState"):
+        super().__init__()
+        self.state = state
+
+    def on_epoch_end(self, epoch, logs=None):
+        saved = self.state.random_states()
+        saved[str(epoch + 1)] = [v.numpy().tolist() for v in _random_states(self.model)]
+        atomic.write_json(self.state.random_json, {k: saved[k] for k in sorted(saved, key=int)[-2:]})
+
+
 class TrainState:
     def __init__(self, run_dir: Path):
         self.dir = Path(run_dir) / STATE_DIR
@@ -80,6 +103,7 @@ class TrainState:
         self.history_csv = self.dir / "history.csv"
         self.best_weights = self.dir / "best.weights.h5"
         self.best_json = self.dir / "best.json"
+        self.random_json = self.dir / "random.json"
 
     def start(self, config: RunConfig) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -173,12 +197,29 @@ class TrainState:
         model.set_weights(current)
         return {"best": best["value"], "best_epoch": best["epoch"], "wait": completed - 1 - best["epoch"], "weights": weights}
 
+    def random_states(self) -> dict[str, list]:
+        try:
+            return json.loads(self.random_json.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def restore_random_state(self, model, epochs: int) -> None:
+        """Put the random-number states back as they were after `epochs` completed epochs."""
+        saved = self.random_states().get(str(epochs))
+        variables = _random_states(model)
+        if saved is None or len(saved) != len(variables):
+            logger.warning("No random-number state saved after epoch %d: dropout draws new masks from there.", epochs)
+            return
+        for variable, value in zip(variables, saved):
+            variable.assign(value)
+
     def callbacks(self, stopper) -> list:
-        # Order matters for a kill between two writes: the history row and the best weights
-        # come before the backup, so the backup never claims an epoch the others lack.
+        # Order matters for a kill between two writes: the history row, the best weights and the
+        # random states come before the backup, so the backup never claims an epoch they lack.
         return [
             keras.callbacks.CSVLogger(str(self.history_csv), append=True),
             SaveBestWeights(self, stopper),
+            SaveRandomState(self),
             keras.callbacks.BackupAndRestore(str(self.backup), double_checkpoint=True, delete_checkpoint=False),
         ]
 

@@ -19,16 +19,18 @@ def batch_order(size: int, batch_size: int, shuffle_seed: int | None, epoch: int
     return [order[start : start + batch_size] for start in range(0, size, batch_size)]
 
 
-def streaming_dataset(x: ShardedArray, y: np.ndarray | None, batch_size: int, shuffle_seed: int | None = None):
+def streaming_dataset(
+    x: ShardedArray, y: np.ndarray | None, batch_size: int, shuffle_seed: int | None = None, first_epoch: int = 0
+):
     """A tf.data.Dataset of `(x, y)` batches (or `x` batches when `y` is None) read from shards.
 
     With `shuffle_seed`, every pass over the data is a new seeded permutation of all rows, so
-    runs with the same seed see the same batches. Only `batch_size` rows (plus two prefetched
+    runs with the same seed see the same batches (from pass `first_epoch` on). Only `batch_size` rows (plus two prefetched
     batches) are in memory at a time.
     """
     import tensorflow as tf
 
-    epochs = itertools.count()
+    epochs = itertools.count(first_epoch)
     labels = None if y is None else np.asarray(y)
 
     def batches():
@@ -41,3 +43,24 @@ def streaming_dataset(x: ShardedArray, y: np.ndarray | None, batch_size: int, sh
     dataset = tf.data.Dataset.from_generator(batches, output_signature=signature)
     dataset = dataset.apply(tf.data.experimental.assert_cardinality(math.ceil(len(x) / batch_size)))
     return dataset.prefetch(2)
+
+
+def in_memory_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle_seed: int, first_epoch: int = 0):
+    """Shuffled `(x, y)` batches of arrays held in memory, in `streaming_dataset`'s orders.
+
+    Each pass's order comes from (seed, pass number), not from a shuffle op's hidden state, so a
+    run resumed at `first_epoch` sees the batches an uninterrupted run would have seen. Only the
+    row indices pass through Python; the rows are gathered in the graph.
+    """
+    import tensorflow as tf
+
+    epochs = itertools.count(first_epoch)
+
+    def orders():
+        yield from batch_order(len(x), batch_size, shuffle_seed, next(epochs))
+
+    indices = tf.data.Dataset.from_generator(orders, output_signature=tf.TensorSpec((None,), tf.int64))
+    indices = indices.apply(tf.data.experimental.assert_cardinality(math.ceil(len(x) / batch_size)))
+    features, labels = tf.constant(x), tf.constant(y)
+    return indices.map(lambda rows: (tf.gather(features, rows), tf.gather(labels, rows))).prefetch(tf.data.AUTOTUNE)
+

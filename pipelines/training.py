@@ -136,8 +136,13 @@ def build_model(config: RunConfig, preprocessor: Preprocessor, num_classes: int)
 IN_MEMORY_BYTES = 128 * 2**20
 
 
-def to_tf_dataset(x: np.ndarray | ShardedArray, y: np.ndarray, batch_size: int, shuffle_seed: int | None):
+def to_tf_dataset(
+    x: np.ndarray | ShardedArray, y: np.ndarray, batch_size: int, shuffle_seed: int | None, first_epoch: int = 0
+):
     """Batches of `(x, y)`: streamed from shards when they are large, else from arrays in memory.
+
+    With `shuffle_seed`, each pass is a new seeded order; a run resumed at `first_epoch` gets the
+    orders an uninterrupted run would have had from there on.
 
     Shards up to `IN_MEMORY_BYTES` are loaded: the Python generator that streams them made the
     audio demo's steps 50% slower on 2 cores. Larger data streams, so memory stays bounded by
@@ -145,16 +150,15 @@ def to_tf_dataset(x: np.ndarray | ShardedArray, y: np.ndarray, batch_size: int, 
     """
     import tensorflow as tf
 
+    from pipelines.streaming import in_memory_dataset, streaming_dataset
+
     if isinstance(x, ShardedArray):
         if len(x) * int(np.prod(x.row_shape)) * x.dtype.itemsize > IN_MEMORY_BYTES:
-            from pipelines.streaming import streaming_dataset
-
-            return streaming_dataset(x, y, batch_size, shuffle_seed)
+            return streaming_dataset(x, y, batch_size, shuffle_seed, first_epoch)
         x = x.take(np.arange(len(x)))
-    dataset = tf.data.Dataset.from_tensor_slices((x, y))
     if shuffle_seed is not None:
-        dataset = dataset.shuffle(len(x), seed=shuffle_seed, reshuffle_each_iteration=True)
-    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+        return in_memory_dataset(x, y, batch_size, shuffle_seed, first_epoch)
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
 def fit_model(
@@ -193,6 +197,7 @@ def fit_model(
     earlier = state.history(completed)
     if completed:
         logger.warning("Resuming after epoch %d of %d.", completed, settings.epochs)
+        state.restore_random_state(model, completed)
     stopper = ResumableEarlyStopping(
         monitor=monitor,
         patience=settings.patience,
@@ -203,7 +208,7 @@ def fit_model(
     try:
         sizes = {name: first_batch_size(len(part[0]), batch_size, compute.replicas, name)
                  for name, part in (("training", train), ("validation", validation)) if part is not None}
-        train_data = shard_by_data(to_tf_dataset(*train, sizes["training"], settings.seed))
+        train_data = shard_by_data(to_tf_dataset(*train, sizes["training"], settings.seed, completed))
         validation_data = None if validation is None else shard_by_data(
             to_tf_dataset(*validation, sizes["validation"], None)
         )
