@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 from typing import Any
 
 import numpy as np
@@ -191,7 +192,11 @@ class AudioPreprocessor(Preprocessor):
 
         if isinstance(source, str) and os.path.exists(source):
             try:
-                samples, rate = librosa.load(source, sr=None, mono=True, duration=self.duration)
+                # librosa warns that soundfile failed (we know) and that audioread is deprecated;
+                # a file it cannot read either ends as one InputError below, not as warnings.
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    samples, rate = librosa.load(source, sr=None, mono=True, duration=self.duration)
                 return samples, int(rate)
             except Exception:
                 pass
