@@ -120,9 +120,16 @@ def decide(accuracies: dict[str, Accuracy], majority_share: float) -> tuple[str,
     separated = [name for name in ("rows permuted", "columns permuted") if low > accuracies[name].interval[1]]
     if separated:
         return "helps", f"the as-given interval lies above the {' and '.join(separated)} interval(s)"
-    if all(accuracies[name].value >= low for name in ("rows permuted", "columns permuted")):
+    permuted = ("rows permuted", "columns permuted")
+    below = [name for name in permuted if accuracies[name].value < low]
+    if not below:
         return "no information", "both permuted accuracies lie within (or above) the as-given interval"
-    return "inconclusive", "as given scores higher, but the intervals overlap: use more test data (drop --quick)"
+    others = [name for name in permuted if name not in below]
+    return "inconclusive", (
+        f"{' and '.join(below)} scored below the as-given interval, but the intervals overlap"
+        + (f", and {others[0]} scored within or above it" if others else "")
+        + ": use more test data (drop --quick)"
+    )
 
 
 def permute_rows(x: np.ndarray, permutation: np.ndarray) -> np.ndarray:

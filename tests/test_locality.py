@@ -78,6 +78,11 @@ def test_the_verdict_rule():
     assert decide(results(98, 60, 97), 0.5)[0] == "helps"  # one axis is enough
     assert decide(results(90, 92, 88), 0.5)[0] == "no information"
     assert decide(results(90, 82, 88), 0.5)[0] == "inconclusive"  # lower, but within the noise
+    # The reason names what happened: here rows permuted scored higher, columns lower.
+    verdict, reason = decide(results(75, 82, 65), 0.5)
+    assert verdict == "inconclusive"
+    assert reason.startswith("columns permuted scored below the as-given interval, but the intervals overlap")
+    assert "rows permuted scored within or above it" in reason
     assert decide(results(55, 50, 50), 0.5)[0] == "inconclusive"  # never beat the majority class
 
 
