@@ -272,7 +272,8 @@ def report_training(result) -> None:
             f"This worker's final weights: [bold]{escape(str(result.run_dir / 'final.weights.h5'))}[/bold]"
         )
         return
-    console.print(escape(result.skipped.summary()))
+    # The test split is read (and its skipped inputs counted) by evaluate.
+    console.print(escape(f"training and validation: {result.skipped.summary()}"))
     if result.ignored:
         console.print(f"ignored {result.ignored:,} file(s) of other types or empty manifest rows (listed in skipped.json)")
     accuracy = "n/a (no validation split)" if result.val_accuracy is None else f"{result.val_accuracy:.3f}"

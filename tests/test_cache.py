@@ -363,7 +363,7 @@ def test_a_second_train_decodes_nothing_and_evaluate_reuses_the_cache(audio_run,
     cold = json.loads((audio_run.run_dir / "config.json").read_text())
     assert document["val_accuracy"] == cold["val_accuracy"]
     # The skip summary line is the same as on the cold run.
-    assert result.output.splitlines()[-3] == [l for l in audio_run.output.splitlines() if l.startswith("used all")][0]
+    assert result.output.splitlines()[-3] == [l for l in audio_run.output.splitlines() if l.startswith("training and validation: used all")][0]
 
     result = invoke(cli_runner, ["evaluate", out])
     assert result.exit_code == 0, describe_result(result)

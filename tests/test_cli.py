@@ -174,7 +174,7 @@ def test_unreadable_inputs_are_skipped_and_recorded(cli_runner, image_folder, tm
          "--test-split", "0", "--val-split", "0"],
     )
     assert result.exit_code == 0, describe_result(result)
-    assert "skipped 1 of 37 inputs: 1 not a readable image" in result.stdout
+    assert "training and validation: skipped 1 of 37 inputs: 1 not a readable image" in result.stdout
     assert "ignored 1 file(s) of other types" in result.stdout
     skipped = json.loads((run_dir / "skipped.json").read_text())
     assert [entry["input"] for entry in skipped["skipped"]] == ["beta/broken.png"]
