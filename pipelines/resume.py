@@ -205,8 +205,10 @@ class TrainState:
 
     def restore_random_state(self, model, epochs: int) -> None:
         """Put the random-number states back as they were after `epochs` completed epochs."""
-        saved = self.random_states().get(str(epochs))
         variables = _random_states(model)
+        if not variables:  # no dropout: nothing random to put back
+            return
+        saved = self.random_states().get(str(epochs))
         if saved is None or len(saved) != len(variables):
             logger.warning("No random-number state saved after epoch %d: dropout draws new masks from there.", epochs)
             return

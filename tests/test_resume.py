@@ -102,6 +102,16 @@ def test_a_half_written_backup_is_reported_and_the_previous_epoch_used(cli_runne
     assert result.exit_code == 0, describe_result(result)
     assert "half-written" in caplog.text and "resuming from epoch 1" in caplog.text
     assert epochs_in(out) == EPOCHS
+    assert "No random-number state" not in caplog.text  # the state after epoch 1 was kept too
+
+
+def test_a_run_without_saved_random_states_resumes_with_a_warning(cli_runner, killed, caplog):
+    # e.g. a run interrupted under an older convpipe: training goes on, with fresh dropout masks
+    (killed / "train_state" / "random.json").unlink()
+    result = invoke(cli_runner, ["train", "--resume", killed])
+    assert result.exit_code == 0, describe_result(result)
+    assert "No random-number state saved after epoch 2" in caplog.text
+    assert epochs_in(killed) == EPOCHS
 
 
 def test_a_fresh_train_refuses_an_interrupted_run_and_resume_needs_one(cli_runner, data, killed, tmp_path):
