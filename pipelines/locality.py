@@ -117,10 +117,10 @@ def decide(accuracies: dict[str, Accuracy], majority_share: float) -> tuple[str,
         return "inconclusive", (
             f"the CNN did not beat the majority class ({majority_share:.3f}) as given, so there is nothing to compare"
         )
-    separated = [name for name in ("rows permuted", "columns permuted") if low > accuracies[name].interval[1]]
+    permuted = ("rows permuted", "columns permuted")
+    separated = [name for name in permuted if low > accuracies[name].interval[1]]
     if separated:
         return "helps", f"the as-given interval lies above the {' and '.join(separated)} interval(s)"
-    permuted = ("rows permuted", "columns permuted")
     below = [name for name in permuted if accuracies[name].value < low]
     if not below:
         return "no information", "both permuted accuracies lie within (or above) the as-given interval"

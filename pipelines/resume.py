@@ -24,6 +24,7 @@ import shutil
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from pipelines.config import RunConfig
 from preprocess import ConvpipeError, atomic
@@ -88,11 +89,15 @@ class SaveRandomState(keras.callbacks.Callback):
     def __init__(self, state: "TrainState"):
         super().__init__()
         self.state = state
+        self.saved: dict[str, list] = {}
+
+    def on_train_begin(self, logs=None):
+        self.saved = self.state.random_states()  # a resumed run's earlier epochs
 
     def on_epoch_end(self, epoch, logs=None):
-        saved = self.state.random_states()
-        saved[str(epoch + 1)] = [v.numpy().tolist() for v in _random_states(self.model)]
-        atomic.write_json(self.state.random_json, {k: saved[k] for k in sorted(saved, key=int)[-2:]})
+        self.saved[str(epoch + 1)] = [v.numpy().tolist() for v in _random_states(self.model)]
+        self.saved = {k: self.saved[k] for k in sorted(self.saved, key=int)[-2:]}
+        atomic.write_json(self.state.random_json, self.saved)
 
 
 class TrainState:
@@ -209,7 +214,7 @@ class TrainState:
         if not variables:  # no dropout: nothing random to put back
             return
         saved = self.random_states().get(str(epochs))
-        if saved is None or len(saved) != len(variables):
+        if saved is None or [np.shape(value) for value in saved] != [tuple(v.shape) for v in variables]:
             logger.warning("No random-number state saved after epoch %d: dropout draws new masks from there.", epochs)
             return
         for variable, value in zip(variables, saved):

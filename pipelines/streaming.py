@@ -19,30 +19,46 @@ def batch_order(size: int, batch_size: int, shuffle_seed: int | None, epoch: int
     return [order[start : start + batch_size] for start in range(0, size, batch_size)]
 
 
+def _passes(size: int, batch_size: int, shuffle_seed: int | None, first_epoch: int):
+    """A generator function for tf.data: each call is the next pass over the data, yielding the
+    row indices of each batch (pass numbers start at `first_epoch`)."""
+    epochs = itertools.count(first_epoch)
+
+    def one_pass():
+        yield from batch_order(size, batch_size, shuffle_seed, next(epochs))
+
+    return one_pass
+
+
+def _batches(generator, signature, size: int, batch_size: int):
+    import tensorflow as tf
+
+    dataset = tf.data.Dataset.from_generator(generator, output_signature=signature)
+    return dataset.apply(tf.data.experimental.assert_cardinality(math.ceil(size / batch_size)))
+
+
 def streaming_dataset(
     x: ShardedArray, y: np.ndarray | None, batch_size: int, shuffle_seed: int | None = None, first_epoch: int = 0
 ):
     """A tf.data.Dataset of `(x, y)` batches (or `x` batches when `y` is None) read from shards.
 
     With `shuffle_seed`, every pass over the data is a new seeded permutation of all rows, so
-    runs with the same seed see the same batches (from pass `first_epoch` on). Only `batch_size` rows (plus two prefetched
-    batches) are in memory at a time.
+    runs with the same seed see the same batches (from pass `first_epoch` on). Only `batch_size`
+    rows (plus two prefetched batches) are in memory at a time.
     """
     import tensorflow as tf
 
-    epochs = itertools.count(first_epoch)
+    passes = _passes(len(x), batch_size, shuffle_seed, first_epoch)
     labels = None if y is None else np.asarray(y)
 
     def batches():
-        for indices in batch_order(len(x), batch_size, shuffle_seed, next(epochs)):
+        for indices in passes():
             rows = x.take(indices)
             yield rows if labels is None else (rows, labels[indices])
 
     x_spec = tf.TensorSpec((None, *x.row_shape), tf.as_dtype(x.dtype))
     signature = x_spec if labels is None else (x_spec, tf.TensorSpec((None,), tf.as_dtype(labels.dtype)))
-    dataset = tf.data.Dataset.from_generator(batches, output_signature=signature)
-    dataset = dataset.apply(tf.data.experimental.assert_cardinality(math.ceil(len(x) / batch_size)))
-    return dataset.prefetch(2)
+    return _batches(batches, signature, len(x), batch_size).prefetch(2)
 
 
 def in_memory_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle_seed: int, first_epoch: int = 0):
@@ -54,13 +70,7 @@ def in_memory_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle_see
     """
     import tensorflow as tf
 
-    epochs = itertools.count(first_epoch)
-
-    def orders():
-        yield from batch_order(len(x), batch_size, shuffle_seed, next(epochs))
-
-    indices = tf.data.Dataset.from_generator(orders, output_signature=tf.TensorSpec((None,), tf.int64))
-    indices = indices.apply(tf.data.experimental.assert_cardinality(math.ceil(len(x) / batch_size)))
+    passes = _passes(len(x), batch_size, shuffle_seed, first_epoch)
+    indices = _batches(passes, tf.TensorSpec((None,), tf.int64), len(x), batch_size)
     features, labels = tf.constant(x), tf.constant(y)
     return indices.map(lambda rows: (tf.gather(features, rows), tf.gather(labels, rows))).prefetch(tf.data.AUTOTUNE)
-

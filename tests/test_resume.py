@@ -105,9 +105,15 @@ def test_a_half_written_backup_is_reported_and_the_previous_epoch_used(cli_runne
     assert "No random-number state" not in caplog.text  # the state after epoch 1 was kept too
 
 
-def test_a_run_without_saved_random_states_resumes_with_a_warning(cli_runner, killed, caplog):
-    # e.g. a run interrupted under an older convpipe: training goes on, with fresh dropout masks
-    (killed / "train_state" / "random.json").unlink()
+@pytest.mark.parametrize("saved", [None, '{"2": [[1, 2, 3]]}', '{"2": '])
+def test_a_run_without_saved_random_states_resumes_with_a_warning(cli_runner, killed, caplog, saved):
+    # e.g. a run interrupted under an older convpipe, or a damaged file: training goes on, with
+    # fresh dropout masks
+    random_json = killed / "train_state" / "random.json"
+    if saved is None:
+        random_json.unlink()
+    else:
+        random_json.write_text(saved)
     result = invoke(cli_runner, ["train", "--resume", killed])
     assert result.exit_code == 0, describe_result(result)
     assert "No random-number state saved after epoch 2" in caplog.text
