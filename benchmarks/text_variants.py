@@ -12,7 +12,9 @@ early-stopped number of epochs), tdrop (drop whole embedded positions during tra
 rate), edrop (dropout on the embedded sequence, element-wise), mavg=1 (average pooling over the
 text's own positions, not the padding; mavg=2: their sum over the square root of their count),
 wide=1 (a jointly trained linear path on n-gram frequencies beside the CNN), idf=1 (embedded rows
-scaled by the ids' IDF on the training texts). tdrop/edrop/mavg/wide/idf build the factorized
+scaled by the ids' IDF on the training texts), lsa (embedding rows of the ids seen in training
+start from LSA term vectors of the training texts, at this multiple of the random init's std;
+lsamode=add: added to the random init). tdrop/edrop/mavg/wide/idf build the factorized
 model with max + average pooling whatever `head` says. Window sizes take "," inside a value,
 e.g. window_sizes=1,3,4,5. `--pre` passes preprocessor parameters, e.g. '{"hash_buckets": 131072}'.
 Each result, and TF-IDF + logistic regression on the same split, is appended to --out as JSON lines
@@ -246,6 +248,28 @@ def random_crops(x, y, batch_size, keep, seed):
     return Crops()
 
 
+def lsa_rows(x, num_ids, dim, seed, scale):
+    """Rows for the ids seen in training: LSA term vectors (V * S of a truncated SVD of the
+    sublinear TF-IDF text x id matrix), scaled to the random init's std times `scale`."""
+    import scipy.sparse as sp
+    from sklearn.feature_extraction.text import TfidfTransformer
+    from sklearn.decomposition import TruncatedSVD
+    rows, cols = [], []
+    for i, t in enumerate(x):
+        ids = t.ravel(); ids = ids[ids != 0]
+        rows.append(np.full(len(ids), i)); cols.append(ids)
+    m = sp.csr_matrix((np.ones(sum(map(len, cols)), np.float32), (np.concatenate(rows), np.concatenate(cols))), shape=(len(x), num_ids))
+    m.sum_duplicates()
+    m = TfidfTransformer(sublinear_tf=True).fit_transform(m)
+    svd = TruncatedSVD(dim, random_state=seed).fit(m)
+    v = (svd.components_.T * svd.singular_values_).astype(np.float32)
+    seen = np.asarray((m != 0).sum(0)).ravel() > 0
+    seen[0] = False
+    v = v[seen]
+    v *= scale * (0.1 / np.sqrt(12)) / v.std()
+    return seen, v
+
+
 def run_variant(variant, arr, num_ids, num_classes, seed):
     import keras
     import models
@@ -286,6 +310,16 @@ def run_variant(variant, arr, num_ids, num_classes, seed):
             sub.name = f"member{m}"  # noqa
             outs.append(sub(inp))
         model = keras.Model(inp, keras.layers.Average()(outs))
+    if "lsa" in o:  # ids seen in training start from their LSA vectors (lsamode=add: on top of the random init)
+        seen, v = lsa_rows(xt, num_ids, spec.embedding_dim, seed, float(o["lsa"]))
+        for w in model.weights:
+            if "embeddings" in w.path:
+                e = np.array(w.numpy())
+                if o.get("lsamode") == "add":
+                    e[seen] += v
+                else:
+                    e[seen] = v
+                w.assign(e)
     if "maxnorm" in o:
         for v in model.weights:
             if "embeddings" in v.path:
