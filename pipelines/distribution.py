@@ -141,21 +141,30 @@ def global_batch_size(batch_size: int, global_batch: int | None, replicas: int) 
     return global_batch
 
 
-def first_batch_size(inputs: int, global_batch: int, replicas: int, split: str = "training") -> int:
-    """A batch size whose first batch splits evenly over the replicas.
+def replica_batches(inputs: int, global_batch: int, replicas: int, split: str = "training") -> tuple[int, int]:
+    """A batch size, and how many of the split's inputs to use, such that every replica gets
+    inputs from every batch and the first batch splits evenly.
 
     Keras' `model.fit` under a replicated strategy averages the first batch over the replicas
     to build the model (`_maybe_symbolic_build`), which fails when the replicas got different
-    shapes: a split smaller than the global batch, with a size that does not divide evenly.
+    shapes. A last batch smaller than the replica count leaves a replica an empty batch, on
+    which TensorFlow's CPU Conv1D returns a wrongly shaped tensor (the text model failed with
+    "Must provide as many biases as the last dimension"). So the size steps down by the replica
+    count until the last batch is empty or large enough; where no size does (e.g. 3 inputs on
+    2 replicas), the last `inputs % replicas` inputs are left out.
     """
-    if inputs >= global_batch or replicas == 1:
-        return global_batch
+    if replicas == 1:
+        return global_batch, inputs
     if inputs < replicas:
         raise ConvpipeError(
             f"The {split} split has {inputs} input(s), fewer than the {replicas} replicas; "
             f"use more data, a larger --val-split, or fewer replicas."
         )
-    return inputs - inputs % replicas
+    largest = min(global_batch, inputs - inputs % replicas)
+    for size in range(largest, 0, -replicas):
+        if not 0 < inputs % size < replicas:
+            return size, inputs
+    return largest, inputs - inputs % largest
 
 
 def shard_by_data(dataset):

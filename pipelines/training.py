@@ -161,6 +161,28 @@ def to_tf_dataset(
     return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
+def fit_replicas(split: tuple, global_batch: int, replicas: int, name: str) -> tuple[tuple, int]:
+    """`(x, y)` and a batch size that give every replica inputs from every batch
+    (`replica_batches`); inputs it leaves out are named in a warning."""
+    from pipelines.distribution import replica_batches
+
+    x, y = split
+    size, used = replica_batches(len(x), global_batch, replicas, name)
+    if name == "training" and len(x) >= global_batch and size != global_batch:
+        logger.warning(
+            "Training batches of %d inputs, not %d: with %d the last batch would leave a replica empty.",
+            size, global_batch, global_batch,
+        )
+    if used == len(x):
+        return split, size
+    logger.warning(
+        "The %s split's last %d input(s) are left out: %d inputs do not split over %d replicas "
+        "without leaving one empty.", name, len(x) - used, len(x), replicas,
+    )
+    keep = np.arange(used)
+    return (x.take(keep) if isinstance(x, ShardedArray) else x[:used], y[:used]), size
+
+
 def fit_model(
     model, train: tuple, validation: tuple | None, settings: TrainSettings, state: TrainState, verbose,
     compute: Compute,
@@ -173,7 +195,7 @@ def fit_model(
     """
     import keras
 
-    from pipelines.distribution import fewest_completed_epochs, first_batch_size, shard_by_data
+    from pipelines.distribution import fewest_completed_epochs, shard_by_data
     from pipelines.resume import ResumableEarlyStopping
     from pipelines.strategy_loop import fit_with_strategy_run
 
@@ -206,11 +228,12 @@ def fit_model(
     )
     interrupted = False
     try:
-        sizes = {name: first_batch_size(len(part[0]), batch_size, compute.replicas, name)
-                 for name, part in (("training", train), ("validation", validation)) if part is not None}
-        train_data = shard_by_data(to_tf_dataset(*train, sizes["training"], settings.seed, completed))
+        train, train_batch = fit_replicas(train, batch_size, compute.replicas, "training")
+        train_data = shard_by_data(to_tf_dataset(*train, train_batch, settings.seed, completed))
+        if validation is not None:
+            validation, validation_batch = fit_replicas(validation, batch_size, compute.replicas, "validation")
         validation_data = None if validation is None else shard_by_data(
-            to_tf_dataset(*validation, sizes["validation"], None)
+            to_tf_dataset(*validation, validation_batch, None)
         )
         callbacks = [stopper, *state.callbacks(stopper), *extra_callbacks()]
         if compute.uses_fit:

@@ -8,7 +8,7 @@ import pytest
 
 from pipelines import devices
 from pipelines.devices import cpu_flags, jit_setting, precision_policy
-from pipelines.distribution import first_batch_size, global_batch_size, worker_role, worker_scratch_dir
+from pipelines.distribution import replica_batches, global_batch_size, worker_role, worker_scratch_dir
 from preprocess import ConvpipeError
 from tests.conftest import TINY_IMAGE, assert_one_line_error, invoke
 
@@ -60,12 +60,29 @@ def test_global_batch_scales_with_replicas_unless_given():
         global_batch_size(32, 30, 4)
 
 
-def test_first_batch_splits_evenly_over_replicas():
-    assert first_batch_size(100, 16, 2) == 16  # a full first batch already splits
-    assert first_batch_size(3, 16, 2) == 2  # 3 inputs in one batch would split 2 + 1
-    assert first_batch_size(3, 16, 1) == 16
+@pytest.mark.parametrize(
+    "inputs, global_batch, replicas, expected",
+    [
+        (100, 16, 2, (16, 100)),  # a full first batch splits, and so does the last (4)
+        (3, 16, 1, (16, 3)),
+        (4, 16, 2, (4, 4)),
+        (7, 16, 2, (4, 7)),  # 6 + 1 would leave a replica empty; 4 + 3 does not
+        (65, 32, 2, (30, 65)),  # 32 + 32 + 1 -> 30 + 30 + 5
+        (3, 16, 2, (2, 2)),  # no even size leaves both replicas inputs: the last one is left out
+        (9, 8, 4, (8, 8)),
+    ],
+)
+def test_batches_split_over_replicas_without_an_empty_one(inputs, global_batch, replicas, expected):
+    size, used = replica_batches(inputs, global_batch, replicas)
+    assert (size, used) == expected
+    assert size % replicas == 0 or replicas == 1
+    last = used % size
+    assert last == 0 or last >= replicas
+
+
+def test_a_split_smaller_than_the_replicas_is_an_error():
     with pytest.raises(ConvpipeError, match="fewer than the 2 replicas"):
-        first_batch_size(1, 16, 2, "validation")
+        replica_batches(1, 16, 2, "validation")
 
 
 def cluster(task_type: str, index: int, chief: bool = False) -> str:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import describe_result, invoke, write_image_folder
+from tests.conftest import describe_result, invoke, write_image_folder, write_text_csv
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 240
@@ -100,6 +100,19 @@ def test_mirrored_on_two_cpu_replicas_matches_one_device(cli_runner, images, tmp
         reports.append(json.loads((run_dir / "report" / "report.json").read_text()))
     assert reports[0]["n_samples"] == reports[1]["n_samples"] == 9
     assert reports[0]["confusion_matrix"] == reports[1]["confusion_matrix"]
+
+
+def test_mirrored_text_run_whose_last_batch_is_smaller_than_the_replicas(tmp_path):
+    """9 validation texts in batches of 8 + 1 left one replica an empty batch, on which
+    TensorFlow's CPU Conv1D failed ("Must provide as many biases ...")."""
+    data = write_text_csv(tmp_path / "texts.csv", per_class=26)  # 78: 60 train, 9 validation, 9 test
+    run_dir = tmp_path / "run"
+    process = start(["train", "--modality", "text", "--data", data, "--out", run_dir, "--epochs", "1",
+                     "--val-split", "0.1", "--test-split", "0.1", "--strategy", "mirrored", "--cpu-replicas", "2"])
+    [(code, stdout, stderr)] = finish([process])
+    assert code == 0, stderr[-3000:]
+    assert len(json.loads((run_dir / "split.json").read_text())["validation"]) % 2 == 1
+    assert len(history(run_dir)["val_loss"]) == 1
 
 
 def test_two_workers_train_one_run_written_by_the_chief(images, tmp_path):
