@@ -49,8 +49,32 @@ def one_line_errors(command):
         except KeyboardInterrupt:
             errors.print("[yellow]Interrupted.[/yellow]")
             raise typer.Exit(code=130) from None
+        except Exception as error:
+            if not out_of_memory(error):
+                raise
+            errors.print(f"[red]Error:[/red] {escape(out_of_memory(error))}", highlight=False)
+            raise typer.Exit(code=1) from None
 
     return wrapper
+
+
+def out_of_memory(error: BaseException) -> str | None:
+    """A one-line message when `error` is the host or accelerator running out of memory (an
+    oversized --batch-size, --image-size, --dense, --filters or --embedding-dim), else None.
+    Matched by name and status text: TensorFlow is not imported here, and JAX words it differently."""
+    text = str(error)
+    if isinstance(error, MemoryError):
+        detail = "the process ran out of memory"
+    elif type(error).__name__ == "ResourceExhaustedError" or "RESOURCE_EXHAUSTED" in text:
+        line = next((line for line in text.splitlines() if "OOM " in line or "RESOURCE_EXHAUSTED" in line), "")
+        start = max(line.find("OOM "), line.find("RESOURCE_EXHAUSTED"))  # after "{{function_node ...}}"
+        detail = line[start:].split(" [[")[0].split(" on /job:")[0].strip() or "the device ran out of memory"
+    else:
+        return None
+    return (
+        f"Out of memory ({detail}). Lower --batch-size, or the model's or inputs' size: "
+        f"--filters, --dense, --embedding-dim, --image-size, --positions."
+    )
 
 
 def int_list(value: Optional[str], name: str) -> Optional[tuple[int, ...]]:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import shutil
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -198,5 +200,20 @@ def encode_to_shards(
         cache.stats.shard_hits += 1
         return found
     cache.stats.shard_misses += 1
+    check_free_space(folder, len(items), preprocessor.output_shape, preprocessor.output_dtype)
     with cache_errors(folder, "write preprocessed shards"), borrowed(workers, type(preprocessor)) as pool:
         return encode_into_shards(folder, preprocessor, cache, items.keys, items.inputs, pool, progress)
+
+
+def check_free_space(folder: Path, rows: int, row_shape: Sequence[int], dtype: Any) -> None:
+    """Refuse to start writing shards that cannot fit on the disk: an oversized --image-size
+    once filled 21 GB before training failed for want of memory anyway."""
+    needed = rows * int(np.prod(row_shape)) * np.dtype(dtype).itemsize
+    existing = next(parent for parent in (folder, *folder.parents) if parent.exists())
+    free = shutil.disk_usage(existing).free
+    if needed > free:
+        raise ConvpipeError(
+            f"The preprocessed inputs need {needed / 1e9:,.1f} GB ({rows:,} x {tuple(row_shape)} "
+            f"{np.dtype(dtype).name}) but {existing} has {free / 1e9:,.1f} GB free; lower --image-size "
+            f"(or --positions, --duration), or use --cache-dir on a larger disk."
+        )

@@ -18,7 +18,7 @@ from pipelines.datasets import load_source
 from pipelines.featurize import Skipped, read_cached
 from pipelines.modality import Modality
 from pipelines.parallel_read import read_into_cache
-from preprocess import AudioPreprocessor, ImagePreprocessor, TextPreprocessor
+from preprocess import AudioPreprocessor, ConvpipeError, ImagePreprocessor, TextPreprocessor
 
 
 def audio_inputs(folder):
@@ -464,3 +464,18 @@ def test_what_a_worker_imports_brings_no_framework():
     result = subprocess.run([sys.executable, "-c", probe], cwd=root, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_shards_that_cannot_fit_on_the_disk_are_refused_before_writing(monkeypatch, tmp_path):
+    import shutil
+    from collections import namedtuple
+
+    from pipelines.featurize import check_free_space
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**12, 10**12 - 10**9, 10**9))
+    folder = tmp_path / "cache" / "shards" / "abc"  # not made yet: its first existing parent is asked
+    check_free_space(folder, 100, (64, 64, 1), "float32")  # 1.6 MB: fits
+    with pytest.raises(ConvpipeError, match=r"need 5.0 GB \(50 x \(5000, 5000, 1\) float32\).*1.0 GB free.*--image-size"):
+        check_free_space(folder, 50, (5000, 5000, 1), "float32")
+    assert not folder.exists()

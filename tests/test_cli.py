@@ -623,3 +623,43 @@ def test_a_run_from_an_incompatible_version_is_refused(cli_runner, image_run, tm
     path = write_png(tmp_path / "x.png", class_image(0, np.random.default_rng(0)))
     assert_one_line_error(invoke(cli_runner, ["evaluate", run_dir]), expected)
     assert_one_line_error(invoke(cli_runner, ["predict", run_dir, path]), expected)
+
+
+class ResourceExhaustedError(Exception):
+    """Named like TensorFlow's out-of-memory error, which the CLI matches by name."""
+
+
+@pytest.mark.parametrize(
+    "error, expected",
+    [
+        (ResourceExhaustedError("{{function_node __wrapped__StatelessRandomUniformV2}} OOM when allocating tensor with shape[100000000,128] and type float on "
+                                "/job:localhost/replica:0/task:0/device:CPU:0 by allocator cpu\n[[{{node x}}]]"),
+         "Out of memory (OOM when allocating tensor with shape[100000000,128] and type float)"),
+        (RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 40.00GiB."),
+         "Out of memory (RESOURCE_EXHAUSTED: Out of memory while trying to allocate 40.00GiB.)"),
+        (MemoryError(), "Out of memory (the process ran out of memory)"),
+    ],
+)
+def test_out_of_memory_is_one_line_naming_the_knobs(capsys, error, expected):
+    import typer
+
+    import cli
+
+    def command():
+        raise error
+
+    with pytest.raises(typer.Exit) as exit_info:
+        cli.one_line_errors(command)()
+    assert exit_info.value.exit_code == 1
+    message = capsys.readouterr().err.strip()
+    assert message.startswith(f"Error: {expected}") and "--batch-size" in message and "\n" not in message
+
+
+def test_other_exceptions_are_not_taken_for_out_of_memory():
+    import cli
+
+    def command():
+        raise ValueError("a bug")
+
+    with pytest.raises(ValueError, match="a bug"):
+        cli.one_line_errors(command)()
