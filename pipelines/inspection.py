@@ -40,15 +40,21 @@ class Inspection:
 
 
 def output_name(value: str) -> str:
-    """A folder name for one input: the file's stem, or `text-<crc32>` for literal text."""
+    """A folder name for one input: the file's stem and a checksum of its full path (so a/16.png
+    and b/16.webp do not share a folder), or `text-<crc32>` for literal text."""
     path = Path(value)
     try:
         is_file = path.is_file()
     except (OSError, ValueError):
         is_file = False
     if is_file:
-        return re.sub(r"[^A-Za-z0-9._-]+", "_", path.stem)[:60] or "input"
-    return f"text-{zlib.crc32(value.encode('utf-8', 'surrogatepass')):08x}"
+        stem = re.sub(r"[^A-Za-z0-9._-]+", "_", path.stem)[:60] or "input"
+        return f"{stem}-{_checksum(str(path.resolve()))}"
+    return f"text-{_checksum(value)}"
+
+
+def _checksum(value: str) -> str:
+    return f"{zlib.crc32(value.encode('utf-8', 'surrogatepass')):08x}"
 
 
 def check_channels(channels: int) -> int:

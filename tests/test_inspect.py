@@ -133,3 +133,16 @@ def test_inspect_rejects_a_missing_input_and_bad_channels(image_run, cli_runner,
     assert_one_line_error(channels, "--channels")
     not_a_run = invoke(cli_runner, ["explain", tmp_path, first_input(image_run)])
     assert_one_line_error(not_a_run, "not a complete run")
+
+
+def test_inputs_with_the_same_file_name_get_their_own_folders(tmp_path):
+    from pipelines.inspection import output_name
+
+    first, second = tmp_path / "a" / "16.webp", tmp_path / "b" / "16.webp"
+    for path in (first, second):
+        path.parent.mkdir()
+        path.write_bytes(b"x")
+    assert output_name(str(first)) != output_name(str(second))
+    assert output_name(str(first)) == output_name(str(first.parent / ".." / "a" / "16.webp"))
+    assert output_name(str(first)).startswith("16-")
+    assert output_name("Return the loop.").startswith("text-")
