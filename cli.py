@@ -353,7 +353,11 @@ def print_per_class(report: dict, title: str) -> None:
     for column in ("class", "precision", "recall", "f1", "support"):
         table.add_column(column, justify="left" if column == "class" else "right")
     for label, scores in report["per_class"].items():
-        table.add_row(escape(label), *(f"{scores[k]:.3f}" for k in ("precision", "recall", "f1")), str(scores["support"]))
+        counted = scores.get("in_averages", True)  # reports before the field: every class counted
+        values = (f"{scores[k]:.3f}" if counted else "-" for k in ("precision", "recall", "f1"))
+        table.add_row(escape(label), *values, str(scores["support"]))
+    if not all(scores.get("in_averages", True) for scores in report["per_class"].values()):
+        table.caption = "-: no test inputs of this class and none predicted as it; not in macro-F1"
     console.print(table)
 
 

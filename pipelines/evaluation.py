@@ -55,7 +55,8 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: list[
     """Accuracy, F1 averages, confusion matrix (rows true, columns predicted) and per-class scores.
 
     Averages are over the classes that occur in the truth or the predictions (scikit-learn's
-    default); `per_class` lists every class the model knows, in `labels` order.
+    default); `per_class` lists every class the model knows, in `labels` order, each marked
+    with whether it counts in those averages.
     """
     from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
@@ -63,6 +64,7 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: list[
     precision, recall, f1, support = precision_recall_fscore_support(
         y_true, y_pred, labels=indices, zero_division=0
     )
+    averaged = set(np.unique(y_true)) | set(np.unique(y_pred))
     return {
         "accuracy": float(accuracy_score(y_true, y_pred)),
         "macro_f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
@@ -76,6 +78,8 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: list[
                 "recall": float(recall[i]),
                 "f1": float(f1[i]),
                 "support": int(support[i]),
+                # False: no test input and no prediction; its scores are undefined (shown as 0)
+                "in_averages": i in averaged,
             }
             for i, label in enumerate(labels)
         },

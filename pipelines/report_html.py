@@ -87,14 +87,20 @@ def _headline(report: dict[str, Any]) -> str:
 
 
 def _per_class(report: dict[str, Any]) -> str:
+    def cells(s: dict[str, Any]) -> str:
+        counted = s.get("in_averages", True)  # reports before the field: every class counted
+        return "".join(f"<td>{_number(s[k]) if counted else '-'}</td>" for k in ("precision", "recall", "f1"))
+
     rows = "".join(
-        f"<tr class='class-row'><td>{escape(label)}</td><td>{_number(s['precision'])}</td>"
-        f"<td>{_number(s['recall'])}</td><td>{_number(s['f1'])}</td><td>{s['support']}</td></tr>"
+        f"<tr class='class-row'><td>{escape(label)}</td>{cells(s)}<td>{s['support']}</td></tr>"
         for label, s in report["per_class"].items()
+    )
+    note = "" if all(s.get("in_averages", True) for s in report["per_class"].values()) else (
+        "<p class='muted'>-: no test inputs of this class and none predicted as it; not in macro-F1.</p>"
     )
     return (
         "<table><thead><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr></thead>"
-        f"<tbody>{rows}</tbody></table>"
+        f"<tbody>{rows}</tbody></table>{note}"
     )
 
 

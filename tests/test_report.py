@@ -81,7 +81,7 @@ def test_report_numbers_equal_scikit_learn_on_fixed_predictions():
     precision, recall, f1, support = precision_recall_fscore_support(Y_TRUE, y_pred)
     for i, label in enumerate(labels):
         assert metrics["per_class"][label] == pytest.approx(
-            {"precision": precision[i], "recall": recall[i], "f1": f1[i], "support": support[i]}
+            {"precision": precision[i], "recall": recall[i], "f1": f1[i], "support": support[i], "in_averages": True}
         )
     # off-diagonal cells, largest first (ties in matrix order)
     assert top_confusions(matrix, labels) == [
@@ -102,6 +102,25 @@ def test_report_numbers_equal_scikit_learn_on_fixed_predictions():
     # 0.6 (1 of 2), 0.5 (0 of 1)
     hand_ece = (2 * 0.1 + 2 * 0.3 + 1 * 0.7 + 2 * 0.1 + 1 * 0.5) / 8
     assert calibration(PROBABILITIES.max(axis=1), y_pred == Y_TRUE)["ece"] == pytest.approx(hand_ece) == pytest.approx(0.275)
+
+
+def test_a_class_without_test_inputs_or_predictions_is_shown_as_not_averaged(capsys):
+    from sklearn.metrics import f1_score
+
+    import cli
+    from pipelines.report_html import _per_class
+
+    y_pred = PROBABILITIES.argmax(axis=1)
+    metrics = classification_metrics(Y_TRUE, y_pred, [*CLASSES, "lonely"])  # "lonely": index 3, never seen
+    assert metrics["macro_f1"] == pytest.approx(f1_score(Y_TRUE, y_pred, average="macro"))
+    assert [s["in_averages"] for s in metrics["per_class"].values()] == [True, True, True, False]
+    cli.print_per_class(metrics, title="t")
+    printed = capsys.readouterr().out
+    [row] = [[cell for cell in line.split() if cell.isascii()] for line in printed.splitlines() if "lonely" in line]
+    assert row == ["lonely", "-", "-", "-", "0"]  # cells without the table's box-drawing rules
+    assert "not in macro-F1" in printed
+    html = _per_class(metrics)
+    assert "<td>lonely</td><td>-</td><td>-</td><td>-</td><td>0</td>" in html and "not in macro-F1" in html
 
 
 # ---- evaluate end to end, once per modality -------------------------------------------------
