@@ -43,7 +43,8 @@ def evaluation_data(run: Run, data: str | None) -> tuple[Dataset, str]:
     modality = run.config.modality
     if data is not None:
         source = load_source(data, modality)
-        return (source.test if source.predefined_split else source.full), source.location
+        # absolute, as train records its data, so compare shows one file under one name
+        return (source.test if source.predefined_split else source.full), str(Path(data).expanduser().resolve())
     test_ids = run.split.get("test") or []
     if not test_ids:
         raise ConvpipeError(f"{run.path} has no held-out test inputs; pass --data to evaluate on other data.")

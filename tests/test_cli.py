@@ -253,10 +253,11 @@ def test_evaluate_writes_into_the_run_by_default(cli_runner, image_run, tmp_path
     assert str(run_dir / "report" / "report.json") in result.stdout.replace("\n", "")
 
 
-def test_evaluate_on_another_folder(cli_runner, image_run, tmp_path):
+def test_evaluate_on_another_folder(cli_runner, image_run, tmp_path, monkeypatch):
     data = write_image_folder(tmp_path / "other", per_class=4, seed=5)
     shutil.rmtree(data / "gamma")  # a subset of the known classes is fine
-    result = invoke(cli_runner, ["evaluate", image_run.run_dir, "--data", data, "--out", tmp_path / "r"])
+    monkeypatch.chdir(tmp_path)  # a relative --data is recorded as an absolute path, as train does
+    result = invoke(cli_runner, ["evaluate", image_run.run_dir, "--data", "other", "--out", tmp_path / "r"])
     assert result.exit_code == 0, describe_result(result)
     report = json.loads((tmp_path / "r" / "report.json").read_text())
     assert report["n_samples"] == 8 and report["data"]["location"] == str(data)
