@@ -7,8 +7,11 @@ random permutation of the columns applied to every input, and with one of the ro
 permutation keeps every value; it only destroys which values are neighbours.
 
 Axes: image rows/columns are pixel rows/columns; audio rows are time steps and columns frequency
-bands; text rows are token positions and columns vocabulary ids (a full-height window sees the
-whole vocabulary at once, so permuting text columns should change nothing).
+bands; text rows are token positions and columns vocabulary ids. A full-height window sees the
+whole vocabulary at once, so permuting text columns is a control that should change nothing;
+the text verdict rests on the positions. Text is read without the default hashed character
+n-grams here: each position would carry its neighbours in its n-gram ids, and permuting
+positions would keep that local order.
 
 Accuracies are on the held-out test split, each with a Wilson 95% score interval for a
 proportion (n = test inputs). Verdict rule:
@@ -163,8 +166,9 @@ def subsample(dataset: Dataset, limit: int, seed: int) -> Dataset:
 def featurize(
     modality: Modality, train: Dataset, test: Dataset
 ) -> tuple[Preprocessor, tuple[np.ndarray, list[str]], tuple[np.ndarray, list[str]], Skipped]:
-    """Fit the modality's default preprocessor on `train`; encode both sets, skipping bad inputs."""
-    preprocessor, _ = build_preprocessor(modality, {}, train)
+    """Fit the modality's default preprocessor on `train` (text: one token per position, no
+    n-grams); encode both sets, skipping bad inputs."""
+    preprocessor, _ = build_preprocessor(modality, {"ngram_sizes": []} if modality is Modality.text else {}, train)
     skipped = Skipped()
     train_items, train_kept = read_inputs(preprocessor, train, "train", skipped, strict=False)
     test_items, test_kept = read_inputs(preprocessor, test, "test", skipped, strict=False)

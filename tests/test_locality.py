@@ -95,3 +95,15 @@ def test_text_columns_are_vocabulary_ids_and_padding_stays_padding():
 
 def test_check_locality_needs_a_modality(cli_runner):
     assert_one_line_error(invoke(cli_runner, ["check-locality"]), "modality")
+
+
+def test_text_is_read_one_token_per_position_so_permuting_positions_destroys_order():
+    from pipelines.datasets import Dataset
+    from pipelines.locality import featurize
+
+    texts = [f"short text number {i} about {'cats' if i % 2 else 'dogs'}" for i in range(12)]
+    dataset = Dataset(texts, ["a" if i % 2 else "b" for i in range(12)], [f"row {i}" for i in range(12)])
+    preprocessor, (x_train, _), (x_test, _), _ = featurize(Modality.text, dataset.subset(list(range(8))),
+                                                           dataset.subset(list(range(8, 12))))
+    assert preprocessor.level == "char"  # short texts: the default level...
+    assert list(preprocessor.ngram_sizes) == [] and x_train.ndim == x_test.ndim == 2  # ...without n-gram ids
