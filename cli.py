@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -21,7 +22,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from pipelines.modality import Modality, parse_modality
-from preprocess import ConvpipeError
+from preprocess import ConvpipeError, InputWarning
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter quiet
 
@@ -36,13 +37,25 @@ console = Console(soft_wrap=True)
 errors = Console(stderr=True, soft_wrap=True)
 
 
+def show_warning(message, category, filename, lineno, file=None, line=None, *, default=warnings.showwarning):
+    """An `InputWarning` (an input used, but not exactly as given) as one line on stderr, like
+    the library's logged warnings; Python's form adds the preprocessor's file, line and source."""
+    if issubclass(category, InputWarning):
+        errors.print(f"[yellow]warning:[/yellow] {escape(str(message))}", highlight=False)
+    else:
+        default(message, category, filename, lineno, file, line)
+
+
 def one_line_errors(command):
-    """Known failures end as one line on stderr and exit code 1; anything else is a bug."""
+    """Known failures end as one line on stderr and exit code 1; anything else is a bug.
+    Input warnings are one line each too."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         try:
-            return command(*args, **kwargs)
+            with warnings.catch_warnings():  # restores the hook after the command (tests run many)
+                warnings.showwarning = show_warning
+                return command(*args, **kwargs)
         except ConvpipeError as error:
             errors.print(f"[red]Error:[/red] {escape(str(error))}", highlight=False)
             raise typer.Exit(code=1) from None
@@ -299,7 +312,7 @@ def report_training(result) -> None:
     # The test split is read (and its skipped inputs counted) by evaluate.
     console.print(escape(f"training and validation: {result.skipped.summary()}"))
     if result.ignored:
-        console.print(f"ignored {result.ignored:,} file(s) of other types or empty manifest rows (listed in skipped.json)")
+        console.print(f"ignored {result.ignored:,} file(s) of other types or empty or malformed manifest rows (listed in skipped.json)")
     accuracy = "n/a (no validation split)" if result.val_accuracy is None else f"{result.val_accuracy:.3f}"
     console.print(
         f"Validation accuracy {accuracy} (best epoch {result.best_epoch} of {result.epochs}, "

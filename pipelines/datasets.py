@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
+import json
 import logging
 import os
 from collections import Counter
@@ -35,19 +37,50 @@ class Dataset:
             [self.inputs[i] for i in indices], [self.labels[i] for i in indices], [self.ids[i] for i in indices]
         )
 
-    def select_ids(self, ids: list[str]) -> "Dataset":
-        """The inputs with these ids, in this order; an id that no longer exists is an error."""
+    def select_ids(self, ids: list[str], source: str = "The data") -> "Dataset":
+        """The inputs with these ids, in this order; an id that no longer exists is an error
+        that names `source`."""
         position = {id_: i for i, id_ in enumerate(self.ids)}
         missing = [id_ for id_ in ids if id_ not in position]
         if missing:
             raise ConvpipeError(
-                f"The data changed since training: {len(missing)} recorded input(s) are gone "
+                f"{source} changed since training: {len(missing)} recorded input(s) are gone "
                 f"(first: {missing[0]}). Pass --data to evaluate on other data."
             )
         return self.subset([position[id_] for id_ in ids])
 
     def class_counts(self) -> dict[str, int]:
         return dict(sorted(Counter(self.labels).items()))
+
+    def fingerprint(self) -> str:
+        """A short digest of every (id, content, label), in order.
+
+        Recorded at training so that evaluate notices data edited since: a manifest's ids are
+        row numbers, which point at other inputs once the CSV is sorted or edited. The content is
+        the text itself, or a file's name and size (a cheap check for a file replaced under the
+        same name; reading every file again would cost as much as evaluating).
+        """
+        digest = hashlib.sha256()
+        for x, label, input_id in zip(self.inputs, self.labels, self.ids):
+            digest.update(json.dumps([input_id, _content(x), label]).encode("utf-8"))
+            digest.update(b"\n")
+        return digest.hexdigest()[:16]
+
+
+def _content(x: Any) -> Any:
+    """What `Dataset.fingerprint` records of one input."""
+    if isinstance(x, str):
+        return x
+    if isinstance(x, os.PathLike):
+        # The file's name, not its whole path: the built-in clips move with the installed
+        # package, and a class folder's id already holds its path below the data folder.
+        try:
+            size = os.stat(x).st_size
+        except OSError:  # unreadable at training too: skipped then, and its name still counts
+            size = None
+        return [os.path.basename(os.fsdecode(x)), size]
+    array = np.ascontiguousarray(x)  # a built-in data set's decoded input
+    return [str(array.dtype), list(array.shape), hashlib.sha256(array.tobytes()).hexdigest()]
 
 
 @dataclass
@@ -58,7 +91,7 @@ class DataSource:
     full: Dataset | None = None
     train: Dataset | None = None
     test: Dataset | None = None
-    #: (input, reason) for files that were not used: unsupported type, unreadable CSV row.
+    #: (input, reason) for files that were not used: unsupported type, empty or malformed CSV row.
     ignored: list[tuple[str, str]] = field(default_factory=list)
 
     @property
@@ -186,6 +219,34 @@ def _walk_files(folder: Path) -> list[tuple[tuple[str, ...], Path]]:
     return found
 
 
+#: A manifest row's id: "row 12", the CSV line where the row ends.
+ROW_PREFIX = "row "
+EXCERPT_CHARS = 40
+
+
+def row_name(row_id: str, value: str, column: str) -> str:
+    """A manifest row as a person can find it again: its id with its path or the start of its
+    text (a row number alone goes stale as soon as the CSV is sorted or edited)."""
+    if not value:
+        return row_id
+    if column != "text":
+        return f"{row_id} ({value})"
+    excerpt = " ".join(value.split())
+    if len(excerpt) > EXCERPT_CHARS:
+        excerpt = excerpt[:EXCERPT_CHARS] + "..."
+    return f'{row_id} ("{excerpt}")'
+
+
+def readable_id(value: Any, input_id: str) -> str:
+    """How skipped inputs are listed: a manifest row with its path or text excerpt, anything
+    else (a class folder's relative path, a built-in id) by its id."""
+    if not input_id.startswith(ROW_PREFIX) or "/" in input_id:
+        return input_id
+    if isinstance(value, os.PathLike):
+        return row_name(input_id, os.fsdecode(value), "path")
+    return row_name(input_id, value, "text") if isinstance(value, str) else input_id
+
+
 def read_manifest(path: Path, modality: Modality) -> tuple[Dataset, list]:
     """A CSV with a header: `path,label` (paths relative to the CSV) or `text,label`."""
     column = MODALITIES[modality].csv_column
@@ -201,20 +262,36 @@ def read_manifest(path: Path, modality: Modality) -> tuple[Dataset, list]:
             path, ", ".join(map(str, fallback_rows[:10])) + (" ..." if len(fallback_rows) > 10 else ""),
         )
     reader = csv.DictReader(io.StringIO(text, newline=""))
-    found = [name.strip() for name in (reader.fieldnames or [])]
+    # Spreadsheets write headers like " Text , Label": match names as a person reads them.
+    written = [name.strip() for name in (reader.fieldnames or [])]
+    found = [name.lower() for name in written]
     reader.fieldnames = found
+    duplicated = [name for name in (column, "label") if found.count(name) > 1]
+    if duplicated:
+        # csv.DictReader would silently keep the last of the columns
+        raise ConvpipeError(
+            f"{path} has column(s) {', '.join(duplicated)} more than once in its header; keep one of each."
+        )
     missing = [name for name in (column, "label") if name not in found]
     if missing:
         raise ConvpipeError(
-            f"{path} is missing column(s) {', '.join(missing)}; found: {', '.join(found) or '(none)'}. "
+            f"{path} is missing column(s) {', '.join(missing)}; found: {', '.join(written) or '(none)'}. "
             f"A {modality.value} manifest needs a header '{column},label'."
         )
     inputs, labels, ids, ignored = [], [], [], []
     for row in reader:
-        row_id = f"row {reader.line_num}"
+        row_id = f"{ROW_PREFIX}{reader.line_num}"
         value, label = (row.get(column) or "").strip(), (row.get("label") or "").strip()
+        extra = [field for field in row.get(None) or [] if field.strip()]
+        if extra:
+            # Usually an unquoted comma in a text or path: its fields no longer line up with the
+            # header, so the label read would be a piece of the text (a made-up class).
+            ignored.append(
+                (row_name(row_id, value, column), f"{len(found) + len(row[None])} fields, the header has {len(found)} (a comma not in quotes?)")
+            )
+            continue
         if not value or not label:
-            ignored.append((row_id, f"empty {column if not value else 'label'}"))
+            ignored.append((row_name(row_id, value, column), f"empty {column if not value else 'label'}"))
             continue
         inputs.append(value if column == "text" else (path.parent / value))
         labels.append(label)

@@ -49,7 +49,16 @@ def evaluation_data(run: Run, data: str | None) -> tuple[Dataset, str]:
     if not test_ids:
         raise ConvpipeError(f"{run.path} has no held-out test inputs; pass --data to evaluate on other data.")
     source = load_source(run.config.data, modality)
-    return source.everything().select_ids(test_ids), source.location
+    dataset = source.everything().select_ids(test_ids, source=source.location)
+    recorded = (run.split.get("fingerprints") or {}).get("test")  # None: a run from before fingerprints
+    if recorded is not None and dataset.fingerprint() != recorded:
+        # The same ids now name other inputs (e.g. a sorted CSV): scoring them could score
+        # training inputs.
+        raise ConvpipeError(
+            f"{source.location} changed since training: its recorded test inputs are no longer the "
+            "same (edited, reordered or replaced). Pass --data to evaluate on other data."
+        )
+    return dataset, source.location
 
 
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from pipelines.cache import PreprocessCache, ReadResult, cache_errors, digest, fitted_key, read_key
-from pipelines.datasets import Dataset
+from pipelines.datasets import Dataset, readable_id
 from pipelines.parallel_read import read_into_cache, read_one
 from pipelines.progress import ProgressCallback
 from pipelines.parallel_encode import encode_into_shards
@@ -80,7 +80,7 @@ def read_inputs(
     skipped.total += len(dataset)
     for index, (x, input_id) in enumerate(zip(dataset.inputs, dataset.ids)):
         result = read_one(preprocessor, x)
-        if record_result(skipped, input_id, result, split, strict):
+        if record_result(skipped, readable_id(x, input_id), result, split, strict):
             items.append(result.item)
             kept.append(index)
     return items, kept
@@ -151,8 +151,8 @@ def read_cached(
     keys, results = read_into_cache(preprocessor, dataset.inputs, cache, workers, progress)
     skipped.total += len(dataset)
     kept, kept_keys = [], []
-    for index, (key, result, input_id) in enumerate(zip(keys, results, dataset.ids)):
-        if record_result(skipped, input_id, result, split, strict):
+    for index, (key, result, x, input_id) in enumerate(zip(keys, results, dataset.inputs, dataset.ids)):
+        if record_result(skipped, readable_id(x, input_id), result, split, strict):
             kept.append(index)
             kept_keys.append(key)
     return CachedItems(cache, kept_keys, [dataset.inputs[i] for i in kept], preprocessor), kept

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -13,19 +14,34 @@ from pipelines.run_dir import Run
 from preprocess import ConvpipeError, InputError
 
 
-def _is_file(value: str) -> bool:
+def _file_kind(value: str) -> str | None:
+    """What `value` names: "file", "folder", or None (nothing, or not a possible path)."""
     try:
-        return Path(value).is_file()
+        path = Path(value)
+        return "folder" if path.is_dir() else "file" if path.is_file() else None
     except (OSError, ValueError):  # e.g. a paragraph of text is too long to be a file name
-        return False
+        return None
+
+
+def looks_like_path(value: str, extensions: tuple[str, ...]) -> bool:
+    """Whether a text run's input is meant as a file: it ends with a text extension, or holds a
+    path separator and no whitespace (text has spaces; a mistyped path must not be classified)."""
+    has_separator = "/" in value or os.sep in value
+    return value.lower().endswith(extensions) or (has_separator and not any(c.isspace() for c in value))
 
 
 def input_source(run: Run, value: str) -> Any:
     """`value` as the preprocessor takes it: a path when it names a file; for a text run,
-    anything else is the text itself."""
-    if _is_file(value):
+    anything that does not look like a path is the text itself."""
+    text_run = run.config.modality is Modality.text
+    if not value.strip():  # before the file system: Path("") is the current folder
+        raise ConvpipeError(f"Cannot use input {value!r}: empty text" if text_run else f"Input not found: {value!r}")
+    kind = _file_kind(value)
+    if kind == "folder":
+        raise ConvpipeError(f"Cannot use input {value}: is a folder, expected a file")
+    if kind == "file":
         return Path(value)
-    if run.config.modality is not Modality.text:
+    if not text_run or looks_like_path(value, run.preprocessor.extensions):
         raise ConvpipeError(f"Input not found: {value}")
     return value
 
@@ -41,8 +57,8 @@ def encode_input(run: Run, value: str) -> np.ndarray:
 def predict(run_path: Path, inputs: list[str], top_k: int = 3, device: str = "auto") -> list[dict[str, Any]]:
     """`[{"input": ..., "top": [{"label", "probability"}, ...]}]`, one entry per input, in order.
 
-    For a text run, an input that names an existing file is read from it; anything else is
-    taken as the text itself.
+    For a text run, an input that names an existing file is read from it; one that looks like a
+    path (see `looks_like_path`) but names nothing is an error; anything else is the text itself.
     """
     if top_k < 1:
         raise ConvpipeError(f"--top-k must be at least 1, got {top_k}.")

@@ -83,6 +83,12 @@ def default_run_dir(modality: Modality, root: Path = Path("runs")) -> Path:
 def make_splits(source: DataSource, config: RunConfig) -> dict[str, Dataset]:
     settings = config.train
     if source.predefined_split:
+        unseen = sorted(set(source.test.labels) - set(source.train.labels))
+        if unseen:  # found now, not after training, at evaluate
+            raise ConvpipeError(
+                f"{source.location}: test/ has class(es) that train/ lacks: {', '.join(unseen)}; the model "
+                "could never predict them. Add them to train/ or remove them from test/."
+            )
         parts = split_dataset(source.train, settings.val_split, 0.0, settings.seed)
         parts["test"] = source.test
         return parts
@@ -394,7 +400,13 @@ def train(
     run_dir.mkdir(parents=True, exist_ok=True)
     preprocessor.save(run_dir / "preprocessor.json")
     atomic.write_json(run_dir / "labels.json", classes)
-    atomic.write_json(run_dir / "split.json", {"data": source.location, **{k: v.ids for k, v in splits.items()}})
+    # The test split's fingerprint lets evaluate refuse data edited since (its ids may be CSV row
+    # numbers); runs written before it have none and are evaluated without the check.
+    atomic.write_json(
+        run_dir / "split.json",
+        {"data": source.location, **{k: v.ids for k, v in splits.items()},
+         "fingerprints": {"test": splits["test"].fingerprint()}},
+    )
     atomic.write_json(
         run_dir / "skipped.json",
         {"summary": skipped.summary(), "skipped": skipped.entries, "notes": skipped.notes,

@@ -23,6 +23,8 @@ LEVELS = ("word", "char")
 #: long docstrings: 0.75 test accuracy at 512 positions against 0.79 at 1,024 (benchmarks/).
 MAX_LEARNED_POSITIONS = {"word": 512, "char": 2048}
 LATIN1_NOTE = "not valid UTF-8, decoded as Latin-1"
+#: Bytes looked at for NUL bytes, which text files practically never hold (git and `file` judge so too).
+BINARY_PROBE_BYTES = 8192
 PADDING_ID = 0
 OOV_ID = 1
 RESERVED = ("<pad>", "<oov>")
@@ -157,7 +159,13 @@ class TextPreprocessor(Preprocessor):
         if isinstance(x, str):
             return x
         if isinstance(x, (bytes, bytearray, os.PathLike)):
-            text, fallback = decode_text(read_bytes(x))
+            data = read_bytes(x)
+            if b"\0" in data[:BINARY_PROBE_BYTES]:
+                # Latin-1 would decode it anyway: an image named .txt must not become "text".
+                raise InputError(describe_input(x), "not a text file (holds NUL bytes: binary data or UTF-16)")
+            text, fallback = decode_text(data)
+            if not text.strip():  # as good as empty: nothing to learn from or classify
+                raise InputError(describe_input(x), "empty file (only whitespace)")
             if fallback:
                 warnings.warn(InputWarning(f"{describe_input(x)}: {LATIN1_NOTE}"), stacklevel=2)
             return text

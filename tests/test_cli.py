@@ -164,6 +164,16 @@ def test_train_with_predefined_train_and_test_folders(cli_runner, tmp_path):
     assert report["n_samples"] == 6
 
 
+def test_train_refuses_test_classes_that_train_lacks(cli_runner, tmp_path):
+    write_image_folder(tmp_path / "data" / "train", classes=CLASSES[:2], per_class=3)
+    write_image_folder(tmp_path / "data" / "test", per_class=2, seed=1)
+    result = invoke(
+        cli_runner, ["train", "--modality", "image", "--data", tmp_path / "data", "--out", tmp_path / "run", *TINY_IMAGE]
+    )
+    assert_one_line_error(result, "test/ has class(es) that train/ lacks: gamma")
+    assert not (tmp_path / "run").exists()
+
+
 def test_unreadable_inputs_are_skipped_and_recorded(cli_runner, image_folder, tmp_path):
     (image_folder / "beta" / "broken.png").write_bytes(b"not a png")
     (image_folder / "gamma" / "notes.txt").write_text("ignored")
@@ -253,6 +263,47 @@ def test_evaluate_writes_into_the_run_by_default(cli_runner, image_run, tmp_path
     assert str(run_dir / "report" / "report.json") in result.stdout.replace("\n", "")
 
 
+def test_evaluate_refuses_a_manifest_changed_since_training(cli_runner, text_run, tmp_path):
+    manifest = tmp_path / "texts.csv"
+    shutil.copy(text_run.data, manifest)
+    run_dir = tmp_path / "run"
+    shutil.copytree(text_run.run_dir, run_dir, ignore=shutil.ignore_patterns("report"))
+    document = json.loads((run_dir / "config.json").read_text())
+    document["config"]["data"] = str(manifest)
+    (run_dir / "config.json").write_text(json.dumps(document))
+    assert invoke(cli_runner, ["evaluate", run_dir]).exit_code == 0
+
+    # Swap a test row with a row of another class, as sorting the CSV would: every recorded
+    # row number still exists, but holds another input.
+    split = json.loads((run_dir / "split.json").read_text())
+    lines = manifest.read_text(encoding="utf-8").splitlines(keepends=True)
+    single = {n: line for n, line in enumerate(lines, start=1) if line.count(",") == 2 and not line.startswith('"')}
+    test_row = next(int(i.split()[1]) for i in split["test"] if int(i.split()[1]) in single)
+    label = lines[test_row - 1].rstrip().rsplit(",", 1)[1]
+    other = next(n for n, line in single.items() if n > 1 and not line.rstrip().endswith("," + label))
+    lines[test_row - 1], lines[other - 1] = lines[other - 1], lines[test_row - 1]
+    manifest.write_text("".join(lines), encoding="utf-8")
+    assert_one_line_error(
+        invoke(cli_runner, ["evaluate", run_dir]), f"{manifest} changed since training", "Pass --data"
+    )
+
+    del split["fingerprints"]  # a run written before fingerprints were recorded still evaluates
+    (run_dir / "split.json").write_text(json.dumps(split))
+    result = invoke(cli_runner, ["evaluate", run_dir])
+    assert result.exit_code == 0, describe_result(result)
+
+
+def test_evaluate_names_the_manifest_when_recorded_rows_are_gone(cli_runner, text_run, tmp_path):
+    manifest = tmp_path / "texts.csv"
+    manifest.write_text("text,label\napple,alpha\nbanana,beta\n", encoding="utf-8")
+    run_dir = tmp_path / "run"
+    shutil.copytree(text_run.run_dir, run_dir, ignore=shutil.ignore_patterns("report"))
+    document = json.loads((run_dir / "config.json").read_text())
+    document["config"]["data"] = str(manifest)
+    (run_dir / "config.json").write_text(json.dumps(document))
+    assert_one_line_error(invoke(cli_runner, ["evaluate", run_dir]), f"{manifest} changed since training")
+
+
 def test_evaluate_on_another_folder(cli_runner, image_run, tmp_path, monkeypatch):
     data = write_image_folder(tmp_path / "other", per_class=4, seed=5)
     shutil.rmtree(data / "gamma")  # a subset of the known classes is fine
@@ -339,6 +390,38 @@ def test_predict_text_takes_a_long_literal_paragraph(cli_runner, text_run):
     assert result.exit_code == 0, describe_result(result)
     (entry,) = json.loads(result.stdout)
     assert entry["input"] == paragraph and len(entry["top"]) == 3
+
+
+@pytest.mark.parametrize(
+    "make_input, fragments",
+    [
+        (lambda d: str(d), ["is a folder"]),
+        (lambda d: str(d / "nonexistent.txt"), ["Input not found", "nonexistent.txt"]),
+        (lambda d: "data/nonexistent", ["Input not found: data/nonexistent"]),
+        (lambda d: str(write_png(d / "picture.png", np.zeros((4, 4), np.uint8))), ["picture.png", "not a text file"]),
+        (lambda d: "", ["Cannot use input '': empty text"]),
+        (lambda d: "   ", ["Cannot use input '   ': empty text"]),
+        (lambda d: (d / "blank.txt").write_text(" \n\t") and str(d / "blank.txt"), ["blank.txt", "empty file"]),
+    ],
+    ids=["folder", "missing-txt", "missing-path", "png", "empty", "spaces", "whitespace-file"],
+)
+def test_predict_text_refuses_what_is_not_text(cli_runner, text_run, tmp_path, make_input, fragments):
+    assert_one_line_error(invoke(cli_runner, ["predict", text_run.run_dir, make_input(tmp_path)]), *fragments)
+
+
+def test_predict_text_with_a_slash_and_spaces_is_text(cli_runner, text_run):
+    result = invoke(cli_runner, ["predict", text_run.run_dir, "banana and/or basil", "--json"])
+    assert result.exit_code == 0, describe_result(result)
+    assert json.loads(result.stdout)[0]["input"] == "banana and/or basil"
+
+
+def test_predict_shows_an_input_warning_as_one_line(cli_runner, text_run, tmp_path):
+    path = tmp_path / "latin.txt"
+    path.write_bytes("caf\xe9 banana cr\xe8me".encode("latin-1"))
+    result = invoke(cli_runner, ["predict", text_run.run_dir, path])
+    assert result.exit_code == 0, describe_result(result)
+    assert result.stderr.strip().splitlines() == [f"warning: {path}: not valid UTF-8, decoded as Latin-1"]
+    assert "InputWarning" not in result.output
 
 
 def test_predict_on_an_undecodable_file(cli_runner, image_run, tmp_path):

@@ -11,7 +11,7 @@ import pytest
 
 from pipelines.datasets import Dataset, load_source, read_manifest, split_dataset
 from pipelines.modality import Modality
-from preprocess import ConvpipeError
+from preprocess import ConvpipeError, ImagePreprocessor
 from tests.conftest import write_image_folder, write_png
 
 
@@ -116,6 +116,82 @@ def test_manifest_rows_without_value_or_label_are_ignored(tmp_path):
     data, ignored = read_manifest(manifest, Modality.text)
     assert data.inputs == ["good"]
     assert [reason for _, reason in ignored] == ["empty text", "empty label"]
+
+
+def test_ignored_manifest_rows_name_their_text_or_path(tmp_path):
+    long_text = "word " * 30
+    manifest = write_csv(tmp_path / "t.csv", [["text", "label"], ["good", "a"], ["no label", ""], [long_text, " "]])
+    _, ignored = read_manifest(manifest, Modality.text)
+    assert [name for name, _ in ignored] == ['row 3 ("no label")', f'row 4 ("{long_text.strip()[:40]}...")']
+    manifest = write_csv(tmp_path / "p.csv", [["path", "label"], ["a/x.png", "a"], ["b/y.png", ""]])
+    _, ignored = read_manifest(manifest, Modality.image)
+    assert ignored == [("row 3 (b/y.png)", "empty label")]
+
+
+def test_unreadable_manifest_rows_are_skipped_with_their_path(image_folder):
+    from pipelines.datasets import readable_id
+    from pipelines.featurize import Skipped, read_inputs
+
+    (image_folder / "broken.png").write_bytes(b"not a png")
+    manifest = write_csv(
+        image_folder / "m.csv", [["path", "label"], ["alpha/alpha_00.png", "a"], ["broken.png", "b"]]
+    )
+    data, _ = read_manifest(manifest, Modality.image)
+    skipped = Skipped()
+    read_inputs(ImagePreprocessor(image_size=(8, 8)), data, "train", skipped, strict=False)
+    assert [entry["input"] for entry in skipped.entries] == [f"row 3 ({image_folder / 'broken.png'})"]
+    # class folder ids are already paths; built-in ids stay as they are
+    assert readable_id(image_folder / "alpha" / "x.png", "alpha/x.png") == "alpha/x.png"
+    assert readable_id(np.zeros(2), "digits/3") == "digits/3"
+
+
+def test_manifest_rows_with_more_fields_than_the_header_are_ignored(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("text,label\nhello there,a\nshort,row,with,too,many\nbye now,b,\n", encoding="utf-8")
+    data, ignored = read_manifest(path, Modality.text)
+    assert data.inputs == ["hello there", "bye now"]  # a trailing empty field is harmless
+    assert data.labels == ["a", "b"]  # no made-up class 'row'
+    assert ignored == [('row 3 ("short")', "5 fields, the header has 2 (a comma not in quotes?)")]
+
+
+def test_manifest_header_names_match_ignoring_case_and_spaces(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text(" Text , LABEL\nhi,a\n", encoding="utf-8")
+    data, _ = read_manifest(path, Modality.text)
+    assert (data.inputs, data.labels) == (["hi"], ["a"])
+
+
+@pytest.mark.parametrize("header", ["text,label,label", "text,Label,label", "text,text,label"])
+def test_manifest_with_a_duplicated_column_is_refused(tmp_path, header):
+    path = tmp_path / "t.csv"
+    path.write_text(f"{header}\nhi,a,b\n", encoding="utf-8")
+    with pytest.raises(ConvpipeError, match="more than once in its header"):
+        read_manifest(path, Modality.text)
+
+
+def test_fingerprint_changes_when_a_manifest_is_reordered_or_edited(tmp_path):
+    rows = [["text", "label"], ["apple pie", "a"], ["banana bread", "b"], ["cherry tart", "a"]]
+    manifest = write_csv(tmp_path / "t.csv", rows)
+    ids = ["row 2", "row 4"]
+    recorded = read_manifest(manifest, Modality.text)[0].select_ids(ids).fingerprint()
+    assert read_manifest(manifest, Modality.text)[0].select_ids(ids).fingerprint() == recorded
+    write_csv(manifest, [rows[0], rows[3], rows[2], rows[1]])  # sorted differently: same ids, other rows
+    assert read_manifest(manifest, Modality.text)[0].select_ids(ids).fingerprint() != recorded
+    write_csv(manifest, [rows[0], rows[1], rows[2], ["cherry tart", "b"]])  # a label edited
+    assert read_manifest(manifest, Modality.text)[0].select_ids(ids).fingerprint() != recorded
+
+
+def test_fingerprint_notices_a_file_replaced_under_the_same_name(image_folder):
+    source = load_source(str(image_folder), Modality.image)
+    recorded = source.full.fingerprint()
+    write_png(image_folder / "alpha" / "alpha_00.png", np.zeros((30, 30), np.uint8))
+    assert load_source(str(image_folder), Modality.image).full.fingerprint() != recorded
+
+    rows = [["path", "label"], ["alpha/alpha_01.png", "alpha"], ["beta/beta_01.png", "beta"]]
+    manifest = write_csv(image_folder / "m.csv", rows)
+    recorded = read_manifest(manifest, Modality.image)[0].select_ids(["row 2"]).fingerprint()
+    write_csv(manifest, [rows[0], rows[2], rows[1]])
+    assert read_manifest(manifest, Modality.image)[0].select_ids(["row 2"]).fingerprint() != recorded
 
 
 def test_manifest_with_a_byte_order_mark_and_crlf_line_ends(tmp_path):

@@ -245,6 +245,21 @@ def test_non_utf8_text_file_decodes_as_latin1(tmp_path):
     assert TextPreprocessor(level="char", lowercase=False).read(path)[:5] == ["G", "r", "ü", "ß", "e"]
 
 
+def test_whitespace_only_and_binary_training_texts_are_skipped_and_recorded(tmp_path):
+    from tests.conftest import write_text_folder
+
+    data = write_text_folder(tmp_path / "texts", per_class=2)
+    (data / "alpha" / "blank.txt").write_text("  \n\n\t ", encoding="utf-8")
+    (data / "beta" / "photo.txt").write_bytes(b"\xff\xd8\xff\xe0\x00\x10JFIF\x00")
+    dataset, _ = read_class_folders(data, Modality.text)
+    skipped = Skipped()
+    _, kept = read_inputs(TextPreprocessor(), dataset, "train", skipped, strict=False)
+    assert len(kept) == 6
+    assert {(e["input"], e["reason"].split(" (")[0]) for e in skipped.entries} == {
+        ("alpha/blank.txt", "empty file"), ("beta/photo.txt", "not a text file"),
+    }
+
+
 def test_a_1_mb_text_is_cut_to_positions_quickly(tmp_path):
     path = tmp_path / "huge.txt"
     path.write_bytes(b"apple banana cherry " * 52429)  # 1,048,580 bytes, ~157k words

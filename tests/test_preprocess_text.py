@@ -178,6 +178,26 @@ def test_unsupported_or_missing_inputs_raise_input_error(tmp_path):
         pre.transform_one(tmp_path / "missing.txt")
 
 
+def test_whitespace_only_file_is_an_empty_file(tmp_path):
+    path = tmp_path / "blank.txt"
+    path.write_bytes(b" \n\t\r\n  ")
+    pre = TextPreprocessor(positions=2).fit(CORPUS)
+    with pytest.raises(InputError) as caught:
+        pre.transform_one(path)
+    assert (caught.value.source, caught.value.reason) == (str(path), "empty file (only whitespace)")
+    assert pre.transform_one("").tolist() == [0, 0]  # a str is the text itself, as before
+
+
+def test_binary_file_is_not_a_text_file(tmp_path):
+    path = tmp_path / "picture.txt"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)))
+    pre = TextPreprocessor(positions=2).fit(CORPUS)
+    with pytest.raises(InputError, match=r"picture\.txt: not a text file"):
+        pre.transform_one(path)
+    with pytest.raises(InputError, match="not a text file"):
+        pre.transform_one("hi".encode("utf-16"))
+
+
 # ---- fitting, parameters, persistence --------------------------------------------------------
 
 
