@@ -95,3 +95,9 @@ def test_text_columns_are_vocabulary_ids_and_padding_stays_padding():
 
 def test_check_locality_needs_a_modality(cli_runner):
     assert_one_line_error(invoke(cli_runner, ["check-locality"]), "modality")
+
+
+@pytest.mark.parametrize("seed", ["-1", "99999999999999999999"])
+def test_check_locality_refuses_a_seed_numpy_cannot_take(cli_runner, seed):
+    result = invoke(cli_runner, ["check-locality", "--modality", "text", "--quick", "--seed", seed])
+    assert_one_line_error(result, "--seed must be an integer from 0 to 2**32 - 1")
