@@ -42,7 +42,7 @@ def export_arrays(
         run = Run.open(run_path)
         modality = run.config.modality if modality is None else modality
         if run.config.modality is not modality:
-            raise ConvpipeError(f"{run_path} is a {run.config.modality.value} run, not {modality.value}.")
+            raise ConvpipeError(f"{run_path} was trained on {run.config.modality.value} data, not {modality.value}.")
         preprocessor, label_names = run.preprocessor, run.labels
     source = load_source(data, modality)
     dataset = source.everything()

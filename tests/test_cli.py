@@ -417,7 +417,7 @@ def test_preprocess_refuses_a_run_of_another_modality_and_a_bad_suffix(cli_runne
         cli_runner,
         ["preprocess", "--modality", "audio", "--data", audio_folder, "--run", image_run.run_dir, "--out", tmp_path / "a.npz"],
     )
-    assert_one_line_error(result, "is a image run, not audio")
+    assert_one_line_error(result, "was trained on image data, not audio")
     result = invoke(
         cli_runner,
         ["preprocess", "--modality", "image", "--data", image_run.data, "--run", image_run.run_dir, "--out", tmp_path / "a.npy"],
