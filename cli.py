@@ -439,8 +439,8 @@ def predict(
 @app.command("preprocess")
 @one_line_errors
 def preprocess_command(
-    modality: ModalityOption,
     out: Annotated[Path, typer.Option(help="Output .npz file.")],
+    modality: ModalityOption = None,
     data: DataOption = None,
     run: Annotated[Optional[Path], typer.Option(help="Use this run's fitted preprocessor and label order.")] = None,
     workers: WorkersOption = None,
@@ -453,12 +453,13 @@ def preprocess_command(
     from pipelines.config import TrainSettings
     from pipelines.export import export_arrays
 
-    if modality is None:
-        raise ConvpipeError("No modality given: pass --modality image|audio|text.")
+    if modality is None and run is None:  # a run records its modality
+        raise ConvpipeError("No modality given: pass --modality image|audio|text, or --run RUN.")
     settings = TrainSettings(**{k: v for k, v in cache_settings(workers, cache_dir, use_cache, cache_verify).items() if v is not None}).validate()
     cache = PreprocessCache.open(settings.cache_dir, enabled=settings.cache, verify=settings.cache_verify)
     with ProgressBar() as bar:
-        summary = export_arrays(parse_modality(modality), data, out, run_path=run, cache=cache, workers=settings.workers, progress=bar)
+        chosen = None if modality is None else parse_modality(modality)
+        summary = export_arrays(chosen, data, out, run_path=run, cache=cache, workers=settings.workers, progress=bar)
     console.print(
         escape(f"Wrote {summary['path']}: x {tuple(summary['shape'])}, {summary['classes']} classes; {summary['skipped']}")
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import keras
@@ -34,6 +35,7 @@ def build_conv_model(
         raise ValueError(f"`input_shape` must be (height, width, channels). Received: {tuple(input_shape)}")
     if num_classes < 2:
         raise ValueError(f"`num_classes` must be >= 2. Received: num_classes={num_classes}")
+    check_feature_maps(input_shape, spec)
 
     inputs = keras.Input(shape=tuple(input_shape), name="input")
     x = inputs
@@ -53,3 +55,25 @@ def build_conv_model(
         x = global_pool(x, spec.head, keras.layers.GlobalMaxPooling2D, keras.layers.GlobalAveragePooling2D)
     outputs = add_votes(x, num_classes, spec)
     return keras.Model(inputs, outputs, name="conv2d_classifier")
+
+
+def check_feature_maps(input_shape: Sequence[int], spec: ModelSpec) -> None:
+    """Raise ValueError when a block's pooling window is larger than the map it pools.
+
+    "same" padding would let such a model build, but its windows would mostly read padding and
+    the later blocks a 1x1 map: it trains, at chance. Convolutions keep the size ("same");
+    each pooling makes a side `ceil(side / pool_stride)`.
+    """
+    height, width = int(input_shape[0]), int(input_shape[1])
+    for block in range(len(spec.filters)):
+        if spec.pool_size > min(height, width):
+            window = f"{spec.pool_size}x{spec.pool_size} pooling window"
+            problem = f"the {input_shape[0]}x{input_shape[1]} input is smaller than a {window}"
+            if block:
+                problem = (
+                    f"after {block} block{'s' if block > 1 else ''} the {input_shape[0]}x{input_shape[1]} "
+                    f"input is {height}x{width}: a {window} does not fit"
+                )
+            fewer = "fewer `filters` blocks, " if block else ""
+            raise ValueError(f"{problem}; use {fewer}a smaller `pool_size` or a larger input.")
+        height, width = math.ceil(height / spec.pool_stride), math.ceil(width / spec.pool_stride)

@@ -12,6 +12,9 @@ from typing import Any
 
 HEADS = ("flatten", "global_max", "global_average", "global_max_average")
 TEXT_KERNELS = ("factorized", "full")
+#: Fields that only one family of factories reads: the conv stack (image/audio) or the text model.
+CONV_ONLY = ("kernel_size", "pool_size", "pool_stride", "batch_norm")
+TEXT_ONLY = ("window_sizes", "text_kernel", "embedding_dim")
 
 
 @dataclass(frozen=True)
@@ -51,17 +54,23 @@ class ModelSpec:
     embedding_dim: int = 64
 
     def __post_init__(self) -> None:
-        # Accept lists (from JSON/TOML) but store tuples so the spec stays hashable.
+        # Accept lists (from JSON/TOML) but store tuples so the spec stays hashable. Anything
+        # else (a string, say) is kept as given for `validate` to name, not split into letters.
         for name in ("filters", "dense", "window_sizes"):
             value = getattr(self, name)
-            if isinstance(value, int):
+            if isinstance(value, int) and not isinstance(value, bool):
                 value = (value,)
-            object.__setattr__(self, name, tuple(value))
+            if isinstance(value, (list, tuple)):
+                object.__setattr__(self, name, tuple(value))
 
     def validate(self, *, text: bool = False) -> "ModelSpec":
         """Raise ValueError naming the first bad field; return self for chaining."""
         def positive_ints(name: str, allow_empty: bool = False) -> None:
             values = getattr(self, name)
+            if not isinstance(values, tuple):
+                raise ValueError(
+                    f"`{name}` must be a list of positive ints. Received: {name}={values!r}"
+                )
             if (not values and not allow_empty) or not all(
                 isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values
             ):
@@ -78,10 +87,18 @@ class ModelSpec:
                 raise ValueError(f"`{name}` must be a positive int. Received: {name}={value!r}")
         if not isinstance(self.dropout, (int, float)) or isinstance(self.dropout, bool) or not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"`dropout` must be in [0, 1). Received: dropout={self.dropout!r}")
+        if not isinstance(self.batch_norm, bool):
+            raise ValueError(f"`batch_norm` must be True or False. Received: batch_norm={self.batch_norm!r}")
         if self.head is not None and self.head not in HEADS:
             raise ValueError(f"`head` must be one of {HEADS}. Received: head={self.head!r}")
         if text:
             positive_ints("window_sizes")
+            if len(set(self.window_sizes)) != len(self.window_sizes):
+                # Each width is one branch of the model, named after it.
+                raise ValueError(
+                    "`window_sizes` must be distinct. "
+                    f"Received: window_sizes={','.join(map(str, self.window_sizes))}"
+                )
             if self.head == "flatten":
                 raise ValueError(
                     "Text models pool over positions: `head` must be global_max, global_average "
@@ -98,6 +115,11 @@ class ModelSpec:
                     f"Received: text_kernel={self.text_kernel!r}"
                 )
         return self
+
+    @staticmethod
+    def unused_fields(*, text: bool) -> tuple[str, ...]:
+        """The fields the factory for text (or for image/audio) never reads."""
+        return CONV_ONLY if text else TEXT_ONLY
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}

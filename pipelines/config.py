@@ -6,7 +6,7 @@ The resolved `RunConfig` is written to the run's config.json and reads back to a
 A TOML file has the same three tables as config.json:
 
     modality = "audio"
-    data = "speech/train"
+    data = "speech/train"       # relative to the TOML file's folder
     [preprocess]
     num_mels = 40
     [model]
@@ -18,7 +18,10 @@ A TOML file has the same three tables as config.json:
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +39,13 @@ else:  # pragma: no cover
 
 
 CONFIG_KEYS = ("modality", "data", "preprocess", "model", "train")
+#: numpy's and TensorFlow's seeds are unsigned 32-bit integers.
+MAX_SEED = 2**32 - 1
+
+
+def check_seed(seed: Any) -> None:
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
+        raise ConvpipeError(f"--seed must be an integer from 0 to 2**32 - 1, got {seed!r}.")
 
 
 @dataclass(frozen=True)
@@ -114,6 +124,10 @@ class TrainSettings:
                 f"--val-split + --test-split must leave data to train on, got "
                 f"{self.val_split} + {self.test_split}."
             )
+        check_seed(self.seed)
+        for name in ("deterministic", "strict", "cache", "cache_verify"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConvpipeError(f"{name} must be true or false, got {getattr(self, name)!r}.")
         if not isinstance(self.workers, int) or isinstance(self.workers, bool) or self.workers < 0:
             raise ConvpipeError(f"--workers must be 0 (one per CPU core) or a positive integer, got {self.workers!r}.")
         if not 0.0 <= self.max_skipped <= 1.0:
@@ -150,11 +164,14 @@ class RunConfig:
     train: TrainSettings = field(default_factory=TrainSettings)
 
     def to_dict(self) -> dict[str, Any]:
+        # Knobs this modality's factory never reads were not used, so they are not recorded
+        # (`from_dict` gives them their defaults back).
+        unused = ModelSpec.unused_fields(text=self.modality is Modality.text)
         return {
             "modality": self.modality.value,
             "data": self.data,
             "preprocess": dict(self.preprocess),
-            "model": self.model.to_dict(),
+            "model": {k: v for k, v in self.model.to_dict().items() if k not in unused},
             "train": dataclasses.asdict(self.train),
         }
 
@@ -194,6 +211,73 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConvpipeError(f"Config file {path} is not valid TOML: {error}") from None
 
 
+def _matches(value: Any, hint: Any) -> bool:
+    """Whether a TOML value fits a dataclass field's type (bool is an int in Python: not here)."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return any(_matches(value, arg) for arg in typing.get_args(hint) if arg is not type(None))
+    if typing.get_origin(hint) is tuple:  # tuple[int, ...]: a list, or one value (ModelSpec)
+        item = typing.get_args(hint)[0]
+        return _matches(value, item) or (isinstance(value, list) and all(_matches(v, item) for v in value))
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def _describe(hint: Any) -> str:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(_describe(arg) for arg in typing.get_args(hint) if arg is not type(None))
+    if typing.get_origin(hint) is tuple:
+        return f"a list of {_describe(typing.get_args(hint)[0]).split(' ', 1)[1]}s"
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}[hint]
+
+
+def check_toml_types(layer: dict[str, Any], path: Path) -> None:
+    """Refuse a TOML value of the wrong type before it is merged with the flags, naming the file
+    and key: later checks speak of flags, and some wrong types would pass them (cache = "yes")."""
+    for key in ("modality", "data"):
+        if key in layer and not isinstance(layer[key], str):
+            raise ConvpipeError(f"{path}: {key} must be a string, got {json.dumps(layer[key], default=str)}.")
+    for table in ("preprocess", "model", "train"):
+        if table in layer and not isinstance(layer[table], dict):
+            raise ConvpipeError(
+                f"{path}: {table} must be a table ([{table}]), got {json.dumps(layer[table], default=str)}."
+            )
+    for table, cls in (("model", ModelSpec), ("train", TrainSettings)):
+        hints = typing.get_type_hints(cls)
+        for key, value in layer.get(table, {}).items():
+            if key in hints and not _matches(value, hints[key]):  # unknown keys: from_dict names them
+                raise ConvpipeError(
+                    f"{path}: [{table}] {key} must be {_describe(hints[key])}, got {json.dumps(value, default=str)}."
+                )
+
+
+def check_applies(
+    modality: Modality,
+    config_file: Path | None,
+    layer: dict[str, Any],
+    model: dict[str, Any],
+    preprocess: dict[str, Any],
+) -> None:
+    """Refuse a knob, given as a flag or in the TOML file, that this modality's model or
+    preprocessor does not have: silently ignored, it would be recorded as if it had been used."""
+    text = modality is Modality.text
+    hint = " (they use --window-sizes)" if text else " (text models only)"
+    for name in ModelSpec.unused_fields(text=text):
+        if name in layer.get("model", {}):
+            raise ConvpipeError(
+                f"{config_file}: [model] {name} does not apply to {modality.value} models"
+                + hint.replace("--window-sizes", "window_sizes") + "."
+            )
+        if model.get(name) is not None:
+            raise ConvpipeError(f"--{name.replace('_', '-')} does not apply to {modality.value} models{hint}.")
+    params = MODALITIES[modality].preprocessor().get_config()
+    for name, value in preprocess.items():
+        if value is not None and name not in params:
+            raise ConvpipeError(f"--{name.replace('_', '-')} does not apply to {modality.value} inputs.")
+
+
 def resolve_config(
     modality: str | None,
     config_file: Path | None = None,
@@ -202,17 +286,26 @@ def resolve_config(
     model: dict[str, Any] | None = None,
     train: dict[str, Any] | None = None,
 ) -> RunConfig:
-    """Merge modality defaults, the TOML file and flags (`None` values mean "not given")."""
+    """Merge modality defaults, the TOML file and flags (`None` values mean "not given").
+
+    A relative `data` path in the TOML file is relative to the file's folder; `data` from a
+    flag stays relative to the current directory.
+    """
     layer: dict[str, Any] = read_toml(config_file) if config_file else {}
     unknown = sorted(set(layer) - set(CONFIG_KEYS))
     if unknown:
         raise ConvpipeError(
             f"{config_file}: unknown key(s) or table(s) {', '.join(unknown)}; expected {', '.join(CONFIG_KEYS)}."
         )
+    if config_file:
+        check_toml_types(layer, config_file)
+        if "data" in layer:  # `/` keeps an absolute path as it is
+            layer["data"] = str(Path(config_file).parent / Path(layer["data"]).expanduser())
     chosen = modality or layer.get("modality")
     if chosen is None:
         raise ConvpipeError("No modality given: pass --modality image|audio|text.")
     info = MODALITIES[parse_modality(chosen)]
+    check_applies(parse_modality(chosen), config_file, layer, model or {}, preprocess or {})
     merged_model = {**info.model_defaults.to_dict(), **layer.get("model", {})}
     merged_train = {**info.train_defaults, **layer.get("train", {})}
     merged_pre = dict(layer.get("preprocess", {}))

@@ -18,7 +18,7 @@ from preprocess import ConvpipeError, atomic
 
 
 def export_arrays(
-    modality: Modality,
+    modality: Modality | None,
     data: str | None,
     out: Path,
     run_path: Path | None = None,
@@ -29,8 +29,9 @@ def export_arrays(
 ) -> dict:
     """Write `out` (.npz): `x`, `y` (indices into `label_names`), `label_names`, `ids`.
 
-    With `run_path`, the run's fitted preprocessor and label order are used (and its modality
-    must match); otherwise a new preprocessor with default settings is fitted on all the data.
+    With `run_path`, the run's fitted preprocessor and label order are used (and its modality,
+    when `modality` is not None, must match); otherwise a new preprocessor with default settings
+    is fitted on all the data.
     Inputs are read through `cache` (a temporary one when None).
     """
     out = Path(out)
@@ -39,8 +40,9 @@ def export_arrays(
     cache = cache if cache is not None else PreprocessCache.open(None, enabled=False)
     if run_path is not None:
         run = Run.open(run_path)
+        modality = run.config.modality if modality is None else modality
         if run.config.modality is not modality:
-            raise ConvpipeError(f"{run_path} is a {run.config.modality.value} run, not {modality.value}.")
+            raise ConvpipeError(f"{run_path} was trained on {run.config.modality.value} data, not {modality.value}.")
         preprocessor, label_names = run.preprocessor, run.labels
     source = load_source(data, modality)
     dataset = source.everything()

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from models import ModelSpec
-from pipelines.config import RunConfig
+from pipelines.config import RunConfig, check_seed
 from pipelines.datasets import Dataset, load_source, split_dataset
 from pipelines.defaults import build_preprocessor
 from pipelines.featurize import Skipped, check_skip_share, encode_items, read_inputs
@@ -213,6 +213,7 @@ def check_locality(
         raise ConvpipeError(f"--test-split must be between 0.05 and 0.5, got {test_split}.")
     if epochs is not None and epochs < 1:
         raise ConvpipeError(f"--epochs must be at least 1, got {epochs}.")
+    check_seed(seed)
     started = time.perf_counter()
     source = load_source(data, modality)
     if source.predefined_split:

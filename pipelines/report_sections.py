@@ -10,8 +10,10 @@ from typing import Any
 
 import numpy as np
 
+from models import ModelSpec
 from pipelines import environment
 from pipelines.datasets import Dataset
+from pipelines.modality import Modality
 from pipelines.run_dir import Run
 
 TOP_CONFUSIONS = 10
@@ -81,17 +83,13 @@ def data_summary(
     }
 
 
-# Fields of the one ModelSpec that a modality's factory never reads, left out of its report.
-_CONV_ONLY = ("kernel_size", "pool_size", "pool_stride", "batch_norm")
-_TEXT_ONLY = ("window_sizes", "text_kernel", "embedding_dim")
-_UNUSED_BY = {"image": _TEXT_ONLY, "audio": _TEXT_ONLY, "text": _CONV_ONLY}
-
-
 def model_summary(run: Run, model) -> dict[str, Any]:
     config = run.config
     return {
         "modality": config.modality.value,
-        "spec": {k: v for k, v in config.model.to_dict().items() if k not in _UNUSED_BY[config.modality.value]},
+        # Fields of the one ModelSpec that the modality's factory never reads are left out.
+        "spec": {k: v for k, v in config.model.to_dict().items()
+                 if k not in ModelSpec.unused_fields(text=config.modality is Modality.text)},
         "preprocess": dict(config.preprocess),
         "train": dataclasses.asdict(config.train),
         "parameters": int(model.count_params()),

@@ -477,6 +477,16 @@ def test_preprocess_exports_arrays_with_the_runs_preprocessor(cli_runner, reques
         np.testing.assert_array_equal(x[0], preprocessor.transform_one(first))
 
 
+def test_preprocess_takes_the_modality_from_the_run(cli_runner, image_run, tmp_path):
+    out = tmp_path / "arrays.npz"
+    result = invoke(cli_runner, ["preprocess", "--data", image_run.data, "--run", image_run.run_dir, "--out", out])
+    assert result.exit_code == 0, describe_result(result)
+    with np.load(out, allow_pickle=False) as arrays:
+        assert arrays["x"].shape == (36, 8, 8, 1)
+    result = invoke(cli_runner, ["preprocess", "--data", image_run.data, "--out", out])
+    assert_one_line_error(result, "No modality given", "--run RUN")
+
+
 def test_preprocess_without_a_run_fits_a_new_preprocessor(cli_runner, text_folder, tmp_path):
     out = tmp_path / "text.npz"
     result = invoke(cli_runner, ["preprocess", "--modality", "text", "--data", text_folder, "--out", out])
@@ -491,7 +501,7 @@ def test_preprocess_refuses_a_run_of_another_modality_and_a_bad_suffix(cli_runne
         cli_runner,
         ["preprocess", "--modality", "audio", "--data", audio_folder, "--run", image_run.run_dir, "--out", tmp_path / "a.npz"],
     )
-    assert_one_line_error(result, "is a image run, not audio")
+    assert_one_line_error(result, "was trained on image data, not audio")
     result = invoke(
         cli_runner,
         ["preprocess", "--modality", "image", "--data", image_run.data, "--run", image_run.run_dir, "--out", tmp_path / "a.npy"],
@@ -531,6 +541,12 @@ def test_help_keeps_bracketed_words(cli_runner):
 # ---- errors: one line, exit code 1, before any training --------------------------------------
 
 
+def toml(folder: Path, text: str) -> Path:
+    path = folder / "run.toml"
+    path.write_text(text + "\n", encoding="utf-8")
+    return path
+
+
 def test_unknown_modality_lists_the_choices(cli_runner, image_folder):
     result = invoke(cli_runner, ["train", "--modality", "video", "--data", image_folder])
     assert result.exit_code == 1, describe_result(result)
@@ -549,12 +565,41 @@ def test_unknown_modality_lists_the_choices(cli_runner, image_folder):
         (lambda d: ["--modality", "image", "--data", d, "--epochs", "0"], ["--epochs must be a positive integer"]),
         (lambda d: ["--modality", "text", "--data", d, "--filters", "4,8"], ["Text models take one `filters` value"]),
         (lambda d: ["--modality", "image", "--data", d, "--config", d / "absent.toml"], ["Config file not found"]),
+        (lambda d: ["--modality", "image", "--data", d, "--seed", "-1"], ["--seed must be an integer from 0 to 2**32 - 1"]),
+        (lambda d: ["--modality", "image", "--data", d, "--seed", "99999999999999999999"], ["--seed must be an integer"]),
+        (lambda d: ["--modality", "text", "--data", d, "--window-sizes", "3,3"], ["`window_sizes` must be distinct"]),
+        (lambda d: ["--modality", "text", "--data", d, "--kernel-size", "99"], ["--kernel-size does not apply to text models"]),
+        (lambda d: ["--modality", "text", "--data", d, "--batch-norm"], ["--batch-norm does not apply to text models"]),
+        (lambda d: ["--modality", "image", "--data", d, "--level", "word"], ["--level does not apply to image inputs"]),
+        (lambda d: ["--modality", "audio", "--data", d, "--window-sizes", "3"], ["--window-sizes does not apply to audio models"]),
+        (lambda d: ["--data", d, "--config", toml(d, "modality = 5")], ["run.toml: modality must be a string, got 5"]),
+        (lambda d: ["--data", d, "--config", toml(d, 'modality = "image"\nmodel = 3')], ["run.toml: model must be a table"]),
+        (lambda d: ["--data", d, "--config", toml(d, 'modality = "image"\n[train]\nseed = 1.5')],
+         ["run.toml: [train] seed must be an integer, got 1.5"]),
     ],
 )
 def test_bad_options_fail_with_one_line(cli_runner, tmp_path, make_args, fragments):
     result = invoke(cli_runner, ["train", *make_args(tmp_path), "--out", tmp_path / "run"])
     assert_one_line_error(result, *fragments)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "options, fragment",
+    [
+        (["--image-size", "8,8", "--filters", "4,4,4,4,4"],
+         "after 3 blocks the 8x8 input is 1x1: a 2x2 pooling window does not fit"),
+        (["--image-size", "8,8", "--pool-size", "16"], "the 8x8 input is smaller than a 16x16 pooling window"),
+        (["--image-size", "1,1"], "the 1x1 input is smaller than a 2x2 pooling window"),
+    ],
+)
+def test_pooling_windows_larger_than_the_feature_maps_fail_with_one_line(
+    cli_runner, image_folder, tmp_path, options, fragment
+):
+    result = invoke(cli_runner, ["train", "--modality", "image", "--data", image_folder, "--out", tmp_path / "run",
+                                 "--epochs", "1", "--no-cache", *options])
+    assert_one_line_error(result, fragment)
+    assert not (tmp_path / "run" / "model.keras").exists()
 
 
 def test_text_positions_shorter_than_a_window_fail_with_one_line(cli_runner, text_folder, tmp_path):

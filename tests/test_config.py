@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -53,7 +54,7 @@ def test_defaults_come_from_the_modality_table():
 def test_toml_overrides_defaults(toml_file):
     config = resolve_config(None, config_file=toml_file)
     assert config.modality is Modality.image
-    assert config.data == "from/toml"
+    assert config.data == str(toml_file.parent / "from" / "toml")
     assert config.preprocess == {"image_size": [16, 16], "color_mode": "rgb"}
     assert config.model.filters == (8, 16) and config.model.dense == (32,) and config.model.dropout == 0.1
     assert config.model.kernel_size == MODALITIES[Modality.image].model_defaults.kernel_size
@@ -121,10 +122,110 @@ def test_unknown_toml_tables_are_rejected(toml_file):
         resolve_config(None, config_file=toml_file)
 
 
-def test_wrongly_typed_toml_values_are_a_clear_error(toml_file):
-    toml_file.write_text(TOML.replace("seed = 7", 'seed = 7\nlearning_rate = "fast"'), encoding="utf-8")
-    with pytest.raises(ConvpipeError, match="learning-rate"):
+@pytest.mark.parametrize(
+    "old, new, message",
+    [
+        ("seed = 7", 'seed = 7\nlearning_rate = "fast"', r'\[train\] learning_rate must be a number, got "fast"'),
+        ("seed = 7", "seed = 1.5", r"\[train\] seed must be an integer, got 1.5"),
+        ("seed = 7", "seed = true", r"\[train\] seed must be an integer, got true"),
+        ("epochs = 3", 'epochs = "two"', r"\[train\] epochs must be an integer, got \"two\""),
+        ("seed = 7", 'seed = 7\ncache = "yes"', r"\[train\] cache must be true or false, got \"yes\""),
+        ("seed = 7", 'seed = 7\ndeterministic = "no"', r"\[train\] deterministic must be true or false"),
+        ("seed = 7", "seed = 7\nstrict = 1", r"\[train\] strict must be true or false, got 1"),
+        ("seed = 7", "seed = 7\nglobal_batch_size = true", r"\[train\] global_batch_size must be an integer"),
+        ("dropout = 0.1", 'dropout = 0.1\nhead = 3', r"\[model\] head must be a string, got 3"),
+        ("filters = [8, 16]", 'filters = "sixteen"', r'\[model\] filters must be a list of integers, got "sixteen"'),
+        ("filters = [8, 16]", "filters = [8, true]", r"\[model\] filters must be a list of integers"),
+        ("dropout = 0.1", "dropout = false", r"\[model\] dropout must be a number, got false"),
+        ("dropout = 0.1", "dropout = 0.1\nbatch_norm = 1", r"\[model\] batch_norm must be true or false, got 1"),
+    ],
+)
+def test_wrongly_typed_toml_values_are_a_clear_error_naming_the_file_and_key(toml_file, old, new, message):
+    toml_file.write_text(TOML.replace(old, new), encoding="utf-8")
+    with pytest.raises(ConvpipeError, match=f"^{toml_file}: {message}"):
         resolve_config(None, config_file=toml_file)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("modality = 5", "modality must be a string, got 5"),
+        ('modality = "image"\ndata = 7', "data must be a string, got 7"),
+        ('modality = "image"\nmodel = 3', r"model must be a table \(\[model\]\), got 3"),
+        ('modality = "image"\ntrain = [1]', r"train must be a table \(\[train\]\), got \[1\]"),
+        ('modality = "image"\npreprocess = "x"', r"preprocess must be a table"),
+    ],
+)
+def test_wrongly_typed_top_level_toml_values_are_a_clear_error(tmp_path, text, message):
+    path = tmp_path / "run.toml"
+    path.write_text(text + "\n", encoding="utf-8")
+    with pytest.raises(ConvpipeError, match=f"^{path}: {message}"):
+        resolve_config(None, config_file=path)
+
+
+def test_one_toml_value_stands_for_a_list_of_one(toml_file):
+    toml_file.write_text(TOML.replace("filters = [8, 16]", "filters = 8"), encoding="utf-8")
+    assert resolve_config(None, config_file=toml_file).model.filters == (8,)
+
+
+def test_a_relative_toml_data_path_is_relative_to_the_file_and_a_flag_to_the_cwd(toml_file, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path.parent)
+    relative = toml_file.relative_to(tmp_path.parent)  # the file given by a relative path
+    assert resolve_config(None, config_file=relative).data == str(relative.parent / "from" / "toml")
+    assert resolve_config(None, config_file=relative, data="from/flag").data == "from/flag"
+    toml_file.write_text(TOML.replace('"from/toml"', f'"{tmp_path / "elsewhere"}"'), encoding="utf-8")
+    assert resolve_config(None, config_file=toml_file).data == str(tmp_path / "elsewhere")
+
+
+@pytest.mark.parametrize(
+    "modality, model, preprocess, message",
+    [
+        ("text", {"kernel_size": 99}, {}, "--kernel-size does not apply to text models (they use --window-sizes)"),
+        ("text", {"pool_size": 50}, {}, "--pool-size does not apply to text models"),
+        ("text", {"pool_stride": 2}, {}, "--pool-stride does not apply to text models"),
+        ("text", {"batch_norm": True}, {}, "--batch-norm does not apply to text models"),
+        ("text", {"batch_norm": False}, {}, "--batch-norm does not apply to text models"),
+        ("image", {"window_sizes": (3,)}, {}, "--window-sizes does not apply to image models (text models only)"),
+        ("audio", {"text_kernel": "full"}, {}, "--text-kernel does not apply to audio models"),
+        ("image", {"embedding_dim": 8}, {}, "--embedding-dim does not apply to image models"),
+        ("audio", {}, {"level": "word"}, "--level does not apply to audio inputs"),
+        ("image", {}, {"level": "word"}, "--level does not apply to image inputs"),
+        ("text", {}, {"num_mels": 16}, "--num-mels does not apply to text inputs"),
+    ],
+)
+def test_flags_for_knobs_the_modality_does_not_have_are_refused(modality, model, preprocess, message):
+    with pytest.raises(ConvpipeError, match=re.escape(message)):
+        resolve_config(modality, model=model, preprocess=preprocess)
+
+
+@pytest.mark.parametrize(
+    "modality, key, message",
+    [
+        ("text", "kernel_size = 5", "[model] kernel_size does not apply to text models (they use window_sizes)"),
+        ("image", "window_sizes = [3]", "[model] window_sizes does not apply to image models"),
+    ],
+)
+def test_toml_keys_for_knobs_the_modality_does_not_have_are_refused(toml_file, modality, key, message):
+    toml_file.write_text(TOML.replace('modality = "image"', f'modality = "{modality}"').replace(
+        "filters = [8, 16]", f"filters = [8]\n{key}"), encoding="utf-8")
+    with pytest.raises(ConvpipeError, match=re.escape(f"{toml_file}: {message}")):
+        resolve_config(None, config_file=toml_file)
+
+
+def test_defaults_and_unset_flags_of_other_modalities_are_fine():
+    flags = {"kernel_size": None, "window_sizes": None, "batch_norm": None, "embedding_dim": None}
+    for modality in Modality:
+        resolve_config(modality.value, model=flags, preprocess={"level": None, "num_mels": None})
+
+
+@pytest.mark.parametrize("modality", list(Modality))
+def test_config_json_records_only_the_knobs_the_model_has(modality):
+    config = resolve_config(modality.value)
+    recorded = config.to_dict()["model"]
+    unused = ModelSpec.unused_fields(text=modality is Modality.text)
+    assert unused and not set(unused) & set(recorded)
+    assert "filters" in recorded and "dropout" in recorded
+    assert RunConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
 
 
 @pytest.mark.parametrize(
@@ -135,6 +236,12 @@ def test_wrongly_typed_toml_values_are_a_clear_error(toml_file):
         ({"learning_rate": 0.0}, "--learning-rate must be positive"),
         ({"val_split": 1.0}, r"--val-split must be in \[0, 1\)"),
         ({"val_split": 0.5, "test_split": 0.45}, "must leave data to train on"),
+        ({"seed": -1}, r"--seed must be an integer from 0 to 2\*\*32 - 1, got -1"),
+        ({"seed": 2**32}, "--seed must be an integer from 0 to"),
+        ({"seed": 99999999999999999999}, "--seed must be an integer from 0 to"),
+        ({"seed": 1.5}, "--seed must be an integer from 0 to"),
+        ({"seed": True}, "--seed must be an integer from 0 to"),
+        ({"cache": "yes"}, "cache must be true or false"),
     ],
 )
 def test_bad_training_settings_are_rejected(train, message):
@@ -144,7 +251,12 @@ def test_bad_training_settings_are_rejected(train, message):
 
 @pytest.mark.parametrize(
     "modality, model, name",
-    [("image", {"filters": ()}, "filters"), ("text", {"filters": (4, 8)}, "filters"), ("image", {"dropout": 1.5}, "dropout")],
+    [
+        ("image", {"filters": ()}, "filters"),
+        ("text", {"filters": (4, 8)}, "filters"),
+        ("image", {"dropout": 1.5}, "dropout"),
+        ("text", {"window_sizes": (3, 3)}, "`window_sizes` must be distinct"),
+    ],
 )
 def test_bad_model_settings_are_rejected_naming_the_field(modality, model, name):
     with pytest.raises(ConvpipeError, match=name):

@@ -107,3 +107,9 @@ def test_text_is_read_one_token_per_position_so_permuting_positions_destroys_ord
                                                            dataset.subset(list(range(8, 12))))
     assert preprocessor.level == "char"  # short texts: the default level...
     assert list(preprocessor.ngram_sizes) == [] and x_train.ndim == x_test.ndim == 2  # ...without n-gram ids
+
+
+@pytest.mark.parametrize("seed", ["-1", "99999999999999999999"])
+def test_check_locality_refuses_a_seed_numpy_cannot_take(cli_runner, seed):
+    result = invoke(cli_runner, ["check-locality", "--modality", "text", "--quick", "--seed", seed])
+    assert_one_line_error(result, "--seed must be an integer from 0 to 2**32 - 1")

@@ -71,12 +71,41 @@ def test_default_conv_model_fits_a_parameter_budget():
         ({"pool_stride": True}, "pool_stride"),
         ({"dropout": 1.0}, "dropout"),
         ({"head": "average"}, "head"),
+        ({"filters": "sixteen"}, "filters"),
+        ({"batch_norm": "yes"}, "batch_norm"),
     ],
 )
 def test_invalid_spec_raises_value_error_naming_the_field(changes, name):
     spec = ModelSpec(**{**TINY.to_dict(), **changes})
     with pytest.raises(ValueError, match=f"`{name}`"):
         build_conv_model((8, 8, 1), 3, spec)
+
+
+def test_a_string_of_filters_is_named_whole_not_split_into_letters():
+    with pytest.raises(ValueError, match="Received: filters='sixteen'"):
+        ModelSpec(filters="sixteen").validate()
+
+
+@pytest.mark.parametrize(
+    "input_shape, changes, message",
+    [
+        # 8 -> 4 -> 2 -> 1: the fourth block's 2x2 window would pool a 1x1 map
+        ((8, 8, 1), {"filters": (4,) * 4}, "after 3 blocks the 8x8 input is 1x1: a 2x2 pooling window does not fit"),
+        ((8, 8, 1), {"filters": (4,) * 5}, "after 3 blocks the 8x8 input is 1x1"),
+        ((8, 8, 1), {"pool_size": 16}, "the 8x8 input is smaller than a 16x16 pooling window"),
+        ((1, 1, 1), {}, "the 1x1 input is smaller than a 2x2 pooling window"),
+        ((32, 4, 1), {"filters": (4, 4, 4)}, "after 2 blocks the 32x4 input is 8x1"),
+        ((9, 9, 1), {"filters": (4, 4), "pool_size": 3, "pool_stride": 1}, None),  # 9 -> 9 -> 9 fits
+        ((8, 8, 1), {"filters": (4, 4, 4)}, None),  # 8 -> 4 -> 2 -> 1: the last window fits exactly
+    ],
+)
+def test_pooling_windows_must_fit_the_feature_maps(input_shape, changes, message):
+    spec = ModelSpec(**{**TINY.to_dict(), **changes})
+    if message is None:
+        assert build_conv_model(input_shape, 3, spec).output_shape == (None, 3)
+        return
+    with pytest.raises(ValueError, match=message):
+        build_conv_model(input_shape, 3, spec)
 
 
 def test_invalid_shapes_and_class_counts_are_refused():
@@ -122,6 +151,7 @@ def test_text_model_shape_forward_pass_and_parameter_count(kernel, expected):
     [
         ({"filters": (4, 8)}, "filters"),
         ({"window_sizes": (0, 2)}, "window_sizes"),
+        ({"window_sizes": (3, 3)}, "window_sizes` must be distinct"),
         ({"text_kernel": "dense"}, "text_kernel"),
         ({"embedding_dim": 0}, "embedding_dim"),
     ],
