@@ -276,7 +276,7 @@ def read_manifest(path: Path, modality: Modality) -> tuple[Dataset, list]:
     if missing:
         raise ConvpipeError(
             f"{path} is missing column(s) {', '.join(missing)}; found: {', '.join(written) or '(none)'}. "
-            f"A {modality.value} manifest needs a header '{column},label'."
+            f"{'An' if modality.value[0] in 'aeiou' else 'A'} {modality.value} manifest needs a header '{column},label'."
         )
     inputs, labels, ids, ignored = [], [], [], []
     for row in reader:

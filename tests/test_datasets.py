@@ -209,19 +209,20 @@ def test_latin1_manifest_is_read(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "modality, header, missing",
+    "modality, header, missing, needs",
     [
-        (Modality.text, ["text", "category"], "label"),
-        (Modality.image, ["file", "label"], "path"),
+        (Modality.text, ["text", "category"], "label", "A text manifest needs a header 'text,label'"),
+        (Modality.image, ["file", "label"], "path", "An image manifest needs a header 'path,label'"),
+        (Modality.audio, ["file", "label"], "path", "An audio manifest needs a header 'path,label'"),
     ],
 )
-def test_manifest_missing_a_column_names_the_columns_found(tmp_path, modality, header, missing):
+def test_manifest_missing_a_column_names_the_columns_found(tmp_path, modality, header, missing, needs):
     manifest = write_csv(tmp_path / "m.csv", [header, ["x", "y"]])
     with pytest.raises(ConvpipeError) as caught:
         load_source(str(manifest), modality)
     message = str(caught.value)
     assert f"missing column(s) {missing}" in message
-    assert f"found: {', '.join(header)}" in message
+    assert f"found: {', '.join(header)}" in message and needs in message
 
 
 # ---- splitting -------------------------------------------------------------------------------
