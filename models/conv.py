@@ -58,15 +58,17 @@ def build_conv_model(
 
 
 def check_feature_maps(input_shape: Sequence[int], spec: ModelSpec) -> None:
-    """Raise ValueError when a block's pooling window is larger than the map it pools.
+    """Raise ValueError when a block's pooling window is larger than the map it pools, along
+    both sides.
 
-    "same" padding would let such a model build, but its windows would mostly read padding and
-    the later blocks a 1x1 map: it trains, at chance. Convolutions keep the size ("same");
-    each pooling makes a side `ceil(side / pool_stride)`.
+    "same" padding would let such a model build, but its windows would read mostly padding and
+    the later blocks a 1x1 map: it trains, at chance. A map only one side has shrunk to 1 still
+    pools along the other (few mel bands, many time steps), so that is allowed. Convolutions keep
+    the size ("same"); each pooling makes a side `ceil(side / pool_stride)`.
     """
     height, width = int(input_shape[0]), int(input_shape[1])
     for block in range(len(spec.filters)):
-        if spec.pool_size > min(height, width):
+        if spec.pool_size > max(height, width):
             window = f"{spec.pool_size}x{spec.pool_size} pooling window"
             problem = f"the {input_shape[0]}x{input_shape[1]} input is smaller than a {window}"
             if block:

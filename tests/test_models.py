@@ -94,7 +94,9 @@ def test_a_string_of_filters_is_named_whole_not_split_into_letters():
         ((8, 8, 1), {"filters": (4,) * 5}, "after 3 blocks the 8x8 input is 1x1"),
         ((8, 8, 1), {"pool_size": 16}, "the 8x8 input is smaller than a 16x16 pooling window"),
         ((1, 1, 1), {}, "the 1x1 input is smaller than a 2x2 pooling window"),
-        ((32, 4, 1), {"filters": (4, 4, 4)}, "after 2 blocks the 32x4 input is 8x1"),
+        ((32, 4, 1), {"filters": (4, 4, 4)}, None),  # 32x4 -> 16x2 -> 8x1: still pools along the 8
+        ((32, 4, 1), {"filters": (4,) * 6}, "after 5 blocks the 32x4 input is 1x1"),
+        ((4, 1, 1), {"pool_size": 3, "filters": (4,)}, None),  # one side shorter than the window
         ((9, 9, 1), {"filters": (4, 4), "pool_size": 3, "pool_stride": 1}, None),  # 9 -> 9 -> 9 fits
         ((8, 8, 1), {"filters": (4, 4, 4)}, None),  # 8 -> 4 -> 2 -> 1: the last window fits exactly
     ],
