@@ -141,19 +141,17 @@ def global_batch_size(batch_size: int, global_batch: int | None, replicas: int) 
     return global_batch
 
 
-def replica_batches(
-    inputs: int, global_batch: int, replicas: int, split: str = "training", no_empty: bool = False
-) -> tuple[int, int]:
-    """A batch size, and how many of the split's inputs to use, such that the first batch splits
-    evenly over the replicas, and with `no_empty` every replica gets inputs from every batch.
+def replica_batches(inputs: int, global_batch: int, replicas: int, split: str = "training") -> tuple[int, int]:
+    """A batch size, and how many of the split's inputs to use, such that every replica gets
+    inputs from every batch and the first batch splits evenly.
 
     Keras' `model.fit` under a replicated strategy averages the first batch over the replicas
     to build the model (`_maybe_symbolic_build`), which fails when the replicas got different
-    shapes. A last batch smaller than the replica count leaves a replica an empty batch: Conv2D
-    takes it, but TensorFlow's CPU Conv1D returns a wrongly shaped tensor (text models failed with
-    "Must provide as many biases as the last dimension"). With `no_empty` the size steps down by
-    the replica count until the last batch is empty or large enough; where no size does (e.g. 3
-    inputs on 2 replicas), the last `inputs % replicas` inputs are left out.
+    shapes. A last batch smaller than the replica count leaves a replica an empty batch, on
+    which TensorFlow's CPU kernels fail (Conv1D: "Must provide as many biases as the last
+    dimension"; Conv2D: "input depth must be evenly divisible by filter depth"). So the size
+    steps down by the replica count until the last batch is empty or large enough; where no
+    size does (e.g. 3 inputs on 2 replicas), the last `inputs % replicas` inputs are left out.
     """
     if replicas == 1:
         return global_batch, inputs
@@ -163,8 +161,6 @@ def replica_batches(
             f"use more data, a larger --val-split, or fewer replicas."
         )
     largest = min(global_batch, inputs - inputs % replicas)
-    if not no_empty:
-        return largest, inputs
     for size in range(largest, 0, -replicas):
         if not 0 < inputs % size < replicas:
             return size, inputs

@@ -167,13 +167,13 @@ def to_tf_dataset(
     return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def fit_replicas(split: tuple, global_batch: int, replicas: int, name: str, no_empty: bool) -> tuple[tuple, int]:
+def fit_replicas(split: tuple, global_batch: int, replicas: int, name: str) -> tuple[tuple, int]:
     """`(x, y)` and a batch size for `replicas` (`replica_batches`); inputs it leaves out are
     named in a warning."""
     from pipelines.distribution import replica_batches
 
     x, y = split
-    size, used = replica_batches(len(x), global_batch, replicas, name, no_empty)
+    size, used = replica_batches(len(x), global_batch, replicas, name)
     if name == "training" and len(x) >= global_batch and size != global_batch:
         logger.warning(
             "Training batches of %d inputs, not %d: with %d the last batch would leave a replica empty.",
@@ -234,12 +234,10 @@ def fit_model(
     )
     interrupted = False
     try:
-        # Only Conv1D fails on a replica's empty batch; other models keep the batches one device has.
-        no_empty = any(isinstance(layer, keras.layers.Conv1D) for layer in model.layers)
-        train, train_batch = fit_replicas(train, batch_size, compute.replicas, "training", no_empty)
+        train, train_batch = fit_replicas(train, batch_size, compute.replicas, "training")
         train_data = shard_by_data(to_tf_dataset(*train, train_batch, settings.seed, completed))
         if validation is not None:
-            validation, validation_batch = fit_replicas(validation, batch_size, compute.replicas, "validation", no_empty)
+            validation, validation_batch = fit_replicas(validation, batch_size, compute.replicas, "validation")
         validation_data = None if validation is None else shard_by_data(
             to_tf_dataset(*validation, validation_batch, None)
         )

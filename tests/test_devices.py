@@ -73,17 +73,11 @@ def test_global_batch_scales_with_replicas_unless_given():
     ],
 )
 def test_batches_split_over_replicas_without_an_empty_one(inputs, global_batch, replicas, expected):
-    size, used = replica_batches(inputs, global_batch, replicas, no_empty=True)
+    size, used = replica_batches(inputs, global_batch, replicas)
     assert (size, used) == expected
     assert size % replicas == 0 or replicas == 1
     last = used % size
     assert last == 0 or last >= replicas
-
-
-def test_without_conv1d_only_the_first_batch_must_split_evenly():
-    assert replica_batches(100, 16, 2) == (16, 100)
-    assert replica_batches(3, 16, 2) == (2, 3)  # 2 + 1: one replica's last batch is empty, which Conv2D takes
-    assert replica_batches(65, 32, 2) == (32, 65)
 
 
 def test_a_split_smaller_than_the_replicas_is_an_error():

@@ -23,10 +23,11 @@ from tests.conftest import describe_result, invoke, write_image_folder, write_te
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 240
-#: Dropout 0 and one batch per epoch (the global batch holds the whole training split): two
-#: replicas must then compute exactly what one device computes, up to float summation order.
+#: Dropout 0 and one batch per epoch (the global batch holds the whole training split of 24;
+#: 6 validation inputs split evenly too): two replicas must then compute exactly what one device
+#: computes, up to float summation order.
 EXACT = ["--modality", "image", "--epochs", "2", "--filters", "4", "--dense", "8", "--image-size", "8,8",
-         "--seed", "0", "--test-split", "0.25", "--dropout", "0", "--global-batch-size", "24"]
+         "--seed", "0", "--val-split", "0.2", "--test-split", "0.2", "--dropout", "0", "--global-batch-size", "24"]
 
 
 def environment(**extra: str) -> dict[str, str]:
@@ -98,7 +99,7 @@ def test_mirrored_on_two_cpu_replicas_matches_one_device(cli_runner, images, tmp
         evaluated = invoke(cli_runner, ["evaluate", run_dir, "--device", "cpu"])
         assert evaluated.exit_code == 0, describe_result(evaluated)
         reports.append(json.loads((run_dir / "report" / "report.json").read_text()))
-    assert reports[0]["n_samples"] == reports[1]["n_samples"] == 9
+    assert reports[0]["n_samples"] == reports[1]["n_samples"] == 6
     assert reports[0]["confusion_matrix"] == reports[1]["confusion_matrix"]
 
 
@@ -113,6 +114,18 @@ def test_mirrored_text_run_whose_last_batch_is_smaller_than_the_replicas(tmp_pat
     assert code == 0, stderr[-3000:]
     assert len(json.loads((run_dir / "split.json").read_text())["validation"]) % 2 == 1
     assert len(history(run_dir)["val_loss"]) == 1
+
+
+def test_mirrored_image_run_whose_last_training_batch_holds_one_input(images, tmp_path):
+    """21 training inputs in batches of 10 + 10 + 1 left a replica an empty batch, on which Conv2D
+    failed ("input depth must be evenly divisible by filter depth"); now 8 + 8 + 5."""
+    run_dir = tmp_path / "run"
+    process = start(["train", "--modality", "image", "--epochs", "2", "--filters", "4", "--dense", "8",
+                     "--image-size", "8,8", "--val-split", "0.15", "--test-split", "0.25", "--global-batch-size", "10",
+                     "--data", images, "--out", run_dir, "--strategy", "mirrored", "--cpu-replicas", "2"])
+    [(code, stdout, stderr)] = finish([process])
+    assert code == 0, stderr[-3000:]
+    assert len(history(run_dir)["val_loss"]) == 2
 
 
 def test_two_workers_train_one_run_written_by_the_chief(images, tmp_path):
