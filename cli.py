@@ -62,6 +62,12 @@ def one_line_errors(command):
         except KeyboardInterrupt:
             errors.print("[yellow]Interrupted.[/yellow]")
             raise typer.Exit(code=130) from None
+        except (FileExistsError, NotADirectoryError, IsADirectoryError) as error:
+            # e.g. --out naming a file: the user's paths, not a bug
+            needed = "a file" if isinstance(error, IsADirectoryError) else "a folder"
+            message = f"Cannot write {error.filename}: {error.strerror} ({needed} is needed there)."
+            errors.print(f"[red]Error:[/red] {escape(message)}", highlight=False)
+            raise typer.Exit(code=1) from None
         except Exception as error:
             if not out_of_memory(error):
                 raise

@@ -63,6 +63,16 @@ def write_history(path: Path, history: dict[str, list[float]]) -> None:
     atomic.write_text(path, buffer.getvalue())
 
 
+def check_folder_path(path: Path, flag: str) -> None:
+    """A one-line error when `path` cannot become a folder: it, or a folder above it, is a file."""
+    for part in (path, *path.parents):
+        if part.exists():
+            if not part.is_dir():
+                where = "is a file" if part == path else f"is under {part}, which is a file"
+                raise ConvpipeError(f"{flag} {path} {where}; choose a folder.")
+            return
+
+
 @dataclass
 class Run:
     """A run directory opened for reading; fails with one clear line if it is incomplete."""

@@ -20,7 +20,7 @@ from pipelines.defaults import build_preprocessor
 from pipelines.featurize import Skipped, check_skip_share, encode_to_shards, fit_cached, read_cached
 from pipelines.modality import Modality
 from pipelines.progress import ProgressReporter, stage
-from pipelines.run_dir import RUN_FORMAT, write_history
+from pipelines.run_dir import RUN_FORMAT, check_folder_path, write_history
 from pipelines.shards import ShardedArray
 from pipelines.workers import Workers
 from preprocess import ConvpipeError, Preprocessor, atomic
@@ -296,6 +296,7 @@ def train(
         config = TrainState(run_dir).load_request()
     else:
         run_dir = Path(out) if out is not None else default_run_dir(config.modality)
+        check_folder_path(run_dir, "--out")  # now, not after the inputs are read
         if config.data is not None:  # evaluate and --resume may run from another folder
             config = dataclasses.replace(config, data=str(Path(config.data).expanduser().resolve()))
     # First, before TensorFlow runs any op: devices are fixed when its runtime starts.

@@ -792,3 +792,23 @@ def test_other_exceptions_are_not_taken_for_out_of_memory():
 
     with pytest.raises(ValueError, match="a bug"):
         cli.one_line_errors(command)()
+
+
+@pytest.mark.parametrize("below", [False, True])
+def test_train_out_naming_a_file_fails_before_any_work(cli_runner, image_folder, tmp_path, below):
+    blocker = tmp_path / "afile"
+    blocker.write_text("not a folder")
+    out = blocker / "sub" if below else blocker
+    result = invoke(cli_runner, ["train", "--modality", "image", "--data", image_folder, "--out", out, "--epochs", "1"])
+    assert_one_line_error(result, f"--out {out}", "which is a file" if below else "is a file")
+    assert "Reading" not in result.stdout and "Epoch" not in result.stdout
+
+
+@pytest.mark.parametrize("command", [["evaluate", "{run}"], ["inspect", "{run}", "{input}"], ["compare", "{run}", "{run}2"]])
+def test_out_naming_a_file_is_one_line(cli_runner, image_run, tmp_path, command):
+    blocker = tmp_path / "afile"
+    blocker.write_text("not a folder")
+    shutil.copytree(image_run.run_dir, f"{image_run.run_dir}2", dirs_exist_ok=True)
+    first_input = next(Path(image_run.data).rglob("*.png"))
+    args = [part.format(run=image_run.run_dir, input=first_input) for part in command]
+    assert_one_line_error(invoke(cli_runner, [*args, "--out", blocker / "x"]), "Cannot write", str(blocker))
