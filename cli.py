@@ -92,7 +92,7 @@ def out_of_memory(error: BaseException) -> str | None:
         return None
     return (
         f"Out of memory ({detail}). Lower --batch-size, or the model's or inputs' size: "
-        f"--filters, --dense, --embedding-dim, --image-size, --positions."
+        f"--filters, --dense, --embedding-dim, --image-size, --positions, --duration."
     )
 
 

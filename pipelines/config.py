@@ -30,6 +30,7 @@ from models import ModelSpec
 from pipelines.devices import DEVICES, PRECISIONS, check_choice
 from pipelines.distribution import STRATEGIES
 from pipelines.modality import MODALITIES, Modality, parse_modality
+from pipelines.workers import MAX_WORKERS
 from preprocess import ConvpipeError
 
 if sys.version_info >= (3, 11):
@@ -128,8 +129,10 @@ class TrainSettings:
         for name in ("deterministic", "strict", "cache", "cache_verify"):
             if not isinstance(getattr(self, name), bool):
                 raise ConvpipeError(f"{name} must be true or false, got {getattr(self, name)!r}.")
-        if not isinstance(self.workers, int) or isinstance(self.workers, bool) or self.workers < 0:
-            raise ConvpipeError(f"--workers must be 0 (one per CPU core) or a positive integer, got {self.workers!r}.")
+        if not isinstance(self.workers, int) or isinstance(self.workers, bool) or not 0 <= self.workers <= MAX_WORKERS:
+            raise ConvpipeError(
+                f"--workers must be 0 (one per CPU core) or a positive integer up to {MAX_WORKERS}, got {self.workers!r}."
+            )
         if not 0.0 <= self.max_skipped <= 1.0:
             raise ConvpipeError(f"max_skipped must be in [0, 1], got {self.max_skipped!r}.")
         self.validate_compute()

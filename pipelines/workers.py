@@ -50,12 +50,18 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+#: More worker processes than this only add start-up cost; far more overflow the pool's C int.
+MAX_WORKERS = 1024
+
+
 def resolve_workers(workers: int | None) -> int:
     """`None` or 0 mean one worker per available CPU core."""
     if workers is None or workers == 0:
         return available_cores()
-    if workers < 0:
-        raise ConvpipeError(f"--workers must be 0 (one per CPU core) or a positive integer, got {workers}.")
+    if not 0 < workers <= MAX_WORKERS:  # the process pool takes a C int
+        raise ConvpipeError(
+            f"--workers must be 0 (one per CPU core) or a positive integer up to {MAX_WORKERS}, got {workers}."
+        )
     return workers
 
 

@@ -85,8 +85,9 @@ class AudioPreprocessor(Preprocessor):
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"`{name}` must be a positive int. Received: {name}={value!r}")
-        if not self.duration or self.duration <= 0:
-            raise ValueError(f"`duration` must be positive seconds. Received: duration={self.duration!r}")
+        if (not isinstance(self.duration, (int, float, np.number)) or isinstance(self.duration, bool)
+                or not 0 < self.duration < float("inf")):  # NaN fails the comparison too
+            raise ValueError(f"`duration` must be positive, finite seconds. Received: duration={self.duration!r}")
         if not self.log_floor or self.log_floor <= 0:
             raise ValueError(f"`log_floor` must be positive. Received: log_floor={self.log_floor!r}")
         if self.top_db is not None and (isinstance(self.top_db, bool) or not self.top_db > 0):

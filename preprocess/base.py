@@ -16,6 +16,7 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import zipfile
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -216,7 +217,7 @@ class Preprocessor:
             try:
                 with np.load(npz_path, allow_pickle=False) as npz:
                     arrays = {key: npz[key] for key in document["arrays"]}
-            except (OSError, KeyError, ValueError) as error:
+            except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as error:  # e.g. cut off
                 raise InputError(str(npz_path), f"missing or unreadable arrays ({error})") from None
         preprocessor._restore_state(document.get("fitted", {}), arrays)
         return preprocessor

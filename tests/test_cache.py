@@ -416,9 +416,12 @@ def test_shards_that_cannot_be_written_are_one_line_error(image_folder, tmp_path
         encode_to_shards(items.preprocessor, items, None, 1)
 
 
-def test_bad_worker_count_is_one_line_error(image_folder, cli_runner, tmp_path):
-    result = invoke(cli_runner, ["preprocess", "--modality", "image", "--data", image_folder, "--workers", "-2", "--out", tmp_path / "x.npz"])
-    assert_one_line_error(result, "--workers", "-2")
+@pytest.mark.parametrize("command", ["preprocess", "train"])
+@pytest.mark.parametrize("workers", ["-2", "99999999999"])  # the second overflowed the process pool's C int
+def test_bad_worker_count_is_one_line_error(image_folder, cli_runner, tmp_path, command, workers):
+    result = invoke(cli_runner, [command, "--modality", "image", "--data", image_folder, "--workers", workers,
+                                 "--out", tmp_path / ("x.npz" if command == "preprocess" else "run")])
+    assert_one_line_error(result, "--workers", workers, "up to 1024")
 
 
 def test_the_xdg_cache_folder_is_the_default(tmp_path, monkeypatch):

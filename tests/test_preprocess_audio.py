@@ -223,6 +223,15 @@ def test_loading_an_unfitted_save_stays_unfitted(tmp_path):
         AudioPreprocessor.load(tmp_path / "pre.json").transform_one((tone(440), SR))
 
 
+def test_a_cut_off_npz_is_an_input_error(tmp_path):
+    pre = small().fit([(tone(440), SR), (tone(880), SR)])
+    pre.save(tmp_path / "pre.json")
+    npz = tmp_path / "pre.npz"
+    npz.write_bytes(npz.read_bytes()[: npz.stat().st_size // 2])
+    with pytest.raises(InputError, match="missing or unreadable arrays"):
+        AudioPreprocessor.load(tmp_path / "pre.json")
+
+
 def test_load_refuses_another_preprocessor_class(tmp_path):
     small().save(tmp_path / "pre.json")
     from preprocess import TextPreprocessor
@@ -238,6 +247,8 @@ def test_load_refuses_another_preprocessor_class(tmp_path):
         ({"hop_length": -1}, "hop_length"),
         ({"sample_rate": 8000.5}, "sample_rate"),
         ({"duration": 0}, "duration"),
+        ({"duration": float("nan")}, "duration"),  # passed `<= 0`, then failed reading every file
+        ({"duration": float("inf")}, "duration"),
         ({"fmax": 9000.0}, "fmax"),
         ({"fmin": 500.0, "fmax": 400.0}, "fmin"),
         ({"normalization": "global"}, "normalization"),
