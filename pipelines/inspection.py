@@ -189,7 +189,8 @@ def inspect_grid(run: Run, x: np.ndarray, out: Path, channels: int) -> tuple[lis
     probes = [layer for block in blocks for layer in (block.relu, block.pool) if layer is not None]
     probe = keras.Model(model.input, [layer.output for layer in probes] + [model.output])
     results = probe(x[None], training=False)
-    outputs = {layer.name: np.asarray(value)[0] for layer, value in zip(probes, results[:-1])}
+    # float32: under mixed precision the layers give bfloat16, which matplotlib cannot plot
+    outputs = {layer.name: np.asarray(value, dtype=np.float32)[0] for layer, value in zip(probes, results[:-1])}
     probabilities = np.asarray(results[-1])[0]
     audio = run.config.modality is Modality.audio
 

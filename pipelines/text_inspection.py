@@ -101,7 +101,8 @@ def inspect_text(run: Run, source: Any, out: Path, channels: int) -> tuple[list[
     branches = text_branches(model)
     probes = [layer for b in branches for layer in (b.relu, *b.pools)]
     results = keras.Model(model.input, [layer.output for layer in probes] + [model.output])(ids[None], training=False)
-    outputs = {layer.name: np.asarray(value)[0] for layer, value in zip(probes, results[:-1])}
+    # float32: under mixed precision the layers give bfloat16, which matplotlib cannot plot
+    outputs = {layer.name: np.asarray(value, dtype=np.float32)[0] for layer, value in zip(probes, results[:-1])}
     probabilities = np.asarray(results[-1])[0]
 
     # Columns of the matrix: the distinct tokens present, in order of first appearance.

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -146,3 +148,19 @@ def test_inputs_with_the_same_file_name_get_their_own_folders(tmp_path):
     assert output_name(str(first)) == output_name(str(first.parent / ".." / "a" / "16.webp"))
     assert output_name(str(first)).startswith("16-")
     assert output_name("Return the loop.").startswith("text-")
+
+
+def test_inspect_a_mixed_precision_run(cli_runner, audio_folder, tmp_path):
+    """Under mixed precision the layers give bfloat16 on CPU, which matplotlib cannot plot."""
+    run_dir = tmp_path / "run"
+    trained = invoke(cli_runner, ["train", "--modality", "audio", "--data", audio_folder, "--out", run_dir,
+                                  "--epochs", "1", "--duration", "0.25", "--precision", "mixed"])
+    if trained.exit_code == 1 and "bfloat16" in trained.output:
+        pytest.skip("this CPU has no bfloat16 instructions, so --precision mixed is refused")
+    assert trained.exit_code == 0, describe_result(trained)
+    clip = next(Path(audio_folder).rglob("*.wav"))
+    # A fresh process, as a user runs it: in this one the failure did not show.
+    result = subprocess.run([sys.executable, "cli.py", "inspect", run_dir, clip, "--out", tmp_path / "inspect"],
+                            cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "inspect" / "index.html").exists()
