@@ -7,10 +7,12 @@ it, so `--help` is instant.
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import logging
 import os
 import sys
+import typing
 import warnings
 from pathlib import Path
 from typing import Annotated, Optional
@@ -229,16 +231,23 @@ def train(
     jit: Annotated[Optional[bool], typer.Option("--jit/--no-jit", help="XLA compilation (default: off on CPU, auto on GPU).")] = None,
     strategy: Annotated[Optional[str], typer.Option(help="none | mirrored (all local GPUs or --cpu-replicas) | multiworker (machines from TF_CONFIG).")] = None,
     cpu_replicas: Annotated[Optional[int], typer.Option(help="Split the CPU into this many devices for --strategy mirrored.")] = None,
-    resume: Annotated[Optional[Path], typer.Option(help="Continue this interrupted run with its own settings (other options are ignored).")] = None,
+    resume: Annotated[Optional[Path], typer.Option(help="Continue this interrupted run with the settings it started with (no other option but -v).")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every skipped input.")] = False,
 ):
     """Train a CNN and write a run directory. Without --data, uses the built-in demo data."""
+    options = dict(locals())  # first: the imports below add names
     from pipelines.config import resolve_config
     from pipelines.training import train as run_training
 
     setup_logging(verbose)
     progress = 2 if not sys.stdout.isatty() else "auto"
     if resume is not None:
+        # A resumed run must repeat the interrupted one, so it keeps every setting it started with.
+        given = given_flags(train, options, allowed={"resume", "verbose"})
+        if given:
+            raise ConvpipeError(
+                f"--resume continues {resume} with the settings it started with; drop {', '.join(given)}."
+            )
         console.print(f"Resuming {escape(str(resume))}")
         with ProgressBar() as bar:
             result = run_training(None, verbose=progress, resume=resume, progress=bar)
@@ -298,6 +307,26 @@ def train(
     with ProgressBar() as bar:
         result = run_training(resolved, out=out, verbose=progress, progress=bar)
     report_training(result)
+
+
+def given_flags(command, values: dict, allowed: set[str]) -> list[str]:
+    """The command-line flags of `command`'s options that `values` shows as given (not None, the
+    "not given" default of every option here), as typed: `--no-cache`, not `use_cache`."""
+    hints = typing.get_type_hints(inspect.unwrap(command), include_extras=True)
+    flags = []
+    for name, value in values.items():
+        if name in allowed or value is None:
+            continue
+        info = hints[name].__metadata__[0]
+        # In Annotated[...], typer.Option's first argument (a name like "--cache/--no-cache") is kept as its default.
+        names = [info.default] if isinstance(info.default, str) else []
+        declared = [d for d in [*names, *(info.param_decls or ())] if d.startswith("--")]
+        if declared and "/" in declared[0]:  # --on/--off: the one given
+            on, off = declared[0].split("/")
+            flags.append(on if value else off)
+        else:
+            flags.append(declared[0] if declared else f"--{name.replace('_', '-')}")
+    return flags
 
 
 def start_workers_early(workers, modality) -> None:

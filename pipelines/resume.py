@@ -23,6 +23,7 @@ import math
 import shutil
 from pathlib import Path
 
+import h5py
 import keras
 import numpy as np
 
@@ -32,6 +33,28 @@ from preprocess import ConvpipeError, atomic
 logger = logging.getLogger(__name__)
 
 STATE_DIR = "train_state"
+
+
+def _h5_damage(path: Path) -> str | None:
+    """Why the HDF5 file at `path` cannot be read in full, or None when it can."""
+
+    def read(name, item):
+        if isinstance(item, h5py.Dataset):
+            item[()]  # a file cut off can still open; its data then fails to read
+
+    try:
+        with h5py.File(path, "r") as handle:
+            handle.visititems(read)
+    except (OSError, ValueError, KeyError, RuntimeError) as error:
+        return str(error).splitlines()[0] if str(error) else type(error).__name__
+    return None
+
+
+def _damaged(path: Path, why: str) -> ConvpipeError:
+    return ConvpipeError(
+        f"Cannot resume: {path} is damaged ({why}) and the run cannot go on without it; "
+        f"delete {path.parent.parent} to train from the start."
+    )
 
 
 def _number(text: str) -> float:
@@ -129,20 +152,32 @@ class TrainState:
         """Epochs in the backup, after repairing a half-written one; 0 when there is none."""
         metadata = self.backup / "training_metadata.json"
         previous = Path(f"{metadata}.bkp")
-        if not metadata.exists():
-            return 0
-        try:
-            return int(json.loads(metadata.read_text())["epoch"])
-        except (OSError, ValueError, KeyError, TypeError):
-            pass
-        # The backup was cut off while being written: go back to the previous epoch's copy.
         weights = self.backup / "latest.weights.h5"
         previous_weights = Path(f"{weights}.bkp")
+        if not metadata.exists():
+            return 0
+        # Both halves are checked here: Keras would fall back to the previous copy on its own
+        # when the weights fail to load, silently, after the history and the random states were
+        # already cut to the epoch in the metadata, and the run would train one epoch too many.
+        try:
+            epoch = int(json.loads(metadata.read_text())["epoch"])
+            damage = None if weights.exists() else "missing"
+            damage = damage or _h5_damage(weights)
+            damaged = weights
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            epoch, damage, damaged = None, str(error) or type(error).__name__, metadata
+        if damage is None:
+            return epoch
+        # The backup was cut off while being written: go back to the previous epoch's copy.
         try:
             epoch = int(json.loads(previous.read_text())["epoch"])
+            if _h5_damage(previous_weights) is not None:
+                raise OSError(f"{previous_weights} is damaged too")
             shutil.copyfile(previous_weights, weights)
             shutil.copyfile(previous, metadata)
-            logger.warning("The last backup was half-written; resuming from epoch %d instead.", epoch)
+            logger.warning(
+                "The last backup was half-written (%s: %s); resuming from epoch %d instead.", damaged, damage, epoch
+            )
             return epoch
         except (OSError, ValueError, KeyError, TypeError):
             shutil.rmtree(self.backup, ignore_errors=True)
@@ -171,14 +206,27 @@ class TrainState:
         shutil.copyfile(previous, metadata)
         logger.warning("Rolled back to epoch %d, the last epoch every worker backed up.", epoch)
 
-    def history(self, epochs: int) -> dict[str, list[float]]:
+    def history(self, epochs: int, *, backed_up: bool = False) -> dict[str, list[float]]:
         """Per-epoch logs of the first `epochs` epochs; rows beyond them (written after the last
-        backup, before the kill) are dropped from the file too."""
+        backup, before the kill) are dropped from the file too. With `backed_up`, the backup holds
+        `epochs` epochs, so each of them must have its row."""
         if not self.history_csv.exists():
+            if backed_up and epochs:
+                raise _damaged(self.history_csv, "missing")
             return {}
-        with open(self.history_csv, newline="") as handle:
-            rows = [row for row in csv.DictReader(handle) if row.get("epoch", "").isdigit()]
+        try:
+            with open(self.history_csv, newline="") as handle:
+                rows = [row for row in csv.DictReader(handle) if (row.get("epoch") or "").isdigit()]
+        except (OSError, UnicodeDecodeError, csv.Error) as error:
+            raise _damaged(self.history_csv, str(error)) from None
         rows = [row for row in rows if int(row["epoch"]) < epochs]
+        # The rows of backed-up epochs were written before their backup: one cut off or missing
+        # means the file itself was damaged, and those epochs' logs cannot be rebuilt.
+        numbers = [int(row["epoch"]) for row in rows]
+        if numbers != list(range(epochs if backed_up else len(rows))) or any(
+            None in row or None in row.values() for row in rows
+        ):
+            raise _damaged(self.history_csv, f"it lacks complete rows for the {epochs} backed-up epoch(s)")
         keys = [key for key in (rows[0] if rows else {}) if key != "epoch"]
         lines = [",".join(["epoch", *keys])] + [",".join(row[k] for k in ["epoch", *keys]) for row in rows]
         atomic.write_text(self.history_csv, "\n".join(lines) + "\n" if rows else "")
@@ -190,17 +238,25 @@ class TrainState:
         """Best value, epoch, patience count and best weights of the interrupted run."""
         if not history.get(monitor) or not self.best_json.exists() or not self.best_weights.exists():
             return None
-        best = json.loads(self.best_json.read_text())
+        try:
+            best = json.loads(self.best_json.read_text())
+            best_epoch, value = int(best["epoch"]), float(best["value"])
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise _damaged(self.best_json, str(error) or type(error).__name__) from None
         completed = len(history[monitor])
-        if best["epoch"] >= completed:  # saved after the last backup: that epoch runs again
+        if best_epoch >= completed:  # saved after the last backup: that epoch runs again
             return None
+        # Written atomically, so only a damaged disk cuts it off; no other copy holds that epoch.
+        damage = _h5_damage(self.best_weights)
+        if damage is not None:
+            raise _damaged(self.best_weights, damage)
         if model.optimizer is not None and not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
         current = model.get_weights()
         model.load_weights(self.best_weights)
         weights = model.get_weights()
         model.set_weights(current)
-        return {"best": best["value"], "best_epoch": best["epoch"], "wait": completed - 1 - best["epoch"], "weights": weights}
+        return {"best": value, "best_epoch": best_epoch, "wait": completed - 1 - best_epoch, "weights": weights}
 
     def random_states(self) -> dict[str, list]:
         try:

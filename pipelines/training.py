@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -222,7 +223,7 @@ def fit_model(
         if agreed < completed:
             state.roll_back_to(agreed)
             completed = agreed
-    earlier = state.history(completed)
+    earlier = state.history(completed, backed_up=True)
     if completed:
         logger.warning("Resuming after epoch %d of %d.", completed, settings.epochs)
         state.restore_random_state(model, completed)
@@ -270,6 +271,14 @@ def fit_model(
     return history, interrupted
 
 
+def stopped_with_ctrl_c(run_dir: Path) -> bool:
+    """Whether the complete run in `run_dir` was ended by Ctrl-C (config.json says so)."""
+    try:
+        return json.loads((run_dir / "config.json").read_text(encoding="utf-8")).get("interrupted") is True
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def train(
     config: RunConfig | None,
     out: Path | None = None,
@@ -292,6 +301,11 @@ def train(
     if resume is not None:
         run_dir = Path(resume)
         if (run_dir / "model.keras").exists():
+            if stopped_with_ctrl_c(run_dir):
+                raise ConvpipeError(
+                    f"{run_dir} was stopped with Ctrl-C and finished with its best epoch, so it cannot be "
+                    "resumed; train again with a new --out (with more --epochs if it stopped too early)."
+                )
             raise ConvpipeError(f"{run_dir} is already complete; nothing to resume.")
         config = TrainState(run_dir).load_request()
     else:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import describe_result, invoke, write_image_folder
+from tests.conftest import assert_one_line_error, describe_result, invoke, write_image_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 EPOCHS = 5
@@ -69,11 +69,21 @@ def killed(killed_run, tmp_path) -> Path:
     return copy
 
 
+@pytest.fixture(scope="module")
+def uninterrupted(data, tmp_path_factory) -> Path:
+    from typer.testing import CliRunner
+
+    out = tmp_path_factory.mktemp("uninterrupted") / "run"
+    result = invoke(CliRunner(), ["train", "--modality", "image", "--data", data, "--out", out, *OPTIONS])
+    assert result.exit_code == 0, describe_result(result)
+    return out
+
+
 def epochs_in(run_dir: Path) -> int:
     return len((run_dir / "history.csv").read_text().strip().splitlines()) - 1
 
 
-def test_resume_after_sigkill_repeats_the_uninterrupted_run(cli_runner, data, killed, tmp_path):
+def test_resume_after_sigkill_repeats_the_uninterrupted_run(cli_runner, killed, uninterrupted):
     out = killed
     assert not (out / "model.keras").exists() and not (out / "config.json").exists()
     metadata = json.loads((out / "train_state" / "backup" / "training_metadata.json").read_text())
@@ -86,9 +96,6 @@ def test_resume_after_sigkill_repeats_the_uninterrupted_run(cli_runner, data, ki
     assert document["epochs_run"] == EPOCHS
     assert not (out / "train_state").exists()
 
-    uninterrupted = tmp_path / "uninterrupted"
-    result = invoke(cli_runner, ["train", "--modality", "image", "--data", data, "--out", uninterrupted, *OPTIONS])
-    assert result.exit_code == 0, describe_result(result)
     assert epochs_in(uninterrupted) == epochs_in(out)
     # The same batches and dropout masks after the resume: the same losses, epoch by epoch (the
     # default image model has dropout, and --seed turns on op determinism).
@@ -103,6 +110,64 @@ def test_a_half_written_backup_is_reported_and_the_previous_epoch_used(cli_runne
     assert "half-written" in caplog.text and "resuming from epoch 1" in caplog.text
     assert epochs_in(out) == EPOCHS
     assert "No random-number state" not in caplog.text  # the state after epoch 1 was kept too
+
+
+def test_half_written_backup_weights_are_reported_and_the_previous_epoch_used(cli_runner, killed, uninterrupted, caplog):
+    # Killed while Keras wrote latest.weights.h5: its metadata still names epoch 2. Keras alone
+    # would fall back to epoch 1's copy silently, after the history was cut to 2 epochs: the
+    # resumed run trained one epoch too many.
+    weights = killed / "train_state" / "backup" / "latest.weights.h5"
+    os.truncate(weights, weights.stat().st_size // 2)
+    result = invoke(cli_runner, ["train", "--resume", killed])
+    assert result.exit_code == 0, describe_result(result)
+    assert "half-written" in caplog.text and "latest.weights.h5" in caplog.text
+    assert "resuming from epoch 1" in caplog.text and "Resuming after epoch 1 of 5" in caplog.text
+    assert epochs_in(killed) == EPOCHS
+    assert json.loads((killed / "config.json").read_text())["epochs_run"] == EPOCHS
+    # The previous copy holds every state of epoch 1, so the run still repeats the uninterrupted one.
+    assert (killed / "history.csv").read_text() == (uninterrupted / "history.csv").read_text()
+
+
+@pytest.mark.parametrize(
+    "damaged, size", [("best.weights.h5", 1000), ("history.csv", 60), ("best.json", 5)]
+)
+def test_damage_no_copy_covers_is_one_line_naming_the_file(cli_runner, killed, damaged, size):
+    # Written before the backup (the best weights atomically), so a kill cannot cut these off for
+    # a backed-up epoch: only a damaged disk does, and no other copy holds those epochs.
+    os.truncate(killed / "train_state" / damaged, size)
+    line = assert_one_line_error(invoke(cli_runner, ["train", "--resume", killed]), damaged)
+    assert f"delete {killed} to train from the start" in line
+    assert (killed / "train_state").is_dir()
+
+
+def test_resume_refuses_every_other_option(cli_runner, killed):
+    args = ["--epochs", "20", "--modality", "image", "--out", "elsewhere", "--seed", "5", "--batch-size", "8", "--no-cache"]
+    line = assert_one_line_error(invoke(cli_runner, ["train", "--resume", killed, *args]))
+    assert line.endswith(
+        "with the settings it started with; drop --modality, --out, --epochs, --batch-size, --seed, --no-cache."
+    )
+    assert not (killed / "config.json").exists()  # nothing trained
+    result = invoke(cli_runner, ["train", "--resume", killed, "-v"])  # -v changes only the log
+    assert result.exit_code == 0, describe_result(result)
+
+
+def test_a_run_stopped_with_ctrl_c_is_finished_and_says_so(cli_runner, data, tmp_path, monkeypatch):
+    import keras
+
+    import pipelines.training
+
+    class InterruptAfterFirstEpoch(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipelines.training, "extra_callbacks", lambda: [InterruptAfterFirstEpoch()])
+    out = tmp_path / "run"
+    result = invoke(cli_runner, ["train", "--modality", "image", "--data", data, "--out", out, *OPTIONS])
+    assert result.exit_code == 130, describe_result(result)
+    assert json.loads((out / "config.json").read_text())["interrupted"] is True
+    assert_one_line_error(
+        invoke(cli_runner, ["train", "--resume", out]), "stopped with Ctrl-C", "finished with its best epoch", "--epochs"
+    )
 
 
 @pytest.mark.parametrize("saved", [None, '{"2": [[1, 2, 3]]}', '{"2": '])
