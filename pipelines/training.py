@@ -6,6 +6,7 @@ import dataclasses
 import json
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -391,7 +392,11 @@ def train(
         model=config.model,
         train=settings,
     )
-    class_counts = {name: splits[name].class_counts() for name in ("train", "validation", "test")}
+    # Inputs trained and validated on, skipped ones left out; the test split is read (and its
+    # skips counted) by evaluate, whose report also counts what it scored.
+    used = {"train": train_labels, "validation": [val_labels[i] for i in val_known]}
+    class_counts = {name: dict(sorted(Counter(labels).items())) for name, labels in used.items()}
+    class_counts["test"] = splits["test"].class_counts()
     document = {
         "run_format": RUN_FORMAT,
         "config": resolved.to_dict(),

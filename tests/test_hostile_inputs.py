@@ -18,6 +18,7 @@ import logging
 import os
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -525,6 +526,13 @@ def test_unreadable_inputs_are_skipped_with_their_reasons_in_skipped_json(hostil
     assert set(reasons) == set(expected) - held_out
     for name, reason in reasons.items():
         assert reason.startswith(expected[name]), (name, reason)
+    # The recorded class counts are of the inputs used, not of the split before skipping.
+    counts = json.loads((run_dir / "config.json").read_text())["class_counts"]
+    for name in ("train", "validation"):
+        listed = Counter(entry.split("/")[0] for entry in split[name])
+        lost = Counter(entry.split("/")[0] for entry in reasons if entry in split[name])
+        assert counts[name] == {label: listed[label] - lost[label] for label in sorted(listed)}, name
+    assert any(entry in split["train"] or entry in split["validation"] for entry in reasons)  # some were lost
 
 
 def test_hidden_files_are_not_read_and_unsupported_files_are_listed_as_ignored(hostile_run):
