@@ -19,6 +19,7 @@ import csv
 import io
 import json
 import math
+import zipfile
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -164,7 +165,10 @@ class Run:
                     f"Refused to load {path}: it contains arbitrary Python code (e.g. a Lambda "
                     "layer), which convpipe never runs from a file."
                 ) from None
-            raise ConvpipeError(f"Cannot load {path}: {text.splitlines()[0]}") from None
+            if zipfile.is_zipfile(path):
+                raise ConvpipeError(f"Cannot load {path}: {text.splitlines()[0]}") from None
+            # Keras says "File not found" for a file that is there but cut off or not a .keras zip
+            raise ConvpipeError(f"Cannot load {path}: not a complete .keras file (damaged or cut off).") from None
         except (OSError, KeyError) as error:
             raise ConvpipeError(f"Cannot load {path}: {error}") from None
         n_outputs = model.output_shape[-1]

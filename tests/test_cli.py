@@ -652,6 +652,16 @@ def test_incomplete_run_directory(cli_runner, image_run, tmp_path, missing):
     assert_one_line_error(invoke(cli_runner, ["predict", run_dir, path]), f"missing {missing}")
 
 
+def test_a_cut_off_model_file_is_called_damaged_not_missing(cli_runner, image_run, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(image_run.run_dir, run_dir)
+    model = run_dir / "model.keras"
+    model.write_bytes(model.read_bytes()[: model.stat().st_size // 2])
+    result = invoke(cli_runner, ["evaluate", run_dir])
+    assert_one_line_error(result, f"Cannot load {model}: not a complete .keras file")
+    assert "not found" not in result.output
+
+
 def test_run_directory_not_found(cli_runner, tmp_path):
     assert_one_line_error(invoke(cli_runner, ["evaluate", tmp_path / "nope"]), "Run directory not found")
 
