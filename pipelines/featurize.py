@@ -97,8 +97,8 @@ def check_skip_share(skipped: Skipped, max_share: float) -> None:
     if skipped.total and len(skipped.entries) / skipped.total > max_share:
         raise ConvpipeError(
             f"Too many unreadable inputs: {skipped.summary()} (more than {max_share:.0%}). "
-            f"Fix the data, or see skipped.json; first: {skipped.entries[0]['input']}: "
-            f"{skipped.entries[0]['reason']}."
+            f"Fix the data (-v lists every skipped input; nothing was written); first: "
+            f"{skipped.entries[0]['input']}: {skipped.entries[0]['reason']}."
         )
 
 

@@ -208,7 +208,8 @@ def test_too_many_unreadable_inputs_stop_training(cli_runner, tmp_path):
         for i in range(2):
             (data / label / f"{label}_bad{i}.png").write_bytes(b"")
     result = invoke(cli_runner, ["train", "--modality", "image", "--data", data, "--out", tmp_path / "run", *TINY_IMAGE])
-    assert_one_line_error(result, "Too many unreadable inputs", "empty file")
+    assert_one_line_error(result, "Too many unreadable inputs", "empty file", "-v lists every skipped input")
+    assert not (tmp_path / "run" / "skipped.json").exists()  # so the message must not point at it
 
 
 def test_train_refuses_to_overwrite_a_run(cli_runner, image_run):
