@@ -276,6 +276,9 @@ def result_of(is_array: bool, document: dict, item: Any = None) -> ReadResult:
 
 def cache_info(root: Path) -> dict[str, Any]:
     """Entries, shard sets, fits and bytes in a cache folder."""
+    if root.exists() and not root.is_dir():
+        raise ConvpipeError(f"--cache-dir {root} is a file, not a cache folder.")
+
     def files(folder: str):
         base = root / folder
         return [path for path in base.rglob("*") if path.is_file()] if base.is_dir() else []

@@ -482,3 +482,11 @@ def test_shards_that_cannot_fit_on_the_disk_are_refused_before_writing(monkeypat
     with pytest.raises(ConvpipeError, match=r"need 5.0 GB \(50 x \(5000, 5000, 1\) float32\).*1.0 GB free.*--image-size"):
         check_free_space(folder, 50, (5000, 5000, 1), "float32")
     assert not folder.exists()
+
+
+@pytest.mark.parametrize("action", ["info", "clear"])
+def test_cache_commands_on_a_file_are_one_line_errors(cli_runner, tmp_path, action):
+    path = tmp_path / "afile"
+    path.write_text("not a cache")
+    assert_one_line_error(invoke(cli_runner, ["cache", action, "--cache-dir", path]), f"--cache-dir {path} is a file")
+    assert path.read_text() == "not a cache"
