@@ -43,7 +43,8 @@ logger = logging.getLogger(__name__)
 #: Bumped when the layout or the meaning of an entry changes; old entries are then never read.
 #: 2: entries moved from one .npy/.json file per input into entries.sqlite.
 #: 3: character-level text reads keep up to 2,048 characters (were 512).
-#: 4: text reads refuse whitespace-only files and files holding NUL bytes (were read as text).
+#: 4: text reads refuse whitespace-only files and files holding NUL bytes (were read as text);
+#:    an all-silent audio clip reads as the quietest level, not the loudest.
 CACHE_FORMAT = 4
 
 

@@ -35,7 +35,8 @@ class AudioPreprocessor(Preprocessor):
         log_floor: power floor before the log, so silence gives a finite value, never -inf.
         top_db: decibels kept below each clip's loudest cell; quieter cells are raised to that
             level. Measuring from the clip's own peak makes the output independent of recording
-            gain, and the limit stops padding and digital silence from dominating the scale.
+            gain, and the limit stops padding and digital silence from dominating the scale. A
+            clip of digital silence has no peak and reads as `-top_db` throughout.
             `None` keeps absolute levels (down to `log_floor`).
         normalization: `"per_band"` standardizes each band with the mean and standard
             deviation fitted on the training inputs; `"none"` keeps decibels.
@@ -130,9 +131,15 @@ class AudioPreprocessor(Preprocessor):
             fmax=self.fmax,
             power=2.0,
         )
+        floor = 10.0 * np.log10(self.log_floor)
         decibels = 10.0 * np.log10(np.maximum(power, self.log_floor))
         if self.top_db is not None:
-            decibels = np.maximum(decibels - decibels.max(), -float(self.top_db))
+            if decibels.max() <= floor:
+                # Digital silence has no peak to measure from: measured from itself it would
+                # read as a clip at full level everywhere. It is as quiet as the scale goes.
+                decibels = np.full_like(decibels, -float(self.top_db))
+            else:
+                decibels = np.maximum(decibels - decibels.max(), -float(self.top_db))
         return decibels.T.astype(np.float32)
 
     def load_waveform(self, x: Any) -> np.ndarray:

@@ -67,9 +67,10 @@ def test_silence_gives_finite_values_at_the_floor():
     silent = (np.zeros(4000, dtype=np.float32), SR)
     absolute = small(top_db=None)
     np.testing.assert_allclose(absolute.read(silent), 10 * np.log10(absolute.log_floor))
-    relative = small()  # measured from the clip's own peak: flat, finite
-    np.testing.assert_allclose(relative.read(silent), 0.0)
-    out = relative.fit([silent]).transform_one(silent)
+    relative = small()  # no peak to measure from: the quietest level, not a flat full-level clip
+    np.testing.assert_allclose(relative.read(silent), -relative.top_db)
+    assert relative.read((tone(440), SR)).max() == 0.0  # a clip with sound keeps its own peak at 0 dB
+    out = relative.fit([silent, (tone(440), SR)]).transform_one(silent)
     assert np.all(np.isfinite(out))
 
 
