@@ -152,6 +152,25 @@ def cache_errors(folder: Path, action: str = "use the preprocessing cache"):
         ) from None
 
 
+TEMPORARY_PREFIX = "convpipe-shards-"
+
+
+def remove_orphaned_temporary_caches(folder: Path) -> None:
+    """Remove `--no-cache` folders left in `folder` by processes that no longer run (killed
+    before they could clean up)."""
+    for path in folder.glob(f"{TEMPORARY_PREFIX}*-*"):
+        pid = path.name[len(TEMPORARY_PREFIX):].split("-")[0]
+        if not pid.isdigit():
+            continue  # named before the process id was added: its owner cannot be told
+        try:
+            os.kill(int(pid), 0)
+            continue  # still running (or a process that reused the id: left for later)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+        except (PermissionError, OverflowError):  # another user's process, or not a process id
+            continue
+
+
 class PreprocessCache:
     """A cache folder: per-input `read` entries and encoded shards.
 
@@ -174,8 +193,12 @@ class PreprocessCache:
         if not enabled:
             import tempfile
 
-            # Removed by `cleanup`, or when the object is garbage collected (an error, Ctrl-C).
-            folder = tempfile.TemporaryDirectory(prefix="convpipe-shards-", ignore_cleanup_errors=True)
+            remove_orphaned_temporary_caches(Path(tempfile.gettempdir()))
+            # Removed by `cleanup`, or when the object is garbage collected (an error, Ctrl-C);
+            # the process id in the name lets a later run remove it after a SIGKILL.
+            folder = tempfile.TemporaryDirectory(
+                prefix=f"{TEMPORARY_PREFIX}{os.getpid()}-", ignore_cleanup_errors=True
+            )
             cache = cls(Path(folder.name), verify=verify, temporary=True)
             cache._folder = folder
             return cache

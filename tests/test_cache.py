@@ -490,3 +490,26 @@ def test_cache_commands_on_a_file_are_one_line_errors(cli_runner, tmp_path, acti
     path.write_text("not a cache")
     assert_one_line_error(invoke(cli_runner, ["cache", action, "--cache-dir", path]), f"--cache-dir {path} is a file")
     assert path.read_text() == "not a cache"
+
+
+def test_no_cache_folders_of_killed_processes_are_removed_by_the_next_run(tmp_path, monkeypatch):
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    from pipelines.cache import PreprocessCache
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    orphan = tmp_path / f"convpipe-shards-{finished.stdout.strip()}-abc"  # its process is gone (SIGKILL)
+    alive = tmp_path / f"convpipe-shards-{os.getpid()}-def"  # another cache of a running process
+    for folder in (orphan, alive):
+        (folder / "shards").mkdir(parents=True)
+    cache = PreprocessCache.open(None, enabled=False)
+    try:
+        assert not orphan.exists() and alive.exists()
+        assert cache.root.name.startswith(f"convpipe-shards-{os.getpid()}-") and cache.root.parent == tmp_path
+    finally:
+        cache.cleanup()
+    assert not cache.root.exists()
