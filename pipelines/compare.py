@@ -113,6 +113,12 @@ def load_report(run: Run, device: str = "auto") -> tuple[dict[str, Any], bool]:
         raise ConvpipeError(
             f"{path} is not a complete report (missing {', '.join(missing)}); run `convpipe evaluate {run.path}` again."
         )
+    for key in ("accuracy", "macro_f1"):  # json reads NaN; sorting by it would rank at random
+        value = report[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+            raise ConvpipeError(
+                f"{path} has {key} {value!r}, not a number from 0 to 1; run `convpipe evaluate {run.path}` again."
+            )
     return report, False
 
 

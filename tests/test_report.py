@@ -393,6 +393,9 @@ def test_compare_errors_are_one_line(cli_runner, image_run, tmp_path):
     (broken / "report").mkdir()
     (broken / "report" / "report.json").write_text('{"accuracy": 0.5}')
     assert_one_line_error(invoke(cli_runner, ["compare", good, broken]), "not a complete report", "macro_f1")
+    for value in (float("nan"), 1.5, "0.9"):  # json.dumps writes NaN, and json.loads reads it back
+        fake_report(broken, value, 0.5)
+        assert_one_line_error(invoke(cli_runner, ["compare", good, broken]), "has accuracy", "not a number from 0 to 1")
     no_test = copied_run(image_run.run_dir, tmp_path / "no-test")
     split = json.loads((no_test / "split.json").read_text())
     (no_test / "split.json").write_text(json.dumps({**split, "test": []}))
