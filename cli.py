@@ -7,12 +7,10 @@ it, so `--help` is instant.
 from __future__ import annotations
 
 import functools
-import inspect
 import json
 import logging
 import os
 import sys
-import typing
 import warnings
 from pathlib import Path
 from typing import Annotated, Optional
@@ -71,9 +69,10 @@ def one_line_errors(command):
             errors.print(f"[red]Error:[/red] {escape(message)}", highlight=False)
             raise typer.Exit(code=1) from None
         except Exception as error:
-            if not out_of_memory(error):
+            message = out_of_memory(error)
+            if message is None:
                 raise
-            errors.print(f"[red]Error:[/red] {escape(out_of_memory(error))}", highlight=False)
+            errors.print(f"[red]Error:[/red] {escape(message)}", highlight=False)
             raise typer.Exit(code=1) from None
 
     return wrapper
@@ -187,6 +186,7 @@ def cache_settings(workers, cache_dir, use_cache, cache_verify) -> dict:
 @app.command()
 @one_line_errors
 def train(
+    context: typer.Context,
     modality: ModalityOption = None,
     data: DataOption = None,
     out: Annotated[Optional[Path], typer.Option(help="Run directory to write (default runs/<modality>-<time>).")] = None,
@@ -235,7 +235,6 @@ def train(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every skipped input.")] = False,
 ):
     """Train a CNN and write a run directory. Without --data, uses the built-in demo data."""
-    options = dict(locals())  # first: the imports below add names
     from pipelines.config import resolve_config
     from pipelines.training import train as run_training
 
@@ -243,7 +242,7 @@ def train(
     progress = 2 if not sys.stdout.isatty() else "auto"
     if resume is not None:
         # A resumed run must repeat the interrupted one, so it keeps every setting it started with.
-        given = given_flags(train, options, allowed={"resume", "verbose"})
+        given = given_flags(context, allowed={"resume", "verbose"})
         if given:
             raise ConvpipeError(
                 f"--resume continues {resume} with the settings it started with; drop {', '.join(given)}."
@@ -309,23 +308,16 @@ def train(
     report_training(result)
 
 
-def given_flags(command, values: dict, allowed: set[str]) -> list[str]:
-    """The command-line flags of `command`'s options that `values` shows as given (not None, the
-    "not given" default of every option here), as typed: `--no-cache`, not `use_cache`."""
-    hints = typing.get_type_hints(inspect.unwrap(command), include_extras=True)
+def given_flags(context: typer.Context, allowed: set[str]) -> list[str]:
+    """The flags of the running command typed on the command line, as typed (`--no-cache`, not
+    `use_cache`), except the parameters named in `allowed`."""
     flags = []
-    for name, value in values.items():
-        if name in allowed or value is None:
+    for param in context.command.params:
+        source = context.get_parameter_source(param.name)
+        if param.name in allowed or source is None or source.name != "COMMANDLINE":
             continue
-        info = hints[name].__metadata__[0]
-        # In Annotated[...], typer.Option's first argument (a name like "--cache/--no-cache") is kept as its default.
-        names = [info.default] if isinstance(info.default, str) else []
-        declared = [d for d in [*names, *(info.param_decls or ())] if d.startswith("--")]
-        if declared and "/" in declared[0]:  # --on/--off: the one given
-            on, off = declared[0].split("/")
-            flags.append(on if value else off)
-        else:
-            flags.append(declared[0] if declared else f"--{name.replace('_', '-')}")
+        off = getattr(param, "secondary_opts", None)
+        flags.append(off[0] if off and context.params[param.name] is False else param.opts[0])
     return flags
 
 
