@@ -6,8 +6,8 @@ While a run trains, RUN/train_state/ holds:
     backup/               Keras BackupAndRestore: weights, optimizer and epoch after each epoch,
                           with the previous epoch's copy kept beside it (double checkpoint)
     history.csv           one row per completed epoch (Keras CSVLogger, appended)
-    best.weights.h5       weights of the best epoch so far, written atomically
-    best.json             that epoch and its monitored value
+    best.weights.h5       weights of the best epoch so far, with that epoch and its monitored
+                          value as attributes of the same file, written atomically
     random.json           the dropout layers' random-number states after each of the last two
                           epochs (Keras saves them with no weights file)
 
@@ -84,8 +84,15 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
             self.best_weights = self.resume_from["weights"]
 
 
+BEST_EPOCH, BEST_VALUE = "convpipe_best_epoch", "convpipe_best_value"
+
+
 class SaveBestWeights(keras.callbacks.Callback):
-    """After each epoch that improved on the best, write its weights atomically."""
+    """After each epoch that improved on the best, write its weights atomically.
+
+    The epoch and its value go into the same file as attributes: kept in a second file, a kill
+    between the two writes would pair one epoch's weights with another's number.
+    """
 
     def __init__(self, state: "TrainState", stopper: keras.callbacks.EarlyStopping):
         super().__init__()
@@ -95,7 +102,9 @@ class SaveBestWeights(keras.callbacks.Callback):
         if self.stopper.best_epoch == epoch and self.stopper.best is not None:
             with atomic.atomic_path(self.state.best_weights) as tmp:
                 self.model.save_weights(tmp)
-            atomic.write_json(self.state.best_json, {"epoch": epoch, "value": float(self.stopper.best)})
+                with h5py.File(tmp, "a") as handle:
+                    handle.attrs[BEST_EPOCH] = epoch
+                    handle.attrs[BEST_VALUE] = float(self.stopper.best)
 
 
 def _random_states(model) -> list:
@@ -130,7 +139,7 @@ class TrainState:
         self.backup = self.dir / "backup"
         self.history_csv = self.dir / "history.csv"
         self.best_weights = self.dir / "best.weights.h5"
-        self.best_json = self.dir / "best.json"
+        self.best_json = self.dir / "best.json"  # where earlier convpipe versions kept them
         self.random_json = self.dir / "random.json"
 
     def start(self, config: RunConfig) -> None:
@@ -236,20 +245,16 @@ class TrainState:
 
     def early_stopping_state(self, model, history: dict, monitor: str) -> dict | None:
         """Best value, epoch, patience count and best weights of the interrupted run."""
-        if not history.get(monitor) or not self.best_json.exists() or not self.best_weights.exists():
-            return None
-        try:
-            best = json.loads(self.best_json.read_text())
-            best_epoch, value = int(best["epoch"]), float(best["value"])
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            raise _damaged(self.best_json, str(error) or type(error).__name__) from None
-        completed = len(history[monitor])
-        if best_epoch >= completed:  # saved after the last backup: that epoch runs again
+        if not history.get(monitor) or not self.best_weights.exists():
             return None
         # Written atomically, so only a damaged disk cuts it off; no other copy holds that epoch.
         damage = _h5_damage(self.best_weights)
         if damage is not None:
             raise _damaged(self.best_weights, damage)
+        best_epoch, value = self._best_epoch_and_value()
+        completed = len(history[monitor])
+        if best_epoch >= completed:  # saved after the last backup: that epoch runs again
+            return None
         if model.optimizer is not None and not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
         current = model.get_weights()
@@ -257,6 +262,18 @@ class TrainState:
         weights = model.get_weights()
         model.set_weights(current)
         return {"best": value, "best_epoch": best_epoch, "wait": completed - 1 - best_epoch, "weights": weights}
+
+    def _best_epoch_and_value(self) -> tuple[int, float]:
+        with h5py.File(self.best_weights, "r") as handle:
+            attributes = dict(handle.attrs)
+        source, path = (attributes, self.best_weights) if BEST_EPOCH in attributes else (None, self.best_json)
+        try:
+            if source is None:
+                legacy = json.loads(self.best_json.read_text())
+                source = {BEST_EPOCH: legacy["epoch"], BEST_VALUE: legacy["value"]}
+            return int(source[BEST_EPOCH]), float(source[BEST_VALUE])
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise _damaged(path, str(error) or type(error).__name__) from None
 
     def random_states(self) -> dict[str, list]:
         try:

@@ -128,9 +128,50 @@ def test_half_written_backup_weights_are_reported_and_the_previous_epoch_used(cl
     assert (killed / "history.csv").read_text() == (uninterrupted / "history.csv").read_text()
 
 
-@pytest.mark.parametrize(
-    "damaged, size", [("best.weights.h5", 1000), ("history.csv", 60), ("best.json", 5)]
-)
+def best_attributes(path: Path, **changes) -> dict:
+    import h5py
+
+    with h5py.File(path, "a") as handle:
+        for key, value in changes.items():
+            if value is None:
+                del handle.attrs[key]
+            else:
+                handle.attrs[key] = value
+        return dict(handle.attrs)
+
+
+def test_best_weights_carry_their_epoch_and_a_later_unbacked_one_runs_again(cli_runner, killed, uninterrupted):
+    best = killed / "train_state" / "best.weights.h5"
+    attributes = best_attributes(best)
+    assert int(attributes["convpipe_best_epoch"]) in (0, 1) and float(attributes["convpipe_best_value"]) > 0
+    # Killed right after the third epoch's best weights were written, before its backup: those
+    # weights (here: made up) must not become the best of the two backed-up epochs.
+    import keras
+    import numpy as np
+
+    model = keras.saving.load_model(uninterrupted / "model.keras", safe_mode=True)
+    expected = model.get_weights()
+    model.set_weights([w * 0.5 for w in expected])
+    model.save_weights(best)
+    best_attributes(best, convpipe_best_epoch=2, convpipe_best_value=0.0)
+    result = invoke(cli_runner, ["train", "--resume", killed])
+    assert result.exit_code == 0, describe_result(result)
+    assert (killed / "history.csv").read_text() == (uninterrupted / "history.csv").read_text()
+    resumed = keras.saving.load_model(killed / "model.keras", safe_mode=True).get_weights()
+    assert all(np.array_equal(a, b) for a, b in zip(resumed, expected))
+
+
+def test_a_run_saved_by_an_earlier_version_resumes_from_best_json(cli_runner, killed, uninterrupted):
+    best = killed / "train_state" / "best.weights.h5"
+    attributes = best_attributes(best, convpipe_best_epoch=None, convpipe_best_value=None)
+    assert "convpipe_best_epoch" not in attributes
+    (killed / "train_state" / "best.json").write_text(json.dumps({"epoch": 1, "value": 1e9}))
+    result = invoke(cli_runner, ["train", "--resume", killed])
+    assert result.exit_code == 0, describe_result(result)
+    assert epochs_in(killed) == EPOCHS
+
+
+@pytest.mark.parametrize("damaged, size", [("best.weights.h5", 1000), ("history.csv", 60)])
 def test_damage_no_copy_covers_is_one_line_naming_the_file(cli_runner, killed, damaged, size):
     # Written before the backup (the best weights atomically), so a kill cannot cut these off for
     # a backed-up epoch: only a damaged disk does, and no other copy holds those epochs.
