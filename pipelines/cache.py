@@ -153,6 +153,37 @@ def cache_errors(folder: Path, action: str = "use the preprocessing cache"):
 
 
 TEMPORARY_PREFIX = "convpipe-shards-"
+#: Held shared by every command that uses a cache folder, exclusively by `cache clear`: clearing
+#: under a running training would delete the shards it reads each epoch.
+LOCK_FILE = "in-use.lock"
+
+
+def _lock(root: Path, exclusive: bool):
+    """The lock file of `root`, open and locked; None where locks are not available (Windows, a
+    read-only folder), since the lock is a guard against a mistake, not needed to work."""
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        handle = open(root / LOCK_FILE, "a+")  # a shared lock needs read access, an exclusive one write
+    except OSError:
+        return None
+    try:
+        # POSIX record locks (not flock): a process never conflicts with itself, so a library
+        # user may clear a cache that an object of the same process still holds.
+        fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB if exclusive else fcntl.LOCK_SH)
+    except OSError as error:
+        handle.close()
+        if exclusive:
+            raise ConvpipeError(
+                f"The cache {root} is in use by another running convpipe command; "
+                "clear it when that command has finished."
+            ) from None
+        logger.debug("No lock on %s: %s", root, error)
+        return None
+    return handle
 
 
 def remove_orphaned_temporary_caches(folder: Path) -> None:
@@ -186,6 +217,7 @@ class PreprocessCache:
         self.temporary = temporary
         self.stats = CacheStats()
         self.entries = EntryStore(self.root)
+        self._lock = None  # held while the cache is in use (`open`)
 
     @classmethod
     def open(cls, cache_dir: str | os.PathLike | None, enabled: bool = True, verify: bool = False) -> "PreprocessCache":
@@ -202,10 +234,15 @@ class PreprocessCache:
             cache = cls(Path(folder.name), verify=verify, temporary=True)
             cache._folder = folder
             return cache
-        return cls(Path(cache_dir).expanduser() if cache_dir else default_cache_dir(), verify=verify)
+        cache = cls(Path(cache_dir).expanduser() if cache_dir else default_cache_dir(), verify=verify)
+        cache._lock = _lock(cache.root, exclusive=False)
+        return cache
 
     def cleanup(self) -> None:
         self.entries.close()
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
         if self.temporary:
             self._folder.cleanup()
 
@@ -328,7 +365,14 @@ def cache_info(root: Path) -> dict[str, Any]:
 def clear_cache(root: Path) -> dict[str, Any]:
     """Remove convpipe's entries and shards from `root`; returns what was there."""
     info = cache_info(root)
-    EntryStore(root).remove()
-    for folder in ("entries", "shards", "fits"):  # entries/: the one-file-per-input layout before format 2
-        shutil.rmtree(root / folder, ignore_errors=True)
+    if not info["exists"]:
+        return info
+    lock = _lock(root, exclusive=True)
+    try:
+        EntryStore(root).remove()
+        for folder in ("entries", "shards", "fits"):  # entries/: the one-file-per-input layout before format 2
+            shutil.rmtree(root / folder, ignore_errors=True)
+    finally:
+        if lock is not None:
+            lock.close()
     return info

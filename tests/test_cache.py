@@ -513,3 +513,27 @@ def test_no_cache_folders_of_killed_processes_are_removed_by_the_next_run(tmp_pa
     finally:
         cache.cleanup()
     assert not cache.root.exists()
+
+
+def test_cache_clear_refuses_a_cache_a_running_command_uses(cli_runner, tmp_path):
+    import subprocess
+    import sys
+
+    cache_dir = tmp_path / "cache"
+    (cache_dir / "shards" / "abc").mkdir(parents=True)
+    (cache_dir / "shards" / "abc" / "00000.npy").write_bytes(b"x" * 10)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from pipelines.cache import PreprocessCache; "
+         f"cache = PreprocessCache.open({str(cache_dir)!r}); print('open', flush=True); sys.stdin.read()"],
+        cwd=Path(__file__).resolve().parents[1], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        line = assert_one_line_error(invoke(cli_runner, ["cache", "clear", "--cache-dir", cache_dir]), "in use")
+        assert str(cache_dir) in line
+        assert (cache_dir / "shards" / "abc" / "00000.npy").exists()
+    finally:
+        holder.communicate("", timeout=30)
+    result = invoke(cli_runner, ["cache", "clear", "--cache-dir", cache_dir])  # the holder has exited
+    assert result.exit_code == 0, describe_result(result)
+    assert not (cache_dir / "shards").exists()
