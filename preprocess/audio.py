@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import warnings
@@ -99,6 +100,19 @@ class AudioPreprocessor(Preprocessor):
             raise ValueError(
                 f"Need 0 <= fmin < fmax <= sample_rate / 2 = {nyquist:g}. "
                 f"Received: fmin={self.fmin!r}, fmax={self.fmax!r}"
+            )
+        if self.n_fft > self.num_samples:
+            raise ValueError(
+                f"`n_fft`={self.n_fft} is longer than a whole clip ({self.duration:g} s at {self.sample_rate} Hz "
+                f"is {self.num_samples} samples); lengthen `duration` or lower `n_fft`."
+            )
+        empty = _empty_mel_bands(self.sample_rate, self.n_fft, self.num_mels, self.fmin, fmax)
+        if empty:
+            most = _most_mel_bands(self.sample_rate, self.n_fft, self.num_mels, self.fmin, fmax)
+            raise ValueError(
+                f"`num_mels`={self.num_mels} is too many for n_fft={self.n_fft} at sample_rate={self.sample_rate} "
+                f"between {self.fmin:g} and {fmax:g} Hz: {empty} band(s) would hold no frequency bin and always "
+                f"read silence. Use at most {most} bands, or raise `n_fft`."
             )
         if self.normalization not in NORMALIZATIONS:
             raise ValueError(
@@ -251,6 +265,29 @@ class AudioPreprocessor(Preprocessor):
 
 
 _HEAD_BYTES = 1 << 16  # enough for any real WAV header
+
+
+@functools.lru_cache(maxsize=64)
+def _empty_mel_bands(sample_rate: int, n_fft: int, num_mels: int, fmin: float, fmax: float) -> int:
+    """How many mel bands hold no FFT bin: they would read silence for every input."""
+    import librosa
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # librosa's own "Empty filters detected" warning: counted here
+        weights = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=num_mels, fmin=fmin, fmax=fmax)
+    return int(np.sum(weights.max(axis=1) <= 0))
+
+
+def _most_mel_bands(sample_rate: int, n_fft: int, num_mels: int, fmin: float, fmax: float) -> int:
+    """The largest number of bands below `num_mels` with none empty (bands narrow as they grow)."""
+    low, high = 1, num_mels - 1
+    while low < high:
+        middle = (low + high + 1) // 2
+        if _empty_mel_bands(sample_rate, n_fft, middle, fmin, fmax):
+            high = middle - 1
+        else:
+            low = middle
+    return low
 
 
 def _read_head(path: Any) -> tuple[bytes, int]:

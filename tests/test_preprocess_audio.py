@@ -261,6 +261,24 @@ def test_bad_parameters_raise_value_error_naming_the_parameter(params, name):
         pre.fit([(tone(440), SR)])
 
 
+def test_mel_bands_that_would_hold_no_frequency_bin_are_refused_with_the_most_that_fit():
+    import librosa
+
+    with pytest.raises(ValueError, match=r"`num_mels`=1000 is too many .* 529 band\(s\) .*at most 191 bands") as caught:
+        small(num_mels=1000).fit([(tone(440), SR)])
+    assert "\n" not in str(caught.value)
+    # The bound is exact: 191 bands each hold a bin, 192 do not (librosa warns of empty filters).
+    assert librosa.filters.mel(sr=SR, n_fft=512, n_mels=191, fmin=20.0).max(axis=1).min() > 0
+    with pytest.warns(UserWarning, match="Empty filters"):
+        librosa.filters.mel(sr=SR, n_fft=512, n_mels=192, fmin=20.0)
+    small(num_mels=191).fit([(tone(440), SR)])
+
+
+def test_an_fft_window_longer_than_the_clip_is_refused():
+    with pytest.raises(ValueError, match=r"`n_fft`=512 is longer than a whole clip \(0.01 s at 16000 Hz is 160 samples\)"):
+        small(duration=0.01).fit([(tone(440), SR)])
+
+
 def test_a_wav_cut_short_is_reported_not_silently_shortened(tmp_path):
     whole = write_wav(tmp_path / "whole.wav", tone(440, duration=0.25), SR, subtype="PCM_16")
     data = whole.read_bytes()
