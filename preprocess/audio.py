@@ -223,6 +223,9 @@ class AudioPreprocessor(Preprocessor):
             except Exception:
                 pass
         reason = str(error).split("\n")[0].strip() or type(error).__name__
+        if "File does not exist" in reason and os.path.isfile(source):
+            # libsndfile's words for a file it can open but cannot make sense of (a cut-off mp3)
+            reason = "its audio data is damaged or in a format the installed decoders cannot read"
         raise InputError(source, f"not a readable audio file ({reason})")
 
     # ---- fit/encode: per-band standardization ------------------------------------------------

@@ -8,6 +8,7 @@ import warnings
 import librosa
 import numpy as np
 import pytest
+import soundfile
 
 from preprocess import AudioPreprocessor, InputError, NotFittedError, Preprocessor
 from tests.conftest import tone, write_wav
@@ -158,6 +159,17 @@ def test_not_an_audio_file_raises_input_error_naming_it(tmp_path):
     assert not shown, [str(w.message) for w in shown]  # librosa's fallback warnings stay inside
     assert str(caught.value).startswith(f"{path}: not a readable audio file")
     assert "\n" not in str(caught.value)
+
+
+@pytest.mark.skipif("MP3" not in soundfile.available_formats(), reason="this libsndfile has no MP3")
+def test_a_cut_off_mp3_is_called_damaged_not_missing(tmp_path):
+    whole = tmp_path / "whole.mp3"
+    soundfile.write(whole, tone(440, duration=1.0), SR, format="MP3")
+    cut = tmp_path / "cut.mp3"
+    cut.write_bytes(whole.read_bytes()[:100])
+    with pytest.raises(InputError, match=r"cut\.mp3: not a readable audio file \(its audio data is damaged") as caught:
+        small().read(cut)
+    assert "does not exist" not in str(caught.value)
 
 
 @pytest.mark.parametrize(
