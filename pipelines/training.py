@@ -20,6 +20,7 @@ from pipelines.config import RunConfig, TrainSettings
 from pipelines.datasets import Dataset, DataSource, load_source, split_dataset
 from pipelines.defaults import build_preprocessor
 from pipelines.featurize import Skipped, check_skip_share, encode_to_shards, fit_cached, read_cached
+from pipelines.memory import available_memory, check_training_memory
 from pipelines.modality import Modality
 from pipelines.progress import ProgressReporter, stage
 from pipelines.run_dir import RUN_FORMAT, check_folder_path, write_history
@@ -362,6 +363,8 @@ def train(
             model = build_model(config, preprocessor, len(classes))
     except ValueError as error:
         raise ConvpipeError(str(error)) from None
+    if compute.setup.kind == "cpu":  # an accelerator's own out-of-memory error is caught as it happens
+        check_training_memory(model, compute.global_batch_size, compute.policy, available_memory())
     has_val = len(x_val) > 0
     monitor = "val_loss" if has_val else "loss"
     if not continuing:
