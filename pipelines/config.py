@@ -266,15 +266,19 @@ def check_applies(
     """Refuse a knob, given as a flag or in the TOML file, that this modality's model or
     preprocessor does not have: silently ignored, it would be recorded as if it had been used."""
     text = modality is Modality.text
-    hint = " (they use --window-sizes)" if text else " (text models only)"
+
+    def hint(window_sizes: str) -> str:  # named as a TOML key or as a flag
+        return f" (they use {window_sizes})" if text else " (text models only)"
+
     for name in ModelSpec.unused_fields(text=text):
         if name in layer.get("model", {}):
             raise ConvpipeError(
-                f"{config_file}: [model] {name} does not apply to {modality.value} models"
-                + hint.replace("--window-sizes", "window_sizes") + "."
+                f"{config_file}: [model] {name} does not apply to {modality.value} models{hint('window_sizes')}."
             )
         if model.get(name) is not None:
-            raise ConvpipeError(f"--{name.replace('_', '-')} does not apply to {modality.value} models{hint}.")
+            raise ConvpipeError(
+                f"--{name.replace('_', '-')} does not apply to {modality.value} models{hint('--window-sizes')}."
+            )
     params = MODALITIES[modality].preprocessor().get_config()
     for name, value in preprocess.items():
         if value is not None and name not in params:
@@ -307,8 +311,9 @@ def resolve_config(
     chosen = modality or layer.get("modality")
     if chosen is None:
         raise ConvpipeError("No modality given: pass --modality image|audio|text.")
-    info = MODALITIES[parse_modality(chosen)]
-    check_applies(parse_modality(chosen), config_file, layer, model or {}, preprocess or {})
+    parsed = parse_modality(chosen)
+    info = MODALITIES[parsed]
+    check_applies(parsed, config_file, layer, model or {}, preprocess or {})
     merged_model = {**info.model_defaults.to_dict(), **layer.get("model", {})}
     merged_train = {**info.train_defaults, **layer.get("train", {})}
     merged_pre = dict(layer.get("preprocess", {}))
@@ -322,7 +327,7 @@ def resolve_config(
     try:
         config = RunConfig.from_dict(
             {
-                "modality": chosen,
+                "modality": parsed.value,
                 "data": data if data is not None else layer.get("data"),
                 "preprocess": merged_pre,
                 "model": merged_model,
