@@ -7,7 +7,7 @@ that tools which only parse options (`convpipe --help`) start fast.
 
 from importlib import import_module
 
-from models.spec import HEADS, TEXT_KERNELS, ModelSpec
+from models.spec import HEADS, TEXT_DEFAULTS, TEXT_KERNELS, ModelSpec
 
 _LAZY = {
     "build_conv_model": "models.conv",
@@ -23,4 +23,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'models' has no attribute {name!r}")
 
 
-__all__ = ["HEADS", "TEXT_KERNELS", "ModelSpec", *_LAZY]
+__all__ = ["HEADS", "TEXT_DEFAULTS", "TEXT_KERNELS", "ModelSpec", *_LAZY]

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import keras
 
-from models.spec import ModelSpec
+from models.spec import ModelSpec, check_positive_int, is_int
 from models.votes import add_votes, global_pool
 
 
@@ -31,10 +32,8 @@ def build_conv_model(
         probabilities.
     """
     spec = (spec or ModelSpec()).validate()
-    if len(input_shape) != 3:
-        raise ValueError(f"`input_shape` must be (height, width, channels). Received: {tuple(input_shape)}")
-    if num_classes < 2:
-        raise ValueError(f"`num_classes` must be >= 2. Received: num_classes={num_classes}")
+    input_shape = check_input_shape(input_shape, spec)
+    num_classes = check_positive_int("num_classes", num_classes, minimum=2)
     check_feature_maps(input_shape, spec)
 
     inputs = keras.Input(shape=tuple(input_shape), name="input")
@@ -57,6 +56,19 @@ def build_conv_model(
     return keras.Model(inputs, outputs, name="conv2d_classifier")
 
 
+def check_input_shape(input_shape: Sequence[Any], spec: ModelSpec) -> tuple:
+    """`input_shape` as a tuple of plain ints; height and width may be None (any size) only when
+    the head pools globally, since flattening needs to know the size of the last maps."""
+    shape = tuple(input_shape) if isinstance(input_shape, (list, tuple)) else None
+    flatten = spec.head in (None, "flatten")
+    if shape is None or len(shape) != 3 or not all(
+        (is_int(side) and side > 0) or (side is None and axis < 2 and not flatten) for axis, side in enumerate(shape)
+    ):
+        sizes = "positive ints" if flatten else "positive ints (height and width may be None with a global head)"
+        raise ValueError(f"`input_shape` must be (height, width, channels) of {sizes}. Received: {input_shape!r}")
+    return tuple(None if side is None else int(side) for side in shape)
+
+
 def check_feature_maps(input_shape: Sequence[int], spec: ModelSpec) -> None:
     """Raise ValueError when a block's pooling window is larger than the map it pools, along
     both sides.
@@ -66,6 +78,8 @@ def check_feature_maps(input_shape: Sequence[int], spec: ModelSpec) -> None:
     pools along the other (few mel bands, many time steps), so that is allowed. Convolutions keep
     the size ("same"); each pooling makes a side `ceil(side / pool_stride)`.
     """
+    if None in input_shape[:2]:
+        return  # sized at call time
     height, width = int(input_shape[0]), int(input_shape[1])
     for block in range(len(spec.filters)):
         if spec.pool_size > max(height, width):

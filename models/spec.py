@@ -7,6 +7,7 @@ config.json are three views of this one object.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +16,19 @@ TEXT_KERNELS = ("factorized", "full")
 #: Fields that only one family of factories reads: the conv stack (image/audio) or the text model.
 CONV_ONLY = ("kernel_size", "pool_size", "pool_stride", "batch_norm")
 TEXT_ONLY = ("window_sizes", "text_kernel", "embedding_dim")
+
+
+def is_int(value: Any) -> bool:
+    """An integer (Python's or numpy's), not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def check_positive_int(name: str, value: Any, minimum: int = 1) -> int:
+    """`value` as a plain int, or a ValueError naming `name`."""
+    if not is_int(value) or value < minimum:
+        wanted = "a positive int" if minimum == 1 else f"an int >= {minimum}"
+        raise ValueError(f"`{name}` must be {wanted}. Received: {name}={value!r}")
+    return int(value)
 
 
 @dataclass(frozen=True)
@@ -56,12 +70,16 @@ class ModelSpec:
     def __post_init__(self) -> None:
         # Accept lists (from JSON/TOML) but store tuples so the spec stays hashable. Anything
         # else (a string, say) is kept as given for `validate` to name, not split into letters.
+        # numpy ints (from an array of sizes, say) become plain ints, so the spec saves as JSON.
         for name in ("filters", "dense", "window_sizes"):
             value = getattr(self, name)
-            if isinstance(value, int) and not isinstance(value, bool):
+            if is_int(value):
                 value = (value,)
             if isinstance(value, (list, tuple)):
-                object.__setattr__(self, name, tuple(value))
+                object.__setattr__(self, name, tuple(int(v) if is_int(v) else v for v in value))
+        for name in ("kernel_size", "pool_size", "pool_stride", "embedding_dim"):
+            if is_int(getattr(self, name)):
+                object.__setattr__(self, name, int(getattr(self, name)))
 
     def validate(self, *, text: bool = False) -> "ModelSpec":
         """Raise ValueError naming the first bad field; return self for chaining."""
@@ -71,9 +89,7 @@ class ModelSpec:
                 raise ValueError(
                     f"`{name}` must be a list of positive ints. Received: {name}={values!r}"
                 )
-            if (not values and not allow_empty) or not all(
-                isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values
-            ):
+            if (not values and not allow_empty) or not all(is_int(v) and v > 0 for v in values):
                 raise ValueError(
                     f"`{name}` must be {'' if allow_empty else 'one or more '}positive ints. "
                     f"Received: {name}={','.join(map(str, values)) or '(empty)'}"
@@ -82,10 +98,8 @@ class ModelSpec:
         positive_ints("filters")
         positive_ints("dense", allow_empty=True)
         for name in ("kernel_size", "pool_size", "pool_stride", "embedding_dim"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"`{name}` must be a positive int. Received: {name}={value!r}")
-        if not isinstance(self.dropout, (int, float)) or isinstance(self.dropout, bool) or not 0.0 <= self.dropout < 1.0:
+            check_positive_int(name, getattr(self, name))
+        if not isinstance(self.dropout, numbers.Real) or isinstance(self.dropout, bool) or not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"`dropout` must be in [0, 1). Received: dropout={self.dropout!r}")
         if not isinstance(self.batch_norm, bool):
             raise ValueError(f"`batch_norm` must be True or False. Received: batch_norm={self.batch_norm!r}")
@@ -133,3 +147,9 @@ class ModelSpec:
                 f"Unknown model setting(s): {', '.join(unknown)}. Known: {', '.join(sorted(known))}."
             )
         return cls(**values)
+
+
+#: What `build_text_model` uses when given no spec, and convpipe's text default (chosen on
+#: docstring sets in benchmarks/README.md): 128 filters per window width, max and average
+#: pooling over positions (0.86 against 0.85 for max alone), no hidden layer, dropout 0.5.
+TEXT_DEFAULTS = ModelSpec(filters=(128,), head="global_max_average", dense=(), dropout=0.5)

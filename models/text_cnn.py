@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 
 from models.layers import FullHeightConv, TokenEmbedding
-from models.spec import ModelSpec
+from models.spec import TEXT_DEFAULTS, ModelSpec, check_positive_int
 from models.votes import add_votes, global_pool
 
 
@@ -31,20 +31,22 @@ def build_text_model(
         positions: number of token positions per input (>= the largest window).
         num_ids: vocabulary width including the reserved padding and out-of-vocabulary ids.
         num_classes: number of output classes (>= 2).
-        spec: hyperparameters.
+        spec: hyperparameters; `TEXT_DEFAULTS` (convpipe's text default) when omitted.
         ids_per_position: 1 for plain token ids `(batch, positions)`; k for `(batch, positions,
             k)` (a character and its hashed n-grams, a multi-hot row).
 
     Returns:
         An uncompiled `keras.Model`: `(batch, positions)` int32 ids -> `(batch, num_classes)`.
     """
-    spec = (spec or ModelSpec()).validate(text=True)
-    if num_classes < 2:
-        raise ValueError(f"`num_classes` must be >= 2. Received: num_classes={num_classes}")
+    spec = (spec or TEXT_DEFAULTS).validate(text=True)
+    num_classes = check_positive_int("num_classes", num_classes, minimum=2)
+    positions = check_positive_int("positions", positions)
+    num_ids = check_positive_int("num_ids", num_ids, minimum=2)  # the padding id and at least one other
+    ids_per_position = check_positive_int("ids_per_position", ids_per_position)
     if positions < max(spec.window_sizes):
         raise ValueError(
             f"Every window must fit in the text: positions={positions} is shorter than the "
-            f"largest window ({max(spec.window_sizes)}). Lower --window-sizes or raise positions."
+            f"largest window ({max(spec.window_sizes)}). Use smaller `window_sizes` or more positions."
         )
     filters = spec.filters[0]
     shape = (positions,) if ids_per_position == 1 else (positions, ids_per_position)

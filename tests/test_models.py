@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -110,11 +112,33 @@ def test_pooling_windows_must_fit_the_feature_maps(input_shape, changes, message
         build_conv_model(input_shape, 3, spec)
 
 
-def test_invalid_shapes_and_class_counts_are_refused():
-    with pytest.raises(ValueError, match="input_shape"):
-        build_conv_model((8, 8), 3, TINY)
-    with pytest.raises(ValueError, match="num_classes"):
-        build_conv_model((8, 8, 1), 1, TINY)
+@pytest.mark.parametrize("input_shape", [(8, 8), (0, 8, 1), (8, 8, 1.5), (None, 8, 1), "8,8,1"])
+def test_invalid_shapes_are_refused_naming_the_input_shape(input_shape):
+    with pytest.raises(ValueError, match=r"`input_shape` must be \(height, width, channels\)"):
+        build_conv_model(input_shape, 3, TINY)  # None: flattening needs the size
+
+
+@pytest.mark.parametrize("num_classes", [1, 0, True, 2.0, "3"])
+def test_invalid_class_counts_are_refused(num_classes):
+    with pytest.raises(ValueError, match=r"`num_classes` must be an int >= 2"):
+        build_conv_model((8, 8, 1), num_classes, TINY)
+    with pytest.raises(ValueError, match=r"`num_classes` must be an int >= 2"):
+        build_text_model(10, 20, num_classes, TINY_TEXT)
+
+
+def test_numpy_integers_are_sizes_like_python_ints():
+    spec = ModelSpec(filters=[np.int64(4)], dense=np.int32(8), kernel_size=np.int64(3))
+    assert spec.to_dict()["filters"] == [4] and type(spec.kernel_size) is int
+    json.dumps(spec.to_dict())  # saves as a run's config.json
+    model = build_conv_model((np.int64(8), 8, 1), np.int64(3), spec)
+    assert model.output_shape == (None, 3)
+    assert build_text_model(np.int64(10), np.int64(20), np.int64(3), TINY_TEXT).output_shape == (None, 3)
+
+
+def test_a_global_head_takes_inputs_of_any_size():
+    model = build_conv_model((None, None, 1), 3, ModelSpec(filters=(4,), head="global_max", dense=()))
+    assert model.output_shape == (None, 3)
+    assert np.asarray(model(np.zeros((2, 12, 20, 1), "float32"))).shape == (2, 3)
 
 
 def test_model_spec_accepts_lists_and_round_trips():
@@ -167,6 +191,20 @@ def test_invalid_text_spec_raises_value_error_naming_the_field(changes, name):
 def test_text_windows_must_fit_in_the_positions():
     with pytest.raises(ValueError, match="positions=2 is shorter than the largest window"):
         build_text_model(2, 20, 3, TINY_TEXT)
+
+
+@pytest.mark.parametrize("arguments, name", [((0, 20, 3), "positions"), ((10, 1, 3), "num_ids"), ((10, 20, 3, None, 0), "ids_per_position")])
+def test_invalid_text_sizes_are_refused_naming_them(arguments, name):
+    with pytest.raises(ValueError, match=f"`{name}` must be"):
+        build_text_model(*arguments)
+
+
+def test_the_text_factory_without_a_spec_builds_convpipes_text_default():
+    from models import TEXT_DEFAULTS
+
+    model = build_text_model(16, 100, 3)  # the conv stack's default filters (32, 64) are not a text spec
+    assert model.output_shape == (None, 3)
+    assert model.get_layer("window3").filters == TEXT_DEFAULTS.filters[0] == 128
 
 
 # ---- full-height windows are exact convolutions ----------------------------------------------
