@@ -58,7 +58,8 @@ class TrainSettings:
         batch_size: inputs per gradient step on each replica (device); the global batch is
             this times the number of replicas, unless `global_batch_size` is set.
         learning_rate: Adam's step size.
-        val_split: share of the data held out for validation (early stopping).
+        val_split: share of the data held out for validation (early stopping; ignored when the
+            data has train/ and val/ folders).
         test_split: share held out for the final test (ignored when the data has train/ and
             test/ folders).
         seed: seeds the split, weight initialization and shuffling.

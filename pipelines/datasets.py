@@ -85,11 +85,13 @@ def _content(x: Any) -> Any:
 
 @dataclass
 class DataSource:
-    """What `--data` pointed to: either one dataset to split, or predefined train and test sets."""
+    """What `--data` pointed to: either one dataset to split, or a predefined training set with a
+    validation set, a test set or both (the missing one is split from the training set)."""
 
     location: str  # the --data value, or "builtin:<name>"
     full: Dataset | None = None
     train: Dataset | None = None
+    validation: Dataset | None = None
     test: Dataset | None = None
     #: (input, reason) for files that were not used: unsupported type, empty or malformed CSV row.
     ignored: list[tuple[str, str]] = field(default_factory=list)
@@ -101,9 +103,16 @@ class DataSource:
     def everything(self) -> Dataset:
         if self.full is not None:
             return self.full
+        parts = [part for part in (self.train, self.validation, self.test) if part is not None]
         return Dataset(
-            self.train.inputs + self.test.inputs, self.train.labels + self.test.labels, self.train.ids + self.test.ids
+            [x for part in parts for x in part.inputs],
+            [label for part in parts for label in part.labels],
+            [i for part in parts for i in part.ids],
         )
+
+
+#: Names a validation folder goes by beside train/ (the common spellings).
+VALIDATION_FOLDERS = ("val", "valid", "validation")
 
 
 def load_source(data: str | None, modality: Modality) -> DataSource:
@@ -122,10 +131,22 @@ def load_source(data: str | None, modality: Modality) -> DataSource:
             )
         full, ignored = read_manifest(path, modality)
         return DataSource(location=str(data), full=full, ignored=ignored)
-    if (path / "train").is_dir() and (path / "test").is_dir():
-        train, ignored_train = read_class_folders(path / "train", modality, id_prefix="train/")
-        test, ignored_test = read_class_folders(path / "test", modality, id_prefix="test/")
-        return DataSource(location=str(data), train=train, test=test, ignored=ignored_train + ignored_test)
+    validation_folders = [path / name for name in VALIDATION_FOLDERS if (path / name).is_dir()]
+    if len(validation_folders) > 1:
+        raise ConvpipeError(
+            f"{data} has {' and '.join(f'{folder.name}/' for folder in validation_folders)}: "
+            "keep one validation folder."
+        )
+    test_folder = path / "test"
+    if (path / "train").is_dir() and (validation_folders or test_folder.is_dir()):
+        # Split folders, not classes: read as classes, a train/ + val/ layout trained a model to
+        # tell the two folders apart.
+        parts, ignored = {}, []
+        for name, folder in [("train", path / "train"), ("validation", next(iter(validation_folders), None)), ("test", test_folder)]:
+            if folder is not None and folder.is_dir():
+                parts[name], found = read_class_folders(folder, modality, id_prefix=f"{folder.name}/")
+                ignored += found
+        return DataSource(location=str(data), **parts, ignored=ignored)
     full, ignored = read_class_folders(path, modality)
     return DataSource(location=str(data), full=full, ignored=ignored)
 

@@ -43,6 +43,10 @@ def evaluation_data(run: Run, data: str | None) -> tuple[Dataset, str]:
     modality = run.config.modality
     if data is not None:
         source = load_source(data, modality)
+        if source.predefined_split and source.test is None:
+            raise ConvpipeError(
+                f"{data} has train/ and a validation folder but no test/: pass the folder to score, e.g. --data {Path(data) / 'test'}."
+            )
         # absolute, as train records its data, so compare shows one file under one name
         return (source.test if source.predefined_split else source.full), str(Path(data).expanduser().resolve())
     test_ids = run.split.get("test") or []

@@ -216,10 +216,11 @@ def check_locality(
     check_seed(seed)
     started = time.perf_counter()
     source = load_source(data, modality)
-    if source.predefined_split:
+    if source.predefined_split and source.test is not None:
         train, test = source.train, source.test
     else:
-        full = subsample(source.full, QUICK_INPUTS, seed) if quick else source.full
+        full = source.full if source.full is not None else source.train
+        full = subsample(full, QUICK_INPUTS, seed) if quick else full
         parts = split_dataset(full, 0.0, test_split, seed)
         train, test = parts["train"], parts["test"]
     if quick:

@@ -86,15 +86,23 @@ def default_run_dir(modality: Modality, root: Path = Path("runs")) -> Path:
 def make_splits(source: DataSource, config: RunConfig) -> dict[str, Dataset]:
     settings = config.train
     if source.predefined_split:
-        unseen = sorted(set(source.test.labels) - set(source.train.labels))
-        if unseen:  # found now, not after training, at evaluate
-            raise ConvpipeError(
-                f"{source.location}: test/ has class(es) that train/ lacks: {', '.join(unseen)}; the model "
-                "could never predict them. Add them to train/ or remove them from test/."
-            )
-        parts = split_dataset(source.train, settings.val_split, 0.0, settings.seed)
-        parts["test"] = source.test
-        return parts
+        given = {name: getattr(source, name) for name in ("validation", "test") if getattr(source, name) is not None}
+        for name, part in given.items():
+            unseen = sorted(set(part.labels) - set(source.train.labels))
+            if unseen:  # found now, not after training, at evaluate
+                folder = part.ids[0].split("/")[0]
+                raise ConvpipeError(
+                    f"{source.location}: {folder}/ has class(es) that train/ lacks: {', '.join(unseen)}; the model "
+                    f"could never predict them. Add them to train/ or remove them from {folder}/."
+                )
+        # What is not given as a folder is split from train/.
+        parts = split_dataset(
+            source.train,
+            0.0 if "validation" in given else settings.val_split,
+            0.0 if "test" in given else settings.test_split,
+            settings.seed,
+        )
+        return {**parts, **given}
     return split_dataset(source.full, settings.val_split, settings.test_split, settings.seed)
 
 

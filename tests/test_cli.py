@@ -164,6 +164,37 @@ def test_train_with_predefined_train_and_test_folders(cli_runner, tmp_path):
     assert report["n_samples"] == 6
 
 
+@pytest.mark.parametrize("with_test", [True, False])
+def test_train_with_train_and_val_folders_uses_val_for_validation(cli_runner, tmp_path, with_test):
+    write_image_folder(tmp_path / "data" / "train", per_class=5)
+    write_image_folder(tmp_path / "data" / "val", per_class=2, seed=1)
+    if with_test:
+        write_image_folder(tmp_path / "data" / "test", per_class=2, seed=2)
+    run_dir = tmp_path / "run"
+    result = invoke(
+        cli_runner, ["train", "--modality", "image", "--data", tmp_path / "data", "--out", run_dir, *TINY_IMAGE, "--epochs", "1"]
+    )
+    assert result.exit_code == 0, describe_result(result)
+    assert json.loads((run_dir / "labels.json").read_text()) == sorted(CLASSES)
+    split = json.loads((run_dir / "split.json").read_text())
+    assert sorted(split["validation"]) == sorted(f"val/{c}/{c}_{i:02d}.png" for c in CLASSES for i in range(2))
+    if with_test:
+        assert all(i.startswith("test/") for i in split["test"]) and len(split["train"]) == 15
+    else:  # the test split is taken from train/, 10% of each class
+        assert len(split["test"]) == 3 and all(i.startswith("train/") for i in split["train"] + split["test"])
+    result = invoke(cli_runner, ["evaluate", run_dir])
+    assert result.exit_code == 0, describe_result(result)
+
+
+def test_val_classes_that_train_lacks_are_refused(cli_runner, tmp_path):
+    write_image_folder(tmp_path / "data" / "train", classes=CLASSES[:2], per_class=3)
+    write_image_folder(tmp_path / "data" / "val", per_class=2, seed=1)
+    result = invoke(
+        cli_runner, ["train", "--modality", "image", "--data", tmp_path / "data", "--out", tmp_path / "run", *TINY_IMAGE]
+    )
+    assert_one_line_error(result, "val/ has class(es) that train/ lacks: gamma")
+
+
 def test_train_refuses_test_classes_that_train_lacks(cli_runner, tmp_path):
     write_image_folder(tmp_path / "data" / "train", classes=CLASSES[:2], per_class=3)
     write_image_folder(tmp_path / "data" / "test", per_class=2, seed=1)

@@ -12,7 +12,7 @@ import pytest
 from pipelines.datasets import Dataset, load_source, read_manifest, split_dataset
 from pipelines.modality import Modality
 from preprocess import ConvpipeError, ImagePreprocessor
-from tests.conftest import write_image_folder, write_png
+from tests.conftest import CLASSES, write_image_folder, write_png
 
 
 def write_csv(path: Path, rows: list[list[str]]) -> Path:
@@ -62,6 +62,24 @@ def test_train_and_test_folders_are_a_predefined_split(tmp_path):
     assert all(i.startswith("train/") for i in source.train.ids)
     assert all(i.startswith("test/") for i in source.test.ids)
     assert set(source.everything().ids) == set(source.train.ids) | set(source.test.ids)
+
+
+@pytest.mark.parametrize("validation", ["val", "valid", "validation"])
+def test_a_validation_folder_beside_train_is_the_validation_set_not_a_class(tmp_path, validation):
+    write_image_folder(tmp_path / "data" / "train", per_class=4)
+    write_image_folder(tmp_path / "data" / validation, per_class=2, seed=1)
+    source = load_source(str(tmp_path / "data"), Modality.image)
+    assert source.predefined_split and source.test is None
+    assert sorted(set(source.train.labels)) == sorted(CLASSES)  # not ["train", "val"]
+    assert len(source.validation) == 6 and all(i.startswith(f"{validation}/") for i in source.validation.ids)
+    assert set(source.everything().ids) == set(source.train.ids) | set(source.validation.ids)
+
+
+def test_two_validation_folders_are_refused(tmp_path):
+    for name in ("train", "val", "validation"):
+        write_image_folder(tmp_path / "data" / name, per_class=2)
+    with pytest.raises(ConvpipeError, match=r"has val/ and validation/: keep one validation folder"):
+        load_source(str(tmp_path / "data"), Modality.image)
 
 
 @pytest.mark.parametrize(
