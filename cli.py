@@ -121,7 +121,7 @@ DeviceOption = Annotated[
 ]
 DataOption = Annotated[
     Optional[str],
-    typer.Option(help="Folder with one subfolder per class (optionally train/ and test/), or a CSV manifest."),
+    typer.Option(help="Folder with one subfolder per class (optionally train/, val/ and test/), or a CSV manifest."),
 ]
 
 

@@ -177,7 +177,7 @@ def read_class_folders(root: Path, modality: Modality, id_prefix: str = "") -> t
         found, label = 0, class_dir.name
         for parts, path in _walk_files(class_dir):
             relative = "/".join((label, *parts))
-            relative = relative if relative.isascii() else _printable(relative)
+            relative = relative if relative.isascii() else printable_name(relative)
             suffix = _suffix(parts[-1])
             if suffix.lower() not in extensions:
                 ignored.append((id_prefix + relative, f"unsupported file type {suffix or '(none)'}"))
@@ -193,7 +193,7 @@ def read_class_folders(root: Path, modality: Modality, id_prefix: str = "") -> t
     return Dataset(inputs, labels, ids), ignored
 
 
-def _printable(name: str) -> str:
+def printable_name(name: str) -> str:
     """A file name as valid text: bytes that are not UTF-8 become \\xNN escapes (stable, so the
     same file always gets the same id, and JSON can hold it)."""
     return os.fsencode(name).decode("utf-8", "backslashreplace")

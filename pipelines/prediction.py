@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from pipelines.datasets import printable_name
 from pipelines.devices import configure_devices
 from pipelines.modality import Modality
 from pipelines.run_dir import Run
@@ -73,6 +74,6 @@ def predict(run_path: Path, inputs: list[str], top_k: int = 3, device: str = "au
     for value, row in zip(inputs, probabilities):
         order = np.argsort(-row)[:k]
         results.append(
-            {"input": value, "top": [{"label": run.labels[i], "probability": float(row[i])} for i in order]}
+            {"input": printable_name(value), "top": [{"label": run.labels[i], "probability": float(row[i])} for i in order]}
         )
     return results

@@ -12,7 +12,7 @@ import numpy as np
 
 from models import ModelSpec
 from pipelines import environment
-from pipelines.datasets import Dataset
+from pipelines.datasets import Dataset, printable_name
 from pipelines.modality import Modality
 from pipelines.run_dir import Run
 
@@ -21,7 +21,7 @@ TOP_CONFUSIONS = 10
 
 def input_name(value: Any, input_id: str) -> str:
     """A file input by its path; anything else (a CSV text, a built-in array) by its id."""
-    return os.fsdecode(value) if isinstance(value, os.PathLike) else input_id
+    return printable_name(os.fsdecode(value)) if isinstance(value, os.PathLike) else input_id
 
 
 def mistake_order(y_true: np.ndarray, probabilities: np.ndarray) -> np.ndarray:

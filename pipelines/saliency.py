@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from pipelines import figures
+from pipelines.datasets import printable_name
 from pipelines.inspection import audio_axes, conv_blocks, output_name
 from pipelines.modality import Modality
 from pipelines.prediction import encode_input, input_source
@@ -106,7 +107,7 @@ def explain(run_path: Path, value: str, out: Path | None = None) -> Explanation:
     atomic.write_json(
         out / "explanation.json",
         {
-            "input": value,
+            "input": printable_name(str(value)),
             "label": result.label,
             "probability": result.probability,
             "method": result.method,

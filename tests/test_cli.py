@@ -398,6 +398,21 @@ def test_predict_json_matches_the_model(cli_runner, image_run, tmp_path):
     assert {p["label"]: p["probability"] for p in top} == pytest.approx(dict(zip(CLASSES, expected.tolist())), abs=1e-6)
 
 
+def test_file_names_that_are_not_utf8_are_escaped_in_predictions_and_reports(cli_runner, image_run, tmp_path):
+    import os
+
+    from pipelines.report_sections import input_name
+
+    name = os.fsdecode(b"caf\xe9 test.png")  # a Latin-1 name on a UTF-8 system: 'caf\udce9 test.png'
+    path = write_png(tmp_path / name, class_image(1, np.random.default_rng(1)))
+    result = invoke(cli_runner, ["predict", image_run.run_dir, str(path), "--json"])
+    assert result.exit_code == 0, describe_result(result)
+    (entry,) = json.loads(result.stdout)
+    assert entry["input"] == str(tmp_path / "caf\\xe9 test.png")
+    entry["input"].encode("utf-8")  # a surrogate here made report.html unwritable
+    assert input_name(path, "ignored") == str(tmp_path / "caf\\xe9 test.png")
+
+
 def test_predict_audio_file(cli_runner, audio_run, tmp_path):
     path = write_wav(tmp_path / "clip.wav", tone(1500))
     result = invoke(cli_runner, ["predict", audio_run.run_dir, path, "--json", "--top-k", "1"])
