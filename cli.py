@@ -6,6 +6,7 @@ it, so `--help` is instant.
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import logging
@@ -46,6 +47,9 @@ def show_warning(message, category, filename, lineno, file=None, line=None, *, d
         default(message, category, filename, lineno, file, line)
 
 
+ENVIRONMENT_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
+
+
 def one_line_errors(command):
     """Known failures end as one line on stderr and exit code 1; anything else is a bug.
     Input warnings are one line each too."""
@@ -66,6 +70,13 @@ def one_line_errors(command):
             # e.g. --out naming a file: the user's paths, not a bug
             needed = "a file" if isinstance(error, IsADirectoryError) else "a folder"
             message = f"Cannot write {error.filename}: {error.strerror} ({needed} is needed there)."
+            errors.print(f"[red]Error:[/red] {escape(message)}", highlight=False)
+            raise typer.Exit(code=1) from None
+        except OSError as error:
+            # The machine's state, not a bug: a read-only or full disk, a folder without access.
+            if error.errno not in ENVIRONMENT_ERRNOS or not error.filename:
+                raise
+            message = f"Cannot use {error.filename}: {error.strerror}."
             errors.print(f"[red]Error:[/red] {escape(message)}", highlight=False)
             raise typer.Exit(code=1) from None
         except Exception as error:

@@ -31,10 +31,13 @@ def atomic_path(path: str | os.PathLike, sync: bool = True) -> Iterator[Path]:
     left untouched.
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{target.name.split('.')[0]}.", suffix=f".tmp{''.join(target.suffixes)}", dir=target.parent
-    )
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(
+            prefix=f".{target.name.split('.')[0]}.", suffix=f".tmp{''.join(target.suffixes)}", dir=target.parent
+        )
+    except OSError as error:
+        raise _naming(target, error) from None
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -44,9 +47,20 @@ def atomic_path(path: str | os.PathLike, sync: bool = True) -> Iterator[Path]:
                 os.fsync(handle.fileno())
         # mkstemp creates 0600 files; give the result the mode a plain open() would have.
         os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, target)
+        try:
+            os.replace(tmp, target)
+        except OSError as error:
+            raise _naming(target, error) from None
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _naming(target: Path, error: OSError) -> OSError:
+    """The same error about `target`, not the temporary file the user never named (e.g. a
+    read-only folder, or a folder where the file should go)."""
+    if error.errno is None:
+        return error
+    return OSError(error.errno, error.strerror, os.fspath(target))  # OSError picks the subclass
 
 
 @functools.cache

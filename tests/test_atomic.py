@@ -37,3 +37,20 @@ def test_written_files_get_the_mode_a_plain_open_would_give(tmp_path):
     finally:
         os.umask(previous)
         atomic._umask.cache_clear()
+
+
+def test_errors_name_the_target_not_the_temporary_file(tmp_path, monkeypatch):
+    folder = tmp_path / "arrays.npz"
+    folder.mkdir()  # a folder where the file should go
+    with pytest.raises(IsADirectoryError) as caught:
+        atomic.write_text(folder, "x")
+    assert caught.value.filename == str(folder)
+    assert [p.name for p in tmp_path.iterdir()] == ["arrays.npz"]
+
+    def read_only(*args, **kwargs):
+        raise OSError(30, "Read-only file system", str(tmp_path / ".report.x1y2.tmp.json"))
+
+    monkeypatch.setattr(atomic.tempfile, "mkstemp", read_only)
+    with pytest.raises(OSError, match="Read-only file system") as caught:
+        atomic.write_json(tmp_path / "report.json", {})
+    assert caught.value.filename == str(tmp_path / "report.json")

@@ -413,6 +413,24 @@ def test_file_names_that_are_not_utf8_are_escaped_in_predictions_and_reports(cli
     assert input_name(path, "ignored") == str(tmp_path / "caf\\xe9 test.png")
 
 
+def test_a_read_only_or_full_disk_is_a_one_line_error(cli_runner, image_run, tmp_path, monkeypatch):
+    import tempfile
+
+    from preprocess import atomic
+
+    out = tmp_path / "report"
+    mkstemp = tempfile.mkstemp
+
+    def read_only(*args, **kwargs):  # the report folder only: the cache is elsewhere
+        if Path(kwargs["dir"]) == out:
+            raise OSError(30, "Read-only file system", str(out))
+        return mkstemp(*args, **kwargs)
+
+    monkeypatch.setattr(atomic.tempfile, "mkstemp", read_only)
+    line = assert_one_line_error(invoke(cli_runner, ["evaluate", image_run.run_dir, "--out", out]), "Read-only file system")
+    assert line.startswith(f"Error: Cannot use {out}")
+
+
 def test_predict_audio_file(cli_runner, audio_run, tmp_path):
     path = write_wav(tmp_path / "clip.wav", tone(1500))
     result = invoke(cli_runner, ["predict", audio_run.run_dir, path, "--json", "--top-k", "1"])
