@@ -350,7 +350,10 @@ def report_training(result) -> None:
     # The test split is read (and its skipped inputs counted) by evaluate.
     console.print(escape(f"training and validation: {result.skipped.summary()}"))
     if result.ignored:
-        console.print(f"ignored {result.ignored:,} file(s) of other types or empty or malformed manifest rows (listed in skipped.json)")
+        console.print(
+            f"ignored {result.ignored:,} entries that are not inputs: other file types, files outside class "
+            "folders, linked folders, empty or malformed manifest rows (listed in skipped.json)"
+        )
     accuracy = "n/a (no validation split)" if result.val_accuracy is None else f"{result.val_accuracy:.3f}"
     console.print(
         f"Validation accuracy {accuracy} (best epoch {result.best_epoch} of {result.epochs}, "

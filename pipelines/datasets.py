@@ -158,15 +158,18 @@ def read_class_folders(root: Path, modality: Modality, id_prefix: str = "") -> t
     """
     extensions = MODALITIES[modality].extensions
     try:
-        class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        entries = sorted(p for p in root.iterdir() if not p.name.startswith("."))
     except OSError as error:
         raise ConvpipeError(f"Cannot list {root}: {error.strerror or error}") from None
+    class_dirs = [p for p in entries if p.is_dir()]
+    # Files beside the class folders have no label: listed, so that they are not missed silently.
+    ignored = [(id_prefix + printable_name(p.name), "not in a class folder") for p in entries if not p.is_dir()]
     if not class_dirs:
         raise ConvpipeError(
             f"No class subfolders in {root}: expected one folder per class holding "
             f"{modality.value} files ({', '.join(extensions)})."
         )
-    inputs, labels, ids, ignored = [], [], [], []
+    inputs, labels, ids = [], [], []
     resolved_root = root.resolve()
     for class_dir in class_dirs:
         target = class_dir.resolve()
@@ -174,8 +177,8 @@ def read_class_folders(root: Path, modality: Modality, id_prefix: str = "") -> t
             # e.g. data/mirror -> . would add every class again under a wrong label
             ignored.append((id_prefix + class_dir.name, "links back to the data folder"))
             continue
-        found, label = 0, class_dir.name
-        for parts, path in _walk_files(class_dir):
+        found, label, links = 0, class_dir.name, []
+        for parts, path in _walk_files(class_dir, links):
             relative = "/".join((label, *parts))
             relative = relative if relative.isascii() else printable_name(relative)
             suffix = _suffix(parts[-1])
@@ -186,6 +189,7 @@ def read_class_folders(root: Path, modality: Modality, id_prefix: str = "") -> t
             labels.append(label)
             ids.append(id_prefix + relative)
             found += 1
+        ignored += [(id_prefix + printable_name("/".join((label, *parts))), "a linked folder (not followed)") for parts in links]
         if not found:
             raise ConvpipeError(
                 f"Class folder {class_dir} has no {modality.value} files ({', '.join(extensions)})."
@@ -205,9 +209,10 @@ def _suffix(name: str) -> str:
     return name[dot:] if 0 < dot < len(name) - 1 else ""
 
 
-def _walk_files(folder: Path) -> list[tuple[tuple[str, ...], Path]]:
+def _walk_files(folder: Path, links: list | None = None) -> list[tuple[tuple[str, ...], Path]]:
     """The files below `folder`, in path order: their path parts relative to it, and their paths.
-    Hidden entries are skipped and symlinked folders not followed.
+    Hidden entries are skipped and symlinked folders not followed (a link may lead back up, or
+    to another class); their path parts are added to `links`.
 
     This runs for every file on every run, warm ones included, so it costs no `stat`:
     `os.scandir` knows each entry's type, and `Path.iterdir` builds child paths without parsing
@@ -234,7 +239,10 @@ def _walk_files(folder: Path) -> list[tuple[tuple[str, ...], Path]]:
             path = paths.get(name) or current / name  # not in the second listing: created since
             if is_dir and not entry.is_symlink():
                 stack.append(((*parts, name), path))
-            elif not is_dir:
+            elif is_dir:
+                if links is not None:
+                    links.append((*parts, name))
+            else:
                 found.append(((*parts, name), path))
     found.sort(key=lambda pair: pair[0])  # tuples of parts sort as POSIX paths do
     return found

@@ -216,7 +216,7 @@ def test_unreadable_inputs_are_skipped_and_recorded(cli_runner, image_folder, tm
     )
     assert result.exit_code == 0, describe_result(result)
     assert "training and validation: skipped 1 of 37 inputs: 1 not a readable image" in result.stdout
-    assert "ignored 1 file(s) of other types" in result.stdout
+    assert "ignored 1 entries that are not inputs" in result.stdout
     skipped = json.loads((run_dir / "skipped.json").read_text())
     assert [entry["input"] for entry in skipped["skipped"]] == ["beta/broken.png"]
     assert skipped["ignored"] == [{"input": "gamma/notes.txt", "reason": "unsupported file type .txt"}]

@@ -64,6 +64,18 @@ def test_train_and_test_folders_are_a_predefined_split(tmp_path):
     assert set(source.everything().ids) == set(source.train.ids) | set(source.test.ids)
 
 
+def test_files_beside_the_class_folders_and_linked_folders_are_listed_not_missed(tmp_path):
+    root = write_image_folder(tmp_path / "data", per_class=2)
+    (root / "README.md").write_text("about")
+    write_png(root / "loose.png", np.zeros((8, 8), np.uint8))
+    (root / "alpha" / "more").symlink_to(root / "beta", target_is_directory=True)
+    source = load_source(str(root), Modality.image)
+    assert ("README.md", "not in a class folder") in source.ignored
+    assert ("loose.png", "not in a class folder") in source.ignored
+    assert ("alpha/more", "a linked folder (not followed)") in source.ignored
+    assert source.full.class_counts() == {label: 2 for label in CLASSES}
+
+
 @pytest.mark.parametrize("validation", ["val", "valid", "validation"])
 def test_a_validation_folder_beside_train_is_the_validation_set_not_a_class(tmp_path, validation):
     write_image_folder(tmp_path / "data" / "train", per_class=4)

@@ -431,7 +431,11 @@ def test_symlink_loops_in_a_class_folder_end_the_scan_and_are_not_read(tmp_path)
 
     real = [f"{label}/{label}_{i:02d}.png" for label in CLASSES for i in range(2)]
     assert sorted(data.ids) == sorted([*real, "alpha/loop.png"])  # nothing read through up/ or root/
-    assert ignored == [("beta/self", "unsupported file type (none)")]
+    assert sorted(ignored) == [
+        ("alpha/up", "a linked folder (not followed)"),
+        ("beta/self", "unsupported file type (none)"),
+        ("gamma/deeper/root", "a linked folder (not followed)"),
+    ]
     skipped = Skipped()
     _, kept = read_inputs(ImagePreprocessor(image_size=(8, 8)), data, "train", skipped, strict=False)
     assert skipped.entries == [
@@ -543,8 +547,9 @@ def test_hidden_files_are_not_read_and_unsupported_files_are_listed_as_ignored(h
         {"input": "alpha/notes.md", "reason": "unsupported file type .md"},
         {"input": "beta/README", "reason": "unsupported file type (none)"},
         {"input": "gamma/clip.wav", "reason": "unsupported file type .wav"},
+        {"input": "gamma/up", "reason": "a linked folder (not followed)"},
     ]
-    assert "ignored 3 file(s) of other types" in train.stdout
+    assert "ignored 4 entries that are not inputs" in train.stdout
     everything = json.dumps([json.loads((run_dir / name).read_text()) for name in ("split.json", "skipped.json")])
     labels = json.loads((run_dir / "labels.json").read_text())
     assert labels == list(CLASSES)  # no hidden ".trash" class
