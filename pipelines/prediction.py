@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 from typing import Any
@@ -43,8 +44,21 @@ def input_source(run: Run, value: str) -> Any:
     if kind == "file":
         return Path(value)
     if not text_run or looks_like_path(value, run.preprocessor.extensions):
-        raise ConvpipeError(f"Input not found: {value}")
+        raise ConvpipeError(f"Input not found: {value}{_why_missing(value)}")
     return value
+
+
+def _why_missing(value: str) -> str:
+    """Why a name that is not a file or folder fails, where a link explains it."""
+    try:
+        if not os.path.islink(value):
+            return ""
+        os.stat(value)
+    except OSError as error:
+        if error.errno == errno.ENOENT:
+            return f" (a link to {os.readlink(value)}, which does not exist)"
+        return f" ({error.strerror.lower()})" if error.strerror else ""
+    return ""
 
 
 def encode_input(run: Run, value: str) -> np.ndarray:

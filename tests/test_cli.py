@@ -887,3 +887,18 @@ def test_out_naming_a_file_is_one_line(cli_runner, image_run, tmp_path, command)
     first_input = next(Path(image_run.data).rglob("*.png"))
     args = [part.format(run=image_run.run_dir, input=first_input) for part in command]
     assert_one_line_error(invoke(cli_runner, [*args, "--out", blocker / "x"]), "Cannot write", str(blocker))
+
+
+def test_predict_says_why_a_linked_input_is_missing(cli_runner, image_run, tmp_path):
+    import os
+
+    os.symlink("loop.png", tmp_path / "loop.png")
+    os.symlink(tmp_path / "gone.png", tmp_path / "broken.png")
+    assert_one_line_error(
+        invoke(cli_runner, ["predict", image_run.run_dir, str(tmp_path / "loop.png")]),
+        f"Input not found: {tmp_path / 'loop.png'} (too many levels of symbolic links)",
+    )
+    assert_one_line_error(
+        invoke(cli_runner, ["predict", image_run.run_dir, str(tmp_path / "broken.png")]),
+        f"(a link to {tmp_path / 'gone.png'}, which does not exist)",
+    )
