@@ -488,19 +488,26 @@ def preprocess_command(
     cache_dir: CacheDirOption = None,
     use_cache: UseCacheOption = None,
     cache_verify: CacheVerifyOption = None,
+    strict: Annotated[bool, typer.Option("--strict/--skip-bad", help="Fail on the first unreadable input instead of skipping it.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every skipped input.")] = False,
 ):
-    """Export preprocessed arrays (x, y, label_names, ids) to an .npz file."""
+    """Export preprocessed arrays (x, y, label_names, ids) to an .npz file.
+
+    Unreadable inputs are skipped and counted (listed with -v); `ids` names the inputs kept."""
     from pipelines.cache import PreprocessCache
     from pipelines.config import TrainSettings
     from pipelines.export import export_arrays
 
+    setup_logging(verbose)
     if modality is None and run is None:  # a run records its modality
         raise ConvpipeError("No modality given: pass --modality image|audio|text, or --run RUN.")
     settings = TrainSettings(**{k: v for k, v in cache_settings(workers, cache_dir, use_cache, cache_verify).items() if v is not None}).validate()
     cache = PreprocessCache.open(settings.cache_dir, enabled=settings.cache, verify=settings.cache_verify)
     with ProgressBar() as bar:
         chosen = None if modality is None else parse_modality(modality)
-        summary = export_arrays(chosen, data, out, run_path=run, cache=cache, workers=settings.workers, progress=bar)
+        summary = export_arrays(
+            chosen, data, out, run_path=run, strict=strict, cache=cache, workers=settings.workers, progress=bar
+        )
     console.print(
         escape(f"Wrote {summary['path']}: x {tuple(summary['shape'])}, {summary['classes']} classes; {summary['skipped']}")
     )

@@ -561,6 +561,21 @@ def test_preprocess_without_a_run_fits_a_new_preprocessor(cli_runner, text_folde
         assert arrays["x"].max() > 1  # real vocabulary ids, not all OOV/padding
 
 
+def test_preprocess_lists_skipped_inputs_with_v_and_stops_on_them_with_strict(cli_runner, image_folder, tmp_path, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO, logger="pipelines")  # what -v turns on in a fresh process
+    (image_folder / CLASSES[0] / "bad.png").write_text("not a png")
+    common = ["preprocess", "--modality", "image", "--data", image_folder, "--no-cache"]
+    result = invoke(cli_runner, [*common, "--out", tmp_path / "a.npz", "-v"])
+    assert result.exit_code == 0, describe_result(result)
+    assert f"skipping {CLASSES[0]}/bad.png: not a readable image" in caplog.text
+    with np.load(tmp_path / "a.npz") as arrays:
+        assert f"{CLASSES[0]}/bad.png" not in arrays["ids"].tolist()
+    assert_one_line_error(invoke(cli_runner, [*common, "--out", tmp_path / "b.npz", "--strict"]), "bad.png", "(--strict)")
+    assert not (tmp_path / "b.npz").exists()
+
+
 def test_preprocess_refuses_a_run_of_another_modality_and_a_bad_suffix(cli_runner, image_run, audio_folder, tmp_path):
     result = invoke(
         cli_runner,
