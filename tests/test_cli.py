@@ -186,22 +186,14 @@ def test_train_with_train_and_val_folders_uses_val_for_validation(cli_runner, tm
     assert result.exit_code == 0, describe_result(result)
 
 
-def test_val_classes_that_train_lacks_are_refused(cli_runner, tmp_path):
+@pytest.mark.parametrize("folder", ["test", "val"])
+def test_train_refuses_test_or_val_classes_that_train_lacks(cli_runner, tmp_path, folder):
     write_image_folder(tmp_path / "data" / "train", classes=CLASSES[:2], per_class=3)
-    write_image_folder(tmp_path / "data" / "val", per_class=2, seed=1)
+    write_image_folder(tmp_path / "data" / folder, per_class=2, seed=1)
     result = invoke(
         cli_runner, ["train", "--modality", "image", "--data", tmp_path / "data", "--out", tmp_path / "run", *TINY_IMAGE]
     )
-    assert_one_line_error(result, "val/ has class(es) that train/ lacks: gamma")
-
-
-def test_train_refuses_test_classes_that_train_lacks(cli_runner, tmp_path):
-    write_image_folder(tmp_path / "data" / "train", classes=CLASSES[:2], per_class=3)
-    write_image_folder(tmp_path / "data" / "test", per_class=2, seed=1)
-    result = invoke(
-        cli_runner, ["train", "--modality", "image", "--data", tmp_path / "data", "--out", tmp_path / "run", *TINY_IMAGE]
-    )
-    assert_one_line_error(result, "test/ has class(es) that train/ lacks: gamma")
+    assert_one_line_error(result, f"{folder}/ has class(es) that train/ lacks: gamma")
     assert not (tmp_path / "run").exists()
 
 
