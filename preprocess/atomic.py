@@ -79,8 +79,13 @@ def write_text(path: str | os.PathLike, text: str, sync: bool = True) -> None:
     write_bytes(path, text.encode("utf-8"), sync=sync)
 
 
+def json_text(obj: Any) -> str:
+    """`obj` as the JSON text `write_json` writes; serialize first to fail before writing."""
+    return json.dumps(obj, indent=2, ensure_ascii=False) + "\n"
+
+
 def write_json(path: str | os.PathLike, obj: Any, sync: bool = True) -> None:
-    write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n", sync=sync)
+    write_text(path, json_text(obj), sync=sync)
 
 
 def write_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import soundfile
 
-from preprocess.base import Preprocessor, describe_input, read_bytes
+from preprocess.base import Preprocessor, check_int, check_number, describe_input, is_int, read_bytes
 from preprocess.errors import InputError
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
@@ -33,7 +33,8 @@ class AudioPreprocessor(Preprocessor):
         num_mels: number of mel bands (columns of the output).
         fmin: lowest band edge in Hz.
         fmax: highest band edge in Hz; `None` means `sample_rate / 2`.
-        log_floor: power floor before the log, so silence gives a finite value, never -inf.
+        log_floor: power floor before the log (positive, finite), so silence gives a finite
+            value, never -inf.
         top_db: decibels kept below each clip's loudest cell; quieter cells are raised to that
             level. Measuring from the clip's own peak makes the output independent of recording
             gain, and the limit stops padding and digital silence from dominating the scale. A
@@ -48,8 +49,10 @@ class AudioPreprocessor(Preprocessor):
         >>> pre.fit([(tone, 16000)]).transform_one((tone, 16000)).shape
         (101, 64, 1)
 
-    Input: a path, bytes, or a `(waveform, sample_rate)` tuple (waveform `(samples,)` or
-    `(samples, channels)`).
+    Input: a path, bytes, or a `(waveform, sample_rate)` tuple. The waveform is a numeric array
+    `(samples,)`, or 2-D in either layout: soundfile's `(samples, channels)` or librosa's
+    `(channels, samples)` (`librosa.load(path, mono=False)`); the shorter axis is taken as the
+    channels, which are averaged.
     Output shape: `(1 + sample_rate * duration // hop_length, num_mels, 1)`, float32.
     """
 
@@ -84,16 +87,12 @@ class AudioPreprocessor(Preprocessor):
 
     def validate_params(self) -> None:
         for name in ("sample_rate", "n_fft", "hop_length", "num_mels"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"`{name}` must be a positive int. Received: {name}={value!r}")
-        if (not isinstance(self.duration, (int, float, np.number)) or isinstance(self.duration, bool)
-                or not 0 < self.duration < float("inf")):  # NaN fails the comparison too
-            raise ValueError(f"`duration` must be positive, finite seconds. Received: duration={self.duration!r}")
-        if not self.log_floor or self.log_floor <= 0:
-            raise ValueError(f"`log_floor` must be positive. Received: log_floor={self.log_floor!r}")
-        if self.top_db is not None and (isinstance(self.top_db, bool) or not self.top_db > 0):
-            raise ValueError(f"`top_db` must be positive or None. Received: top_db={self.top_db!r}")
+            check_int(name, getattr(self, name))
+        check_number("duration", self.duration)
+        check_number("fmin", self.fmin, zero_ok=True)
+        check_number("fmax", self.fmax, none_ok=True)
+        check_number("log_floor", self.log_floor)  # NaN made every output NaN, inf a constant
+        check_number("top_db", self.top_db, none_ok=True)  # inf made silence -inf
         nyquist = self.sample_rate / 2
         fmax = nyquist if self.fmax is None else self.fmax
         if not 0 <= self.fmin < fmax <= nyquist:
@@ -119,6 +118,10 @@ class AudioPreprocessor(Preprocessor):
                 f"`normalization` must be one of {NORMALIZATIONS}. "
                 f"Received: normalization={self.normalization!r}"
             )
+
+    def _is_one_input(self, inputs: Any) -> bool:
+        # (waveform, sample_rate), not a batch of two inputs
+        return isinstance(inputs, tuple) and len(inputs) == 2 and isinstance(inputs[1], (int, float, np.number))
 
     @property
     def num_samples(self) -> int:
@@ -162,11 +165,13 @@ class AudioPreprocessor(Preprocessor):
 
         source = describe_input(x)
         if isinstance(x, tuple) and len(x) == 2:
-            samples, rate = np.asarray(x[0]), x[1]
-            if not isinstance(rate, (int, np.integer)) or rate <= 0:
+            samples, rate = _waveform(x[0], source), x[1]
+            if not is_int(rate) or rate <= 0:
                 raise InputError(source, f"sample rate must be a positive int, got {rate!r}")
+            if samples.ndim == 2 and samples.shape[0] < samples.shape[1]:
+                samples = samples.T  # librosa's (channels, samples): fewer channels than samples
         elif isinstance(x, (str, os.PathLike, bytes, bytearray)):
-            samples, rate = self._decode(x, source)
+            samples, rate = self._decode(x, source)  # (samples, channels)
         else:
             raise InputError(source, "expected a path, bytes or a (waveform, sample_rate) tuple")
         samples = np.asarray(samples, dtype=np.float32)
@@ -222,7 +227,9 @@ class AudioPreprocessor(Preprocessor):
                 return samples, int(rate)
             except Exception:
                 pass
-        reason = str(error).split("\n")[0].strip() or type(error).__name__
+        # libsndfile's own words, without its "Error opening <_io.BytesIO object at 0x...>: "
+        reason = (getattr(error, "error_string", None) or str(error).split("\n")[0]).strip().rstrip(".")
+        reason = reason or type(error).__name__
         if "File does not exist" in reason and os.path.isfile(source):
             # libsndfile's words for a file it can open but cannot make sense of (a cut-off mp3)
             reason = "its audio data is damaged or in a format the installed decoders cannot read"
@@ -260,14 +267,37 @@ class AudioPreprocessor(Preprocessor):
         return {"fitted": True}, {"band_mean_": self.band_mean_, "band_std_": self.band_std_}
 
     def _restore_state(self, values: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
-        if values.get("fitted"):
-            if arrays["band_mean_"].shape != (self.num_mels,):
-                raise InputError("preprocessor.npz", "band statistics do not match num_mels")
-            self.band_mean_ = arrays["band_mean_"].astype(np.float32)
-            self.band_std_ = arrays["band_std_"].astype(np.float32)
+        if not values:
+            return  # saved unfitted
+        if values != {"fitted": True}:
+            raise ValueError(f"unexpected fitted values {values}")
+        for name in ("band_mean_", "band_std_"):
+            if arrays[name].shape != (self.num_mels,):
+                raise ValueError(f"{name} has shape {arrays[name].shape}, but num_mels={self.num_mels}")
+            if not np.issubdtype(arrays[name].dtype, np.floating) or not np.all(np.isfinite(arrays[name])):
+                raise ValueError(f"{name} must hold finite numbers")
+        if not np.all(arrays["band_std_"] > 0):
+            raise ValueError("band_std_ must be positive")
+        self.band_mean_ = arrays["band_mean_"].astype(np.float32)
+        self.band_std_ = arrays["band_std_"].astype(np.float32)
 
 
 _HEAD_BYTES = 1 << 16  # enough for any real WAV header
+
+
+def _waveform(samples: Any, source: str) -> np.ndarray:
+    """`samples` as an array of numbers. Text failed in float conversion, and objects such as
+    None passed as NaN: both with misleading messages."""
+    if isinstance(samples, (str, bytes, os.PathLike)):
+        raise InputError(source, f"waveform must be an array of numbers, got {type(samples).__name__} "
+                                 f"{str(samples)[:60]!r} (pass a file as the path alone)")
+    try:
+        array = np.asarray(samples)
+    except ValueError:  # ragged nested lists
+        raise InputError(source, "waveform must be an array of numbers, got rows of different lengths") from None
+    if array.dtype.kind not in "iuf":  # signed, unsigned, floating
+        raise InputError(source, f"waveform must be an array of numbers, got an array of {array.dtype}")
+    return array
 
 
 @functools.lru_cache(maxsize=64)

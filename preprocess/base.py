@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
 import os
+import secrets
 import zipfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -26,6 +29,16 @@ from preprocess import atomic
 from preprocess.errors import InputError, NotFittedError
 
 FORMAT_VERSION = 1
+#: Name of the random token that a JSON file and its .npz both hold when saved together.
+SAVE_TOKEN = "save_token"
+#: What `load` expects of each field of the JSON document: a JSON type, and its name in messages.
+DOCUMENT_FIELDS = {
+    "class": (str, "string"),
+    "format_version": (int, "integer"),
+    "config": (dict, "object"),
+    "fitted": (dict, "object"),
+    "arrays": (list, "array"),
+}
 
 
 def describe_input(x: Any) -> str:
@@ -33,8 +46,57 @@ def describe_input(x: Any) -> str:
     if isinstance(x, (str, os.PathLike)):
         return str(x)
     if isinstance(x, (bytes, bytearray)):
-        return f"<{len(x)} bytes>"
+        return f"<{len(x):,} bytes>"
     return f"<{type(x).__name__}>"
+
+
+def is_int(value: Any) -> bool:
+    """A Python or numpy integer; not a bool, which would silently mean 0 or 1."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def is_number(value: Any) -> bool:
+    """A Python or numpy int or float, not a bool (and not a str that looks like a number)."""
+    return is_int(value) or isinstance(value, (float, np.floating))
+
+
+def check_int(name: str, value: Any, minimum: int = 1, none_ok: bool = False, why: str = "") -> None:
+    """Raise ValueError naming parameter `name` unless `value` is an int >= `minimum`."""
+    if (none_ok and value is None) or (is_int(value) and value >= minimum):
+        return
+    kind = "a positive int" if minimum == 1 else f"an int >= {minimum}"
+    raise ValueError(f"`{name}` must be {kind}{' or None' if none_ok else ''}{why}. Received: {name}={value!r}")
+
+
+def check_number(name: str, value: Any, zero_ok: bool = False, none_ok: bool = False) -> None:
+    """Raise ValueError naming parameter `name` unless `value` is a finite number > 0 (>= 0)."""
+    if none_ok and value is None:
+        return
+    if is_number(value) and math.isfinite(value) and (value > 0 or (zero_ok and value == 0)):
+        return
+    kind = "a finite number >= 0" if zero_ok else "a positive, finite number"
+    raise ValueError(f"`{name}` must be {kind}{' or None' if none_ok else ''}. Received: {name}={value!r}")
+
+
+def plain(value: Any) -> Any:
+    """numpy scalars as Python numbers and tuples as lists: the values JSON can hold."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (tuple, list)):
+        return [plain(v) for v in value]
+    return value
+
+
+def json_path(path: str | os.PathLike) -> Path:
+    """`path` as a Path, refused unless it ends in .json: the arrays go beside it as `<stem>.npz`,
+    so another suffix could be that very file, or share it with a second save ("a.v1", "a.v2")."""
+    path = Path(path)
+    if path.suffix.lower() != ".json":
+        raise ValueError(
+            "`path` must end in .json (fitted arrays are written beside it with the same stem and "
+            f".npz). Received: path={str(path)!r}"
+        )
+    return path
 
 
 def read_bytes(x: str | os.PathLike | bytes, limit: int | None = None) -> bytes:
@@ -84,11 +146,7 @@ class Preprocessor:
 
     def get_config(self) -> dict[str, Any]:
         """Every constructor argument, as plain JSON-compatible values."""
-        config = {}
-        for name in self._param_names():
-            value = getattr(self, name)
-            config[name] = list(value) if isinstance(value, tuple) else value
-        return config
+        return {name: plain(getattr(self, name)) for name in self._param_names()}
 
     @classmethod
     def from_config(cls, config: dict[str, Any]):
@@ -129,6 +187,25 @@ class Preprocessor:
 
     # ---- composed API ------------------------------------------------------------------------
 
+    def _is_one_input(self, inputs: Any) -> bool:
+        """Whether `inputs`, given where a batch is expected, is one decoded input (overridden)."""
+        return False
+
+    def _as_list(self, inputs: Any, method: str) -> list[Any]:
+        """A batch as a list. A str, bytes, path or single decoded input is refused: iterated, it
+        would silently become characters, bytes or rows."""
+        if (
+            isinstance(inputs, (str, bytes, bytearray, os.PathLike))
+            or not isinstance(inputs, Iterable)
+            or self._is_one_input(inputs)
+        ):
+            shape = f" of shape {inputs.shape}" if isinstance(inputs, np.ndarray) else ""
+            hint = "use transform_one" if method == "transform" else f"pass a list of one: {method}([x])"
+            raise TypeError(
+                f"`inputs` must be a list of inputs; got {type(inputs).__name__}{shape}. For one input, {hint}."
+            )
+        return inputs if isinstance(inputs, list) else list(inputs)
+
     @property
     def is_fitted(self) -> bool:
         return not self.needs_fit or bool(self._fitted_state()[0])
@@ -141,9 +218,13 @@ class Preprocessor:
             )
 
     def fit(self, inputs: list[Any], labels: Any = None) -> "Preprocessor":
-        """Learn what must be learned from training inputs only; returns self."""
+        """Learn what must be learned from training inputs only; returns self.
+
+        `inputs` is a list (any iterable, a generator included, is read once into a list); a
+        single input such as a str is refused with a TypeError.
+        """
         self.validate_params()
-        return self.fit_read([self.read(x) for x in inputs])
+        return self.fit_read([self.read(x) for x in self._as_list(inputs, "fit")])
 
     def transform_one(self, x: Any) -> np.ndarray:
         self.validate_params()
@@ -151,16 +232,21 @@ class Preprocessor:
         return self.encode(self.read(x))
 
     def transform(self, inputs: list[Any]) -> np.ndarray:
-        """Transform a batch into one array of shape `(len(inputs), *output_shape)`."""
+        """Transform a batch into one array of shape `(len(inputs), *output_shape)`.
+
+        `inputs` is a list (any iterable, a generator included, is read once into a list); a
+        single input such as a str is refused with a TypeError: use `transform_one` for it.
+        """
         self.validate_params()
         self.check_fitted()
+        inputs = self._as_list(inputs, "transform")
         if len(inputs) == 0:
             return np.zeros((0, *self.output_shape), dtype=self.output_dtype)
         return np.stack([self.encode(self.read(x)) for x in inputs])
 
     def fit_transform(self, inputs: list[Any], labels: Any = None) -> np.ndarray:
         self.validate_params()
-        items = [self.read(x) for x in inputs]
+        items = [self.read(x) for x in self._as_list(inputs, "fit_transform")]
         self.fit_read(items)
         return np.stack([self.encode(item) for item in items])
 
@@ -174,11 +260,15 @@ class Preprocessor:
         """Inverse of `_fitted_state`."""
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write `path` (JSON: class, config, learned values) and, if needed, `path`.npz.
+        """Write `path` (JSON: class, config, learned values) and, if the fit has arrays, the
+        .npz beside it with the same stem (`audio.json` -> `audio.npz`).
 
-        Both files are written atomically; arrays never go through pickle.
+        `path` must end in .json. The JSON is serialized before anything is written, so a value
+        it cannot hold leaves no file behind; both files are written atomically and hold the
+        same random token, so `load` notices a .json and .npz that were not saved together.
+        Arrays never go through pickle.
         """
-        path = Path(path)
+        path = json_path(path)
         values, arrays = self._fitted_state()
         document = {
             "class": type(self).__name__,
@@ -188,36 +278,77 @@ class Preprocessor:
             "arrays": sorted(arrays),
         }
         if arrays:
+            document[SAVE_TOKEN] = secrets.token_hex(8)
+            arrays = {**arrays, SAVE_TOKEN: np.array(document[SAVE_TOKEN])}
+        text = atomic.json_text(document)
+        if arrays:
             atomic.write_npz(path.with_suffix(".npz"), arrays)
-        atomic.write_json(path, document)
+        atomic.write_text(path, text)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Preprocessor":
-        """Load a preprocessor saved by `save`. On the base class, the saved class is used."""
+        """Load a preprocessor saved by `save`. On the base class, the saved class is used.
+
+        A file that is damaged, hand-edited into invalid parameters or paired with another
+        save's .npz raises an `InputError` naming it.
+        """
         from preprocess import PREPROCESSORS  # the registry lives in the package root
 
-        path = Path(path)
-        try:
-            document = json.loads(path.read_text(encoding="utf-8"))
-            name = document["class"]
-            config = document["config"]
-        except FileNotFoundError:
-            raise InputError(str(path), "no such preprocessor file") from None
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            raise InputError(str(path), f"not a convpipe preprocessor file ({error})") from None
-        if document.get("format_version", 0) > FORMAT_VERSION:
-            raise InputError(str(path), "written by a newer convpipe; upgrade to load it")
+        path = json_path(path)
+        document = _read_document(path)
+        name = document["class"]
         target = PREPROCESSORS.get(name)
         if target is None or not issubclass(target, cls):
             raise InputError(str(path), f"holds a {name}, expected a {cls.__name__}")
-        preprocessor = target.from_config(config)
-        arrays: dict[str, np.ndarray] = {}
-        if document.get("arrays"):
-            npz_path = path.with_suffix(".npz")
-            try:
-                with np.load(npz_path, allow_pickle=False) as npz:
-                    arrays = {key: npz[key] for key in document["arrays"]}
-            except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as error:  # e.g. cut off
-                raise InputError(str(npz_path), f"missing or unreadable arrays ({error})") from None
-        preprocessor._restore_state(document.get("fitted", {}), arrays)
+        try:
+            preprocessor = target.from_config(document["config"])
+            preprocessor.validate_params()  # a bad value fails here, not at the first transform
+        except (ValueError, TypeError) as error:
+            raise InputError(str(path), f"invalid config: {error}") from None
+        npz_path = path.with_suffix(".npz")
+        arrays = _read_arrays(path, npz_path, document) if document["arrays"] else {}
+        try:
+            preprocessor._restore_state(document["fitted"], arrays)
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            reason = f"missing {error}" if isinstance(error, KeyError) else str(error)
+            where = f" with the arrays in {npz_path.name}" if arrays else ""
+            raise InputError(str(path), f"cannot restore the fitted state{where} ({reason})") from None
         return preprocessor
+
+
+def _read_document(path: Path) -> dict[str, Any]:
+    """The JSON document of a saved preprocessor with defaults filled in and every field's type
+    checked; any fault is an `InputError` naming `path`."""
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(str(path), "no such preprocessor file") from None
+    except (OSError, ValueError) as error:  # ValueError: not JSON, or not UTF-8
+        raise InputError(str(path), f"not a convpipe preprocessor file ({error})") from None
+    if not isinstance(document, dict) or not {"class", "config"} <= document.keys():
+        raise InputError(str(path), 'not a convpipe preprocessor file (no "class" and "config")')
+    document = {"format_version": 0, "fitted": {}, "arrays": [], **document}
+    for key, (kind, kind_name) in DOCUMENT_FIELDS.items():
+        if type(document[key]) is not kind:  # exact: JSON true is a bool, not an integer
+            found = json.dumps(document[key], ensure_ascii=False)
+            raise InputError(str(path), f'"{key}" must be a JSON {kind_name}, found {found[:40]}')
+    if not all(isinstance(name, str) for name in document["arrays"]):
+        raise InputError(str(path), '"arrays" must list array names (strings)')
+    if document["format_version"] > FORMAT_VERSION:
+        raise InputError(str(path), "written by a newer convpipe; upgrade to load it")
+    return document
+
+
+def _read_arrays(path: Path, npz_path: Path, document: dict[str, Any]) -> dict[str, np.ndarray]:
+    """The arrays `document` lists, from the .npz saved with it."""
+    try:
+        with np.load(npz_path, allow_pickle=False) as npz:
+            token = str(npz[SAVE_TOKEN]) if SAVE_TOKEN in npz.files else None
+            # Files saved before the token existed have none on either side, and still load.
+            if token != document.get(SAVE_TOKEN):
+                raise InputError(str(path), f"{path.name} and {npz_path.name} were not saved together")
+            return {key: npz[key] for key in document["arrays"]}
+    except InputError:
+        raise
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as error:  # e.g. cut off
+        raise InputError(str(npz_path), f"missing or unreadable arrays ({error})") from None

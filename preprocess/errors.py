@@ -9,6 +9,12 @@ class ConvpipeError(Exception):
     """A known, user-facing failure: bad data, bad options, an incomplete run directory."""
 
 
+def one_line(text: str) -> str:
+    """`text` with newlines and other unprintable characters escaped (`\\n`), so that a file
+    named with a newline still makes a one-line message."""
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in str(text))
+
+
 class InputError(ConvpipeError, ValueError):
     """One input (a file, bytes or a decoded object) cannot be turned into an array.
 
@@ -20,7 +26,7 @@ class InputError(ConvpipeError, ValueError):
     def __init__(self, source: str, reason: str):
         self.source = source
         self.reason = reason
-        super().__init__(f"{source}: {reason}")
+        super().__init__(f"{one_line(source)}: {one_line(reason)}")
 
 
 class InputWarning(UserWarning):

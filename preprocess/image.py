@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from preprocess.base import Preprocessor, describe_input, read_bytes
+from preprocess.base import Preprocessor, check_int, describe_input, is_int, read_bytes
 from preprocess.errors import InputError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -36,16 +36,21 @@ class ImagePreprocessor(Preprocessor):
             it, `"crop"` crops the centre to the target aspect ratio first.
         value_range: `"0..1"`, or `"-1..1"` (the +-1 pixel convention of the classic X/O
             example).
-        background: gray level 0-255 on which transparent pixels are composited.
+        background: gray level, an int 0-255, on which transparent pixels are composited.
         max_pixels: larger images are rejected with an `InputError` (decompression-bomb guard).
+            It bounds the output too: `image_size` may hold at most this many pixels.
 
     Example:
         >>> pre = ImagePreprocessor(image_size=(32, 32), color_mode="rgb")
         >>> pre.transform_one(np.zeros((10, 20, 3), dtype=np.uint8)).shape
         (32, 32, 3)
 
-    Input: a path, bytes, a PIL image, or an array `(H, W)` / `(H, W, C)` (uint8 0-255 or
-    float in [0, 1]).
+    Input: a path, bytes, a PIL image, or an array `(H, W)` / `(H, W, C)` whose values mean
+    what a file's do: uint8 0-255; uint16 0-65535, scaled exactly like a 16-bit grayscale file;
+    bool False/True as black/white; other integer dtypes must lie in 0-255 and float arrays in
+    [0, 1], else an `InputError` says the range found. `transform` takes a list of these, or
+    a 4-D `(N, H, W, C)` array as a batch; a single 2-D or 3-D array is one image, for
+    `transform_one`.
     Output shape: `(height, width, channels)`, float32.
     """
 
@@ -69,16 +74,28 @@ class ImagePreprocessor(Preprocessor):
         self.max_pixels = max_pixels
 
     def validate_params(self) -> None:
+        check_int("max_pixels", self.max_pixels)
         size = self.image_size
         if (
             isinstance(size, (str, bytes))
             or not isinstance(size, Sequence)
             or len(size) != 2
-            or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0 for v in size)
+            or not all(is_int(v) and v > 0 for v in size)
         ):
             raise ValueError(
                 "`image_size` must be two positive ints (height, width). "
                 f"Received: image_size={self.image_size!r}"
+            )
+        # An output larger than any input we accept only costs memory (100000 x 100000 was
+        # killed for it), so the decompression-bomb bound applies to it as well.
+        if int(size[0]) * int(size[1]) > self.max_pixels:
+            raise ValueError(
+                f"`image_size` holds {int(size[0]) * int(size[1]):,} pixels, more than "
+                f"max_pixels={self.max_pixels:,}. Received: image_size={self.image_size!r}"
+            )
+        if not is_int(self.background) or not 0 <= self.background <= 255:
+            raise ValueError(
+                f"`background` must be a gray level, an int 0-255. Received: background={self.background!r}"
             )
         for name, value, choices in (
             ("color_mode", self.color_mode, COLOR_MODES),
@@ -87,6 +104,10 @@ class ImagePreprocessor(Preprocessor):
         ):
             if value not in choices:
                 raise ValueError(f"`{name}` must be one of {choices}. Received: {name}={value!r}")
+
+    def _is_one_input(self, inputs: Any) -> bool:
+        # A 4-D array is a batch of images; a 2-D or 3-D one is a single image.
+        return isinstance(inputs, Image.Image) or (isinstance(inputs, np.ndarray) and inputs.ndim in (2, 3))
 
     @property
     def channels(self) -> int:
@@ -161,9 +182,9 @@ class ImagePreprocessor(Preprocessor):
         if mode == "P":
             image = image.convert("RGBA" if "transparency" in image.info else "RGB")
         elif mode in ("I;16", "I;16B", "I;16L", "I"):
-            pixels = np.asarray(image, dtype=np.float64)
-            peak = 65535.0 if pixels.max(initial=0) > 255 or mode.startswith("I;16") else 255.0
-            image = Image.fromarray(np.clip(pixels / peak * 255.0, 0, 255).astype(np.uint8))
+            pixels = np.asarray(image)
+            sixteen_bit = pixels.max(initial=0) > 255 or mode.startswith("I;16")
+            image = Image.fromarray(_to_8_bit(pixels, 65535.0 if sixteen_bit else 255.0))
         elif mode == "F":
             pixels = np.nan_to_num(np.asarray(image, dtype=np.float64))
             image = Image.fromarray(np.clip(pixels * 255.0, 0, 255).astype(np.uint8))
@@ -196,18 +217,46 @@ class ImagePreprocessor(Preprocessor):
         return canvas
 
 
+def _to_8_bit(pixels: np.ndarray, peak: float) -> np.ndarray:
+    """Pixels on a 0-`peak` scale as uint8 0-255, the way 16-bit files have always been read."""
+    return np.clip(np.asarray(pixels, dtype=np.float64) / peak * 255.0, 0, 255).astype(np.uint8)
+
+
 def _array_to_image(array: np.ndarray, source: str) -> Image.Image:
+    """An array as the image a file with the same pixels would decode to; values that no file
+    could hold (out of range, NaN) are refused rather than wrapped or clipped."""
     if array.ndim == 3 and array.shape[-1] == 1:
         array = array[:, :, 0]
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (3, 4)):
         raise InputError(source, f"expected an (H, W) or (H, W, 3|4) array, got {array.shape}")
     if array.size == 0:
         raise InputError(source, "empty image array")
-    if np.issubdtype(array.dtype, np.floating):
+    dtype = array.dtype
+    if dtype == np.bool_:
+        return Image.fromarray(array.astype(np.uint8) * np.uint8(255))
+    if dtype == np.uint16:
+        # Pillow keeps a 2-D uint16 array as a 16-bit image, which `_convert` scales exactly as it
+        # does a 16-bit file; colour has no 16-bit mode in Pillow, so it is scaled here the same way.
+        return Image.fromarray(array if array.ndim == 2 else _to_8_bit(array, 65535.0))
+    if np.issubdtype(dtype, np.integer):
+        low, high = int(array.min()), int(array.max())
+        if low < 0 or high > 255:
+            raise InputError(
+                source,
+                f"{dtype} image array values must lie in 0-255, found {low}..{high} (use uint16 for 16-bit pixels)",
+            )
+        return Image.fromarray(array.astype(np.uint8))
+    if np.issubdtype(dtype, np.floating):
         if not np.all(np.isfinite(array)):
             raise InputError(source, "image array contains NaN or infinite values")
-        array = np.clip(array * 255.0, 0, 255).round()
-    return Image.fromarray(np.asarray(array, dtype=np.uint8))
+        low, high = float(array.min()), float(array.max())
+        if low < 0 or high > 1:
+            raise InputError(
+                source,
+                f"float image array values must lie in [0, 1], found {low:g}..{high:g} (divide 0-255 pixels by 255)",
+            )
+        return Image.fromarray((array * 255.0).round().astype(np.uint8))
+    raise InputError(source, f"image array must hold numbers, got dtype {dtype}")
 
 
 def probe_images(inputs: Sequence[Any], limit: int = 200) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from preprocess.base import Preprocessor, describe_input, read_bytes
+from preprocess.base import Preprocessor, check_int, describe_input, is_int, read_bytes
 from preprocess.errors import InputError, InputWarning
 
 TEXT_EXTENSIONS = (".txt",)
@@ -73,12 +73,13 @@ class TextPreprocessor(Preprocessor):
         positions: number of token positions; longer texts are truncated, shorter ones padded.
             `None` learns it at fit time: the 90th percentile of training lengths, clipped to
             [16, 512] words or [16, 2048] characters.
-        lowercase: lower-case before tokenizing.
+        lowercase: lower-case before tokenizing (a bool).
         min_count: tokens seen fewer times in the training text map to out-of-vocabulary.
         ngram_sizes: character level only: also mark, at each position, the character n-grams
-            of these sizes that end there (e.g. `(2, 3, 4)`), hashed into `hash_buckets` extra
-            columns of the matrix. Each row then has `1 + len(ngram_sizes)` ones; an n-gram
-            needs no vocabulary, so unseen words still share pieces with training words.
+            of these distinct sizes that end there (e.g. `(2, 3, 4)`), hashed into
+            `hash_buckets` extra columns of the matrix. Each row then has `1 + len(ngram_sizes)`
+            ones; an n-gram needs no vocabulary, so unseen words still share pieces with
+            training words.
         hash_buckets: number of columns the n-grams are hashed into (CRC-32, stable across
             processes and machines).
 
@@ -87,7 +88,8 @@ class TextPreprocessor(Preprocessor):
         >>> pre.transform_one("b a z").tolist()
         [2, 3, 1, 0]
 
-    Input: a `str` (the text itself), `bytes`, or a path (`pathlib.Path`) to a text file.
+    Input: a `str` (the text itself), `bytes`, or a path (`pathlib.Path`) to a text file;
+    `transform` takes a list of them (a single str is refused, not read letter by letter).
     Output shape: `(positions,)` int32 token ids; `(positions, 1 + len(ngram_sizes))` with
     n-grams.
     """
@@ -118,23 +120,22 @@ class TextPreprocessor(Preprocessor):
         if self.level not in LEVELS:
             raise ValueError(f"`level` must be one of {LEVELS}. Received: level={self.level!r}")
         sizes = self.ngram_sizes
-        if isinstance(sizes, (str, bytes)) or not all(
-            isinstance(n, int) and not isinstance(n, bool) and n >= 2 for n in sizes
+        if (
+            not isinstance(sizes, (list, tuple))
+            or not all(is_int(n) and n >= 2 for n in sizes)
+            or len(set(sizes)) != len(sizes)  # a repeated size would count its n-grams twice
         ):
-            raise ValueError(f"`ngram_sizes` must be ints >= 2. Received: ngram_sizes={sizes!r}")
+            raise ValueError(
+                f"`ngram_sizes` must be a list of distinct ints >= 2, e.g. (2, 3). Received: ngram_sizes={sizes!r}"
+            )
         if sizes and self.level != "char":
             raise ValueError(f"`ngram_sizes` needs level='char'. Received: level={self.level!r}")
-        if not isinstance(self.hash_buckets, int) or isinstance(self.hash_buckets, bool) or self.hash_buckets < 1:
-            raise ValueError(f"`hash_buckets` must be a positive int. Received: hash_buckets={self.hash_buckets!r}")
-        if not isinstance(self.vocabulary_size, int) or self.vocabulary_size < 3:
-            raise ValueError(
-                "`vocabulary_size` must be an int >= 3 (two ids are reserved). "
-                f"Received: vocabulary_size={self.vocabulary_size!r}"
-            )
-        if self.positions is not None and (not isinstance(self.positions, int) or self.positions < 1):
-            raise ValueError(
-                f"`positions` must be a positive int or None. Received: positions={self.positions!r}"
-            )
+        check_int("hash_buckets", self.hash_buckets)
+        check_int("vocabulary_size", self.vocabulary_size, minimum=3, why=" (two ids are reserved)")
+        check_int("positions", self.positions, none_ok=True)
+        check_int("min_count", self.min_count)
+        if not isinstance(self.lowercase, (bool, np.bool_)):  # "no" would read as True
+            raise ValueError(f"`lowercase` must be True or False. Received: lowercase={self.lowercase!r}")
 
     @property
     def positions_(self) -> int:
@@ -222,10 +223,21 @@ class TextPreprocessor(Preprocessor):
     def to_one_hot(self, ids: np.ndarray) -> np.ndarray:
         """Dense `(..., positions, num_ids)` float32 matrix of token ids; padding adds nothing.
 
+        `num_ids` is the vocabulary plus the reserved ids (and the n-gram hash buckets); an id
+        outside `[0, num_ids)` is a ValueError.
+
         With n-grams, a row counts every id at its position (a hash collision counts twice),
         which is exactly what a window summing looked-up kernel rows computes.
         """
         ids = np.asarray(ids)
+        if not np.issubdtype(ids.dtype, np.integer):
+            raise TypeError(f"`ids` must be integer token ids. Received an array of {ids.dtype}")
+        # Out of range, -1 would silently mark the last column and 999 fail with a bare IndexError.
+        if ids.size and (ids.min() < 0 or ids.max() >= self.num_ids):
+            raise ValueError(
+                f"`ids` must lie in [0, {self.num_ids}) for this vocabulary (num_ids={self.num_ids}). "
+                f"Received ids from {ids.min()} to {ids.max()}"
+            )
         if not self.ngram_sizes:
             ids = ids[..., None]
         dense = np.zeros((*ids.shape[:-1], self.num_ids), dtype=np.float32)
@@ -251,7 +263,15 @@ class TextPreprocessor(Preprocessor):
         return {"vocabulary_": self.vocabulary_, "learned_positions_": self.learned_positions_}, {}
 
     def _restore_state(self, values: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
-        if "vocabulary_" in values:
-            self.vocabulary_ = list(values["vocabulary_"])
-            self._index = {token: i + len(RESERVED) for i, token in enumerate(self.vocabulary_)}
-            self.learned_positions_ = int(values["learned_positions_"])
+        if not values:
+            return  # saved unfitted
+        vocabulary, positions = values["vocabulary_"], values["learned_positions_"]
+        if not isinstance(vocabulary, list) or not all(isinstance(token, str) for token in vocabulary):
+            raise ValueError("vocabulary_ must be a list of strings")
+        if len(set(vocabulary)) != len(vocabulary):
+            raise ValueError("vocabulary_ holds a token twice")
+        if not is_int(positions) or positions < 1:
+            raise ValueError(f"learned_positions_ must be a positive int, found {positions!r}")
+        self.vocabulary_ = vocabulary
+        self._index = {token: i + len(RESERVED) for i, token in enumerate(vocabulary)}
+        self.learned_positions_ = int(positions)

@@ -630,3 +630,94 @@ def test_a_five_minute_clip_is_read_only_as_far_as_the_duration_needs(tmp_path):
     assert np.isfinite(result["x"]).all() and result["x"].shape[1] == 16
     # one second of samples and its spectrogram; the whole file as float32 would be 19 MB
     assert peak < 4_000_000
+
+
+# ---- one input where a batch belongs ------------------------------------------------------------
+
+
+CLIP = (np.zeros(16000, np.float32), 16000)
+
+
+@pytest.mark.parametrize(
+    "preprocessor, train, one",
+    [
+        (TextPreprocessor(positions=8), ["the"], "the cat"),  # was (7, 8): one row per character
+        (TextPreprocessor(positions=8), ["the"], b"the cat"),
+        (ImagePreprocessor(), [], "red.png"),  # was "r: no such file"
+        (ImagePreprocessor(), [], Path("red.png")),
+        (ImagePreprocessor(color_mode="rgb"), [], np.zeros((5, 6, 3), np.uint8)),  # its rows became images
+        (AudioPreprocessor(), [CLIP], CLIP),
+        (AudioPreprocessor(), [CLIP], None),  # was "has no len()"
+    ],
+    ids=["text str", "text bytes", "image str", "image Path", "image array", "audio tuple", "None"],
+)
+def test_one_input_given_where_a_batch_belongs_is_a_type_error(preprocessor, train, one):
+    preprocessor.fit(train)
+    hints = {preprocessor.transform: "use transform_one", preprocessor.fit: "pass a list of one: fit([x])"}
+    for call, hint in hints.items():
+        with pytest.raises(TypeError) as caught:
+            call(one)
+        assert str(caught.value).startswith("`inputs` must be a list of inputs; got "), caught.value
+        assert str(caught.value).endswith(f"For one input, {hint}.")
+
+
+# ---- saved preprocessors that were edited by hand or damaged -------------------------------------
+
+
+@pytest.fixture()
+def saved_audio(tmp_path) -> Path:
+    pre = AudioPreprocessor(duration=0.25, num_mels=16).fit([(np.sin(np.arange(4000, dtype=np.float32)), 16000)])
+    pre.save(tmp_path / "audio.json")
+    return tmp_path / "audio.json"
+
+
+@pytest.mark.parametrize(
+    "edit, reason",
+    [
+        (lambda d: {**d, "arrays": []}, "cannot restore the fitted state (missing 'band_mean_')"),  # KeyError
+        (lambda d: {**d, "fitted": "yes"}, '"fitted" must be a JSON object, found "yes"'),  # AttributeError
+        (lambda d: {**d, "config": [1, 2]}, '"config" must be a JSON object, found [1, 2]'),  # TypeError
+        (lambda d: {**d, "format_version": "1"}, '"format_version" must be a JSON integer, found "1"'),
+        (lambda d: {**d, "class": ["AudioPreprocessor"]}, '"class" must be a JSON string, found ["AudioPrep'),
+        (lambda d: [d], 'not a convpipe preprocessor file (no "class" and "config")'),
+        (lambda d: {**d, "fitted": {"fitted": "yes"}}, "cannot restore the fitted state with the arrays in audio.npz"),
+        # loaded fine and failed only at the first transform
+        (
+            lambda d: {**d, "config": {**d["config"], "sample_rate": -5}},
+            "invalid config: `sample_rate` must be a positive int. Received: sample_rate=-5",
+        ),
+        (lambda d: {**d, "config": {**d["config"], "colour": 1}}, "invalid config: Unknown AudioPreprocessor"),
+    ],
+    ids=["no arrays", "fitted str", "config list", "version str", "class list", "a list", "fitted value", "bad value",
+         "unknown parameter"],
+)
+def test_a_hand_edited_preprocessor_file_is_one_input_error_naming_it(saved_audio, edit, reason):
+    document = json.loads(saved_audio.read_text())
+    saved_audio.write_text(json.dumps(edit(document)))
+    with pytest.raises(InputError) as caught:
+        AudioPreprocessor.load(saved_audio)
+    assert caught.value.source == str(saved_audio)
+    assert caught.value.reason.startswith(reason), caught.value.reason
+    assert "\n" not in str(caught.value)
+
+
+def test_a_text_file_missing_its_learned_positions_is_an_input_error(tmp_path):
+    TextPreprocessor().fit(["a b c"]).save(tmp_path / "text.json")
+    document = json.loads((tmp_path / "text.json").read_text())
+    del document["fitted"]["learned_positions_"]
+    (tmp_path / "text.json").write_text(json.dumps(document))
+    with pytest.raises(InputError) as caught:
+        TextPreprocessor.load(tmp_path / "text.json")
+    reason = "cannot restore the fitted state (missing 'learned_positions_')"
+    assert str(caught.value) == f"{tmp_path / 'text.json'}: {reason}"
+
+
+# ---- messages ----------------------------------------------------------------------------------
+
+
+def test_a_path_with_a_newline_still_gives_a_one_line_error(tmp_path):
+    path = tmp_path / "two\nlines.png"
+    path.write_bytes(b"not an image")
+    error = read_error(ImagePreprocessor(), path)
+    assert error.source == str(path)  # the attribute keeps the real name
+    assert str(error) == f"{tmp_path}/two\\nlines.png: not a readable image (unknown or corrupt format)"

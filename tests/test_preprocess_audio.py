@@ -104,6 +104,19 @@ def test_stereo_44k_file_is_mixed_to_mono_and_resampled(tmp_path):
     assert int(np.argmax(pre.read(path).mean(axis=0))) == expected_band(2000, pre)
 
 
+def test_stereo_arrays_in_either_layout_mix_like_the_file(tmp_path):
+    # librosa.load(mono=False) gives (channels, samples), soundfile (samples, channels); averaged
+    # over the wrong axis, a (2, 4000) clip used to become 2 samples of garbage.
+    stereo = np.stack([tone(440), tone(3000, amplitude=0.2)])  # (2, 4000), distinct channels
+    path = write_wav(tmp_path / "stereo.wav", stereo.T, subtype="FLOAT")
+    by_librosa, rate = librosa.load(path, sr=None, mono=False)
+    assert by_librosa.shape == (2, 4000)
+    pre = small().fit([path])
+    from_file = pre.transform_one(path)
+    np.testing.assert_array_equal(pre.transform_one((by_librosa, rate)), from_file)
+    np.testing.assert_array_equal(pre.transform_one((by_librosa.T, rate)), from_file)
+
+
 def test_opposite_channels_cancel_when_mixed(tmp_path):
     left = tone(1000)
     path = write_wav(tmp_path / "cancel.wav", np.stack([left, -left], axis=1), subtype="FLOAT")
@@ -174,11 +187,26 @@ def test_a_cut_off_mp3_is_called_damaged_not_missing(tmp_path):
 
 @pytest.mark.parametrize(
     "value, reason",
-    [((np.zeros(10, np.float32), 0), "sample rate must be a positive int"), (42, "expected a path, bytes")],
+    [
+        ((np.zeros(10, np.float32), 0), "sample rate must be a positive int, got 0"),
+        ((np.zeros(10, np.float32), True), "sample rate must be a positive int, got True"),  # not 1 Hz
+        (42, "expected a path, bytes or a (waveform, sample_rate) tuple"),
+        # was "could not convert string to float"
+        (("c0.wav", SR), "waveform must be an array of numbers, got str 'c0.wav' (pass a file as the path alone)"),
+        # None became NaN: "contains NaN or infinite samples" misled
+        ((np.array([0.1, None] * 50), SR), "waveform must be an array of numbers, got an array of object"),
+    ],
 )
 def test_bad_in_memory_inputs_raise_input_error(value, reason):
-    with pytest.raises(InputError, match=reason):
+    with pytest.raises(InputError) as caught:
         small().read(value)
+    assert caught.value.reason == reason
+
+
+def test_bytes_are_described_by_their_size_not_an_object_address():
+    with pytest.raises(InputError) as caught:
+        small().read(b"x" * 4096)
+    assert str(caught.value) == "<4,096 bytes>: not a readable audio file (Format not recognised)"
 
 
 # ---- fitting ---------------------------------------------------------------------------------
@@ -229,6 +257,63 @@ def test_save_load_round_trip_uses_json_and_npz(tmp_path):
     np.testing.assert_array_equal(loaded.transform(train), pre.transform(train))
 
 
+def test_numpy_scalar_parameters_save_as_plain_json(tmp_path):
+    pre = small(sample_rate=np.int64(SR), duration=np.float32(0.25), top_db=np.float64(80)).fit([(tone(440), SR)])
+    pre.save(tmp_path / "pre.json")  # was "Object of type int64 is not JSON serializable"
+    config = json.loads((tmp_path / "pre.json").read_text())["config"]
+    assert config["sample_rate"] == SR and type(config["sample_rate"]) is int
+    loaded = AudioPreprocessor.load(tmp_path / "pre.json")
+    np.testing.assert_array_equal(loaded.transform_one((tone(440), SR)), pre.transform_one((tone(440), SR)))
+
+
+@pytest.mark.parametrize("name", ["pre.v1", "pre.npz", "pre"])
+def test_save_and_load_need_a_json_path(tmp_path, name):
+    pre = small().fit([(tone(440), SR)])
+    with pytest.raises(ValueError, match=r"`path` must end in \.json .*Received: path="):
+        pre.save(tmp_path / name)
+    with pytest.raises(ValueError, match=r"`path` must end in \.json"):
+        AudioPreprocessor.load(tmp_path / name)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_json_and_npz_from_different_saves_are_refused_and_older_saves_still_load(tmp_path):
+    small().fit([(tone(440), SR)]).save(tmp_path / "a.json")
+    small().fit([(tone(3000), SR)]).save(tmp_path / "b.json")
+    (tmp_path / "a.npz").write_bytes((tmp_path / "b.npz").read_bytes())
+    with pytest.raises(InputError) as caught:  # loaded b's statistics silently
+        AudioPreprocessor.load(tmp_path / "a.json")
+    assert str(caught.value) == f"{tmp_path / 'a.json'}: a.json and a.npz were not saved together"
+    # a pair saved before the token existed has none on either side, and loads
+    pre = small().fit([(tone(440), SR)])
+    document = json.loads((tmp_path / "a.json").read_text())
+    del document["save_token"]
+    (tmp_path / "old.json").write_text(json.dumps(document))
+    np.savez(tmp_path / "old.npz", band_mean_=pre.band_mean_, band_std_=pre.band_std_)
+    np.testing.assert_array_equal(AudioPreprocessor.load(tmp_path / "old.json").band_std_, pre.band_std_)
+
+
+def test_a_value_json_cannot_hold_fails_before_any_file_is_written(tmp_path, monkeypatch):
+    pre = small().fit([(tone(440), SR)])
+    unserializable = {"fitted": object()}, {"band_mean_": pre.band_mean_}
+    monkeypatch.setattr(AudioPreprocessor, "_fitted_state", lambda self: unserializable)
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        pre.save(tmp_path / "pre.json")
+    assert list(tmp_path.iterdir()) == []  # no orphan .npz
+
+
+def test_statistics_that_do_not_match_num_mels_name_the_real_arrays_file(tmp_path):
+    small().fit([(tone(440), SR)]).save(tmp_path / "mine.json")
+    document = json.loads((tmp_path / "mine.json").read_text())
+    document["config"]["num_mels"] = 16
+    (tmp_path / "mine.json").write_text(json.dumps(document))
+    with pytest.raises(InputError) as caught:
+        AudioPreprocessor.load(tmp_path / "mine.json")
+    assert str(caught.value) == (  # named "preprocessor.npz", whatever the file was called
+        f"{tmp_path / 'mine.json'}: cannot restore the fitted state with the arrays in mine.npz "
+        "(band_mean_ has shape (32,), but num_mels=16)"
+    )
+
+
 def test_loading_an_unfitted_save_stays_unfitted(tmp_path):
     small().save(tmp_path / "pre.json")
     assert not (tmp_path / "pre.npz").exists()
@@ -265,6 +350,12 @@ def test_load_refuses_another_preprocessor_class(tmp_path):
         ({"fmax": 9000.0}, "fmax"),
         ({"fmin": 500.0, "fmax": 400.0}, "fmin"),
         ({"normalization": "global"}, "normalization"),
+        ({"log_floor": float("nan")}, "log_floor"),  # every output was NaN
+        ({"log_floor": float("inf")}, "log_floor"),  # every output was constant
+        ({"log_floor": "x"}, "log_floor"),  # these three were raw TypeErrors
+        ({"fmin": "20"}, "fmin"),
+        ({"top_db": "80"}, "top_db"),
+        ({"top_db": float("inf")}, "top_db"),  # silence read as -inf
     ],
 )
 def test_bad_parameters_raise_value_error_naming_the_parameter(params, name):

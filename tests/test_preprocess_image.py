@@ -164,6 +164,48 @@ def test_16_bit_grayscale_png_uses_the_full_16_bit_range(tmp_path):
     np.testing.assert_allclose(out[0, :, 0], array[0] / 65535.0, atol=1 / 255 + 1e-6)
 
 
+def test_a_16_bit_array_reads_exactly_like_the_16_bit_file_it_came_from(tmp_path):
+    array = np.array([[0, 255, 256, 16384, 32896, 40000, 65534, 65535]] * 2, dtype=np.uint16)
+    path = tmp_path / "deep.png"
+    Image.fromarray(array).save(path)
+    from_file = np.asarray(Image.open(path))
+    assert from_file.dtype == np.uint16
+    pre = ImagePreprocessor(image_size=(2, 8))
+    # was cast to uint8 (256 -> 0, 40000 -> 64): 0.251 where the path gives 0.608
+    np.testing.assert_array_equal(pre.transform_one(from_file), pre.transform_one(path))
+    assert pre.transform_one(from_file)[0, 5, 0] == pytest.approx(40000 / 65535, abs=1 / 255)
+    rgb = ImagePreprocessor(image_size=(2, 8), color_mode="rgb")
+    np.testing.assert_array_equal(rgb.transform_one(np.stack([from_file] * 3, axis=-1)), rgb.transform_one(path))
+
+
+def test_array_dtypes_mean_what_files_mean():
+    pre = ImagePreprocessor(image_size=(1, 4))
+    expected = np.array([0, 51, 204, 255]) / 255
+    for dtype in (np.uint8, np.int16, np.int32, np.int64, np.uint32):
+        out = pre.transform_one(np.array([[0, 51, 204, 255]], dtype))
+        np.testing.assert_allclose(out[0, :, 0], expected, atol=1e-6)
+    # bool is black and white, not 0 and 1/255
+    np.testing.assert_array_equal(pre.transform_one(np.array([[False, True, True, False]]))[0, :, 0], [0, 1, 1, 0])
+    np.testing.assert_allclose(pre.transform_one(np.array([[0.0, 0.2, 0.8, 1.0]]))[0, :, 0], expected, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "array, reason",
+    [
+        # these wrapped around silently: 300 -> 0.173, -1 -> 1.0
+        (np.array([[300, -1]], np.int16), "int16 image array values must lie in 0-255, found -1..300"),
+        (np.array([[0, 256]], np.int32), "int32 image array values must lie in 0-255, found 0..256"),
+        (np.array([[0.0, 255.0]]), "float image array values must lie in [0, 1], found 0..255 (divide 0-255 pixels by"),
+        (np.array([[-0.5, 0.5]], np.float32), "float image array values must lie in [0, 1], found -0.5..0.5"),
+        (np.array([["a", "b"]]), "image array must hold numbers, got dtype <U1"),
+    ],
+)
+def test_arrays_outside_their_range_are_refused_saying_the_range_found(array, reason):
+    with pytest.raises(InputError) as caught:
+        ImagePreprocessor(image_size=(1, 2)).transform_one(array)
+    assert caught.value.reason.startswith(reason), caught.value.reason
+
+
 def test_exif_orientation_is_applied(tmp_path):
     stored = np.zeros((10, 20, 3), dtype=np.uint8)  # 20 wide, 10 tall ...
     stored[:, :10] = 255  # ... white on the left half
@@ -243,6 +285,12 @@ def test_image_above_max_pixels_is_refused(tmp_path):
         ({"color_mode": "cmyk"}, "color_mode"),
         ({"resize_mode": "squash"}, "resize_mode"),
         ({"value_range": "0..255"}, "value_range"),
+        ({"background": "white"}, "background"),  # failed only at transform of an alpha image
+        ({"background": 300}, "background"),
+        ({"background": -5}, "background"),
+        ({"background": True}, "background"),
+        ({"max_pixels": "big"}, "max_pixels"),  # a raw TypeError
+        ({"max_pixels": 0}, "max_pixels"),
     ],
 )
 def test_bad_parameters_raise_value_error_naming_the_parameter(params, name):
@@ -254,6 +302,39 @@ def test_bad_parameters_raise_value_error_naming_the_parameter(params, name):
 def test_scalar_image_size_raises_value_error_naming_the_parameter():
     with pytest.raises(ValueError, match="image_size"):
         ImagePreprocessor(image_size=32).transform_one(np.zeros((4, 4), dtype=np.uint8))
+
+
+def test_an_image_size_above_max_pixels_is_refused_before_any_memory_is_used():
+    exactly = ImagePreprocessor(image_size=(20, 30), max_pixels=600)  # the limit is inclusive
+    assert exactly.transform_one(np.zeros((4, 4), np.uint8)).shape == (20, 30, 1)
+    with pytest.raises(ValueError, match="`image_size` holds 651 pixels, more than max_pixels=650"):
+        ImagePreprocessor(image_size=(21, 31), max_pixels=650).transform_one(np.zeros((4, 4), np.uint8))
+    # (100000, 100000) was killed by the kernel when the first canvas was allocated
+    with pytest.raises(ValueError) as caught:
+        ImagePreprocessor(image_size=(100_000, 100_000)).transform_one(np.zeros((4, 4), dtype=np.uint8))
+    assert str(caught.value) == (
+        "`image_size` holds 10,000,000,000 pixels, more than max_pixels=64,000,000. "
+        "Received: image_size=(100000, 100000)"
+    )
+
+
+def test_one_array_given_as_a_batch_is_refused_and_a_4_d_array_is_a_batch():
+    pre = ImagePreprocessor(image_size=(5, 6), color_mode="rgb")
+    with pytest.raises(TypeError) as caught:
+        pre.transform(np.zeros((5, 6, 3), dtype=np.uint8))  # its rows used to become 5 images
+    assert str(caught.value) == (
+        "`inputs` must be a list of inputs; got ndarray of shape (5, 6, 3). For one input, use transform_one."
+    )
+    batch = np.random.default_rng(0).integers(0, 256, (2, 5, 6, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(pre.transform(batch), pre.transform(list(batch)))
+    assert pre.transform(batch).shape == (2, 5, 6, 3)
+
+
+def test_numpy_image_size_saves_and_loads(tmp_path):
+    pre = ImagePreprocessor(image_size=(np.int64(8), np.int64(6)), background=np.uint8(0))
+    pre.save(tmp_path / "pre.json")  # was "Object of type int64 is not JSON serializable"
+    assert pre.get_config()["image_size"] == [8, 6] and type(pre.get_config()["background"]) is int
+    assert ImagePreprocessor.load(tmp_path / "pre.json").output_shape == (8, 6, 1)
 
 
 def test_save_load_round_trip(tmp_path):

@@ -141,6 +141,17 @@ def test_one_hot_equals_the_compact_form_exactly():
     assert (ids == 1).any() and (ids == 0).any()  # the example covers OOV and padding
 
 
+@pytest.mark.parametrize("bad", [-1, 999])
+def test_one_hot_refuses_ids_outside_the_vocabulary(bad):
+    pre = TextPreprocessor(positions=8).fit(CORPUS)
+    assert pre.num_ids == 12  # 2 reserved ids + 10 words
+    # -1 silently marked the last column; 999 was a bare IndexError
+    with pytest.raises(ValueError) as caught:
+        pre.to_one_hot(np.array([[2, bad, 0]]))
+    assert str(caught.value).startswith("`ids` must lie in [0, 12) for this vocabulary (num_ids=12).")
+    assert pre.to_one_hot(np.array([[2, 11, 0]])).shape == (1, 3, 12)
+
+
 def test_decode_ids_inverts_encoding():
     pre = TextPreprocessor(positions=6).fit(CORPUS)
     assert pre.decode_ids(pre.transform_one("the dog ate")) == ["the", "dog", "<oov>"]
@@ -220,12 +231,51 @@ def test_fit_needs_training_text():
         ({"vocabulary_size": 2}, "vocabulary_size"),
         ({"positions": 0}, "positions"),
         ({"positions": "10"}, "positions"),
+        ({"positions": True}, "positions"),  # raw TypeErrors before
+        ({"min_count": "2"}, "min_count"),
+        ({"min_count": None}, "min_count"),
+        ({"min_count": -1}, "min_count"),  # accepted before
+        ({"lowercase": "no"}, "lowercase"),  # was truthy: lower-cased
+        ({"level": "char", "ngram_sizes": None}, "ngram_sizes"),  # "'NoneType' object is not iterable"
+        ({"level": "char", "ngram_sizes": 3}, "ngram_sizes"),
+        ({"level": "char", "ngram_sizes": (2, 2)}, "ngram_sizes"),  # counted every 2-gram twice
     ],
 )
 def test_bad_parameters_raise_value_error_naming_the_parameter(params, name):
     pre = TextPreprocessor(**params)
     with pytest.raises(ValueError, match=f"`{name}`.*Received: {name}="):
         pre.fit(CORPUS)
+
+
+def test_numpy_ints_are_accepted_like_python_ints(tmp_path):
+    # image and audio took np.int64; text refused it
+    numbers = {"vocabulary_size": 8, "positions": 6, "min_count": 1, "hash_buckets": 50}
+    plain = TextPreprocessor(level="char", ngram_sizes=(2, 3), **numbers).fit(CORPUS)
+    pre = TextPreprocessor(
+        level="char", ngram_sizes=(np.int64(2), np.int64(3)), **{k: np.int64(v) for k, v in numbers.items()}
+    ).fit(CORPUS)
+    np.testing.assert_array_equal(pre.transform(CORPUS), plain.transform(CORPUS))
+    pre.save(tmp_path / "t.json")
+    assert TextPreprocessor.load(tmp_path / "t.json").get_config() == pre.get_config() == plain.get_config()
+
+
+@pytest.mark.parametrize(
+    "call",
+    [lambda pre: pre.transform("the cat"), lambda pre: pre.transform(None), lambda pre: pre.fit("hello world")],
+    ids=["transform str", "transform None", "fit str"],
+)
+def test_a_single_text_where_a_list_belongs_is_a_type_error(call):
+    pre = TextPreprocessor(positions=8).fit(CORPUS)
+    # a str was iterated: 7 one-letter texts, or a vocabulary of letters
+    with pytest.raises(TypeError, match=r"^`inputs` must be a list of inputs; got (str|NoneType)\. For one input, "):
+        call(pre)
+    assert pre.vocabulary_[0] == "the"  # the failed fit did not replace the vocabulary
+
+
+def test_a_generator_of_texts_is_read_as_a_list():
+    pre = TextPreprocessor(positions=4).fit(text for text in CORPUS)
+    assert pre.vocabulary_ == TextPreprocessor(positions=4).fit(CORPUS).vocabulary_
+    np.testing.assert_array_equal(pre.transform(iter(CORPUS)), pre.transform(CORPUS))
 
 
 @pytest.mark.parametrize("positions", [5, None])
