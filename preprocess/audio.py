@@ -205,12 +205,27 @@ class AudioPreprocessor(Preprocessor):
                 source, f"truncated WAV (header promises {promised:,} frames, file holds {present:,})"
             )
         try:
-            with soundfile.SoundFile(opened) as handle:
-                rate = handle.samplerate
-                wanted = int(np.ceil(self.duration * rate))
-                samples = handle.read(frames=wanted, dtype="float32", always_2d=True)
+            handle = soundfile.SoundFile(opened)
         except (soundfile.LibsndfileError, RuntimeError, ValueError, TypeError) as error:
+            if "malformed" in str(error):  # a format libsndfile knows, damaged: no other decoder helps
+                raise InputError(source, f"damaged audio data ({_libsndfile_reason(error)})") from None
             return self._decode_fallback(source, error)
+        with handle:
+            rate, promised = handle.samplerate, handle.frames
+            wanted = int(np.ceil(self.duration * rate))
+            try:
+                samples = handle.read(frames=wanted, dtype="float32", always_2d=True)
+            except (soundfile.LibsndfileError, RuntimeError, ValueError) as error:
+                # The header was read, the data then failed (a cut-off FLAC loses sync): another
+                # decoder would return the part before the cut as if it were the whole clip.
+                raise InputError(source, f"damaged audio data ({_libsndfile_reason(error)})") from None
+        expected = min(wanted, promised) if promised > 0 else 0
+        # A cut-off mp3 reads without an error, just short of what its header promises. The
+        # margin allows for an encoder's padding and for frame counts estimated from the bit rate.
+        if len(samples) < expected - max(0.02 * expected, 2304):
+            raise InputError(
+                source, f"truncated audio (header promises {promised:,} frames, file holds {len(samples):,})"
+            )
         return samples, rate
 
     def _decode_fallback(self, source: str, error: Exception) -> tuple[np.ndarray, int]:
@@ -227,9 +242,7 @@ class AudioPreprocessor(Preprocessor):
                 return samples, int(rate)
             except Exception:
                 pass
-        # libsndfile's own words, without its "Error opening <_io.BytesIO object at 0x...>: "
-        reason = (getattr(error, "error_string", None) or str(error).split("\n")[0]).strip().rstrip(".")
-        reason = reason or type(error).__name__
+        reason = _libsndfile_reason(error)
         if "File does not exist" in reason and os.path.isfile(source):
             # libsndfile's words for a file it can open but cannot make sense of (a cut-off mp3)
             reason = "its audio data is damaged or in a format the installed decoders cannot read"
@@ -298,6 +311,12 @@ def _waveform(samples: Any, source: str) -> np.ndarray:
     if array.dtype.kind not in "iuf":  # signed, unsigned, floating
         raise InputError(source, f"waveform must be an array of numbers, got an array of {array.dtype}")
     return array
+
+
+def _libsndfile_reason(error: Exception) -> str:
+    """libsndfile's own words, without its "Error opening <_io.BytesIO object at 0x...>: "."""
+    reason = (getattr(error, "error_string", None) or str(error).split("\n")[0]).strip().rstrip(".")
+    return reason.removeprefix("Error : ") or type(error).__name__
 
 
 @functools.lru_cache(maxsize=64)

@@ -174,6 +174,27 @@ def test_not_an_audio_file_raises_input_error_naming_it(tmp_path):
     assert "\n" not in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    "fmt, message",
+    [
+        ("FLAC", r"damaged audio data \(flac decoder lost sync\)"),
+        ("OGG", r"damaged audio data \(Supported file format but file is malformed\)"),
+        ("MP3", r"truncated audio \(header promises 48,000 frames, file holds [\d,]+\)"),
+    ],
+)
+def test_cut_off_compressed_audio_is_refused_not_read_as_a_shorter_clip(tmp_path, fmt, message):
+    if fmt not in soundfile.available_formats():
+        pytest.skip(f"this libsndfile has no {fmt}")
+    whole = tmp_path / f"whole.{fmt.lower()}"
+    soundfile.write(whole, tone(440, duration=3.0) * 0.5, SR, format=fmt)
+    cut = tmp_path / f"cut.{fmt.lower()}"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 3])
+    pre = small(duration=3.0)
+    assert pre.read(whole).shape == pre.output_shape[:2]  # the whole file reads
+    with pytest.raises(InputError, match=message):
+        pre.read(cut)
+
+
 @pytest.mark.skipif("MP3" not in soundfile.available_formats(), reason="this libsndfile has no MP3")
 def test_a_cut_off_mp3_is_called_damaged_not_missing(tmp_path):
     whole = tmp_path / "whole.mp3"
