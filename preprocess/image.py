@@ -183,11 +183,13 @@ class ImagePreprocessor(Preprocessor):
             image = image.convert("RGBA" if "transparency" in image.info else "RGB")
         elif mode in ("I;16", "I;16B", "I;16L", "I"):
             pixels = np.asarray(image)
-            sixteen_bit = pixels.max(initial=0) > 255 or mode.startswith("I;16")
+            low, high = int(pixels.min(initial=0)), int(pixels.max(initial=0))
+            if low < 0 or high > 65535:  # 32-bit integer pixels: no scale to read them on
+                raise InputError(source, f"32-bit integer pixels must lie in 0-65535, found {low}..{high}")
+            sixteen_bit = high > 255 or mode.startswith("I;16")
             image = Image.fromarray(_to_8_bit(pixels, 65535.0 if sixteen_bit else 255.0))
-        elif mode == "F":
-            pixels = np.nan_to_num(np.asarray(image, dtype=np.float64))
-            image = Image.fromarray(np.clip(pixels * 255.0, 0, 255).astype(np.uint8))
+        elif mode == "F":  # 32-bit float pixels (TIFF): read on the [0, 1] scale float arrays use
+            image = Image.fromarray(_unit_floats_to_8_bit(np.asarray(image), source, "float pixels"))
         elif mode in ("1", "CMYK", "YCbCr", "LAB", "HSV"):
             image = image.convert("RGB" if mode != "1" else "L")
         if image.mode in ("RGBA", "LA", "PA"):
@@ -222,6 +224,17 @@ def _to_8_bit(pixels: np.ndarray, peak: float) -> np.ndarray:
     return np.clip(np.asarray(pixels, dtype=np.float64) / peak * 255.0, 0, 255).astype(np.uint8)
 
 
+def _unit_floats_to_8_bit(pixels: np.ndarray, source: str, what: str) -> np.ndarray:
+    """Float pixels on the [0, 1] scale as uint8; NaN and values off the scale are refused, since
+    clipping would turn a 0-255 image white without a word."""
+    if not np.all(np.isfinite(pixels)):
+        raise InputError(source, f"{what} include NaN or infinite values")
+    low, high = float(pixels.min()), float(pixels.max())
+    if low < 0 or high > 1:
+        raise InputError(source, f"{what} must lie in [0, 1], found {low:g}..{high:g} (divide 0-255 pixels by 255)")
+    return (np.asarray(pixels, dtype=np.float64) * 255.0).round().astype(np.uint8)
+
+
 def _array_to_image(array: np.ndarray, source: str) -> Image.Image:
     """An array as the image a file with the same pixels would decode to; values that no file
     could hold (out of range, NaN) are refused rather than wrapped or clipped."""
@@ -247,15 +260,7 @@ def _array_to_image(array: np.ndarray, source: str) -> Image.Image:
             )
         return Image.fromarray(array.astype(np.uint8))
     if np.issubdtype(dtype, np.floating):
-        if not np.all(np.isfinite(array)):
-            raise InputError(source, "image array contains NaN or infinite values")
-        low, high = float(array.min()), float(array.max())
-        if low < 0 or high > 1:
-            raise InputError(
-                source,
-                f"float image array values must lie in [0, 1], found {low:g}..{high:g} (divide 0-255 pixels by 255)",
-            )
-        return Image.fromarray((array * 255.0).round().astype(np.uint8))
+        return Image.fromarray(_unit_floats_to_8_bit(array, source, "float image array values"))
     raise InputError(source, f"image array must hold numbers, got dtype {dtype}")
 
 

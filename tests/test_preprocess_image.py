@@ -361,3 +361,23 @@ def test_get_config_holds_every_constructor_argument():
     assert ImagePreprocessor.from_config(config).get_config() == config
     with pytest.raises(ValueError, match="Unknown ImagePreprocessor parameter.*colour"):
         ImagePreprocessor.from_config({**config, "colour": "rgb"})
+
+
+def test_float_tiffs_read_on_the_unit_scale_and_others_are_refused(tmp_path):
+    ramp = np.linspace(0, 1, 16, dtype=np.float32).reshape(4, 4)
+    pre = ImagePreprocessor(image_size=(4, 4), color_mode="grayscale")
+    Image.fromarray(ramp, mode="F").save(tmp_path / "unit.tif")
+    np.testing.assert_allclose(pre.transform_one(tmp_path / "unit.tif")[:, :, 0], ramp, atol=1 / 255)
+    Image.fromarray(ramp * 255, mode="F").save(tmp_path / "bytes.tif")  # was read as all but one pixel white
+    with pytest.raises(InputError, match=r"float pixels must lie in \[0, 1\], found 0\.\.255"):
+        pre.transform_one(tmp_path / "bytes.tif")
+    Image.fromarray(np.where(ramp > 0.5, np.nan, ramp).astype(np.float32), mode="F").save(tmp_path / "nan.tif")
+    with pytest.raises(InputError, match="float pixels include NaN"):
+        pre.transform_one(tmp_path / "nan.tif")
+
+
+def test_32_bit_integer_pixels_beyond_16_bits_are_refused(tmp_path):
+    pixels = np.arange(16, dtype=np.int32).reshape(4, 4) * 10_000  # up to 150,000
+    Image.fromarray(pixels, mode="I").save(tmp_path / "wide.tif")
+    with pytest.raises(InputError, match=r"32-bit integer pixels must lie in 0-65535, found 0\.\.150000"):
+        ImagePreprocessor(image_size=(4, 4)).transform_one(tmp_path / "wide.tif")
