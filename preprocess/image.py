@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -148,7 +149,7 @@ class ImagePreprocessor(Preprocessor):
 
     def _open(self, data: bytes, source: str) -> Image.Image:
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), _pixel_limit(self.max_pixels):
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
                 image = Image.open(io.BytesIO(data))
                 width, height = image.size
@@ -219,6 +220,24 @@ class ImagePreprocessor(Preprocessor):
         return canvas
 
 
+@contextlib.contextmanager
+def _pixel_limit(max_pixels: int) -> Iterator[None]:
+    """Pillow's decompression-bomb limit raised to `max_pixels` while opening, where that is
+    higher: Pillow refuses larger images before convpipe sees their size, so a `max_pixels` above
+    its limit would have no effect. Pillow keeps the limit in a global; it is put back after."""
+    saved = Image.MAX_IMAGE_PIXELS
+    if saved is not None and max_pixels > saved:
+        Image.MAX_IMAGE_PIXELS = max_pixels
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
+
+
+#: EXIF orientations that turn the stored picture a quarter turn: its width becomes its height.
+QUARTER_TURNS = {5, 6, 7, 8}
+
+
 def _to_8_bit(pixels: np.ndarray, peak: float) -> np.ndarray:
     """Pixels on a 0-`peak` scale as uint8 0-255, the way 16-bit files have always been read."""
     return np.clip(np.asarray(pixels, dtype=np.float64) / peak * 255.0, 0, 255).astype(np.uint8)
@@ -264,6 +283,16 @@ def _array_to_image(array: np.ndarray, source: str) -> Image.Image:
     raise InputError(source, f"image array must hold numbers, got dtype {dtype}")
 
 
+ORIENTATION = 0x0112  # the EXIF tag
+
+
+def _gray_palette(image: Image.Image) -> bool:
+    """Whether every colour of a palette image is a gray (a grayscale GIF, say)."""
+    palette = np.asarray(image.getpalette() or [], dtype=np.int16)
+    rgb = palette[: len(palette) // 3 * 3].reshape(-1, 3)
+    return bool(len(rgb)) and bool(np.all(rgb == rgb[:, :1]))
+
+
 def probe_images(inputs: Sequence[Any], limit: int = 200) -> dict[str, Any]:
     """Suggest `image_size` and `color_mode` from a sample of images without decoding pixels.
 
@@ -280,8 +309,14 @@ def probe_images(inputs: Sequence[Any], limit: int = 200) -> dict[str, Any]:
                 height, width = x.shape[:2]
                 mode = "RGB" if x.ndim == 3 and x.shape[-1] in (3, 4) else "L"
             else:
-                with Image.open(x if not isinstance(x, bytes) else io.BytesIO(x)) as image:
-                    (width, height), mode = image.size, image.mode
+                with warnings.catch_warnings():  # a very large image is reported when it is read
+                    warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                    with Image.open(x if not isinstance(x, bytes) else io.BytesIO(x)) as image:
+                        (width, height), mode = image.size, image.mode
+                        if image.getexif().get(ORIENTATION) in QUARTER_TURNS:  # read upright
+                            width, height = height, width
+                        if mode == "P" and _gray_palette(image):
+                            mode = "L"
         except Exception:  # reported later, when the input is read for real
             continue
         heights.append(height)

@@ -381,3 +381,32 @@ def test_32_bit_integer_pixels_beyond_16_bits_are_refused(tmp_path):
     Image.fromarray(pixels, mode="I").save(tmp_path / "wide.tif")
     with pytest.raises(InputError, match=r"32-bit integer pixels must lie in 0-65535, found 0\.\.150000"):
         ImagePreprocessor(image_size=(4, 4)).transform_one(tmp_path / "wide.tif")
+
+
+def test_a_max_pixels_above_pillows_own_limit_takes_effect(tmp_path, monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # Pillow's default is 89 million
+    path = write_png(tmp_path / "big.png", np.zeros((40, 40), np.uint8))  # 1,600 pixels
+    assert ImagePreprocessor(image_size=(8, 8), max_pixels=5000).transform_one(path).shape == (8, 8, 1)
+    assert Image.MAX_IMAGE_PIXELS == 1000  # put back
+    with pytest.raises(InputError, match=r"image too large .*limit max_pixels=1,500"):
+        ImagePreprocessor(image_size=(8, 8), max_pixels=1500).transform_one(path)
+
+
+def test_probe_reads_sizes_upright_and_gray_palettes_as_grayscale(tmp_path):
+    from preprocess.image import probe_images
+
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored landscape, shown rotated a quarter turn: a portrait photo
+    landscape = Image.fromarray(np.zeros((40, 80, 3), np.uint8))
+    paths = []
+    for i in range(3):
+        paths.append(tmp_path / f"portrait{i}.jpg")
+        landscape.save(paths[-1], exif=exif)
+    assert probe_images(paths)["image_size"] == [80, 40]
+    gray_gif = tmp_path / "gray.gif"
+    Image.fromarray(np.tile(np.arange(0, 256, 16, dtype=np.uint8), (16, 1))).convert("P").save(gray_gif)
+    assert Image.open(gray_gif).mode == "P"
+    assert probe_images([gray_gif])["color_mode"] == "grayscale"
+    red_gif = tmp_path / "red.gif"
+    Image.fromarray(np.full((16, 16, 3), (255, 0, 0), np.uint8)).convert("P").save(red_gif)
+    assert probe_images([gray_gif, red_gif])["color_mode"] == "rgb"
