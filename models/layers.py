@@ -91,7 +91,9 @@ class TokenEmbedding(keras.layers.Layer):
         num_ids: vocabulary width, including the reserved ids.
         dim: embedding dimension D.
 
-    Input shape: `(batch, positions)` or `(batch, positions, k)` integer token ids.
+    Input shape: `(batch, positions)` or `(batch, positions, k)` integer token ids in
+        `[0, num_ids)`, as `TextPreprocessor.transform` gives them. Ids outside that range are
+        not checked here (backends differ: TensorFlow raises, JAX reads NaN).
     Output shape: `(batch, positions, dim)`.
     """
 
