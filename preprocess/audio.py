@@ -310,7 +310,22 @@ def _waveform(samples: Any, source: str) -> np.ndarray:
         raise InputError(source, "waveform must be an array of numbers, got rows of different lengths") from None
     if array.dtype.kind not in "iuf":  # signed, unsigned, floating
         raise InputError(source, f"waveform must be an array of numbers, got an array of {array.dtype}")
+    if array.dtype.kind in "iu":
+        # Integer PCM on the scale soundfile reads files on (full scale = 1.0), so an int16 array
+        # gives the spectrogram its WAV file gives, with or without `top_db`.
+        if array.dtype not in PCM_SCALES:
+            raise InputError(source, f"integer waveforms must be 8-, 16- or 32-bit PCM, got {array.dtype}; "
+                                     "pass float samples in [-1, 1]")
+        offset, scale = PCM_SCALES[array.dtype]
+        array = (array.astype(np.float64) - offset) / scale
     return array
+
+
+#: (offset, full scale) of integer PCM samples: unsigned types are centred on their midpoint.
+PCM_SCALES = {
+    np.dtype(np.int8): (0, 2**7), np.dtype(np.int16): (0, 2**15), np.dtype(np.int32): (0, 2**31),
+    np.dtype(np.uint8): (2**7, 2**7), np.dtype(np.uint16): (2**15, 2**15),
+}
 
 
 def _libsndfile_reason(error: Exception) -> str:

@@ -422,3 +422,15 @@ def test_a_long_file_is_cropped_to_the_duration_it_needs(tmp_path):
     path = write_wav(tmp_path / "long.flac", np.concatenate([head, rest]), SR)
     pre = small()
     np.testing.assert_allclose(pre.read(path), pre.read((head, SR)), atol=0.1)  # 16-bit FLAC rounding
+
+
+def test_integer_pcm_waveforms_read_like_their_files(tmp_path):
+    pcm = (tone(440) * 0.5 * 32767).astype(np.int16)
+    path = tmp_path / "pcm.wav"
+    soundfile.write(path, pcm, SR, subtype="PCM_16")
+    pre = small(top_db=None)
+    np.testing.assert_allclose(pre.read((pcm, SR)), pre.read(path), atol=1e-3)
+    unsigned = (pcm.astype(np.int32) // 256 + 128).astype(np.uint8)  # 8-bit WAV's layout
+    assert abs(float(pre.read((unsigned, SR)).max()) - float(pre.read(path).max())) < 0.5
+    with pytest.raises(InputError, match="integer waveforms must be 8-, 16- or 32-bit PCM, got int64"):
+        pre.read((pcm.astype(np.int64), SR))
