@@ -25,15 +25,34 @@ def new_figure(width: float, height: float):
     return Figure(figsize=(max(width, 2.0), max(height, 1.5)))
 
 
+def render_png(figure, **options) -> bytes:
+    """`figure` as PNG bytes, every text drawn literally.
+
+    Labels and file names are the user's: matplotlib would read "$5-$9" as maths and fail on
+    "$a^$". Texts made so far are switched off one by one; tick labels made while drawing take
+    the setting from the context. Glyphs the font lacks (emoji) are drawn as boxes, silently.
+    """
+    import warnings
+
+    import matplotlib
+    from matplotlib.text import Text
+
+    for text in figure.findobj(Text):
+        text.set_parse_math(False)
+    buffer = io.BytesIO()
+    with matplotlib.rc_context({"text.parse_math": False}), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Glyph .* missing from font")
+        figure.savefig(buffer, format="png", **options)
+    return buffer.getvalue()
+
+
 def save_figure(figure, path: Path, dpi: int = 100, trim: bool = True) -> Path:
     """Render `figure` as PNG and write it atomically.
 
     `trim` fits the canvas to what was drawn (long tick labels stay visible); it costs a second
     rendering pass, so grids of plain panels skip it.
     """
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight" if trim else None)
-    atomic.write_bytes(path, buffer.getvalue())
+    atomic.write_bytes(path, render_png(figure, dpi=dpi, bbox_inches="tight" if trim else None))
     return path
 
 

@@ -6,10 +6,11 @@ object API with the Agg canvas: no pyplot state, no window, no display needed.
 
 from __future__ import annotations
 
-import io
 from typing import Any
 
 import numpy as np
+
+from pipelines.figures import render_png
 
 LABEL_CHARACTERS = 18  # longer class names are shortened on axes
 ANNOTATE_UP_TO = 50  # classes; beyond that the cells are too small for numbers
@@ -25,10 +26,8 @@ def _figure(width: float, height: float, layout: str | None = None):
 
 
 def _png(figure) -> bytes:
-    buffer = io.BytesIO()
     # No "Software" metadata: the PNG carries nothing but the picture.
-    figure.savefig(buffer, format="png", dpi=100, metadata={"Software": None})
-    return buffer.getvalue()
+    return render_png(figure, dpi=100, metadata={"Software": None})
 
 
 def _short(label: str) -> str:

@@ -417,3 +417,14 @@ def test_a_run_without_mistakes_gets_a_whole_report(cli_runner, image_run, tmp_p
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     assert report["accuracy"] == 1.0 and report["misclassified"] == [] and report["n_samples"] >= 3
     assert (tmp_path / "report" / "report.html").stat().st_size > 0
+
+
+def test_labels_with_dollar_signs_are_drawn_literally_not_as_maths(tmp_path):
+    from pipelines import figures
+    from pipelines.report_figures import confusion_matrix_png
+
+    labels = ["$a^$", "cost $5-$9"]  # "$a^$" is a mathtext syntax error: evaluate crashed on it
+    assert confusion_matrix_png([[1, 2], [3, 4]], labels)[:4] == b"\x89PNG"
+    figures.heatmap(tmp_path / "map.png", np.ones((2, 3)), "title $y^$", row_labels=labels, column_labels=["$x^$", "b", "c"])
+    figures.bar_chart(tmp_path / "bar.png", labels, [0.5, 1.0], "$a^$", "$")
+    assert (tmp_path / "map.png").stat().st_size > 0 and (tmp_path / "bar.png").stat().st_size > 0
