@@ -263,10 +263,12 @@ class DemoResult:
 
 def run_demo(out: Path, *, train: bool = True, epochs: int = 15, seed: int = 0) -> DemoResult:
     """The walkthrough's numbers, optionally the trained tiny CNN, and the figures in `out`."""
+    from pipelines.config import check_seed
     from preprocess import ConvpipeError
 
     if epochs < 1:
         raise ConvpipeError(f"--epochs must be at least 1, got {epochs}.")
+    check_seed(seed)
     steps = walkthrough()
     trained = train_xo_cnn(seed=seed, epochs=epochs) if train else None
     return DemoResult(steps, trained, write_figures(Path(out), steps, trained))

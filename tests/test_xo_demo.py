@@ -95,3 +95,11 @@ def test_demo_xo_prints_the_numbers_writes_figures_and_classifies_new_pictures(c
 
 def test_demo_xo_rejects_zero_epochs(cli_runner, tmp_path):
     assert_one_line_error(invoke(cli_runner, ["demo", "xo", "--out", tmp_path, "--epochs", "0"]), "--epochs")
+
+
+@pytest.mark.parametrize("seed", ["-1", "99999999999"])
+@pytest.mark.parametrize("train", ["--train", "--no-train"])
+def test_demo_xo_rejects_seeds_outside_the_range(cli_runner, tmp_path, seed, train):
+    result = invoke(cli_runner, ["demo", "xo", "--out", tmp_path / "xo", "--seed", seed, train])
+    assert_one_line_error(result, "--seed must be an integer from 0 to 2**32 - 1")
+    assert not (tmp_path / "xo").exists()
