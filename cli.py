@@ -56,7 +56,12 @@ def one_line_errors(command):
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
+        from pipelines.environment import keras_backend_problem
+
         try:
+            problem = keras_backend_problem()
+            if problem:
+                raise ConvpipeError(problem)
             with warnings.catch_warnings():  # restores the hook after the command (tests run many)
                 warnings.showwarning = show_warning
                 return command(*args, **kwargs)

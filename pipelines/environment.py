@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import platform
 from importlib import metadata
 
@@ -26,6 +28,24 @@ def versions() -> dict[str, str | None]:
         "numpy": package_version("numpy"),
         "scikit-learn": package_version("scikit-learn"),
     }
+
+
+#: Keras 3's backends and the package each needs.
+KERAS_BACKENDS = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch", "numpy": "numpy", "openvino": "openvino"}
+
+
+def keras_backend_problem() -> str | None:
+    """Why `KERAS_BACKEND` cannot work, found without importing Keras; None when it is unset or
+    usable. Keras would fail at its first import with a traceback (ModuleNotFoundError, or
+    "Unable to import backend")."""
+    backend = os.environ.get("KERAS_BACKEND")
+    if not backend:
+        return None
+    if backend not in KERAS_BACKENDS:
+        return f"KERAS_BACKEND={backend} is not a Keras backend; use one of {', '.join(KERAS_BACKENDS)}, or unset it."
+    if importlib.util.find_spec(KERAS_BACKENDS[backend]) is None:
+        return f"KERAS_BACKEND={backend}, but {KERAS_BACKENDS[backend]} is not installed; install it or unset KERAS_BACKEND."
+    return None
 
 
 def devices() -> dict[str, object]:

@@ -909,3 +909,12 @@ def test_predict_says_why_a_linked_input_is_missing(cli_runner, image_run, tmp_p
         invoke(cli_runner, ["predict", image_run.run_dir, str(tmp_path / "broken.png")]),
         f"(a link to {tmp_path / 'gone.png'}, which does not exist)",
     )
+
+
+@pytest.mark.parametrize(
+    "backend, message",
+    [("bogus", "KERAS_BACKEND=bogus is not a Keras backend"), ("openvino", "but openvino is not installed")],
+)
+def test_an_unusable_keras_backend_is_one_line(cli_runner, monkeypatch, backend, message):
+    monkeypatch.setenv("KERAS_BACKEND", backend)
+    assert_one_line_error(invoke(cli_runner, ["info"]), message)
