@@ -119,6 +119,18 @@ def load_report(run: Run, device: str = "auto") -> tuple[dict[str, Any], bool]:
             raise ConvpipeError(
                 f"{path} has {key} {value!r}, not a number from 0 to 1; run `convpipe evaluate {run.path}` again."
             )
+    # A report copied in from another run would be ranked under this run's name and settings.
+    # Reports written before the digest was recorded are checked by modality and labels only.
+    model = report.get("model") if isinstance(report.get("model"), dict) else {}
+    if (
+        report.get("modality", run.config.modality.value) != run.config.modality.value
+        or report.get("labels", run.labels) != run.labels
+        or model.get("sha256", None) not in (None, run.model_digest())
+    ):
+        raise ConvpipeError(
+            f"{path} scores another model than {run.path / 'model.keras'} (copied from another run?); "
+            f"run `convpipe evaluate {run.path}` again."
+        )
     return report, False
 
 

@@ -93,6 +93,7 @@ def model_summary(run: Run, model) -> dict[str, Any]:
         "preprocess": dict(config.preprocess),
         "train": dataclasses.asdict(config.train),
         "parameters": int(model.count_params()),
+        "sha256": run.model_digest(),  # `compare` checks a report against the model it scores
         "input_shape": [None if d is None else int(d) for d in model.input_shape[1:]],
         "epochs_run": run.document.get("epochs_run"),
         "best_epoch": run.document.get("best_epoch"),

@@ -16,6 +16,7 @@ exists; an interrupted `train` never leaves a half-written file.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import math
@@ -115,6 +116,14 @@ class Run:
         if not isinstance(labels, list) or len(labels) < 2:
             raise ConvpipeError(f"{path / 'labels.json'} must list at least two class names.")
         return cls(path=path, document=document, labels=[str(x) for x in labels], split=_read_json(path / "split.json"))
+
+    def model_digest(self) -> str:
+        """SHA-256 of model.keras: which trained model a report scores (a copied run keeps it)."""
+        digest = hashlib.sha256()
+        with open(self.path / "model.keras", "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        return digest.hexdigest()
 
     @property
     def history(self) -> dict[str, list[float]]:

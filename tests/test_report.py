@@ -402,6 +402,26 @@ def test_compare_errors_are_one_line(cli_runner, image_run, tmp_path):
     assert_one_line_error(invoke(cli_runner, ["compare", good, no_test]), "has no report", "--data")
 
 
+def test_compare_refuses_a_report_copied_from_another_run(cli_runner, image_run, text_run, tmp_path):
+    image = copied_run(image_run.run_dir, tmp_path / "image")
+    twin = copied_run(image_run.run_dir, tmp_path / "twin")  # the same model, copied: its report counts
+    result = invoke(cli_runner, ["evaluate", image])
+    assert result.exit_code == 0, describe_result(result)
+    report = json.loads((image / "report" / "report.json").read_text())
+    assert len(report["model"]["sha256"]) == 64
+    shutil.copytree(image / "report", twin / "report")
+    result = invoke(cli_runner, ["compare", image, twin])
+    assert result.exit_code == 0, describe_result(result)
+
+    text = copied_run(text_run.run_dir, tmp_path / "text")  # another modality
+    shutil.copytree(image / "report", text / "report")
+    assert_one_line_error(invoke(cli_runner, ["compare", image, text]), "scores another model than", "text")
+    other = copied_run(image_run.run_dir, tmp_path / "other")  # same modality and labels, other weights
+    shutil.copytree(image / "report", other / "report")
+    (other / "model.keras").write_bytes((other / "model.keras").read_bytes() + b"\0")
+    assert_one_line_error(invoke(cli_runner, ["compare", image, other]), "scores another model than")
+
+
 def test_a_run_without_mistakes_gets_a_whole_report(cli_runner, image_run, tmp_path):
     # Evaluate on the inputs the model gets right: no mistake to preview must not break the report.
     first = invoke(cli_runner, ["evaluate", image_run.run_dir, "--data", image_run.data, "--out", tmp_path / "all"])
