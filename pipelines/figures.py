@@ -16,6 +16,9 @@ from preprocess import atomic
 
 #: Most labelled ticks an axis gets; beyond that, an even selection is labelled.
 MAX_TICKS = 40
+#: A heatmap grows 0.22 inch per row or column up to 24 inches, room for a 7-point label each
+#: up to this many.
+HEATMAP_TICKS = 100
 
 
 def new_figure(width: float, height: float):
@@ -121,15 +124,15 @@ def heatmap(
     axes.set_xlabel(column_title)
     axes.set_ylabel(row_title)
     if column_labels is not None:
-        set_ticks(axes.set_xticks, column_labels, rotation=90)
+        set_ticks(axes.set_xticks, column_labels, rotation=90, most=HEATMAP_TICKS)
     if row_labels is not None:
-        set_ticks(axes.set_yticks, row_labels)
+        set_ticks(axes.set_yticks, row_labels, most=HEATMAP_TICKS)
     return save_figure(figure, path)
 
 
-def set_ticks(setter, labels: Sequence[str], rotation: int = 0) -> None:
-    """Label at most `MAX_TICKS` evenly spaced positions (every one when there are few)."""
-    positions = np.unique(np.linspace(0, len(labels) - 1, min(len(labels), MAX_TICKS)).round().astype(int))
+def set_ticks(setter, labels: Sequence[str], rotation: int = 0, most: int = MAX_TICKS) -> None:
+    """Label at most `most` evenly spaced positions (every one when there are few)."""
+    positions = np.unique(np.linspace(0, len(labels) - 1, min(len(labels), most)).round().astype(int))
     setter(positions, [labels[i] for i in positions], fontsize=7, rotation=rotation)
 
 

@@ -76,3 +76,17 @@ def test_explain_writes_the_overlay_for_every_modality(modality, request, cli_ru
     assert np.isfinite(values).all()
     if modality == "text":
         assert values.shape == (5,) and len(document["top_positions"]) == 5
+
+
+def test_heatmap_rows_are_all_labelled_up_to_a_hundred(monkeypatch, tmp_path):
+    from pipelines import figures
+
+    labelled = {}
+
+    def record(setter, labels, rotation=0, most=figures.MAX_TICKS):
+        labelled[setter.__name__] = len(np.unique(np.linspace(0, len(labels) - 1, min(len(labels), most)).round()))
+
+    monkeypatch.setattr(figures, "set_ticks", record)
+    figures.heatmap(tmp_path / "map.png", np.zeros((44, 3)), "t", row_labels=[str(i) for i in range(44)],
+                    column_labels=["a", "b", "c"])
+    assert labelled == {"set_yticks": 44, "set_xticks": 3}  # a 44-character text: every position named
