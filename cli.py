@@ -573,7 +573,7 @@ def info():
 def inspect_command(
     run: Annotated[Path, typer.Argument(help="Run directory written by train.")],
     input_value: Annotated[str, typer.Argument(metavar="INPUT", help="File to look at (text runs also take literal text).")],
-    out: Annotated[Optional[Path], typer.Option(help="Folder for the figures (default RUN/inspect/<input name>).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Folder for the figures (default RUN/inspect/<input name>-<checksum of its path>).")] = None,
     channels: Annotated[int, typer.Option(help="Feature maps / filters shown per layer.")] = 8,
 ):
     """Write PNG figures of what each layer does with INPUT, and index.html in network order."""
@@ -596,7 +596,7 @@ def inspect_command(
 def explain(
     run: Annotated[Path, typer.Argument(help="Run directory written by train.")],
     input_value: Annotated[str, typer.Argument(metavar="INPUT", help="File to explain (text runs also take literal text).")],
-    out: Annotated[Optional[Path], typer.Option(help="Folder for the overlay (default RUN/explain/<input name>).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Folder for the overlay (default RUN/explain/<input name>-<checksum of its path>).")] = None,
 ):
     """Show which parts of INPUT decided the prediction: Grad-CAM (image, audio) or per-position contribution (text)."""
     from pipelines.saliency import explain as run_explain

@@ -157,7 +157,8 @@ def compare(run_paths: list[Path], out: Path | None = None, device: str = "auto"
     for path in run_paths:
         resolved = Path(path).resolve()
         if resolved in seen:
-            raise ConvpipeError(f"{path} is given twice (also as {seen[resolved]}); list each run once.")
+            also = f" (also as {seen[resolved]})" if str(seen[resolved]) != str(path) else ""
+            raise ConvpipeError(f"{path} is given twice{also}; list each run once.")
         seen[resolved] = Path(path)
     runs = [Run.open(path) for path in run_paths]  # every run checked before any is evaluated
     rows, identities = [], {}

@@ -94,6 +94,8 @@ class Run:
     @classmethod
     def open(cls, path: str | Path) -> "Run":
         path = Path(path)
+        if path.is_file():
+            raise ConvpipeError(f"{path} is a file, not a run directory (the folder train wrote).")
         if not path.is_dir():
             raise ConvpipeError(f"Run directory not found: {path}")
         missing = [name for name in REQUIRED_FILES if not (path / name).is_file()]

@@ -384,7 +384,10 @@ def test_compare_errors_are_one_line(cli_runner, image_run, tmp_path):
     fake_report(good, 0.5, 0.5)
     assert_one_line_error(invoke(cli_runner, ["compare", good]), "at least two runs")
     assert_one_line_error(invoke(cli_runner, ["compare", good, tmp_path / "nope"]), "Run directory not found")
-    assert_one_line_error(invoke(cli_runner, ["compare", good, good.parent / "." / "good"]), "given twice")
+    (tmp_path / "afile").write_text("x")
+    assert_one_line_error(invoke(cli_runner, ["compare", good, tmp_path / "afile"]), "afile is a file, not a run directory")
+    line = assert_one_line_error(invoke(cli_runner, ["compare", good, good.parent / "." / "good"]), "given twice")
+    assert "(also as" not in line  # the same spelling once normalized
     assert_one_line_error(invoke(cli_runner, ["compare", good, good, "--device", "tpu"]), "--device")
     incomplete = copied_run(image_run.run_dir, tmp_path / "incomplete")
     (incomplete / "model.keras").unlink()
