@@ -361,8 +361,8 @@ def report_training(result) -> None:
         )
     accuracy = "n/a (no validation split)" if result.val_accuracy is None else f"{result.val_accuracy:.3f}"
     console.print(
-        f"Validation accuracy {accuracy} (best epoch {result.best_epoch} of {result.epochs}, "
-        f"{result.seconds:.0f} s)"
+        f"Validation accuracy {accuracy} (best epoch {result.best_epoch} of {result.epochs}; "
+        f"{result.seconds:.0f} s in all, {result.train_seconds:.0f} s of them training)"
     )
     console.print(f"Run written to [bold]{escape(str(result.run_dir))}[/bold]")
     if result.interrupted:

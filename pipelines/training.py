@@ -46,7 +46,9 @@ class TrainResult:
     #: files in the data folders that are not of the modality's types, never read
     ignored: int
     class_counts: dict[str, dict[str, int]]
+    #: the whole command, and the part of it spent fitting the model (config.json's train_seconds)
     seconds: float
+    train_seconds: float
     #: False on a non-chief multi-worker task: `run_dir` is then its scratch folder, holding only
     #: final.weights.h5 (the chief writes the run)
     chief: bool = True
@@ -390,6 +392,7 @@ def train(
         interrupted=interrupted,
         skipped=skipped,
         ignored=len(source.ignored),
+        train_seconds=train_seconds,
     )
     if not compute.is_chief:
         scratch = finish_worker(state, model)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -70,6 +71,9 @@ def test_train_writes_a_complete_self_describing_run(any_run):
     assert not [p.name for p in run_dir.iterdir() if p.name.startswith(".") or ".tmp" in p.name]
     assert "Run written to" in any_run.output
     assert str(run_dir) in any_run.output.replace("\n", "")
+    # the training part of the time is the one config.json records and compare shows
+    seconds = re.search(r"; (\d+) s in all, (\d+) s of them training\)", any_run.output)
+    assert seconds and int(seconds[2]) <= int(seconds[1])
 
     assert json.loads((run_dir / "labels.json").read_text()) == list(CLASSES)
     document = json.loads((run_dir / "config.json").read_text())
