@@ -94,6 +94,20 @@ def one_line_errors(command):
     return wrapper
 
 
+def starts_tensorflow(command):
+    """Import TensorFlow before the command runs, with its native start-up lines filtered out
+    (`pipelines.quiet_start`), so that the command's own output and errors come first."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        from pipelines.quiet_start import start_tensorflow
+
+        start_tensorflow()
+        return command(*args, **kwargs)
+
+    return wrapper
+
+
 def out_of_memory(error: BaseException) -> str | None:
     """A one-line message when `error` is the host or accelerator running out of memory (an
     oversized --batch-size, --image-size, --dense, --filters or --embedding-dim), else None.
@@ -252,6 +266,7 @@ def train(
 ):
     """Train a CNN and write a run directory. Without --data, uses the built-in demo data."""
     from pipelines.config import resolve_config
+    from pipelines.quiet_start import start_tensorflow
     from pipelines.training import train as run_training
 
     setup_logging(verbose)
@@ -264,6 +279,7 @@ def train(
                 f"--resume continues {resume} with the settings it started with; drop {', '.join(given)}."
             )
         console.print(f"Resuming {escape(str(resume))}")
+        start_tensorflow()
         with ProgressBar() as bar:
             result = run_training(None, verbose=progress, resume=resume, progress=bar)
         report_training(result)
@@ -317,6 +333,7 @@ def train(
         },
     )
     start_workers_early(resolved.train.workers, resolved.modality)
+    start_tensorflow()  # after the workers' fork server: children must not inherit the filter
     source = resolved.data or "built-in demo data"
     console.print(f"Training a CNN on {escape(source)} ({resolved.modality.value})")
     with ProgressBar() as bar:
@@ -372,6 +389,7 @@ def report_training(result) -> None:
 
 @app.command()
 @one_line_errors
+@starts_tensorflow
 def evaluate(
     run: Annotated[Path, typer.Argument(help="Run directory written by train.")],
     data: DataOption = None,
@@ -422,6 +440,7 @@ def print_per_class(report: dict, title: str) -> None:
 
 @app.command()
 @one_line_errors
+@starts_tensorflow
 def compare(
     runs: Annotated[list[Path], typer.Argument(help="Two or more run directories written by train.")],
     out: Annotated[Optional[Path], typer.Option(help="Folder for compare.json and compare.html.")] = None,
@@ -463,6 +482,7 @@ def compare(
 
 @app.command()
 @one_line_errors
+@starts_tensorflow
 def predict(
     run: Annotated[Path, typer.Argument(help="Run directory written by train.")],
     inputs: Annotated[list[str], typer.Argument(help="Files to classify (text runs also take literal text).")],
@@ -550,6 +570,7 @@ def cache_clear_command(cache_dir: CacheDirOption = None):
 
 @app.command()
 @one_line_errors
+@starts_tensorflow
 def info():
     """Show versions, the Keras backend and the devices it sees."""
     from pipelines import environment
@@ -570,6 +591,7 @@ def info():
 
 @app.command("inspect")
 @one_line_errors
+@starts_tensorflow
 def inspect_command(
     run: Annotated[Path, typer.Argument(help="Run directory written by train.")],
     input_value: Annotated[str, typer.Argument(metavar="INPUT", help="File to look at (text runs also take literal text).")],
@@ -593,6 +615,7 @@ def inspect_command(
 
 @app.command()
 @one_line_errors
+@starts_tensorflow
 def explain(
     run: Annotated[Path, typer.Argument(help="Run directory written by train.")],
     input_value: Annotated[str, typer.Argument(metavar="INPUT", help="File to explain (text runs also take literal text).")],
@@ -610,6 +633,7 @@ def explain(
 
 @app.command("check-locality")
 @one_line_errors
+@starts_tensorflow
 def check_locality_command(
     modality: ModalityOption = None,
     data: DataOption = None,
@@ -646,6 +670,7 @@ app.add_typer(demo_app, name="demo")
 
 @demo_app.command("xo")
 @one_line_errors
+@starts_tensorflow
 def demo_xo(
     out: Annotated[Path, typer.Option(help="Folder for the figures.")] = Path("xo-demo"),
     train_cnn: Annotated[bool, typer.Option("--train/--no-train", help="Also train the tiny CNN on generated X's and O's.")] = True,
