@@ -644,21 +644,19 @@ def check_locality_command(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress.")] = False,
 ):
     """Train one small CNN on the data as given, with its columns permuted and with its rows permuted; say whether order matters."""
-    from pipelines.locality import AXIS_NAMES, check_locality
+    from pipelines.locality import check_locality, variant_name
 
     setup_logging(verbose)
     if modality is None:
         raise ConvpipeError("No modality given: pass --modality image|audio|text.")
     result = check_locality(parse_modality(modality), data, quick=quick, epochs=epochs, seed=seed, test_split=test_split)
-    rows, columns = AXIS_NAMES[result.modality]
     table = Table(title=escape(f"{result.modality.value} data {result.data}: {result.train_count} train, {result.test_count} test inputs"))
     table.add_column("arrays")
     table.add_column("test accuracy", justify="right")
     table.add_column("Wilson 95% interval", justify="right")
     for name, accuracy in result.accuracies.items():
         low, high = accuracy.interval
-        described = {"rows permuted": f"{rows} permuted", "columns permuted": f"{columns} permuted"}.get(name, name)
-        table.add_row(escape(described), f"{accuracy.value:.3f}", f"{low:.3f} - {high:.3f}")
+        table.add_row(escape(variant_name(name, result.modality)), f"{accuracy.value:.3f}", f"{low:.3f} - {high:.3f}")
     console.print(table)
     console.print(f"majority class share {result.majority_share:.3f}; {result.seconds:.0f} s")
     console.print(f"Verdict: [bold]{escape(result.verdict_text)}[/bold] ({escape(result.reason)})")

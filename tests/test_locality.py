@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipelines.locality import Accuracy, decide, permute_columns, wilson_interval
+from pipelines.locality import VERDICTS, Accuracy, decide, permute_columns, variant_name, wilson_interval
 from pipelines.modality import Modality
 from tests.conftest import assert_one_line_error, describe_result, invoke, write_png
 
@@ -32,15 +32,28 @@ def write_diagonals(root, size: int = SIZE, length: int = 4, seed: int = 0):
     return root
 
 
-def write_exchangeable(root, size: int = SIZE, seed: int = 0):
+def write_exchangeable(root, size: int = SIZE, per_class: int = 2 * PER_CLASS, seed: int = 0):
     """Columns exchangeable by construction: independent pixels; 'bright' raises a fixed random
-    quarter of them. Any permutation of rows or columns gives data with the same information."""
+    quarter of them. Any permutation of rows or columns gives data with the same information.
+    Twice the usual inputs: "no information" needs 60 test inputs at 100% to be narrow enough."""
     rng = np.random.default_rng(seed)
     raised = rng.random((size, size)) < 0.25
     for label in ("bright", "plain"):
-        for i in range(PER_CLASS):
+        for i in range(per_class):
             image = rng.normal(100, 40, size=(size, size)) + (SHIFT * raised if label == "bright" else 0)
             write_png(root / label / f"{i:02d}.png", np.clip(image, 0, 255).astype(np.uint8))
+    return root
+
+
+def write_blob_positions(root, size: int = SIZE, seed: int = 0):
+    """The class is WHERE a bright 3x3 blob is: left, middle or right third, at a random row."""
+    rng = np.random.default_rng(seed)
+    for label, first_column in (("left", 2), ("middle", 10), ("right", 18)):
+        for i in range(40):
+            image = rng.integers(0, 50, size=(size, size)).astype(np.uint8)
+            r, c = rng.integers(0, size - 3), first_column + rng.integers(0, 3)
+            image[r : r + 3, c : c + 3] = 255
+            write_png(root / label / f"{i:02d}.png", image)
     return root
 
 
@@ -63,6 +76,15 @@ def test_exchangeable_columns_do_not_help(cli_runner, tmp_path):
     assert "Verdict: order carries no information: prefer a model without convolutions" in output
 
 
+def test_absolute_position_is_not_called_uninformative(cli_runner, tmp_path):
+    # Global pooling cannot see where the blob is; a fixed column permutation turns each place
+    # into a different scattered pattern it can see, so permuting scores clearly above as given.
+    output = run_check(cli_runner, write_blob_positions(tmp_path / "blobs"))
+    assert "order carries no information" not in output
+    assert "Verdict: inconclusive: permuting helped" in output
+    assert "pixel columns permuted scored clearly above as given" in output
+
+
 def test_wilson_interval_known_values():
     low, high = wilson_interval(8, 10)
     assert (round(low, 3), round(high, 3)) == (0.490, 0.943)
@@ -70,20 +92,84 @@ def test_wilson_interval_known_values():
     assert 0.0 < wilson_interval(50, 50)[0] < 1.0  # never collapses to a point, unlike p +- z*se
 
 
-def test_the_verdict_rule():
-    def results(given, rows, columns, total=100):
-        return {"as given": Accuracy(given, total), "rows permuted": Accuracy(rows, total),
-                "columns permuted": Accuracy(columns, total)}
+def scores(given, rows, columns, total=100):
+    return {"as given": Accuracy(given, total), "rows permuted": Accuracy(rows, total),
+            "columns permuted": Accuracy(columns, total)}
 
-    assert decide(results(98, 60, 97), 0.5)[0] == "helps"  # one axis is enough
-    assert decide(results(90, 92, 88), 0.5)[0] == "no information"
-    assert decide(results(90, 82, 88), 0.5)[0] == "inconclusive"  # lower, but within the noise
-    # The reason names what happened: here rows permuted scored higher, columns lower.
-    verdict, reason = decide(results(75, 82, 65), 0.5)
+
+def image_verdict(given, rows, columns, total=100, *, majority=0.5, quick=False):
+    return decide(scores(given, rows, columns, total), majority, modality=Modality.image, quick=quick)
+
+
+def test_helps_when_as_given_is_clearly_above_one_permuted_version():
+    verdict, reason = image_verdict(98, 60, 97)  # one axis is enough
+    assert verdict == "helps"
+    assert reason == "the as-given interval lies above the pixel rows permuted interval"
+
+
+def test_no_information_needs_about_the_same_accuracies_from_narrow_intervals():
+    # 400 test inputs: every interval is under 0.10 wide, and neither permuted version dropped
+    # below the as-given interval (one a little above it is fine).
+    assert image_verdict(360, 368, 352, total=400)[0] == "no information"
+    # The same shares from 100 test inputs: intervals 0.12-0.13 wide are too wide to say "the same".
+    verdict, reason = image_verdict(90, 92, 88)
     assert verdict == "inconclusive"
-    assert reason.startswith("columns permuted scored below the as-given interval, but the intervals overlap")
-    assert "rows permuted scored within or above it" in reason
-    assert decide(results(55, 50, 50), 0.5)[0] == "inconclusive"  # never beat the majority class
+    assert "interval is 0.13 wide" in reason and "at most 0.10" in reason
+
+
+def test_quick_text_run_on_few_test_inputs_is_inconclusive():
+    # The review's `check-locality --modality text --quick`: 100 test inputs, 14% majority class.
+    accuracies = scores(26, 25, 34)
+    verdict, reason = decide(accuracies, 0.14, modality=Modality.text, quick=True)
+    assert verdict == "inconclusive"
+    assert reason.endswith("drop --quick")
+
+
+def test_a_permuted_version_clearly_above_as_given_says_permuting_helped():
+    # The review's blobs whose class is their position: 30 test inputs, three classes.
+    verdict, reason = image_verdict(20, 20, 30, total=30, majority=1 / 3)
+    assert verdict == "permuting helped" and VERDICTS[verdict].startswith("inconclusive")
+    assert reason.startswith("pixel columns permuted scored clearly above as given")
+    assert "absolute position" in reason and "--head flatten" in reason
+    # Text models have no flatten head: the advice must not suggest one.
+    text_reason = decide(scores(60, 85, 62), 0.3, modality=Modality.text, quick=False)[1]
+    assert text_reason.startswith("token positions permuted scored clearly above as given")
+    assert "--head flatten" not in text_reason
+    # Local structure still shows on one axis; the reason adds that position may matter too.
+    verdict, reason = image_verdict(80, 40, 97)
+    assert verdict == "helps" and "pixel columns permuted scored clearly above as given" in reason
+
+
+def test_more_data_advice_mentions_quick_only_when_it_was_given():
+    for quick, advice in ((True, "drop --quick"), (False, "use more data")):
+        verdict, reason = image_verdict(90, 82, 88, quick=quick)  # lower, but within the noise
+        assert verdict == "inconclusive"
+        assert reason == f"pixel rows permuted scored below the as-given interval, but the intervals overlap; {advice}"
+    assert "--quick" not in image_verdict(90, 92, 88, quick=False)[1]
+
+
+@pytest.mark.parametrize("modality, rows, columns", [
+    (Modality.image, "pixel rows permuted", "pixel columns permuted"),
+    (Modality.audio, "time steps permuted", "frequency bands permuted"),
+])
+def test_reasons_use_the_tables_names(modality, rows, columns):
+    reason = decide(scores(98, 60, 40), 0.5, modality=modality, quick=False)[1]
+    assert reason == f"the as-given interval lies above the {rows} and {columns} interval"
+    assert variant_name("rows permuted", modality) == rows and variant_name("as given", modality) == "as given"
+
+
+def test_text_rests_on_positions_and_a_moving_control_is_noise():
+    # Positions kept their accuracy; the vocabulary control alone dropping clearly is not "helps".
+    verdict, reason = decide(scores(90, 88, 60), 0.5, modality=Modality.text, quick=False)
+    assert verdict == "inconclusive"
+    assert reason.startswith("the control, vocabulary ids permuted, which keeps all information, scored 0.600")
+    verdict, reason = decide(scores(90, 60, 88), 0.5, modality=Modality.text, quick=False)
+    assert (verdict, reason) == ("helps", "the as-given interval lies above the token positions permuted interval")
+
+
+def test_never_beating_the_majority_class_is_inconclusive():
+    verdict, reason = image_verdict(55, 50, 50)
+    assert verdict == "inconclusive" and "did not beat the majority class (0.500)" in reason
 
 
 def test_text_columns_are_vocabulary_ids_and_padding_stays_padding():
