@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
 import json
 import logging
 import os
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -308,8 +310,13 @@ def read_manifest(path: Path, modality: Modality) -> tuple[Dataset, list]:
             f"{'An' if modality.value[0] in 'aeiou' else 'A'} {modality.value} manifest needs a header '{column},label'."
         )
     inputs, labels, ids, ignored = [], [], [], []
-    for row in reader:
-        row_id = f"{ROW_PREFIX}{reader.line_num}"
+    try:
+        with _csv_fields_up_to(len(text)):  # a long text is one field: the csv module caps them at 128 KiB
+            rows = [(reader.line_num, row) for row in reader]
+    except csv.Error as error:
+        raise ConvpipeError(f"{path} line {reader.line_num}: {error}.") from None
+    for line_num, row in rows:
+        row_id = f"{ROW_PREFIX}{line_num}"
         value, label = (row.get(column) or "").strip(), (row.get("label") or "").strip()
         extra = [field for field in row.get(None) or [] if field.strip()]
         if extra:
@@ -325,9 +332,46 @@ def read_manifest(path: Path, modality: Modality) -> tuple[Dataset, list]:
         inputs.append(value if column == "text" else (path.parent / value))
         labels.append(label)
         ids.append(row_id)
+    merged = _merged_rows(inputs, set(labels), column)
+    for index in reversed(merged):
+        first_line = int(ids[index][len(ROW_PREFIX):]) - inputs[index].count("\n")
+        ignored.append((
+            row_name(ids[index], str(inputs[index]), column),
+            f"one field from line {first_line} on holds what look like other rows (a quote left open?)",
+        ))
+        for values in (inputs, labels, ids):
+            del values[index]
     if not inputs:
         raise ConvpipeError(f"{path} has no rows with both {column} and label.")
     return Dataset(inputs, labels, ids), ignored
+
+
+@contextlib.contextmanager
+def _csv_fields_up_to(size: int):
+    previous = csv.field_size_limit()
+    csv.field_size_limit(max(previous, size + 1))
+    try:
+        yield
+    finally:
+        csv.field_size_limit(previous)
+
+
+def _merged_rows(values: list, labels: set[str], column: str) -> list[int]:
+    """Positions of fields that swallowed other rows: an unclosed quote runs a field on, over
+    line ends, until the next quote, and the rows between become one input under a wrong label.
+    A text may hold line ends; one whose lines end like a row (",sports") did not mean to. A
+    path never holds one."""
+    row_end = re.compile(r',\s*"?([^,"\n]+?)"?\s*$')
+    merged = []
+    for index, value in enumerate(values):
+        text = str(value)
+        if "\n" not in text:
+            continue
+        if column != "text" or any(
+            (match := row_end.search(line)) and match.group(1).strip() in labels for line in text.splitlines()
+        ):
+            merged.append(index)
+    return merged
 
 
 def split_dataset(

@@ -304,3 +304,29 @@ def test_select_ids_keeps_order_and_reports_missing_ids():
     assert data.select_ids(["id2", "id0"]).inputs == [2, 0]
     with pytest.raises(ConvpipeError, match="1 recorded input.*id9"):
         data.select_ids(["id0", "id9"])
+
+
+def test_a_quote_left_open_in_a_csv_is_listed_not_trained_as_one_wrong_row(tmp_path):
+    rows = ["text,label"] + [f"{'goal team' if i % 2 == 0 else 'bake flour'} {i},{'sports' if i % 2 == 0 else 'cooking'}"
+                             for i in range(60)]
+    rows[11] = '"12-inch pizza from the stadium,sports'  # the quote closes 20 lines later
+    rows[31] = 'bake the "best" bread,cooking'
+    (tmp_path / "stray.csv").write_text("\n".join(rows) + "\n")
+    data, ignored = read_manifest(tmp_path / "stray.csv", Modality.text)
+    assert len(data) == 39 and not any("\n" in text for text in data.inputs)
+    ((name, reason),) = ignored
+    assert name.startswith('row 32 ("12-inch pizza') and "from line 12 on holds what look like other rows" in reason
+    # A text that really holds line ends is kept.
+    (tmp_path / "poem.csv").write_text('text,label\n"roses are red\\nviolets, blue",poems\nplain,prose\n'.replace("\\n", "\n"))
+    data, ignored = read_manifest(tmp_path / "poem.csv", Modality.text)
+    assert data.inputs[0] == "roses are red\nviolets, blue" and ignored == []
+
+
+def test_a_csv_field_longer_than_the_csv_modules_limit_is_read(tmp_path):
+    long_text = "word " * 40_000  # 200,000 characters: over the csv module's 131,072 default
+    (tmp_path / "long.csv").write_text(f'text,label\n"{long_text}",a\nshort,b\n')
+    data, _ = read_manifest(tmp_path / "long.csv", Modality.text)
+    assert data.inputs[0] == long_text.strip() and data.labels == ["a", "b"]
+    import csv
+
+    assert csv.field_size_limit() == 131_072  # put back
