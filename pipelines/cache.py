@@ -45,7 +45,9 @@ logger = logging.getLogger(__name__)
 #: 3: character-level text reads keep up to 2,048 characters (were 512).
 #: 4: text reads refuse whitespace-only files and files holding NUL bytes (were read as text);
 #:    an all-silent audio clip reads as the quietest level, not the loudest.
-CACHE_FORMAT = 4
+#: 5: text that is not UTF-8 falls back to Windows-1252; UTF-16 with a BOM is read; files full of
+#:    control characters are refused; cut-off compressed audio is refused.
+CACHE_FORMAT = 5
 
 
 def default_cache_dir() -> Path:

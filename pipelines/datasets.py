@@ -289,7 +289,7 @@ def read_manifest(path: Path, modality: Modality) -> tuple[Dataset, list]:
     fallback_rows = [number for number, (_, fallback) in enumerate(decoded, start=1) if fallback]
     if fallback_rows:
         logger.warning(
-            "%s: line(s) %s are not valid UTF-8; read them as Latin-1.",
+            "%s: line(s) %s are not valid UTF-8; read them as Windows-1252 (Latin-1).",
             path, ", ".join(map(str, fallback_rows[:10])) + (" ..." if len(fallback_rows) > 10 else ""),
         )
     reader = csv.DictReader(io.StringIO(text, newline=""))

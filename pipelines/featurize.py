@@ -30,7 +30,7 @@ class Skipped:
 
     entries: list[dict[str, str]] = field(default_factory=list)
     total: int = 0  # inputs looked at, used or not
-    #: inputs used, but not exactly as given (e.g. decoded as Latin-1), with the reason
+    #: inputs used, but not exactly as given (e.g. decoded as Windows-1252), with the reason
     notes: list[dict[str, str]] = field(default_factory=list)
 
     def add(self, input_id: str, reason: str, split: str = "") -> None:

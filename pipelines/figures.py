@@ -31,8 +31,8 @@ def new_figure(width: float, height: float):
 def render_png(figure, **options) -> bytes:
     """`figure` as PNG bytes, every text drawn literally.
 
-    Labels and file names are the user's: matplotlib would read "$5-$9" as maths and fail on
-    "$a^$". Texts made so far are switched off one by one; tick labels made while drawing take
+    Labels, texts and file names are the user's: matplotlib would read "$5-$9" as maths and fail
+    on "$a^$". Texts made so far are switched off one by one; tick labels made while drawing take
     the setting from the context. Glyphs the font lacks (emoji) are drawn as boxes, silently.
     """
     import warnings
@@ -42,6 +42,11 @@ def render_png(figure, **options) -> bytes:
 
     for text in figure.findobj(Text):
         text.set_parse_math(False)
+        # Text from a command line that is not UTF-8 holds lone surrogates, which the renderer
+        # refuses: shown as \udcNN escapes, as file names are.
+        value = text.get_text()
+        if not value.isascii():
+            text.set_text(value.encode("utf-8", "backslashreplace").decode("utf-8"))
     buffer = io.BytesIO()
     with matplotlib.rc_context({"text.parse_math": False}), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Glyph .* missing from font")

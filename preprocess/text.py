@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-import os
+import codecs
 import itertools
+import os
 import re
+import unicodedata
 import warnings
 import zlib
 from collections import Counter
@@ -22,7 +24,9 @@ LEVELS = ("word", "char")
 #: hold about as much text as 512 words. A 512-character cap cut off what TF-IDF still read on
 #: long docstrings: 0.75 test accuracy at 512 positions against 0.79 at 1,024 (benchmarks/).
 MAX_LEARNED_POSITIONS = {"word": 512, "char": 2048}
-LATIN1_NOTE = "not valid UTF-8, decoded as Latin-1"
+LATIN1_NOTE = "not valid UTF-8, decoded as Windows-1252 (Latin-1)"
+#: More control characters than this share of a file's start (tabs and line ends aside): binary.
+MAX_CONTROL_SHARE = 0.01
 #: Bytes looked at for NUL bytes, which text files practically never hold (git and `file` judge so too).
 BINARY_PROBE_BYTES = 8192
 PADDING_ID = 0
@@ -32,15 +36,40 @@ _WORD = re.compile(r"\w+|[^\w\s]")
 
 
 def decode_text(data: bytes) -> tuple[str, bool]:
-    """Decode bytes as UTF-8 (a leading BOM is dropped); fall back to Latin-1.
+    """Decode bytes as UTF-8 (a leading BOM is dropped), or UTF-16 when a BOM says so; fall back
+    to Windows-1252, else Latin-1.
 
-    Latin-1 maps every byte to a character, so the fallback never fails; the flag says it was
-    used, so callers can count such inputs.
+    Windows-1252 is what text that is not UTF-8 usually is (Excel, Notepad): its curly quotes
+    and euro sign are the bytes Latin-1 reads as invisible control characters. Latin-1 maps every
+    byte to a character, so the fallback never fails; the flag says it was used, so callers can
+    count such inputs.
     """
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        try:
+            return data.decode("utf-16"), False
+        except UnicodeDecodeError:
+            pass
     try:
         return data.decode("utf-8-sig"), False
     except UnicodeDecodeError:
+        pass
+    try:
+        return data.decode("cp1252"), True
+    except UnicodeDecodeError:  # five bytes Windows-1252 leaves undefined
         return data.decode("latin-1"), True
+
+
+def _control_share(text: str) -> float:
+    """Share of control characters other than whitespace: text has next to none, binary data
+    (a PDF's compressed streams, an image) many."""
+    sample = text[:BINARY_PROBE_BYTES]
+    controls = sum(1 for char in sample if unicodedata.category(char) == "Cc" and char not in "\t\n\r\f\v")
+    return controls / max(len(sample), 1)
+
+
+def _escaped(text: str) -> bool:
+    """Whether every lone surrogate in `text` stands for a byte (Python's surrogateescape)."""
+    return all(not 0xD800 <= ord(char) <= 0xDFFF or 0xDC80 <= ord(char) <= 0xDCFF for char in text)
 
 
 def _spaced_chars(text: str):
@@ -158,13 +187,23 @@ class TextPreprocessor(Preprocessor):
 
     def read_text(self, x: Any) -> str:
         if isinstance(x, str):
-            return x
+            try:
+                x.encode("utf-8")
+                return x
+            except UnicodeEncodeError:
+                # Bytes a command line could not decode arrive as lone surrogates: decode them
+                # as a file's bytes would be.
+                return decode_text(x.encode("utf-8", "surrogateescape"))[0] if _escaped(x) else x.encode(
+                    "utf-8", "replace").decode("utf-8")
         if isinstance(x, (bytes, bytearray, os.PathLike)):
             data = read_bytes(x)
-            if b"\0" in data[:BINARY_PROBE_BYTES]:
+            utf16 = data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
+            if b"\0" in data[:BINARY_PROBE_BYTES] and not utf16:
                 # Latin-1 would decode it anyway: an image named .txt must not become "text".
-                raise InputError(describe_input(x), "not a text file (holds NUL bytes: binary data or UTF-16)")
+                raise InputError(describe_input(x), "not a text file (holds NUL bytes: binary data, or UTF-16 without a BOM)")
             text, fallback = decode_text(data)
+            if _control_share(text) > MAX_CONTROL_SHARE:
+                raise InputError(describe_input(x), "not a text file (control characters: binary data such as a PDF?)")
             if not text.strip():  # as good as empty: nothing to learn from or classify
                 raise InputError(describe_input(x), "empty file (only whitespace)")
             if fallback:

@@ -481,7 +481,7 @@ def test_predict_shows_an_input_warning_as_one_line(cli_runner, text_run, tmp_pa
     path.write_bytes("caf\xe9 banana cr\xe8me".encode("latin-1"))
     result = invoke(cli_runner, ["predict", text_run.run_dir, path])
     assert result.exit_code == 0, describe_result(result)
-    assert result.stderr.strip().splitlines() == [f"warning: {path}: not valid UTF-8, decoded as Latin-1"]
+    assert result.stderr.strip().splitlines() == [f"warning: {path}: not valid UTF-8, decoded as Windows-1252 (Latin-1)"]
     assert "InputWarning" not in result.output
 
 
@@ -803,7 +803,7 @@ def test_text_that_is_not_utf8_is_used_and_counted(cli_runner, tmp_path):
     out = tmp_path / "run"
     result = invoke(cli_runner, ["train", "--modality", "text", "--data", data, "--out", out, *TINY_TEXT])
     assert result.exit_code == 0, describe_result(result)
-    assert "1 not valid UTF-8, decoded as Latin-1" in result.stdout
+    assert "1 not valid UTF-8, decoded as Windows-1252 (Latin-1)" in result.stdout
     notes = json.loads((out / "skipped.json").read_text())["notes"]
     assert [note["input"] for note in notes] == [f"alpha/{first.name}"]
 

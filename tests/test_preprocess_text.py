@@ -174,7 +174,7 @@ def test_non_utf8_bytes_fall_back_to_latin1(tmp_path):
     path = tmp_path / "latin.txt"
     path.write_bytes("Café crème".encode("latin-1"))
     pre = TextPreprocessor(positions=2)
-    with pytest.warns(InputWarning, match=r"latin\.txt: not valid UTF-8, decoded as Latin-1"):
+    with pytest.warns(InputWarning, match=r"latin\.txt: not valid UTF-8, decoded as Windows-1252 \(Latin-1\)"):
         assert pre.read(path) == ["café", "crème"]
     with pytest.warns(InputWarning):
         pre.fit([path])
@@ -206,7 +206,20 @@ def test_binary_file_is_not_a_text_file(tmp_path):
     with pytest.raises(InputError, match=r"picture\.txt: not a text file"):
         pre.transform_one(path)
     with pytest.raises(InputError, match="not a text file"):
-        pre.transform_one("hi".encode("utf-16"))
+        pre.transform_one("hi".encode("utf-16-le"))  # UTF-16 without a BOM cannot be told from binary
+
+
+def test_encodings_a_text_file_may_come_in(tmp_path):
+    pre = TextPreprocessor(level="char", positions=8, lowercase=False).fit(["hi there"])
+    assert pre.read_text("“hé” €5".encode("utf-16")) == "“hé” €5"  # Notepad's "Unicode": BOM and all
+    with pytest.warns(InputWarning, match="decoded as Windows-1252"):
+        # Excel's CSV text: curly quotes and the euro sign, which Latin-1 reads as control characters
+        assert pre.read_text("“hé” €5".encode("cp1252")) == "“hé” €5"
+    assert pre.read_text("caf\udce9 menu") == "café menu"  # a Latin-1 argument on a UTF-8 command line
+    pdf = tmp_path / "paper.txt"
+    pdf.write_bytes(b"%PDF-1.4\n" + bytes(range(1, 32)) * 50 + b"stream endobj\n")
+    with pytest.raises(InputError, match=r"paper\.txt: not a text file \(control characters"):
+        pre.read_text(pdf)
 
 
 # ---- fitting, parameters, persistence --------------------------------------------------------
