@@ -16,6 +16,11 @@ from preprocess import InputWarning, Preprocessor, TextPreprocessor, probe_image
 #: n-grams let unseen words share pieces with training words. Measured on stdlib docstrings
 #: (median 110 characters): 0.83-0.85 test accuracy against 0.77-0.79 at word level.
 CHAR_LEVEL_BELOW = 1000
+#: Longer texts are still read as characters when their "words" (runs between spaces) are
+#: longer than this in the median text: scripts written without spaces (Chinese, Japanese,
+#: Thai) would make every clause one word, each seen once (a CJK set trained to chance at word
+#: level, and to 1.000 at character level). English words average about 5 characters.
+CHARS_PER_WORD_ABOVE = 15
 CHAR_NGRAMS = {"ngram_sizes": [2, 3, 4, 5], "hash_buckets": 32768}
 
 
@@ -42,19 +47,25 @@ def build_preprocessor(
     if modality is Modality.text and "level" not in params:
         probe = TextPreprocessor()
         step = max(1, len(train) // 200)
-        lengths = []
+        lengths, word_lengths = [], []
         with warnings.catch_warnings():  # decoding notes are recorded when inputs are read for real
             warnings.simplefilter("ignore", InputWarning)
             for x in train.inputs[::step]:
                 try:
-                    lengths.append(len(probe.read_text(x)))
+                    text = probe.read_text(x)
                 except Exception:  # unreadable inputs are reported when they are read for real
                     continue
+                lengths.append(len(text))
+                word_lengths.append(len(text) / max(len(text.split()), 1))
         median = float(np.median(lengths)) if lengths else 0.0
-        params["level"] = "char" if median < CHAR_LEVEL_BELOW else "word"
+        per_word = float(np.median(word_lengths)) if word_lengths else 0.0
+        params["level"] = "char" if median < CHAR_LEVEL_BELOW or per_word > CHARS_PER_WORD_ABOVE else "word"
         choices["level"] = (
             f"{params['level']}: median training text is {median:.0f} characters "
             f"(char level below {CHAR_LEVEL_BELOW})"
+            if median < CHAR_LEVEL_BELOW or per_word <= CHARS_PER_WORD_ABOVE
+            else f"char: {per_word:.0f} characters per space-separated word in the median text "
+            f"(char level above {CHARS_PER_WORD_ABOVE}: a script written without spaces)"
         )
         if params["level"] == "char":
             for name, value in CHAR_NGRAMS.items():

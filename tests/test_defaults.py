@@ -29,6 +29,13 @@ def test_long_texts_are_read_as_words_and_explicit_settings_win():
     assert pre.level == "char" and not pre.ngram_sizes and choices == {}
 
 
+def test_long_texts_without_spaces_are_read_as_characters():
+    chinese = "今天天气很好我们去公园散步吧。" * 80  # 1,200 characters, no space: one "word" per clause
+    pre, choices = build_preprocessor(Modality.text, {}, dataset([chinese] * 4))
+    assert pre.level == "char" and list(pre.ngram_sizes) == [2, 3, 4, 5]
+    assert choices["level"].startswith("char: 1200 characters per space-separated word")
+
+
 def test_image_size_and_colour_come_from_the_training_images(tmp_path):
     paths = []
     for i, size in enumerate([(40, 20), (44, 24), (48, 28)]):  # (width, height)
