@@ -536,6 +536,8 @@ def preprocess_command(
     console.print(
         escape(f"Wrote {summary['path']}: x {tuple(summary['shape'])}, {summary['classes']} classes; {summary['skipped']}")
     )
+    if summary["ignored"]:
+        console.print(f"ignored {summary['ignored']:,} entries that are not inputs (listed with -v)")
 
 
 cache_app = typer.Typer(help="Inspect or empty the preprocessing cache.", no_args_is_help=True)

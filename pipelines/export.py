@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,8 @@ from pipelines.modality import Modality
 from pipelines.run_dir import Run
 from pipelines.workers import Workers
 from preprocess import ConvpipeError, atomic
+
+logger = logging.getLogger(__name__)
 
 
 def export_arrays(
@@ -65,4 +68,9 @@ def export_arrays(
     y = np.array([index[label] for label in used.labels], dtype=np.int32)
     cache.cleanup()
     atomic.write_npz(out, {"x": x, "y": y, "label_names": np.array(label_names), "ids": np.array(used.ids)})
-    return {"path": str(out), "shape": list(x.shape), "classes": len(label_names), "skipped": skipped.summary()}
+    for name, reason in source.ignored:  # not inputs at all: other file types, bad manifest rows
+        logger.info("ignoring %s: %s", name, reason)
+    return {
+        "path": str(out), "shape": list(x.shape), "classes": len(label_names), "skipped": skipped.summary(),
+        "ignored": len(source.ignored),
+    }

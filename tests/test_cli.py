@@ -570,6 +570,11 @@ def test_preprocess_lists_skipped_inputs_with_v_and_stops_on_them_with_strict(cl
         assert f"{CLASSES[0]}/bad.png" not in arrays["ids"].tolist()
     assert_one_line_error(invoke(cli_runner, [*common, "--out", tmp_path / "b.npz", "--strict"]), "bad.png", "(--strict)")
     assert not (tmp_path / "b.npz").exists()
+    (image_folder / CLASSES[0] / "bad.png").unlink()
+    (image_folder / CLASSES[0] / "notes.md").write_text("not an input")
+    result = invoke(cli_runner, [*common, "--out", tmp_path / "c.npz", "-v"])
+    assert "ignored 1 entries that are not inputs (listed with -v)" in result.stdout
+    assert f"ignoring {CLASSES[0]}/notes.md: unsupported file type .md" in caplog.text
 
 
 def test_preprocess_refuses_a_run_of_another_modality_and_a_bad_suffix(cli_runner, image_run, audio_folder, tmp_path):
