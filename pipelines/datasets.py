@@ -387,15 +387,23 @@ def split_dataset(
     by_class: dict[str, list[int]] = {}
     for index, label in enumerate(dataset.labels):
         by_class.setdefault(label, []).append(index)
+    untested = []
     for label, indices in sorted(by_class.items()):
         indices = list(rng.permutation(indices))
         n = len(indices)
         n_test = min(int(round(n * test_split)), max(n - 1, 0))
         n_val = min(int(round(n * val_split)), max(n - 1 - n_test, 0))
         if n < 3:
-            logger.warning("Class %r has only %d input(s); none held out for validation/test.", label, n)
             n_test = n_val = 0
+        if test_split > 0 and n_test == 0:
+            untested.append(f"{label} ({n})")
         parts["test"] += indices[:n_test]
         parts["validation"] += indices[n_test : n_test + n_val]
         parts["train"] += indices[n_test + n_val :]
+    if untested:  # one line, however many classes: evaluate will show them as "-"
+        shown = ", ".join(untested[:10]) + (f" and {len(untested) - 10} more" if len(untested) > 10 else "")
+        logger.warning(
+            "%d class(es) too small to hold any input out for the test split (inputs in brackets): %s.",
+            len(untested), shown,
+        )
     return {name: dataset.subset(sorted(indices)) for name, indices in parts.items()}

@@ -85,6 +85,17 @@ def default_run_dir(modality: Modality, root: Path = Path("runs")) -> Path:
     return path
 
 
+def warn_of_near_duplicate_labels(classes: list[str]) -> None:
+    """Labels that differ only in case or spaces ("Sports", "sports") are separate classes; often
+    one class typed two ways, so it is said."""
+    groups: dict[str, list[str]] = {}
+    for label in classes:
+        groups.setdefault(" ".join(label.casefold().split()), []).append(label)
+    twins = [" / ".join(group) for group in groups.values() if len(group) > 1]
+    if twins:
+        logger.warning("Labels that differ only in case or spacing are separate classes: %s.", "; ".join(twins))
+
+
 def make_splits(source: DataSource, config: RunConfig) -> dict[str, Dataset]:
     settings = config.train
     if source.predefined_split:
@@ -345,6 +356,7 @@ def train(
     source = load_source(config.data, config.modality)
     splits = make_splits(source, config)
     classes = sorted(set(splits["train"].labels))
+    warn_of_near_duplicate_labels(classes)
     if len(classes) < 2:
         raise ConvpipeError(
             f"Need at least 2 classes to train a classifier; {source.location} has "

@@ -347,7 +347,21 @@ def test_a_label_with_a_single_sample_stays_in_train_with_a_warning(caplog):
     for label in ("common", "other"):
         assert parts["validation"].labels.count(label) == 2 and parts["test"].labels.count(label) == 2
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert warnings == ["Class 'lonely' has only 1 input(s); none held out for validation/test."]
+    assert warnings == ["1 class(es) too small to hold any input out for the test split (inputs in brackets): lonely (1)."]
+
+
+def test_many_small_classes_give_one_warning_line_and_case_twins_are_named(caplog):
+    from pipelines.training import warn_of_near_duplicate_labels
+
+    labels = [f"c{i:03d}" for i in range(250) for _ in range(2)]  # 250 classes of 2 inputs each
+    data = Dataset([f"text {i}" for i in range(500)], labels, [f"row {i}" for i in range(500)])
+    with caplog.at_level(logging.WARNING):
+        split_dataset(data, val_split=0.1, test_split=0.1, seed=0)
+        warn_of_near_duplicate_labels(["Cooking", "Sports", "cooking", "sports", "tennis"])
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2
+    assert warnings[0].startswith("250 class(es) too small") and warnings[0].endswith("c009 (2) and 240 more.")
+    assert warnings[1] == "Labels that differ only in case or spacing are separate classes: Cooking / cooking; Sports / sports."
 
 
 def test_a_manifest_with_only_one_class_fails_with_one_line(cli_runner, tmp_path):
