@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import csv
 import hashlib
@@ -283,7 +284,10 @@ def read_manifest(path: Path, modality: Modality) -> tuple[Dataset, list]:
     column = MODALITIES[modality].csv_column
     # Decode line by line: one Latin-1 row must not garble the UTF-8 rows around it. CSV
     # structure (commas, quotes, newlines) is the same bytes in both encodings.
-    lines = path.read_bytes().splitlines(keepends=True)
+    data = path.read_bytes()
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):  # two bytes a character: whole
+        data = decode_text(data)[0].encode("utf-8")
+    lines = data.splitlines(keepends=True)
     decoded = [decode_text(line) for line in lines]
     text = "".join(line for line, _ in decoded)
     fallback_rows = [number for number, (_, fallback) in enumerate(decoded, start=1) if fallback]
@@ -305,9 +309,11 @@ def read_manifest(path: Path, modality: Modality) -> tuple[Dataset, list]:
         )
     missing = [name for name in (column, "label") if name not in found]
     if missing:
+        separator = next((name for sign, name in ((";", "semicolons"), ("\t", "tabs")) if sign in "".join(written)), None)
         raise ConvpipeError(
             f"{path} is missing column(s) {', '.join(missing)}; found: {', '.join(written) or '(none)'}. "
-            f"{'An' if modality.value[0] in 'aeiou' else 'A'} {modality.value} manifest needs a header '{column},label'."
+            f"{'An' if modality.value[0] in 'aeiou' else 'A'} {modality.value} manifest needs a header '{column},label'"
+            + (f" (this one looks separated by {separator}; convpipe reads comma-separated files)." if separator else ".")
         )
     inputs, labels, ids, ignored = [], [], [], []
     try:

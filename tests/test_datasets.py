@@ -330,3 +330,12 @@ def test_a_csv_field_longer_than_the_csv_modules_limit_is_read(tmp_path):
     import csv
 
     assert csv.field_size_limit() == 131_072  # put back
+
+
+def test_a_utf16_csv_is_read_and_a_semicolon_one_is_named(tmp_path):
+    (tmp_path / "excel.csv").write_bytes("text,label\n“café” 5€,food\nrun fast,sport\n".encode("utf-16"))
+    data, _ = read_manifest(tmp_path / "excel.csv", Modality.text)
+    assert data.inputs == ["“café” 5€", "run fast"] and data.labels == ["food", "sport"]
+    (tmp_path / "semi.csv").write_text("text;label\ncafé;food\n")
+    with pytest.raises(ConvpipeError, match="looks separated by semicolons; convpipe reads comma-separated files"):
+        read_manifest(tmp_path / "semi.csv", Modality.text)
