@@ -160,7 +160,7 @@ TEMPORARY_PREFIX = "convpipe-shards-"
 LOCK_FILE = "in-use.lock"
 
 
-def _lock(root: Path, exclusive: bool):
+def _lock_folder(root: Path, exclusive: bool):
     """The lock file of `root`, open and locked; None where locks are not available (Windows, a
     read-only folder), since the lock is a guard against a mistake, not needed to work."""
     try:
@@ -237,7 +237,7 @@ class PreprocessCache:
             cache._folder = folder
             return cache
         cache = cls(Path(cache_dir).expanduser() if cache_dir else default_cache_dir(), verify=verify)
-        cache._lock = _lock(cache.root, exclusive=False)
+        cache._lock = _lock_folder(cache.root, exclusive=False)
         return cache
 
     def cleanup(self) -> None:
@@ -369,7 +369,7 @@ def clear_cache(root: Path) -> dict[str, Any]:
     info = cache_info(root)
     if not info["exists"]:
         return info
-    lock = _lock(root, exclusive=True)
+    lock = _lock_folder(root, exclusive=True)
     try:
         EntryStore(root).remove()
         for folder in ("entries", "shards", "fits"):  # entries/: the one-file-per-input layout before format 2

@@ -166,7 +166,7 @@ def read_class_folders(root: Path, modality: Modality, id_prefix: str = "") -> t
         raise ConvpipeError(f"Cannot list {root}: {error.strerror or error}") from None
     class_dirs = [p for p in entries if p.is_dir()]
     # Files beside the class folders have no label: listed, so that they are not missed silently.
-    ignored = [(id_prefix + printable_name(p.name), "not in a class folder") for p in entries if not p.is_dir()]
+    ignored = [(id_prefix + printable_name(p.name), "not in a class folder") for p in entries if p not in class_dirs]
     if not class_dirs:
         raise ConvpipeError(
             f"No class subfolders in {root}: expected one folder per class holding "

@@ -298,6 +298,13 @@ class AudioPreprocessor(Preprocessor):
 _HEAD_BYTES = 1 << 16  # enough for any real WAV header
 
 
+#: (offset, full scale) of integer PCM samples: unsigned types are centred on their midpoint.
+PCM_SCALES = {
+    np.dtype(np.int8): (0, 2**7), np.dtype(np.int16): (0, 2**15), np.dtype(np.int32): (0, 2**31),
+    np.dtype(np.uint8): (2**7, 2**7), np.dtype(np.uint16): (2**15, 2**15),
+}
+
+
 def _waveform(samples: Any, source: str) -> np.ndarray:
     """`samples` as an array of numbers. Text failed in float conversion, and objects such as
     None passed as NaN: both with misleading messages."""
@@ -320,12 +327,6 @@ def _waveform(samples: Any, source: str) -> np.ndarray:
         array = (array.astype(np.float64) - offset) / scale
     return array
 
-
-#: (offset, full scale) of integer PCM samples: unsigned types are centred on their midpoint.
-PCM_SCALES = {
-    np.dtype(np.int8): (0, 2**7), np.dtype(np.int16): (0, 2**15), np.dtype(np.int32): (0, 2**31),
-    np.dtype(np.uint8): (2**7, 2**7), np.dtype(np.uint16): (2**15, 2**15),
-}
 
 
 def _libsndfile_reason(error: Exception) -> str:
