@@ -63,9 +63,8 @@ def native_stderr_filtered() -> Iterator[None]:
 
 @functools.cache  # once per process
 def start_tensorflow() -> None:
-    """Import TensorFlow and find its devices, quietly, when Keras runs on TensorFlow."""
-    if os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow":
-        return
+    """Import TensorFlow and find its devices, quietly. Also under Keras' other backends: the
+    input pipelines are tf.data, so TensorFlow starts on every backend."""
     with native_stderr_filtered():
         import tensorflow as tf
 
