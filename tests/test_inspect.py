@@ -13,7 +13,7 @@ import pytest
 
 from pipelines.inspection import inspect
 from pipelines.prediction import predict
-from tests.conftest import assert_one_line_error, describe_result, invoke
+from tests.conftest import TINY_AUDIO, assert_one_line_error, describe_result, invoke
 
 PNG = b"\x89PNG\r\n\x1a\n"
 FILLER = ["the", "a", "of", "and", "with", "fresh", "some", "more", "other", "very"]
@@ -160,8 +160,8 @@ def test_inspect_a_mixed_precision_run(audio_folder, tmp_path):
                               capture_output=True, text=True, timeout=240)
 
     run_dir = tmp_path / "run"
-    trained = run("train", "--modality", "audio", "--data", audio_folder, "--out", run_dir, "--epochs", "1",
-                  "--duration", "0.25", "--precision", "mixed")
+    trained = run("train", "--modality", "audio", "--data", audio_folder, "--out", run_dir, *TINY_AUDIO, "--epochs", "1",
+                  "--precision", "mixed")
     if trained.returncode == 1 and "bfloat16" in trained.stderr:
         pytest.skip("this CPU has no bfloat16 instructions, so --precision mixed is refused")
     assert trained.returncode == 0, trained.stderr[-3000:]
