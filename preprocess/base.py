@@ -136,6 +136,9 @@ class Preprocessor:
     extensions: ClassVar[tuple[str, ...]] = ()
     #: modules `read` imports on first use; worker processes import them up front.
     worker_imports: ClassVar[tuple[str, ...]] = ()
+    #: parameters added after files were already saved, with the value such a file was made
+    #: with: `load` fills them in where the saved config lacks them.
+    saved_before: ClassVar[dict[str, Any]] = {}
 
     # ---- parameters --------------------------------------------------------------------------
 
@@ -301,7 +304,7 @@ class Preprocessor:
         if target is None or not issubclass(target, cls):
             raise InputError(str(path), f"holds a {name}, expected a {cls.__name__}")
         try:
-            preprocessor = target.from_config(document["config"])
+            preprocessor = target.from_config({**target.saved_before, **document["config"]})
             preprocessor.validate_params()  # a bad value fails here, not at the first transform
         except (ValueError, TypeError) as error:
             raise InputError(str(path), f"invalid config: {error}") from None

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import codecs
+import functools
 import itertools
 import os
 import re
+import sys
+import unicodedata
 import warnings
 import zlib
 from collections import Counter
@@ -31,7 +34,47 @@ BINARY_PROBE_BYTES = 8192
 PADDING_ID = 0
 OOV_ID = 1
 RESERVED = ("<pad>", "<oov>")
-_WORD = re.compile(r"\w+|[^\w\s]")
+#: Tokenizers, by `tokenizer_version`. Version 1's words (`\w+|[^\w\s]`) cut words at combining
+#: marks (Hindi, Thai, decomposed accents) and made zero-width and other invisible characters
+#: tokens of their own; a preprocessor saved without a version used it and keeps it.
+TOKENIZER_VERSIONS = (1, 2)
+_WORD_V1 = re.compile(r"\w+|[^\w\s]")
+#: Zero-width non-joiner and joiner: they change how the letters around them are written, inside a word.
+JOINERS = "\u200c\u200d"
+#: A zero-width space marks a word boundary (Thai, Khmer, Burmese text) without showing one.
+ZERO_WIDTH_SPACE = "\u200b"
+
+
+def _char_class(codes: list[int]) -> str:
+    """A regex character class body for these code points, as ranges of consecutive ones."""
+    parts = []
+    for _, run in itertools.groupby(enumerate(codes), key=lambda pair: pair[1] - pair[0]):
+        run = [code for _, code in run]
+        parts.append(re.escape(chr(run[0])) + ("-" + re.escape(chr(run[-1])) if len(run) > 1 else ""))
+    return "".join(parts)
+
+
+@functools.cache  # scanning every code point takes a few tenths of a second: only on first use
+def _tokenizer_v2() -> tuple[dict[int, str | None], re.Pattern[str]]:
+    """Version 2: (the `str.translate` table applied first, the word-level token pattern).
+
+    Texts are NFC-normalized (a decomposed "e" + accent is the same text as "é"). Invisible
+    format characters (soft hyphen, byte-order mark, direction marks, word joiner) are deleted,
+    so they neither split a word nor become tokens; a zero-width space becomes a space. At word
+    level, a word is a run of word characters, combining marks and joiners, and any other visible
+    character is a token of its own.
+    """
+    marks, invisible = [], []
+    for code in range(sys.maxunicode + 1):
+        category = unicodedata.category(chr(code))
+        if category in ("Mn", "Mc", "Me"):
+            marks.append(code)
+        elif category == "Cf" and chr(code) not in JOINERS + ZERO_WIDTH_SPACE:
+            invisible.append(code)
+    table: dict[int, str | None] = {code: None for code in invisible}
+    table[ord(ZERO_WIDTH_SPACE)] = " "
+    inside = f"\\w{_char_class(marks)}{JOINERS}"
+    return table, re.compile(f"[{inside}]+|[^{inside}\\s]")
 
 
 def decode_text(data: bytes) -> tuple[str, bool]:
@@ -114,6 +157,11 @@ class TextPreprocessor(Preprocessor):
             training words.
         hash_buckets: number of columns the n-grams are hashed into (CRC-32, stable across
             processes and machines).
+        tokenizer_version: 2 (the default) NFC-normalizes, drops invisible format characters,
+            reads a zero-width space as a space and, at word level, keeps combining marks and
+            joiners inside words; 1 is the tokenizer of preprocessors saved before version 2
+            (words `\\w+|[^\\w\\s]`, cut at combining marks). `load` gives 1 to a file saved
+            without it, so an old run tokenizes as it was trained.
 
     Example:
         >>> pre = TextPreprocessor(level="word", positions=4).fit(["a b", "b c"])
@@ -129,6 +177,7 @@ class TextPreprocessor(Preprocessor):
     needs_fit = True
     output_dtype = "int32"
     extensions = TEXT_EXTENSIONS
+    saved_before = {"tokenizer_version": 1}
 
     def __init__(
         self,
@@ -139,6 +188,7 @@ class TextPreprocessor(Preprocessor):
         min_count: int = 1,
         ngram_sizes: Sequence[int] = (),
         hash_buckets: int = 16384,
+        tokenizer_version: int = 2,
     ):
         self.level = level
         self.vocabulary_size = vocabulary_size
@@ -147,6 +197,7 @@ class TextPreprocessor(Preprocessor):
         self.min_count = min_count
         self.ngram_sizes = ngram_sizes
         self.hash_buckets = hash_buckets
+        self.tokenizer_version = tokenizer_version
 
     def validate_params(self) -> None:
         if self.level not in LEVELS:
@@ -166,6 +217,10 @@ class TextPreprocessor(Preprocessor):
         check_int("vocabulary_size", self.vocabulary_size, minimum=3, why=" (two ids are reserved)")
         check_int("positions", self.positions, none_ok=True)
         check_int("min_count", self.min_count)
+        if not is_int(self.tokenizer_version) or self.tokenizer_version not in TOKENIZER_VERSIONS:
+            raise ValueError(
+                f"`tokenizer_version` must be one of {TOKENIZER_VERSIONS}. Received: tokenizer_version={self.tokenizer_version!r}"
+            )
         if not isinstance(self.lowercase, (bool, np.bool_)):  # "no" would read as True
             raise ValueError(f"`lowercase` must be True or False. Received: lowercase={self.lowercase!r}")
 
@@ -220,14 +275,28 @@ class TextPreprocessor(Preprocessor):
         """The first `positions` tokens (the level's `MAX_LEARNED_POSITIONS` while `positions` is
         learned).
 
-        Tokens are produced lazily and counted, so a 1 MB text costs no more than a short one.
+        Only the start of a long text is read, so a 1 MB text costs no more than a short one.
         """
         limit = self.positions if self.positions is not None else MAX_LEARNED_POSITIONS[self.level]
-        if self.level == "char":
-            tokens = itertools.islice(_spaced_chars(text), limit)
+        if self.tokenizer_version == 1:
+            tokens = self._tokens(text, _WORD_V1, limit)
         else:
-            tokens = (m.group() for m in itertools.islice(_WORD.finditer(text), limit))
-        return [token.lower() for token in tokens] if self.lowercase else list(tokens)
+            table, word = _tokenizer_v2()
+            # Normalize a growing start of the text until it holds more than `limit` tokens: the
+            # first `limit` then end before the cut, which can only change the last one.
+            size = 8 * limit + 1024
+            while True:
+                tokens = self._tokens(unicodedata.normalize("NFC", text[:size]).translate(table), word, limit + 1)
+                if len(tokens) > limit or size >= len(text):
+                    break
+                size *= 4
+            tokens = tokens[:limit]
+        return [token.lower() for token in tokens] if self.lowercase else tokens
+
+    def _tokens(self, text: str, word: re.Pattern[str], limit: int) -> list[str]:
+        if self.level == "char":
+            return list(itertools.islice(_spaced_chars(text), limit))
+        return [m.group() for m in itertools.islice(word.finditer(text), limit)]
 
     # ---- fit/encode ------------------------------------------------------------------------
 

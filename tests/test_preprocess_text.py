@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import unicodedata
 
 import numpy as np
 import pytest
 
 from preprocess import InputError, InputWarning, NotFittedError, Preprocessor, TextPreprocessor, decode_text
+from preprocess.text import _tokenizer_v2
 
 CORPUS = [
     "the cat sat on the mat",
@@ -60,6 +62,47 @@ def test_word_tokens_are_lowercased_words_and_punctuation():
     pre = TextPreprocessor(level="word")
     assert pre.tokenize("Hello, World!  It's") == ["hello", ",", "world", "!", "it", "'", "s"]
     assert TextPreprocessor(lowercase=False).tokenize("Hello World") == ["Hello", "World"]
+
+
+HINDI = "\u0928\u092e\u0938\u094d\u0924\u0947"  # "namaste": letters, a virama and a vowel sign (marks)
+
+
+def test_words_keep_their_combining_marks_and_drop_invisible_characters():
+    # Version 1 cut "namaste" into 4 tokens (marks are not \w) and made each invisible character a token.
+    text = f"{HINDI}! e\u0301t\u00e9 co\u00adoperate \u0e20\u0e32\u0e29\u0e32\u200b\u0e44\u0e17\u0e22 \ufeffok \u0632\u0646\u200c\u0647\u0627"
+    assert TextPreprocessor(level="word").tokenize(text) == [
+        HINDI, "!", "\u00e9t\u00e9", "cooperate", "\u0e20\u0e32\u0e29\u0e32", "\u0e44\u0e17\u0e22", "ok",
+        "\u0632\u0646\u200c\u0647\u0627",  # the zero-width non-joiner stays inside the Persian word
+    ]
+    old = TextPreprocessor(level="word", tokenizer_version=1).tokenize(text)
+    assert old[:5] == ["\u0928\u092e\u0938", "\u094d", "\u0924", "\u0947", "!"] and "\u00ad" in old and "\ufeff" in old
+    # Characters: a decomposed accent is one character, as its precomposed twin.
+    assert TextPreprocessor(level="char").tokenize("e\u0301\u200bx\ufeffy") == ["\u00e9", " ", "x", "y"]
+
+
+@pytest.mark.parametrize("level", ["word", "char"])
+def test_only_the_start_of_a_long_text_is_normalized_with_the_same_tokens(level):
+    rng = np.random.default_rng(0)
+    alphabet = list("ab e\u0301\u0301  \u200b\ufeff\u00ad,.\u0915\u094d\u0937\n")
+    table, word = _tokenizer_v2()
+    for _ in range(200):
+        text = "".join(rng.choice(alphabet, size=int(rng.integers(0, 3000))))
+        for positions in (1, 7, 100):  # texts longer than the first piece read (8 x positions + 1024)
+            pre = TextPreprocessor(level=level, positions=positions)
+            whole = pre._tokens(unicodedata.normalize("NFC", text).translate(table), word, positions)
+            assert pre.tokenize(text) == [token.lower() for token in whole]
+
+
+def test_a_preprocessor_saved_before_tokenizer_versions_keeps_the_first_tokenizer(tmp_path):
+    pre = TextPreprocessor(level="word", positions=4, tokenizer_version=1).fit([HINDI])
+    pre.save(tmp_path / "old.json")
+    document = json.loads((tmp_path / "old.json").read_text(encoding="utf-8"))
+    del document["config"]["tokenizer_version"]  # as written before the key existed
+    (tmp_path / "old.json").write_text(json.dumps(document), encoding="utf-8")
+    loaded = TextPreprocessor.load(tmp_path / "old.json")
+    assert loaded.tokenizer_version == 1 and loaded.vocabulary_ == pre.vocabulary_
+    np.testing.assert_array_equal(loaded.transform([HINDI]), pre.transform([HINDI]))
+    assert TextPreprocessor().tokenizer_version == 2
 
 
 def test_refitting_replaces_the_vocabulary():
@@ -252,6 +295,8 @@ def test_fit_needs_training_text():
         ({"level": "char", "ngram_sizes": None}, "ngram_sizes"),  # "'NoneType' object is not iterable"
         ({"level": "char", "ngram_sizes": 3}, "ngram_sizes"),
         ({"level": "char", "ngram_sizes": (2, 2)}, "ngram_sizes"),  # counted every 2-gram twice
+        ({"tokenizer_version": 3}, "tokenizer_version"),
+        ({"tokenizer_version": "2"}, "tokenizer_version"),
     ],
 )
 def test_bad_parameters_raise_value_error_naming_the_parameter(params, name):
