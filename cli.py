@@ -24,6 +24,7 @@ from rich.table import Table
 
 from pipelines.modality import Modality, parse_modality
 from preprocess import ConvpipeError, InputWarning
+from preprocess.errors import one_line
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter quiet
 
@@ -38,11 +39,24 @@ console = Console(soft_wrap=True)
 errors = Console(stderr=True, soft_wrap=True)
 
 
+def shown(text: str) -> str:
+    """`text` for the terminal: control characters escaped (a file named with ESC must not
+    recolour or clear the screen, nor one with a newline start a line of its own), then markup."""
+    return escape(one_line(text))
+
+
+class OneLineFormatter(logging.Formatter):
+    """Log records as one line each, with control characters in file names escaped."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return one_line(super().format(record))
+
+
 def show_warning(message, category, filename, lineno, file=None, line=None, *, default=warnings.showwarning):
     """An `InputWarning` (an input used, but not exactly as given) as one line on stderr, like
     the library's logged warnings; Python's form adds the preprocessor's file, line and source."""
     if issubclass(category, InputWarning):
-        errors.print(f"[yellow]warning:[/yellow] {escape(str(message))}", highlight=False)
+        errors.print(f"[yellow]warning:[/yellow] {shown(str(message))}", highlight=False)
     else:
         default(message, category, filename, lineno, file, line)
 
@@ -66,7 +80,7 @@ def one_line_errors(command):
                 warnings.showwarning = show_warning
                 return command(*args, **kwargs)
         except ConvpipeError as error:
-            errors.print(f"[red]Error:[/red] {escape(str(error))}", highlight=False)
+            errors.print(f"[red]Error:[/red] {shown(str(error))}", highlight=False)
             raise typer.Exit(code=1) from None
         except KeyboardInterrupt:
             errors.print("[yellow]Interrupted.[/yellow]")
@@ -75,20 +89,20 @@ def one_line_errors(command):
             # e.g. --out naming a file: the user's paths, not a bug
             needed = "a file" if isinstance(error, IsADirectoryError) else "a folder"
             message = f"Cannot write {error.filename}: {error.strerror} ({needed} is needed there)."
-            errors.print(f"[red]Error:[/red] {escape(message)}", highlight=False)
+            errors.print(f"[red]Error:[/red] {shown(message)}", highlight=False)
             raise typer.Exit(code=1) from None
         except OSError as error:
             # The machine's state, not a bug: a read-only or full disk, a folder without access.
             if error.errno not in ENVIRONMENT_ERRNOS or not error.filename:
                 raise
             message = f"Cannot use {error.filename}: {error.strerror}."
-            errors.print(f"[red]Error:[/red] {escape(message)}", highlight=False)
+            errors.print(f"[red]Error:[/red] {shown(message)}", highlight=False)
             raise typer.Exit(code=1) from None
         except Exception as error:
             message = out_of_memory(error)
             if message is None:
                 raise
-            errors.print(f"[red]Error:[/red] {escape(message)}", highlight=False)
+            errors.print(f"[red]Error:[/red] {shown(message)}", highlight=False)
             raise typer.Exit(code=1) from None
 
     return wrapper
@@ -138,7 +152,9 @@ def int_list(value: Optional[str], name: str) -> Optional[tuple[int, ...]]:
 
 
 def setup_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(OneLineFormatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, handlers=[handler])
 
 
 # A plain string checked by `parse_modality`, so a bad value is convpipe's one-line error
@@ -278,7 +294,7 @@ def train(
             raise ConvpipeError(
                 f"--resume continues {resume} with the settings it started with; drop {', '.join(given)}."
             )
-        console.print(f"Resuming {escape(str(resume))}")
+        console.print(f"Resuming {shown(str(resume))}")
         start_tensorflow()
         with ProgressBar() as bar:
             result = run_training(None, verbose=progress, resume=resume, progress=bar)
@@ -335,7 +351,7 @@ def train(
     start_workers_early(resolved.train.workers, resolved.modality)
     start_tensorflow()  # after the workers' fork server: children must not inherit the filter
     source = resolved.data or "built-in demo data"
-    console.print(f"Training a CNN on {escape(source)} ({resolved.modality.value})")
+    console.print(f"Training a CNN on {shown(source)} ({resolved.modality.value})")
     with ProgressBar() as bar:
         result = run_training(resolved, out=out, verbose=progress, progress=bar)
     report_training(result)
@@ -366,11 +382,11 @@ def report_training(result) -> None:
     if not result.chief:
         console.print(
             f"Worker finished {result.epochs} epoch(s); the chief wrote the run. "
-            f"This worker's final weights: [bold]{escape(str(result.run_dir / 'final.weights.h5'))}[/bold]"
+            f"This worker's final weights: [bold]{shown(str(result.run_dir / 'final.weights.h5'))}[/bold]"
         )
         return
     # The test split is read (and its skipped inputs counted) by evaluate.
-    console.print(escape(f"training and validation: {result.skipped.summary()}"))
+    console.print(shown(f"training and validation: {result.skipped.summary()}"))
     if result.ignored:
         console.print(
             f"ignored {result.ignored:,} entries that are not inputs: other file types, files outside class "
@@ -381,7 +397,7 @@ def report_training(result) -> None:
         f"Validation accuracy {accuracy} (best epoch {result.best_epoch} of {result.epochs}; "
         f"{result.seconds:.0f} s in all, {result.train_seconds:.0f} s of them training)"
     )
-    console.print(f"Run written to [bold]{escape(str(result.run_dir))}[/bold]")
+    console.print(f"Run written to [bold]{shown(str(result.run_dir))}[/bold]")
     if result.interrupted:
         errors.print("[yellow]Interrupted:[/yellow] kept the best model of the completed epochs.")
         raise typer.Exit(code=130)
@@ -419,20 +435,20 @@ def evaluate(
     print_per_class(report, title=f"{report['modality']} run on {report['data']['location']}")
     if report["top_confusions"]:
         confusions = ", ".join(f"{c['true']} -> {c['predicted']} ({c['count']})" for c in report["top_confusions"][:5])
-        console.print(f"most confused: {escape(confusions)}")
-    console.print(escape(report["skipped"]["summary"]))
-    console.print(f"Report written to [bold]{escape(str(result.html_path))}[/bold]")
-    console.print(f"  with {escape(str(result.report_path))} and confusion_matrix.png, training_curves.png, reliability.png")
+        console.print(f"most confused: {shown(confusions)}")
+    console.print(shown(report["skipped"]["summary"]))
+    console.print(f"Report written to [bold]{shown(str(result.html_path))}[/bold]")
+    console.print(f"  with {shown(str(result.report_path))} and confusion_matrix.png, training_curves.png, reliability.png")
 
 
 def print_per_class(report: dict, title: str) -> None:
-    table = Table(title=escape(title))
+    table = Table(title=shown(title))
     for column in ("class", "precision", "recall", "f1", "support"):
         table.add_column(column, justify="left" if column == "class" else "right")
     for label, scores in report["per_class"].items():
         counted = scores.get("in_averages", True)  # reports before the field: every class counted
         values = (f"{scores[k]:.3f}" if counted else "-" for k in ("precision", "recall", "f1"))
-        table.add_row(escape(label), *values, str(scores["support"]))
+        table.add_row(shown(label), *values, str(scores["support"]))
     if not all(scores.get("in_averages", True) for scores in report["per_class"].values()):
         table.caption = "-: no test inputs of this class and none predicted as it; not in macro-F1"
     console.print(table)
@@ -460,7 +476,7 @@ def compare(
         table.add_column(column, justify="left" if column in ("run", "modality", "data") else "right")
     for rank, row in enumerate(comparison.runs, start=1):
         table.add_row(
-            str(rank), escape(Path(row.run).name), row.modality,
+            str(rank), shown(Path(row.run).name), row.modality,
             "n/a" if row.parameters is None else f"{row.parameters:,}",
             "n/a" if row.train_seconds is None else f"{row.train_seconds:.1f}",
             f"{row.accuracy:.3f}", f"{row.macro_f1:.3f}",
@@ -468,16 +484,16 @@ def compare(
         )
     console.print(table)
     for rank, row in enumerate(comparison.runs, start=1):
-        console.print(escape(f"{rank}. {row.run}: {row.hyperparameter_text()}"), highlight=False)
+        console.print(shown(f"{rank}. {row.run}: {row.hyperparameter_text()}"), highlight=False)
     for letter, group in comparison.data_groups.items():
-        console.print(escape(f"data {letter}: {group['data']} ({group['n_samples']} inputs)"), highlight=False)
+        console.print(shown(f"data {letter}: {group['data']} ({group['n_samples']} inputs)"), highlight=False)
     if not comparison.same_data:
         console.print("[yellow]Warning:[/yellow] these runs were scored on different data; compare with care.")
     evaluated = [row.run for row in comparison.runs if row.evaluated_now]
     if evaluated:
-        console.print(escape(f"Evaluated now on their own test split (they had no report): {', '.join(evaluated)}"))
+        console.print(shown(f"Evaluated now on their own test split (they had no report): {', '.join(evaluated)}"))
     if comparison.html_path is not None:
-        console.print(f"Comparison written to [bold]{escape(str(comparison.html_path))}[/bold] and compare.json")
+        console.print(f"Comparison written to [bold]{shown(str(comparison.html_path))}[/bold] and compare.json")
 
 
 @app.command()
@@ -499,7 +515,7 @@ def predict(
         return
     for result in results:
         ranked = "   ".join(f"{p['label']} {p['probability']:.3f}" for p in result["top"])
-        console.print(escape(f"{result['input']}: {ranked}"), highlight=False)
+        console.print(shown(f"{result['input']}: {ranked}"), highlight=False)
 
 
 @app.command("preprocess")
@@ -534,7 +550,7 @@ def preprocess_command(
             chosen, data, out, run_path=run, strict=strict, cache=cache, workers=settings.workers, progress=bar
         )
     console.print(
-        escape(f"Wrote {summary['path']}: x {tuple(summary['shape'])}, {summary['classes']} classes; {summary['skipped']}")
+        shown(f"Wrote {summary['path']}: x {tuple(summary['shape'])}, {summary['classes']} classes; {summary['skipped']}")
     )
     if summary["ignored"]:
         console.print(f"ignored {summary['ignored']:,} entries that are not inputs (listed with -v)")
@@ -551,7 +567,7 @@ def cache_info_command(cache_dir: CacheDirOption = None):
     from pipelines.cache import cache_info, default_cache_dir
 
     details = cache_info(cache_dir.expanduser() if cache_dir else default_cache_dir())
-    console.print(f"{'path':<12}{escape(details['path'])}" + ("" if details["exists"] else " (not created yet)"))
+    console.print(f"{'path':<12}{shown(details['path'])}" + ("" if details["exists"] else " (not created yet)"))
     console.print(f"{'entries':<12}{details['entries']:,} preprocessed inputs")
     console.print(f"{'shard sets':<12}{details['shard_sets']:,}")
     console.print(f"{'size':<12}{details['bytes'] / 1e6:,.1f} MB")
@@ -566,7 +582,7 @@ def cache_clear_command(cache_dir: CacheDirOption = None):
     details = clear_cache(cache_dir.expanduser() if cache_dir else default_cache_dir())
     console.print(
         f"Removed {details['entries']:,} entries and {details['shard_sets']:,} shard sets "
-        f"({details['bytes'] / 1e6:,.1f} MB) from {escape(details['path'])}"
+        f"({details['bytes'] / 1e6:,.1f} MB) from {shown(details['path'])}"
     )
 
 
@@ -583,12 +599,12 @@ def info():
     console.print(f"{'backend':<14}{details['backend']}")
     console.print(f"{'devices':<14}{', '.join(details.get('devices', [])) or 'none'}")
     if details.get("gpus"):
-        console.print(f"{'gpus':<14}{escape(', '.join(details['gpus']))}")
+        console.print(f"{'gpus':<14}{shown(', '.join(details['gpus']))}")
     for key, name in (("cuda", "cuda (built)"), ("cudnn", "cudnn (built)"), ("mixed_precision", "mixed")):
         if details.get(key):
-            console.print(f"{name:<14}{escape(str(details[key]))}")
+            console.print(f"{name:<14}{shown(str(details[key]))}")
     for name, support in details.get("strategies", {}).items():
-        console.print(f"{'strategy ' + name:<22}{escape(support)}")
+        console.print(f"{'strategy ' + name:<22}{shown(support)}")
 
 
 @app.command("inspect")
@@ -605,14 +621,14 @@ def inspect_command(
 
     result = inspect(run, input_value, out=out, channels=channels)
     ranked = "   ".join(f"{label} {p:.3f}" for label, p in sorted(result.probabilities.items(), key=lambda kv: -kv[1]))
-    console.print(escape(f"{input_value}: {ranked}"), highlight=False)
+    console.print(shown(f"{input_value}: {ranked}"), highlight=False)
     for row in result.ngrams:
         console.print(
-            escape(f"  width {row['window']} filter {row['filter']}: input '{row['input n-gram']}' "
+            shown(f"  width {row['window']} filter {row['filter']}: input '{row['input n-gram']}' "
                    f"{row['activation']:.3f}, vocabulary '{row['vocabulary n-gram']}'"),
             highlight=False,
         )
-    console.print(f"Wrote {len(result.files)} files; open [bold]{escape(str(result.out / 'index.html'))}[/bold]")
+    console.print(f"Wrote {len(result.files)} files; open [bold]{shown(str(result.out / 'index.html'))}[/bold]")
 
 
 @app.command()
@@ -627,10 +643,10 @@ def explain(
     from pipelines.saliency import explain as run_explain
 
     result = run_explain(run, input_value, out=out)
-    console.print(escape(f"{input_value}: {result.label} {result.probability:.3f} ({result.method})"), highlight=False)
+    console.print(shown(f"{input_value}: {result.label} {result.probability:.3f} ({result.method})"), highlight=False)
     for position, token, contribution in result.top_positions[:5]:
-        console.print(escape(f"  position {position} '{token}': {contribution:+.3f}"), highlight=False)
-    console.print(f"Overlay written to [bold]{escape(str(result.out / 'saliency.png'))}[/bold]")
+        console.print(shown(f"  position {position} '{token}': {contribution:+.3f}"), highlight=False)
+    console.print(f"Overlay written to [bold]{shown(str(result.out / 'saliency.png'))}[/bold]")
 
 
 @app.command("check-locality")
@@ -652,16 +668,16 @@ def check_locality_command(
     if modality is None:
         raise ConvpipeError("No modality given: pass --modality image|audio|text.")
     result = check_locality(parse_modality(modality), data, quick=quick, epochs=epochs, seed=seed, test_split=test_split)
-    table = Table(title=escape(f"{result.modality.value} data {result.data}: {result.train_count} train, {result.test_count} test inputs"))
+    table = Table(title=shown(f"{result.modality.value} data {result.data}: {result.train_count} train, {result.test_count} test inputs"))
     table.add_column("arrays")
     table.add_column("test accuracy", justify="right")
     table.add_column("Wilson 95% interval", justify="right")
     for name, accuracy in result.accuracies.items():
         low, high = accuracy.interval
-        table.add_row(escape(variant_name(name, result.modality)), f"{accuracy.value:.3f}", f"{low:.3f} - {high:.3f}")
+        table.add_row(shown(variant_name(name, result.modality)), f"{accuracy.value:.3f}", f"{low:.3f} - {high:.3f}")
     console.print(table)
     console.print(f"majority class share {result.majority_share:.3f}; {result.seconds:.0f} s")
-    console.print(f"Verdict: [bold]{escape(result.verdict_text)}[/bold] ({escape(result.reason)})")
+    console.print(f"Verdict: [bold]{shown(result.verdict_text)}[/bold] ({shown(result.reason)})")
 
 
 demo_app = typer.Typer(help="Runnable walkthroughs of how a CNN works.", no_args_is_help=True)
@@ -684,7 +700,7 @@ def demo_xo(
     steps = result.steps
 
     def show(title: str, values, decimals: int = 2) -> None:
-        console.print(f"[bold]{escape(title)}[/bold]")
+        console.print(f"[bold]{shown(title)}[/bold]")
         for line in format_grid(values, decimals):
             console.print("  " + line, highlight=False)
 
@@ -713,7 +729,7 @@ def demo_xo(
         )
         for index, (truth, (said, probability)) in enumerate(zip(trained.example_labels, trained.example_predictions), 1):
             console.print(f"  new picture {index}: is {truth}, the CNN says {said} ({probability:.2f})", highlight=False)
-    console.print(f"Figures written to [bold]{escape(str(out))}[/bold] ({len(result.files)} PNG files)")
+    console.print(f"Figures written to [bold]{shown(str(out))}[/bold] ({len(result.files)} PNG files)")
 
 
 if __name__ == "__main__":

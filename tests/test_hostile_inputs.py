@@ -589,6 +589,18 @@ def test_a_file_name_that_is_not_utf8_trains_and_evaluates(cli_runner, tmp_path)
     assert evaluate.exit_code == 0, describe_result(evaluate)
 
 
+def test_control_characters_in_file_names_reach_the_terminal_escaped(cli_runner, image_run, tmp_path):
+    """ESC in a file name recoloured or cleared the terminal when predict printed it."""
+    source = next(Path(image_run.data).rglob("*.png"))
+    named = tmp_path / "clear\x1b[2J.png"
+    named.write_bytes(source.read_bytes())
+    result = invoke(cli_runner, ["predict", image_run.run_dir, named])
+    assert result.exit_code == 0, describe_result(result)
+    assert "\x1b" not in result.output and "clear\\x1b[2J.png: " in result.output
+    missing = invoke(cli_runner, ["predict", image_run.run_dir, tmp_path / "gone\x1b[2J.png"])
+    assert missing.exit_code == 1 and "\x1b" not in missing.output and "gone\\x1b[2J.png" in missing.output
+
+
 # ---- memory stays bounded --------------------------------------------------------------------
 
 
