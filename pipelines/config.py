@@ -32,6 +32,7 @@ from pipelines.distribution import STRATEGIES
 from pipelines.modality import MODALITIES, Modality, parse_modality
 from pipelines.workers import MAX_WORKERS
 from preprocess import ConvpipeError
+from preprocess.errors import SettingError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -46,7 +47,7 @@ MAX_SEED = 2**32 - 1
 
 def check_seed(seed: Any) -> None:
     if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
-        raise ConvpipeError(f"--seed must be an integer from 0 to 2**32 - 1, got {seed!r}.")
+        raise SettingError("seed", f"must be an integer from 0 to 2**32 - 1, got {seed!r}.")
 
 
 @dataclass(frozen=True)
@@ -110,17 +111,17 @@ class TrainSettings:
         for name in ("epochs", "batch_size", "patience"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < (0 if name == "patience" else 1):
-                raise ConvpipeError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}.")
+                raise SettingError(name, f"must be a positive integer, got {value!r}.")
         for name in ("learning_rate", "val_split", "test_split", "max_skipped"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool):
-                raise ConvpipeError(f"--{name.replace('_', '-')} must be a number, got {value!r}.")
+                raise SettingError(name, f"must be a number, got {value!r}.")
         if not self.learning_rate > 0:
-            raise ConvpipeError(f"--learning-rate must be positive, got {self.learning_rate!r}.")
+            raise SettingError("learning_rate", f"must be positive, got {self.learning_rate!r}.")
         for name in ("val_split", "test_split"):
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:
-                raise ConvpipeError(f"--{name.replace('_', '-')} must be in [0, 1), got {value!r}.")
+                raise SettingError(name, f"must be in [0, 1), got {value!r}.")
         if self.val_split + self.test_split >= 0.9:
             raise ConvpipeError(
                 f"--val-split + --test-split must leave data to train on, got "
@@ -129,13 +130,13 @@ class TrainSettings:
         check_seed(self.seed)
         for name in ("deterministic", "strict", "cache", "cache_verify"):
             if not isinstance(getattr(self, name), bool):
-                raise ConvpipeError(f"{name} must be true or false, got {getattr(self, name)!r}.")
+                raise SettingError(name, f"must be true or false, got {getattr(self, name)!r}.", flag=False)
         if not isinstance(self.workers, int) or isinstance(self.workers, bool) or not 0 <= self.workers <= MAX_WORKERS:
-            raise ConvpipeError(
-                f"--workers must be 0 (one per CPU core) or a positive integer up to {MAX_WORKERS}, got {self.workers!r}."
+            raise SettingError(
+                "workers", f"must be 0 (one per CPU core) or a positive integer up to {MAX_WORKERS}, got {self.workers!r}."
             )
         if not 0.0 <= self.max_skipped <= 1.0:
-            raise ConvpipeError(f"max_skipped must be in [0, 1], got {self.max_skipped!r}.")
+            raise SettingError("max_skipped", f"must be in [0, 1], got {self.max_skipped!r}.", flag=False)
         self.validate_compute()
         return self
 
@@ -144,13 +145,13 @@ class TrainSettings:
         check_choice("precision", self.precision, PRECISIONS)
         check_choice("strategy", self.strategy, STRATEGIES)
         if self.jit is not None and not isinstance(self.jit, bool):
-            raise ConvpipeError(f"jit must be true or false, got {self.jit!r}.")
+            raise SettingError("jit", f"must be true or false, got {self.jit!r}.", flag=False)
         for name in ("cpu_replicas", "global_batch_size"):
             value = getattr(self, name)
             if value is None and name == "global_batch_size":
                 continue
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConvpipeError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}.")
+                raise SettingError(name, f"must be a positive integer, got {value!r}.")
 
 
 @dataclass(frozen=True)
@@ -322,7 +323,8 @@ def resolve_config(
         target.update({k: v for k, v in (flags or {}).items() if v is not None})
     # Asking for a seed means asking for a repeatable run: op determinism comes with it unless
     # the user chose otherwise (--fast). Without --seed, training keeps the faster kernels.
-    given = {**layer.get("train", {}), **{k: v for k, v in (train or {}).items() if v is not None}}
+    given_by_flag = {k for k, v in (train or {}).items() if v is not None}
+    given = {**layer.get("train", {}), **{k: train[k] for k in given_by_flag}}
     if "seed" in given and "deterministic" not in given:
         merged_train["deterministic"] = True
     try:
@@ -337,6 +339,11 @@ def resolve_config(
         )
         config.train.validate()
         config.model.validate(text=config.modality is Modality.text)
+    except SettingError as error:
+        if error.name not in layer.get("train", {}) or error.name in given_by_flag:
+            raise
+        # `epochs = 0` in the file: name the key there, not a flag the user never typed
+        raise ConvpipeError(f"{config_file}: [train] {error.name} {error.reason}") from None
     except (TypeError, ValueError) as error:  # e.g. learning_rate = "fast" in a TOML file
         raise ConvpipeError(f"Invalid setting: {error}") from None
     positions = config.preprocess.get("positions")

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from preprocess import ConvpipeError
+from preprocess.errors import SettingError
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ class DeviceSetup:
 
 def check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
-        raise ConvpipeError(f"--{name} must be one of {' | '.join(choices)}, got {value!r}.")
+        raise SettingError(name, f"must be one of {' | '.join(choices)}, got {value!r}.")
     return value
 
 

@@ -9,6 +9,19 @@ class ConvpipeError(Exception):
     """A known, user-facing failure: bad data, bad options, an incomplete run directory."""
 
 
+class SettingError(ConvpipeError):
+    """A setting out of its range or of the wrong type, named by its field (`batch_size`).
+
+    The message names the command-line flag (`--batch-size must be ...`); where the value came
+    from a config file instead, the CLI names the file and key (`run.toml: [train] batch_size`).
+    """
+
+    def __init__(self, name: str, reason: str, *, flag: bool = True):
+        self.name = name
+        self.reason = reason
+        super().__init__(f"{'--' + name.replace('_', '-') if flag else name} {reason}")
+
+
 def one_line(text: str) -> str:
     """`text` with newlines and other unprintable characters escaped (`\\n`), so that a file
     named with a newline still makes a one-line message."""

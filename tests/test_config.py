@@ -250,6 +250,24 @@ def test_bad_training_settings_are_rejected(train, message):
 
 
 @pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("epochs", 0, r"run.toml: \[train\] epochs must be a positive integer, got 0\.$"),  # said --epochs
+        ("val_split", 1.5, r"run.toml: \[train\] val_split must be in \[0, 1\)"),
+        ("device", "tpu", r"run.toml: \[train\] device must be one of auto \| cpu \| gpu"),
+    ],
+)
+def test_out_of_range_toml_values_name_the_file_and_key_and_flags_the_flag(toml_file, key, value, message):
+    text = re.sub(rf"^{key} = .*\n", "", TOML, flags=re.M).replace("[train]\n", f"[train]\n{key} = {json.dumps(value)}\n")
+    toml_file.write_text(text, encoding="utf-8")
+    with pytest.raises(ConvpipeError, match=message):
+        resolve_config(None, config_file=toml_file)
+    # The same value given as a flag, over the file's, is the flag's fault.
+    with pytest.raises(ConvpipeError, match=f"^--{key.replace('_', '-')} must"):
+        resolve_config(None, config_file=toml_file, train={key: value})
+
+
+@pytest.mark.parametrize(
     "modality, model, name",
     [
         ("image", {"filters": ()}, "filters"),
