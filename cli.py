@@ -501,15 +501,15 @@ def compare(
 @starts_tensorflow
 def predict(
     run: Annotated[Path, typer.Argument(help="Run directory written by train.")],
-    inputs: Annotated[list[str], typer.Argument(help="Files to classify (text runs also take literal text).")],
+    inputs: Annotated[list[str], typer.Argument(help="Files to classify (text runs also take literal text); - reads one input per line from standard input.")],
     top_k: Annotated[int, typer.Option(help="Labels to show per input.")] = 3,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     device: DeviceOption = "auto",
 ):
     """Print the top-k labels and probabilities for each input."""
-    from pipelines.prediction import predict as run_prediction
+    from pipelines.prediction import predict as run_prediction, with_stdin_lines
 
-    results = run_prediction(run, inputs, top_k=top_k, device=device)
+    results = run_prediction(run, with_stdin_lines(inputs, sys.stdin), top_k=top_k, device=device)
     if as_json:
         typer.echo(json.dumps(results, indent=2, ensure_ascii=False))
         return

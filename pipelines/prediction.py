@@ -69,6 +69,20 @@ def encode_input(run: Run, value: str) -> np.ndarray:
         raise ConvpipeError(f"Cannot use input {value}: {error.reason}") from None
 
 
+def with_stdin_lines(inputs: list[str], stdin: Any) -> list[str]:
+    """`inputs` with `-` replaced by the non-empty lines of `stdin` (file names from `find`, or
+    a text run's texts), each then used as an argument would be. Lines are decoded as file names
+    are (`os.fsdecode`): a name that is not UTF-8 still opens, and text reads as a file's bytes."""
+    if "-" not in inputs:
+        return inputs
+    raw = stdin.buffer.read() if hasattr(stdin, "buffer") else stdin.read().encode("utf-8", "surrogateescape")
+    lines = [os.fsdecode(line) for line in raw.splitlines() if line.strip()]
+    if not lines:
+        raise ConvpipeError("Nothing to predict: - was given, and standard input holds no lines.")
+    index = inputs.index("-")
+    return [*inputs[:index], *lines, *(value for value in inputs[index + 1 :] if value != "-")]
+
+
 def predict(run_path: Path, inputs: list[str], top_k: int = 3, device: str = "auto") -> list[dict[str, Any]]:
     """`[{"input": ..., "top": [{"label", "probability"}, ...]}]`, one entry per input, in order.
 

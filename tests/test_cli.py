@@ -447,6 +447,24 @@ def test_predict_text_takes_literal_text_and_files(cli_runner, text_run, tmp_pat
     assert literal["top"] == from_file["top"]  # same text, same answer
 
 
+def test_predict_dash_reads_one_input_per_line_from_standard_input(cli_runner, text_run, image_run, tmp_path):
+    import cli
+
+    path = tmp_path / "doc.txt"
+    path.write_text("banana basil bean", encoding="utf-8")
+    # `-` classified the text "-"; now it stands for the lines of stdin, each used as an argument is
+    result = cli_runner.invoke(
+        cli.app, ["predict", str(text_run.run_dir), "apple almond", "-", "--json"], input=f"banana basil bean\r\n\n{path}\n"
+    )
+    assert result.exit_code == 0, describe_result(result)
+    assert [entry["input"] for entry in json.loads(result.stdout)] == ["apple almond", "banana basil bean", str(path)]
+    image = write_png(tmp_path / "x.png", class_image(1, np.random.default_rng(1)))
+    from_stdin = cli_runner.invoke(cli.app, ["predict", str(image_run.run_dir), "-"], input=f"{image}\n")
+    assert from_stdin.exit_code == 0 and from_stdin.stdout == invoke(cli_runner, ["predict", image_run.run_dir, image]).stdout
+    empty = cli_runner.invoke(cli.app, ["predict", str(image_run.run_dir), "-"], input="\n")
+    assert_one_line_error(empty, "standard input holds no lines")
+
+
 def test_predict_text_takes_a_long_literal_paragraph(cli_runner, text_run):
     paragraph = " ".join(["banana basil bean and fresh beet"] * 12)  # ~400 characters
     result = invoke(cli_runner, ["predict", text_run.run_dir, paragraph, "--json"])
