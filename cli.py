@@ -61,6 +61,9 @@ def show_warning(message, category, filename, lineno, file=None, line=None, *, d
         default(message, category, filename, lineno, file, line)
 
 
+#: Characters of a literal text shown in predict's table (--json has it whole).
+SHOWN_TEXT = 60
+
 ENVIRONMENT_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
 
 
@@ -515,7 +518,10 @@ def predict(
         return
     for result in results:
         ranked = "   ".join(f"{p['label']} {p['probability']:.3f}" for p in result["top"])
-        console.print(shown(f"{result['input']}: {ranked}"), highlight=False)
+        name = result["input"]
+        if result["kind"] == "text" and len(name) > SHOWN_TEXT:  # a paragraph would bury the answer
+            name = name[: SHOWN_TEXT - 3] + "..."
+        console.print(shown(f"{name}: {ranked}"), highlight=False)
 
 
 @app.command("preprocess")
@@ -624,8 +630,9 @@ def inspect_command(
     console.print(shown(f"{input_value}: {ranked}"), highlight=False)
     for row in result.ngrams:
         console.print(
-            shown(f"  width {row['window']} filter {row['filter']}: input '{row['input n-gram']}' "
-                   f"{row['activation']:.3f}, vocabulary '{row['vocabulary n-gram']}'"),
+            shown(f"  width {row['window']} filter {row['filter']}: "
+                  + (f"input '{row['input n-gram']}' {row['activation']:.3f}" if row["position"] is not None else "silent on this input")
+                  + f", vocabulary '{row['vocabulary n-gram']}'"),
             highlight=False,
         )
     console.print(f"Wrote {len(result.files)} files; open [bold]{shown(str(result.out / 'index.html'))}[/bold]")

@@ -84,7 +84,8 @@ def with_stdin_lines(inputs: list[str], stdin: Any) -> list[str]:
 
 
 def predict(run_path: Path, inputs: list[str], top_k: int = 3, device: str = "auto") -> list[dict[str, Any]]:
-    """`[{"input": ..., "top": [{"label", "probability"}, ...]}]`, one entry per input, in order.
+    """`[{"input": ..., "kind": "file" | "text", "top": [{"label", "probability"}, ...]}]`, one
+    entry per input, in order.
 
     For a text run, an input that names an existing file is read from it; one that looks like a
     path (see `looks_like_path`) but names nothing is an error; anything else is the text itself.
@@ -102,6 +103,10 @@ def predict(run_path: Path, inputs: list[str], top_k: int = 3, device: str = "au
     for value, row in zip(inputs, probabilities):
         order = np.argsort(-row)[:k]
         results.append(
-            {"input": printable_name(value), "top": [{"label": run.labels[i], "probability": float(row[i])} for i in order]}
+            {
+                "input": printable_name(value),
+                "kind": "file" if _file_kind(value) == "file" else "text",  # a text run's literal text
+                "top": [{"label": run.labels[i], "probability": float(row[i])} for i in order],
+            }
         )
     return results

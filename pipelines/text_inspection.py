@@ -173,7 +173,7 @@ def inspect_text(run: Run, source: Any, out: Path, channels: int) -> tuple[list[
         sections.append(
             Section(
                 f"Width {width}: n-grams that most activate each filter",
-                "Input: the window of this text with the highest response. Vocabulary: the n-gram of "
+                "Input: the window of this text with the highest response (none where the filter did not fire). Vocabulary: the n-gram of "
                 "training tokens with the highest possible response (best token at each offset), with its "
                 f"response before ReLU{'; hashed n-gram columns are not searched' if pre.ngram_sizes else ''}.",
                 table=branch_rows,
@@ -192,14 +192,15 @@ def ngram_rows(
     rows = []
     for f in range(kernel.shape[-1]):
         position = int(np.argmax(relu[:, f]))
+        fired = relu[position, f] > 0  # a silent filter's argmax is position 0, not a match
         best = [first + int(np.argmax(kernel[k, first:last, f])) for k in range(width)] if last > first else []
         score = float(sum(kernel[k, i, f] for k, i in enumerate(best)) + bias[f])
         rows.append(
             {
                 "window": width,
                 "filter": f,
-                "input n-gram": window_texts[position],
-                "position": position,
+                "input n-gram": window_texts[position] if fired else "",
+                "position": position if fired else None,
                 "activation": round(float(relu[position, f]), 4),
                 "vocabulary n-gram": joiner.join(vocabulary[i] for i in best),
                 "vocabulary score": round(score, 4),

@@ -444,6 +444,7 @@ def test_predict_text_takes_literal_text_and_files(cli_runner, text_run, tmp_pat
     assert result.exit_code == 0, describe_result(result)
     literal, from_file = json.loads(result.stdout)
     assert literal["input"] == "banana basil bean" and from_file["input"] == str(path)
+    assert (literal["kind"], from_file["kind"]) == ("text", "file")
     assert literal["top"] == from_file["top"]  # same text, same answer
 
 
@@ -470,7 +471,9 @@ def test_predict_text_takes_a_long_literal_paragraph(cli_runner, text_run):
     result = invoke(cli_runner, ["predict", text_run.run_dir, paragraph, "--json"])
     assert result.exit_code == 0, describe_result(result)
     (entry,) = json.loads(result.stdout)
-    assert entry["input"] == paragraph and len(entry["top"]) == 3
+    assert entry["input"] == paragraph and entry["kind"] == "text" and len(entry["top"]) == 3
+    table = invoke(cli_runner, ["predict", text_run.run_dir, paragraph])  # echoed all 400 characters
+    assert table.stdout.startswith(paragraph[:57] + "...: ") and paragraph[:80] not in table.stdout
 
 
 @pytest.mark.parametrize(

@@ -66,11 +66,21 @@ def test_inspect_text_writes_every_figure_and_escapes_the_page(text_run, tmp_pat
     rows = list(csv.DictReader((tmp_path / "inside" / "ngrams.csv").open(encoding="utf-8")))
     assert len(rows) == 4  # 2 filters shown x widths 2 and 3
     words = text.lower().split()
-    for row in rows:
+    for row in (row for row in rows if row["position"]):  # filters silent on this text name no window
         window = row["input n-gram"].split(" ")
         assert len(window) == int(row["window"])
         assert all(w in re.findall(r"\w+|[^\w\s]", text.lower()) for w in window), row
     assert set(words) & set(" ".join(r["input n-gram"] for r in rows).split())
+
+
+def test_a_filter_silent_on_the_input_names_no_window():
+    from pipelines.text_inspection import ngram_rows
+
+    relu = np.array([[0.0, 0.5], [0.0, 2.0]])  # filter 0 never fires; argmax would say position 0
+    kernel = np.ones((2, 4, 2))
+    rows = ngram_rows(relu, ["a b", "b c"], kernel, np.zeros(2), ["x", "y"], width=2, joiner=" ")
+    assert (rows[0]["input n-gram"], rows[0]["position"], rows[0]["activation"]) == ("", None, 0.0)
+    assert (rows[1]["input n-gram"], rows[1]["position"]) == ("b c", 1)
 
 
 def write_planted_texts(path: Path, per_class: int = 40, seed: int = 0) -> Path:
