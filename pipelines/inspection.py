@@ -159,8 +159,9 @@ def input_figure(run: Run, x: np.ndarray, out: Path) -> Section:
     return Section("Input as the network sees it", note, path)
 
 
-def filter_figure(kernel: np.ndarray, out: Path, channels: int) -> Path:
-    """First-layer kernels `(k, k, in, out)`: colour for RGB inputs, otherwise one plane each."""
+def filter_figure(kernel: np.ndarray, out: Path, channels: int, audio: bool = False) -> Path:
+    """First-layer kernels `(k, k, in, out)`: colour for RGB inputs, otherwise one plane each
+    (for audio with time along x and frequency up, as in the input figure)."""
     count = min(channels, kernel.shape[-1])
     columns = min(count, 8)
     rows = -(-count // columns)
@@ -175,6 +176,8 @@ def filter_figure(kernel: np.ndarray, out: Path, channels: int) -> Path:
             axes.imshow((weights - low) / max(high - low, 1e-12), interpolation="nearest")
         else:
             plane = weights.mean(axis=-1)
+            if audio:
+                plane = np.flip(plane.T, axis=0)
             limit = float(np.abs(plane).max()) or 1.0
             axes.imshow(plane, cmap="coolwarm", vmin=-limit, vmax=limit, interpolation="nearest")
         axes.set_title(f"#{index}", fontsize=7)
@@ -200,7 +203,7 @@ def inspect_grid(run: Run, x: np.ndarray, out: Path, channels: int) -> tuple[lis
             "First layer's filters",
             "Each filter is a small pattern; its feature map is high where the input looks like it "
             "(blue: negative weights, red: positive).",
-            filter_figure(np.asarray(blocks[0].conv.get_weights()[0]), out, channels),
+            filter_figure(np.asarray(blocks[0].conv.get_weights()[0]), out, channels, audio),
         )
     )
     for depth, block in enumerate(blocks, start=1):
@@ -209,12 +212,13 @@ def inspect_grid(run: Run, x: np.ndarray, out: Path, channels: int) -> tuple[lis
                 continue
             maps = outputs[layer.name]
             shown = min(channels, maps.shape[-1])
+            size = f"{maps.shape[0]}x{maps.shape[1]}" + (" (time x frequency)" if audio else "")
             if audio:  # time along x, frequency up, as in the input figure
                 maps = np.flip(np.swapaxes(maps, 0, 1), axis=0)
             path = figures.map_grid(
                 out / f"block{depth}_{stage}.png", maps[..., :shown],
                 f"block {depth} ({block.conv.name}) after {'ReLU' if stage == 'relu' else 'max pooling'}: "
-                f"{maps.shape[0]}x{maps.shape[1]}, first {shown} of {maps.shape[-1]} channels",
+                f"{size}, first {shown} of {maps.shape[-1]} channels",
             )
             note = (
                 "Convolution then ReLU: where each filter matched (negative responses set to 0)."

@@ -54,6 +54,19 @@ def test_inspect_writes_every_figure_for_grid_runs(modality, request, cli_runner
     assert f"{top['label']} {top['probability']:.3f}" in result.output
 
 
+def test_audio_feature_maps_are_drawn_and_titled_time_along_x(audio_run, tmp_path, monkeypatch):
+    import pipelines.figures
+
+    drawn = []
+    original = pipelines.figures.map_grid
+    monkeypatch.setattr(pipelines.figures, "map_grid", lambda path, maps, title: drawn.append((maps.shape, title)) or original(path, maps, title))
+    inspect(audio_run.run_dir, first_input(audio_run), out=tmp_path / "inside", channels=2)
+    (shape, title), *_ = drawn
+    frames, bands = shape[1], shape[0]  # drawn frequency up the rows, time along the columns
+    # The title said "bands x frames" (the drawn array's shape) for a time x frequency map.
+    assert f": {frames}x{bands} (time x frequency), " in title and frames != bands
+
+
 def test_inspect_text_writes_every_figure_and_escapes_the_page(text_run, tmp_path):
     text = "apple <script>alert(1)</script> & banana grape"
     inspection = inspect(text_run.run_dir, text, out=tmp_path / "inside", channels=2)
