@@ -32,8 +32,11 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 RESULTS = REPO / "benchmarks" / "results.json"
+#: Where `--quick` writes: its small sizes only prove the scripts run, so they must not replace
+#: the full run's figures in results.json (the README's table is printed from that file).
+QUICK_RESULTS = REPO / "benchmarks" / "results-quick.json"
 
-#: Sizes of the issue; the full run takes about 5 minutes on 2 CPU cores. The text layers are
+#: Sizes of the issue; the full run takes about 9 minutes on 2 CPU cores. The text layers are
 #: timed at batch 32, the batch training uses by default.
 SIZES: dict[str, dict[str, Any]] = {
     "full": {
@@ -606,11 +609,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Run convpipe's speed and scale benchmarks.")
     parser.add_argument("--quick", action="store_true", help="small sizes: checks the scripts, not the targets")
     parser.add_argument("--only", help=f"comma-separated subset of {','.join(BENCHMARKS)} (overhead includes compute)")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--out", type=Path, help="JSON file (default results.json; results-quick.json with --quick)")
     parser.add_argument("--settle", type=float, default=2.0, help="seconds to wait before each timed child, after a sync")
     parser.add_argument("--table", action="store_true", help="print the markdown table of --out and exit")
     parser.add_argument("--child", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.out is None:
+        args.out = QUICK_RESULTS if args.quick else RESULTS
     if args.child:
         kind, rest = args.child[0], args.child[1:]
         children = {"text": lambda: child_text(json.loads(rest[0])), "overhead": lambda: child_overhead(*rest),
