@@ -642,6 +642,25 @@ def test_help_keeps_bracketed_words(cli_runner):
     assert "[preprocess], [model], [train] tables" in words
 
 
+def test_train_help_names_the_modalities_of_each_modality_specific_flag():
+    # A flag another modality's model does not have is an error, so its help says whose it is.
+    import typer
+
+    import cli
+    from models.spec import CONV_ONLY, TEXT_ONLY
+
+    command = typer.main.get_command(cli.app).commands["train"]
+    helps = {param.name: param.help for param in command.params}
+    owners = {
+        **{name: "Image/audio:" for name in CONV_ONLY},
+        **{name: "Text" for name in (*TEXT_ONLY, "level", "vocabulary_size", "positions", "ngram_sizes", "hash_buckets")},
+        **{name: "Image:" for name in ("image_size", "color_mode")},
+        **{name: "Audio:" for name in ("sample_rate", "duration", "num_mels")},
+    }
+    for name, owner in owners.items():
+        assert helps[name].startswith(owner), (name, helps[name])
+
+
 # ---- errors: one line, exit code 1, before any training --------------------------------------
 
 
