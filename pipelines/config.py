@@ -110,8 +110,10 @@ class TrainSettings:
     def validate(self) -> "TrainSettings":
         for name in ("epochs", "batch_size", "patience"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < (0 if name == "patience" else 1):
-                raise SettingError(name, f"must be a positive integer, got {value!r}.")
+            minimum = 0 if name == "patience" else 1  # patience 0: stop at the first epoch without improvement
+            if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+                wanted = "0 or a positive integer" if minimum == 0 else "a positive integer"
+                raise SettingError(name, f"must be {wanted}, got {value!r}.")
         for name in ("learning_rate", "val_split", "test_split", "max_skipped"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool):

@@ -233,6 +233,7 @@ def test_config_json_records_only_the_knobs_the_model_has(modality):
     [
         ({"epochs": 0}, "--epochs must be a positive integer"),
         ({"batch_size": -2}, "--batch-size must be a positive integer"),
+        ({"patience": -1}, "--patience must be 0 or a positive integer, got -1"),  # said positive; 0 is allowed
         ({"learning_rate": 0.0}, "--learning-rate must be positive"),
         ({"val_split": 1.0}, r"--val-split must be in \[0, 1\)"),
         ({"val_split": 0.5, "test_split": 0.45}, "must leave data to train on"),
@@ -247,6 +248,10 @@ def test_config_json_records_only_the_knobs_the_model_has(modality):
 def test_bad_training_settings_are_rejected(train, message):
     with pytest.raises(ConvpipeError, match=message):
         resolve_config("image", train=train)
+
+
+def test_patience_zero_is_allowed():
+    assert resolve_config("image", train={"patience": 0}).train.patience == 0
 
 
 @pytest.mark.parametrize(
