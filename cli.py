@@ -1,4 +1,5 @@
-"""convpipe's command line: train, evaluate, compare, predict, preprocess and info.
+"""convpipe's command line: train, evaluate, compare, predict, preprocess, info, inspect, explain,
+check-locality, cache and demo.
 
 Parses options, calls `pipelines`, prints. TensorFlow is imported inside the commands that need
 it, so `--help` is instant.
