@@ -265,7 +265,7 @@ def train(
     level: Annotated[Optional[str], typer.Option(help="Text: word | char (default: chosen from the texts' length and spacing).")] = None,
     vocabulary_size: Annotated[Optional[int], typer.Option(help="Text: vocabulary cap including reserved ids.")] = None,
     positions: Annotated[Optional[int], typer.Option(help="Text: token positions per input (default: from the data).")] = None,
-    ngram_sizes: Annotated[Optional[str], typer.Option(help="Text, char level: hashed character n-grams, e.g. 2,3,4 ('' for none; default 2,3,4,5 when the level is chosen from the data, none with --level char).")] = None,
+    ngram_sizes: Annotated[Optional[str], typer.Option(help="Text, char level: hashed character n-grams, e.g. 2,3,4 ('' for none; default 2,3,4,5 at char level).")] = None,
     hash_buckets: Annotated[Optional[int], typer.Option(help="Text: columns the n-grams are hashed into (default 32768 when the level is chosen from the data, else 16384).")] = None,
     image_size: Annotated[Optional[str], typer.Option(help="Image: HEIGHT,WIDTH (default: from the data).")] = None,
     color_mode: Annotated[Optional[str], typer.Option(help="Image: grayscale | rgb (default: from the data).")] = None,

@@ -25,7 +25,11 @@ def test_long_texts_are_read_as_words_and_explicit_settings_win():
     long_text = "word " * (CHAR_LEVEL_BELOW // 4)
     pre, choices = build_preprocessor(Modality.text, {}, dataset([long_text] * 4))
     assert pre.level == "word" and not pre.ngram_sizes
+    # An explicit char level gets the n-grams the chosen one gets (it read bare characters)...
     pre, choices = build_preprocessor(Modality.text, {"level": "char"}, dataset([long_text] * 4))
+    assert pre.level == "char" and list(pre.ngram_sizes) == [2, 3, 4, 5] and set(choices) == {"ngram_sizes", "hash_buckets"}
+    # ...unless they are given too.
+    pre, choices = build_preprocessor(Modality.text, {"level": "char", "ngram_sizes": []}, dataset([long_text] * 4))
     assert pre.level == "char" and not pre.ngram_sizes and choices == {}
 
 
