@@ -40,6 +40,11 @@ console = Console(soft_wrap=True)
 errors = Console(stderr=True, soft_wrap=True)
 
 
+def entries(count: int) -> str:
+    """"1 entry that is not an input", "4 entries that are not inputs"."""
+    return f"{count:,} entry that is not an input" if count == 1 else f"{count:,} entries that are not inputs"
+
+
 def shown(text: str) -> str:
     """`text` for the terminal: control characters escaped (a file named with ESC must not
     recolour or clear the screen, nor one with a newline start a line of its own), then markup."""
@@ -393,7 +398,7 @@ def report_training(result) -> None:
     console.print(shown(f"training and validation: {result.skipped.summary()}"))
     if result.ignored:
         console.print(
-            f"ignored {result.ignored:,} entries that are not inputs: other file types, files outside class "
+            f"ignored {entries(result.ignored)}: other file types, files outside class "
             "folders, linked folders, empty or malformed manifest rows (listed in skipped.json)"
         )
     accuracy = "n/a (no validation split)" if result.val_accuracy is None else f"{result.val_accuracy:.3f}"
@@ -560,7 +565,7 @@ def preprocess_command(
         shown(f"Wrote {summary['path']}: x {tuple(summary['shape'])}, {summary['classes']} classes; {summary['skipped']}")
     )
     if summary["ignored"]:
-        console.print(f"ignored {summary['ignored']:,} entries that are not inputs (listed with -v)")
+        console.print(f"ignored {entries(summary['ignored'])} (listed with -v)")
 
 
 cache_app = typer.Typer(help="Inspect or empty the preprocessing cache.", no_args_is_help=True)

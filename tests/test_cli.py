@@ -214,7 +214,7 @@ def test_unreadable_inputs_are_skipped_and_recorded(cli_runner, image_folder, tm
     )
     assert result.exit_code == 0, describe_result(result)
     assert "training and validation: skipped 1 of 37 inputs: 1 not a readable image" in result.stdout
-    assert "ignored 1 entries that are not inputs" in result.stdout
+    assert "ignored 1 entry that is not an input" in result.stdout
     skipped = json.loads((run_dir / "skipped.json").read_text())
     assert [entry["input"] for entry in skipped["skipped"]] == ["beta/broken.png"]
     assert skipped["ignored"] == [{"input": "gamma/notes.txt", "reason": "unsupported file type .txt"}]
@@ -596,7 +596,7 @@ def test_preprocess_lists_skipped_inputs_with_v_and_stops_on_them_with_strict(cl
     (image_folder / CLASSES[0] / "bad.png").unlink()
     (image_folder / CLASSES[0] / "notes.md").write_text("not an input")
     result = invoke(cli_runner, [*common, "--out", tmp_path / "c.npz", "-v"])
-    assert "ignored 1 entries that are not inputs (listed with -v)" in result.stdout
+    assert "ignored 1 entry that is not an input (listed with -v)" in result.stdout
     assert f"ignoring {CLASSES[0]}/notes.md: unsupported file type .md" in caplog.text
 
 
