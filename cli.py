@@ -271,7 +271,7 @@ def train(
     vocabulary_size: Annotated[Optional[int], typer.Option(help="Text: vocabulary cap including reserved ids.")] = None,
     positions: Annotated[Optional[int], typer.Option(help="Text: token positions per input (default: from the data).")] = None,
     ngram_sizes: Annotated[Optional[str], typer.Option(help="Text, char level: hashed character n-grams, e.g. 2,3,4 ('' for none; default 2,3,4,5 at char level).")] = None,
-    hash_buckets: Annotated[Optional[int], typer.Option(help="Text: columns the n-grams are hashed into (default 32768 when the level is chosen from the data, else 16384).")] = None,
+    hash_buckets: Annotated[Optional[int], typer.Option(help="Text: columns the n-grams are hashed into (default 32768 with the default n-grams).")] = None,
     image_size: Annotated[Optional[str], typer.Option(help="Image: HEIGHT,WIDTH (default: from the data).")] = None,
     color_mode: Annotated[Optional[str], typer.Option(help="Image: grayscale | rgb (default: from the data).")] = None,
     sample_rate: Annotated[Optional[int], typer.Option(help="Audio: resample to this rate (Hz).")] = None,
