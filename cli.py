@@ -446,6 +446,12 @@ def evaluate(
         confusions = ", ".join(f"{c['true']} -> {c['predicted']} ({c['count']})" for c in report["top_confusions"][:5])
         console.print(f"most confused: {shown(confusions)}")
     console.print(shown(report["skipped"]["summary"]))
+    copies = report["data"].get("test_copies_of_training_inputs")
+    if copies:
+        errors.print(
+            f"[yellow]warning:[/yellow] {copies} of the test inputs are exact copies of training inputs "
+            "(config.json names some); these scores count them."
+        )
     console.print(f"Report written to [bold]{shown(str(result.html_path))}[/bold]")
     console.print(f"  with {shown(str(result.report_path))} and confusion_matrix.png, training_curves.png, reliability.png")
 

@@ -174,10 +174,12 @@ def _data(report: dict[str, Any]) -> str:
     )
     totals = "<tr><th>total</th>" + "".join(f"<th>{sum(splits[c].values())}</th>" for c in columns) + "</tr>"
     own = "its own held-out test split" if data.get("own_test_split") else "data given with --data"
+    copies = data.get("test_copies_of_training_inputs")
     return (
         f"<p>Scored on {escape(str(data.get('location', '')))} ({own}); trained on "
         f"{escape(str(data.get('trained_on')))}.</p>"
-        f"<table><thead><tr><th>class</th>{''.join(f'<th>{escape(c)}</th>' for c in columns)}</tr></thead>"
+        + (f"<p><b>{copies} test inputs are exact copies of training inputs</b>; these scores count them.</p>" if copies else "")
+        + f"<table><thead><tr><th>class</th>{''.join(f'<th>{escape(c)}</th>' for c in columns)}</tr></thead>"
         f"<tbody>{rows}{totals}</tbody></table>"
         + _skipped_list(data.get("skipped_in_training", []), "training")
         + _skipped_list(data.get("skipped_in_evaluation", []), "this evaluation")

@@ -80,6 +80,10 @@ def data_summary(
         "fingerprint": data_fingerprint(location, dataset),
         "skipped_in_training": run.skipped_in_training,
         "skipped_in_evaluation": skipped,
+        # Exact copies of training inputs in the run's own test split, found at train time.
+        "test_copies_of_training_inputs": (
+            run.document.get("copies_across_splits", {}).get("test_in_train", 0) if own_test_split else None
+        ),
     }
 
 

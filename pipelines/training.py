@@ -20,6 +20,7 @@ from pipelines.config import RunConfig, TrainSettings
 from pipelines.datasets import Dataset, DataSource, load_source, split_dataset
 from pipelines.defaults import build_preprocessor
 from pipelines.featurize import Skipped, check_skip_share, encode_to_shards, fit_cached, read_cached
+from pipelines.leakage import find_copies
 from pipelines.memory import available_memory, check_training_memory
 from pipelines.modality import Modality
 from pipelines.progress import ProgressReporter, stage
@@ -357,6 +358,7 @@ def train(
     splits = make_splits(source, config)
     classes = sorted(set(splits["train"].labels))
     warn_of_near_duplicate_labels(classes)
+    copies = find_copies(splits)
     if len(classes) < 2:
         raise ConvpipeError(
             f"Need at least 2 classes to train a classifier; {source.location} has "
@@ -430,6 +432,7 @@ def train(
         "data_choices": choices,
         "classes": classes,
         "class_counts": class_counts,
+        "copies_across_splits": copies,
         "input_shape": list(model.input_shape[1:]),
         "parameters": int(model.count_params()),
         "epochs_run": outcome["epochs"],

@@ -1,0 +1,108 @@
+"""Inputs that occur in more than one split: a test score that counts copies of training inputs
+overstates accuracy on new data, and nothing else in a report shows it.
+
+Exact copies only: the same file bytes (under any name), the same array, or the same text up to
+case and whitespace (the tokenizer sees no more). Files are hashed only where their size
+matches a file in another split, so data without copies costs one `stat` per file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+
+from pipelines.datasets import Dataset
+
+logger = logging.getLogger(__name__)
+
+#: Bytes of same-size files hashed at most; past this (a large set of equal-length WAVs whose
+#: cache is warm) the check is skipped with a note rather than re-reading the data set.
+MAX_HASHED_BYTES = 2 * 1024**3
+#: Copies named per pair of splits in config.json and the warning.
+EXAMPLES = 3
+
+
+def _size(x: Any) -> int | None:
+    try:
+        return os.stat(x).st_size
+    except OSError:  # unreadable inputs are reported when they are read for real
+        return None
+
+
+def _file_digest(path: Any) -> str | None:
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    except OSError:
+        return None
+    return digest.hexdigest()
+
+
+def _keys(splits: dict[str, Dataset]) -> dict[str, list[str | None]] | None:
+    """A content key per input of every split (None: no copy of it can be in another split), or
+    None when finding them would read more than `MAX_HASHED_BYTES`."""
+    sizes = {name: [_size(x) if isinstance(x, os.PathLike) else None for x in part.inputs] for name, part in splits.items()}
+    splits_of_size = defaultdict(set)
+    for name, values in sizes.items():
+        for size in values:
+            if size is not None:
+                splits_of_size[size].add(name)
+    shared = {size for size, names in splits_of_size.items() if len(names) > 1}
+    to_read = sum(size for values in sizes.values() for size in values if size in shared)
+    if to_read > MAX_HASHED_BYTES:
+        logger.info("not checked for inputs copied across splits: %.1f GB of same-size files", to_read / 1e9)
+        return None
+    keys: dict[str, list[str | None]] = {}
+    for name, part in splits.items():
+        keys[name] = []
+        for x, size in zip(part.inputs, sizes[name]):
+            if isinstance(x, os.PathLike):
+                key = _file_digest(x) if size in shared else None
+            elif isinstance(x, str):
+                key = "text:" + hashlib.sha256(" ".join(x.split()).casefold().encode("utf-8", "surrogatepass")).hexdigest()
+            elif isinstance(x, np.ndarray):
+                key = f"array:{x.dtype}{x.shape}:" + hashlib.sha256(np.ascontiguousarray(x).tobytes()).hexdigest()
+            else:
+                key = None
+            keys[name].append(key)
+    return keys
+
+
+def find_copies(splits: dict[str, Dataset]) -> dict[str, Any]:
+    """`{"validation_in_train": n, "test_in_train": n, "test_in_validation": n, "examples": {...}}`
+    for inputs of a later split that are exact copies of an earlier split's; `{}` when none
+    (or when not checked). Logs one warning line per pair that has copies."""
+    keys = _keys(splits)
+    if keys is None:
+        return {}
+    found: dict[str, Any] = {}
+    examples: dict[str, list[list[str]]] = {}
+    order = [name for name in ("train", "validation", "test") if name in splits]
+    for later_index, later in enumerate(order):
+        for earlier in order[:later_index]:
+            first_id = {}
+            for key, id_ in zip(keys[earlier], splits[earlier].ids):
+                if key is not None:
+                    first_id.setdefault(key, id_)
+            copies = [(id_, first_id[key]) for key, id_ in zip(keys[later], splits[later].ids) if key in first_id]
+            if not copies:
+                continue
+            pair = f"{later}_in_{earlier}"
+            found[pair] = len(copies)
+            examples[pair] = [list(copy) for copy in copies[:EXAMPLES]]
+            shown = ", ".join(f"{a} = {b}" for a, b in copies[:EXAMPLES])
+            logger.warning(
+                "%d of %d %s inputs are exact copies of %s inputs (%s%s); the %s score counts them. Remove the "
+                "copies from the data for a score on inputs the model has not seen.",
+                len(copies), len(splits[later]), later, earlier, shown, ", ..." if len(copies) > EXAMPLES else "", later,
+            )
+    if found:
+        found["examples"] = examples
+    return found

@@ -1,0 +1,74 @@
+"""Copies of training inputs in the validation or test split are found and reported."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+import pipelines.leakage
+from pipelines.datasets import Dataset
+from pipelines.leakage import find_copies
+from tests.conftest import TINY_IMAGE, describe_result, invoke, write_image_folder
+
+
+def files(paths: list[Path]) -> Dataset:
+    return Dataset(list(paths), ["a"] * len(paths), [p.name for p in paths])
+
+
+def test_file_copies_under_other_names_are_found_and_same_size_strangers_are_not(tmp_path, caplog):
+    originals = []
+    for i in range(4):
+        originals.append(tmp_path / f"train{i}.bin")
+        originals[-1].write_bytes(bytes([i]) * 100)  # all the same size
+    copy = tmp_path / "copy.bin"
+    shutil.copy(originals[2], copy)
+    strangers = [tmp_path / "other1.bin", tmp_path / "other2.bin"]
+    for stranger, byte in zip(strangers, b"\xfe\xff"):
+        stranger.write_bytes(bytes([byte]) * 100)
+    with caplog.at_level(logging.WARNING):
+        found = find_copies({"train": files(originals), "validation": files([strangers[0]]), "test": files([copy, strangers[1]])})
+    assert found == {"test_in_train": 1, "examples": {"test_in_train": [["copy.bin", "train2.bin"]]}}
+    assert "1 of 2 test inputs are exact copies of train inputs (copy.bin = train2.bin)" in caplog.text
+    assert "validation" not in caplog.text
+
+
+def test_texts_match_up_to_case_and_whitespace_and_arrays_exactly():
+    train = Dataset(["Return the loop.", "Open a file"], ["x", "y"], ["0", "1"])
+    test = Dataset(["  return   THE loop. ", "Open a file!"], ["x", "y"], ["2", "3"])
+    assert find_copies({"train": train, "test": test})["test_in_train"] == 1
+    grid = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    arrays = {"train": Dataset([grid], ["x"], ["0"]), "test": Dataset([grid.copy(), grid.reshape(4, 3)], ["x", "x"], ["1", "2"])}
+    assert find_copies(arrays)["test_in_train"] == 1  # the same bytes in another shape are another input
+
+
+def test_no_copies_no_report_and_a_huge_read_is_skipped(tmp_path, monkeypatch):
+    a, b = tmp_path / "a.bin", tmp_path / "b.bin"
+    a.write_bytes(b"1" * 10)
+    b.write_bytes(b"1" * 10)
+    assert find_copies({"train": files([a]), "test": files([tmp_path / "gone.bin"])}) == {}
+    monkeypatch.setattr(pipelines.leakage, "MAX_HASHED_BYTES", 15)
+    assert find_copies({"train": files([a]), "test": files([b])}) == {}  # 20 bytes to hash: not checked
+
+
+def test_train_records_copies_and_evaluate_warns(cli_runner, tmp_path):
+    root = write_image_folder(tmp_path / "images", per_class=8)
+    for label in ("alpha", "beta", "gamma"):
+        for i in range(4):
+            shutil.copy(root / label / f"{label}_{i:02d}.png", root / label / f"copy_{i}.png")
+    run_dir = tmp_path / "run"
+    train = invoke(cli_runner, ["train", "--modality", "image", "--data", root, "--out", run_dir, *TINY_IMAGE, "--epochs", "1"])
+    assert train.exit_code == 0, describe_result(train)
+    recorded = json.loads((run_dir / "config.json").read_text())["copies_across_splits"]
+    split = json.loads((run_dir / "split.json").read_text())
+    train_bytes = {(root / id_).read_bytes() for id_ in split["train"]}
+    test_copies = sum((root / id_).read_bytes() in train_bytes for id_ in split["test"])
+    assert recorded.get("test_in_train", 0) == test_copies > 0
+    evaluate = invoke(cli_runner, ["evaluate", run_dir])
+    assert evaluate.exit_code == 0, describe_result(evaluate)
+    assert f"warning: {test_copies} of the test inputs are exact copies of training inputs" in evaluate.output
+    report = json.loads((run_dir / "report" / "report.json").read_text())
+    assert report["data"]["test_copies_of_training_inputs"] == test_copies
