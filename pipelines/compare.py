@@ -6,6 +6,7 @@ A run without report/report.json is evaluated first, on its own held-out test sp
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import string
@@ -147,6 +148,25 @@ def data_location(report: dict[str, Any]) -> str:
     return str(data.get("location")) if isinstance(data, dict) else str(data)
 
 
+class _OwnTraces(logging.Filter):
+    """Drops TensorFlow's warning that a function 'triggered tf.function retracing'. Each run's
+    model traces its own predict function, and TensorFlow counts those as one function traced
+    again and again: evaluating five runs printed two paragraphs of advice that do not apply."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _own_traces_unreported():
+    tensorflow_logger, quiet = logging.getLogger("tensorflow"), _OwnTraces()
+    tensorflow_logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        tensorflow_logger.removeFilter(quiet)
+
+
 def compare(run_paths: list[Path], out: Path | None = None, device: str = "auto") -> Comparison:
     """Compare runs by test accuracy (then macro-F1); with `out`, write compare.json and
     compare.html there. Runs without a report are evaluated on `device`."""
@@ -163,7 +183,8 @@ def compare(run_paths: list[Path], out: Path | None = None, device: str = "auto"
     runs = [Run.open(path) for path in run_paths]  # every run checked before any is evaluated
     rows, identities = [], {}
     for run in runs:
-        report, evaluated_now = load_report(run, device)
+        with _own_traces_unreported():
+            report, evaluated_now = load_report(run, device)
         row = ComparedRun(
             run=str(run.path),
             modality=run.config.modality.value,

@@ -19,6 +19,7 @@ from pipelines.cache import PreprocessCache
 from pipelines.featurize import Skipped, encode_to_shards, read_cached
 from pipelines.progress import ProgressReporter, stage
 from pipelines.devices import configure_devices
+from pipelines.memory import predict_batch_size
 from pipelines.report_html import render_report
 from pipelines.run_dir import Run
 from pipelines.workers import Workers
@@ -145,7 +146,7 @@ def evaluate(
     y_true = np.array([index[label] for label in used.labels])
     from pipelines.streaming import streaming_dataset
 
-    probabilities = model.predict(streaming_dataset(x, None, batch_size=256), verbose=0)
+    probabilities = model.predict(streaming_dataset(x, None, batch_size=predict_batch_size(model)), verbose=0)
     y_pred = probabilities.argmax(axis=1)
     seconds = time.perf_counter() - started
 

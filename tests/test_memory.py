@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines.memory import available_memory, check_training_memory
+from pipelines.memory import available_memory, check_training_memory, predict_batch_size
 from preprocess import ConvpipeError
 from tests.conftest import assert_one_line_error, invoke
 
@@ -45,3 +45,39 @@ def test_train_refuses_a_model_too_large_for_the_memory_before_training(cli_runn
     result = invoke(cli_runner, ["train", "--modality", "image", "--data", image_folder, "--out", out, "--epochs", "1"])
     assert_one_line_error(result, "needs at least", "GB of memory", "and 0.0 GB is free", "Lower --batch-size")
     assert not (out / "model.keras").exists() and not (out / "train_state").exists()
+
+
+def test_prediction_batches_hold_a_bounded_amount_of_layer_outputs(monkeypatch):
+    import keras
+
+    import pipelines.memory
+
+    model = keras.Sequential([keras.Input((10, 10, 1)), keras.layers.Conv2D(4, 3, padding="same"), keras.layers.Flatten()])
+    one_input = (400 + 400) * 4  # bytes of its layers' outputs
+    monkeypatch.setattr(pipelines.memory, "PREDICT_BATCH_BYTES", 10 * one_input + 1)
+    assert predict_batch_size(model) == 10
+    monkeypatch.setattr(pipelines.memory, "PREDICT_BATCH_BYTES", 1)
+    assert predict_batch_size(model) == 1  # never 0
+    monkeypatch.setattr(pipelines.memory, "PREDICT_BATCH_BYTES", 2**40)
+    assert predict_batch_size(model) == pipelines.memory.PREDICT_BATCH_SIZE
+
+
+def test_evaluate_predicts_in_batches_sized_by_the_model(image_run, tmp_path, monkeypatch):
+    """A fixed batch of 256 made evaluate take twice the memory training had needed."""
+    import pipelines.memory
+    import pipelines.streaming
+    from pipelines.evaluation import evaluate
+
+    expected = evaluate(image_run.run_dir, out=tmp_path / "whole").report
+    monkeypatch.setattr(pipelines.memory, "PREDICT_BATCH_BYTES", 1)  # one input per batch
+    sizes = []
+    streaming_dataset = pipelines.streaming.streaming_dataset
+
+    def spy(x, y, batch_size, *args, **kwargs):
+        sizes.append(batch_size)
+        return streaming_dataset(x, y, batch_size, *args, **kwargs)
+
+    monkeypatch.setattr(pipelines.streaming, "streaming_dataset", spy)
+    report = evaluate(image_run.run_dir, out=tmp_path / "one-by-one").report
+    assert sizes == [1]
+    assert report["confusion_matrix"] == expected["confusion_matrix"]

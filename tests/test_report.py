@@ -379,6 +379,16 @@ def test_compare_evaluates_a_run_without_a_report(cli_runner, image_run, text_ru
     assert "image" in lines[0] and "text" in lines[1]
 
 
+def test_compare_evaluating_many_runs_shows_no_tensorflow_retracing_warning(cli_runner, image_run, tmp_path, caplog):
+    """Each run's model traces its own predict function, which TensorFlow counted as retracing
+    one function: two 'WARNING:tensorflow:... triggered tf.function retracing' paragraphs."""
+    runs = [copied_run(image_run.run_dir, tmp_path / f"run{i}") for i in range(6)]
+    result = invoke(cli_runner, ["compare", *runs, "--device", "cpu"])
+    assert result.exit_code == 0, describe_result(result)
+    assert "Evaluated now" in result.stdout
+    assert not [record.getMessage() for record in caplog.records if "retracing" in record.getMessage()]
+
+
 def test_compare_errors_are_one_line(cli_runner, image_run, tmp_path):
     good = copied_run(image_run.run_dir, tmp_path / "good")
     fake_report(good, 0.5, 0.5)
