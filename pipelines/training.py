@@ -20,6 +20,7 @@ from pipelines.config import RunConfig, TrainSettings
 from pipelines.datasets import Dataset, DataSource, load_source, split_dataset
 from pipelines.defaults import build_preprocessor
 from pipelines.featurize import Skipped, check_skip_share, encode_to_shards, fit_cached, read_cached
+from pipelines.heartbeat import heartbeat
 from pipelines.leakage import find_copies
 from pipelines.memory import available_memory, check_training_memory
 from pipelines.modality import Modality
@@ -267,6 +268,8 @@ def fit_model(
             to_tf_dataset(*validation, validation_batch, None)
         )
         callbacks = [stopper, *state.callbacks(stopper), *extra_callbacks()]
+        if verbose == 2:  # one line per epoch (not a terminal): say where a long epoch is
+            callbacks.append(heartbeat())
         if compute.uses_fit:
             model.fit(
                 train_data,
