@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import Annotated, Optional
@@ -196,11 +197,17 @@ CacheVerifyOption = Annotated[
 
 class ProgressBar:
     """Draws the library's (stage, done, total) progress reports as a rich bar with files/s and
-    ETA, only on a terminal; a context manager so the bar is closed on errors too."""
+    ETA on a terminal; elsewhere (a log file, CI) prints a line a minute while a stage runs. A
+    context manager so the bar is closed on errors too."""
 
-    def __init__(self):
+    def __init__(self, every: float | None = None):
+        from pipelines.heartbeat import EVERY
+
         self.progress = None
         self.tasks: dict[str, int] = {}
+        self.every = EVERY if every is None else every
+        self.started: dict[str, float] = {}
+        self.last = time.monotonic()
 
     def __enter__(self):
         if sys.stdout.isatty():
@@ -216,6 +223,11 @@ class ProgressBar:
 
     def __call__(self, stage: str, done: int, total: int) -> None:
         if self.progress is None:
+            now = time.monotonic()
+            started = self.started.setdefault(stage, now)
+            if now - self.last >= self.every and done < total:
+                self.last = now
+                print(f"  {stage}: {done:,}/{total:,} ({now - started:.0f} s)", flush=True)
             return
         if stage not in self.tasks:
             self.tasks[stage] = self.progress.add_task(stage, total=total, rate="")

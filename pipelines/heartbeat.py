@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import time
 
+#: Seconds between progress lines when output is not a terminal.
+EVERY = 60.0
 
-def heartbeat(every: float = 60.0):
+
+def heartbeat(every: float = EVERY):
     """A Keras callback printing `epoch E: step S/N, loss L (T s)` every `every` seconds."""
     import keras
 

@@ -19,3 +19,15 @@ def test_heartbeat_reports_where_a_long_epoch_is(capsys):
     assert lines[0].startswith("  epoch 1: step 1/4, loss ") and lines[-1].startswith("  epoch 2: step 4/4, loss ")
     model.fit(x, y, batch_size=2, epochs=1, verbose=0, callbacks=[heartbeat(every=3600.0)])
     assert capsys.readouterr().out == ""
+
+
+def test_reading_progress_is_a_line_now_and_then_when_output_is_not_a_terminal(capsys):
+    from cli import ProgressBar
+
+    with ProgressBar(every=0.0) as bar:  # pytest's stdout is not a terminal
+        for done in (0, 5, 10):
+            bar("reading train", done, 10)
+    assert capsys.readouterr().out.splitlines() == ["  reading train: 0/10 (0 s)", "  reading train: 5/10 (0 s)"]
+    with ProgressBar() as bar:  # the first line comes after a minute
+        bar("reading train", 5, 10)
+    assert capsys.readouterr().out == ""
