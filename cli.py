@@ -461,8 +461,8 @@ def evaluate(
     copies = report["data"].get("test_copies_of_training_inputs")
     if copies:
         errors.print(
-            f"[yellow]warning:[/yellow] {copies} of the test inputs are exact copies of training inputs "
-            "(config.json names some); these scores count them."
+            f"[yellow]warning:[/yellow] {copies} of the {report['n_samples']} scored inputs are exact copies of "
+            "training inputs; these scores count them."
         )
     console.print(f"Report written to [bold]{shown(str(result.html_path))}[/bold]")
     console.print(f"  with {shown(str(result.report_path))} and confusion_matrix.png, training_curves.png, reliability.png")

@@ -17,6 +17,7 @@ from pipelines.calibration import calibration
 from pipelines.datasets import Dataset, load_source
 from pipelines.cache import PreprocessCache
 from pipelines.featurize import Skipped, encode_to_shards, read_cached
+from pipelines.leakage import find_copies
 from pipelines.progress import ProgressReporter, stage
 from pipelines.devices import configure_devices
 from pipelines.memory import predict_batch_size
@@ -64,6 +65,20 @@ def evaluation_data(run: Run, data: str | None) -> tuple[Dataset, str]:
             "same (edited, reordered or replaced). Pass --data to evaluate on other data."
         )
     return dataset, source.location
+
+
+def copies_of_training_inputs(run: Run, dataset: Dataset, own_test_split: bool) -> int | None:
+    """How many of `dataset`'s inputs are exact copies of the run's training inputs: recorded at
+    train time for its own test split, looked for now in data given with --data (a test folder
+    holding training files under other names); None where the training data is gone."""
+    if own_test_split:
+        return run.document.get("copies_across_splits", {}).get("test_in_train", 0)
+    try:
+        source = load_source(run.config.data, run.config.modality)
+        train = source.everything().select_ids(run.split.get("train") or [], source=source.location)
+    except (ConvpipeError, OSError):
+        return None
+    return find_copies({"train": train, "test": dataset}, warn=False).get("test_in_train", 0)
 
 
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) -> dict[str, Any]:
@@ -153,7 +168,9 @@ def evaluate(
     metrics = classification_metrics(y_true, y_pred, run.labels)
     report = {
         "run": str(run.path),
-        "data": sections.data_summary(run, location, dataset, used, data is None, skipped.entries),
+        "data": sections.data_summary(
+            run, location, dataset, used, data is None, skipped.entries, copies_of_training_inputs(run, used, data is None)
+        ),
         "modality": run.config.modality.value,
         **metrics,
         "top_confusions": sections.top_confusions(metrics["confusion_matrix"], run.labels),

@@ -75,10 +75,10 @@ def _keys(splits: dict[str, Dataset]) -> dict[str, list[str | None]] | None:
     return keys
 
 
-def find_copies(splits: dict[str, Dataset]) -> dict[str, Any]:
+def find_copies(splits: dict[str, Dataset], warn: bool = True) -> dict[str, Any]:
     """`{"validation_in_train": n, "test_in_train": n, "test_in_validation": n, "examples": {...}}`
     for inputs of a later split that are exact copies of an earlier split's; `{}` when none
-    (or when not checked). Logs one warning line per pair that has copies."""
+    (or when not checked). With `warn`, logs one warning line per pair that has copies."""
     keys = _keys(splits)
     if keys is None:
         return {}
@@ -97,6 +97,8 @@ def find_copies(splits: dict[str, Dataset]) -> dict[str, Any]:
             pair = f"{later}_in_{earlier}"
             found[pair] = len(copies)
             examples[pair] = [list(copy) for copy in copies[:EXAMPLES]]
+            if not warn:
+                continue
             shown = ", ".join(f"{a} = {b}" for a, b in copies[:EXAMPLES])
             logger.warning(
                 "%d of %d %s inputs are exact copies of %s inputs (%s%s); the %s score counts them. Remove the "

@@ -178,7 +178,7 @@ def _data(report: dict[str, Any]) -> str:
     return (
         f"<p>Scored on {escape(str(data.get('location', '')))} ({own}); trained on "
         f"{escape(str(data.get('trained_on')))}.</p>"
-        + (f"<p><b>{copies} test inputs are exact copies of training inputs</b>; these scores count them.</p>" if copies else "")
+        + (f"<p><b>{copies} of the scored inputs are exact copies of training inputs</b>; these scores count them.</p>" if copies else "")
         + f"<table><thead><tr><th>class</th>{''.join(f'<th>{escape(c)}</th>' for c in columns)}</tr></thead>"
         f"<tbody>{rows}{totals}</tbody></table>"
         + _skipped_list(data.get("skipped_in_training", []), "training")

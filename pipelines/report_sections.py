@@ -69,7 +69,8 @@ def data_fingerprint(location: str, dataset: Dataset) -> str:
 
 
 def data_summary(
-    run: Run, location: str, dataset: Dataset, used: Dataset, own_test_split: bool, skipped: list[dict[str, str]]
+    run: Run, location: str, dataset: Dataset, used: Dataset, own_test_split: bool, skipped: list[dict[str, str]],
+    copies: int | None = None,
 ) -> dict[str, Any]:
     return {
         "location": location,
@@ -80,10 +81,8 @@ def data_summary(
         "fingerprint": data_fingerprint(location, dataset),
         "skipped_in_training": run.skipped_in_training,
         "skipped_in_evaluation": skipped,
-        # Exact copies of training inputs in the run's own test split, found at train time.
-        "test_copies_of_training_inputs": (
-            run.document.get("copies_across_splits", {}).get("test_in_train", 0) if own_test_split else None
-        ),
+        # Scored inputs that are exact copies of training inputs (None: the training data is gone).
+        "test_copies_of_training_inputs": copies,
     }
 
 

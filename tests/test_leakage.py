@@ -69,6 +69,19 @@ def test_train_records_copies_and_evaluate_warns(cli_runner, tmp_path):
     assert recorded.get("test_in_train", 0) == test_copies > 0
     evaluate = invoke(cli_runner, ["evaluate", run_dir])
     assert evaluate.exit_code == 0, describe_result(evaluate)
-    assert f"warning: {test_copies} of the test inputs are exact copies of training inputs" in evaluate.output
+    assert f"warning: {test_copies} of the {len(split['test'])} scored inputs are exact copies of training inputs" in evaluate.output
     report = json.loads((run_dir / "report" / "report.json").read_text())
     assert report["data"]["test_copies_of_training_inputs"] == test_copies
+
+    # A test folder given with --data holding training files under other names.
+    other = tmp_path / "other"
+    for index, id_ in enumerate(split["train"][:5]):
+        label = id_.split("/")[0]
+        (other / label).mkdir(parents=True, exist_ok=True)
+        shutil.copy(root / id_, other / label / f"renamed{index}.png")
+    shutil.copy(root / split["train"][0], other / "alpha" / "x.png")
+    (other / "alpha" / "new.png").write_bytes((root / split["test"][0]).read_bytes()[:-1] + b"\0")  # not a copy
+    scored = invoke(cli_runner, ["evaluate", run_dir, "--data", other, "--out", tmp_path / "other_report"])
+    report = json.loads((tmp_path / "other_report" / "report.json").read_text())
+    assert report["data"]["test_copies_of_training_inputs"] == 6, describe_result(scored)
+    assert "6 of the " in scored.output
