@@ -201,6 +201,11 @@ class TrainState:
         weights = self.backup / "latest.weights.h5"
         previous_weights = Path(f"{weights}.bkp")
         if not metadata.exists():
+            # Keras writes the weights, then the metadata: weights alone are the first epoch's
+            # backup cut off, which Keras would try to load, failing on every resume.
+            if weights.exists():
+                shutil.rmtree(self.backup, ignore_errors=True)
+                logger.warning("The first backup was half-written (%s); training restarts from the first epoch.", weights)
             return 0
         # Both halves are checked here: Keras would fall back to the previous copy on its own
         # when the weights fail to load, silently, after the history and the random states were

@@ -140,6 +140,17 @@ def best_attributes(path: Path, **changes) -> dict:
         return dict(handle.attrs)
 
 
+def test_a_first_backup_cut_off_before_its_metadata_restarts_from_the_first_epoch(cli_runner, killed, uninterrupted, caplog):
+    backup = killed / "train_state" / "backup"
+    for path in backup.iterdir():  # killed while Keras wrote the first epoch's weights
+        path.unlink()
+    (backup / "latest.weights.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(4000))
+    result = invoke(cli_runner, ["train", "--resume", killed])
+    assert result.exit_code == 0, describe_result(result)
+    assert "first backup was half-written" in caplog.text
+    assert (killed / "history.csv").read_text() == (uninterrupted / "history.csv").read_text()
+
+
 def test_best_weights_carry_their_epoch_and_a_later_unbacked_one_runs_again(cli_runner, killed, uninterrupted):
     best = killed / "train_state" / "best.weights.h5"
     attributes = best_attributes(best)
