@@ -11,7 +11,9 @@ While a run trains, RUN/train_state/ holds:
     random.json           the dropout layers' random-number states after each of the last two
                           epochs (Keras saves them with no weights file)
 
-When the run directory is complete, train_state/ is removed.
+When the run directory is complete, train_state/ is removed. While a process trains the run, it
+holds a lock on request.json, so that a second `train` with the same --out or a `--resume` of
+the same run fails at once instead of training into the same files.
 """
 
 from __future__ import annotations
@@ -141,10 +143,45 @@ class TrainState:
         self.best_weights = self.dir / "best.weights.h5"
         self.best_json = self.dir / "best.json"  # where earlier convpipe versions kept them
         self.random_json = self.dir / "random.json"
+        self._lock = None  # request.json, open and locked while this process trains the run
 
     def start(self, config: RunConfig) -> None:
+        """Claim the run directory and hold it (`hold`). Raises FileExistsError when request.json
+        exists: two `train`s with the same --out read their data at once, and only the first to
+        get here may train."""
         self.dir.mkdir(parents=True, exist_ok=True)
-        atomic.write_json(self.request, config.to_dict())
+        atomic.write_json(self.request, config.to_dict(), replace=False)
+        self.hold()
+
+    def hold(self) -> None:
+        """Lock request.json until `finish` or the end of the process (killed or not)."""
+        try:
+            import fcntl
+        except ImportError:  # Windows: no guard
+            return
+        handle = open(self.request, "r+")  # an exclusive lock needs write access
+        try:
+            # A POSIX record lock, as the cache's: a process never conflicts with itself. Closing
+            # any other handle of request.json in this process would drop it: nothing reads the
+            # file after `load_request`.
+            fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            raise ConvpipeError(
+                f"{self.dir.parent} is being trained by another running convpipe command; "
+                "wait for it to finish, or choose another --out."
+            ) from None
+        self._lock = handle
+
+    def check_not_held(self) -> None:
+        """Raise `hold`'s error when another running process trains the run."""
+        self.hold()
+        self.release()
+
+    def release(self) -> None:
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
 
     def load_request(self) -> RunConfig:
         if not self.request.is_file():
@@ -164,6 +201,11 @@ class TrainState:
         weights = self.backup / "latest.weights.h5"
         previous_weights = Path(f"{weights}.bkp")
         if not metadata.exists():
+            # Keras writes the weights, then the metadata: weights alone are the first epoch's
+            # backup cut off, which Keras would try to load, failing on every resume.
+            if weights.exists():
+                shutil.rmtree(self.backup, ignore_errors=True)
+                logger.warning("The first backup was half-written (%s); training restarts from the first epoch.", weights)
             return 0
         # Both halves are checked here: Keras would fall back to the previous copy on its own
         # when the weights fail to load, silently, after the history and the random states were
@@ -305,3 +347,4 @@ class TrainState:
 
     def finish(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
+        self.release()

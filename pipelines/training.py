@@ -306,6 +306,17 @@ def stopped_with_ctrl_c(run_dir: Path) -> bool:
         return False
 
 
+def check_out_free(run_dir: Path, state: TrainState, is_chief: bool) -> None:
+    """One line when `run_dir` holds a run, is being trained, or holds an interrupted run."""
+    if is_chief and (run_dir / "config.json").exists():
+        raise ConvpipeError(f"{run_dir} already holds a run; choose another --out or delete it.")
+    if state.request.exists():
+        state.check_not_held()
+        raise ConvpipeError(
+            f"{run_dir} holds an interrupted run: continue it with `train --resume {run_dir}`, or delete it."
+        )
+
+
 def train(
     config: RunConfig | None,
     out: Path | None = None,
@@ -347,14 +358,11 @@ def train(
     # A restarted multi-worker task runs the same command again and rejoins from its last backup.
     continuing = resume is not None or (compute.role is not None and state.request.exists())
     if not continuing:
-        if compute.is_chief and (run_dir / "config.json").exists():
-            raise ConvpipeError(f"{run_dir} already holds a run; choose another --out or delete it.")
-        if state.request.exists():
-            raise ConvpipeError(
-                f"{run_dir} holds an interrupted run: continue it with `train --resume {run_dir}`, or delete it."
-            )
-    elif resume is None:
-        logger.warning("Rejoining the interrupted multi-worker run from %s.", state.dir)
+        check_out_free(run_dir, state, compute.is_chief)
+    else:
+        state.hold()  # now, not after the inputs are read: another command may be training it
+        if resume is None:
+            logger.warning("Rejoining the interrupted multi-worker run from %s.", state.dir)
     settings = config.train
 
     source = load_source(config.data, config.modality)
@@ -395,7 +403,11 @@ def train(
     has_val = len(x_val) > 0
     monitor = "val_loss" if has_val else "loss"
     if not continuing:
-        state.start(config)  # only now: a run that fails on its data leaves nothing behind
+        try:
+            state.start(config)  # only now: a run that fails on its data leaves nothing behind
+        except FileExistsError:  # another train with this --out got here first
+            check_out_free(run_dir, state, compute.is_chief)
+            raise ConvpipeError(f"{run_dir} is being written by another convpipe command; choose another --out.") from None
     history, interrupted = fit_model(
         model, (x_train, y_train), (x_val, y_val) if has_val else None, settings, state, verbose, compute
     )

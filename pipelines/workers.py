@@ -27,6 +27,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -39,6 +40,8 @@ logger = logging.getLogger(__name__)
 
 #: Loaded in a parent, these make forking unsafe (their runtimes own threads and locks).
 FRAMEWORKS = ("tensorflow", "jax", "torch")
+#: How often a child checks that the command process that started it still runs.
+PARENT_CHECK_SECONDS = 1.0
 #: Thread counts of the BLAS and OpenMP runtimes, set to 1 in children.
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
 
@@ -132,14 +135,27 @@ def _one_blas_thread_here() -> contextlib.AbstractContextManager:
     return threadpool_limits(1)
 
 
-def _init_child() -> None:
+def _init_child(parent: int) -> None:
     # Ctrl-C reaches the whole process group; the parent stops the pool and reports it once.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_exit_without, args=(parent,), name="parent-watch", daemon=True).start()
     from pipelines import parallel_read
 
     keep_freed_memory()  # spawned and fork-server children do not inherit it
     parallel_read.forget_parent_state()  # a forked child must not share the parent's SQLite connections
     _one_blas_thread_here().__enter__()  # libraries loaded before a fork ignore the environment
+
+
+def _exit_without(parent: int) -> None:
+    """End this child once the command process `parent` is gone. A SIGKILLed command's children
+    otherwise wait for work forever (each holds both ends of the pool's queue, so none sees it
+    close), with the decoders and a cache connection loaded; so does a fork server they keep."""
+    while True:
+        time.sleep(PARENT_CHECK_SECONDS)
+        try:
+            os.kill(parent, 0)
+        except (ProcessLookupError, PermissionError):  # PermissionError: another user's process reused the id
+            os._exit(1)
 
 
 class Workers:
@@ -182,7 +198,9 @@ class Workers:
             # Kept until close(): spawn and forkserver start children lazily, on submit.
             self._environment = contextlib.ExitStack()
             self._environment.enter_context(one_thread_per_child())
-            self._pool = ProcessPoolExecutor(self.count, mp_context=context, initializer=_init_child)
+            self._pool = ProcessPoolExecutor(
+                self.count, mp_context=context, initializer=_init_child, initargs=(os.getpid(),)
+            )
             logger.info("started %d %s workers", self.count, self.method)
         return self._pool
 

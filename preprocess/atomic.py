@@ -8,6 +8,7 @@ one, never a mix.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import json
 import os
@@ -20,11 +21,12 @@ import numpy as np
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike, sync: bool = True) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, sync: bool = True, replace: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it is fsynced and renamed to `path`.
 
     `sync=False` skips the fsync (the rename stays atomic) for files that are cheap to recompute
-    when a power cut leaves them empty, such as cache entries.
+    when a power cut leaves them empty, such as cache entries. `replace=False` never replaces an
+    existing `path`: of two processes that write it at once, one gets `FileExistsError`.
 
     The temporary name keeps the target's suffixes, because some writers choose the format
     from them (Keras: `.keras`, `.weights.h5`). On an exception the temporary file is removed and the target is
@@ -48,11 +50,27 @@ def atomic_path(path: str | os.PathLike, sync: bool = True) -> Iterator[Path]:
         # mkstemp creates 0600 files; give the result the mode a plain open() would have.
         os.chmod(tmp, 0o666 & ~_umask())
         try:
-            os.replace(tmp, target)
+            if replace:
+                os.replace(tmp, target)
+            else:
+                _link(tmp, target)
         except OSError as error:
             raise _naming(target, error) from None
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _link(tmp: Path, target: Path) -> None:
+    """`tmp` as `target` unless `target` exists, atomically (a hard link) where the file system
+    has links."""
+    try:
+        os.link(tmp, target)
+    except FileExistsError:
+        raise
+    except OSError:  # no hard links here (FAT, some network file systems): check, then rename
+        if target.exists():
+            raise FileExistsError(errno.EEXIST, "File exists", os.fspath(target)) from None
+        os.replace(tmp, target)
 
 
 def _naming(target: Path, error: OSError) -> OSError:
@@ -70,13 +88,13 @@ def _umask() -> int:
     return mask
 
 
-def write_bytes(path: str | os.PathLike, data: bytes, sync: bool = True) -> None:
-    with atomic_path(path, sync=sync) as tmp:
+def write_bytes(path: str | os.PathLike, data: bytes, sync: bool = True, replace: bool = True) -> None:
+    with atomic_path(path, sync=sync, replace=replace) as tmp:
         tmp.write_bytes(data)
 
 
-def write_text(path: str | os.PathLike, text: str, sync: bool = True) -> None:
-    write_bytes(path, text.encode("utf-8"), sync=sync)
+def write_text(path: str | os.PathLike, text: str, sync: bool = True, replace: bool = True) -> None:
+    write_bytes(path, text.encode("utf-8"), sync=sync, replace=replace)
 
 
 def json_text(obj: Any) -> str:
@@ -84,8 +102,8 @@ def json_text(obj: Any) -> str:
     return json.dumps(obj, indent=2, ensure_ascii=False) + "\n"
 
 
-def write_json(path: str | os.PathLike, obj: Any, sync: bool = True) -> None:
-    write_text(path, json_text(obj), sync=sync)
+def write_json(path: str | os.PathLike, obj: Any, sync: bool = True, replace: bool = True) -> None:
+    write_text(path, json_text(obj), sync=sync, replace=replace)
 
 
 def write_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:

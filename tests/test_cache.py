@@ -326,6 +326,51 @@ def test_a_worker_that_dies_is_a_one_line_error(tmp_path):
         workers.map_chunks([1, 2, 3], local=lambda chunk: chunk, remote=lambda chunk: (_die, chunk))
 
 
+# Starts two workers, writes their process ids to a file and SIGKILLs itself, as `kill -9` does
+# to a command in the middle of reading its inputs.
+KILLED_WITH_WORKERS = """
+import os, signal, sys
+from pipelines.workers import Workers
+pool = Workers(2)
+pool.map_chunks([-1, -2, -3, -4], local=abs, remote=lambda chunk: (abs, chunk))
+with open(sys.argv[1], "w") as handle:
+    handle.write(" ".join(str(pid) for pid in pool._pool._processes))
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_workers_end_when_their_command_is_killed(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    if not Path("/proc/self/stat").exists():
+        pytest.skip("reads process states from /proc")
+    pids_file = tmp_path / "pids"
+    completed = subprocess.run(
+        [sys.executable, "-c", KILLED_WITH_WORKERS, str(pids_file)], cwd=Path(__file__).parents[1], stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60,
+    )
+    assert completed.returncode == -signal.SIGKILL
+    pids = [int(pid) for pid in pids_file.read_text().split()]
+    assert len(pids) == 2
+
+    def running(pid: int) -> bool:  # an ended child not yet reaped by its new parent is a zombie
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except FileNotFoundError:
+            return False
+
+    deadline = time.monotonic() + 30  # a bound on a hang, not a timing: they end within seconds
+    while any(map(running, pids)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = [pid for pid in pids if running(pid)]
+    for pid in left:  # the old behaviour: they waited for work forever
+        os.kill(pid, signal.SIGKILL)
+    assert not left, "worker processes outlived the killed command"
+
+
 def test_workers_are_forked_only_from_a_parent_without_a_framework_or_threads(monkeypatch):
     import sys
     import threading

@@ -140,6 +140,17 @@ def best_attributes(path: Path, **changes) -> dict:
         return dict(handle.attrs)
 
 
+def test_a_first_backup_cut_off_before_its_metadata_restarts_from_the_first_epoch(cli_runner, killed, uninterrupted, caplog):
+    backup = killed / "train_state" / "backup"
+    for path in backup.iterdir():  # killed while Keras wrote the first epoch's weights
+        path.unlink()
+    (backup / "latest.weights.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(4000))
+    result = invoke(cli_runner, ["train", "--resume", killed])
+    assert result.exit_code == 0, describe_result(result)
+    assert "first backup was half-written" in caplog.text
+    assert (killed / "history.csv").read_text() == (uninterrupted / "history.csv").read_text()
+
+
 def test_best_weights_carry_their_epoch_and_a_later_unbacked_one_runs_again(cli_runner, killed, uninterrupted):
     best = killed / "train_state" / "best.weights.h5"
     attributes = best_attributes(best)
@@ -232,3 +243,43 @@ def test_a_fresh_train_refuses_an_interrupted_run_and_resume_needs_one(cli_runne
     assert result.exit_code == 1 and "train --resume" in result.output
     result = invoke(cli_runner, ["train", "--resume", tmp_path / "elsewhere"])
     assert result.exit_code == 1 and "Nothing to resume" in result.output
+
+
+# Holds request.json locked as a running `train` does, until its stdin closes.
+HOLDER = """
+import fcntl, sys
+handle = open(sys.argv[1], "r+")
+fcntl.lockf(handle, fcntl.LOCK_EX)
+print("held", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_run_another_command_is_training_is_refused_by_train_and_resume(cli_runner, data, killed):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(killed / "train_state" / "request.json")],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline() == "held\n"
+        result = invoke(cli_runner, ["train", "--resume", killed])
+        assert_one_line_error(result, "is being trained by another running convpipe command")
+        result = invoke(cli_runner, ["train", "--modality", "image", "--data", data, "--out", killed, *OPTIONS])
+        assert_one_line_error(result, "is being trained by another running convpipe command")
+    finally:
+        holder.communicate("")
+    assert (killed / "train_state" / "backup").is_dir()  # left as it was, for the resume
+
+
+def test_of_two_trains_with_one_out_only_the_first_to_start_trains(tmp_path):
+    from pipelines.config import RunConfig
+    from pipelines.modality import Modality
+    from pipelines.resume import TrainState
+
+    config = RunConfig(modality=Modality("image"))
+    first, second = TrainState(tmp_path / "run"), TrainState(tmp_path / "run")
+    first.start(config)  # both read their data, then both start training
+    with pytest.raises(FileExistsError):
+        second.start(config)
+    first.finish()
+    assert not (tmp_path / "run" / "train_state").exists()
