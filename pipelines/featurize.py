@@ -205,6 +205,11 @@ def encode_to_shards(
         return encode_into_shards(folder, preprocessor, cache, items.keys, items.inputs, pool, progress)
 
 
+def _size_text(size: int) -> str:
+    """GB, or MB below 1 GB ("0.0 GB free" said nothing on a small disk)."""
+    return f"{size / 1e9:,.1f} GB" if size >= 1e9 else f"{size / 1e6:,.1f} MB"
+
+
 def check_free_space(folder: Path, rows: int, row_shape: Sequence[int], dtype: Any) -> None:
     """Refuse to start writing shards that cannot fit on the disk: an oversized --image-size
     once filled 21 GB before training failed for want of memory anyway."""
@@ -213,7 +218,7 @@ def check_free_space(folder: Path, rows: int, row_shape: Sequence[int], dtype: A
     free = shutil.disk_usage(existing).free
     if needed > free:
         raise ConvpipeError(
-            f"The preprocessed inputs need {needed / 1e9:,.1f} GB ({rows:,} x {tuple(row_shape)} "
-            f"{np.dtype(dtype).name}) but {existing} has {free / 1e9:,.1f} GB free; lower --image-size "
+            f"The preprocessed inputs need {_size_text(needed)} ({rows:,} x {tuple(row_shape)} "
+            f"{np.dtype(dtype).name}) but {existing} has {_size_text(free)} free; lower --image-size "
             f"(or --positions, --duration), or use --cache-dir on a larger disk."
         )

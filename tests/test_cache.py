@@ -527,6 +527,9 @@ def test_shards_that_cannot_fit_on_the_disk_are_refused_before_writing(monkeypat
     with pytest.raises(ConvpipeError, match=r"need 5.0 GB \(50 x \(5000, 5000, 1\) float32\).*1.0 GB free.*--image-size"):
         check_free_space(folder, 50, (5000, 5000, 1), "float32")
     assert not folder.exists()
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 600_000, 600_000))
+    with pytest.raises(ConvpipeError, match=r"need 1.6 MB .* has 0.6 MB free"):  # said "0.0 GB"
+        check_free_space(folder, 100, (64, 64, 1), "float32")
 
 
 @pytest.mark.parametrize("action", ["info", "clear"])
