@@ -36,6 +36,7 @@ import numpy as np
 
 from pipelines import __version__
 from pipelines.entry_store import EntryStore, encode_row
+from pipelines.file_locks import lock
 from preprocess import ConvpipeError
 
 logger = logging.getLogger(__name__)
@@ -164,18 +165,16 @@ def _lock_folder(root: Path, exclusive: bool):
     """The lock file of `root`, open and locked; None where locks are not available (Windows, a
     read-only folder), since the lock is a guard against a mistake, not needed to work."""
     try:
-        import fcntl
-    except ImportError:
-        return None
-    try:
         root.mkdir(parents=True, exist_ok=True)
         handle = open(root / LOCK_FILE, "a+")  # a shared lock needs read access, an exclusive one write
     except OSError:
         return None
     try:
-        # POSIX record locks (not flock): a process never conflicts with itself, so a library
-        # user may clear a cache that an object of the same process still holds.
-        fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB if exclusive else fcntl.LOCK_SH)
+        # A process never conflicts with itself, so a library user may clear a cache that an
+        # object of the same process still holds.
+        if not lock(handle, exclusive):
+            handle.close()
+            return None
     except OSError as error:
         handle.close()
         if exclusive:

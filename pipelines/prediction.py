@@ -62,22 +62,23 @@ def _why_missing(value: str) -> str:
     return ""
 
 
-def encode_input(run: Run, value: str) -> np.ndarray:
-    """The array the run's model reads for one input; a bad input is one clear error."""
+def encode_input(run: Run, value: str, source: Any = None) -> np.ndarray:
+    """The array the run's model reads for one input (`source`: its `input_source`, when
+    already found); a bad input is one clear error."""
     try:
-        return run.preprocessor.transform_one(input_source(run, value))
+        return run.preprocessor.transform_one(input_source(run, value) if source is None else source)
     except InputError as error:
         raise ConvpipeError(f"Cannot use input {value}: {error.reason}") from None
 
 
-def encode_inputs(run: Run, inputs: list[str]) -> np.ndarray:
+def encode_inputs(run: Run, inputs: list[str], sources: list[Any]) -> np.ndarray:
     """Every input's array, written into one block as it is encoded (a list of arrays stacked
     afterwards held them twice)."""
-    first = encode_input(run, inputs[0])
+    first = encode_input(run, inputs[0], sources[0])
     x = np.empty((len(inputs), *first.shape), dtype=first.dtype)
     x[0] = first
-    for row, value in enumerate(inputs[1:], start=1):
-        x[row] = encode_input(run, value)
+    for row in range(1, len(inputs)):
+        x[row] = encode_input(run, inputs[row], sources[row])
     return x
 
 
@@ -108,7 +109,8 @@ def predict(run_path: Path, inputs: list[str], top_k: int = 3, device: str = "au
         raise ConvpipeError("Nothing to predict: pass one or more inputs.")
     configure_devices(device)  # before TensorFlow's first op, which fixes its devices
     run = Run.open(run_path)
-    x = encode_inputs(run, inputs)
+    sources = [input_source(run, value) for value in inputs]  # every input checked before any is decoded
+    x = encode_inputs(run, inputs, sources)
     # Batch by batch: model.predict on the whole array copied it into TensorFlow twice over
     # (6,000 images: 4.2 GB at the peak, for 0.8 GB of inputs).
     size = predict_batch_size(run.model)
@@ -117,12 +119,12 @@ def predict(run_path: Path, inputs: list[str], top_k: int = 3, device: str = "au
     )
     k = min(top_k, len(run.labels))
     results = []
-    for value, row in zip(inputs, probabilities):
+    for value, source, row in zip(inputs, sources, probabilities):
         order = np.argsort(-row)[:k]
         results.append(
             {
                 "input": printable_name(value),
-                "kind": "file" if _file_kind(value) == "file" else "text",  # a text run's literal text
+                "kind": "file" if isinstance(source, Path) else "text",  # a text run's literal text
                 "top": [{"label": run.labels[i], "probability": float(row[i])} for i in order],
             }
         )

@@ -30,6 +30,7 @@ import keras
 import numpy as np
 
 from pipelines.config import RunConfig
+from pipelines.file_locks import lock
 from preprocess import ConvpipeError, atomic
 
 logger = logging.getLogger(__name__)
@@ -155,22 +156,20 @@ class TrainState:
 
     def hold(self) -> None:
         """Lock request.json until `finish` or the end of the process (killed or not)."""
-        try:
-            import fcntl
-        except ImportError:  # Windows: no guard
-            return
         handle = open(self.request, "r+")  # an exclusive lock needs write access
         try:
-            # A POSIX record lock, as the cache's: a process never conflicts with itself. Closing
-            # any other handle of request.json in this process would drop it: nothing reads the
-            # file after `load_request`.
-            fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            # Closing any other handle of request.json in this process would drop the lock:
+            # nothing reads the file after `load_request`.
+            locked = lock(handle, exclusive=True)
         except OSError:
             handle.close()
             raise ConvpipeError(
                 f"{self.dir.parent} is being trained by another running convpipe command; "
                 "wait for it to finish, or choose another --out."
             ) from None
+        if not locked:  # Windows: no guard
+            handle.close()
+            return
         self._lock = handle
 
     def check_not_held(self) -> None:
