@@ -103,29 +103,27 @@ def test_mirrored_on_two_cpu_replicas_matches_one_device(cli_runner, images, tmp
     assert reports[0]["confusion_matrix"] == reports[1]["confusion_matrix"]
 
 
-def test_mirrored_text_run_whose_last_batch_is_smaller_than_the_replicas(tmp_path):
-    """9 validation texts in batches of 8 + 1 left one replica an empty batch, on which
-    TensorFlow's CPU Conv1D failed ("Must provide as many biases ...")."""
-    data = write_text_csv(tmp_path / "texts.csv", per_class=26)  # 78: 60 train, 9 validation, 9 test
-    run_dir = tmp_path / "run"
-    process = start(["train", "--modality", "text", "--data", data, "--out", run_dir, "--epochs", "1",
-                     "--val-split", "0.1", "--test-split", "0.1", "--strategy", "mirrored", "--cpu-replicas", "2"])
-    [(code, stdout, stderr)] = finish([process])
-    assert code == 0, stderr[-3000:]
-    assert len(json.loads((run_dir / "split.json").read_text())["validation"]) % 2 == 1
-    assert len(history(run_dir)["val_loss"]) == 1
+def test_mirrored_runs_whose_last_batch_leaves_a_replica_empty(images, tmp_path):
+    """Two runs, started together to share the start-up time.
 
-
-def test_mirrored_image_run_whose_last_training_batch_holds_one_input(images, tmp_path):
-    """21 training inputs in batches of 10 + 10 + 1 left a replica an empty batch, on which Conv2D
-    failed ("input depth must be evenly divisible by filter depth"); now 8 + 8 + 5."""
-    run_dir = tmp_path / "run"
-    process = start(["train", "--modality", "image", "--epochs", "2", "--filters", "4", "--dense", "8",
-                     "--image-size", "8,8", "--val-split", "0.15", "--test-split", "0.25", "--global-batch-size", "10",
-                     "--data", images, "--out", run_dir, "--strategy", "mirrored", "--cpu-replicas", "2"])
-    [(code, stdout, stderr)] = finish([process])
-    assert code == 0, stderr[-3000:]
-    assert len(history(run_dir)["val_loss"]) == 2
+    Text: 9 validation texts in batches of 8 + 1 left one replica an empty batch, on which
+    TensorFlow's CPU Conv1D failed ("Must provide as many biases ...").
+    Image: 21 training inputs in batches of 10 + 10 + 1 left a replica an empty batch, on which
+    Conv2D failed ("input depth must be evenly divisible by filter depth"); now 8 + 8 + 5."""
+    texts = write_text_csv(tmp_path / "texts.csv", per_class=26)  # 78: 60 train, 9 validation, 9 test
+    text_run, image_run = tmp_path / "text-run", tmp_path / "image-run"
+    processes = [
+        start(["train", "--modality", "text", "--data", texts, "--out", text_run, "--epochs", "1",
+               "--val-split", "0.1", "--test-split", "0.1", "--strategy", "mirrored", "--cpu-replicas", "2"]),
+        start(["train", "--modality", "image", "--epochs", "2", "--filters", "4", "--dense", "8",
+               "--image-size", "8,8", "--val-split", "0.15", "--test-split", "0.25", "--global-batch-size", "10",
+               "--data", images, "--out", image_run, "--strategy", "mirrored", "--cpu-replicas", "2"]),
+    ]
+    for code, stdout, stderr in finish(processes):
+        assert code == 0, stderr[-3000:]
+    assert len(json.loads((text_run / "split.json").read_text())["validation"]) % 2 == 1
+    assert len(history(text_run)["val_loss"]) == 1
+    assert len(history(image_run)["val_loss"]) == 2
 
 
 def test_two_workers_train_one_run_written_by_the_chief(images, tmp_path):
