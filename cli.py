@@ -30,7 +30,37 @@ from preprocess.errors import one_line
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter quiet
 
+#: Click's base class of usage errors, wherever this Typer takes Click from (it vendors its own
+#: copy since 0.2x; earlier versions use the `click` package).
+CLICK_EXCEPTION = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
+class OneLineUsageErrors(typer.core.TyperGroup):
+    """A misspelt command or option, or a missing argument, as one line on stderr like every other
+    error (exit code 2, as for any usage error), instead of Typer's usage, hint and boxed panel."""
+
+    def main(self, *args, standalone_mode: bool = True, **kwargs):
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except CLICK_EXCEPTION as error:
+            if type(error).__name__ == "NoArgsIsHelpError":  # the help is the answer; Typer printed it
+                sys.exit(error.exit_code)
+            context = getattr(error, "ctx", None)
+            message = error.format_message().rstrip()
+            message += "" if message.endswith((".", "?", "!")) else "."
+            hint = f" See '{context.command_path} --help'." if context is not None else ""
+            errors.print(f"[red]Error:[/red] {shown(message)}{escape(hint)}", highlight=False)
+            sys.exit(error.exit_code)
+        except typer.Abort:
+            errors.print("[yellow]Aborted.[/yellow]")
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 app = typer.Typer(
+    cls=OneLineUsageErrors,
     help="Train, evaluate and use CNNs on images, audio spectrograms and text matrices.",
     no_args_is_help=True,
     add_completion=False,

@@ -183,9 +183,10 @@ def describe_result(result) -> str:
     return f"exit={result.exit_code}\noutput:\n{result.output}\nexception: {result.exception!r}"
 
 
-def assert_one_line_error(result, *fragments: str) -> str:
-    """Exit code 1, one `Error:` line on stderr naming `fragments`, and no traceback anywhere."""
-    assert result.exit_code == 1, describe_result(result)
+def assert_one_line_error(result, *fragments: str, exit_code: int = 1) -> str:
+    """Exit code 1 (2: a usage error), one `Error:` line on stderr naming `fragments`, and no
+    traceback anywhere."""
+    assert result.exit_code == exit_code, describe_result(result)
     assert isinstance(result.exception, SystemExit), describe_result(result)
     assert "Traceback" not in result.output
     lines = result.stderr.strip().splitlines()

@@ -744,6 +744,22 @@ def toml(folder: Path, text: str) -> Path:
     return path
 
 
+@pytest.mark.parametrize(
+    "args, fragments",
+    [
+        (["train", "--modality", "image", "--filterz", "8"], ["No such option: --filterz", "See 'convpipe train --help'."]),
+        (["trian"], ["No such command 'trian'. Did you mean 'train'?", "See 'convpipe --help'."]),
+        (["cache", "empty"], ["No such command 'empty'.", "See 'convpipe cache --help'."]),
+        (["evaluate"], ["Missing argument 'run'."]),
+        (["train", "--epochs", "many"], ["Invalid value for '--epochs'"]),
+    ],
+)
+def test_usage_errors_are_one_line_with_exit_code_2(cli_runner, args, fragments):
+    """Typer's own form is a usage line, a hint and a boxed panel: five lines for a typo."""
+    result = cli_runner.invoke(__import__("cli").app, args, prog_name="convpipe")
+    assert_one_line_error(result, *fragments, exit_code=2)
+
+
 def test_unknown_modality_lists_the_choices(cli_runner, image_folder):
     result = invoke(cli_runner, ["train", "--modality", "video", "--data", image_folder])
     assert result.exit_code == 1, describe_result(result)
