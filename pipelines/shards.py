@@ -132,6 +132,7 @@ class ShardWriter:
         per_shard = max(1, SHARD_BYTES // self.row_bytes)
         self.starts = list(range(0, rows, per_shard)) + [rows]
         self.folder.mkdir(parents=True, exist_ok=True)
+        atomic.remove_abandoned(self.folder)  # shards a killed writer of this folder left
         self.temps: list[Path] = []
         self.offsets: list[int] = []
         try:
@@ -143,7 +144,7 @@ class ShardWriter:
 
     def _create(self, count: int) -> None:
         number = len(self.temps)
-        fd, name = tempfile.mkstemp(prefix=f".{number:05d}.", suffix=".tmp.npy", dir=self.folder)
+        fd, name = tempfile.mkstemp(prefix=atomic.owned_prefix(f"{number:05d}"), suffix=".tmp.npy", dir=self.folder)
         self.temps.append(Path(name))
         with os.fdopen(fd, "wb") as handle:
             header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": (count, *self.row_shape)}

@@ -2,7 +2,8 @@
 
 Every artifact is written to a temporary name in the same folder, flushed to disk, and renamed
 over the target; a rename within one file system is atomic, so readers see the old file or the new
-one, never a mix.
+one, never a mix. The temporary name carries its writer's host and process id, so that the next
+write can remove what a killed writer left (`remove_abandoned`).
 """
 
 from __future__ import annotations
@@ -10,8 +11,11 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import glob
 import json
 import os
+import re
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,11 +37,11 @@ def atomic_path(path: str | os.PathLike, sync: bool = True, replace: bool = True
     left untouched.
     """
     target = Path(path)
+    stem = target.name.split(".")[0]
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(
-            prefix=f".{target.name.split('.')[0]}.", suffix=f".tmp{''.join(target.suffixes)}", dir=target.parent
-        )
+        remove_abandoned(target.parent, stem)
+        fd, tmp_name = tempfile.mkstemp(prefix=owned_prefix(stem), suffix=f".tmp{''.join(target.suffixes)}", dir=target.parent)
     except OSError as error:
         raise _naming(target, error) from None
     os.close(fd)
@@ -58,6 +62,40 @@ def atomic_path(path: str | os.PathLike, sync: bool = True, replace: bool = True
             raise _naming(target, error) from None
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def owned_prefix(stem: str) -> str:
+    """The name prefix of a temporary file that names its writer, `.{stem}.{host}-{pid}-`, so
+    that one a killed process left can be told from one still being written."""
+    return f".{stem}.{_host()}-{os.getpid()}-"
+
+
+def remove_abandoned(folder: Path, stem: str | None = None) -> None:
+    """Remove the temporary files named by `owned_prefix(stem)` (any stem when None) in `folder`
+    whose writer, a process of this machine, no longer runs: a SIGKILL or a power cut skips the
+    cleanup of `atomic_path`. Another machine's (a shared folder) and a running process's are
+    left alone."""
+    pattern = f".{'*' if stem is None else glob.escape(stem)}.*-*-*.tmp*"
+    for path in Path(folder).glob(pattern):
+        owner = path.name[1:].split(".")[1].split("-")  # stems have no dots: `atomic_path` cuts at the first
+        if len(owner) != 3 or owner[0] != _host() or not owner[1].isdigit() or _running(int(owner[1])):
+            continue
+        path.unlink(missing_ok=True)
+
+
+@functools.cache
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9]", "_", socket.gethostname())[:40] or "host"
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):  # another user's process, or not a process id
+        return True
+    return True  # or a process that reused the id: its file is left for a later sweep
 
 
 def _link(tmp: Path, target: Path) -> None:

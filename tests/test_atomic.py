@@ -54,3 +54,52 @@ def test_errors_name_the_target_not_the_temporary_file(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="Read-only file system") as caught:
         atomic.write_json(tmp_path / "report.json", {})
     assert caught.value.filename == str(tmp_path / "report.json")
+
+
+def killed_while_writing(code: str) -> None:
+    """Run `code` in a fresh process that signals when it is mid-write, then SIGKILL it there:
+    the cleanup in `atomic_path` and `ShardWriter.abort` never runs."""
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    process = subprocess.Popen([sys.executable, "-c", f"{code}\nprint('writing', flush=True)\nimport time; time.sleep(60)"],
+                               cwd=root, stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout.readline() == "writing\n"
+    finally:
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def test_temporary_files_of_a_killed_writer_are_removed_by_the_next_write(tmp_path):
+    target = tmp_path / "model.keras"
+    killed_while_writing(
+        f"from preprocess import atomic\nwriting = atomic.atomic_path({str(target)!r})\n"
+        "writing.__enter__().write_bytes(b'half a model')"
+    )
+    [left] = tmp_path.iterdir()
+    assert left.name.startswith(".model.") and left.name.endswith(".tmp.keras")
+    # Another live process's temporary file (this one's parent), and another machine's, are kept.
+    live = tmp_path / f".model.{atomic._host()}-{os.getppid()}-x1.tmp.keras"
+    remote = tmp_path / f".model.elsewhere-{left.name.split('-')[1]}-x2.tmp.keras"
+    live.write_bytes(b"being written")
+    remote.write_bytes(b"being written there")
+    atomic.write_bytes(target, b"a model")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, remote.name, "model.keras"])
+
+
+def test_shards_of_a_killed_writer_are_removed_by_the_next_writer_of_the_folder(tmp_path):
+    import numpy as np
+
+    from pipelines import shards
+
+    folder = tmp_path / "shards"
+    killed_while_writing(f"from pipelines import shards\nw = shards.ShardWriter({str(folder)!r}, 10, (3,), '<i4')")
+    assert [p.name.endswith(".tmp.npy") for p in folder.iterdir()] == [True]
+    writer = shards.ShardWriter(folder, 4, (3,), "<i4")
+    shards.write_rows(writer.target(0), np.ones((4, 3), np.int32), (3,), np.dtype("<i4"))
+    writer.commit()
+    assert sorted(p.name for p in folder.iterdir()) == ["00000.npy", shards.MANIFEST]
