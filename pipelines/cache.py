@@ -132,7 +132,8 @@ class ReadResult:
 
 @dataclass
 class CacheStats:
-    """Counts of this process' lookups: the tests and `--verbose` runs read these, not timings."""
+    """Counts of this process' lookups, recorded under `cache` in config.json (train) and
+    report.json (evaluate): the tests check reuse by these, not by timings."""
 
     hits: int = 0
     misses: int = 0  # inputs that had to be read (decoded) again

@@ -100,7 +100,8 @@ class ShardedArray:
         return out
 
     def to_numpy(self) -> np.ndarray:
-        """All rows in memory (export to one .npz file, small data, tests)."""
+        """All rows in memory (small data, tests); `pipelines.export` copies rows a block at a
+        time instead."""
         return self.take(np.arange(len(self)))
 
     def close(self) -> None:
