@@ -117,7 +117,13 @@ class Run:
         labels = _read_json(path / "labels.json")
         if not isinstance(labels, list) or len(labels) < 2:
             raise ConvpipeError(f"{path / 'labels.json'} must list at least two class names.")
-        return cls(path=path, document=document, labels=[str(x) for x in labels], split=_read_json(path / "split.json"))
+        split = _read_json(path / "split.json")
+        if not isinstance(split, dict):
+            raise ConvpipeError(
+                f"{path / 'split.json'} must be a JSON object of input ids per split, as train writes it; "
+                f"found {json.dumps(split)[:40]}."
+            )
+        return cls(path=path, document=document, labels=[str(x) for x in labels], split=split)
 
     def model_digest(self) -> str:
         """SHA-256 of model.keras: which trained model a report scores (a copied run keeps it)."""
