@@ -36,7 +36,8 @@ def build_text_model(
             k)` (a character and its hashed n-grams, a multi-hot row).
 
     Returns:
-        An uncompiled `keras.Model`: `(batch, positions)` int32 ids -> `(batch, num_classes)`.
+        An uncompiled `keras.Model`: `(batch, positions)` int32 ids (`(batch, positions,
+        ids_per_position)` with `ids_per_position` > 1) -> `(batch, num_classes)` probabilities.
     """
     spec = (spec or TEXT_DEFAULTS).validate(text=True)
     num_classes = check_positive_int("num_classes", num_classes, minimum=2)

@@ -7,8 +7,8 @@ import keras
 from models.spec import ModelSpec
 
 
-def add_votes(features, num_classes: int, spec: ModelSpec):
-    """Dropout before each of `spec.dense` ReLU layers, then a float32 softmax over classes.
+def add_votes(features: keras.KerasTensor, num_classes: int, spec: ModelSpec) -> keras.KerasTensor:
+    """Dropout before each of `spec.dense` ReLU layers and before the float32 softmax over classes.
 
     The softmax stays float32 so probabilities are exact under mixed precision.
     """
@@ -20,7 +20,13 @@ def add_votes(features, num_classes: int, spec: ModelSpec):
     return keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="votes")(x)
 
 
-def global_pool(x, head: str, max_layer, average_layer, suffix: str = ""):
+def global_pool(
+    x: keras.KerasTensor,
+    head: str,
+    max_layer: type[keras.layers.Layer],
+    average_layer: type[keras.layers.Layer],
+    suffix: str = "",
+) -> keras.KerasTensor:
     """Pool feature maps over every axis but channels: max, average, or both concatenated.
 
     Max says whether a filter found its pattern anywhere; average says how much of the input

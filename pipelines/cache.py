@@ -66,7 +66,8 @@ def digest(*parts: Any) -> str:
     return hasher.hexdigest()[:40]
 
 
-def _file_digest(path: Path) -> str:
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes, read a megabyte at a time; OSError when it cannot be read."""
     hasher = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -88,7 +89,7 @@ def input_identity(x: Any, verify: bool = False) -> str:
             return f"missing\0{path}\0{type(error).__name__}"
         if verify and not os.path.isdir(path):
             try:
-                return f"file+hash\0{path}\0{stat.st_size}\0{_file_digest(Path(path))}"
+                return f"file+hash\0{path}\0{stat.st_size}\0{file_sha256(path)}"
             except OSError as error:
                 return f"unreadable\0{path}\0{type(error).__name__}"
         # The mode too: a file skipped as "permission denied" is read again once it is readable.
@@ -132,7 +133,8 @@ class ReadResult:
 
 @dataclass
 class CacheStats:
-    """Counts of this process' lookups: the tests and `--verbose` runs read these, not timings."""
+    """Counts of this process' lookups, recorded under `cache` in config.json (train) and
+    report.json (evaluate): the tests check reuse by these, not by timings."""
 
     hits: int = 0
     misses: int = 0  # inputs that had to be read (decoded) again

@@ -102,7 +102,7 @@ def load_report(run: Run, device: str = "auto") -> tuple[dict[str, Any], bool]:
             return evaluate(run.path, device=device).report, True
         except ConvpipeError as error:
             raise ConvpipeError(
-                f"{run.path} has no report and cannot be evaluated on its own test split ({error}) "
+                f"{run.path} has no report and cannot be evaluated on its own test split ({error}). "
                 f"Run `convpipe evaluate {run.path} --data PATH` first."
             ) from None
     try:

@@ -45,28 +45,7 @@ def build_preprocessor(
                 params[name] = value
                 choices[name] = f"{value}: {reasons[name]}"
     if modality is Modality.text and "level" not in params:
-        probe = TextPreprocessor()
-        step = max(1, len(train) // 200)
-        lengths, word_lengths = [], []
-        with warnings.catch_warnings():  # decoding notes are recorded when inputs are read for real
-            warnings.simplefilter("ignore", InputWarning)
-            for x in train.inputs[::step]:
-                try:
-                    text = probe.read_text(x)
-                except Exception:  # unreadable inputs are reported when they are read for real
-                    continue
-                lengths.append(len(text))
-                word_lengths.append(len(text) / max(len(text.split()), 1))
-        median = float(np.median(lengths)) if lengths else 0.0
-        per_word = float(np.median(word_lengths)) if word_lengths else 0.0
-        params["level"] = "char" if median < CHAR_LEVEL_BELOW or per_word > CHARS_PER_WORD_ABOVE else "word"
-        choices["level"] = (
-            f"{params['level']}: median training text is {median:.0f} characters "
-            f"(char level below {CHAR_LEVEL_BELOW})"
-            if median < CHAR_LEVEL_BELOW or per_word <= CHARS_PER_WORD_ABOVE
-            else f"char: {per_word:.0f} characters per space-separated word in the median text "
-            f"(char level above {CHARS_PER_WORD_ABOVE}: a script written without spaces)"
-        )
+        params["level"], choices["level"] = text_level(train)
     # Character level, chosen or asked for, reads hashed n-grams too unless told otherwise: the
     # characters alone scored 0.78 against 0.85 with them on the docstrings (benchmarks/README.md).
     if modality is Modality.text and params.get("level") == "char" and "ngram_sizes" not in params:
@@ -83,3 +62,28 @@ def build_preprocessor(
 
         raise ConvpipeError(f"Bad {modality.value} preprocessing setting: {error}") from None
     return preprocessor, choices
+
+
+def text_level(train: Dataset) -> tuple[str, str]:
+    """`"word"` or `"char"` for texts like `train`'s, judged on about 200 of them, and the reason."""
+    probe = TextPreprocessor()
+    step = max(1, len(train) // 200)
+    lengths, word_lengths = [], []
+    with warnings.catch_warnings():  # decoding notes are recorded when inputs are read for real
+        warnings.simplefilter("ignore", InputWarning)
+        for x in train.inputs[::step]:
+            try:
+                text = probe.read_text(x)
+            except Exception:  # unreadable inputs are reported when they are read for real
+                continue
+            lengths.append(len(text))
+            word_lengths.append(len(text) / max(len(text.split()), 1))
+    median = float(np.median(lengths)) if lengths else 0.0
+    per_word = float(np.median(word_lengths)) if word_lengths else 0.0
+    if median < CHAR_LEVEL_BELOW or per_word <= CHARS_PER_WORD_ABOVE:
+        level = "char" if median < CHAR_LEVEL_BELOW else "word"
+        return level, f"{level}: median training text is {median:.0f} characters (char level below {CHAR_LEVEL_BELOW})"
+    return "char", (
+        f"char: {per_word:.0f} characters per space-separated word in the median text "
+        f"(char level above {CHARS_PER_WORD_ABOVE}: a script written without spaces)"
+    )

@@ -14,14 +14,11 @@ first. The precision rule:
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from preprocess import ConvpipeError
 from preprocess.errors import SettingError
-
-logger = logging.getLogger(__name__)
 
 DEVICES = ("auto", "cpu", "gpu")
 PRECISIONS = ("float32", "mixed")

@@ -7,7 +7,6 @@ For image and audio runs: the input as the network reads it, the first layer's f
 
 from __future__ import annotations
 
-import logging
 import re
 import zlib
 from dataclasses import dataclass, field
@@ -22,8 +21,6 @@ from pipelines.prediction import encode_input, input_source
 from pipelines.report_page import Section, write_page
 from pipelines.run_dir import Run
 from preprocess import ConvpipeError
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from pipelines.cache import file_sha256
 from pipelines.datasets import Dataset
 
 logger = logging.getLogger(__name__)
@@ -35,14 +36,10 @@ def _size(x: Any) -> int | None:
 
 
 def _file_digest(path: Any) -> str | None:
-    digest = hashlib.sha256()
     try:
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    except OSError:
+        return file_sha256(path)
+    except OSError:  # unreadable inputs are reported when they are read for real
         return None
-    return digest.hexdigest()
 
 
 def _keys(splits: dict[str, Dataset]) -> dict[str, list[str | None]] | None:

@@ -16,7 +16,6 @@ exists; an interrupted `train` never leaves a half-written file.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import math
@@ -26,6 +25,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from pipelines.cache import file_sha256
 from pipelines.config import RunConfig
 from preprocess import ConvpipeError, InputError, Preprocessor, atomic
 
@@ -117,15 +117,17 @@ class Run:
         labels = _read_json(path / "labels.json")
         if not isinstance(labels, list) or len(labels) < 2:
             raise ConvpipeError(f"{path / 'labels.json'} must list at least two class names.")
-        return cls(path=path, document=document, labels=[str(x) for x in labels], split=_read_json(path / "split.json"))
+        split = _read_json(path / "split.json")
+        if not isinstance(split, dict):
+            raise ConvpipeError(
+                f"{path / 'split.json'} must be a JSON object of input ids per split, as train writes it; "
+                f"found {json.dumps(split)[:40]}."
+            )
+        return cls(path=path, document=document, labels=[str(x) for x in labels], split=split)
 
     def model_digest(self) -> str:
         """SHA-256 of model.keras: which trained model a report scores (a copied run keeps it)."""
-        digest = hashlib.sha256()
-        with open(self.path / "model.keras", "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        return digest.hexdigest()
+        return file_sha256(self.path / "model.keras")
 
     @property
     def history(self) -> dict[str, list[float]]:

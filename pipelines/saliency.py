@@ -24,7 +24,7 @@ from pipelines.inspection import audio_axes, conv_blocks, output_name
 from pipelines.modality import Modality
 from pipelines.prediction import encode_input, input_source
 from pipelines.run_dir import Run
-from pipelines.text_inspection import read_tokens
+from pipelines.text_inspection import read_tokens, token_label
 from preprocess import ConvpipeError, atomic
 from preprocess.text import PADDING_ID, RESERVED
 
@@ -43,7 +43,8 @@ class Explanation:
 
 
 def score_model(model):
-    """(model reading the features the output layer reads, that layer's kernel and bias)."""
+    """(the output layer, its kernel, its bias): class scores are the logits it computes
+    before its softmax."""
     import keras
 
     votes = model.layers[-1]
@@ -150,13 +151,12 @@ def explain_text(run: Run, value: str, out: Path) -> Explanation:
     vocabulary = list(RESERVED) + list(pre.vocabulary_)
     columns = list(dict.fromkeys(int(i) for i in token_ids))
     matrix = (token_ids[:, None] == np.array(columns)[None, :]) * contributions[:, None]
-    label = lambda token: "␣" if token == " " else token  # noqa: E731
     path = figures.heatmap(
         out / "saliency.png", matrix.astype(np.float32),
         f"contribution of each position to '{run.labels[best]}' ({probabilities[best]:.3f}): "
         "class score minus score without it",
-        row_labels=[f"{p}: {label(t)} {c:+.2f}" for p, (t, c) in enumerate(zip(tokens, contributions))],
-        column_labels=[label(vocabulary[i]) for i in columns], row_title="position",
+        row_labels=[f"{p}: {token_label(t)} {c:+.2f}" for p, (t, c) in enumerate(zip(tokens, contributions))],
+        column_labels=[token_label(vocabulary[i]) for i in columns], row_title="position",
         column_title="vocabulary (tokens present)", centered=True,
     )
     atomic.write_npz(out / "saliency.npz", {"contribution": contributions, "token_ids": ids})

@@ -11,9 +11,8 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -100,7 +99,8 @@ class ShardedArray:
         return out
 
     def to_numpy(self) -> np.ndarray:
-        """All rows in memory (export to one .npz file, small data, tests)."""
+        """All rows in memory (small data, tests); `pipelines.export` copies rows a block at a
+        time instead."""
         return self.take(np.arange(len(self)))
 
     def close(self) -> None:
@@ -198,31 +198,6 @@ def write_rows(target: tuple[str, int], rows: np.ndarray, row_shape: tuple[int, 
             written += os.pwrite(fd, data[written:], target[1] + written)
     finally:
         os.close(fd)
-
-
-def write_shards(
-    folder: Path,
-    items: Sequence[Any],
-    encode: Callable[[Any], np.ndarray],
-    row_shape: tuple[int, ...],
-    dtype: str,
-    progress: Callable[[int, int], None] | None = None,
-    chunk: int = 64,
-) -> ShardedArray:
-    """Encode `items` in this process into .npy shards in `folder`, `chunk` rows at a time, so
-    memory does not grow with the number of items. `pipelines.parallel_encode` does the same
-    with worker processes."""
-    writer = ShardWriter(folder, len(items), row_shape, dtype)
-    try:
-        for start, end in writer.ranges(chunk):
-            rows = np.stack([np.asarray(encode(items[i]), dtype=writer.dtype) for i in range(start, end)])
-            write_rows(writer.target(start), rows, writer.row_shape, writer.dtype)
-            if progress is not None:
-                progress(end, len(items))
-        return writer.commit()
-    except BaseException:
-        writer.abort()
-        raise
 
 
 def open_shards(folder: Path) -> ShardedArray | None:

@@ -10,10 +10,6 @@ all-reduce the gradients across replicas and, under mixed_float16, unscale them)
 
 from __future__ import annotations
 
-import logging
-
-logger = logging.getLogger(__name__)
-
 
 def fit_with_strategy_run(
     model,

@@ -64,8 +64,10 @@ def text_branches(model) -> list[Branch]:
 
 def effective_kernel(model, branch: Branch, filters: int) -> tuple[np.ndarray, np.ndarray]:
     """`(width, num_ids, filters)` full-height kernel of the first `filters` filters, and biases."""
+    from models.layers import FullHeightConv
+
     weights = [np.asarray(w) for w in branch.conv.get_weights()]
-    if len(weights) == branch.width + 1:  # FullHeightConv: one table per offset, then the bias
+    if isinstance(branch.conv, FullHeightConv):  # one table per offset, then the bias
         return np.stack([table[:, :filters] for table in weights[:-1]]), weights[-1][:filters]
     kernel, bias = weights  # Conv1D (width, dim, filters) after TokenEmbedding (num_ids, dim)
     embedding = np.asarray(model.get_layer("embedding").get_weights()[0])
@@ -73,6 +75,7 @@ def effective_kernel(model, branch: Branch, filters: int) -> tuple[np.ndarray, n
 
 
 def token_label(token: str) -> str:
+    """A token as a figure labels it: a space (character level) as a visible ␣."""
     return "␣" if token == " " else token
 
 

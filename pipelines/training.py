@@ -317,6 +317,61 @@ def check_out_free(run_dir: Path, state: TrainState, is_chief: bool) -> None:
         )
 
 
+def requested_run(config: RunConfig | None, out: Path | None, resume: Path | None) -> tuple[Path, RunConfig]:
+    """The run directory to write and its configuration: with `resume`, that interrupted run's
+    own; else `config` (its data made absolute) and `out` (default runs/<modality>-<time>)."""
+    from pipelines.resume import TrainState
+
+    if resume is not None:
+        run_dir = Path(resume)
+        if (run_dir / "model.keras").exists():
+            if stopped_with_ctrl_c(run_dir):
+                raise ConvpipeError(
+                    f"{run_dir} was stopped with Ctrl-C and finished with its best epoch, so it cannot be "
+                    "resumed; train again with a new --out (with more --epochs if it stopped too early)."
+                )
+            raise ConvpipeError(f"{run_dir} is already complete; nothing to resume.")
+        return run_dir, TrainState(run_dir).load_request()
+    run_dir = Path(out) if out is not None else default_run_dir(config.modality)
+    check_folder_path(run_dir, "--out")  # now, not after the inputs are read
+    if config.data is not None:  # evaluate and --resume may run from another folder
+        config = dataclasses.replace(config, data=str(Path(config.data).expanduser().resolve()))
+    return run_dir, config
+
+
+def write_run(
+    run_dir: Path,
+    model,
+    preprocessor: Preprocessor,
+    document: dict,
+    source: DataSource,
+    splits: dict[str, Dataset],
+    skipped: Skipped,
+    history: dict[str, list[float]],
+) -> None:
+    """Write the run directory's files (config.json is `document`), model.keras last: its
+    presence marks a complete run."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    preprocessor.save(run_dir / "preprocessor.json")
+    atomic.write_json(run_dir / "labels.json", document["classes"])
+    # The test split's fingerprint lets evaluate refuse data edited since (its ids may be CSV row
+    # numbers); runs written before it have none and are evaluated without the check.
+    atomic.write_json(
+        run_dir / "split.json",
+        {"data": source.location, **{k: v.ids for k, v in splits.items()},
+         "fingerprints": {"test": splits["test"].fingerprint()}},
+    )
+    atomic.write_json(
+        run_dir / "skipped.json",
+        {"summary": skipped.summary(), "skipped": skipped.entries, "notes": skipped.notes,
+         "ignored": [{"input": i, "reason": r} for i, r in source.ignored]},
+    )
+    write_history(run_dir / "history.csv", history)
+    atomic.write_json(run_dir / "config.json", document)
+    with atomic.atomic_path(run_dir / "model.keras") as tmp:
+        model.save(tmp)
+
+
 def train(
     config: RunConfig | None,
     out: Path | None = None,
@@ -336,21 +391,7 @@ def train(
     from pipelines.resume import TrainState
 
     started = time.perf_counter()
-    if resume is not None:
-        run_dir = Path(resume)
-        if (run_dir / "model.keras").exists():
-            if stopped_with_ctrl_c(run_dir):
-                raise ConvpipeError(
-                    f"{run_dir} was stopped with Ctrl-C and finished with its best epoch, so it cannot be "
-                    "resumed; train again with a new --out (with more --epochs if it stopped too early)."
-                )
-            raise ConvpipeError(f"{run_dir} is already complete; nothing to resume.")
-        config = TrainState(run_dir).load_request()
-    else:
-        run_dir = Path(out) if out is not None else default_run_dir(config.modality)
-        check_folder_path(run_dir, "--out")  # now, not after the inputs are read
-        if config.data is not None:  # evaluate and --resume may run from another folder
-            config = dataclasses.replace(config, data=str(Path(config.data).expanduser().resolve()))
+    run_dir, config = requested_run(config, out, resume)
     # First, before TensorFlow runs any op: devices are fixed when its runtime starts.
     compute = prepare_compute(config.train, out_given=resume is not None or out is not None)
     # A non-chief worker keeps its state in a scratch folder and writes nothing to the run.
@@ -461,25 +502,7 @@ def train(
         "compute": compute.describe(),
         "created": datetime.now().isoformat(timespec="seconds"),
     }
-    run_dir.mkdir(parents=True, exist_ok=True)
-    preprocessor.save(run_dir / "preprocessor.json")
-    atomic.write_json(run_dir / "labels.json", classes)
-    # The test split's fingerprint lets evaluate refuse data edited since (its ids may be CSV row
-    # numbers); runs written before it have none and are evaluated without the check.
-    atomic.write_json(
-        run_dir / "split.json",
-        {"data": source.location, **{k: v.ids for k, v in splits.items()},
-         "fingerprints": {"test": splits["test"].fingerprint()}},
-    )
-    atomic.write_json(
-        run_dir / "skipped.json",
-        {"summary": skipped.summary(), "skipped": skipped.entries, "notes": skipped.notes,
-         "ignored": [{"input": i, "reason": r} for i, r in source.ignored]},
-    )
-    write_history(run_dir / "history.csv", history)
-    atomic.write_json(run_dir / "config.json", document)
-    with atomic.atomic_path(run_dir / "model.keras") as tmp:  # last: its presence marks a complete run
-        model.save(tmp)
+    write_run(run_dir, model, preprocessor, document, source, splits, skipped, history)
     state.finish()
     cache.cleanup()
     return TrainResult(run_dir=run_dir, class_counts=class_counts, seconds=time.perf_counter() - started, **outcome)

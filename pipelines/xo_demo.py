@@ -8,14 +8,11 @@ mismatching pixel turns a +1 product into -1, so a window with two mismatches gi
 
 from __future__ import annotations
 
-import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-
-logger = logging.getLogger(__name__)
 
 SIZE = 9
 CLASSES = ("O", "X")

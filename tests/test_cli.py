@@ -977,6 +977,14 @@ def test_a_run_from_an_incompatible_version_is_refused(cli_runner, image_run, tm
     assert_one_line_error(invoke(cli_runner, ["predict", run_dir, path]), expected)
 
 
+def test_a_split_json_that_is_not_an_object_is_one_line(cli_runner, image_run, tmp_path):
+    # It ended in "AttributeError: 'list' object has no attribute 'get'" with a traceback.
+    run_dir = tmp_path / "run"
+    shutil.copytree(image_run.run_dir, run_dir)
+    (run_dir / "split.json").write_text("[]")
+    assert_one_line_error(invoke(cli_runner, ["evaluate", run_dir]), "split.json must be a JSON object")
+
+
 class ResourceExhaustedError(Exception):
     """Named like TensorFlow's out-of-memory error, which the CLI matches by name."""
 

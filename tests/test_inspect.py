@@ -96,6 +96,37 @@ def test_a_filter_silent_on_the_input_names_no_window():
     assert (rows[1]["input n-gram"], rows[1]["position"]) == ("b c", 1)
 
 
+@pytest.mark.parametrize("text_kernel", ["factorized", "full"])
+def test_the_effective_kernel_of_a_one_position_window_spans_the_vocabulary(text_kernel):
+    # A Conv1D of width 1 has two weights, as many as a FullHeightConv of width 1 (one table and
+    # a bias): telling the two apart by that count read the Conv1D's kernel as a table, and
+    # `inspect` of a run trained with --window-sizes 1 ended in an IndexError traceback.
+    from models import ModelSpec, build_text_model
+    from pipelines.text_inspection import effective_kernel, text_branches
+
+    spec = ModelSpec(filters=(4,), window_sizes=(1, 2), head="global_max", dense=(), dropout=0.0,
+                     text_kernel=text_kernel, embedding_dim=3)
+    model = build_text_model(positions=6, num_ids=10, num_classes=2, spec=spec)
+    ids = np.array([[2, 5, 7, 0, 0, 0]])
+    for branch in text_branches(model):
+        kernel, bias = effective_kernel(model, branch, 4)
+        assert kernel.shape == (branch.width, 10, 4)
+        # The full-height window on the one-hot rows: summed kernel rows plus the bias.
+        windows = len(ids[0]) - branch.width + 1
+        expected = np.stack([
+            sum(kernel[k, ids[0, p + k]] * (ids[0, p + k] != 0) for k in range(branch.width)) + bias
+            for p in range(windows)
+        ])
+        probe = keras_output(model, branch.conv.name, ids)
+        np.testing.assert_allclose(probe, expected, rtol=1e-5, atol=1e-6)
+
+
+def keras_output(model, layer_name: str, ids: np.ndarray) -> np.ndarray:
+    import keras
+
+    return np.asarray(keras.Model(model.input, model.get_layer(layer_name).output)(ids))[0]
+
+
 def write_planted_texts(path: Path, per_class: int = 40, seed: int = 0) -> Path:
     """Class 'planted' hides the bigram 'zebra quartz' among filler words; 'plain' has filler only."""
     rng = np.random.default_rng(seed)

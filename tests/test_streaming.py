@@ -2,12 +2,37 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import pytest
 
 from pipelines import shards
-from pipelines.shards import ShardedArray, open_shards, write_shards
+from pipelines.shards import ShardedArray, ShardWriter, open_shards, write_rows
 from pipelines.streaming import streaming_dataset
+
+
+def write_shards(
+    folder: Path,
+    items: Sequence[Any],
+    encode: Callable[[Any], np.ndarray],
+    row_shape: tuple[int, ...],
+    dtype: str,
+    chunk: int = 64,
+) -> ShardedArray:
+    """Encode `items` into .npy shards in `folder`, `chunk` rows at a time, in this process: the
+    serial core of `pipelines.parallel_encode.encode_into_shards`, without the cache."""
+    writer = ShardWriter(folder, len(items), row_shape, dtype)
+    try:
+        for start, end in writer.ranges(chunk):
+            rows = np.stack([np.asarray(encode(items[i]), dtype=writer.dtype) for i in range(start, end)])
+            write_rows(writer.target(start), rows, writer.row_shape, writer.dtype)
+        return writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
 
 
 def sharded(tmp_path, array: np.ndarray, monkeypatch, rows_per_shard: int = 7) -> ShardedArray:
