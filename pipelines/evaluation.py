@@ -149,45 +149,47 @@ def evaluate(
         enabled=settings.cache if use_cache is None else use_cache,
         verify=settings.cache_verify if cache_verify is None else cache_verify,
     )
-    with Workers(settings.workers if workers is None else workers, type(preprocessor)) as pool:
-        items, kept = read_cached(
-            preprocessor, dataset, "test", skipped, settings.strict, cache, pool, stage(progress, "reading test")
+    try:
+        with Workers(settings.workers if workers is None else workers, type(preprocessor)) as pool:
+            items, kept = read_cached(
+                preprocessor, dataset, "test", skipped, settings.strict, cache, pool, stage(progress, "reading test")
+            )
+            if not len(items):
+                raise ConvpipeError(f"None of the {len(dataset)} evaluation inputs could be read: {skipped.summary()}.")
+            x = encode_to_shards(preprocessor, items, stage(progress, "encoding test"), pool)
+        used = dataset.subset(kept)
+        index = {label: i for i, label in enumerate(run.labels)}
+        y_true = np.array([index[label] for label in used.labels])
+        from pipelines.streaming import streaming_dataset
+
+        probabilities = model.predict(streaming_dataset(x, None, batch_size=predict_batch_size(model)), verbose=0)
+        y_pred = probabilities.argmax(axis=1)
+        seconds = time.perf_counter() - started
+
+        metrics = classification_metrics(y_true, y_pred, run.labels)
+        report = {
+            "run": str(run.path),
+            "data": sections.data_summary(
+                run, location, dataset, used, data is None, skipped.entries, copies_of_training_inputs(run, used, data is None)
+            ),
+            "modality": run.config.modality.value,
+            **metrics,
+            "top_confusions": sections.top_confusions(metrics["confusion_matrix"], run.labels),
+            "misclassified": sections.misclassified(used, y_true, probabilities, run.labels),
+            "calibration": calibration(probabilities.max(axis=1), y_pred == y_true),
+            "skipped": {"summary": skipped.summary(), "inputs": skipped.entries, "notes": skipped.notes},
+            "model": sections.model_summary(run, model),
+            "timing": sections.timing_summary(run, seconds, len(x)),
+            "cache": {"path": None if cache.temporary else str(cache.root), **dataclasses.asdict(cache.stats)},
+            "environment": sections.environment_summary(),
+        }
+        out_dir = Path(out) if out is not None else run.path / "report"
+        shown = sections.mistake_order(y_true, probabilities)[:MISTAKES_SHOWN]
+        previews = mistake_previews.previews(
+            run.config.modality, preprocessor, x.take(shown), [used.inputs[i] for i in shown], report["misclassified"]
         )
-        if not len(items):
-            raise ConvpipeError(f"None of the {len(dataset)} evaluation inputs could be read: {skipped.summary()}.")
-        x = encode_to_shards(preprocessor, items, stage(progress, "encoding test"), pool)
-    used = dataset.subset(kept)
-    index = {label: i for i, label in enumerate(run.labels)}
-    y_true = np.array([index[label] for label in used.labels])
-    from pipelines.streaming import streaming_dataset
-
-    probabilities = model.predict(streaming_dataset(x, None, batch_size=predict_batch_size(model)), verbose=0)
-    y_pred = probabilities.argmax(axis=1)
-    seconds = time.perf_counter() - started
-
-    metrics = classification_metrics(y_true, y_pred, run.labels)
-    report = {
-        "run": str(run.path),
-        "data": sections.data_summary(
-            run, location, dataset, used, data is None, skipped.entries, copies_of_training_inputs(run, used, data is None)
-        ),
-        "modality": run.config.modality.value,
-        **metrics,
-        "top_confusions": sections.top_confusions(metrics["confusion_matrix"], run.labels),
-        "misclassified": sections.misclassified(used, y_true, probabilities, run.labels),
-        "calibration": calibration(probabilities.max(axis=1), y_pred == y_true),
-        "skipped": {"summary": skipped.summary(), "inputs": skipped.entries, "notes": skipped.notes},
-        "model": sections.model_summary(run, model),
-        "timing": sections.timing_summary(run, seconds, len(x)),
-        "cache": {"path": None if cache.temporary else str(cache.root), **dataclasses.asdict(cache.stats)},
-        "environment": sections.environment_summary(),
-    }
-    out_dir = Path(out) if out is not None else run.path / "report"
-    shown = sections.mistake_order(y_true, probabilities)[:MISTAKES_SHOWN]
-    previews = mistake_previews.previews(
-        run.config.modality, preprocessor, x.take(shown), [used.inputs[i] for i in shown], report["misclassified"]
-    )
-    cache.cleanup()
+    finally:  # on errors too: the cache's lock, and --no-cache's temporary folder
+        cache.cleanup()
     report_path = write_report(out_dir, report, run, previews)
     return Evaluation(report=report, report_path=report_path)
 

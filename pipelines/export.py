@@ -46,36 +46,38 @@ def export_arrays(
     if out.suffix != ".npz":
         raise ConvpipeError(f"--out must end in .npz, got {out}.")
     cache = cache if cache is not None else PreprocessCache.open(None, enabled=False)
-    if run_path is not None:
-        run = Run.open(run_path)
-        modality = run.config.modality if modality is None else modality
-        if run.config.modality is not modality:
-            raise ConvpipeError(f"{run_path} was trained on {run.config.modality.value} data, not {modality.value}.")
-        preprocessor, label_names = run.preprocessor, run.labels
-    source = load_source(data, modality)
-    dataset = source.everything()
-    if run_path is None:
-        preprocessor, _ = build_preprocessor(modality, {}, dataset)
-        label_names = sorted(set(dataset.labels))
-    skipped = Skipped()
-    with Workers(workers, type(preprocessor)) as pool:
-        items, kept = read_cached(preprocessor, dataset, "", skipped, strict, cache, pool, stage(progress, "reading"))
-        if not len(items):
-            raise ConvpipeError(f"No input in {source.location} could be read: {skipped.summary()}.")
-        if run_path is None:
-            fit_cached(preprocessor, items)
-        used = dataset.subset(kept)
-        unknown = sorted(set(used.labels) - set(label_names))
-        if unknown:
-            raise ConvpipeError(f"Label(s) the run never saw: {', '.join(unknown)}.")
-        index = {label: i for i, label in enumerate(label_names)}
-        x = encode_to_shards(preprocessor, items, stage(progress, "encoding"), pool)
-    y = np.array([index[label] for label in used.labels], dtype=np.int32)
     try:
-        write_npz_in_blocks(out, x, {"y": y, "label_names": np.array(label_names), "ids": np.array(used.ids)})
-    finally:
-        x.close()
-        cache.cleanup()  # after the write: --no-cache's shards are in the temporary cache
+        if run_path is not None:
+            run = Run.open(run_path)
+            modality = run.config.modality if modality is None else modality
+            if run.config.modality is not modality:
+                raise ConvpipeError(f"{run_path} was trained on {run.config.modality.value} data, not {modality.value}.")
+            preprocessor, label_names = run.preprocessor, run.labels
+        source = load_source(data, modality)
+        dataset = source.everything()
+        if run_path is None:
+            preprocessor, _ = build_preprocessor(modality, {}, dataset)
+            label_names = sorted(set(dataset.labels))
+        skipped = Skipped()
+        with Workers(workers, type(preprocessor)) as pool:
+            items, kept = read_cached(preprocessor, dataset, "", skipped, strict, cache, pool, stage(progress, "reading"))
+            if not len(items):
+                raise ConvpipeError(f"No input in {source.location} could be read: {skipped.summary()}.")
+            if run_path is None:
+                fit_cached(preprocessor, items)
+            used = dataset.subset(kept)
+            unknown = sorted(set(used.labels) - set(label_names))
+            if unknown:
+                raise ConvpipeError(f"Label(s) the run never saw: {', '.join(unknown)}.")
+            index = {label: i for i, label in enumerate(label_names)}
+            x = encode_to_shards(preprocessor, items, stage(progress, "encoding"), pool)
+        y = np.array([index[label] for label in used.labels], dtype=np.int32)
+        try:
+            write_npz_in_blocks(out, x, {"y": y, "label_names": np.array(label_names), "ids": np.array(used.ids)})
+        finally:
+            x.close()
+    finally:  # on errors too, and after the write: --no-cache's shards are in the temporary cache
+        cache.cleanup()
     for name, reason in source.ignored:  # not inputs at all: other file types, bad manifest rows
         logger.info("ignoring %s: %s", name, reason)
     return {

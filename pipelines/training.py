@@ -418,94 +418,96 @@ def train(
         )
     preprocessor, choices = build_preprocessor(config.modality, config.preprocess, splits["train"])
     cache = PreprocessCache.open(settings.cache_dir, enabled=settings.cache, verify=settings.cache_verify)
-    arrays, skipped = featurize_splits(
-        preprocessor, splits, settings.strict, settings.max_skipped, cache, settings.workers, progress
-    )
-    x_train, train_labels, _ = arrays["train"]
-    unreadable = sorted(set(classes) - set(train_labels))
-    if unreadable:
-        raise ConvpipeError(f"Class(es) with no readable training input: {', '.join(unreadable)}.")
-    index = {label: i for i, label in enumerate(classes)}
-    y_train = np.array([index[label] for label in train_labels], dtype=np.int32)
-    x_val, val_labels, _ = arrays["validation"]
-    val_known = [i for i, label in enumerate(val_labels) if label in index]
-    x_val = x_val[val_known]
-    y_val = np.array([index[val_labels[i]] for i in val_known], dtype=np.int32)
-    preprocess_seconds = time.perf_counter() - started
-
-    seed_everything(settings.seed, settings.deterministic)
     try:
-        with compute.strategy.scope():
-            model = build_model(config, preprocessor, len(classes))
-    except ValueError as error:
-        raise ConvpipeError(str(error)) from None
-    if compute.setup.kind == "cpu":  # an accelerator's own out-of-memory error is caught as it happens
-        check_training_memory(model, compute.global_batch_size, compute.policy, available_memory())
-    has_val = len(x_val) > 0
-    monitor = "val_loss" if has_val else "loss"
-    if not continuing:
-        try:
-            state.start(config)  # only now: a run that fails on its data leaves nothing behind
-        except FileExistsError:  # another train with this --out got here first
-            check_out_free(run_dir, state, compute.is_chief)
-            raise ConvpipeError(f"{run_dir} is being written by another convpipe command; choose another --out.") from None
-    history, interrupted = fit_model(
-        model, (x_train, y_train), (x_val, y_val) if has_val else None, settings, state, verbose, compute
-    )
-    best_epoch = int(np.argmin(history[monitor])) + 1
-    val_accuracy = float(history["val_accuracy"][best_epoch - 1]) if has_val else None
-    train_seconds = time.perf_counter() - started - preprocess_seconds
-    outcome = dict(
-        val_accuracy=val_accuracy,
-        epochs=len(history[monitor]),
-        best_epoch=best_epoch,
-        interrupted=interrupted,
-        skipped=skipped,
-        ignored=len(source.ignored),
-        train_seconds=train_seconds,
-    )
-    if not compute.is_chief:
-        scratch = finish_worker(state, model)
-        seconds = time.perf_counter() - started
-        return TrainResult(run_dir=scratch, class_counts={}, seconds=seconds, chief=False, **outcome)
+        arrays, skipped = featurize_splits(
+            preprocessor, splits, settings.strict, settings.max_skipped, cache, settings.workers, progress
+        )
+        x_train, train_labels, _ = arrays["train"]
+        unreadable = sorted(set(classes) - set(train_labels))
+        if unreadable:
+            raise ConvpipeError(f"Class(es) with no readable training input: {', '.join(unreadable)}.")
+        index = {label: i for i, label in enumerate(classes)}
+        y_train = np.array([index[label] for label in train_labels], dtype=np.int32)
+        x_val, val_labels, _ = arrays["validation"]
+        val_known = [i for i, label in enumerate(val_labels) if label in index]
+        x_val = x_val[val_known]
+        y_val = np.array([index[val_labels[i]] for i in val_known], dtype=np.int32)
+        preprocess_seconds = time.perf_counter() - started
 
-    resolved = RunConfig(
-        modality=config.modality,
-        data=config.data,
-        preprocess=preprocessor.get_config(),
-        model=config.model,
-        train=settings,
-    )
-    # Inputs trained and validated on, skipped ones left out; the test split is read (and its
-    # skips counted) by evaluate, whose report also counts what it scored.
-    used = {"train": train_labels, "validation": [val_labels[i] for i in val_known]}
-    class_counts = {name: dict(sorted(Counter(labels).items())) for name, labels in used.items()}
-    class_counts["test"] = splits["test"].class_counts()
-    document = {
-        "run_format": RUN_FORMAT,
-        "config": resolved.to_dict(),
-        "data_source": source.location,
-        "data_choices": choices,
-        "classes": classes,
-        "class_counts": class_counts,
-        "copies_across_splits": copies,
-        "input_shape": list(model.input_shape[1:]),
-        "parameters": int(model.count_params()),
-        "epochs_run": outcome["epochs"],
-        "interrupted": interrupted,
-        "best_epoch": best_epoch,
-        "val_accuracy": val_accuracy,
-        "timing": {"preprocess_seconds": round(preprocess_seconds, 3), "train_seconds": round(train_seconds, 3)},
-        "cache": {"path": None if cache.temporary else str(cache.root), **dataclasses.asdict(cache.stats)},
-        "versions": environment.versions(),
-        "keras_backend": keras.backend.backend(),
-        "compute": compute.describe(),
-        "created": datetime.now().isoformat(timespec="seconds"),
-    }
-    write_run(run_dir, model, preprocessor, document, source, splits, skipped, history)
-    state.finish()
-    cache.cleanup()
-    return TrainResult(run_dir=run_dir, class_counts=class_counts, seconds=time.perf_counter() - started, **outcome)
+        seed_everything(settings.seed, settings.deterministic)
+        try:
+            with compute.strategy.scope():
+                model = build_model(config, preprocessor, len(classes))
+        except ValueError as error:
+            raise ConvpipeError(str(error)) from None
+        if compute.setup.kind == "cpu":  # an accelerator's own out-of-memory error is caught as it happens
+            check_training_memory(model, compute.global_batch_size, compute.policy, available_memory())
+        has_val = len(x_val) > 0
+        monitor = "val_loss" if has_val else "loss"
+        if not continuing:
+            try:
+                state.start(config)  # only now: a run that fails on its data leaves nothing behind
+            except FileExistsError:  # another train with this --out got here first
+                check_out_free(run_dir, state, compute.is_chief)
+                raise ConvpipeError(f"{run_dir} is being written by another convpipe command; choose another --out.") from None
+        history, interrupted = fit_model(
+            model, (x_train, y_train), (x_val, y_val) if has_val else None, settings, state, verbose, compute
+        )
+        best_epoch = int(np.argmin(history[monitor])) + 1
+        val_accuracy = float(history["val_accuracy"][best_epoch - 1]) if has_val else None
+        train_seconds = time.perf_counter() - started - preprocess_seconds
+        outcome = dict(
+            val_accuracy=val_accuracy,
+            epochs=len(history[monitor]),
+            best_epoch=best_epoch,
+            interrupted=interrupted,
+            skipped=skipped,
+            ignored=len(source.ignored),
+            train_seconds=train_seconds,
+        )
+        if not compute.is_chief:
+            scratch = finish_worker(state, model)
+            seconds = time.perf_counter() - started
+            return TrainResult(run_dir=scratch, class_counts={}, seconds=seconds, chief=False, **outcome)
+
+        resolved = RunConfig(
+            modality=config.modality,
+            data=config.data,
+            preprocess=preprocessor.get_config(),
+            model=config.model,
+            train=settings,
+        )
+        # Inputs trained and validated on, skipped ones left out; the test split is read (and its
+        # skips counted) by evaluate, whose report also counts what it scored.
+        used = {"train": train_labels, "validation": [val_labels[i] for i in val_known]}
+        class_counts = {name: dict(sorted(Counter(labels).items())) for name, labels in used.items()}
+        class_counts["test"] = splits["test"].class_counts()
+        document = {
+            "run_format": RUN_FORMAT,
+            "config": resolved.to_dict(),
+            "data_source": source.location,
+            "data_choices": choices,
+            "classes": classes,
+            "class_counts": class_counts,
+            "copies_across_splits": copies,
+            "input_shape": list(model.input_shape[1:]),
+            "parameters": int(model.count_params()),
+            "epochs_run": outcome["epochs"],
+            "interrupted": interrupted,
+            "best_epoch": best_epoch,
+            "val_accuracy": val_accuracy,
+            "timing": {"preprocess_seconds": round(preprocess_seconds, 3), "train_seconds": round(train_seconds, 3)},
+            "cache": {"path": None if cache.temporary else str(cache.root), **dataclasses.asdict(cache.stats)},
+            "versions": environment.versions(),
+            "keras_backend": keras.backend.backend(),
+            "compute": compute.describe(),
+            "created": datetime.now().isoformat(timespec="seconds"),
+        }
+        write_run(run_dir, model, preprocessor, document, source, splits, skipped, history)
+        state.finish()
+        return TrainResult(run_dir=run_dir, class_counts=class_counts, seconds=time.perf_counter() - started, **outcome)
+    finally:  # on errors too: the cache's lock, and --no-cache's temporary folder
+        cache.cleanup()
 
 
 def finish_worker(state: TrainState, model) -> Path:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import TINY_AUDIO, assert_one_line_error, describe_result, invoke, write_png
+from tests.conftest import CLASSES, TINY_AUDIO, assert_one_line_error, describe_result, invoke, write_png
 from pipelines.cache import PreprocessCache
 from pipelines.datasets import load_source
 from pipelines.featurize import Skipped, read_cached
@@ -585,3 +585,34 @@ def test_cache_clear_refuses_a_cache_a_running_command_uses(cli_runner, tmp_path
     result = invoke(cli_runner, ["cache", "clear", "--cache-dir", cache_dir])  # the holder has exited
     assert result.exit_code == 0, describe_result(result)
     assert not (cache_dir / "shards").exists()
+
+
+def test_a_command_that_fails_after_opening_the_cache_leaves_no_temporary_cache(image_run, tmp_path, monkeypatch):
+    """The failure's traceback keeps the command's frame, and so its cache, alive (pytest's
+    `raises`, a notebook's last error): the --no-cache folder and the lock went only with it."""
+    import tempfile
+
+    from pipelines.config import resolve_config
+    from pipelines.evaluation import evaluate
+    from pipelines.export import export_arrays
+    from pipelines.training import train
+
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temporary))
+    unreadable = tmp_path / "unreadable"
+    for label in CLASSES:
+        for i in range(4):
+            (unreadable / label).mkdir(parents=True, exist_ok=True)
+            (unreadable / label / f"{i}.png").write_text("not a png")
+    config = resolve_config("image", data=str(unreadable), train={"cache": False, "epochs": 1})
+    calls = [
+        lambda: export_arrays(Modality.image, str(unreadable), tmp_path / "a.npz"),
+        lambda: evaluate(image_run.run_dir, data=str(unreadable), use_cache=False),
+        lambda: train(config, out=tmp_path / "run"),
+    ]
+    for call in calls:
+        with pytest.raises(ConvpipeError) as caught:
+            call()
+        assert "could be read" in str(caught.value) or "readable" in str(caught.value), caught.value
+        assert list(temporary.iterdir()) == [], caught.value
