@@ -286,6 +286,16 @@ def _array_to_image(array: np.ndarray, source: str) -> Image.Image:
 ORIENTATION = 0x0112  # the EXIF tag
 
 
+def _upright_header(image: Image.Image) -> tuple[int, int, str]:
+    """Width, height and mode of `image` as it is read: upright, a gray palette as "L"."""
+    (width, height), mode = image.size, image.mode
+    if image.getexif().get(ORIENTATION) in QUARTER_TURNS:
+        width, height = height, width
+    if mode == "P" and _gray_palette(image):
+        mode = "L"
+    return width, height, mode
+
+
 def _gray_palette(image: Image.Image) -> bool:
     """Whether every colour of a palette image is a gray (a grayscale GIF, say)."""
     palette = np.asarray(image.getpalette() or [], dtype=np.int16)
@@ -308,15 +318,13 @@ def probe_images(inputs: Sequence[Any], limit: int = 200) -> dict[str, Any]:
             if isinstance(x, np.ndarray):
                 height, width = x.shape[:2]
                 mode = "RGB" if x.ndim == 3 and x.shape[-1] in (3, 4) else "L"
+            elif isinstance(x, Image.Image):  # the caller's image: read, never closed here
+                width, height, mode = _upright_header(x)
             else:
                 with warnings.catch_warnings():  # a very large image is reported when it is read
                     warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                    with Image.open(x if not isinstance(x, bytes) else io.BytesIO(x)) as image:
-                        (width, height), mode = image.size, image.mode
-                        if image.getexif().get(ORIENTATION) in QUARTER_TURNS:  # read upright
-                            width, height = height, width
-                        if mode == "P" and _gray_palette(image):
-                            mode = "L"
+                    with Image.open(io.BytesIO(x) if isinstance(x, (bytes, bytearray)) else x) as image:
+                        width, height, mode = _upright_header(image)
         except Exception:  # reported later, when the input is read for real
             continue
         heights.append(height)

@@ -410,3 +410,17 @@ def test_probe_reads_sizes_upright_and_gray_palettes_as_grayscale(tmp_path):
     red_gif = tmp_path / "red.gif"
     Image.fromarray(np.full((16, 16, 3), (255, 0, 0), np.uint8)).convert("P").save(red_gif)
     assert probe_images([gray_gif, red_gif])["color_mode"] == "rgb"
+
+
+def test_probe_reads_every_kind_of_input_transform_takes(tmp_path):
+    """PIL images and bytearrays were skipped: a list of them gave no size or colour suggestion."""
+    from preprocess.image import probe_images
+
+    color = Image.fromarray(np.full((24, 40, 3), (0, 128, 255), np.uint8))
+    color.save(tmp_path / "c.png")
+    encoded = (tmp_path / "c.png").read_bytes()
+    expected = {"image_size": [24, 40], "color_mode": "rgb"}
+    for inputs in ([color], [bytearray(encoded)], [encoded], [tmp_path / "c.png"], [np.asarray(color)]):
+        assert probe_images(inputs) == expected, type(inputs[0])
+    probe_images([color])
+    assert color.load()[0, 0] == (0, 128, 255)  # the caller's image is still open
