@@ -16,7 +16,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich import box
@@ -27,6 +27,9 @@ from rich.table import Table
 from pipelines.modality import Modality, parse_modality
 from preprocess import ConvpipeError, InputWarning
 from preprocess.errors import one_line
+
+if TYPE_CHECKING:
+    from pipelines.training import TrainResult
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter quiet
 
@@ -271,7 +274,10 @@ class ProgressBar:
             self.progress.stop()
 
 
-def cache_settings(workers, cache_dir, use_cache, cache_verify) -> dict:
+def cache_settings(
+    workers: Optional[int], cache_dir: Optional[Path], use_cache: Optional[bool], cache_verify: Optional[bool]
+) -> dict:
+    """The cache and worker flags as TrainSettings fields (None: not given, the run's or the default)."""
     return {
         "workers": workers,
         "cache_dir": None if cache_dir is None else str(cache_dir.expanduser().resolve()),
@@ -421,7 +427,7 @@ def given_flags(context: typer.Context, allowed: set[str]) -> list[str]:
     return flags
 
 
-def start_workers_early(workers, modality) -> None:
+def start_workers_early(workers: Optional[int], modality: Modality) -> None:
     """Let worker processes import the decoders while this process imports TensorFlow."""
     from pipelines.modality import MODALITIES
     from pipelines.workers import prestart
@@ -429,7 +435,8 @@ def start_workers_early(workers, modality) -> None:
     prestart(workers, MODALITIES[modality].preprocessor)
 
 
-def report_training(result) -> None:
+def report_training(result: TrainResult) -> None:
+    """What train prints when it ends: where the run went, its validation accuracy, what was skipped."""
     if not result.chief:
         console.print(
             f"Worker finished {result.epochs} epoch(s); the chief wrote the run. "
