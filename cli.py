@@ -565,7 +565,7 @@ def compare(
 @starts_tensorflow
 def predict(
     run: Annotated[Path, typer.Argument(help="Run directory written by train.")],
-    inputs: Annotated[list[str], typer.Argument(help="Files to classify (text runs also take literal text); - reads one input per line from standard input.")],
+    inputs: Annotated[list[str], typer.Argument(help="Files or folders (their files, in path order) to classify; text runs also take literal text; - reads one input per line from standard input.")],
     top_k: Annotated[int, typer.Option(help="Labels to show per input.")] = 3,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     device: DeviceOption = "auto",

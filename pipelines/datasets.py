@@ -181,7 +181,7 @@ def read_class_folders(root: Path, modality: Modality, id_prefix: str = "") -> t
             ignored.append((id_prefix + class_dir.name, "links back to the data folder"))
             continue
         found, label, links = 0, class_dir.name, []
-        for parts, path in _walk_files(class_dir, links):
+        for parts, path in walk_files(class_dir, links):
             relative = "/".join((label, *parts))
             relative = relative if relative.isascii() else printable_name(relative)
             suffix = _suffix(parts[-1])
@@ -212,7 +212,7 @@ def _suffix(name: str) -> str:
     return name[dot:] if 0 < dot < len(name) - 1 else ""
 
 
-def _walk_files(folder: Path, links: list | None = None) -> list[tuple[tuple[str, ...], Path]]:
+def walk_files(folder: Path, links: list | None = None) -> list[tuple[tuple[str, ...], Path]]:
     """The files below `folder`, in path order: their path parts relative to it, and their paths.
     Hidden entries are skipped and symlinked folders not followed (a link may lead back up, or
     to another class); their path parts are added to `links`.

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.datasets import printable_name
+from pipelines.datasets import printable_name, walk_files
 from pipelines.devices import configure_devices
 from pipelines.memory import predict_batch_size
 from pipelines.modality import Modality
@@ -19,6 +19,8 @@ from preprocess import ConvpipeError, InputError
 
 def _file_kind(value: str) -> str | None:
     """What `value` names: "file", "folder", or None (nothing, or not a possible path)."""
+    if not value.strip():  # Path("") is the current folder
+        return None
     try:
         path = Path(value)
         return "folder" if path.is_dir() else "file" if path.is_file() else None
@@ -40,13 +42,31 @@ def input_source(run: Run, value: str) -> Any:
     if not value.strip():  # before the file system: Path("") is the current folder
         raise ConvpipeError(f"Cannot use input {value!r}: empty text" if text_run else f"Input not found: {value!r}")
     kind = _file_kind(value)
-    if kind == "folder":
+    if kind == "folder":  # not expanded by `with_folders_expanded`: a library caller's list
         raise ConvpipeError(f"Cannot use input {value}: is a folder, expected a file")
     if kind == "file":
         return Path(value)
     if not text_run or looks_like_path(value, run.preprocessor.extensions):
         raise ConvpipeError(f"Input not found: {value}{_why_missing(value)}")
     return value
+
+
+def with_folders_expanded(run: Run, inputs: list[str]) -> list[str]:
+    """`inputs` with each folder replaced by the files below it that the run's modality reads,
+    in path order: hidden entries skipped and linked folders not followed, as `train` reads a
+    class folder. A folder holding none is an error."""
+    expanded = []
+    for value in inputs:
+        if _file_kind(value) != "folder":
+            expanded.append(value)
+            continue
+        extensions = run.preprocessor.extensions
+        files = [str(path) for parts, path in walk_files(Path(value)) if parts[-1].lower().endswith(extensions)]
+        if not files:
+            modality = run.config.modality.value
+            raise ConvpipeError(f"Folder {value} holds no {modality} files ({', '.join(extensions)}).")
+        expanded += files
+    return expanded
 
 
 def _why_missing(value: str) -> str:
@@ -100,7 +120,8 @@ def predict(run_path: Path, inputs: list[str], top_k: int = 3, device: str = "au
     """`[{"input": ..., "kind": "file" | "text", "top": [{"label", "probability"}, ...]}]`, one
     entry per input, in order.
 
-    For a text run, an input that names an existing file is read from it; one that looks like a
+    A folder stands for the files below it that the run's modality reads. For a text run, an
+    input that names an existing file is read from it; one that looks like a
     path (see `looks_like_path`) but names nothing is an error; anything else is the text itself.
     """
     if top_k < 1:
@@ -109,6 +130,7 @@ def predict(run_path: Path, inputs: list[str], top_k: int = 3, device: str = "au
         raise ConvpipeError("Nothing to predict: pass one or more inputs.")
     configure_devices(device)  # before TensorFlow's first op, which fixes its devices
     run = Run.open(run_path)
+    inputs = with_folders_expanded(run, inputs)
     sources = [input_source(run, value) for value in inputs]  # every input checked before any is decoded
     x = encode_inputs(run, inputs, sources)
     # Batch by batch: model.predict on the whole array copied it into TensorFlow twice over

@@ -508,7 +508,7 @@ def test_predict_text_takes_a_long_literal_paragraph(cli_runner, text_run):
 @pytest.mark.parametrize(
     "make_input, fragments",
     [
-        (lambda d: str(d), ["is a folder"]),
+        (lambda d: str(d), ["holds no text files (.txt)"]),
         (lambda d: str(d / "nonexistent.txt"), ["Input not found", "nonexistent.txt"]),
         (lambda d: "data/nonexistent", ["Input not found: data/nonexistent"]),
         (lambda d: str(write_png(d / "picture.png", np.zeros((4, 4), np.uint8))), ["picture.png", "not a text file"]),
@@ -542,6 +542,23 @@ def test_predict_on_an_undecodable_file(cli_runner, image_run, tmp_path):
     path.write_bytes(b"\x89PNG garbage")
     result = invoke(cli_runner, ["predict", image_run.run_dir, path])
     assert_one_line_error(result, f"Cannot use input {path}", "not a readable image")
+
+
+def test_predict_on_a_folder_classifies_the_files_below_it(cli_runner, image_run, tmp_path):
+    """A folder was refused ("is a folder, expected a file"); it now stands for its images, in
+    path order, as train reads a class folder: other files, hidden ones and linked folders left out."""
+    folder = tmp_path / "new"
+    first = image_run.data / CLASSES[0]
+    for name in ("b.png", "sub/a.png", ".hidden.png"):
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(next(first.glob("*.png")).read_bytes())
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "linked").symlink_to(first)
+    result = invoke(cli_runner, ["predict", image_run.run_dir, folder, "--json"])
+    assert result.exit_code == 0, describe_result(result)
+    assert [entry["input"] for entry in json.loads(result.stdout)] == [str(folder / "b.png"), str(folder / "sub" / "a.png")]
+    (folder / "empty").mkdir()
+    assert_one_line_error(invoke(cli_runner, ["predict", image_run.run_dir, folder / "empty"]), "holds no image files (.png")
 
 
 def test_predict_on_a_missing_file_and_bad_top_k(cli_runner, image_run, tmp_path):
