@@ -304,6 +304,29 @@ def test_confusion_matrix_figure_grows_with_the_classes():
     assert sizes[40][0] > 2 * sizes[2][0] and sizes[40][1] > 2 * sizes[2][1]
 
 
+def drawn_figures(monkeypatch) -> list:
+    """The matplotlib figures the report's figure functions render, instead of their PNGs."""
+    import pipelines.report_figures
+
+    figures = []
+    monkeypatch.setattr(pipelines.report_figures, "render_png", lambda figure, **options: figures.append(figure) or b"")
+    return figures
+
+
+def test_long_class_names_that_differ_at_the_end_stay_apart_on_the_axes(monkeypatch):
+    from pipelines.report_figures import confusion_matrix_png
+
+    figures = drawn_figures(monkeypatch)
+    labels = [f"very_long_class_name_number_{i:02d}" for i in range(12)] + ["short"]
+    confusion_matrix_png(np.eye(len(labels), dtype=int).tolist(), labels)
+    for axes in figures[0].axes[::2]:  # the two matrices; every other axes is a colour bar
+        for ticks in (axes.get_xticklabels(), axes.get_yticklabels()):
+            names = [tick.get_text() for tick in ticks]
+            # All were "very_long_class_n…": twelve classes with one name.
+            assert len(set(names)) == len(labels) and "short" in names
+            assert all(len(name) <= 18 for name in names) and names[7].endswith("07")
+
+
 def test_user_strings_are_escaped_in_the_html():
     from pipelines.report_html import render_report
 
