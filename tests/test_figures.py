@@ -1,0 +1,67 @@
+"""Figures a reader can read: ticks that do not collide, round steps on continuous axes, colour
+scales that say what they mean. Each test draws one figure from fixed arrays (no training)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+
+from pipelines import figures
+from pipelines.modality import Modality
+from tests.conftest import capture_figures, overlapping_texts
+
+
+def test_ticks_are_thinned_in_round_steps():
+    assert figures.tick_positions(5, 16) == [0, 1, 2, 3, 4]
+    # 101 frames of 10 ms: every 10th, so every 0.1 s, not positions 0, 7, 13, 20, ... of a linspace
+    assert figures.tick_positions(101, 16) == list(range(0, 101, 10))
+    assert figures.tick_positions(64, 16) == list(range(0, 64, 5))
+    assert figures.tick_positions(101, 100) == list(range(0, 101, 2))
+
+
+def one_second_audio_run() -> SimpleNamespace:
+    from preprocess import AudioPreprocessor
+
+    return SimpleNamespace(
+        config=SimpleNamespace(modality=Modality.audio),
+        preprocessor=AudioPreprocessor(sample_rate=16000, duration=1.0, num_mels=64),
+    )
+
+
+def assert_readable_ticks(figure, most: int) -> list[str]:
+    axes = figure.axes[0]
+    for ticks in (axes.get_xticklabels(), axes.get_yticklabels()):
+        assert 5 <= len(ticks) <= most
+        assert overlapping_texts(figure, ticks) == []
+    return [tick.get_text() for tick in axes.get_xticklabels()]
+
+
+def test_a_one_second_spectrogram_is_labelled_every_tenth_of_a_second(tmp_path, monkeypatch):
+    from pipelines.inspection import input_figure
+    from pipelines.saliency import overlay_figure
+
+    drawn = capture_figures(monkeypatch)
+    run = one_second_audio_run()
+    x = np.random.default_rng(0).normal(size=(101, 64, 1)).astype(np.float32)
+    input_figure(run, x, tmp_path)
+    overlay_figure(run, x, np.ones((101, 64), dtype=np.float32), tmp_path, "Grad-CAM")
+    # The input was 17 x 13 inches with all 101 frames and 64 bands labelled; the overlay's 40
+    # frequency labels ran into each other.
+    assert drawn["input.png"].get_size_inches()[0] <= 12
+    for name in ("input.png", "saliency.png"):
+        times = assert_readable_ticks(drawn[name], most=16)
+        assert times[:3] == ["0.00", "0.10", "0.20"], name
+    assert drawn["input.png"].axes[1].get_ylabel() == "standard deviations from the band's training mean"
+
+
+def test_single_character_columns_stay_upright(tmp_path, monkeypatch):
+    drawn = capture_figures(monkeypatch)
+    figures.heatmap(tmp_path / "chars.png", np.eye(19), "t", row_labels=list("abcdefghijklmnopqrs"),
+                    column_labels=list("abcdefghijklmnopqrs"))
+    figures.heatmap(tmp_path / "words.png", np.eye(19), "t", row_labels=list("abcdefghijklmnopqrs"),
+                    column_labels=[f"a_long_word_{i}" for i in range(19)])
+    assert {t.get_rotation() for t in drawn["chars.png"].axes[0].get_xticklabels()} == {0}
+    assert {t.get_rotation() for t in drawn["words.png"].axes[0].get_xticklabels()} == {90}
+    for figure in drawn.values():
+        assert overlapping_texts(figure, figure.axes[0].get_xticklabels()) == []
