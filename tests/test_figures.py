@@ -65,3 +65,16 @@ def test_single_character_columns_stay_upright(tmp_path, monkeypatch):
     assert {t.get_rotation() for t in drawn["words.png"].axes[0].get_xticklabels()} == {90}
     for figure in drawn.values():
         assert overlapping_texts(figure, figure.axes[0].get_xticklabels()) == []
+
+
+def test_text_filter_panels_keep_their_titles_clear_of_the_tick_labels_above(tmp_path, monkeypatch):
+    from pipelines.text_inspection import filter_grid
+
+    drawn = capture_figures(monkeypatch)
+    kernel = np.random.default_rng(0).normal(size=(3, 12, 8))
+    filter_grid(tmp_path / "chars.png", kernel, list("abcdefghijkl"), 3)
+    filter_grid(tmp_path / "words.png", kernel, [f"tokenized_word_{i}" for i in range(12)], 3)
+    for name, figure in drawn.items():
+        texts = [text for axes in figure.axes for text in (axes.title, *axes.get_xticklabels())]
+        # "filter #4" was drawn over the upright labels of filter #0's columns.
+        assert overlapping_texts(figure, texts) == [], name
