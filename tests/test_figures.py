@@ -78,3 +78,27 @@ def test_text_filter_panels_keep_their_titles_clear_of_the_tick_labels_above(tmp
         texts = [text for axes in figure.axes for text in (axes.title, *axes.get_xticklabels())]
         # "filter #4" was drawn over the upright labels of filter #0's columns.
         assert overlapping_texts(figure, texts) == [], name
+
+
+def test_the_xo_figures_centre_signed_scales_and_write_values_in_a_contrasting_colour(tmp_path, monkeypatch):
+    from matplotlib.colors import to_rgb
+
+    from pipelines.xo_demo import TrainedXO, walkthrough, write_figures
+
+    drawn = capture_figures(monkeypatch)
+    filters = np.linspace(0.1, 0.5, 3 * 3 * 4).reshape(3, 3, 1, 4)  # all positive: none should look blue
+    trained = TrainedXO(1.0, 2, -np.ones((2, 9, 9, 1)), ["X", "O"], [("X", 0.9), ("O", 0.8)], filters)
+    write_figures(tmp_path, walkthrough(), trained)
+    for axes in drawn["learned_filters.png"].axes:
+        norm = axes.images[0].norm
+        assert norm.vmin == -norm.vmax  # was each filter's own min..max: the smallest weight drawn blue
+    filtered = drawn["filtered_maps.png"].axes[0].images[0]
+    assert filtered.norm.vmin == -1 and filtered.cmap.name != "viridis"  # signed values, diverging scale
+    for name in ("filtered_maps.png", "relu_maps.png", "pooled_maps.png"):
+        for axes in drawn[name].axes:
+            image = axes.images[0]
+            cells = image.cmap(image.norm(image.get_array()))[..., :3] @ np.array([0.299, 0.587, 0.114])
+            for text in axes.texts:
+                c, r = (round(v) for v in text.get_position())
+                ink = np.array(to_rgb(text.get_color())) @ np.array([0.299, 0.587, 0.114])
+                assert abs(ink - cells[r, c]) > 0.4, (name, text.get_text())  # white on yellow was 0.1
