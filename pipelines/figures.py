@@ -187,4 +187,6 @@ def bar_chart(path: Path, labels: Sequence[str], values: Sequence[float], title:
     axes.set_title(title, fontsize=9)
     for position, value in enumerate(values):
         axes.text(value, position, f" {value:.3f}", va="center", fontsize=7)
+    # Room right of the longest bar for its value, which was written across the frame.
+    axes.set_xlim(0, 1.15 * max(max(values, default=0.0), 1e-12))
     return save_figure(figure, path)

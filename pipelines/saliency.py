@@ -143,6 +143,11 @@ def overlay_figure(run: Run, x: np.ndarray, cam: np.ndarray, out: Path, title: s
     return figures.save_figure(figure, out / "saliency.png")
 
 
+def signed(value: float) -> str:
+    """+0.25, -0.25, and +0.00 for what rounds to zero (not -0.00, a sign the number lacks)."""
+    return f"{round(float(value), 2) + 0.0:+.2f}"
+
+
 def explain_text(run: Run, value: str, out: Path) -> Explanation:
     pre = run.preprocessor
     tokens, ids, used = read_tokens(run, input_source(run, value), "explain")
@@ -158,7 +163,7 @@ def explain_text(run: Run, value: str, out: Path) -> Explanation:
         out / "saliency.png", matrix.astype(np.float32),
         f"contribution of each position to '{run.labels[best]}' ({probabilities[best]:.3f}): "
         "class score minus score without it",
-        row_labels=[f"{p}: {token_label(t)} {c:+.2f}" for p, (t, c) in enumerate(zip(tokens, contributions))],
+        row_labels=[f"{p}: {token_label(t)} {signed(c)}" for p, (t, c) in enumerate(zip(tokens, contributions))],
         column_labels=[token_label(vocabulary[i]) for i in columns], row_title="position",
         column_title="vocabulary (tokens present)", centered=True,
     )

@@ -79,6 +79,12 @@ def token_label(token: str) -> str:
     return "␣" if token == " " else token
 
 
+def window_label(position: int, text: str, joiner: str) -> str:
+    """A window of the input as a figure labels it: characters with each space as a visible ␣
+    ("10: ␣ev", not "10:  ev"); words joined by spaces as they are."""
+    return f"{position}: {text.replace(' ', '␣') if joiner == '' else text}"
+
+
 def read_tokens(run: Run, source: Any, action: str) -> tuple[list, np.ndarray, int]:
     """The tokens the model reads (cut to its positions), their encoded ids and their count."""
     pre = run.preprocessor
@@ -152,7 +158,7 @@ def inspect_text(run: Run, source: Any, out: Path, channels: int) -> tuple[list[
                 figures.heatmap(
                     out / f"window{width}_relu.png", relu[:starts, :count],
                     f"windows of {width} x first {count} of {relu.shape[-1]} filters, after ReLU",
-                    row_labels=[f"{p}: {token_label(t)}" for p, t in enumerate(window_texts)],
+                    row_labels=[window_label(p, t, joiner) for p, t in enumerate(window_texts)],
                     column_labels=[f"#{f}" for f in range(count)], row_title="window", column_title="filter",
                 ),
             )

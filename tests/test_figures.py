@@ -102,3 +102,44 @@ def test_the_xo_figures_centre_signed_scales_and_write_values_in_a_contrasting_c
                 c, r = (round(v) for v in text.get_position())
                 ink = np.array(to_rgb(text.get_color())) @ np.array([0.299, 0.587, 0.114])
                 assert abs(ink - cells[r, c]) > 0.4, (name, text.get_text())  # white on yellow was 0.1
+
+
+def test_inspect_pages_describe_each_figure_in_its_text_alternative(tmp_path):
+    from html.parser import HTMLParser
+
+    from pipelines.report_page import Section, write_page
+
+    figure = tmp_path / "input.png"
+    figure.write_bytes(b"\x89PNG\r\n\x1a\n")
+    write_page(tmp_path / "index.html", "Inside run: <x> & 'y'", "s", [Section("Input as the network sees it", image=figure)])
+
+    class Page(HTMLParser):
+        alts, language = [], None
+
+        def handle_starttag(self, tag, attrs):
+            if tag == "img":
+                self.alts.append(dict(attrs)["alt"])
+            if tag == "html":
+                self.language = dict(attrs).get("lang")
+
+    page = Page()
+    page.feed((tmp_path / "index.html").read_text(encoding="utf-8"))
+    assert page.alts == ["Input as the network sees it"] and page.language == "en"  # alt was "input.png"
+
+
+def test_text_labels_show_spaces_and_no_negative_zero():
+    from pipelines.saliency import signed
+    from pipelines.text_inspection import window_label
+
+    assert window_label(10, " ev", "") == "10: ␣ev" and window_label(3, "n t", "") == "3: n␣t"
+    assert window_label(3, "the cat", " ") == "3: the cat"  # words: the space is the separator
+    assert [signed(v) for v in (-0.001, 0.0, 0.254, -0.256)] == ["+0.00", "+0.00", "+0.25", "-0.26"]
+
+
+def test_bar_values_are_written_inside_the_frame(tmp_path, monkeypatch):
+    drawn = capture_figures(monkeypatch)
+    figures.bar_chart(tmp_path / "bars.png", ["a", "b", "c"], [0.001, 0.999, 0.0], "class probabilities", "probability")
+    figure = drawn["bars.png"]
+    figure.draw_without_rendering()
+    frame = figure.axes[0].get_window_extent()
+    assert all(frame.x0 <= text.get_window_extent().x1 <= frame.x1 for text in figure.axes[0].texts)
