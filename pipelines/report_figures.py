@@ -144,7 +144,11 @@ def reliability_png(calibration: dict[str, Any]) -> bytes:
     top.set_ylabel("accuracy")
     top.set_title(f"Reliability (ECE {calibration['ece']:.3f}, {calibration['num_bins']} bins)")
     top.legend(fontsize=8, loc="upper left")
-    bottom.bar(centres, counts, width=widths * 0.9, color="#55a868")
+    bars = bottom.bar(centres, counts, width=widths * 0.9, color="#55a868")
+    # The number over each bar: next to a bin of 160 inputs, a bin of 1 is no visible bar, yet its
+    # accuracy bar above is drawn full height.
+    bottom.bar_label(bars, labels=[f"{c:,}" if c else "" for c in counts], fontsize=7, padding=1)
+    bottom.set_ylim(0, max(counts.max(initial=0), 1) * 1.25)
     bottom.set_xlabel("confidence of the predicted class")
     bottom.set_ylabel("inputs")
     return _png(figure)

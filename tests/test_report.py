@@ -327,6 +327,17 @@ def test_long_class_names_that_differ_at_the_end_stay_apart_on_the_axes(monkeypa
             assert all(len(name) <= 18 for name in names) and names[7].endswith("07")
 
 
+def test_the_reliability_diagram_writes_how_many_inputs_each_bin_holds(monkeypatch):
+    from pipelines.report_figures import reliability_png
+
+    figures = drawn_figures(monkeypatch)
+    confidence = np.array([0.55] + [0.97] * 160)
+    reliability_png(calibration(confidence, np.ones(161, dtype=bool)))
+    bottom = figures[0].axes[1]
+    # A bin of 1 input beside one of 160 was no visible bar, its accuracy bar full height above.
+    assert sorted(text.get_text() for text in bottom.texts if text.get_text()) == ["1", "160"]
+
+
 def test_user_strings_are_escaped_in_the_html():
     from pipelines.report_html import render_report
 
