@@ -106,13 +106,20 @@ def heatmap(
     colormap: str = "viridis",
     centered: bool = False,
     origin: str = "upper",
+    size: tuple[float, float] | None = None,
+    most: int = HEATMAP_TICKS,
+    value_title: str = "",
 ) -> Path:
     """A labelled 2-D matrix with a colour bar; `centered` puts 0 in the middle of the scale.
 
-    `origin="lower"` puts row 0 at the bottom (frequency axes).
+    `origin="lower"` puts row 0 at the bottom (frequency axes). By default the figure grows with
+    the matrix, room for a label per row and column; `size` (inches) fixes it, for continuous
+    axes such as time and frequency, with at most `most` labelled ticks on each.
+    `value_title` names the colour bar's unit.
     """
     rows, columns = matrix.shape
-    figure = new_figure(min(2.5 + 0.22 * columns, 24), min(1.8 + 0.22 * rows, 24))
+    width, height = size or (min(2.5 + 0.22 * columns, 24), min(1.8 + 0.22 * rows, 24))
+    figure = new_figure(width, height)
     axes = figure.add_subplot()
     limit = float(np.abs(matrix).max()) or 1.0
     image = axes.imshow(
@@ -124,20 +131,46 @@ def heatmap(
         interpolation="nearest",
         origin=origin,
     )
-    figure.colorbar(image, ax=axes, shrink=0.8)
+    figure.colorbar(image, ax=axes, shrink=0.8, label=value_title)
     axes.set_title(title, fontsize=9)
     axes.set_xlabel(column_title)
     axes.set_ylabel(row_title)
     if column_labels is not None:
-        set_ticks(axes.set_xticks, column_labels, rotation=90, most=HEATMAP_TICKS)
+        shown = [column_labels[i] for i in tick_positions(len(column_labels), most)]
+        rotation = 90 if crowded(shown, width - 2.0) else 0  # about 2 inches go to the labels and colour bar
+        set_ticks(axes.set_xticks, column_labels, rotation=rotation, most=most)
     if row_labels is not None:
-        set_ticks(axes.set_yticks, row_labels, most=HEATMAP_TICKS)
+        set_ticks(axes.set_yticks, row_labels, most=most)
     return save_figure(figure, path)
+
+
+def tick_positions(count: int, most: int = MAX_TICKS) -> list[int]:
+    """Every position when there are at most `most`; else every 2nd, 5th, 10th, 20th, ...
+    (the smallest such step that labels at most `most`), so the labels are evenly spaced."""
+    if count <= most:
+        return list(range(count))
+    step = 1
+    while -(-count // step) > most:
+        step = _next_step(step)
+    return list(range(0, count, step))
+
+
+def _next_step(step: int) -> int:
+    """1, 2, 5, 10, 20, 50, 100, ..."""
+    digits = str(step)
+    return step * 5 // 2 if digits[0] == "2" else step * 2
+
+
+def crowded(labels: Sequence[str], inches: float, fontsize: float = 7) -> bool:
+    """Whether `labels` written side by side at `fontsize` points need more than `inches`: then
+    they are turned upright."""
+    longest = max((len(label) for label in labels), default=0)
+    return len(labels) * (longest + 1) * fontsize * 0.6 / 72 > inches
 
 
 def set_ticks(setter, labels: Sequence[str], rotation: int = 0, most: int = MAX_TICKS) -> None:
     """Label at most `most` evenly spaced positions (every one when there are few)."""
-    positions = np.unique(np.linspace(0, len(labels) - 1, min(len(labels), most)).round().astype(int))
+    positions = tick_positions(len(labels), most)
     setter(positions, [labels[i] for i in positions], fontsize=7, rotation=rotation)
 
 
@@ -154,4 +187,6 @@ def bar_chart(path: Path, labels: Sequence[str], values: Sequence[float], title:
     axes.set_title(title, fontsize=9)
     for position, value in enumerate(values):
         axes.text(value, position, f" {value:.3f}", va="center", fontsize=7)
+    # Room right of the longest bar for its value, which was written across the frame.
+    axes.set_xlim(0, 1.15 * max(max(values, default=0.0), 1e-12))
     return save_figure(figure, path)

@@ -22,6 +22,8 @@ from pipelines.report_page import Section, write_page
 from pipelines.run_dir import Run
 from preprocess import ConvpipeError
 
+#: Labelled ticks on each axis of a spectrogram: every 0.1 s and every 5th mel band of 64.
+AUDIO_TICKS = 16
 
 @dataclass
 class Inspection:
@@ -139,10 +141,13 @@ def audio_axes(run: Run, frames: int, bands: int) -> tuple[list[str], list[str]]
 def input_figure(run: Run, x: np.ndarray, out: Path) -> Section:
     if run.config.modality is Modality.audio:
         times, hertz = audio_axes(run, x.shape[0], x.shape[1])
+        normalized = getattr(run.preprocessor, "normalization", "per_band") == "per_band"
         path = figures.heatmap(
-            out / "input.png", x[..., 0].T, "log-mel spectrogram (normalized per band)",
+            out / "input.png", x[..., 0].T,
+            "log-mel spectrogram" + (" (normalized per band)" if normalized else ""),
             row_labels=hertz, column_labels=times, row_title="frequency (Hz, mel band centre)",
-            column_title="time (s)", origin="lower",
+            column_title="time (s)", origin="lower", size=(10, 5), most=AUDIO_TICKS,
+            value_title="standard deviations from the band's training mean" if normalized else "dB",
         )
         note = f"{x.shape[0]} time steps x {x.shape[1]} mel bands; low frequencies at the bottom."
     else:

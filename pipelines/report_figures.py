@@ -30,8 +30,15 @@ def _png(figure) -> bytes:
     return render_png(figure, dpi=100, metadata={"Software": None})
 
 
-def _short(label: str) -> str:
-    return label if len(label) <= LABEL_CHARACTERS else label[: LABEL_CHARACTERS - 1] + "…"
+def short_labels(labels: list[str], limit: int = LABEL_CHARACTERS) -> list[str]:
+    """Class names for an axis: longer ones keep their start and end around an ellipsis
+    ("very_long…umber_07"), since names often differ only at the end; names that still
+    coincide are told apart by their class index."""
+    tail = (limit - 1) // 2
+    shortened = [label if len(label) <= limit else label[: limit - 1 - tail] + "…" + label[-tail:] for label in labels]
+    if len(set(shortened)) < len(set(labels)):
+        shortened = [f"{index}: {name}" if shortened.count(name) > 1 else name for index, name in enumerate(shortened)]
+    return shortened
 
 
 def confusion_matrix_png(matrix: list[list[int]], labels: list[str]) -> bytes:
@@ -42,7 +49,7 @@ def confusion_matrix_png(matrix: list[list[int]], labels: list[str]) -> bytes:
     """
     counts = np.asarray(matrix, dtype=np.int64)
     n = len(labels)
-    names = [_short(label) for label in labels]
+    names = short_labels(labels)
     rows = counts.sum(axis=1, keepdims=True)
     shares = np.divide(counts, rows, out=np.zeros(counts.shape, dtype=np.float64), where=rows > 0)
     side = float(np.clip(0.3 * n + 1.5, 2.5, 12.0))  # inches per square panel
@@ -137,7 +144,11 @@ def reliability_png(calibration: dict[str, Any]) -> bytes:
     top.set_ylabel("accuracy")
     top.set_title(f"Reliability (ECE {calibration['ece']:.3f}, {calibration['num_bins']} bins)")
     top.legend(fontsize=8, loc="upper left")
-    bottom.bar(centres, counts, width=widths * 0.9, color="#55a868")
+    bars = bottom.bar(centres, counts, width=widths * 0.9, color="#55a868")
+    # The number over each bar: next to a bin of 160 inputs, a bin of 1 is no visible bar, yet its
+    # accuracy bar above is drawn full height.
+    bottom.bar_label(bars, labels=[f"{c:,}" if c else "" for c in counts], fontsize=7, padding=1)
+    bottom.set_ylim(0, max(counts.max(initial=0), 1) * 1.25)
     bottom.set_xlabel("confidence of the predicted class")
     bottom.set_ylabel("inputs")
     return _png(figure)

@@ -39,7 +39,7 @@ def _table(rows: list[dict[str, object]]) -> str:
 def write_page(path: Path, title: str, summary: str, sections: list[Section]) -> Path:
     """Write `path`: the figures as data: URIs (the page needs no other file), then the tables."""
     parts = [
-        "<!DOCTYPE html><html><head><meta charset='utf-8'>",
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
         f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>",
         f"<h1>{html.escape(title)}</h1><p>{html.escape(summary)}</p>",
     ]
@@ -49,8 +49,10 @@ def write_page(path: Path, title: str, summary: str, sections: list[Section]) ->
             parts.append(f"<p>{html.escape(section.note)}</p>")
         if section.image is not None:
             data = base64.b64encode(section.image.read_bytes()).decode("ascii")
-            alt = html.escape(section.image.name, quote=True)
-            parts.append(f"<p><img alt='{alt}' src='data:image/png;base64,{data}'><br><code>{alt}</code></p>")
+            # The text alternative says what the figure shows; the file name is printed below it.
+            alt = html.escape(section.title, quote=True)
+            name = html.escape(section.image.name)
+            parts.append(f"<p><img alt='{alt}' src='data:image/png;base64,{data}'><br><code>{name}</code></p>")
         if section.table:
             parts.append(_table(section.table))
         parts.append("</section>")

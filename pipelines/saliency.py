@@ -28,6 +28,9 @@ from pipelines.text_inspection import read_tokens, token_label
 from preprocess import ConvpipeError, atomic
 from preprocess.text import PADDING_ID, RESERVED
 
+#: Labelled ticks on each axis of an audio overlay (a 4-inch plot): every 0.1 s, every 10th band.
+OVERLAY_TICKS = 12
+
 
 @dataclass
 class Explanation:
@@ -126,8 +129,8 @@ def overlay_figure(run: Run, x: np.ndarray, cam: np.ndarray, out: Path, title: s
         times, hertz = audio_axes(run, x.shape[0], x.shape[1])
         axes.imshow(x[..., 0].T, cmap="gray", origin="lower", aspect="auto", interpolation="nearest")
         image = axes.imshow(cam.T, cmap="jet", alpha=0.45, origin="lower", aspect="auto", vmin=0, vmax=1)
-        figures.set_ticks(axes.set_xticks, times, rotation=90)
-        figures.set_ticks(axes.set_yticks, hertz)
+        figures.set_ticks(axes.set_xticks, times, most=OVERLAY_TICKS)
+        figures.set_ticks(axes.set_yticks, hertz, most=OVERLAY_TICKS)
         axes.set_xlabel("time (s)")
         axes.set_ylabel("frequency (Hz, mel band centre)")
     else:
@@ -138,6 +141,11 @@ def overlay_figure(run: Run, x: np.ndarray, cam: np.ndarray, out: Path, title: s
     figure.colorbar(image, ax=axes, shrink=0.8, label="relative evidence")
     axes.set_title(title, fontsize=9)
     return figures.save_figure(figure, out / "saliency.png")
+
+
+def signed(value: float) -> str:
+    """+0.25, -0.25, and +0.00 for what rounds to zero (not -0.00, a sign the number lacks)."""
+    return f"{round(float(value), 2) + 0.0:+.2f}"
 
 
 def explain_text(run: Run, value: str, out: Path) -> Explanation:
@@ -155,7 +163,7 @@ def explain_text(run: Run, value: str, out: Path) -> Explanation:
         out / "saliency.png", matrix.astype(np.float32),
         f"contribution of each position to '{run.labels[best]}' ({probabilities[best]:.3f}): "
         "class score minus score without it",
-        row_labels=[f"{p}: {token_label(t)} {c:+.2f}" for p, (t, c) in enumerate(zip(tokens, contributions))],
+        row_labels=[f"{p}: {token_label(t)} {signed(c)}" for p, (t, c) in enumerate(zip(tokens, contributions))],
         column_labels=[token_label(vocabulary[i]) for i in columns], row_title="position",
         column_title="vocabulary (tokens present)", centered=True,
     )

@@ -79,6 +79,12 @@ def token_label(token: str) -> str:
     return "␣" if token == " " else token
 
 
+def window_label(position: int, text: str, joiner: str) -> str:
+    """A window of the input as a figure labels it: characters with each space as a visible ␣
+    ("10: ␣ev", not "10:  ev"); words joined by spaces as they are."""
+    return f"{position}: {text.replace(' ', '␣') if joiner == '' else text}"
+
+
 def read_tokens(run: Run, source: Any, action: str) -> tuple[list, np.ndarray, int]:
     """The tokens the model reads (cut to its positions), their encoded ids and their count."""
     pre = run.preprocessor
@@ -139,7 +145,7 @@ def inspect_text(run: Run, source: Any, out: Path, channels: int) -> tuple[list[
             Section(
                 f"Width {width}: learned full-height filters (first {count})",
                 f"Each filter has {width} rows (one per offset in the window) spanning the whole vocabulary; "
-                "drawn here for the tokens present only.",
+                "drawn here for the tokens present only (blue: negative weights, red: positive; one scale for all).",
                 filter_grid(out / f"window{width}_filters.png", kernel[:, columns, :], column_labels, width),
             )
         )
@@ -152,7 +158,7 @@ def inspect_text(run: Run, source: Any, out: Path, channels: int) -> tuple[list[
                 figures.heatmap(
                     out / f"window{width}_relu.png", relu[:starts, :count],
                     f"windows of {width} x first {count} of {relu.shape[-1]} filters, after ReLU",
-                    row_labels=[f"{p}: {token_label(t)}" for p, t in enumerate(window_texts)],
+                    row_labels=[window_label(p, t, joiner) for p, t in enumerate(window_texts)],
                     column_labels=[f"#{f}" for f in range(count)], row_title="window", column_title="filter",
                 ),
             )
@@ -225,12 +231,20 @@ def filter_grid(path: Path, kernel: np.ndarray, column_labels: list[str], width:
     count = kernel.shape[-1]
     columns = min(count, 4)
     rows = -(-count // columns)
-    figure = figures.new_figure(min(3.5 * columns, 24), (0.9 + 0.25 * width) * rows + 0.8)
+    shown = [column_labels[i] for i in figures.tick_positions(len(column_labels))]
+    rotation = 90 if figures.crowded(shown, 2.6) else 0  # about 2.6 of a panel's 3.5 inches
+    # Below each row of panels: its tick labels (upright words are as tall as they are long) and
+    # the next row's titles; the rows were a fixed distance apart, and long labels ran into them.
+    labels = max((len(label) for label in shown), default=1) * 7 * 0.6 / 72 if rotation else 0.15
+    panel, gap = 0.3 + 0.25 * width, labels + 0.45
+    height = rows * panel + (rows - 1) * gap + 0.6
+    figure = figures.new_figure(min(3.5 * columns, 24), height)
+    figure.subplots_adjust(top=1 - 0.3 / height, bottom=0.3 / height, hspace=gap / panel)
     limit = float(np.abs(kernel).max()) or 1.0
     for f in range(count):
         axes = figure.add_subplot(rows, columns, f + 1)
         axes.imshow(kernel[..., f], cmap="coolwarm", vmin=-limit, vmax=limit, aspect="auto", interpolation="nearest")
         axes.set_title(f"filter #{f}", fontsize=7)
         axes.set_yticks(range(width), [f"+{k}" for k in range(width)], fontsize=6)
-        figures.set_ticks(axes.set_xticks, column_labels, rotation=90)
+        figures.set_ticks(axes.set_xticks, column_labels, rotation=rotation)
     return figures.save_figure(figure, path)

@@ -196,9 +196,21 @@ def train_xo_cnn(seed: int = 0, train_count: int = 600, test_count: int = 200, e
 # ---- figures -------------------------------------------------------------------------------
 
 
-def _annotate(axes, values: np.ndarray) -> None:
+def _annotate(axes, image, values: np.ndarray) -> None:
+    """Each cell's value, black on light cells and white on dark ones (white was unreadable on
+    viridis' yellow)."""
+    colours = image.cmap(image.norm(values))
+    luminance = colours[..., :3] @ np.array([0.299, 0.587, 0.114])
     for (r, c), value in np.ndenumerate(values):
-        axes.text(c, r, truncate(float(value)), ha="center", va="center", fontsize=6, color="white")
+        axes.text(c, r, truncate(float(value)), ha="center", va="center", fontsize=6,
+                  color="black" if luminance[r, c] > 0.5 else "white")
+
+
+def _framed(axes) -> None:
+    """No ticks, but a frame: white (+1) cells at a picture's edge would otherwise melt into the
+    page, and a 3x3 feature would not look square."""
+    axes.set_xticks([])
+    axes.set_yticks([])
 
 
 def write_figures(out: Path, steps: Walkthrough, trained: TrainedXO | None) -> list[Path]:
@@ -211,20 +223,21 @@ def write_figures(out: Path, steps: Walkthrough, trained: TrainedXO | None) -> l
         axes = figure.add_subplot(1, 5, index)
         axes.imshow(image, cmap="gray", vmin=-1, vmax=1, interpolation="nearest")
         axes.set_title(name, fontsize=8)
-        axes.set_axis_off()
+        _framed(axes)
     written.append(save_figure(figure, out / "pictures_and_features.png", trim=False))
 
-    for stage, maps, value_range in (
-        ("filtered", steps.filtered, (-1, 1)),
-        ("relu", steps.rectified, (0, 1)),
-        ("pooled", steps.pooled, (0, 1)),
+    # Filtered maps run from -1 to 1: a diverging scale, white at 0. ReLU and pooling leave 0 to 1.
+    for stage, maps, value_range, colormap in (
+        ("filtered", steps.filtered, (-1, 1), "RdBu_r"),
+        ("relu", steps.rectified, (0, 1), "viridis"),
+        ("pooled", steps.pooled, (0, 1), "viridis"),
     ):
         figure = new_figure(10, 6.5)
         figure.suptitle(f"{stage} maps (values truncated to 2 decimals)")
         for index, ((image_name, feature_name), values) in enumerate(maps.items(), start=1):
             axes = figure.add_subplot(2, 3, index)
-            axes.imshow(values, cmap="viridis", vmin=value_range[0], vmax=value_range[1], interpolation="nearest")
-            _annotate(axes, values)
+            image = axes.imshow(values, cmap=colormap, vmin=value_range[0], vmax=value_range[1], interpolation="nearest")
+            _annotate(axes, image, values)
             axes.set_title(f"{image_name} * {feature_name}", fontsize=8)
             axes.set_axis_off()
         written.append(save_figure(figure, out / f"{stage}_maps.png", trim=False))
@@ -238,15 +251,17 @@ def write_figures(out: Path, steps: Walkthrough, trained: TrainedXO | None) -> l
             axes.imshow(trained.examples[index, ..., 0], cmap="gray", vmin=-1, vmax=1, interpolation="nearest")
             label, probability = trained.example_predictions[index]
             axes.set_title(f"is {trained.example_labels[index]}\nsays {label} {probability:.2f}", fontsize=7)
-            axes.set_axis_off()
+            _framed(axes)
         written.append(save_figure(figure, out / "new_pictures.png"))
         filters = trained.learned_filters[:, :, 0, :]
         figure = new_figure(1.5 * filters.shape[-1], 1.9)
-        figure.suptitle("learned 3x3 filters of the first layer")
+        figure.suptitle("learned 3x3 filters of the first layer (blue: negative, red: positive)")
+        # One scale, centred on 0: each filter scaled on its own put the colour of 0 anywhere.
+        limit = float(np.abs(filters).max()) or 1.0
         for index in range(filters.shape[-1]):
             axes = figure.add_subplot(1, filters.shape[-1], index + 1)
-            axes.imshow(filters[..., index], cmap="coolwarm", interpolation="nearest")
-            axes.set_axis_off()
+            axes.imshow(filters[..., index], cmap="coolwarm", vmin=-limit, vmax=limit, interpolation="nearest")
+            _framed(axes)
         written.append(save_figure(figure, out / "learned_filters.png"))
     return written
 

@@ -164,6 +164,30 @@ def text_csv(tmp_path) -> Path:
 # ---- CLI helpers and session-scoped trained runs -------------------------------------------
 
 
+def overlapping_texts(figure, texts) -> list[tuple[str, str]]:
+    """Pairs of the visible, non-empty `texts` of `figure` whose drawn boxes overlap."""
+    from itertools import combinations
+
+    figure.draw_without_rendering()
+    drawn = [(t.get_text(), t.get_window_extent()) for t in texts if t.get_visible() and t.get_text()]
+    return [(a, b) for (a, box_a), (b, box_b) in combinations(drawn, 2) if box_a.overlaps(box_b)]
+
+
+def capture_figures(monkeypatch) -> dict:
+    """Make `pipelines.figures.save_figure` also keep each figure, by file name."""
+    import pipelines.figures
+
+    captured = {}
+    original = pipelines.figures.save_figure
+
+    def save(figure, path, *args, **kwargs):
+        captured[Path(path).name] = figure
+        return original(figure, path, *args, **kwargs)
+
+    monkeypatch.setattr(pipelines.figures, "save_figure", save)
+    return captured
+
+
 @pytest.fixture(scope="session")
 def cli_runner():
     from typer.testing import CliRunner

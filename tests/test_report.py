@@ -304,6 +304,40 @@ def test_confusion_matrix_figure_grows_with_the_classes():
     assert sizes[40][0] > 2 * sizes[2][0] and sizes[40][1] > 2 * sizes[2][1]
 
 
+def drawn_figures(monkeypatch) -> list:
+    """The matplotlib figures the report's figure functions render, instead of their PNGs."""
+    import pipelines.report_figures
+
+    figures = []
+    monkeypatch.setattr(pipelines.report_figures, "render_png", lambda figure, **options: figures.append(figure) or b"")
+    return figures
+
+
+def test_long_class_names_that_differ_at_the_end_stay_apart_on_the_axes(monkeypatch):
+    from pipelines.report_figures import confusion_matrix_png
+
+    figures = drawn_figures(monkeypatch)
+    labels = [f"very_long_class_name_number_{i:02d}" for i in range(12)] + ["short"]
+    confusion_matrix_png(np.eye(len(labels), dtype=int).tolist(), labels)
+    for axes in figures[0].axes[::2]:  # the two matrices; every other axes is a colour bar
+        for ticks in (axes.get_xticklabels(), axes.get_yticklabels()):
+            names = [tick.get_text() for tick in ticks]
+            # All were "very_long_class_n…": twelve classes with one name.
+            assert len(set(names)) == len(labels) and "short" in names
+            assert all(len(name) <= 18 for name in names) and names[7].endswith("07")
+
+
+def test_the_reliability_diagram_writes_how_many_inputs_each_bin_holds(monkeypatch):
+    from pipelines.report_figures import reliability_png
+
+    figures = drawn_figures(monkeypatch)
+    confidence = np.array([0.55] + [0.97] * 160)
+    reliability_png(calibration(confidence, np.ones(161, dtype=bool)))
+    bottom = figures[0].axes[1]
+    # A bin of 1 input beside one of 160 was no visible bar, its accuracy bar full height above.
+    assert sorted(text.get_text() for text in bottom.texts if text.get_text()) == ["1", "160"]
+
+
 def test_user_strings_are_escaped_in_the_html():
     from pipelines.report_html import render_report
 
