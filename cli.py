@@ -287,7 +287,7 @@ def train(
     modality: ModalityOption = None,
     data: DataOption = None,
     out: Annotated[Optional[Path], typer.Option(help="Run directory to write (default runs/<modality>-<time>).")] = None,
-    config: Annotated[Optional[Path], typer.Option(help="TOML file with \\[preprocess], \\[model], \\[train] tables; flags override it.")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="TOML file with \\[preprocess], \\[model], \\[train] tables, or a run's config.json to train it again; flags override it.")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Maximum epochs (early stopping may end sooner).")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Inputs per gradient step on each replica; the global batch is this times the replicas.")] = None,
     global_batch_size: Annotated[Optional[int], typer.Option(help="Inputs per gradient step over all replicas (instead of --batch-size).")] = None,

@@ -248,6 +248,16 @@ def test_train_refuses_to_overwrite_a_run(cli_runner, image_run):
     assert_one_line_error(result, "already holds a run")
 
 
+def test_train_with_a_runs_config_json_trains_that_run_again(cli_runner, image_run, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the recorded data path is absolute: any folder will do
+    result = invoke(cli_runner, ["train", "--config", image_run.run_dir / "config.json", "--out", "again"])
+    assert result.exit_code == 0, describe_result(result)
+    first, again = image_run.run_dir, tmp_path / "again"
+    assert json.loads((again / "config.json").read_text())["config"] == json.loads((first / "config.json").read_text())["config"]
+    for name in ("split.json", "history.csv", "labels.json"):  # the same split, and (seeded) the same epochs
+        assert (again / name).read_text() == (first / name).read_text(), name
+
+
 # ---- evaluate --------------------------------------------------------------------------------
 
 
