@@ -24,6 +24,7 @@ from tests.conftest import (
     CLASSES,
     TINY_IMAGE,
     TINY_TEXT,
+    TINY_TRAIN,
     class_image,
     describe_result,
     invoke,
@@ -739,10 +740,48 @@ def test_train_help_names_the_modalities_of_each_modality_specific_flag():
         **{name: "Image/audio:" for name in CONV_ONLY},
         **{name: "Text" for name in (*TEXT_ONLY, "level", "vocabulary_size", "positions", "ngram_sizes", "hash_buckets")},
         **{name: "Image:" for name in ("image_size", "color_mode")},
-        **{name: "Audio:" for name in ("sample_rate", "duration", "num_mels")},
+        **{name: "Audio:" for name in ("sample_rate", "duration", "num_mels", "n_fft", "hop_length", "fmin", "fmax")},
     }
     for name, owner in owners.items():
         assert helps[name].startswith(owner), (name, helps[name])
+
+
+#: Settings of the TOML file and config.json that have no flag, on purpose: rarely changed, or
+#: (tokenizer_version) kept only so that old runs read text as they did.
+FILE_ONLY = {
+    "max_skipped", "resize_mode", "value_range", "background", "max_pixels", "log_floor", "top_db",
+    "normalization", "lowercase", "min_count", "tokenizer_version",
+}
+
+
+def test_each_setting_is_a_train_flag_of_the_same_name_or_file_only():
+    # One name in three places: --num-mels, `num_mels` in [preprocess], `num_mels` in config.json.
+    import dataclasses
+
+    import typer
+
+    import cli
+    from models import ModelSpec
+    from pipelines.config import TrainSettings
+    from pipelines.modality import MODALITIES
+
+    command = typer.main.get_command(cli.app).commands["train"]
+    flags = {"cache" if p.name == "use_cache" else p.name for p in command.params}
+    flags -= {"context", "modality", "data", "out", "config", "resume", "verbose"}
+    settings = {f.name for cls in (ModelSpec, TrainSettings) for f in dataclasses.fields(cls)}
+    settings |= {name for info in MODALITIES.values() for name in info.preprocessor().get_config()}
+    assert flags <= settings, flags - settings  # a flag spelt unlike its setting
+    assert settings - flags == FILE_ONLY  # a setting with neither a flag nor a reason to have none
+
+
+def test_the_audio_spectrogram_flags_reach_the_preprocessor(cli_runner, audio_folder, tmp_path):
+    base = ["train", "--modality", "audio", "--data", audio_folder, "--out", tmp_path / "run", *TINY_TRAIN]
+    result = invoke(cli_runner, [*base, "--sample-rate", "8000", "--fmin", "3000", "--fmax", "2000"])
+    assert_one_line_error(result, "fmin=3000.0, fmax=2000.0")
+    result = invoke(cli_runner, [*base, "--duration", "0.25", "--n-fft", "4096", "--hop-length", "100"])
+    assert_one_line_error(result, "`n_fft`=4096 is longer than a whole clip")
+    result = invoke(cli_runner, ["train", "--modality", "image", "--hop-length", "100"])
+    assert_one_line_error(result, "--hop-length does not apply to image inputs")
 
 
 # ---- errors: one line, exit code 1, before any training --------------------------------------
