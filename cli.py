@@ -550,6 +550,8 @@ def compare(
     console.print(table)
     for rank, row in enumerate(comparison.runs, start=1):
         console.print(shown(f"{rank}. {row.run}: {row.hyperparameter_text()}"), highlight=False)
+    differ = ", ".join(comparison.settings_that_differ) or "none (the same settings)"
+    console.print(shown(f"settings that differ: {differ}"), highlight=False)
     for letter, group in comparison.data_groups.items():
         console.print(shown(f"data {letter}: {group['data']} ({group['n_samples']} inputs)"), highlight=False)
     if not comparison.same_data:
