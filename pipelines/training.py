@@ -18,7 +18,7 @@ from pipelines import environment
 from pipelines.cache import PreprocessCache
 from pipelines.config import RunConfig, TrainSettings
 from pipelines.datasets import Dataset, DataSource, load_source, split_dataset
-from pipelines.defaults import build_preprocessor
+from pipelines.defaults import build_preprocessor, fitted_choices
 from pipelines.featurize import Skipped, check_skip_share, encode_to_shards, fit_cached, read_cached
 from pipelines.heartbeat import heartbeat
 from pipelines.leakage import find_copies
@@ -422,6 +422,7 @@ def train(
         arrays, skipped = featurize_splits(
             preprocessor, splits, settings.strict, settings.max_skipped, cache, settings.workers, progress
         )
+        choices.update(fitted_choices(preprocessor))
         x_train, train_labels, _ = arrays["train"]
         unreadable = sorted(set(classes) - set(train_labels))
         if unreadable:

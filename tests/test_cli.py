@@ -115,6 +115,17 @@ def test_train_resolves_modality_specific_settings(image_run, audio_run, text_ru
     assert "color_mode" in image_doc["data_choices"]
 
 
+def test_config_json_records_the_positions_a_text_run_learned(cli_runner, text_folder, tmp_path):
+    options = list(TINY_TEXT)
+    del options[options.index("--positions") : options.index("--positions") + 2]
+    result = invoke(cli_runner, ["train", "--modality", "text", "--data", text_folder, "--out", tmp_path / "run", *options])
+    assert result.exit_code == 0, describe_result(result)
+    document = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert document["config"]["preprocess"]["positions"] is None  # learned when fitted, and why:
+    assert document["data_choices"]["positions"] == "16: 90th percentile of training lengths, kept within 16 to 512"
+    assert document["input_shape"] == [16]
+
+
 def test_split_json_is_stratified_disjoint_and_complete(image_run):
     split = json.loads((image_run.run_dir / "split.json").read_text())
     parts = [set(split[name]) for name in ("train", "validation", "test")]
