@@ -293,7 +293,7 @@ def train(
     modality: ModalityOption = None,
     data: DataOption = None,
     out: Annotated[Optional[Path], typer.Option(help="Run directory to write (default runs/<modality>-<time>).")] = None,
-    config: Annotated[Optional[Path], typer.Option(help="TOML file with \\[preprocess], \\[model], \\[train] tables; flags override it.")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="TOML file with \\[preprocess], \\[model], \\[train] tables, or a run's config.json to train it again; flags override it.")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Maximum epochs (early stopping may end sooner).")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Inputs per gradient step on each replica; the global batch is this times the replicas.")] = None,
     global_batch_size: Annotated[Optional[int], typer.Option(help="Inputs per gradient step over all replicas (instead of --batch-size).")] = None,
@@ -325,6 +325,10 @@ def train(
     sample_rate: Annotated[Optional[int], typer.Option(help="Audio: resample to this rate (Hz).")] = None,
     duration: Annotated[Optional[float], typer.Option(help="Audio: seconds per clip (pad or crop).")] = None,
     num_mels: Annotated[Optional[int], typer.Option(help="Audio: mel bands.")] = None,
+    n_fft: Annotated[Optional[int], typer.Option(help="Audio: FFT window length in samples (default 512).")] = None,
+    hop_length: Annotated[Optional[int], typer.Option(help="Audio: samples between time steps (default 160).")] = None,
+    fmin: Annotated[Optional[float], typer.Option(help="Audio: lowest mel band edge in Hz (default 20).")] = None,
+    fmax: Annotated[Optional[float], typer.Option(help="Audio: highest mel band edge in Hz (default: half the sample rate).")] = None,
     workers: WorkersOption = None,
     cache_dir: CacheDirOption = None,
     use_cache: UseCacheOption = None,
@@ -372,6 +376,10 @@ def train(
             "sample_rate": sample_rate,
             "duration": duration,
             "num_mels": num_mels,
+            "n_fft": n_fft,
+            "hop_length": hop_length,
+            "fmin": fmin,
+            "fmax": fmax,
         },
         model={
             "filters": int_list(filters, "filters"),
@@ -549,6 +557,8 @@ def compare(
     console.print(table)
     for rank, row in enumerate(comparison.runs, start=1):
         console.print(shown(f"{rank}. {row.run}: {row.hyperparameter_text()}"), highlight=False)
+    differ = ", ".join(comparison.settings_that_differ) or "none (the same settings)"
+    console.print(shown(f"settings that differ: {differ}"), highlight=False)
     for letter, group in comparison.data_groups.items():
         console.print(shown(f"data {letter}: {group['data']} ({group['n_samples']} inputs)"), highlight=False)
     if not comparison.same_data:

@@ -10,7 +10,7 @@ import contextlib
 import json
 import logging
 import string
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,9 @@ REQUIRED_REPORT_KEYS = ("accuracy", "macro_f1", "n_samples", "data")
 CONV_KEYS = ("filters", "kernel_size", "pool_size", "pool_stride", "head", "batch_norm", "dense", "dropout")
 TEXT_KEYS = ("filters", "window_sizes", "text_kernel", "embedding_dim", "head", "dense", "dropout")
 TRAIN_KEYS = ("batch_size", "learning_rate")
+#: Settings that never change what a run learns (the cache returns what decoding would), left out
+#: of the settings that differ between runs.
+NOT_LEARNED = ("workers", "cache", "cache_dir", "cache_verify")
 DIFFERENT_DATA = " <span class='wrong'>different data</span>"
 
 
@@ -55,6 +58,8 @@ class Comparison:
     runs: list[ComparedRun]  # best first
     same_data: bool
     data_groups: dict[str, dict[str, Any]]
+    #: the settings (preprocessing, model, training) whose values are not the same in every run
+    settings_that_differ: list[str] = field(default_factory=list)
     json_path: Path | None = None
     html_path: Path | None = None
 
@@ -62,6 +67,7 @@ class Comparison:
         return {
             "same_data": self.same_data,
             "data_groups": self.data_groups,
+            "settings_that_differ": self.settings_that_differ,
             "runs": [asdict(row) for row in self.runs],
         }
 
@@ -85,6 +91,27 @@ def key_hyperparameters(run: Run) -> dict[str, Any]:
     values["epochs"] = f"{run.document.get('epochs_run', '?')}/{config.train.epochs}"
     values.update({key: getattr(config.train, key) for key in TRAIN_KEYS})
     return values
+
+
+def run_settings(run: Run) -> dict[str, Any]:
+    """The run's recorded preprocessing, model and training settings in one table (their names
+    do not collide), without those that do not change what is learned."""
+    config = run.config.to_dict()
+    settings = {**config["preprocess"], **config["model"], **config["train"]}
+    return {key: value for key, value in settings.items() if key not in NOT_LEARNED}
+
+
+def settings_that_differ(runs: list[Run]) -> list[str]:
+    """Settings that two or more of the runs have, with different values. A setting of one
+    modality only is left out when the runs' modalities differ: the modality column shows that."""
+    tables = [run_settings(run) for run in runs]
+    names = dict.fromkeys(key for table in tables for key in table)  # first seen first
+    differ = []
+    for name in names:
+        values = {json.dumps(table[name], sort_keys=True) for table in tables if name in table}
+        if sum(name in table for table in tables) >= 2 and len(values) > 1:
+            differ.append(name)
+    return differ
 
 
 def load_report(run: Run, device: str = "auto") -> tuple[dict[str, Any], bool]:
@@ -181,14 +208,18 @@ def compare(run_paths: list[Path], out: Path | None = None, device: str = "auto"
             raise ConvpipeError(f"{path} is given twice{also}; list each run once.")
         seen[resolved] = Path(path)
     runs = [Run.open(path) for path in run_paths]  # every run checked before any is evaluated
+    differ = settings_that_differ(runs)
     rows, identities = [], {}
     for run in runs:
         with _own_traces_unreported():
             report, evaluated_now = load_report(run, device)
+        hyperparameters = key_hyperparameters(run)
+        settings = run_settings(run)  # and each setting that differs between the runs (seed, num_mels)
+        hyperparameters.update({k: settings[k] for k in differ if k in settings and k not in hyperparameters})
         row = ComparedRun(
             run=str(run.path),
             modality=run.config.modality.value,
-            hyperparameters=key_hyperparameters(run),
+            hyperparameters=hyperparameters,
             parameters=run.document.get("parameters"),
             train_seconds=run.document.get("timing", {}).get("train_seconds"),
             accuracy=float(report["accuracy"]),
@@ -209,7 +240,7 @@ def compare(run_paths: list[Path], out: Path | None = None, device: str = "auto"
             groups[letters[identity]] = {"data": row.data, "n_samples": row.n_samples}
         row.data_group = letters[identity]
         row.different_data = row.data_group != "A"
-    comparison = Comparison(runs=rows, same_data=len(groups) == 1, data_groups=groups)
+    comparison = Comparison(runs=rows, same_data=len(groups) == 1, data_groups=groups, settings_that_differ=differ)
     if out is not None:
         comparison.json_path = Path(out) / "compare.json"
         comparison.html_path = Path(out) / "compare.html"
@@ -235,7 +266,8 @@ def render_comparison(comparison: Comparison) -> str:
         f"<li>{escape(letter)}: {escape(group['data'])} ({group['n_samples']} inputs)</li>"
         for letter, group in comparison.data_groups.items()
     )
-    warning = (
+    differ = ", ".join(comparison.settings_that_differ) or "none"
+    warning = f"<p>Settings that differ between these runs: {escape(differ)}.</p>" + (
         "" if comparison.same_data else
         "<p class='wrong'>These runs were scored on different data: compare accuracies across data groups "
         "with care.</p>"

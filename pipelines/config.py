@@ -13,6 +13,9 @@ A TOML file has the same three tables as config.json:
     filters = [32, 64]
     [train]
     epochs = 30
+
+A run's config.json is a config file too (its `config` holds these tables): `train --config
+RUN/config.json` trains that run again, and flags on top of it make a variant.
 """
 
 from __future__ import annotations
@@ -208,20 +211,36 @@ class RunConfig:
         )
 
 
-def read_toml(path: Path) -> dict[str, Any]:
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The tables of a TOML file, or of a `.json` file: a run's config.json (its `config`, the
+    settings that run was trained with) or a JSON object with the TOML file's tables."""
+    path = Path(path)
+    if path.is_dir():
+        hint = f" (a run's settings are in {path / 'config.json'})" if (path / "config.json").is_file() else ""
+        raise ConvpipeError(f"Config file {path} is a folder; pass a TOML file or a run's config.json{hint}.")
     try:
-        with open(path, "rb") as handle:
-            return tomllib.load(handle)
+        if path.suffix.lower() != ".json":
+            with open(path, "rb") as handle:
+                return tomllib.load(handle)
+        document = json.loads(path.read_text(encoding="utf-8-sig"))
     except FileNotFoundError:
         raise ConvpipeError(f"Config file not found: {path}") from None
     except tomllib.TOMLDecodeError as error:
         raise ConvpipeError(f"Config file {path} is not valid TOML: {error}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ConvpipeError(f"Config file {path} is not valid JSON: {error}") from None
+    if isinstance(document, dict) and "run_format" in document:  # a run's config.json
+        document = document.get("config")
+    if not isinstance(document, dict):
+        raise ConvpipeError(f"Config file {path} is not a JSON object with {', '.join(CONFIG_KEYS)}.")
+    return document
 
 
 def _matches(value: Any, hint: Any) -> bool:
-    """Whether a TOML value fits a dataclass field's type (bool is an int in Python: not here)."""
+    """Whether a TOML value fits a dataclass field's type (bool is an int in Python: not here).
+    None (JSON's null, e.g. `jit` in a run's config.json) fits a field that may be None."""
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        return any(_matches(value, arg) for arg in typing.get_args(hint) if arg is not type(None))
+        return any(value is None if arg is type(None) else _matches(value, arg) for arg in typing.get_args(hint))
     if typing.get_origin(hint) is tuple:  # tuple[int, ...]: a list, or one value (ModelSpec)
         item = typing.get_args(hint)[0]
         return _matches(value, item) or (isinstance(value, list) and all(_matches(v, item) for v in value))
@@ -244,7 +263,7 @@ def check_toml_types(layer: dict[str, Any], path: Path) -> None:
     """Refuse a TOML value of the wrong type before it is merged with the flags, naming the file
     and key: later checks speak of flags, and some wrong types would pass them (cache = "yes")."""
     for key in ("modality", "data"):
-        if key in layer and not isinstance(layer[key], str):
+        if key in layer and not isinstance(layer[key], str) and not (key == "data" and layer[key] is None):
             raise ConvpipeError(f"{path}: {key} must be a string, got {json.dumps(layer[key], default=str)}.")
     for table in ("preprocess", "model", "train"):
         if table in layer and not isinstance(layer[table], dict):
@@ -284,6 +303,12 @@ def check_applies(
                 f"--{name.replace('_', '-')} does not apply to {modality.value} models{hint('--window-sizes')}."
             )
     params = MODALITIES[modality].preprocessor().get_config()
+    for name in layer.get("preprocess", {}):  # now, not after the inputs are read
+        if name not in params:
+            raise ConvpipeError(
+                f"{config_file}: [preprocess] {name} is not a setting of {modality.value} inputs; "
+                f"known: {', '.join(params)}."
+            )
     for name, value in preprocess.items():
         if value is not None and name not in params:
             raise ConvpipeError(f"--{name.replace('_', '-')} does not apply to {modality.value} inputs.")
@@ -302,7 +327,7 @@ def resolve_config(
     A relative `data` path in the TOML file is relative to the file's folder; `data` from a
     flag stays relative to the current directory.
     """
-    layer: dict[str, Any] = read_toml(config_file) if config_file else {}
+    layer: dict[str, Any] = read_config_file(config_file) if config_file else {}
     unknown = sorted(set(layer) - set(CONFIG_KEYS))
     if unknown:
         raise ConvpipeError(
@@ -310,7 +335,7 @@ def resolve_config(
         )
     if config_file:
         check_toml_types(layer, config_file)
-        if "data" in layer:  # `/` keeps an absolute path as it is
+        if layer.get("data") is not None:  # `/` keeps an absolute path as it is
             layer["data"] = str(Path(config_file).parent / Path(layer["data"]).expanduser())
     chosen = modality or layer.get("modality")
     if chosen is None:

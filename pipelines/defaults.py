@@ -10,6 +10,7 @@ import numpy as np
 from pipelines.datasets import Dataset
 from pipelines.modality import MODALITIES, Modality
 from preprocess import InputWarning, Preprocessor, TextPreprocessor, probe_images
+from preprocess.text import MAX_LEARNED_POSITIONS
 
 #: Texts whose median length is below this many characters are read at character level with
 #: hashed character n-grams: short texts have too few words for word windows to match, and
@@ -62,6 +63,15 @@ def build_preprocessor(
 
         raise ConvpipeError(f"Bad {modality.value} preprocessing setting: {error}") from None
     return preprocessor, choices
+
+
+def fitted_choices(preprocessor: Preprocessor) -> dict[str, str]:
+    """`{parameter: reason}` for the choices the preprocessor itself made while fitting: a text
+    preprocessor's positions when none were given (config.json's `positions` stays null)."""
+    if isinstance(preprocessor, TextPreprocessor) and preprocessor.positions is None:
+        most = MAX_LEARNED_POSITIONS[preprocessor.level]
+        return {"positions": f"{preprocessor.positions_}: 90th percentile of training lengths, kept within 16 to {most}"}
+    return {}
 
 
 def text_level(train: Dataset) -> tuple[str, str]:

@@ -18,7 +18,7 @@ from pipelines import environment
 from pipelines.cache import PreprocessCache
 from pipelines.config import RunConfig, TrainSettings
 from pipelines.datasets import Dataset, DataSource, load_source, split_dataset
-from pipelines.defaults import build_preprocessor
+from pipelines.defaults import build_preprocessor, fitted_choices
 from pipelines.featurize import Skipped, check_skip_share, encode_to_shards, fit_cached, read_cached
 from pipelines.heartbeat import heartbeat
 from pipelines.leakage import find_copies
@@ -317,6 +317,26 @@ def check_out_free(run_dir: Path, state: TrainState, is_chief: bool) -> None:
         )
 
 
+def claim_run_dir(
+    run_dir: Path, state: TrainState, config: RunConfig, is_chief: bool, default_out: bool
+) -> tuple[Path, TrainState]:
+    """Start `state` in `run_dir`, or, when another train got there first, in the next free
+    default run directory (`default_out`: trains started in the same second, e.g. a sweep run
+    in parallel, all chose the same one); with --out, that is an error."""
+    from pipelines.resume import TrainState
+
+    while True:
+        try:
+            state.start(config)
+            return run_dir, state
+        except FileExistsError:  # another train with this run directory got here first
+            if not default_out:
+                check_out_free(run_dir, state, is_chief)
+                raise ConvpipeError(f"{run_dir} is being written by another convpipe command; choose another --out.") from None
+            run_dir = default_run_dir(config.modality)
+            state = TrainState(run_dir)
+
+
 def requested_run(config: RunConfig | None, out: Path | None, resume: Path | None) -> tuple[Path, RunConfig]:
     """The run directory to write and its configuration: with `resume`, that interrupted run's
     own; else `config` (its data made absolute) and `out` (default runs/<modality>-<time>)."""
@@ -422,6 +442,7 @@ def train(
         arrays, skipped = featurize_splits(
             preprocessor, splits, settings.strict, settings.max_skipped, cache, settings.workers, progress
         )
+        choices.update(fitted_choices(preprocessor))
         x_train, train_labels, _ = arrays["train"]
         unreadable = sorted(set(classes) - set(train_labels))
         if unreadable:
@@ -444,12 +465,8 @@ def train(
             check_training_memory(model, compute.global_batch_size, compute.policy, available_memory())
         has_val = len(x_val) > 0
         monitor = "val_loss" if has_val else "loss"
-        if not continuing:
-            try:
-                state.start(config)  # only now: a run that fails on its data leaves nothing behind
-            except FileExistsError:  # another train with this --out got here first
-                check_out_free(run_dir, state, compute.is_chief)
-                raise ConvpipeError(f"{run_dir} is being written by another convpipe command; choose another --out.") from None
+        if not continuing:  # only now: a run that fails on its data leaves nothing behind
+            run_dir, state = claim_run_dir(run_dir, state, config, compute.is_chief, default_out=out is None)
         history, interrupted = fit_model(
             model, (x_train, y_train), (x_val, y_val) if has_val else None, settings, state, verbose, compute
         )

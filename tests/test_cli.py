@@ -24,6 +24,7 @@ from tests.conftest import (
     CLASSES,
     TINY_IMAGE,
     TINY_TEXT,
+    TINY_TRAIN,
     class_image,
     describe_result,
     invoke,
@@ -112,6 +113,17 @@ def test_train_resolves_modality_specific_settings(image_run, audio_run, text_ru
     assert {"apple", "banana", "grape"} <= set(text.vocabulary_)
     image_doc = json.loads((image_run.run_dir / "config.json").read_text())
     assert "color_mode" in image_doc["data_choices"]
+
+
+def test_config_json_records_the_positions_a_text_run_learned(cli_runner, text_folder, tmp_path):
+    options = list(TINY_TEXT)
+    del options[options.index("--positions") : options.index("--positions") + 2]
+    result = invoke(cli_runner, ["train", "--modality", "text", "--data", text_folder, "--out", tmp_path / "run", *options])
+    assert result.exit_code == 0, describe_result(result)
+    document = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert document["config"]["preprocess"]["positions"] is None  # learned when fitted, and why:
+    assert document["data_choices"]["positions"] == "16: 90th percentile of training lengths, kept within 16 to 512"
+    assert document["input_shape"] == [16]
 
 
 def test_split_json_is_stratified_disjoint_and_complete(image_run):
@@ -246,6 +258,16 @@ def test_train_refuses_to_overwrite_a_run(cli_runner, image_run):
         cli_runner, ["train", "--modality", "image", "--data", image_run.data, "--out", image_run.run_dir, *TINY_IMAGE]
     )
     assert_one_line_error(result, "already holds a run")
+
+
+def test_train_with_a_runs_config_json_trains_that_run_again(cli_runner, image_run, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the recorded data path is absolute: any folder will do
+    result = invoke(cli_runner, ["train", "--config", image_run.run_dir / "config.json", "--out", "again"])
+    assert result.exit_code == 0, describe_result(result)
+    first, again = image_run.run_dir, tmp_path / "again"
+    assert json.loads((again / "config.json").read_text())["config"] == json.loads((first / "config.json").read_text())["config"]
+    for name in ("split.json", "history.csv", "labels.json"):  # the same split, and (seeded) the same epochs
+        assert (again / name).read_text() == (first / name).read_text(), name
 
 
 # ---- evaluate --------------------------------------------------------------------------------
@@ -746,10 +768,48 @@ def test_train_help_names_the_modalities_of_each_modality_specific_flag():
         **{name: "Image/audio:" for name in CONV_ONLY},
         **{name: "Text" for name in (*TEXT_ONLY, "level", "vocabulary_size", "positions", "ngram_sizes", "hash_buckets")},
         **{name: "Image:" for name in ("image_size", "color_mode")},
-        **{name: "Audio:" for name in ("sample_rate", "duration", "num_mels")},
+        **{name: "Audio:" for name in ("sample_rate", "duration", "num_mels", "n_fft", "hop_length", "fmin", "fmax")},
     }
     for name, owner in owners.items():
         assert helps[name].startswith(owner), (name, helps[name])
+
+
+#: Settings of the TOML file and config.json that have no flag, on purpose: rarely changed, or
+#: (tokenizer_version) kept only so that old runs read text as they did.
+FILE_ONLY = {
+    "max_skipped", "resize_mode", "value_range", "background", "max_pixels", "log_floor", "top_db",
+    "normalization", "lowercase", "min_count", "tokenizer_version",
+}
+
+
+def test_each_setting_is_a_train_flag_of_the_same_name_or_file_only():
+    # One name in three places: --num-mels, `num_mels` in [preprocess], `num_mels` in config.json.
+    import dataclasses
+
+    import typer
+
+    import cli
+    from models import ModelSpec
+    from pipelines.config import TrainSettings
+    from pipelines.modality import MODALITIES
+
+    command = typer.main.get_command(cli.app).commands["train"]
+    flags = {"cache" if p.name == "use_cache" else p.name for p in command.params}
+    flags -= {"context", "modality", "data", "out", "config", "resume", "verbose"}
+    settings = {f.name for cls in (ModelSpec, TrainSettings) for f in dataclasses.fields(cls)}
+    settings |= {name for info in MODALITIES.values() for name in info.preprocessor().get_config()}
+    assert flags <= settings, flags - settings  # a flag spelt unlike its setting
+    assert settings - flags == FILE_ONLY  # a setting with neither a flag nor a reason to have none
+
+
+def test_the_audio_spectrogram_flags_reach_the_preprocessor(cli_runner, audio_folder, tmp_path):
+    base = ["train", "--modality", "audio", "--data", audio_folder, "--out", tmp_path / "run", *TINY_TRAIN]
+    result = invoke(cli_runner, [*base, "--sample-rate", "8000", "--fmin", "3000", "--fmax", "2000"])
+    assert_one_line_error(result, "fmin=3000.0, fmax=2000.0")
+    result = invoke(cli_runner, [*base, "--duration", "0.25", "--n-fft", "4096", "--hop-length", "100"])
+    assert_one_line_error(result, "`n_fft`=4096 is longer than a whole clip")
+    result = invoke(cli_runner, ["train", "--modality", "image", "--hop-length", "100"])
+    assert_one_line_error(result, "--hop-length does not apply to image inputs")
 
 
 # ---- errors: one line, exit code 1, before any training --------------------------------------

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -78,7 +80,9 @@ def test_flags_override_toml_and_unset_flags_do_not(toml_file):
 
 
 def test_modality_flag_overrides_the_file(toml_file):
-    toml_file.write_text(TOML.replace("filters = [8, 16]", "filters = [8]"), encoding="utf-8")
+    # (the image settings of [preprocess] would be refused for text, see below)
+    toml = TOML.replace("filters = [8, 16]", "filters = [8]").replace('image_size = [16, 16]\ncolor_mode = "rgb"\n', "")
+    toml_file.write_text(toml, encoding="utf-8")
     assert resolve_config("text", config_file=toml_file).modality is Modality.text
 
 
@@ -302,3 +306,66 @@ def test_an_explicit_seed_turns_on_determinism_unless_fast_is_asked_for(toml_fil
     assert resolve_config("image", train={"seed": 3}).train.deterministic is True
     assert resolve_config("image", train={"seed": 3, "deterministic": False}).train.deterministic is False
     assert resolve_config(None, config_file=toml_file).train.deterministic is True  # the TOML sets seed = 7
+
+
+def run_config_json(tmp_path, config: RunConfig) -> Path:
+    """A run's config.json as train writes it: the settings under `config`, beside other records."""
+    path = tmp_path / "run" / "config.json"
+    path.parent.mkdir()
+    document = {"run_format": 1, "config": config.to_dict(), "classes": ["a", "b"], "val_accuracy": 0.5}
+    path.write_text(json.dumps(document, indent=2), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("modality", ["image", "audio", "text"])
+def test_a_runs_config_json_is_a_config_file_that_gives_back_its_settings(tmp_path, modality):
+    preprocess = {
+        "image": {"image_size": [8, 8], "color_mode": "grayscale"},
+        "audio": {"num_mels": 16, "fmax": None, "top_db": None},  # JSON null: kept, not the default
+        "text": {"level": "char", "positions": None, "ngram_sizes": [2, 3], "hash_buckets": 64},
+    }[modality]
+    recorded = resolve_config(modality, preprocess=preprocess, model={"filters": (4,)}, train={"epochs": 2, "seed": 9})
+    assert recorded.train.jit is None and recorded.train.cache_dir is None  # null in config.json
+    path = run_config_json(tmp_path, recorded)
+    assert resolve_config(None, config_file=path) == recorded
+    # flags still override it: one knob changed, everything else as recorded
+    variant = resolve_config(None, config_file=path, model={"filters": (16,)}, train={"epochs": None})
+    assert variant == dataclasses.replace(recorded, model=dataclasses.replace(recorded.model, filters=(16,)))
+
+
+def test_a_runs_config_json_keeps_its_absolute_data_path_and_null_data_means_the_demo(tmp_path):
+    path = run_config_json(tmp_path, resolve_config("image", data=str(tmp_path / "photos")))
+    assert resolve_config(None, config_file=path).data == str(tmp_path / "photos")
+    path.write_text(path.read_text().replace(json.dumps(str(tmp_path / "photos")), "null"), encoding="utf-8")
+    assert resolve_config(None, config_file=path).data is None
+
+
+def test_a_json_config_file_with_the_toml_tables_and_its_errors(tmp_path):
+    path = tmp_path / "settings.json"
+    path.write_text(json.dumps({"modality": "image", "data": "photos", "model": {"filters": [8]}}), encoding="utf-8")
+    config = resolve_config(None, config_file=path)
+    assert config.data == str(tmp_path / "photos") and config.model.filters == (8,)
+    path.write_text(json.dumps({"modality": "image", "train": {"epochs": None}}), encoding="utf-8")
+    with pytest.raises(ConvpipeError, match=re.escape(f"{path}: [train] epochs must be an integer, got null")):
+        resolve_config(None, config_file=path)
+    path.write_text("{modality: image", encoding="utf-8")
+    with pytest.raises(ConvpipeError, match="is not valid JSON"):
+        resolve_config(None, config_file=path)
+    path.write_text("[1, 2]", encoding="utf-8")
+    with pytest.raises(ConvpipeError, match="is not a JSON object"):
+        resolve_config(None, config_file=path)
+
+
+def test_a_run_folder_as_config_file_names_its_config_json(tmp_path):
+    path = run_config_json(tmp_path, resolve_config("image"))
+    with pytest.raises(ConvpipeError, match=re.escape(f"is a folder; pass a TOML file or a run's config.json (a run's settings are in {path})")):
+        resolve_config(None, config_file=path.parent)
+
+
+def test_an_unknown_preprocess_key_in_the_file_names_the_file_and_key(toml_file):
+    toml_file.write_text(TOML.replace("image_size = [16, 16]", "image_sise = [16, 16]"), encoding="utf-8")
+    with pytest.raises(ConvpipeError, match=re.escape(f"{toml_file}: [preprocess] image_sise is not a setting of image inputs; known: image_size,")):
+        resolve_config(None, config_file=toml_file)
+    toml_file.write_text(TOML, encoding="utf-8")
+    with pytest.raises(ConvpipeError, match=re.escape("[preprocess] image_size is not a setting of audio inputs")):
+        resolve_config("audio", config_file=toml_file)  # the image file's tables under --modality audio

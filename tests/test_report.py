@@ -400,6 +400,29 @@ def test_compare_orders_by_accuracy_and_flags_other_data(cli_runner, image_run, 
     assert sum("different data" in row[-1] for row in run_rows) == 3
 
 
+def test_compare_names_the_settings_that_differ_and_shows_each_runs_value(cli_runner, image_run, tmp_path):
+    runs = [copied_run(image_run.run_dir, tmp_path / name) for name in ("a", "b", "c")]
+    for run, accuracy in zip(runs, (0.9, 0.8, 0.7)):
+        fake_report(run, accuracy, accuracy)
+    for run, seed, color_mode, workers in ((runs[1], 5, "grayscale", 1), (runs[2], 0, "rgb", 2)):
+        document = json.loads((run / "config.json").read_text())
+        document["config"]["train"].update(seed=seed, workers=workers)  # workers: the same results
+        document["config"]["preprocess"]["color_mode"] = color_mode
+        (run / "config.json").write_text(json.dumps(document))
+    result = invoke(cli_runner, ["compare", *runs, "--out", tmp_path / "cmp"])
+    assert result.exit_code == 0, describe_result(result)
+    assert "settings that differ: color_mode, seed" in result.stdout
+    assert re.search(r"1\. \S+a: .*color_mode=grayscale seed=0", result.stdout)
+    assert re.search(r"2\. \S+b: .*color_mode=grayscale seed=5", result.stdout)
+    document = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    assert document["settings_that_differ"] == ["color_mode", "seed"]
+    assert [row["hyperparameters"]["color_mode"] for row in document["runs"]] == ["grayscale", "grayscale", "rgb"]
+    assert "Settings that differ between these runs: color_mode, seed." in (tmp_path / "cmp" / "compare.html").read_text()
+    result = invoke(cli_runner, ["compare", runs[0], copied_run(runs[0], tmp_path / "same")])
+    assert "settings that differ: none (the same settings)" in result.stdout
+    assert "seed=" not in result.stdout
+
+
 def test_compare_evaluates_a_run_without_a_report(cli_runner, image_run, text_run, tmp_path):
     image = copied_run(image_run.run_dir, tmp_path / "image")
     text = copied_run(text_run.run_dir, tmp_path / "text")

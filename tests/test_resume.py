@@ -283,3 +283,27 @@ def test_of_two_trains_with_one_out_only_the_first_to_start_trains(tmp_path):
         second.start(config)
     first.finish()
     assert not (tmp_path / "run" / "train_state").exists()
+
+
+def test_trains_started_in_the_same_second_without_out_claim_different_run_directories(tmp_path, monkeypatch):
+    # A sweep started in parallel (`for s in 1 2 3; do convpipe train --seed $s & done`) chose one
+    # default run directory for all, and all but the first stopped with "being trained by another".
+    from pipelines import training
+    from pipelines.config import resolve_config
+    from pipelines.resume import TrainState
+    from preprocess import ConvpipeError
+
+    monkeypatch.chdir(tmp_path)
+    config = resolve_config("image")
+    chosen = training.default_run_dir(config.modality)
+    first = TrainState(chosen)
+    first.start(config)  # the first train got there
+    try:
+        run_dir, state = training.claim_run_dir(chosen, TrainState(chosen), config, True, default_out=True)
+        assert run_dir != chosen and run_dir.parent == chosen.parent and state.request.is_file()
+        state.finish()
+        # --out given: an error (here "holds an interrupted run": this process holds the lock)
+        with pytest.raises(ConvpipeError, match=str(chosen)):
+            training.claim_run_dir(chosen, TrainState(chosen), config, True, default_out=False)
+    finally:
+        first.finish()
