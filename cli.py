@@ -30,11 +30,14 @@ from preprocess.errors import one_line
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter quiet
 
+# Help is Rich markup, Typer's default since 0.12.5 (0.12.0 to 0.12.4 showed "\[train]" as is).
+MARKUP = "rich"
 app = typer.Typer(
     help="Train, evaluate and use CNNs on images, audio spectrograms and text matrices.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=MARKUP,
 )
 # soft_wrap: paths and messages stay on one line however narrow the terminal or pipe.
 console = Console(soft_wrap=True)
@@ -586,7 +589,7 @@ def preprocess_command(
         console.print(f"ignored {entries(summary['ignored'])} (listed with -v)")
 
 
-cache_app = typer.Typer(help="Inspect or empty the preprocessing cache.", no_args_is_help=True)
+cache_app = typer.Typer(help="Inspect or empty the preprocessing cache.", no_args_is_help=True, rich_markup_mode=MARKUP)
 app.add_typer(cache_app, name="cache")
 
 
@@ -711,7 +714,7 @@ def check_locality_command(
     console.print(f"Verdict: [bold]{shown(result.verdict_text)}[/bold] ({shown(result.reason)})")
 
 
-demo_app = typer.Typer(help="Runnable walkthroughs of how a CNN works.", no_args_is_help=True)
+demo_app = typer.Typer(help="Runnable walkthroughs of how a CNN works.", no_args_is_help=True, rich_markup_mode=MARKUP)
 app.add_typer(demo_app, name="demo")
 
 
