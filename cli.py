@@ -62,12 +62,15 @@ class OneLineUsageErrors(typer.core.TyperGroup):
         sys.exit(code if isinstance(code, int) else 0)
 
 
+# Help is Rich markup, Typer's default since 0.12.5 (0.12.0 to 0.12.4 showed "\[train]" as is).
+MARKUP = "rich"
 app = typer.Typer(
     cls=OneLineUsageErrors,
     help="Train, evaluate and use CNNs on images, audio spectrograms and text matrices.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=MARKUP,
 )
 # soft_wrap: paths and messages stay on one line however narrow the terminal or pipe.
 console = Console(soft_wrap=True)
@@ -633,7 +636,7 @@ def preprocess_command(
         console.print(f"ignored {entries(summary['ignored'])} (listed with -v)")
 
 
-cache_app = typer.Typer(help="Inspect or empty the preprocessing cache.", no_args_is_help=True)
+cache_app = typer.Typer(help="Inspect or empty the preprocessing cache.", no_args_is_help=True, rich_markup_mode=MARKUP)
 app.add_typer(cache_app, name="cache")
 
 
@@ -758,7 +761,7 @@ def check_locality_command(
     console.print(f"Verdict: [bold]{shown(result.verdict_text)}[/bold] ({shown(result.reason)})")
 
 
-demo_app = typer.Typer(help="Runnable walkthroughs of how a CNN works.", no_args_is_help=True)
+demo_app = typer.Typer(help="Runnable walkthroughs of how a CNN works.", no_args_is_help=True, rich_markup_mode=MARKUP)
 app.add_typer(demo_app, name="demo")
 
 

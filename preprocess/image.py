@@ -175,6 +175,7 @@ class ImagePreprocessor(Preprocessor):
         return image
 
     def _convert(self, image: Image.Image, source: str) -> Image.Image:
+        file_format = image.format  # the transposed copy below has none
         try:
             image = ImageOps.exif_transpose(image)
         except Exception:  # a broken EXIF block must not lose an otherwise good image
@@ -187,7 +188,9 @@ class ImagePreprocessor(Preprocessor):
             low, high = int(pixels.min(initial=0)), int(pixels.max(initial=0))
             if low < 0 or high > 65535:  # 32-bit integer pixels: no scale to read them on
                 raise InputError(source, f"32-bit integer pixels must lie in 0-65535, found {low}..{high}")
-            sixteen_bit = high > 255 or mode.startswith("I;16")
+            # Pillow before 10.3 opens a 16-bit grayscale PNG as "I", and PNG has no other "I"
+            # pixels: a dark one (nothing above 255) is still on the 16-bit scale.
+            sixteen_bit = high > 255 or mode.startswith("I;16") or (mode == "I" and file_format == "PNG")
             image = Image.fromarray(_to_8_bit(pixels, 65535.0 if sixteen_bit else 255.0))
         elif mode == "F":  # 32-bit float pixels (TIFF): read on the [0, 1] scale float arrays use
             image = Image.fromarray(_unit_floats_to_8_bit(np.asarray(image), source, "float pixels"))

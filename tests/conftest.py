@@ -188,11 +188,38 @@ def capture_figures(monkeypatch) -> dict:
     return captured
 
 
-@pytest.fixture(scope="session")
-def cli_runner():
+def make_cli_runner():
+    """A CliRunner whose results hold standard error apart (`result.stderr`) and in
+    `result.output` beside standard output, as Click 8.2 and later do. Click 8.1 (the Click of
+    Typer 0.12) keeps it apart only with mix_stderr=False, and then leaves it out of `output`."""
     from typer.testing import CliRunner
 
-    return CliRunner()
+    try:
+        CliRunner(mix_stderr=False)
+    except TypeError:  # Click 8.2 removed the argument (recent Typer carries its own Click)
+        return CliRunner()
+    from click.testing import Result
+
+    class BothStreams(Result):
+        @property
+        def output(self) -> str:
+            return self.stdout + self.stderr
+
+    class Click81Runner(CliRunner):
+        def __init__(self):
+            super().__init__(mix_stderr=False)
+
+        def invoke(self, *args, **kwargs):
+            result = super().invoke(*args, **kwargs)
+            result.__class__ = BothStreams
+            return result
+
+    return Click81Runner()
+
+
+@pytest.fixture(scope="session")
+def cli_runner():
+    return make_cli_runner()
 
 
 def invoke(runner, args: list[str]):

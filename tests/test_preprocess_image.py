@@ -164,12 +164,22 @@ def test_16_bit_grayscale_png_uses_the_full_16_bit_range(tmp_path):
     np.testing.assert_allclose(out[0, :, 0], array[0] / 65535.0, atol=1 / 255 + 1e-6)
 
 
+def test_a_dark_16_bit_grayscale_png_stays_on_the_16_bit_scale(tmp_path):
+    # Pillow before 10.3 opens it as 32-bit "I" pixels, whose largest value (here 255) said 8-bit
+    array = np.array([[0, 128, 255, 255]] * 2, dtype=np.uint16)
+    path = tmp_path / "dark.png"
+    Image.fromarray(array).save(path)
+    out = ImagePreprocessor(image_size=(2, 4)).transform_one(path)
+    np.testing.assert_array_equal(out, 0.0)  # 255 of 65,535 is black, not white
+
+
 def test_a_16_bit_array_reads_exactly_like_the_16_bit_file_it_came_from(tmp_path):
     array = np.array([[0, 255, 256, 16384, 32896, 40000, 65534, 65535]] * 2, dtype=np.uint16)
     path = tmp_path / "deep.png"
     Image.fromarray(array).save(path)
     from_file = np.asarray(Image.open(path))
-    assert from_file.dtype == np.uint16
+    np.testing.assert_array_equal(from_file, array)
+    from_file = from_file.astype(np.uint16)  # int32 before Pillow 10.3 (mode "I"), uint16 since
     pre = ImagePreprocessor(image_size=(2, 8))
     # was cast to uint8 (256 -> 0, 40000 -> 64): 0.251 where the path gives 0.608
     np.testing.assert_array_equal(pre.transform_one(from_file), pre.transform_one(path))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import assert_one_line_error, describe_result, invoke, write_image_folder
+from tests.conftest import assert_one_line_error, describe_result, invoke, make_cli_runner, write_image_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 EPOCHS = 5
@@ -71,10 +71,8 @@ def killed(killed_run, tmp_path) -> Path:
 
 @pytest.fixture(scope="module")
 def uninterrupted(data, tmp_path_factory) -> Path:
-    from typer.testing import CliRunner
-
     out = tmp_path_factory.mktemp("uninterrupted") / "run"
-    result = invoke(CliRunner(), ["train", "--modality", "image", "--data", data, "--out", out, *OPTIONS])
+    result = invoke(make_cli_runner(), ["train", "--modality", "image", "--data", data, "--out", out, *OPTIONS])
     assert result.exit_code == 0, describe_result(result)
     return out
 
