@@ -53,6 +53,10 @@ def check_seed(seed: Any) -> None:
         raise SettingError("seed", f"must be an integer from 0 to 2**32 - 1, got {seed!r}.")
 
 
+#: How each training input's loss is weighted (TrainSettings.class_weight).
+CLASS_WEIGHTS = ("none", "balanced")
+
+
 @dataclass(frozen=True)
 class TrainSettings:
     """How the model is trained and the data split.
@@ -87,6 +91,9 @@ class TrainSettings:
             "multiworker" (several machines, from TF_CONFIG).
         cpu_replicas: logical devices the CPU is split into when no GPU is used (for mirrored).
         global_batch_size: inputs per gradient step over all replicas; overrides `batch_size`.
+        class_weight: "none", or "balanced": each input's loss weighs n / (classes x n_class),
+            from the training split's class counts, so that every class counts as much as the
+            others in training and in the validation loss early stopping watches.
     """
 
     epochs: int = 30
@@ -109,6 +116,7 @@ class TrainSettings:
     strategy: str = "none"
     cpu_replicas: int = 1
     global_batch_size: int | None = None
+    class_weight: str = "none"
 
     def validate(self) -> "TrainSettings":
         for name in ("epochs", "batch_size", "patience"):
@@ -140,6 +148,7 @@ class TrainSettings:
             raise SettingError(
                 "workers", f"must be 0 (one per CPU core) or a positive integer up to {MAX_WORKERS}, got {self.workers!r}."
             )
+        check_choice("class_weight", self.class_weight, CLASS_WEIGHTS)
         if not 0.0 <= self.max_skipped <= 1.0:
             raise SettingError("max_skipped", f"must be in [0, 1], got {self.max_skipped!r}.", flag=False)
         self.validate_compute()

@@ -27,8 +27,9 @@ def fit_with_strategy_run(
     Args:
         model: a compiled Keras model built under `strategy.scope()`.
         strategy: the tf.distribute strategy.
-        train_data, validation_data: batched `tf.data.Dataset`s of `(inputs, class ids)`, each
-            batch global (all replicas together); `strategy` splits them.
+        train_data, validation_data: batched `tf.data.Dataset`s of `(inputs, class ids)` or
+            `(inputs, class ids, sample weights)`, each batch global (all replicas together);
+            `strategy` splits them. Weights scale each input's loss, as in `model.fit`.
         epochs, initial_epoch: as in `model.fit`.
         callbacks: Keras callbacks, called as `model.fit` calls them at train and epoch level.
         verbose: 0 silent, 1 progress bar, 2 one line per epoch ("auto" is 1).
@@ -52,14 +53,17 @@ def fit_with_strategy_run(
         correct = tf.reduce_sum(tf.cast(tf.equal(predicted, labels), tf.float32))
         return tf.reduce_sum(losses), correct, tf.cast(tf.size(labels), tf.float32)
 
-    def replica_train_step(inputs, labels):
+    def weighted(losses, weights):
+        return losses if weights is None else losses * tf.cast(weights, losses.dtype)
+
+    def replica_train_step(inputs, labels, weights=None):
         context = tf.distribute.get_replica_context()
         # The mean over the whole global batch, so summed replica gradients equal one device's
         # gradient; the last batch may be partial or empty on some replicas.
         batch = context.all_reduce(total, tf.cast(tf.shape(labels)[0], tf.float32))
         with tf.GradientTape() as tape:
             probabilities = model(inputs, training=True)
-            losses = per_example_loss(labels, probabilities)
+            losses = weighted(per_example_loss(labels, probabilities), weights)
             loss = tf.reduce_sum(losses) / tf.maximum(batch, 1.0)
             if model.losses:  # regularization: once per step, not once per replica
                 loss += tf.add_n(model.losses) / context.num_replicas_in_sync
@@ -68,26 +72,26 @@ def fit_with_strategy_run(
         optimizer.apply_gradients(zip(gradients, model.trainable_variables))
         return sums(labels, probabilities, losses)
 
-    def replica_test_step(inputs, labels):
+    def replica_test_step(inputs, labels, weights=None):
         probabilities = model(inputs, training=False)
-        return sums(labels, probabilities, per_example_loss(labels, probabilities))
+        return sums(labels, probabilities, weighted(per_example_loss(labels, probabilities), weights))
 
     @tf.function(reduce_retracing=True)
-    def train_step(inputs, labels):
-        per_replica = strategy.run(replica_train_step, args=(inputs, labels))
+    def train_step(*batch):
+        per_replica = strategy.run(replica_train_step, args=batch)
         return [strategy.reduce(total, value, axis=None) for value in per_replica]
 
     @tf.function(reduce_retracing=True)
-    def test_step(inputs, labels):
-        per_replica = strategy.run(replica_test_step, args=(inputs, labels))
+    def test_step(*batch):
+        per_replica = strategy.run(replica_test_step, args=batch)
         return [strategy.reduce(total, value, axis=None) for value in per_replica]
 
     def run_pass(step, dataset, callback_list=None) -> dict[str, float]:
         loss_sum = correct = count = 0.0
-        for index, (inputs, labels) in enumerate(dataset):
+        for index, batch in enumerate(dataset):  # (inputs, labels) or (inputs, labels, weights)
             if callback_list is not None:
                 callback_list.on_train_batch_begin(index)
-            batch_loss, batch_correct, batch_count = (float(v) for v in step(inputs, labels))
+            batch_loss, batch_correct, batch_count = (float(v) for v in step(*batch))
             loss_sum, correct, count = loss_sum + batch_loss, correct + batch_correct, count + batch_count
             if callback_list is not None:
                 callback_list.on_train_batch_end(index, {"loss": loss_sum / count, "accuracy": correct / count})

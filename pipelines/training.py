@@ -168,10 +168,25 @@ def build_model(config: RunConfig, preprocessor: Preprocessor, num_classes: int)
 IN_MEMORY_BYTES = 128 * 2**20
 
 
+def balanced_class_weights(y: np.ndarray, num_classes: int) -> np.ndarray:
+    """n / (classes x n_class) per class id, from the training labels `y` (scikit-learn's
+    "balanced"): every class then adds as much to the loss as the others, and the weights
+    average 1 over the inputs. A class with no training input gets weight 1."""
+    counts = np.bincount(y, minlength=num_classes).astype(np.float64)
+    weights = np.where(counts > 0, len(y) / (num_classes * np.maximum(counts, 1)), 1.0)
+    return weights.astype(np.float32)
+
+
 def to_tf_dataset(
-    x: np.ndarray | ShardedArray, y: np.ndarray, batch_size: int, shuffle_seed: int | None, first_epoch: int = 0
+    x: np.ndarray | ShardedArray,
+    y: np.ndarray,
+    batch_size: int,
+    shuffle_seed: int | None,
+    first_epoch: int = 0,
+    class_weights: np.ndarray | None = None,
 ):
     """Batches of `(x, y)`: streamed from shards when they are large, else from arrays in memory.
+    With `class_weights` (one per class id), batches of `(x, y, sample weights)`.
 
     With `shuffle_seed`, each pass is a new seeded order; a run resumed at `first_epoch` gets the
     orders an uninterrupted run would have had from there on.
@@ -184,13 +199,18 @@ def to_tf_dataset(
 
     from pipelines.streaming import in_memory_dataset, streaming_dataset
 
-    if isinstance(x, ShardedArray):
-        if len(x) * int(np.prod(x.row_shape)) * x.dtype.itemsize > IN_MEMORY_BYTES:
-            return streaming_dataset(x, y, batch_size, shuffle_seed, first_epoch)
-        x = x.take(np.arange(len(x)))
-    if shuffle_seed is not None:
-        return in_memory_dataset(x, y, batch_size, shuffle_seed, first_epoch)
-    return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    if isinstance(x, ShardedArray) and len(x) * int(np.prod(x.row_shape)) * x.dtype.itemsize > IN_MEMORY_BYTES:
+        dataset = streaming_dataset(x, y, batch_size, shuffle_seed, first_epoch)
+    else:
+        x = x.take(np.arange(len(x))) if isinstance(x, ShardedArray) else x
+        if shuffle_seed is not None:
+            dataset = in_memory_dataset(x, y, batch_size, shuffle_seed, first_epoch)
+        else:
+            dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    if class_weights is None:
+        return dataset
+    table = tf.constant(class_weights, dtype=tf.float32)
+    return dataset.map(lambda inputs, labels: (inputs, labels, tf.gather(table, labels)))
 
 
 def fit_replicas(split: tuple, global_batch: int, replicas: int, name: str) -> tuple[tuple, int]:
@@ -217,10 +237,11 @@ def fit_replicas(split: tuple, global_batch: int, replicas: int, name: str) -> t
 
 def fit_model(
     model, train: tuple, validation: tuple | None, settings: TrainSettings, state: TrainState, verbose,
-    compute: Compute,
+    compute: Compute, class_weights: np.ndarray | None = None,
 ) -> tuple[dict, bool]:
     """Compile and fit with early stopping on the validation loss (restoring the best weights),
-    continuing from `state` when an earlier attempt was interrupted.
+    continuing from `state` when an earlier attempt was interrupted. `class_weights` (one per
+    class id) weigh each input's loss, in training and in the validation loss.
 
     Returns the per-epoch history (all epochs, resumed ones included) and whether Ctrl-C ended
     training; after Ctrl-C the model holds the best completed epoch's weights.
@@ -261,11 +282,11 @@ def fit_model(
     interrupted = False
     try:
         train, train_batch = fit_replicas(train, batch_size, compute.replicas, "training")
-        train_data = shard_by_data(to_tf_dataset(*train, train_batch, settings.seed, completed))
+        train_data = shard_by_data(to_tf_dataset(*train, train_batch, settings.seed, completed, class_weights))
         if validation is not None:
             validation, validation_batch = fit_replicas(validation, batch_size, compute.replicas, "validation")
         validation_data = None if validation is None else shard_by_data(
-            to_tf_dataset(*validation, validation_batch, None)
+            to_tf_dataset(*validation, validation_batch, None, class_weights=class_weights)
         )
         callbacks = [stopper, *state.callbacks(stopper), *extra_callbacks()]
         if verbose == 2:  # one line per epoch (not a terminal): say where a long epoch is
@@ -467,8 +488,9 @@ def train(
         monitor = "val_loss" if has_val else "loss"
         if not continuing:  # only now: a run that fails on its data leaves nothing behind
             run_dir, state = claim_run_dir(run_dir, state, config, compute.is_chief, default_out=out is None)
+        weights = balanced_class_weights(y_train, len(classes)) if settings.class_weight == "balanced" else None
         history, interrupted = fit_model(
-            model, (x_train, y_train), (x_val, y_val) if has_val else None, settings, state, verbose, compute
+            model, (x_train, y_train), (x_val, y_val) if has_val else None, settings, state, verbose, compute, weights
         )
         best_epoch = int(np.argmin(history[monitor])) + 1
         val_accuracy = float(history["val_accuracy"][best_epoch - 1]) if has_val else None
@@ -507,6 +529,7 @@ def train(
             "classes": classes,
             "class_counts": class_counts,
             "copies_across_splits": copies,
+            "class_weights": None if weights is None else {c: round(float(w), 6) for c, w in zip(classes, weights)},
             "input_shape": list(model.input_shape[1:]),
             "parameters": int(model.count_params()),
             "epochs_run": outcome["epochs"],

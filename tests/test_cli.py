@@ -1144,3 +1144,21 @@ def test_predict_says_why_a_linked_input_is_missing(cli_runner, image_run, tmp_p
 def test_an_unusable_keras_backend_is_one_line(cli_runner, monkeypatch, backend, message):
     monkeypatch.setenv("KERAS_BACKEND", backend)
     assert_one_line_error(invoke(cli_runner, ["info"]), message)
+
+
+def test_class_weight_balanced_is_recorded_with_the_weights_and_a_bad_choice_is_one_line(cli_runner, tmp_path):
+    data = write_image_folder(tmp_path / "images", per_class=16)
+    for path in sorted((data / CLASSES[2]).glob("*.png"))[4:]:  # 16, 16 and 4 inputs
+        path.unlink()
+    out = tmp_path / "run"
+    result = invoke(cli_runner, ["train", "--modality", "image", "--data", data, "--out", out, *TINY_IMAGE,
+                                 "--val-split", "0", "--test-split", "0", "--class-weight", "balanced"])
+    assert result.exit_code == 0, describe_result(result)
+    document = json.loads((out / "config.json").read_text())
+    assert document["config"]["train"]["class_weight"] == "balanced"
+    assert document["class_weights"] == pytest.approx({CLASSES[0]: 36 / 48, CLASSES[1]: 36 / 48, CLASSES[2]: 36 / 12})
+    toml_file = toml(tmp_path, '[train]\nclass_weight = "inverse"')
+    result = invoke(cli_runner, ["train", "--modality", "image", "--data", data, "--config", toml_file])
+    assert_one_line_error(result, "class_weight must be one of none | balanced, got 'inverse'")
+    result = invoke(cli_runner, ["train", "--modality", "image", "--data", data, "--class-weight", "yes"])
+    assert_one_line_error(result, "--class-weight must be one of none | balanced, got 'yes'")

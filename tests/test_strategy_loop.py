@@ -12,9 +12,11 @@ def tiny_data():
     x = rng.random((20, 8, 8, 1)).astype("float32")
     y = (x.mean(axis=(1, 2, 3)) > 0.5).astype("int32")
 
-    def dataset():
+    def dataset(class_weights=None):
         import tensorflow as tf
 
+        if class_weights is not None:  # as training.to_tf_dataset adds them
+            return tf.data.Dataset.from_tensor_slices((x, y, np.asarray(class_weights, "float32")[y])).batch(8)
         return tf.data.Dataset.from_tensor_slices((x, y)).batch(8)  # 8 + 8 + a partial 4
 
     return dataset
@@ -35,16 +37,18 @@ def compiled_model(policy: str = "float32"):
     return model
 
 
-def test_the_loop_matches_model_fit_logs_and_weights(tiny_data):
+@pytest.mark.parametrize("class_weights", [None, (0.25, 3.0)], ids=["unweighted", "class-weighted"])
+def test_the_loop_matches_model_fit_logs_and_weights(tiny_data, class_weights):
     import keras
     import tensorflow as tf
 
     from pipelines.strategy_loop import fit_with_strategy_run
 
+    train, validation = tiny_data(class_weights), tiny_data(class_weights)
     reference = compiled_model()
-    expected = reference.fit(tiny_data(), validation_data=tiny_data(), epochs=2, verbose=0, shuffle=False).history
+    expected = reference.fit(train, validation_data=validation, epochs=2, verbose=0, shuffle=False).history
     model, history = compiled_model(), keras.callbacks.History()
-    fit_with_strategy_run(model, tf.distribute.get_strategy(), tiny_data(), tiny_data(), epochs=2, callbacks=[history])
+    fit_with_strategy_run(model, tf.distribute.get_strategy(), train, validation, epochs=2, callbacks=[history])
     assert history.history.keys() == expected.keys()
     for key in expected:
         np.testing.assert_allclose(history.history[key], expected[key], rtol=1e-6, err_msg=key)

@@ -144,3 +144,28 @@ def test_small_shards_are_loaded_and_large_ones_streamed(tmp_path, monkeypatch):
         dataset = training.to_tf_dataset(x, np.zeros(20, np.int32), 8, None)
         assert len(streamed) == expected_streams
         np.testing.assert_array_equal(np.concatenate([b.numpy() for b, _ in dataset]), array)
+
+
+def test_balanced_class_weights_are_n_over_classes_times_count():
+    from pipelines.training import balanced_class_weights
+
+    weights = balanced_class_weights(np.array([0, 0, 0, 1, 0, 0], np.int32), 3)
+    np.testing.assert_allclose(weights, [6 / (3 * 5), 6 / (3 * 1), 1.0], rtol=1e-6)  # class 2: no input
+    y = np.array([0] * 90 + [1] * 10, np.int32)
+    assert np.mean(balanced_class_weights(y, 2)[y]) == pytest.approx(1.0)  # the loss keeps its scale
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+@pytest.mark.parametrize("shuffle_seed", [None, 3])
+def test_class_weights_follow_each_input_through_every_pipeline(tmp_path, monkeypatch, streamed, shuffle_seed):
+    from pipelines import training
+
+    array = np.arange(40, dtype=np.float32).reshape(20, 2)
+    labels = (np.arange(20) % 3 == 0).astype(np.int32)
+    x = sharded(tmp_path, array, monkeypatch)
+    monkeypatch.setattr(training, "IN_MEMORY_BYTES", 0 if streamed else array.nbytes)
+    dataset = training.to_tf_dataset(x, labels, 8, shuffle_seed, class_weights=np.array([0.5, 4.0], np.float32))
+    batches = [[part.numpy() for part in batch] for batch in dataset]
+    inputs, batch_labels, weights = (np.concatenate(parts) for parts in zip(*batches))
+    np.testing.assert_array_equal(batch_labels, labels[(inputs[:, 0] / 2).astype(int)])  # rows keep their labels
+    np.testing.assert_array_equal(weights, np.where(batch_labels == 1, 4.0, 0.5))
