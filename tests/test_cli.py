@@ -827,7 +827,7 @@ def toml(folder: Path, text: str) -> Path:
         (["train", "--modality", "image", "--filterz", "8"], ["No such option: --filterz", "See 'convpipe train --help'."]),
         (["trian"], ["No such command 'trian'.", "See 'convpipe --help'."]),  # Click 8.2 adds "Did you mean 'train'?"
         (["cache", "empty"], ["No such command 'empty'.", "See 'convpipe cache --help'."]),
-        (["evaluate"], ["Missing argument 'run'."]),
+        (["evaluate"], ["Missing argument"]),  # 'run' (Click 8.1: 'RUN')
         (["train", "--epochs", "many"], ["Invalid value for '--epochs'"]),
     ],
 )
