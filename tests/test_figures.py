@@ -143,3 +143,21 @@ def test_bar_values_are_written_inside_the_frame(tmp_path, monkeypatch):
     figure.draw_without_rendering()
     frame = figure.axes[0].get_window_extent()
     assert all(frame.x0 <= text.get_window_extent().x1 <= frame.x1 for text in figure.axes[0].texts)
+
+
+def test_characters_dejavu_lacks_are_drawn_from_an_installed_fallback_font(monkeypatch):
+    """Japanese and Chinese class names were boxes in every figure, CJK fonts installed or not.
+    Here STIX (shipped with matplotlib) stands in for a CJK font: it has "⌚", DejaVu Sans has not."""
+    from matplotlib.font_manager import FontProperties, findfont
+    from matplotlib.ft2font import FT2Font
+
+    assert not FT2Font(findfont(FontProperties(family="DejaVu Sans"))).get_char_index(ord("⌚"))
+    assert figures.font_families()[0] == "DejaVu Sans"
+
+    def render(families: list[str]) -> bytes:
+        monkeypatch.setattr(figures, "font_families", lambda: families)
+        figure = figures.new_figure(2, 1)
+        figure.add_subplot().set_title("⌚ class")
+        return figures.render_png(figure)
+
+    assert render(["DejaVu Sans"]) != render(["DejaVu Sans", "STIXGeneral"])
