@@ -53,11 +53,15 @@ def load_stdlib_docstrings(
 ) -> Dataset:
     """Docstrings (>= 5 words) of modules, classes and functions, labelled by package.
 
-    Test folders are skipped. When a package has more than `per_package` docstrings, an evenly
-    spaced selection in source order is kept, so the set is balanced and deterministic.
+    Test folders are skipped, and so is a docstring that repeats an earlier one up to case and
+    spacing (10 in the eight packages, e.g. "Send a handle over a local connection." twice in
+    multiprocessing): a copy in the test split would be scored as unseen. When a package has
+    more than `per_package` docstrings, an evenly spaced selection in source order is kept, so
+    the set is balanced and deterministic.
     """
     root = Path(sysconfig.get_paths()["stdlib"])
     inputs, labels, ids = [], [], []
+    seen: set[str] = set()
     for package in packages:
         found: list[tuple[str, str]] = []
         for file in sorted((root / package).rglob("*.py")):
@@ -71,7 +75,11 @@ def load_stdlib_docstrings(
             for node in ast.walk(tree):
                 if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
                     doc = ast.get_docstring(node)
-                    if doc and len(doc.split()) >= 5:
+                    if not doc or len(doc.split()) < 5:
+                        continue
+                    key = " ".join(doc.split()).casefold()  # as pipelines.leakage compares texts
+                    if key not in seen:
+                        seen.add(key)
                         found.append((f"{relative}:{getattr(node, 'lineno', 0)}", doc))
         if len(found) > per_package:
             keep = np.linspace(0, len(found) - 1, per_package).round().astype(int)
