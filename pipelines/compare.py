@@ -101,10 +101,10 @@ def run_settings(run: Run) -> dict[str, Any]:
     return {key: value for key, value in settings.items() if key not in NOT_LEARNED}
 
 
-def settings_that_differ(runs: list[Run]) -> list[str]:
-    """Settings that two or more of the runs have, with different values. A setting of one
-    modality only is left out when the runs' modalities differ: the modality column shows that."""
-    tables = [run_settings(run) for run in runs]
+def settings_that_differ(tables: list[dict[str, Any]]) -> list[str]:
+    """Settings (`run_settings` of each run) that two or more runs have, with different values.
+    A setting of one modality only is left out when the runs' modalities differ: the modality
+    column shows that."""
     names = dict.fromkeys(key for table in tables for key in table)  # first seen first
     differ = []
     for name in names:
@@ -208,13 +208,14 @@ def compare(run_paths: list[Path], out: Path | None = None, device: str = "auto"
             raise ConvpipeError(f"{path} is given twice{also}; list each run once.")
         seen[resolved] = Path(path)
     runs = [Run.open(path) for path in run_paths]  # every run checked before any is evaluated
-    differ = settings_that_differ(runs)
+    tables = [run_settings(run) for run in runs]
+    differ = settings_that_differ(tables)
     rows, identities = [], {}
-    for run in runs:
+    for run, settings in zip(runs, tables):
         with _own_traces_unreported():
             report, evaluated_now = load_report(run, device)
         hyperparameters = key_hyperparameters(run)
-        settings = run_settings(run)  # and each setting that differs between the runs (seed, num_mels)
+        # and each setting that differs between the runs (seed, num_mels)
         hyperparameters.update({k: settings[k] for k in differ if k in settings and k not in hyperparameters})
         row = ComparedRun(
             run=str(run.path),

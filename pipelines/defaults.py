@@ -10,7 +10,7 @@ import numpy as np
 from pipelines.datasets import Dataset
 from pipelines.modality import MODALITIES, Modality
 from preprocess import InputWarning, Preprocessor, TextPreprocessor, probe_images
-from preprocess.text import MAX_LEARNED_POSITIONS
+from preprocess.text import MAX_LEARNED_POSITIONS, MIN_LEARNED_POSITIONS
 
 #: Texts whose median length is below this many characters are read at character level with
 #: hashed character n-grams: short texts have too few words for word windows to match, and
@@ -70,7 +70,7 @@ def fitted_choices(preprocessor: Preprocessor) -> dict[str, str]:
     preprocessor's positions when none were given (config.json's `positions` stays null)."""
     if isinstance(preprocessor, TextPreprocessor) and preprocessor.positions is None:
         most = MAX_LEARNED_POSITIONS[preprocessor.level]
-        return {"positions": f"{preprocessor.positions_}: 90th percentile of training lengths, kept within 16 to {most}"}
+        return {"positions": f"{preprocessor.positions_}: 90th percentile of training lengths, kept within {MIN_LEARNED_POSITIONS} to {most}"}
     return {}
 
 

@@ -42,6 +42,12 @@ def _file_digest(path: Any) -> str | None:
         return None
 
 
+def same_text_key(text: str) -> str:
+    """What two texts share when one counts as a copy of the other: the same words, up to case
+    and spacing."""
+    return " ".join(text.split()).casefold()
+
+
 def _keys(splits: dict[str, Dataset]) -> dict[str, list[str | None]] | None:
     """A content key per input of every split (None: no copy of it can be in another split), or
     None when finding them would read more than `MAX_HASHED_BYTES`."""
@@ -63,7 +69,7 @@ def _keys(splits: dict[str, Dataset]) -> dict[str, list[str | None]] | None:
             if isinstance(x, os.PathLike):
                 key = _file_digest(x) if size in shared else None
             elif isinstance(x, str):
-                key = "text:" + hashlib.sha256(" ".join(x.split()).casefold().encode("utf-8", "surrogatepass")).hexdigest()
+                key = "text:" + hashlib.sha256(same_text_key(x).encode("utf-8", "surrogatepass")).hexdigest()
             elif isinstance(x, np.ndarray):
                 key = f"array:{x.dtype}{x.shape}:" + hashlib.sha256(np.ascontiguousarray(x).tobytes()).hexdigest()
             else:

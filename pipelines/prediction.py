@@ -38,11 +38,15 @@ def looks_like_path(value: str, extensions: tuple[str, ...]) -> bool:
 def input_source(run: Run, value: str) -> Any:
     """`value` as the preprocessor takes it: a path when it names a file; for a text run,
     anything that does not look like a path is the text itself."""
+    return _source(run, value, _file_kind(value))
+
+
+def _source(run: Run, value: str, kind: str | None) -> Any:
+    """`input_source`, given what `value` names (`_file_kind`)."""
     text_run = run.config.modality is Modality.text
     if not value.strip():  # before the file system: Path("") is the current folder
         raise ConvpipeError(f"Cannot use input {value!r}: empty text" if text_run else f"Input not found: {value!r}")
-    kind = _file_kind(value)
-    if kind == "folder":  # not expanded by `with_folders_expanded`: a library caller's list
+    if kind == "folder":  # inspect and explain take one input; predict expands folders first
         raise ConvpipeError(f"Cannot use input {value}: is a folder, expected a file")
     if kind == "file":
         return Path(value)
@@ -51,22 +55,26 @@ def input_source(run: Run, value: str) -> Any:
     return value
 
 
-def with_folders_expanded(run: Run, inputs: list[str]) -> list[str]:
+def expanded_sources(run: Run, inputs: list[str]) -> tuple[list[str], list[Any]]:
     """`inputs` with each folder replaced by the files below it that the run's modality reads,
-    in path order: hidden entries skipped and linked folders not followed, as `train` reads a
-    class folder. A folder holding none is an error."""
-    expanded = []
+    in path order (hidden entries skipped and linked folders not followed, as `train` reads a
+    class folder), and each one's `input_source`; every input is looked up once. A folder
+    holding no such file is an error."""
+    names, sources = [], []
     for value in inputs:
-        if _file_kind(value) != "folder":
-            expanded.append(value)
+        kind = _file_kind(value)
+        if kind != "folder":
+            names.append(value)
+            sources.append(_source(run, value, kind))
             continue
         extensions = run.preprocessor.extensions
-        files = [str(path) for parts, path in walk_files(Path(value)) if parts[-1].lower().endswith(extensions)]
+        files = [path for parts, path in walk_files(Path(value)) if parts[-1].lower().endswith(extensions)]
         if not files:
             modality = run.config.modality.value
             raise ConvpipeError(f"Folder {value} holds no {modality} files ({', '.join(extensions)}).")
-        expanded += files
-    return expanded
+        names += [str(path) for path in files]
+        sources += files
+    return names, sources
 
 
 def _why_missing(value: str) -> str:
@@ -130,8 +138,7 @@ def predict(run_path: Path, inputs: list[str], top_k: int = 3, device: str = "au
         raise ConvpipeError("Nothing to predict: pass one or more inputs.")
     configure_devices(device)  # before TensorFlow's first op, which fixes its devices
     run = Run.open(run_path)
-    inputs = with_folders_expanded(run, inputs)
-    sources = [input_source(run, value) for value in inputs]  # every input checked before any is decoded
+    inputs, sources = expanded_sources(run, inputs)  # every input checked before any is decoded
     x = encode_inputs(run, inputs, sources)
     # Batch by batch: model.predict on the whole array copied it into TensorFlow twice over
     # (6,000 images: 4.2 GB at the peak, for 0.8 GB of inputs).

@@ -26,6 +26,8 @@ LEVELS = ("word", "char")
 #: hold about as much text as 512 words. A 512-character cap cut off what TF-IDF still read on
 #: long docstrings: 0.75 test accuracy at 512 positions against 0.79 at 1,024 (benchmarks/).
 MAX_LEARNED_POSITIONS = {"word": 512, "char": 2048}
+#: Fewest positions learned from the training lengths.
+MIN_LEARNED_POSITIONS = 16
 LATIN1_NOTE = "not valid UTF-8, decoded as Windows-1252 (Latin-1)"
 #: More control characters than this share of a file's start (tabs and line ends aside): binary.
 MAX_CONTROL_SHARE = 0.01
@@ -312,7 +314,7 @@ class TextPreprocessor(Preprocessor):
         self.vocabulary_ = [token for token, _ in ranked[: self.vocabulary_size - len(RESERVED)]]
         self._index = {token: i + len(RESERVED) for i, token in enumerate(self.vocabulary_)}
         lengths = [len(tokens) for tokens in items]
-        self.learned_positions_ = int(np.clip(np.percentile(lengths, 90), 16, MAX_LEARNED_POSITIONS[self.level]))
+        self.learned_positions_ = int(np.clip(np.percentile(lengths, 90), MIN_LEARNED_POSITIONS, MAX_LEARNED_POSITIONS[self.level]))
         return self
 
     def encode(self, item: list[str]) -> np.ndarray:

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from pipelines.datasets import DataSource, Dataset, read_class_folders
+from pipelines.leakage import same_text_key
 from pipelines.modality import Modality
 from preprocess import ConvpipeError
 
@@ -77,7 +78,7 @@ def load_stdlib_docstrings(
                     doc = ast.get_docstring(node)
                     if not doc or len(doc.split()) < 5:
                         continue
-                    key = " ".join(doc.split()).casefold()  # as pipelines.leakage compares texts
+                    key = same_text_key(doc)
                     if key not in seen:
                         seen.add(key)
                         found.append((f"{relative}:{getattr(node, 'lineno', 0)}", doc))
