@@ -486,6 +486,10 @@ def evaluate(
     use_cache: UseCacheOption = None,
     cache_verify: CacheVerifyOption = None,
     device: DeviceOption = "auto",
+    baseline: Annotated[bool, typer.Option(
+        "--baseline", help="Also fit a logistic regression on the run's training inputs (pixels, MFCC statistics or "
+        "TF-IDF n-grams) and score it on the same inputs: does the CNN beat a linear model?",
+    )] = False,
 ):
     """Score a run on its held-out test split, or on --data; write report.html, report.json and figures.
 
@@ -495,7 +499,7 @@ def evaluate(
     with ProgressBar() as bar:
         result = run_evaluation(
             run, data=data, out=out, workers=workers, cache_dir=None if cache_dir is None else str(cache_dir),
-            use_cache=use_cache, cache_verify=cache_verify, progress=bar, device=device,
+            use_cache=use_cache, cache_verify=cache_verify, progress=bar, device=device, baseline=baseline,
         )
     report = result.report
     console.print(
@@ -508,6 +512,8 @@ def evaluate(
         confusions = ", ".join(f"{c['true']} -> {c['predicted']} ({c['count']})" for c in report["top_confusions"][:5])
         console.print(f"most confused: {shown(confusions)}")
     console.print(shown(report["skipped"]["summary"]))
+    if "linear_baseline" in report:
+        console.print(baseline_line(report["linear_baseline"]))
     copies = report["data"].get("test_copies_of_training_inputs")
     if copies:
         errors.print(
@@ -516,6 +522,16 @@ def evaluate(
         )
     console.print(f"Report written to [bold]{shown(str(result.html_path))}[/bold]")
     console.print(f"  with {shown(str(result.report_path))} and confusion_matrix.png, training_curves.png, reliability.png")
+
+
+def baseline_line(baseline: dict) -> str:
+    gap = baseline["cnn_accuracy"] - baseline["accuracy"]
+    verdict = "beats it" if gap > 0 else ("ties it" if gap == 0 else "[yellow]loses to it[/yellow]")
+    return (
+        f"linear baseline ({baseline['model']}, fitted on {baseline['fitted_on']:,} training and validation inputs): "
+        f"accuracy {baseline['accuracy']:.3f}, macro-F1 {baseline['macro_f1']:.3f}; the CNN {verdict} "
+        f"({baseline['cnn_accuracy']:.3f}, {gap:+.3f} on the same {baseline['n_samples']:,} inputs)"
+    )
 
 
 def print_per_class(report: dict, title: str) -> None:

@@ -3,11 +3,8 @@
 For each dataset: train convpipe with default settings (only --modality and --data), evaluate
 on the run's held-out test split, then train two baselines on the same train + validation
 inputs and score them on the same test inputs: the tutorial CNN of keras-io / TensorFlow for the
-modality (see `tutorial_model`), and a scikit-learn logistic regression on
-
-    image: pixels of the preprocessed image
-    audio: MFCC statistics (mean and std of 20 MFCCs and their deltas)
-    text:  TF-IDF of word 1-2-grams and character 2-5-grams
+modality (see `tutorial_model`), and the logistic regression of `evaluate --baseline`
+(pipelines/baseline.py: pixels, MFCC statistics, TF-IDF word and character n-grams).
 
     python benchmarks/baselines.py --modality audio [--data PATH] [--out benchmarks/baselines.json]
 
@@ -31,55 +28,12 @@ import numpy as np  # noqa: E402
 
 from pipelines.config import resolve_config  # noqa: E402
 from pipelines.datasets import load_source  # noqa: E402
+from pipelines.baseline import fit_predict, linear_features  # noqa: E402
 from pipelines.evaluation import evaluate  # noqa: E402
 from pipelines.modality import Modality  # noqa: E402
 from pipelines.run_dir import Run  # noqa: E402
 from pipelines.training import train  # noqa: E402
 from preprocess import InputError  # noqa: E402
-
-
-def linear_features(modality: Modality, run: Run, inputs: list) -> tuple[np.ndarray, list[int]]:
-    """Features for the linear baseline, and the indices of the inputs that could be read."""
-    preprocessor = run.preprocessor
-    rows, kept = [], []
-    for i, x in enumerate(inputs):
-        try:
-            if modality is Modality.image:
-                rows.append(preprocessor.transform_one(x).ravel())
-            elif modality is Modality.audio:
-                import librosa
-
-                waveform = preprocessor.load_waveform(x)
-                mfcc = librosa.feature.mfcc(y=waveform, sr=preprocessor.sample_rate, n_mfcc=20)
-                delta = librosa.feature.delta(mfcc)
-                rows.append(np.concatenate([mfcc.mean(1), mfcc.std(1), delta.mean(1), delta.std(1)]))
-            else:
-                rows.append(preprocessor.read_text(x))
-        except InputError:
-            continue
-        kept.append(i)
-    return (np.array(rows, dtype=object) if modality is Modality.text else np.stack(rows)), kept
-
-
-def linear_baseline(modality: Modality, x_train, y_train, x_test, y_test) -> float:
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline, make_union
-    from sklearn.preprocessing import StandardScaler
-
-    if modality is Modality.text:
-        model = make_pipeline(
-            make_union(
-                TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1),
-                TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=2),
-            ),
-            LogisticRegression(C=10.0, max_iter=2000),
-        )
-        x_train, x_test = list(x_train), list(x_test)
-    else:
-        model = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=3000))
-    model.fit(x_train, y_train)
-    return float(np.mean(model.predict(x_test) == np.asarray(y_test)))
 
 
 def tutorial_model(modality: Modality, input_shape: tuple, num_classes: int, num_ids: int):
@@ -179,15 +133,10 @@ def compare(modality: Modality, data: str | None, workdir: Path, epochs: int | N
     everything = load_source(data, modality).everything()
     fit_ids = run.split["train"] + run.split["validation"]
     fit_part, test_part = everything.select_ids(fit_ids), everything.select_ids(run.split["test"])
-    x_fit, kept_fit = linear_features(modality, run, fit_part.inputs)
-    x_test, kept_test = linear_features(modality, run, test_part.inputs)
-    linear = linear_baseline(
-        modality,
-        x_fit,
-        [fit_part.labels[i] for i in kept_fit],
-        x_test,
-        [test_part.labels[i] for i in kept_test],
-    )
+    x_fit, kept_fit = linear_features(modality, run.preprocessor, fit_part.inputs)
+    x_test, kept_test = linear_features(modality, run.preprocessor, test_part.inputs)
+    predicted = fit_predict(modality, x_fit, [fit_part.labels[i] for i in kept_fit], x_test)
+    linear = float(np.mean(predicted == np.asarray([test_part.labels[i] for i in kept_test])))
     tutorial = tutorial_baseline(modality, run, fit_part, test_part)
     return {
         "modality": modality.value,

@@ -126,9 +126,11 @@ def evaluate(
     cache_verify: bool | None = None,
     progress: ProgressReporter | None = None,
     device: str = "auto",
+    baseline: bool = False,
 ) -> Evaluation:
     """Score the run on `data` (default: its own test split) on `device`; cache settings left
-    as None are the ones the run was trained with."""
+    as None are the ones the run was trained with. `baseline`: also fit and score the linear
+    baseline of pipelines/baseline.py on the same inputs."""
     configure_devices(device)  # first: TensorFlow fixes its devices at its first op
     run = Run.open(run_path)
     settings = run.config.train
@@ -183,6 +185,12 @@ def evaluate(
             "cache": {"path": None if cache.temporary else str(cache.root), **dataclasses.asdict(cache.stats)},
             "environment": sections.environment_summary(),
         }
+        if baseline:
+            from pipelines.baseline import linear_baseline
+
+            report["linear_baseline"] = linear_baseline(
+                run, used, y_true, y_pred, stage(progress, "linear baseline: reading training inputs")
+            )
         out_dir = Path(out) if out is not None else run.path / "report"
         shown = sections.mistake_order(y_true, probabilities)[:MISTAKES_SHOWN]
         previews = mistake_previews.previews(

@@ -86,6 +86,24 @@ def _headline(report: dict[str, Any]) -> str:
     ) + "</div>"
 
 
+def _baseline(report: dict[str, Any]) -> str:
+    """evaluate --baseline: the linear model against the CNN, on the same inputs."""
+    baseline = report.get("linear_baseline")
+    if not baseline:
+        return ""
+    gap = baseline["cnn_accuracy"] - baseline["accuracy"]
+    verdict = "beats" if gap > 0 else ("ties" if gap == 0 else "<b>loses to</b>")
+    return (
+        "<h2>Linear baseline</h2>"
+        f"<p>A {escape(baseline['model'])}, fitted on the run's {baseline['fitted_on']:,} training and validation "
+        f"inputs, scored on the same {baseline['n_samples']:,} inputs: the CNN {verdict} it by {abs(gap):.3f}.</p>"
+        "<table><thead><tr><th>model</th><th>accuracy</th><th>macro F1</th></tr></thead><tbody>"
+        f"<tr><td>CNN</td><td>{_number(baseline['cnn_accuracy'])}</td><td>{_number(baseline['cnn_macro_f1'])}</td></tr>"
+        f"<tr><td>linear baseline</td><td>{_number(baseline['accuracy'])}</td><td>{_number(baseline['macro_f1'])}</td></tr>"
+        f"</tbody></table><p class='muted'>Fitted and scored in {baseline['seconds']:.1f} s.</p>"
+    )
+
+
 def _per_class(report: dict[str, Any]) -> str:
     def cells(s: dict[str, Any]) -> str:
         counted = s.get("in_averages", True)  # reports before the field: every class counted
@@ -220,6 +238,7 @@ def render_report(report: dict[str, Any], figures: dict[str, bytes], previews: l
     sections = [
         f"<h1>Evaluation report</h1><p class='muted'>{escape(title)} · scored on {escape(str(report['data']['location']))}</p>",
         _headline(report),
+        _baseline(report),
         "<h2>Per class</h2>", _per_class(report),
         "<h2>Confusion matrix</h2>",
         _figure(figures, "confusion_matrix.png", "confusion matrix, counts and shares"),

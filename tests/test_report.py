@@ -130,9 +130,78 @@ def test_a_class_without_test_inputs_or_predictions_is_shown_as_not_averaged(cap
 def evaluated(request, cli_runner, tmp_path_factory):
     trained = request.getfixturevalue(f"{request.param}_run")
     out = tmp_path_factory.mktemp(f"report-{request.param}")
-    result = invoke(cli_runner, ["evaluate", trained.run_dir, "--out", out])
+    result = invoke(cli_runner, ["evaluate", trained.run_dir, "--out", out, "--baseline"])
     assert result.exit_code == 0, describe_result(result)
     return trained, out, json.loads((out / "report.json").read_text()), result
+
+
+def test_the_linear_baseline_is_fitted_on_the_runs_training_inputs_and_scored_beside_the_cnn(evaluated):
+    trained, out, report, result = evaluated
+    baseline = report["linear_baseline"]
+    split = json.loads((trained.run_dir / "split.json").read_text())
+    assert baseline["fitted_on"] == len(split["train"]) + len(split["validation"])
+    # the same inputs as the CNN (the tiny data has no unreadable input), so the same CNN score
+    assert baseline["n_samples"] == report["n_samples"]
+    assert baseline["cnn_accuracy"] == pytest.approx(report["accuracy"])
+    assert baseline["cnn_macro_f1"] == pytest.approx(report["macro_f1"])
+    assert 0.0 <= baseline["accuracy"] <= 1.0 and 0.0 <= baseline["macro_f1"] <= 1.0
+    gap = baseline["cnn_accuracy"] - baseline["accuracy"]
+    line = " ".join(result.stdout.split())
+    assert f"linear baseline (logistic regression on" in line
+    assert f"accuracy {baseline['accuracy']:.3f}" in line and f"{gap:+.3f} on the same {baseline['n_samples']} inputs" in line
+    page = (out / "report.html").read_text()
+    assert "<h2>Linear baseline</h2>" in page and f"<td>{baseline['accuracy']:.3f}</td>" in page
+
+
+def test_the_linear_baseline_separates_what_a_linear_model_can_and_not_what_it_cannot():
+    from pipelines.baseline import fit_predict
+    from pipelines.modality import Modality
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 16)).astype(np.float32)
+    linear = (x[:, 3] - x[:, 7] > 0).astype(int)
+    predicted = fit_predict(Modality.image, x[:300], linear[:300], x[300:])
+    assert np.mean(predicted == linear[300:]) > 0.9
+    xor = ((x[:, 3] > 0) ^ (x[:, 7] > 0)).astype(int)  # no line separates it
+    predicted = fit_predict(Modality.image, x[:300], xor[:300], x[300:])
+    assert np.mean(predicted == xor[300:]) < 0.7
+
+
+def test_the_text_baseline_reads_words_and_character_n_grams_of_a_few_texts():
+    from pipelines.baseline import fit_predict
+    from pipelines.modality import Modality
+
+    texts = ["the cat sat", "a cat ran", "cats purr", "the dog sat", "a dog ran", "dogs bark"]
+    labels = [0, 0, 0, 1, 1, 1]
+    # "catlike" and "doggy" are words never seen: only their character n-grams tell
+    assert list(fit_predict(Modality.text, texts, labels, ["catlike purring", "doggy barking"])) == [0, 1]
+
+
+def test_a_baseline_that_cannot_be_fitted_is_a_one_line_error():
+    from pipelines.baseline import fit_predict
+    from pipelines.modality import Modality
+    from preprocess import ConvpipeError
+
+    with pytest.raises(ConvpipeError, match="^The linear baseline could not be fitted: .*class"):
+        fit_predict(Modality.image, np.zeros((4, 3)), [1, 1, 1, 1], np.zeros((1, 3)))
+
+
+def test_mfcc_statistics_of_a_clip_too_short_for_librosas_delta_window():
+    from pipelines.baseline import mfcc_statistics
+
+    t = np.arange(1600) / 16000  # 0.1 s: 4 frames, fewer than the 9 librosa's deltas interpolate
+    features = mfcc_statistics(np.sin(2 * np.pi * 440 * t).astype(np.float32), 16000)
+    assert features.shape == (80,) and np.all(np.isfinite(features))
+
+
+def test_baseline_needs_the_runs_training_data(cli_runner, image_run, tmp_path):
+    run = copied_run(image_run.run_dir, tmp_path / "moved")
+    document = json.loads((run / "config.json").read_text())
+    test_data = document["config"]["data"]
+    document["config"]["data"] = str(tmp_path / "gone")
+    (run / "config.json").write_text(json.dumps(document))
+    result = invoke(cli_runner, ["evaluate", run, "--data", test_data, "--baseline", "--out", tmp_path / "report"])
+    assert_one_line_error(result, "--baseline fits on the run's training data, which cannot be read now")
 
 
 def test_terminal_summary(evaluated):
