@@ -323,6 +323,21 @@ def check_applies(
             raise ConvpipeError(f"--{name.replace('_', '-')} does not apply to {modality.value} inputs.")
 
 
+def check_preprocessing(
+    modality: Modality, params: dict[str, Any], config_file: Path | None, from_file: set[str], from_flags: set[str]
+) -> None:
+    """Refuse preprocessing values that no data can make right (fmax above half the sample rate)
+    now, before any input is listed or read, naming the file when only the file set them."""
+    params = dict(params)
+    if modality is Modality.text and "level" not in params and "ngram_sizes" in params:
+        params["level"] = "char"  # the data may choose it later; n-gram settings need it
+    try:
+        MODALITIES[modality].preprocessor.from_config(params).validate_params()
+    except (TypeError, ValueError) as error:
+        where = f"{config_file}: [preprocess] " if from_file and not from_flags else ""
+        raise ConvpipeError(f"{where}Bad {modality.value} preprocessing setting: {error}") from None
+
+
 def resolve_config(
     modality: str | None,
     config_file: Path | None = None,
@@ -382,6 +397,10 @@ def resolve_config(
         raise ConvpipeError(f"{config_file}: [train] {error.name} {error.reason}") from None
     except (TypeError, ValueError) as error:  # e.g. learning_rate = "fast" in a TOML file
         raise ConvpipeError(f"Invalid setting: {error}") from None
+    check_preprocessing(
+        config.modality, config.preprocess, config_file, set(layer.get("preprocess", {})),
+        {k for k, v in (preprocess or {}).items() if v is not None},
+    )
     positions = config.preprocess.get("positions")
     if config.modality is Modality.text and isinstance(positions, int):
         if positions < max(config.model.window_sizes):

@@ -369,3 +369,24 @@ def test_an_unknown_preprocess_key_in_the_file_names_the_file_and_key(toml_file)
     toml_file.write_text(TOML, encoding="utf-8")
     with pytest.raises(ConvpipeError, match=re.escape("[preprocess] image_size is not a setting of audio inputs")):
         resolve_config("audio", config_file=toml_file)  # the image file's tables under --modality audio
+
+
+def test_impossible_preprocessing_values_are_refused_before_any_data_naming_the_file(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text('modality = "audio"\ndata = "nowhere"\n[preprocess]\nfmax = 20000.0\n', encoding="utf-8")
+    # "nowhere" does not exist: the setting is refused first, by resolving alone
+    with pytest.raises(ConvpipeError, match=rf"^{re.escape(str(path))}: \[preprocess\] Bad audio preprocessing setting: .*fmax=20000"):
+        resolve_config(None, config_file=path)
+    with pytest.raises(ConvpipeError, match=r"^Bad audio preprocessing setting: .*fmin=3000"):
+        resolve_config("audio", preprocess={"fmin": 3000.0, "fmax": 2000.0})
+    # both set something: the file is not blamed for what may be the flag's value
+    with pytest.raises(ConvpipeError, match=r"^Bad audio preprocessing setting"):
+        resolve_config(None, config_file=path, preprocess={"num_mels": 16})
+
+
+def test_n_gram_settings_without_a_level_wait_for_the_data_to_choose_it():
+    # the data may choose character level, which n-grams need: not refused before it is read
+    config = resolve_config("text", preprocess={"ngram_sizes": [2, 3]})
+    assert config.preprocess == {"ngram_sizes": [2, 3]}
+    with pytest.raises(ConvpipeError, match="ngram_sizes"):
+        resolve_config("text", preprocess={"ngram_sizes": [2, 3], "level": "word"})
