@@ -8,6 +8,7 @@ from typing import Any
 
 import keras
 
+from models.augment import add_augmentation
 from models.spec import ModelSpec, check_positive_int, is_int
 from models.votes import add_votes, global_pool
 
@@ -19,7 +20,8 @@ def build_conv_model(
 
     Each value of `spec.filters` adds one block: a `kernel_size` convolution ("same" padding,
     so the border is read too), optional batch normalization, ReLU, and max pooling with
-    `pool_size` window and `pool_stride` stride. The head flattens or globally pools the last
+    `pool_size` window and `pool_stride` stride. With `spec.augment`, layers that change each
+    training input at random come first (models/augment.py). The head flattens or globally pools the last
     maps, then `spec.dense` hidden layers with dropout before each, then a softmax.
 
     Args:
@@ -37,7 +39,7 @@ def build_conv_model(
     check_feature_maps(input_shape, spec)
 
     inputs = keras.Input(shape=tuple(input_shape), name="input")
-    x = inputs
+    x = add_augmentation(inputs, spec.augment, spec.augment_kind)
     for depth, filters in enumerate(spec.filters, start=1):
         x = keras.layers.Conv2D(
             filters, spec.kernel_size, padding="same", use_bias=not spec.batch_norm, name=f"conv{depth}"

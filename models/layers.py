@@ -1,4 +1,5 @@
-"""Layers for full-height windows over token ids, registered so `.keras` files reload safely."""
+"""convpipe's own layers (full-height windows over token ids, spectrogram masks), registered so
+`.keras` files reload safely once this module is imported."""
 
 from __future__ import annotations
 
@@ -118,3 +119,42 @@ class TokenEmbedding(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "num_ids": self.num_ids, "dim": self.dim}
+
+
+@keras.saving.register_keras_serializable(package="convpipe")
+class SpectrogramMasks(keras.layers.Layer):
+    """SpecAugment's time and frequency masking for `(batch, time, frequency, channels)` inputs.
+
+    While training, each input gets `masks` stretches of time steps and `masks` stretches of
+    frequency bands set to 0, each of a width drawn from [0, `strength` x the axis length).
+    At inference the input passes unchanged.
+    """
+
+    def __init__(self, strength: float, masks: int = 2, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.strength = strength
+        self.masks = masks
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, inputs, training=False):
+        if not training or not self.strength:
+            return inputs
+        keep = None
+        for axis in (1, 2):
+            size = inputs.shape[axis] if inputs.shape[axis] is not None else ops.shape(inputs)[axis]
+            steps = ops.cast(ops.arange(size), "float32")[None, :]
+            for _ in range(self.masks):
+                width = keras.random.uniform((ops.shape(inputs)[0], 1), 0.0, self.strength, seed=self.seed_generator)
+                width = width * ops.cast(size, "float32")
+                start = keras.random.uniform(ops.shape(width), seed=self.seed_generator) * (ops.cast(size, "float32") - width)
+                outside = ops.logical_or(steps < start, steps >= start + width)  # (batch, size)
+                outside = ops.expand_dims(ops.expand_dims(outside, -1), 3 - axis)  # along `axis`
+                keep = outside if keep is None else ops.logical_and(keep, outside)
+        return ops.where(keep, inputs, ops.zeros_like(inputs))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "strength": self.strength, "masks": self.masks, "seed": self.seed}

@@ -14,7 +14,9 @@ from typing import Any
 HEADS = ("flatten", "global_max", "global_average", "global_max_average")
 TEXT_KERNELS = ("factorized", "full")
 #: Fields that only one family of factories reads: the conv stack (image/audio) or the text model.
-CONV_ONLY = ("kernel_size", "pool_size", "pool_stride", "batch_norm")
+CONV_ONLY = ("kernel_size", "pool_size", "pool_stride", "batch_norm", "augment", "augment_kind")
+#: What `augment_kind` may be (models/augment.py draws them).
+AUGMENT_KINDS = ("image", "spectrogram")
 TEXT_ONLY = ("window_sizes", "text_kernel", "embedding_dim")
 
 
@@ -53,6 +55,11 @@ class ModelSpec:
             over positions: a rank-limited full-height kernel) or `"full"` (one
             vocabulary x window kernel per filter).
         embedding_dim: text: rank D of the factorized kernel.
+        augment: image/audio: strength of the random changes made to each training input
+            (0: none, at most 0.5); see `augment_kind`.
+        augment_kind: image/audio: `"image"` (shift and zoom by up to `augment` of the side,
+            rotate by up to `augment` x 90 degrees) or `"spectrogram"` (two stretches of time and
+            two of frequency, each up to `augment` of its axis, set to 0).
     """
 
     filters: tuple[int, ...] = (32, 64)
@@ -66,6 +73,8 @@ class ModelSpec:
     window_sizes: tuple[int, ...] = (3, 4, 5)
     text_kernel: str = "factorized"
     embedding_dim: int = 64
+    augment: float = 0.0
+    augment_kind: str = "image"
 
     def __post_init__(self) -> None:
         # Accept lists (from JSON/TOML) but store tuples so the spec stays hashable. Anything
@@ -103,6 +112,10 @@ class ModelSpec:
             raise ValueError(f"`dropout` must be in [0, 1). Received: dropout={self.dropout!r}")
         if not isinstance(self.batch_norm, bool):
             raise ValueError(f"`batch_norm` must be True or False. Received: batch_norm={self.batch_norm!r}")
+        if not isinstance(self.augment, numbers.Real) or isinstance(self.augment, bool) or not 0.0 <= self.augment <= 0.5:
+            raise ValueError(f"`augment` must be in [0, 0.5]. Received: augment={self.augment!r}")
+        if self.augment_kind not in AUGMENT_KINDS:
+            raise ValueError(f"`augment_kind` must be one of {AUGMENT_KINDS}. Received: augment_kind={self.augment_kind!r}")
         if self.head is not None and self.head not in HEADS:
             raise ValueError(f"`head` must be one of {HEADS}. Received: head={self.head!r}")
         if text:

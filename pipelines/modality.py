@@ -52,7 +52,9 @@ MODALITIES: dict[Modality, ModalityInfo] = {
         csv_column="path",
         # Chosen on speaker-disjoint, noisy, time-shifted espeak-ng words (benchmarks/README.md):
         # global max pooling finds a word wherever it starts; batch norm hurt there.
-        model_defaults=ModelSpec(filters=(16, 32, 64, 64), head="global_max", dense=(128,), dropout=0.3),
+        model_defaults=ModelSpec(
+            filters=(16, 32, 64, 64), head="global_max", dense=(128,), dropout=0.3, augment_kind="spectrogram"
+        ),
         train_defaults={"epochs": 40, "patience": 8},
     ),
     Modality.text: ModalityInfo(

@@ -75,6 +75,10 @@ def test_default_conv_model_fits_a_parameter_budget():
         ({"head": "average"}, "head"),
         ({"filters": "sixteen"}, "filters"),
         ({"batch_norm": "yes"}, "batch_norm"),
+        ({"augment": 0.6}, "augment"),
+        ({"augment": -0.1}, "augment"),
+        ({"augment": True}, "augment"),
+        ({"augment_kind": "audio"}, "augment_kind"),
     ],
 )
 def test_invalid_spec_raises_value_error_naming_the_field(changes, name):
@@ -293,11 +297,12 @@ def test_character_n_gram_rows_equal_conv2d_on_the_multi_hot_matrix():
 # ---- persistence -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", ["conv", "text-factorized", "text-full"])
+@pytest.mark.parametrize("kind", ["conv", "conv-image-augment", "conv-spectrogram-augment", "text-factorized", "text-full"])
 def test_keras_round_trip_in_safe_mode_gives_identical_predictions(tmp_path, kind):
     rng = np.random.default_rng(3)
-    if kind == "conv":
-        model = build_conv_model((8, 8, 1), 3, ModelSpec(**{**TINY.to_dict(), "batch_norm": True}))
+    if kind.startswith("conv"):
+        augment = {"augment": 0.2, "augment_kind": kind.split("-")[1]} if "augment" in kind else {}
+        model = build_conv_model((8, 8, 1), 3, ModelSpec(**{**TINY.to_dict(), "batch_norm": True, **augment}))
         x = rng.random((4, 8, 8, 1), dtype=np.float32)
     else:
         spec = ModelSpec(**{**TINY_TEXT.to_dict(), "text_kernel": kind.split("-")[1]})
@@ -308,6 +313,47 @@ def test_keras_round_trip_in_safe_mode_gives_identical_predictions(tmp_path, kin
     loaded = keras.models.load_model(path, safe_mode=True)
     assert [type(layer).__name__ for layer in loaded.layers] == [type(layer).__name__ for layer in model.layers]
     np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+# ---- augmentation ----------------------------------------------------------------------------
+
+
+def test_spectrogram_masks_blank_whole_time_steps_and_bands_while_training_only():
+    from models.layers import SpectrogramMasks
+
+    layer = SpectrogramMasks(0.2, seed=1)
+    x = np.ones((64, 50, 40, 2), dtype=np.float32)
+    np.testing.assert_array_equal(np.asarray(layer(x)), x)  # inference: unchanged
+    masked = np.asarray(layer(x, training=True))
+    assert masked.shape == x.shape and set(np.unique(masked)) <= {0.0, 1.0}
+    zero = masked[..., 0] == 0
+    np.testing.assert_array_equal(masked[..., 0], masked[..., 1])  # channels masked alike
+    for example in zero:
+        steps, bands = example.all(axis=1), example.all(axis=0)
+        # every blanked cell lies in a blanked time step or a blanked band: stripes, not dots
+        np.testing.assert_array_equal(example, steps[:, None] | bands[None, :])
+        # two masks per axis, each under a fifth of the axis
+        assert steps.sum() <= 2 * 0.2 * 50 and bands.sum() <= 2 * 0.2 * 40
+    widths = [example.all(axis=1).sum() for example in zero]
+    assert np.mean(widths) > 2 and len(set(widths)) > 3  # they vary, and are not all empty
+    again = np.asarray(layer(x, training=True))
+    assert not np.array_equal(again, masked)  # a new draw on each call
+
+
+def test_image_augmentation_moves_training_inputs_and_leaves_inference_alone():
+    spec = ModelSpec(**{**TINY.to_dict(), "augment": 0.2})
+    model = build_conv_model((16, 16, 1), 3, spec)
+    names = [layer.name for layer in model.layers]
+    assert names[1:4] == ["augment_shift", "augment_zoom", "augment_rotate"]
+    augmented = keras.Model(model.input, model.get_layer("augment_rotate").output)
+    x = np.zeros((8, 16, 16, 1), dtype=np.float32)
+    x[:, 6:10, 6:10] = 1.0
+    np.testing.assert_array_equal(np.asarray(augmented(x, training=False)), x)
+    moved = np.asarray(augmented(x, training=True))
+    assert moved.shape == x.shape and not np.allclose(moved, x)
+    # no augmentation, no extra layers: the default model is as before
+    assert build_conv_model((16, 16, 1), 3, TINY).count_params() == model.count_params()
+    assert not any(layer.name.startswith("augment") for layer in build_conv_model((16, 16, 1), 3, TINY).layers)
 
 
 def test_custom_layer_configs_hold_every_argument():

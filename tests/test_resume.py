@@ -15,8 +15,9 @@ from tests.conftest import assert_one_line_error, describe_result, invoke, make_
 
 ROOT = Path(__file__).resolve().parents[1]
 EPOCHS = 5
+# --augment: its random shifts, zooms and turns must repeat after a resume too, like dropout's masks
 OPTIONS = ["--epochs", str(EPOCHS), "--patience", "100", "--filters", "4", "--dense", "8",
-           "--image-size", "8,8", "--batch-size", "8", "--seed", "0"]
+           "--image-size", "8,8", "--batch-size", "8", "--seed", "0", "--augment", "0.2"]
 
 # Trains in a child process that SIGKILLs itself in the middle of the third epoch, after the
 # second epoch's backup was written: nothing gets a chance to clean up.
@@ -95,8 +96,8 @@ def test_resume_after_sigkill_repeats_the_uninterrupted_run(cli_runner, killed, 
     assert not (out / "train_state").exists()
 
     assert epochs_in(uninterrupted) == epochs_in(out)
-    # The same batches and dropout masks after the resume: the same losses, epoch by epoch (the
-    # default image model has dropout, and --seed turns on op determinism).
+    # The same batches, augmentations and dropout masks after the resume: the same losses, epoch
+    # by epoch (the default image model has dropout, and --seed turns on op determinism).
     assert (out / "history.csv").read_text() == (uninterrupted / "history.csv").read_text()
 
 
