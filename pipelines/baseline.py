@@ -61,7 +61,14 @@ def linear_features(modality: Modality, preprocessor: Any, inputs: list, progres
 def mfcc_statistics(waveform: np.ndarray, sample_rate: int) -> np.ndarray:
     import librosa
 
-    mfcc = librosa.feature.mfcc(y=waveform, sr=sample_rate, n_mfcc=20)
+    # librosa's default window (2,048 samples), shrunk to a power of 2 for clips shorter than it.
+    # Such a short window leaves some of the 128 mel bands empty, which librosa warns about:
+    # their MFCC part is constant, so the statistics are still fine.
+    n_fft = min(2048, 2 ** int(np.log2(max(len(waveform), 16))))
+    with warnings.catch_warnings():
+        if n_fft < 2048:
+            warnings.simplefilter("ignore", UserWarning)
+        mfcc = librosa.feature.mfcc(y=waveform, sr=sample_rate, n_mfcc=20, n_fft=n_fft, hop_length=n_fft // 4)
     # "interp" (librosa's default) needs 9 frames; a clip of under about 0.3 s has fewer
     delta = librosa.feature.delta(mfcc, mode="interp" if mfcc.shape[1] >= 9 else "nearest")
     return np.concatenate([mfcc.mean(1), mfcc.std(1), delta.mean(1), delta.std(1)])
