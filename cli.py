@@ -566,15 +566,21 @@ def compare(
     from pipelines.compare import compare as run_comparison
 
     comparison = run_comparison(runs, out=out, device=device)
-    table = Table(title="Runs, best first", box=box.SIMPLE_HEAD)
-    for column in ("#", "run", "modality", "parameters", "train s", "accuracy", "macro-F1", "data"):
-        table.add_column(column, justify="left" if column in ("run", "modality", "data") else "right")
+    table = Table(title="Runs, best first", box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    baselines = comparison.has_baselines  # a column for evaluate --baseline's linear model
+    columns = ("#", "run", "modality", "params", "train s", "accuracy", "macro-F1", *(("linear",) if baselines else ()), "data")
+    for column in columns:  # headers whole; a long run name is cut instead (listed whole below)
+        table.add_column(
+            column, justify="left" if column in ("run", "modality", "data") else "right",
+            min_width=None if column == "run" else len(column), overflow="ellipsis" if column == "run" else "fold",
+        )
     for rank, row in enumerate(comparison.runs, start=1):
+        linear = () if not baselines else ("n/a" if row.baseline_accuracy is None else f"{row.baseline_accuracy:.3f}",)
         table.add_row(
             str(rank), shown(Path(row.run).name), row.modality,
             "n/a" if row.parameters is None else f"{row.parameters:,}",
             "n/a" if row.train_seconds is None else f"{row.train_seconds:.1f}",
-            f"{row.accuracy:.3f}", f"{row.macro_f1:.3f}",
+            f"{row.accuracy:.3f}", f"{row.macro_f1:.3f}", *linear,
             row.data_group + (" [red](≠A)[/red]" if row.different_data else ""),
         )
     console.print(table)
@@ -589,6 +595,8 @@ def compare(
     evaluated = [row.run for row in comparison.runs if row.evaluated_now]
     if evaluated:
         console.print(shown(f"Evaluated now on their own test split (they had no report): {', '.join(evaluated)}"))
+    if baselines:
+        console.print("linear: the accuracy of evaluate --baseline's logistic regression on the same inputs (n/a: not asked for)")
     if comparison.html_path is not None:
         console.print(f"Comparison written to [bold]{shown(str(comparison.html_path))}[/bold] and compare.json")
 

@@ -48,6 +48,8 @@ class ComparedRun:
     data_group: str = ""
     different_data: bool = False
     evaluated_now: bool = False
+    #: the linear baseline's test accuracy, where the report has one (evaluate --baseline)
+    baseline_accuracy: float | None = None
 
     def hyperparameter_text(self) -> str:
         return " ".join(f"{key}={_compact(value)}" for key, value in self.hyperparameters.items())
@@ -63,6 +65,11 @@ class Comparison:
     json_path: Path | None = None
     html_path: Path | None = None
 
+    @property
+    def has_baselines(self) -> bool:
+        """Whether any run's report has a linear baseline (a column for it, then)."""
+        return any(row.baseline_accuracy is not None for row in self.runs)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "same_data": self.same_data,
@@ -70,6 +77,13 @@ class Comparison:
             "settings_that_differ": self.settings_that_differ,
             "runs": [asdict(row) for row in self.runs],
         }
+
+
+def _baseline_accuracy(report: dict[str, Any]) -> float | None:
+    baseline = report.get("linear_baseline")
+    if not isinstance(baseline, dict) or not isinstance(baseline.get("accuracy"), (int, float)):
+        return None
+    return float(baseline["accuracy"])
 
 
 def _compact(value: Any) -> str:
@@ -228,6 +242,7 @@ def compare(run_paths: list[Path], out: Path | None = None, device: str = "auto"
             n_samples=int(report["n_samples"]),
             data=data_location(report),
             evaluated_now=evaluated_now,
+            baseline_accuracy=_baseline_accuracy(report),
         )
         identities[row.run] = data_identity(report)
         rows.append(row)
@@ -255,11 +270,14 @@ def render_comparison(comparison: Comparison) -> str:
     def number(value: Any, pattern: str) -> str:
         return "n/a" if value is None else format(value, pattern)
 
+    baselines = comparison.has_baselines
+
     rows = "".join(
         f"<tr class='run-row'><td>{rank}</td><td class='text'>{escape(row.run)}</td><td class='text'>{escape(row.modality)}</td>"
         f"<td class='text'>{escape(row.hyperparameter_text())}</td><td>{number(row.parameters, ',')}</td>"
         f"<td>{number(row.train_seconds, '.1f')}</td><td>{row.accuracy:.3f}</td><td>{row.macro_f1:.3f}</td>"
-        f"<td>{row.n_samples}</td><td class='text'>{escape(row.data_group)}"
+        + (f"<td>{number(row.baseline_accuracy, '.3f')}</td>" if baselines else "")
+        + f"<td>{row.n_samples}</td><td class='text'>{escape(row.data_group)}"
         f"{DIFFERENT_DATA if row.different_data else ''}</td></tr>"
         for rank, row in enumerate(comparison.runs, start=1)
     )
@@ -277,6 +295,8 @@ def render_comparison(comparison: Comparison) -> str:
         "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'><title>convpipe run comparison</title>"
         f"<style>{CSS}</style></head><body><h1>Run comparison</h1>{warning}"
         "<table><thead><tr><th>#</th><th>run</th><th>modality</th><th>key hyperparameters</th><th>parameters</th>"
-        "<th>training s</th><th>test accuracy</th><th>macro F1</th><th>inputs</th><th>data</th></tr></thead>"
+        "<th>training s</th><th>test accuracy</th><th>macro F1</th>"
+        + ("<th>linear baseline accuracy</th>" if baselines else "")
+        + "<th>inputs</th><th>data</th></tr></thead>"
         f"<tbody>{rows}</tbody></table><h2>Data groups</h2><ul>{legend}</ul></body></html>\n"
     )

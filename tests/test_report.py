@@ -434,9 +434,9 @@ def test_user_strings_are_escaped_in_the_html():
 # ---- compare --------------------------------------------------------------------------------
 
 
-def fake_report(run_dir: Path, accuracy: float, macro_f1: float, fingerprint: str = "same") -> None:
+def fake_report(run_dir: Path, accuracy: float, macro_f1: float, fingerprint: str = "same", **more) -> None:
     report = {"accuracy": accuracy, "macro_f1": macro_f1, "n_samples": 9,
-              "data": {"location": "somewhere", "fingerprint": fingerprint}}
+              "data": {"location": "somewhere", "fingerprint": fingerprint}, **more}
     (run_dir / "report").mkdir(parents=True, exist_ok=True)
     (run_dir / "report" / "report.json").write_text(json.dumps(report))
 
@@ -470,6 +470,28 @@ def test_compare_orders_by_accuracy_and_flags_other_data(cli_runner, image_run, 
     run_rows = [row for row in parser.rows if row and row[0].isdigit()]
     assert [Path(row[1]).name for row in run_rows] == order
     assert sum("different data" in row[-1] for row in run_rows) == 3
+
+
+def test_compare_shows_the_linear_baseline_where_a_report_has_one(cli_runner, image_run, tmp_path):
+    runs = {name: copied_run(image_run.run_dir, tmp_path / name) for name in ("with", "without")}
+    fake_report(runs["with"], 0.90, 0.80, linear_baseline={"accuracy": 0.625, "macro_f1": 0.5})
+    fake_report(runs["without"], 0.70, 0.60)
+    result = invoke(cli_runner, ["compare", *runs.values(), "--out", tmp_path / "cmp"])
+    assert result.exit_code == 0, describe_result(result)
+    lines = result.stdout.splitlines()
+    header = next(line for line in lines if line.split()[:2] == ["#", "run"])
+    assert header.split() == ["#", "run", "modality", "params", "train", "s", "accuracy", "macro-F1", "linear", "data"]
+    rows = {line.split()[1]: line.split() for line in lines if line.split()[:1] in (["1"], ["2"])}
+    assert rows["with"][-2] == "0.625" and rows["without"][-2] == "n/a"
+    document = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    assert [row["baseline_accuracy"] for row in document["runs"]] == [0.625, None]
+    page = (tmp_path / "cmp" / "compare.html").read_text()
+    assert "<th>linear baseline accuracy</th>" in page and "<td>0.625</td>" in page
+    # without any baseline, no such column
+    fake_report(runs["with"], 0.90, 0.80)
+    result = invoke(cli_runner, ["compare", *runs.values()])
+    header = next(line for line in result.stdout.splitlines() if line.split()[:2] == ["#", "run"])
+    assert "linear" not in header and "evaluate --baseline" not in result.stdout
 
 
 def test_compare_names_the_settings_that_differ_and_shows_each_runs_value(cli_runner, image_run, tmp_path):
