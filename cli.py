@@ -23,6 +23,7 @@ from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from pipelines.modality import Modality, parse_modality
 from preprocess import ConvpipeError, InputWarning
@@ -514,8 +515,16 @@ def evaluate(
         confusions = ", ".join(f"{c['true']} -> {c['predicted']} ({c['count']})" for c in report["top_confusions"][:5])
         console.print(f"most confused: {shown(confusions)}")
     console.print(shown(report["skipped"]["summary"]))
-    if "linear_baseline" in report:
-        console.print(baseline_line(report["linear_baseline"]))
+    baseline = report.get("linear_baseline")
+    if baseline and "error" in baseline:
+        errors.print(f"[yellow]warning:[/yellow] no linear baseline: {shown(baseline['error'])}")
+    elif baseline:
+        console.print(baseline_line(baseline))
+        if baseline.get("scored_copies_of_fitted_inputs"):
+            errors.print(
+                f"[yellow]warning:[/yellow] {baseline['scored_copies_of_fitted_inputs']} of the scored inputs are exact "
+                "copies of inputs the baseline was fitted on (training and validation); its score counts them."
+            )
     copies = report["data"].get("test_copies_of_training_inputs")
     if copies:
         errors.print(
@@ -566,23 +575,28 @@ def compare(
     from pipelines.compare import compare as run_comparison
 
     comparison = run_comparison(runs, out=out, device=device)
-    table = Table(title="Runs, best first", box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    # gaps of two spaces, not three, so that nine columns fit 80 characters with room for names
+    table = Table(title="Runs, best first", box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, collapse_padding=True)
     baselines = comparison.has_baselines  # a column for evaluate --baseline's linear model
     columns = ("#", "run", "modality", "params", "train s", "accuracy", "macro-F1", *(("linear",) if baselines else ()), "data")
-    for column in columns:  # headers whole; a long run name is cut instead (listed whole below)
-        table.add_column(
-            column, justify="left" if column in ("run", "modality", "data") else "right",
-            min_width=None if column == "run" else len(column), overflow="ellipsis" if column == "run" else "fold",
-        )
+    rows = []
     for rank, row in enumerate(comparison.runs, start=1):
         linear = () if not baselines else ("n/a" if row.baseline_accuracy is None else f"{row.baseline_accuracy:.3f}",)
-        table.add_row(
+        rows.append((
             str(rank), shown(Path(row.run).name), row.modality,
             "n/a" if row.parameters is None else f"{row.parameters:,}",
             "n/a" if row.train_seconds is None else f"{row.train_seconds:.1f}",
             f"{row.accuracy:.3f}", f"{row.macro_f1:.3f}", *linear,
             row.data_group + (" [red](≠A)[/red]" if row.different_data else ""),
-        )
+        ))
+    for i, column in enumerate(columns):
+        if column == "run":  # cut where the terminal is narrow; listed whole below the table
+            table.add_column(column, overflow="ellipsis", min_width=min(8, max(len(cells[i]) for cells in rows)))
+        else:  # never folded: a number split over two lines reads as two numbers
+            widest = max([len(column), *(len(Text.from_markup(cells[i]).plain) for cells in rows)])
+            table.add_column(column, justify="left" if column in ("modality", "data") else "right", min_width=widest, no_wrap=True)
+    for cells in rows:
+        table.add_row(*cells)
     console.print(table)
     for rank, row in enumerate(comparison.runs, start=1):
         console.print(shown(f"{rank}. {row.run}: {row.hyperparameter_text()}"), highlight=False)

@@ -17,9 +17,9 @@ def add_augmentation(x, strength: float, kind: str):
 
     image: shift up and down and sideways by up to `strength` of the side, zoom in or out by up
     to `strength`, and rotate by up to `strength` x 90 degrees; uncovered pixels repeat the
-    nearest edge. spectrogram: two stretches of time and of frequency, each up to
-    `strength` of the axis, set to 0 (the mean of a band after per-band normalization), as in
-    SpecAugment (Park et al., 2019).
+    nearest edge; height and width are zoomed separately. spectrogram: two stretches of time
+    and of frequency, each up to `strength` of the axis, set to the input's mean (0 after
+    per-band normalization), as in SpecAugment (Park et al., 2019).
     """
     if not strength:
         return x

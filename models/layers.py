@@ -126,8 +126,8 @@ class SpectrogramMasks(keras.layers.Layer):
     """SpecAugment's time and frequency masking for `(batch, time, frequency, channels)` inputs.
 
     While training, each input gets `masks` stretches of time steps and `masks` stretches of
-    frequency bands set to 0, each of a width drawn from [0, `strength` x the axis length).
-    At inference the input passes unchanged.
+    frequency bands set to the input's mean (per channel), each of a width drawn from
+    [0, `strength` x the axis length). At inference the input passes unchanged.
     """
 
     def __init__(self, strength: float, masks: int = 2, seed: int | None = None, **kwargs):
@@ -151,7 +151,9 @@ class SpectrogramMasks(keras.layers.Layer):
                 outside = ops.logical_or(steps < start, steps >= start + width)  # (batch, size)
                 outside = ops.expand_dims(ops.expand_dims(outside, -1), 3 - axis)  # along `axis`
                 keep = outside if keep is None else ops.logical_and(keep, outside)
-        return ops.where(keep, inputs, ops.zeros_like(inputs))
+        # the input's own mean: 0 after per-band normalization, and still a level the input has
+        # with normalization "none" (decibels, where 0 would be the loudest)
+        return ops.where(keep, inputs, ops.mean(inputs, axis=(1, 2), keepdims=True))
 
     def compute_output_shape(self, input_shape):
         return input_shape

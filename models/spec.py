@@ -59,7 +59,7 @@ class ModelSpec:
             (0: none, at most 0.5); see `augment_kind`.
         augment_kind: image/audio: `"image"` (shift and zoom by up to `augment` of the side,
             rotate by up to `augment` x 90 degrees) or `"spectrogram"` (two stretches of time and
-            two of frequency, each up to `augment` of its axis, set to 0).
+            two of frequency, each up to `augment` of its axis, set to the input's mean).
     """
 
     filters: tuple[int, ...] = (32, 64)

@@ -299,18 +299,29 @@ def check_applies(
     preprocessor does not have: silently ignored, it would be recorded as if it had been used."""
     text = modality is Modality.text
 
-    def hint(window_sizes: str) -> str:  # named as a TOML key or as a flag
-        return f" (they use {window_sizes})" if text else " (text models only)"
+    def hint(name: str, window_sizes: str) -> str:  # named as a TOML key or as a flag
+        if not text:
+            return " (text models only)"
+        return " (image and audio models only)" if name.startswith("augment") else f" (they use {window_sizes})"
 
     for name in ModelSpec.unused_fields(text=text):
         if name in layer.get("model", {}):
             raise ConvpipeError(
-                f"{config_file}: [model] {name} does not apply to {modality.value} models{hint('window_sizes')}."
+                f"{config_file}: [model] {name} does not apply to {modality.value} models{hint(name, 'window_sizes')}."
             )
         if model.get(name) is not None:
             raise ConvpipeError(
-                f"--{name.replace('_', '-')} does not apply to {modality.value} models{hint('--window-sizes')}."
+                f"--{name.replace('_', '-')} does not apply to {modality.value} models{hint(name, '--window-sizes')}."
             )
+    # The kind of augmentation follows from what the inputs are: rotating a spectrogram, or an
+    # image model holding spectrogram masks (a layer of convpipe's own), would be neither.
+    kind = layer.get("model", {}).get("augment_kind")
+    own = MODALITIES[modality].model_defaults.augment_kind
+    if not text and kind is not None and kind != own:
+        raise ConvpipeError(
+            f"{config_file}: [model] augment_kind = {kind!r} does not apply to {modality.value} models; "
+            f"theirs is {own!r} (or leave it out)."
+        )
     params = MODALITIES[modality].preprocessor().get_config()
     for name in layer.get("preprocess", {}):  # now, not after the inputs are read
         if name not in params:
@@ -328,14 +339,26 @@ def check_preprocessing(
 ) -> None:
     """Refuse preprocessing values that no data can make right (fmax above half the sample rate)
     now, before any input is listed or read, naming the file when only the file set them."""
-    params = dict(params)
-    if modality is Modality.text and "level" not in params and "ngram_sizes" in params:
-        params["level"] = "char"  # the data may choose it later; n-gram settings need it
-    try:
-        MODALITIES[modality].preprocessor.from_config(params).validate_params()
-    except (TypeError, ValueError) as error:
-        where = f"{config_file}: [preprocess] " if from_file and not from_flags else ""
-        raise ConvpipeError(f"{where}Bad {modality.value} preprocessing setting: {error}") from None
+    def refusal(values: dict[str, Any]) -> str | None:
+        values = dict(values)
+        if modality is Modality.text and "level" not in values and "ngram_sizes" in values:
+            values["level"] = "char"  # the data may choose it later; n-gram settings need it
+        try:
+            MODALITIES[modality].preprocessor.from_config(values).validate_params()
+        except (TypeError, ValueError) as error:
+            return str(error)
+        return None
+
+    error = refusal(params)
+    if error is None:
+        return
+    if not from_file or (from_flags and refusal({k: params[k] for k in from_flags}) is not None):
+        where = ""  # the flags alone are wrong
+    elif not from_flags or refusal({k: params[k] for k in from_file if k not in from_flags}) is not None:
+        where = f"{config_file}: [preprocess] "  # the file alone is wrong
+    else:  # each right alone, wrong together: fmax = 7000 in the file with --sample-rate 8000
+        where = f"{config_file}: [preprocess] (with the flags given) "
+    raise ConvpipeError(f"{where}Bad {modality.value} preprocessing setting: {error}")
 
 
 def resolve_config(

@@ -51,13 +51,14 @@ def evaluation_data(run: Run, data: str | None) -> tuple[Dataset, str]:
             )
         # absolute, as train records its data, so compare shows one file under one name
         return (source.test if source.predefined_split else source.full), str(Path(data).expanduser().resolve())
-    test_ids = run.split.get("test") or []
-    if not test_ids:
+    if not run.split.get("test"):
         raise ConvpipeError(f"{run.path} has no held-out test inputs; pass --data to evaluate on other data.")
-    source = load_source(run.config.data, modality)
-    dataset = source.everything().select_ids(test_ids, source=source.location)
-    recorded = (run.split.get("fingerprints") or {}).get("test")  # None: a run from before fingerprints
-    if recorded is not None and dataset.fingerprint() != recorded:
+    try:
+        source = load_source(run.config.data, modality)
+    except ConvpipeError as error:
+        raise ConvpipeError(f"{str(error).rstrip('.')}. Pass --data to evaluate on other data.") from None
+    dataset = recorded_split(run, source.everything(), source.location, "test")
+    if dataset is None:
         # The same ids now name other inputs (e.g. a sorted CSV): scoring them could score
         # training inputs.
         raise ConvpipeError(
@@ -65,6 +66,15 @@ def evaluation_data(run: Run, data: str | None) -> tuple[Dataset, str]:
             "same (edited, reordered or replaced). Pass --data to evaluate on other data."
         )
     return dataset, source.location
+
+
+def recorded_split(run: Run, everything: Dataset, location: str, name: str) -> Dataset | None:
+    """The run's `name` split ("train", "validation", "test") read again from its data, or None
+    if those inputs changed since training (their recorded fingerprint differs). Runs from
+    before a split's fingerprint was recorded are taken as they are."""
+    dataset = everything.select_ids(run.split.get(name) or [], source=location)
+    recorded = (run.split.get("fingerprints") or {}).get(name)
+    return None if recorded is not None and dataset.fingerprint() != recorded else dataset
 
 
 def copies_of_training_inputs(run: Run, dataset: Dataset, own_test_split: bool) -> int | None:
@@ -75,8 +85,10 @@ def copies_of_training_inputs(run: Run, dataset: Dataset, own_test_split: bool) 
         return run.document.get("copies_across_splits", {}).get("test_in_train", 0)
     try:
         source = load_source(run.config.data, run.config.modality)
-        train = source.everything().select_ids(run.split.get("train") or [], source=source.location)
+        train = recorded_split(run, source.everything(), source.location, "train")
     except (ConvpipeError, OSError):
+        return None
+    if train is None:  # changed since training: not the inputs the model learned from
         return None
     return find_copies({"train": train, "test": dataset}, warn=False).get("test_in_train", 0)
 
@@ -143,6 +155,10 @@ def evaluate(
         )
     if len(dataset) == 0:
         raise ConvpipeError(f"No inputs to evaluate in {location}.")
+    if baseline:  # its training data checked before any scoring
+        from pipelines.baseline import linear_baseline, training_inputs
+
+        fit_part = training_inputs(run)
     preprocessor, model = run.preprocessor, run.model
     started = time.perf_counter()
     skipped = Skipped()
@@ -186,11 +202,12 @@ def evaluate(
             "environment": sections.environment_summary(),
         }
         if baseline:
-            from pipelines.baseline import linear_baseline
-
-            report["linear_baseline"] = linear_baseline(
-                run, used, y_true, y_pred, stage(progress, "linear baseline: reading training inputs")
-            )
+            try:
+                report["linear_baseline"] = linear_baseline(
+                    run, fit_part, used, y_true, y_pred, stage(progress, "linear baseline: reading training inputs")
+                )
+            except ConvpipeError as error:  # the CNN's report is still worth writing
+                report["linear_baseline"] = {"error": str(error)}
         out_dir = Path(out) if out is not None else run.path / "report"
         shown = sections.mistake_order(y_true, probabilities)[:MISTAKES_SHOWN]
         previews = mistake_previews.previews(

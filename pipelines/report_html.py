@@ -91,6 +91,13 @@ def _baseline(report: dict[str, Any]) -> str:
     baseline = report.get("linear_baseline")
     if not baseline:
         return ""
+    if "error" in baseline:
+        return f"<h2>Linear baseline</h2><p>None: {escape(baseline['error'])}</p>"
+    copies = baseline.get("scored_copies_of_fitted_inputs")
+    copies_note = (
+        f"<p><b>{copies} of the scored inputs are exact copies of inputs the baseline was fitted on</b>; its "
+        "score counts them.</p>" if copies else ""
+    )
     gap = baseline["cnn_accuracy"] - baseline["accuracy"]
     verdict = "beats" if gap > 0 else ("ties" if gap == 0 else "<b>loses to</b>")
     return (
@@ -100,7 +107,7 @@ def _baseline(report: dict[str, Any]) -> str:
         "<table><thead><tr><th>model</th><th>accuracy</th><th>macro F1</th></tr></thead><tbody>"
         f"<tr><td>CNN</td><td>{_number(baseline['cnn_accuracy'])}</td><td>{_number(baseline['cnn_macro_f1'])}</td></tr>"
         f"<tr><td>linear baseline</td><td>{_number(baseline['accuracy'])}</td><td>{_number(baseline['macro_f1'])}</td></tr>"
-        f"</tbody></table><p class='muted'>Fitted and scored in {baseline['seconds']:.1f} s.</p>"
+        f"</tbody></table>{copies_note}<p class='muted'>Fitted and scored in {baseline['seconds']:.1f} s.</p>"
     )
 
 

@@ -395,12 +395,13 @@ def write_run(
     run_dir.mkdir(parents=True, exist_ok=True)
     preprocessor.save(run_dir / "preprocessor.json")
     atomic.write_json(run_dir / "labels.json", document["classes"])
-    # The test split's fingerprint lets evaluate refuse data edited since (its ids may be CSV row
-    # numbers); runs written before it have none and are evaluated without the check.
+    # The splits' fingerprints let evaluate refuse data edited since (its ids may be CSV row
+    # numbers): the test split's for scoring, the others for --baseline's fit. Runs written
+    # before them are evaluated without the check.
     atomic.write_json(
         run_dir / "split.json",
         {"data": source.location, **{k: v.ids for k, v in splits.items()},
-         "fingerprints": {"test": splits["test"].fingerprint()}},
+         "fingerprints": {k: v.fingerprint() for k, v in splits.items()}},
     )
     atomic.write_json(
         run_dir / "skipped.json",

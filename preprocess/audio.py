@@ -108,10 +108,13 @@ class AudioPreprocessor(Preprocessor):
         empty = _empty_mel_bands(self.sample_rate, self.n_fft, self.num_mels, self.fmin, fmax)
         if empty:
             most = _most_mel_bands(self.sample_rate, self.n_fft, self.num_mels, self.fmin, fmax)
+            fix = f"Use at most {most} bands, or raise `n_fft`." if most else (
+                "No number of bands works: raise `n_fft`, or widen `fmin`-`fmax`."
+            )
             raise ValueError(
                 f"`num_mels`={self.num_mels} is too many for n_fft={self.n_fft} at sample_rate={self.sample_rate} "
                 f"between {self.fmin:g} and {fmax:g} Hz: {empty} band(s) would hold no frequency bin and always "
-                f"read silence. Use at most {most} bands, or raise `n_fft`."
+                f"read silence. {fix}"
             )
         if self.normalization not in NORMALIZATIONS:
             raise ValueError(
@@ -347,7 +350,10 @@ def _empty_mel_bands(sample_rate: int, n_fft: int, num_mels: int, fmin: float, f
 
 
 def _most_mel_bands(sample_rate: int, n_fft: int, num_mels: int, fmin: float, fmax: float) -> int:
-    """The largest number of bands below `num_mels` with none empty (bands narrow as they grow)."""
+    """The largest number of bands below `num_mels` with none empty (bands narrow as they grow);
+    0 when even one band would be empty."""
+    if num_mels <= 1 or _empty_mel_bands(sample_rate, n_fft, 1, fmin, fmax):
+        return 0
     low, high = 1, num_mels - 1
     while low < high:
         middle = (low + high + 1) // 2

@@ -379,9 +379,17 @@ def test_impossible_preprocessing_values_are_refused_before_any_data_naming_the_
         resolve_config(None, config_file=path)
     with pytest.raises(ConvpipeError, match=r"^Bad audio preprocessing setting: .*fmin=3000"):
         resolve_config("audio", preprocess={"fmin": 3000.0, "fmax": 2000.0})
-    # both set something: the file is not blamed for what may be the flag's value
-    with pytest.raises(ConvpipeError, match=r"^Bad audio preprocessing setting"):
+    # the file's value, wrong with or without the flags': the file is named
+    with pytest.raises(ConvpipeError, match=rf"^{re.escape(str(path))}: \[preprocess\] Bad audio"):
         resolve_config(None, config_file=path, preprocess={"num_mels": 16})
+    # the flags' value alone is wrong: the file is not blamed
+    path.write_text('modality = "audio"\n[preprocess]\nnum_mels = 16\n', encoding="utf-8")
+    with pytest.raises(ConvpipeError, match=r"^Bad audio preprocessing setting: .*fmax=20000"):
+        resolve_config(None, config_file=path, preprocess={"fmax": 20000.0})
+    # right alone, wrong together: fmax = 7000 is fine at 16 kHz, not at --sample-rate 8000
+    path.write_text('modality = "audio"\n[preprocess]\nfmax = 7000.0\n', encoding="utf-8")
+    with pytest.raises(ConvpipeError, match=rf"^{re.escape(str(path))}: \[preprocess\] \(with the flags given\) Bad audio"):
+        resolve_config(None, config_file=path, preprocess={"sample_rate": 8000})
 
 
 def test_n_gram_settings_without_a_level_wait_for_the_data_to_choose_it():

@@ -386,6 +386,11 @@ def test_bad_parameters_raise_value_error_naming_the_parameter(params, name):
         pre.fit([(tone(440), SR)])
 
 
+def test_a_window_too_short_for_even_one_mel_band_says_so_not_at_most_one():
+    with pytest.raises(ValueError, match=r"`num_mels`=1 .* No number of bands works: raise `n_fft`"):
+        small(num_mels=1, n_fft=2, hop_length=1).fit([(tone(440), SR)])
+
+
 def test_mel_bands_that_would_hold_no_frequency_bin_are_refused_with_the_most_that_fit():
     import librosa
 

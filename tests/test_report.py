@@ -176,6 +176,9 @@ def test_the_text_baseline_reads_words_and_character_n_grams_of_a_few_texts():
     labels = [0, 0, 0, 1, 1, 1]
     # "catlike" and "doggy" are words never seen: only their character n-grams tell
     assert list(fit_predict(Modality.text, texts, labels, ["catlike purring", "doggy barking"])) == [0, 1]
+    # no word of two letters anywhere (scikit-learn's default words): one-letter words are read
+    letters = ["a", "a b", "b a", "x", "x y", "y x"]
+    assert list(fit_predict(Modality.text, letters, labels, ["b", "y"])) == [0, 1]
 
 
 def test_a_baseline_that_cannot_be_fitted_is_a_one_line_error():
@@ -204,7 +207,51 @@ def test_baseline_needs_the_runs_training_data(cli_runner, image_run, tmp_path):
     document["config"]["data"] = str(tmp_path / "gone")
     (run / "config.json").write_text(json.dumps(document))
     result = invoke(cli_runner, ["evaluate", run, "--data", test_data, "--baseline", "--out", tmp_path / "report"])
-    assert_one_line_error(result, "--baseline fits on the run's training data, which cannot be read now")
+    assert_one_line_error(result, "--baseline fits on the run's training data, which cannot be used now")
+
+
+def test_baseline_refuses_training_data_changed_since_training(cli_runner, text_run, tmp_path):
+    import csv
+
+    run = copied_run(text_run.run_dir, tmp_path / "run")
+    document = json.loads((run / "config.json").read_text())
+    original = Path(document["config"]["data"])
+    with original.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.reader(handle))
+    edited = tmp_path / "edited.csv"  # the same texts, the rows sorted: row ids name other texts
+    with edited.open("w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows([rows[0], *sorted(rows[1:])])
+    document["config"]["data"] = str(edited)
+    (run / "config.json").write_text(json.dumps(document))
+    result = invoke(cli_runner, ["evaluate", run, "--data", original, "--baseline", "--out", tmp_path / "report"])
+    assert_one_line_error(result, "changed since training: the run's recorded train inputs are no longer the same")
+    assert not (tmp_path / "report").exists()  # refused before scoring anything
+
+
+def test_a_baseline_that_fails_to_fit_leaves_the_cnns_report_whole(cli_runner, image_run, tmp_path, monkeypatch):
+    import pipelines.baseline
+    from preprocess import ConvpipeError
+
+    def refuse(*args):
+        raise ConvpipeError("The linear baseline could not be fitted: no luck")
+
+    monkeypatch.setattr(pipelines.baseline, "fit_predict", refuse)
+    result = invoke(cli_runner, ["evaluate", image_run.run_dir, "--baseline", "--out", tmp_path / "report"])
+    assert result.exit_code == 0, describe_result(result)
+    assert "warning: no linear baseline: The linear baseline could not be fitted: no luck" in " ".join(result.stderr.split())
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert report["linear_baseline"] == {"error": "The linear baseline could not be fitted: no luck"}
+    assert "accuracy" in report and "None: The linear baseline could not be fitted" in (tmp_path / "report" / "report.html").read_text()
+
+
+def test_the_baseline_counts_scored_inputs_it_was_fitted_on(cli_runner, image_run, tmp_path):
+    data = json.loads((image_run.run_dir / "config.json").read_text())["config"]["data"]
+    result = invoke(cli_runner, ["evaluate", image_run.run_dir, "--data", data, "--baseline", "--out", tmp_path / "report"])
+    assert result.exit_code == 0, describe_result(result)
+    baseline = json.loads((tmp_path / "report" / "report.json").read_text())["linear_baseline"]
+    # the whole training folder: every input fitted on is scored again
+    assert baseline["scored_copies_of_fitted_inputs"] == baseline["fitted_on"] > 0
+    assert f"{baseline['fitted_on']} of the scored inputs are exact copies of inputs the baseline was fitted on" in " ".join(result.stderr.split())
 
 
 def test_terminal_summary(evaluated):
@@ -483,6 +530,8 @@ def test_compare_shows_the_linear_baseline_where_a_report_has_one(cli_runner, im
     assert header.split() == ["#", "run", "modality", "params", "train", "s", "accuracy", "macro-F1", "linear", "data"]
     rows = {line.split()[1]: line.split() for line in lines if line.split()[:1] in (["1"], ["2"])}
     assert rows["with"][-2] == "0.625" and rows["without"][-2] == "n/a"
+    parameters = json.loads((runs["with"] / "config.json").read_text())["parameters"]
+    assert rows["with"][3] == f"{parameters:,}"  # whole, on one line
     document = json.loads((tmp_path / "cmp" / "compare.json").read_text())
     assert [row["baseline_accuracy"] for row in document["runs"]] == [0.625, None]
     page = (tmp_path / "cmp" / "compare.html").read_text()
