@@ -210,6 +210,15 @@ def test_baseline_needs_the_runs_training_data(cli_runner, image_run, tmp_path):
     assert_one_line_error(result, "--baseline fits on the run's training data, which cannot be used now")
 
 
+def test_evaluating_a_run_whose_data_is_gone_says_to_pass_data(cli_runner, image_run, tmp_path):
+    run = copied_run(image_run.run_dir, tmp_path / "moved")
+    document = json.loads((run / "config.json").read_text())
+    document["config"]["data"] = str(tmp_path / "gone")
+    (run / "config.json").write_text(json.dumps(document))
+    result = invoke(cli_runner, ["evaluate", run, "--out", tmp_path / "report"])
+    assert_one_line_error(result, "gone. Pass --data to evaluate on other data.")
+
+
 def test_baseline_refuses_training_data_changed_since_training(cli_runner, text_run, tmp_path):
     import csv
 
