@@ -14,7 +14,11 @@ text's own positions, not the padding; mavg=2: their sum over the square root of
 wide=1 (a jointly trained linear path on n-gram frequencies beside the CNN), idf=1 (embedded rows
 scaled by the ids' IDF on the training texts), lsa (embedding rows of the ids seen in training
 start from LSA term vectors of the training texts, at this multiple of the random init's std;
-lsamode=add: added to the random init). tdrop/edrop/mavg/wide/idf build the factorized
+lsamode=add: added to the random init), iddrop (each input id, a character or one of its
+n-grams, read as padding at this rate in training), distill=T (knowledge distillation from the
+TF-IDF + logistic regression fitted on the training texts, at temperature T; alpha weighs the
+true labels' loss, default 0.5; tfold=k: the training texts' teacher targets cross-fitted over
+k folds), opt=adagrad|sgd (with lr; mom for SGD's momentum, default 0.9). tdrop/edrop/mavg/wide/idf build the factorized
 model with max + average pooling whatever `head` says. Window sizes take "," inside a value,
 e.g. window_sizes=1,3,4,5. `--pre` passes preprocessor parameters, e.g. '{"hash_buckets": 131072}'.
 Each result, and TF-IDF + logistic regression on the same split, is appended to --out as JSON lines
@@ -270,6 +274,77 @@ def lsa_rows(x, num_ids, dim, seed, scale):
     return seen, v
 
 
+def with_id_dropout(base, shape, rate, seed):
+    """iddrop: each input id (a character or one of its hashed n-grams) independently replaced
+    by the padding id 0 with probability `rate`, during training only; then the given model."""
+    import keras
+    from keras import ops
+
+    class IdDropout(keras.layers.Layer):
+        def __init__(self, **kw):
+            super().__init__(**kw)
+            self.gen = keras.random.SeedGenerator(seed)
+
+        def call(self, ids, training=None):
+            if not training:
+                return ids
+            keep = keras.random.uniform(ops.shape(ids), seed=self.gen) >= rate
+            return ops.where(keep, ids, ops.zeros_like(ids))
+
+    ids = keras.Input(shape=shape, dtype="int32")
+    return keras.Model(ids, base(IdDropout()(ids)))
+
+
+def teacher_probs(arr, num_classes, folds=0, seed=0):
+    """The script's TF-IDF + logistic regression (word 1-2 + char_wb 2-5), fitted on the training
+    texts only; its class probabilities on the training and validation texts."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline, make_union
+    model = make_pipeline(make_union(TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1),
+                                     TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=2)),
+                          LogisticRegression(C=10.0, max_iter=2000))
+    model.fit(arr["train"][2], arr["train"][1])
+    assert list(model.classes_) == list(range(num_classes))
+    test_acc = float(np.mean(model.predict(arr["test"][2]) == arr["test"][1]))
+    qt = model.predict_proba(arr["train"][2])
+    if folds:  # tfold=k: training-text targets cross-fitted (each fold predicted by a teacher fitted on the others)
+        from sklearn.base import clone
+        from sklearn.model_selection import StratifiedKFold
+        texts, labels = np.array(arr["train"][2], dtype=object), arr["train"][1]
+        for fit_idx, pred_idx in StratifiedKFold(folds, shuffle=True, random_state=seed).split(texts, labels):
+            m = clone(model).fit(list(texts[fit_idx]), labels[fit_idx])
+            qt[pred_idx] = 0
+            qt[np.ix_(pred_idx, m.classes_)] = m.predict_proba(list(texts[pred_idx]))
+    return qt, model.predict_proba(arr["validation"][2]), test_acc
+
+
+def distill_loss(num_classes, T, alpha):
+    """y_true packs [one-hot true label, teacher probabilities]; y_pred is the student's softmax.
+    alpha * CE(true) + (1 - alpha) * T^2 * KL(teacher_T || student_T), temperature applied to
+    log-probabilities (logits up to a constant)."""
+    from keras import ops
+    eps = 1e-7
+
+    def loss(y_true, y_pred):
+        onehot, q = y_true[:, :num_classes], y_true[:, num_classes:]
+        logp = ops.log(ops.clip(y_pred, eps, 1.0))
+        ce = -ops.sum(onehot * logp, axis=-1)
+        ps = ops.softmax(logp / T, axis=-1)
+        qt = ops.softmax(ops.log(ops.clip(q, eps, 1.0)) / T, axis=-1)
+        kl = ops.sum(qt * (ops.log(ops.clip(qt, eps, 1.0)) - ops.log(ops.clip(ps, eps, 1.0))), axis=-1)
+        return alpha * ce + (1 - alpha) * T * T * kl
+    return loss
+
+
+def true_ce(num_classes):
+    from keras import ops
+
+    def true_ce(y_true, y_pred):
+        return -ops.sum(y_true[:, :num_classes] * ops.log(ops.clip(y_pred, 1e-7, 1.0)), axis=-1)
+    return true_ce
+
+
 def run_variant(variant, arr, num_ids, num_classes, seed):
     import keras
     import models
@@ -310,6 +385,8 @@ def run_variant(variant, arr, num_ids, num_classes, seed):
             sub.name = f"member{m}"  # noqa
             outs.append(sub(inp))
         model = keras.Model(inp, keras.layers.Average()(outs))
+    if "iddrop" in o:  # single input ids read as padding at this rate, training only
+        model = with_id_dropout(model, xt.shape[1:], float(o["iddrop"]), seed)
     if "lsa" in o:  # ids seen in training start from their LSA vectors (lsamode=add: on top of the random init)
         seen, v = lsa_rows(xt, num_ids, spec.embedding_dim, seed, float(o["lsa"]))
         for w in model.weights:
@@ -331,8 +408,20 @@ def run_variant(variant, arr, num_ids, num_classes, seed):
     else:
         loss = "sparse_categorical_crossentropy"
         yt_, yv_ = yt, yv
+    metrics = ["accuracy"]
+    monitor = "val_loss"
+    if "distill" in o:  # knowledge distillation from TF-IDF + LR fitted on the training texts only
+        T, alpha = float(o["distill"]), float(o.get("alpha", 0.5))
+        qt, qv, teacher_acc = teacher_probs(arr, num_classes, int(o.get("tfold", 0)), seed)
+        print("teacher (train only) test acc", teacher_acc, "mean max prob train", qt.max(1).mean(), "val", qv.max(1).mean(), flush=True)
+        eye = np.eye(num_classes, dtype=np.float32)
+        yt_ = np.concatenate([eye[yt], qt.astype(np.float32)], 1)
+        yv_ = np.concatenate([eye[yv], qv.astype(np.float32)], 1)
+        loss = distill_loss(num_classes, T, alpha)
+        metrics = [true_ce(num_classes)]
+        monitor = "val_true_ce"  # early stopping on the validation loss against the true labels
     schedule = o.get("sched")
-    callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True)]
+    callbacks = [keras.callbacks.EarlyStopping(monitor=monitor, mode="min", patience=patience, restore_best_weights=True)]
     if schedule == "plateau":
         callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.3, patience=int(o.get("pp", 2))))
     opt_lr = lr
@@ -342,11 +431,15 @@ def run_variant(variant, arr, num_ids, num_classes, seed):
     ema = {"use_ema": True, "ema_momentum": float(o["ema"])} if "ema" in o else {}
     if ema:  # validation, early stopping and the restored weights all use the averaged weights
         callbacks.insert(0, keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
-    if "wd" in o:
+    if o.get("opt") == "adagrad":
+        optimizer = keras.optimizers.Adagrad(opt_lr)
+    elif o.get("opt") == "sgd":
+        optimizer = keras.optimizers.SGD(opt_lr, momentum=float(o.get("mom", 0.9)))
+    elif "wd" in o:
         optimizer = keras.optimizers.AdamW(opt_lr, weight_decay=float(o["wd"]), **ema)
     else:
         optimizer = keras.optimizers.Adam(opt_lr, **ema)
-    model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
+    model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
     t = time.perf_counter()
     train_data = (xt, yt_) if "crop" not in o else (random_crops(xt, yt_, bs, float(o["crop"]), seed),)
     h = model.fit(*train_data, validation_data=(xv, yv_), epochs=epochs, batch_size=None if "crop" in o else bs, verbose=0, callbacks=callbacks)
