@@ -515,14 +515,14 @@ def evaluate(
         confusions = ", ".join(f"{c['true']} -> {c['predicted']} ({c['count']})" for c in report["top_confusions"][:5])
         console.print(f"most confused: {shown(confusions)}")
     console.print(shown(report["skipped"]["summary"]))
-    baseline = report.get("linear_baseline")
-    if baseline and "error" in baseline:
-        errors.print(f"[yellow]warning:[/yellow] no linear baseline: {shown(baseline['error'])}")
-    elif baseline:
-        console.print(baseline_line(baseline))
-        if baseline.get("scored_copies_of_fitted_inputs"):
+    linear = report.get("linear_baseline")
+    if linear and "error" in linear:
+        errors.print(f"[yellow]warning:[/yellow] no linear baseline: {shown(linear['error'])}")
+    elif linear:
+        console.print(baseline_line(linear))
+        if linear.get("scored_copies_of_fitted_inputs"):
             errors.print(
-                f"[yellow]warning:[/yellow] {baseline['scored_copies_of_fitted_inputs']} of the scored inputs are exact "
+                f"[yellow]warning:[/yellow] {linear['scored_copies_of_fitted_inputs']} of the scored inputs are exact "
                 "copies of inputs the baseline was fitted on (training and validation); its score counts them."
             )
     copies = report["data"].get("test_copies_of_training_inputs")
@@ -610,7 +610,7 @@ def compare(
     if evaluated:
         console.print(shown(f"Evaluated now on their own test split (they had no report): {', '.join(evaluated)}"))
     if baselines:
-        console.print("linear: the accuracy of evaluate --baseline's logistic regression on the same inputs (n/a: not asked for)")
+        console.print("linear: the accuracy of evaluate --baseline's logistic regression on the same inputs (n/a: not asked for, or it failed)")
     if comparison.html_path is not None:
         console.print(f"Comparison written to [bold]{shown(str(comparison.html_path))}[/bold] and compare.json")
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 
 import keras
 from keras import ops
@@ -132,6 +133,10 @@ class SpectrogramMasks(keras.layers.Layer):
 
     def __init__(self, strength: float, masks: int = 2, seed: int | None = None, **kwargs):
         super().__init__(**kwargs)
+        if isinstance(strength, bool) or not isinstance(strength, numbers.Real) or not 0 <= strength <= 1:
+            raise ValueError(f"`strength` must be in [0, 1]. Received: strength={strength!r}")
+        if isinstance(masks, bool) or not isinstance(masks, int) or masks < 0:
+            raise ValueError(f"`masks` must be a non-negative int. Received: masks={masks!r}")
         self.strength = strength
         self.masks = masks
         self.seed = seed

@@ -21,7 +21,7 @@ import numpy as np
 
 from pipelines.datasets import Dataset, load_source
 from pipelines.modality import Modality
-from pipelines.progress import ProgressCallback
+from pipelines.progress import ProgressCallback, ProgressReporter, stage
 from preprocess import ConvpipeError, InputError
 
 DESCRIPTIONS = {
@@ -142,7 +142,10 @@ def training_inputs(run: Any) -> Dataset:
         ids = (run.split.get("train") or []) + (run.split.get("validation") or [])
         return everything.select_ids(ids, source=source.location)
     except ConvpipeError as error:
-        raise ConvpipeError(f"--baseline fits on the run's training data, which cannot be used now: {error}") from None
+        raise ConvpipeError(
+            f"--baseline fits on the run's training data, which cannot be used now: {str(error).rstrip('.')}. "
+            "Restore it as it was, or leave out --baseline."
+        ) from None
 
 
 def linear_baseline(
@@ -151,26 +154,40 @@ def linear_baseline(
     scored: Dataset,
     y_true: np.ndarray,
     y_pred: np.ndarray,
-    progress: ProgressCallback | None = None,
+    known_copies: int | None = None,
+    progress: ProgressReporter | None = None,
 ) -> dict[str, Any]:
     """Fit the baseline on `fit_part` (`training_inputs(run)`) and score it on `scored`, the
     inputs the CNN was scored on (`y_true`, and the CNN's `y_pred`, in `run.labels` indices).
-    Both accuracies are over the inputs the baseline could read too, so they compare."""
+    Both accuracies are over the inputs the baseline could read too, so they compare.
+    `known_copies`: how many scored inputs copy fitted ones, where training recorded it (the
+    run's own test split); else they are looked for."""
     from pipelines.evaluation import classification_metrics
     from pipelines.leakage import find_copies
 
     started = time.perf_counter()
     modality = run.config.modality
     index = {label: i for i, label in enumerate(run.labels)}
-    x_fit, kept_fit = linear_features(modality, run.preprocessor, fit_part.inputs, progress)
-    x_test, kept_test = linear_features(modality, run.preprocessor, scored.inputs)
+    x_fit, kept_fit = linear_features(
+        modality, run.preprocessor, fit_part.inputs, stage(progress, "linear baseline: reading training inputs")
+    )
+    x_test, kept_test = linear_features(
+        modality, run.preprocessor, scored.inputs, stage(progress, "linear baseline: reading scored inputs")
+    )
     if not kept_fit or not kept_test:
         raise ConvpipeError("The linear baseline could not read any of the run's training inputs or of the scored inputs.")
     y_fit = np.array([index[fit_part.labels[i]] for i in kept_fit])
+    fitting = stage(progress, "linear baseline: fitting")
+    if fitting is not None:
+        fitting(0, 1)
     baseline_pred = fit_predict(modality, x_fit, y_fit, x_test)
+    if fitting is not None:
+        fitting(1, 1)
     truth = y_true[kept_test]
     metrics = classification_metrics(truth, baseline_pred, run.labels)
-    copies = find_copies({"train": fit_part, "test": scored}, warn=False).get("test_in_train", 0)
+    if known_copies is None:
+        known_copies = find_copies({"train": fit_part, "test": scored}, warn=False).get("test_in_train", 0)
+    copies = known_copies
     return {
         "model": DESCRIPTIONS[modality],
         "fitted_on": len(kept_fit),

@@ -207,12 +207,16 @@ class RunConfig:
             raise ConvpipeError(
                 f"Unknown [train] setting(s): {', '.join(bad)}. Known: {', '.join(sorted(train_fields))}."
             )
+        modality = parse_modality(values["modality"])
+        model_values = dict(values.get("model", {}))
+        # Runs from before augmentation recorded no kind; theirs is the modality's (never used).
+        model_values.setdefault("augment_kind", MODALITIES[modality].model_defaults.augment_kind)
         try:
-            model = ModelSpec.from_dict(values.get("model", {}))
+            model = ModelSpec.from_dict(model_values)
         except (TypeError, ValueError) as error:
             raise ConvpipeError(f"[model]: {error}") from None
         return cls(
-            modality=parse_modality(values["modality"]),
+            modality=modality,
             data=values.get("data"),
             preprocess=dict(values.get("preprocess", {})),
             model=model,
@@ -352,10 +356,12 @@ def check_preprocessing(
     error = refusal(params)
     if error is None:
         return
-    if not from_file or (from_flags and refusal({k: params[k] for k in from_flags}) is not None):
-        where = ""  # the flags alone are wrong
-    elif not from_flags or refusal({k: params[k] for k in from_file if k not in from_flags}) is not None:
-        where = f"{config_file}: [preprocess] "  # the file alone is wrong
+    # Blame one side only where it alone gives this same error (alone, it also meets defaults
+    # the other side replaced, which can fail for another reason).
+    if not from_file or (from_flags and refusal({k: params[k] for k in from_flags}) == error):
+        where = ""  # the flags' values
+    elif not from_flags or refusal({k: params[k] for k in from_file if k not in from_flags}) == error:
+        where = f"{config_file}: [preprocess] "  # the file's values
     else:  # each right alone, wrong together: fmax = 7000 in the file with --sample-rate 8000
         where = f"{config_file}: [preprocess] (with the flags given) "
     raise ConvpipeError(f"{where}Bad {modality.value} preprocessing setting: {error}")
@@ -413,6 +419,12 @@ def resolve_config(
         )
         config.train.validate()
         config.model.validate(text=config.modality is Modality.text)
+        if config.train.jit and config.model.augment and config.model.augment_kind == "image":
+            # Keras would turn XLA off for the whole model with a warning, and the run record it on
+            raise ConvpipeError(
+                "--jit cannot compile the image augmentation layers (Keras' random shift, zoom and "
+                "rotation have no XLA form): drop --jit or --augment."
+            )
     except SettingError as error:
         if error.name not in layer.get("train", {}) or error.name in given_by_flag:
             raise

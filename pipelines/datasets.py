@@ -48,7 +48,7 @@ class Dataset:
         if missing:
             raise ConvpipeError(
                 f"{source} changed since training: {len(missing)} recorded input(s) are gone "
-                f"(first: {missing[0]}). Pass --data to evaluate on other data."
+                f"(first: {missing[0]})."
             )
         return self.subset([position[id_] for id_ in ids])
 

@@ -55,9 +55,9 @@ def evaluation_data(run: Run, data: str | None) -> tuple[Dataset, str]:
         raise ConvpipeError(f"{run.path} has no held-out test inputs; pass --data to evaluate on other data.")
     try:
         source = load_source(run.config.data, modality)
-    except ConvpipeError as error:
+        dataset = recorded_split(run, source.everything(), source.location, "test")
+    except ConvpipeError as error:  # gone, or inputs gone from it
         raise ConvpipeError(f"{str(error).rstrip('.')}. Pass --data to evaluate on other data.") from None
-    dataset = recorded_split(run, source.everything(), source.location, "test")
     if dataset is None:
         # The same ids now name other inputs (e.g. a sorted CSV): scoring them could score
         # training inputs.
@@ -203,8 +203,10 @@ def evaluate(
         }
         if baseline:
             try:
+                recorded = run.document.get("copies_across_splits", {})  # the own test split's, from training
+                own_copies = recorded.get("test_in_train", 0) + recorded.get("test_in_validation", 0)
                 report["linear_baseline"] = linear_baseline(
-                    run, fit_part, used, y_true, y_pred, stage(progress, "linear baseline: reading training inputs")
+                    run, fit_part, used, y_true, y_pred, min(own_copies, len(used)) if data is None else None, progress
                 )
             except ConvpipeError as error:  # the CNN's report is still worth writing
                 report["linear_baseline"] = {"error": str(error)}

@@ -398,3 +398,24 @@ def test_n_gram_settings_without_a_level_wait_for_the_data_to_choose_it():
     assert config.preprocess == {"ngram_sizes": [2, 3]}
     with pytest.raises(ConvpipeError, match="ngram_sizes"):
         resolve_config("text", preprocess={"ngram_sizes": [2, 3], "level": "word"})
+
+
+def test_a_run_from_before_augmentation_reads_as_its_modalitys_kind():
+    for modality, kind in (("audio", "spectrogram"), ("image", "image")):
+        config = RunConfig.from_dict({"modality": modality, "model": {"filters": [4], "dropout": 0.1}})
+        assert (config.model.augment, config.model.augment_kind) == (0.0, kind)
+
+
+def test_jit_with_image_augmentation_is_refused_not_silently_dropped():
+    with pytest.raises(ConvpipeError, match="--jit cannot compile the image augmentation layers"):
+        resolve_config("image", model={"augment": 0.1}, train={"jit": True})
+    assert resolve_config("audio", model={"augment": 0.1}, train={"jit": True}).train.jit is True  # masks compile
+    assert resolve_config("image", model={"augment": 0.1}).train.jit is None
+
+
+def test_the_file_is_named_when_its_value_alone_gives_the_error(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text('modality = "audio"\n[preprocess]\nn_fft = 256\nfmax = 9000.0\n', encoding="utf-8")
+    # --duration 0.02 alone fails too (against the default n_fft), but for another reason
+    with pytest.raises(ConvpipeError, match=rf"^{re.escape(str(path))}: \[preprocess\] Bad audio .*fmax=9000"):
+        resolve_config(None, config_file=path, preprocess={"duration": 0.02})

@@ -208,6 +208,7 @@ def test_baseline_needs_the_runs_training_data(cli_runner, image_run, tmp_path):
     (run / "config.json").write_text(json.dumps(document))
     result = invoke(cli_runner, ["evaluate", run, "--data", test_data, "--baseline", "--out", tmp_path / "report"])
     assert_one_line_error(result, "--baseline fits on the run's training data, which cannot be used now")
+    assert "Restore it as it was, or leave out --baseline." in result.stderr and "Pass --data" not in result.stderr
 
 
 def test_evaluating_a_run_whose_data_is_gone_says_to_pass_data(cli_runner, image_run, tmp_path):
