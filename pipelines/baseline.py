@@ -21,7 +21,9 @@ import numpy as np
 
 from pipelines.datasets import Dataset, load_source
 from pipelines.modality import Modality
+from pipelines.parallel_read import chunk_size
 from pipelines.progress import ProgressCallback, ProgressReporter, stage
+from pipelines.workers import Workers
 from preprocess import ConvpipeError, InputError
 
 DESCRIPTIONS = {
@@ -34,28 +36,70 @@ DESCRIPTIONS = {
 CHAR_MIN_DF, CHAR_MIN_DF_FROM = 2, 50
 
 
-def linear_features(modality: Modality, preprocessor: Any, inputs: list, progress: ProgressCallback | None = None):
+#: Image and audio inputs read in worker processes from this many on; fewer read here.
+PARALLEL_MIN_INPUTS = 64
+
+
+def linear_features(
+    modality: Modality, preprocessor: Any, inputs: list, progress: ProgressCallback | None = None, pool: Any = None
+):
     """The baseline's features for `inputs` (an array; raw texts for text) and the indices of
-    the inputs that could be read."""
-    rows, kept = [], []
-    for i, x in enumerate(inputs):
-        try:
-            if modality is Modality.image:
-                rows.append(preprocessor.transform_one(x).ravel())
-            elif modality is Modality.audio:
-                rows.append(mfcc_statistics(preprocessor.load_waveform(x), preprocessor.sample_rate))
-            else:
+    the inputs that could be read. Images and audio are read by `pool` (a `Workers`) when there
+    are many; texts need no decoding."""
+    if modality is Modality.text:
+        rows, kept = [], []
+        for i, x in enumerate(inputs):
+            try:
                 rows.append(preprocessor.read_text(x))
-        except InputError:
-            continue
-        kept.append(i)
-        if progress is not None and (i + 1) % 64 == 0:
-            progress(i + 1, len(inputs))
+            except InputError:
+                continue
+            kept.append(i)
+        if progress is not None:
+            progress(len(inputs), len(inputs))
+        return rows, kept
+    tasks = list(enumerate(inputs))
+    parallel = pool is not None and pool.count > 1 and len(tasks) >= PARALLEL_MIN_INPUTS
+    size = chunk_size(len(tasks), pool.count if parallel else 1)
+    chunks = [tasks[start : start + size] for start in range(0, len(tasks), size)]
+    name, config = type(preprocessor).__name__, preprocessor.get_config()
+    if pool is None:
+        done = [_feature_rows(modality, preprocessor, chunk) for chunk in chunks]
+    else:
+        done = pool.map_chunks(
+            chunks,
+            local=lambda chunk: _feature_rows(modality, preprocessor, chunk),
+            remote=lambda chunk: (_feature_chunk, modality.value, name, config, chunk),
+            parallel=parallel,
+            progress=None if progress is None else lambda count: progress(min(count * size, len(tasks)), len(tasks)),
+        )
+    found = [(index, row) for chunk in done for index, row in chunk if row is not None]
     if progress is not None:
         progress(len(inputs), len(inputs))
-    if modality is Modality.text:
-        return rows, kept
-    return (np.stack(rows) if rows else np.zeros((0, 0), np.float32)), kept
+    if not found:
+        return np.zeros((0, 0), np.float32), []
+    return np.stack([row for _, row in found]), [index for index, _ in found]
+
+
+def _feature_rows(modality: Modality, preprocessor: Any, chunk: list[tuple[int, Any]]) -> list[tuple[int, Any]]:
+    """(index, features or None where the input cannot be read) for each input of `chunk`."""
+    rows = []
+    for index, x in chunk:
+        try:
+            if modality is Modality.image:
+                row = preprocessor.transform_one(x).ravel()
+            else:
+                row = mfcc_statistics(preprocessor.load_waveform(x), preprocessor.sample_rate)
+        except InputError:
+            row = None
+        rows.append((index, row))
+    return rows
+
+
+def _feature_chunk(modality: str, class_name: str, config: dict, chunk: list) -> list[tuple[int, Any]]:
+    """Child side: rebuild the preprocessor from its config, then `_feature_rows`."""
+    from preprocess import PREPROCESSORS
+
+    return _feature_rows(Modality(modality), PREPROCESSORS[class_name].from_config(config), chunk)
 
 
 def mfcc_statistics(waveform: np.ndarray, sample_rate: int) -> np.ndarray:
@@ -156,24 +200,26 @@ def linear_baseline(
     y_pred: np.ndarray,
     known_copies: int | None = None,
     progress: ProgressReporter | None = None,
+    workers: int | None = None,
 ) -> dict[str, Any]:
     """Fit the baseline on `fit_part` (`training_inputs(run)`) and score it on `scored`, the
     inputs the CNN was scored on (`y_true`, and the CNN's `y_pred`, in `run.labels` indices).
     Both accuracies are over the inputs the baseline could read too, so they compare.
     `known_copies`: how many scored inputs copy fitted ones, where training recorded it (the
-    run's own test split); else they are looked for."""
+    run's own test split); else they are looked for. `workers` read images and audio."""
     from pipelines.evaluation import classification_metrics
     from pipelines.leakage import find_copies
 
     started = time.perf_counter()
     modality = run.config.modality
     index = {label: i for i, label in enumerate(run.labels)}
-    x_fit, kept_fit = linear_features(
-        modality, run.preprocessor, fit_part.inputs, stage(progress, "linear baseline: reading training inputs")
-    )
-    x_test, kept_test = linear_features(
-        modality, run.preprocessor, scored.inputs, stage(progress, "linear baseline: reading scored inputs")
-    )
+    with Workers(workers, type(run.preprocessor)) as pool:
+        x_fit, kept_fit = linear_features(
+            modality, run.preprocessor, fit_part.inputs, stage(progress, "linear baseline: reading training inputs"), pool
+        )
+        x_test, kept_test = linear_features(
+            modality, run.preprocessor, scored.inputs, stage(progress, "linear baseline: reading scored inputs"), pool
+        )
     if not kept_fit or not kept_test:
         raise ConvpipeError("The linear baseline could not read any of the run's training inputs or of the scored inputs.")
     y_fit = np.array([index[fit_part.labels[i]] for i in kept_fit])

@@ -206,7 +206,8 @@ def evaluate(
                 recorded = run.document.get("copies_across_splits", {})  # the own test split's, from training
                 own_copies = recorded.get("test_in_train", 0) + recorded.get("test_in_validation", 0)
                 report["linear_baseline"] = linear_baseline(
-                    run, fit_part, used, y_true, y_pred, min(own_copies, len(used)) if data is None else None, progress
+                    run, fit_part, used, y_true, y_pred, min(own_copies, len(used)) if data is None else None, progress,
+                    settings.workers if workers is None else workers,
                 )
             except ConvpipeError as error:  # the CNN's report is still worth writing
                 report["linear_baseline"] = {"error": str(error)}

@@ -190,6 +190,25 @@ def test_a_baseline_that_cannot_be_fitted_is_a_one_line_error():
         fit_predict(Modality.image, np.zeros((4, 3)), [1, 1, 1, 1], np.zeros((1, 3)))
 
 
+def test_baseline_features_read_by_worker_processes_equal_those_read_here(tmp_path):
+    from pipelines.baseline import PARALLEL_MIN_INPUTS, linear_features
+    from pipelines.modality import Modality
+    from pipelines.workers import Workers
+    from preprocess import AudioPreprocessor
+    from tests.conftest import write_audio_folder
+
+    data = write_audio_folder(tmp_path / "audio", per_class=PARALLEL_MIN_INPUTS // len(CLASSES) + 1)
+    files = sorted(str(f) for f in data.rglob("*.wav"))
+    files.insert(5, str(tmp_path / "missing.wav"))  # unreadable: left out, in both
+    preprocessor = AudioPreprocessor(duration=0.25)
+    here, kept_here = linear_features(Modality.audio, preprocessor, files)
+    with Workers(2, AudioPreprocessor) as pool:
+        there, kept_there = linear_features(Modality.audio, preprocessor, files, pool=pool)
+        assert pool._pool is not None  # the children did read
+    assert kept_here == kept_there == [i for i in range(len(files)) if i != 5]
+    np.testing.assert_allclose(there, here, rtol=1e-4, atol=1e-4)
+
+
 def test_mfcc_statistics_of_a_clip_too_short_for_librosas_delta_window():
     from pipelines.baseline import mfcc_statistics
 
