@@ -536,8 +536,10 @@ def evaluate(
 
 
 def baseline_line(baseline: dict) -> str:
-    gap = baseline["cnn_accuracy"] - baseline["accuracy"]
-    verdict = "beats it" if gap > 0 else ("ties it" if gap == 0 else "[yellow]loses to it[/yellow]")
+    from pipelines.baseline import cnn_against_baseline
+
+    gap, verdict = cnn_against_baseline(baseline)
+    verdict = f"[yellow]{verdict} it[/yellow]" if gap < 0 else f"{verdict} it"
     return (
         f"linear baseline ({baseline['model']}, fitted on {baseline['fitted_on']:,} training and validation inputs): "
         f"accuracy {baseline['accuracy']:.3f}, macro-F1 {baseline['macro_f1']:.3f}; the CNN {verdict} "

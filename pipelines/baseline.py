@@ -21,9 +21,9 @@ import numpy as np
 
 from pipelines.datasets import Dataset, load_source
 from pipelines.modality import Modality
-from pipelines.parallel_read import chunk_size
+from pipelines.parallel_read import PARALLEL_MIN_INPUTS, chunk_size
 from pipelines.progress import ProgressCallback, ProgressReporter, stage
-from pipelines.workers import Workers
+from pipelines.workers import Workers, borrowed
 from preprocess import ConvpipeError, InputError
 
 DESCRIPTIONS = {
@@ -36,16 +36,13 @@ DESCRIPTIONS = {
 CHAR_MIN_DF, CHAR_MIN_DF_FROM = 2, 50
 
 
-#: Image and audio inputs read in worker processes from this many on; fewer read here.
-PARALLEL_MIN_INPUTS = 64
-
-
 def linear_features(
-    modality: Modality, preprocessor: Any, inputs: list, progress: ProgressCallback | None = None, pool: Any = None
+    modality: Modality, preprocessor: Any, inputs: list, progress: ProgressCallback | None = None,
+    pool: Workers | None = None,
 ):
     """The baseline's features for `inputs` (an array; raw texts for text) and the indices of
-    the inputs that could be read. Images and audio are read by `pool` (a `Workers`) when there
-    are many; texts need no decoding."""
+    the inputs that could be read. Images and audio are read by `pool`'s worker processes when
+    there are many (as training reads them); texts need no decoding."""
     if modality is Modality.text:
         rows, kept = [], []
         for i, x in enumerate(inputs):
@@ -57,21 +54,19 @@ def linear_features(
         if progress is not None:
             progress(len(inputs), len(inputs))
         return rows, kept
+    pool = pool or Workers(1)  # one worker: everything is read here
     tasks = list(enumerate(inputs))
-    parallel = pool is not None and pool.count > 1 and len(tasks) >= PARALLEL_MIN_INPUTS
+    parallel = pool.count > 1 and len(tasks) >= PARALLEL_MIN_INPUTS
     size = chunk_size(len(tasks), pool.count if parallel else 1)
     chunks = [tasks[start : start + size] for start in range(0, len(tasks), size)]
     name, config = type(preprocessor).__name__, preprocessor.get_config()
-    if pool is None:
-        done = [_feature_rows(modality, preprocessor, chunk) for chunk in chunks]
-    else:
-        done = pool.map_chunks(
-            chunks,
-            local=lambda chunk: _feature_rows(modality, preprocessor, chunk),
-            remote=lambda chunk: (_feature_chunk, modality.value, name, config, chunk),
-            parallel=parallel,
-            progress=None if progress is None else lambda count: progress(min(count * size, len(tasks)), len(tasks)),
-        )
+    done = pool.map_chunks(
+        chunks,
+        local=lambda chunk: _feature_rows(modality, preprocessor, chunk),
+        remote=lambda chunk: (_feature_chunk, modality.value, name, config, chunk),
+        parallel=parallel,
+        progress=None if progress is None else lambda count: progress(min(count * size, len(tasks)), len(tasks)),
+    )
     found = [(index, row) for chunk in done for index, row in chunk if row is not None]
     if progress is not None:
         progress(len(inputs), len(inputs))
@@ -192,6 +187,13 @@ def training_inputs(run: Any) -> Dataset:
         ) from None
 
 
+def cnn_against_baseline(baseline: dict[str, Any]) -> tuple[float, str]:
+    """From a `linear_baseline` result: the CNN's accuracy minus the baseline's, and whether the
+    CNN "beats", "ties" or "loses to" it."""
+    gap = baseline["cnn_accuracy"] - baseline["accuracy"]
+    return gap, "beats" if gap > 0 else ("ties" if gap == 0 else "loses to")
+
+
 def linear_baseline(
     run: Any,
     fit_part: Dataset,
@@ -200,20 +202,21 @@ def linear_baseline(
     y_pred: np.ndarray,
     known_copies: int | None = None,
     progress: ProgressReporter | None = None,
-    workers: int | None = None,
+    workers: Workers | int | None = None,
 ) -> dict[str, Any]:
     """Fit the baseline on `fit_part` (`training_inputs(run)`) and score it on `scored`, the
     inputs the CNN was scored on (`y_true`, and the CNN's `y_pred`, in `run.labels` indices).
     Both accuracies are over the inputs the baseline could read too, so they compare.
     `known_copies`: how many scored inputs copy fitted ones, where training recorded it (the
-    run's own test split); else they are looked for. `workers` read images and audio."""
+    run's own test split); else they are looked for. `workers` (a `Workers`, e.g. the command's
+    own, or a count) read images and audio."""
     from pipelines.evaluation import classification_metrics
     from pipelines.leakage import find_copies
 
     started = time.perf_counter()
     modality = run.config.modality
     index = {label: i for i, label in enumerate(run.labels)}
-    with Workers(workers, type(run.preprocessor)) as pool:
+    with borrowed(workers, type(run.preprocessor)) as pool:
         x_fit, kept_fit = linear_features(
             modality, run.preprocessor, fit_part.inputs, stage(progress, "linear baseline: reading training inputs"), pool
         )
@@ -223,17 +226,14 @@ def linear_baseline(
     if not kept_fit or not kept_test:
         raise ConvpipeError("The linear baseline could not read any of the run's training inputs or of the scored inputs.")
     y_fit = np.array([index[fit_part.labels[i]] for i in kept_fit])
-    fitting = stage(progress, "linear baseline: fitting")
-    if fitting is not None:
-        fitting(0, 1)
+    fitting = stage(progress, "linear baseline: fitting") or (lambda done, total: None)
+    fitting(0, 1)
     baseline_pred = fit_predict(modality, x_fit, y_fit, x_test)
-    if fitting is not None:
-        fitting(1, 1)
+    fitting(1, 1)
     truth = y_true[kept_test]
     metrics = classification_metrics(truth, baseline_pred, run.labels)
     if known_copies is None:
         known_copies = find_copies({"train": fit_part, "test": scored}, warn=False).get("test_in_train", 0)
-    copies = known_copies
     return {
         "model": DESCRIPTIONS[modality],
         "fitted_on": len(kept_fit),
@@ -244,6 +244,6 @@ def linear_baseline(
         "cnn_macro_f1": classification_metrics(truth, y_pred[kept_test], run.labels)["macro_f1"],
         # scored inputs that are copies of inputs the baseline was fitted on (the CNN only
         # trained on some of those: it held the validation inputs out)
-        "scored_copies_of_fitted_inputs": copies,
+        "scored_copies_of_fitted_inputs": known_copies,
         "seconds": round(time.perf_counter() - started, 2),
     }

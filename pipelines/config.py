@@ -419,12 +419,6 @@ def resolve_config(
         )
         config.train.validate()
         config.model.validate(text=config.modality is Modality.text)
-        if config.train.jit and config.model.augment and config.model.augment_kind == "image":
-            # Keras would turn XLA off for the whole model with a warning, and the run record it on
-            raise ConvpipeError(
-                "--jit cannot compile the image augmentation layers (Keras' random shift, zoom and "
-                "rotation have no XLA form): drop --jit or --augment."
-            )
     except SettingError as error:
         if error.name not in layer.get("train", {}) or error.name in given_by_flag:
             raise
@@ -432,6 +426,12 @@ def resolve_config(
         raise ConvpipeError(f"{config_file}: [train] {error.name} {error.reason}") from None
     except (TypeError, ValueError) as error:  # e.g. learning_rate = "fast" in a TOML file
         raise ConvpipeError(f"Invalid setting: {error}") from None
+    if config.train.jit and config.model.augment and config.model.augment_kind == "image":
+        # Keras would turn XLA off for the whole model with a warning, and the run record it on
+        raise ConvpipeError(
+            "--jit cannot compile the image augmentation layers (Keras' random shift, zoom and "
+            "rotation have no XLA form): drop --jit or --augment."
+        )
     check_preprocessing(
         config.modality, config.preprocess, config_file, set(layer.get("preprocess", {})),
         {k for k, v in (preprocess or {}).items() if v is not None},

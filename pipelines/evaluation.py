@@ -167,14 +167,15 @@ def evaluate(
         enabled=settings.cache if use_cache is None else use_cache,
         verify=settings.cache_verify if cache_verify is None else cache_verify,
     )
+    # one set of worker processes (started on first use) reads the test inputs and the baseline's
+    pool = Workers(settings.workers if workers is None else workers, type(preprocessor))
     try:
-        with Workers(settings.workers if workers is None else workers, type(preprocessor)) as pool:
-            items, kept = read_cached(
-                preprocessor, dataset, "test", skipped, settings.strict, cache, pool, stage(progress, "reading test")
-            )
-            if not len(items):
-                raise ConvpipeError(f"None of the {len(dataset)} evaluation inputs could be read: {skipped.summary()}.")
-            x = encode_to_shards(preprocessor, items, stage(progress, "encoding test"), pool)
+        items, kept = read_cached(
+            preprocessor, dataset, "test", skipped, settings.strict, cache, pool, stage(progress, "reading test")
+        )
+        if not len(items):
+            raise ConvpipeError(f"None of the {len(dataset)} evaluation inputs could be read: {skipped.summary()}.")
+        x = encode_to_shards(preprocessor, items, stage(progress, "encoding test"), pool)
         used = dataset.subset(kept)
         index = {label: i for i, label in enumerate(run.labels)}
         y_true = np.array([index[label] for label in used.labels])
@@ -206,8 +207,7 @@ def evaluate(
                 recorded = run.document.get("copies_across_splits", {})  # the own test split's, from training
                 own_copies = recorded.get("test_in_train", 0) + recorded.get("test_in_validation", 0)
                 report["linear_baseline"] = linear_baseline(
-                    run, fit_part, used, y_true, y_pred, min(own_copies, len(used)) if data is None else None, progress,
-                    settings.workers if workers is None else workers,
+                    run, fit_part, used, y_true, y_pred, min(own_copies, len(used)) if data is None else None, progress, pool
                 )
             except ConvpipeError as error:  # the CNN's report is still worth writing
                 report["linear_baseline"] = {"error": str(error)}
@@ -216,7 +216,8 @@ def evaluate(
         previews = mistake_previews.previews(
             run.config.modality, preprocessor, x.take(shown), [used.inputs[i] for i in shown], report["misclassified"]
         )
-    finally:  # on errors too: the cache's lock, and --no-cache's temporary folder
+    finally:  # on errors too: the workers, the cache's lock, and --no-cache's temporary folder
+        pool.close()
         cache.cleanup()
     report_path = write_report(out_dir, report, run, previews)
     return Evaluation(report=report, report_path=report_path)

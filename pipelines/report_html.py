@@ -98,8 +98,10 @@ def _baseline(report: dict[str, Any]) -> str:
         f"<p><b>{copies} of the scored inputs are exact copies of inputs the baseline was fitted on</b>; its "
         "score counts them.</p>" if copies else ""
     )
-    gap = baseline["cnn_accuracy"] - baseline["accuracy"]
-    verdict = "beats" if gap > 0 else ("ties" if gap == 0 else "<b>loses to</b>")
+    from pipelines.baseline import cnn_against_baseline
+
+    gap, verdict = cnn_against_baseline(baseline)
+    verdict = f"<b>{verdict}</b>" if gap < 0 else verdict
     return (
         "<h2>Linear baseline</h2>"
         f"<p>A {escape(baseline['model'])}, fitted on the run's {baseline['fitted_on']:,} training and validation "
