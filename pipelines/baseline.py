@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.datasets import Dataset, load_source
+from pipelines.datasets import Dataset
 from pipelines.modality import Modality
 from pipelines.parallel_read import PARALLEL_MIN_INPUTS, chunk_size
 from pipelines.progress import ProgressCallback, ProgressReporter, stage
@@ -163,23 +163,21 @@ def fit_predict(modality: Modality, x_fit, y_fit, x_test) -> np.ndarray:
     return model.predict(x_test)
 
 
-def training_inputs(run: Any) -> Dataset:
-    """The run's training and validation inputs, read again from the data it was trained on,
-    refused where that data changed since training (fitting on other inputs would compare the
-    CNN with a model of other data)."""
-    from pipelines.evaluation import recorded_split
-
+def training_inputs(training: Any) -> Dataset:
+    """The run's training and validation inputs (`training`: evaluate's `TrainingData`), read
+    again from the data it was trained on, refused where that data changed since training
+    (fitting on other inputs would compare the CNN with a model of other data)."""
     try:
-        source = load_source(run.config.data, run.config.modality)
-        everything = source.everything()
+        parts = []
         for name in ("train", "validation"):
-            if recorded_split(run, everything, source.location, name) is None:
+            part = training.split(name)
+            if part is None:
                 raise ConvpipeError(
-                    f"{source.location} changed since training: the run's recorded {name} inputs are no longer the "
+                    f"{training.location} changed since training: the run's recorded {name} inputs are no longer the "
                     "same (edited, reordered or replaced), so the baseline cannot be fitted on what the CNN learned from."
                 )
-        ids = (run.split.get("train") or []) + (run.split.get("validation") or [])
-        return everything.select_ids(ids, source=source.location)
+            parts.append(part)
+        return Dataset.joined(parts)
     except ConvpipeError as error:
         raise ConvpipeError(
             f"--baseline fits on the run's training data, which cannot be used now: {str(error).rstrip('.')}. "
@@ -200,18 +198,16 @@ def linear_baseline(
     scored: Dataset,
     y_true: np.ndarray,
     y_pred: np.ndarray,
-    known_copies: int | None = None,
+    known_copies: int | None,
     progress: ProgressReporter | None = None,
     workers: Workers | int | None = None,
 ) -> dict[str, Any]:
-    """Fit the baseline on `fit_part` (`training_inputs(run)`) and score it on `scored`, the
+    """Fit the baseline on `fit_part` (`training_inputs(training)`) and score it on `scored`, the
     inputs the CNN was scored on (`y_true`, and the CNN's `y_pred`, in `run.labels` indices).
     Both accuracies are over the inputs the baseline could read too, so they compare.
-    `known_copies`: how many scored inputs copy fitted ones, where training recorded it (the
-    run's own test split); else they are looked for. `workers` (a `Workers`, e.g. the command's
-    own, or a count) read images and audio."""
+    `known_copies`: how many scored inputs copy fitted ones (None: not known). `workers` (a
+    `Workers`, e.g. the command's own, or a count) read images and audio."""
     from pipelines.evaluation import classification_metrics
-    from pipelines.leakage import find_copies
 
     started = time.perf_counter()
     modality = run.config.modality
@@ -232,8 +228,6 @@ def linear_baseline(
     fitting(1, 1)
     truth = y_true[kept_test]
     metrics = classification_metrics(truth, baseline_pred, run.labels)
-    if known_copies is None:
-        known_copies = find_copies({"train": fit_part, "test": scored}, warn=False).get("test_in_train", 0)
     return {
         "model": DESCRIPTIONS[modality],
         "fitted_on": len(kept_fit),

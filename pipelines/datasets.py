@@ -35,6 +35,15 @@ class Dataset:
     def __len__(self) -> int:
         return len(self.inputs)
 
+    @staticmethod
+    def joined(parts: list["Dataset"]) -> "Dataset":
+        """The inputs of `parts`, one after the other."""
+        return Dataset(
+            [x for part in parts for x in part.inputs],
+            [label for part in parts for label in part.labels],
+            [i for part in parts for i in part.ids],
+        )
+
     def subset(self, indices) -> "Dataset":
         return Dataset(
             [self.inputs[i] for i in indices], [self.labels[i] for i in indices], [self.ids[i] for i in indices]
@@ -106,12 +115,7 @@ class DataSource:
     def everything(self) -> Dataset:
         if self.full is not None:
             return self.full
-        parts = [part for part in (self.train, self.validation, self.test) if part is not None]
-        return Dataset(
-            [x for part in parts for x in part.inputs],
-            [label for part in parts for label in part.labels],
-            [i for part in parts for i in part.ids],
-        )
+        return Dataset.joined([part for part in (self.train, self.validation, self.test) if part is not None])
 
 
 #: Names a validation folder goes by beside train/ (the common spellings).

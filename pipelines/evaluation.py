@@ -17,7 +17,7 @@ from pipelines.calibration import calibration
 from pipelines.datasets import Dataset, load_source
 from pipelines.cache import PreprocessCache
 from pipelines.featurize import Skipped, encode_to_shards, read_cached
-from pipelines.leakage import find_copies
+from pipelines.leakage import copies_of_earlier
 from pipelines.progress import ProgressReporter, stage
 from pipelines.devices import configure_devices
 from pipelines.memory import predict_batch_size
@@ -40,11 +40,39 @@ class Evaluation:
         return self.report_path.with_name("report.html")
 
 
-def evaluation_data(run: Run, data: str | None) -> tuple[Dataset, str]:
+class TrainingData:
+    """The data a run was trained on, listed at most once per evaluate, however many parts of
+    it (the own test split, the baseline's training inputs, the copy check) are used."""
+
+    def __init__(self, run: Run):
+        self.run = run
+        self._listed: tuple[Dataset, str] | None = None
+
+    @property
+    def location(self) -> str:
+        return self._list()[1]
+
+    def _list(self) -> tuple[Dataset, str]:
+        if self._listed is None:
+            source = load_source(self.run.config.data, self.run.config.modality)
+            self._listed = (source.everything(), source.location)
+        return self._listed
+
+    def split(self, name: str) -> Dataset | None:
+        """The run's `name` split ("train", "validation", "test") read again, or None if those
+        inputs changed since training (their recorded fingerprint differs). Runs from before a
+        split's fingerprint was recorded are taken as they are. A split whose inputs are gone
+        is an error naming the data."""
+        everything, location = self._list()
+        dataset = everything.select_ids(self.run.split.get(name) or [], source=location)
+        recorded = (self.run.split.get("fingerprints") or {}).get(name)
+        return None if recorded is not None and dataset.fingerprint() != recorded else dataset
+
+
+def evaluation_data(run: Run, data: str | None, training: TrainingData) -> tuple[Dataset, str]:
     """The inputs to score: `data`'s test part (or all of it), else the run's own test split."""
-    modality = run.config.modality
     if data is not None:
-        source = load_source(data, modality)
+        source = load_source(data, run.config.modality)
         if source.predefined_split and source.test is None:
             raise ConvpipeError(
                 f"{data} has train/ and a validation folder but no test/: pass the folder to score, e.g. --data {Path(data) / 'test'}."
@@ -54,43 +82,37 @@ def evaluation_data(run: Run, data: str | None) -> tuple[Dataset, str]:
     if not run.split.get("test"):
         raise ConvpipeError(f"{run.path} has no held-out test inputs; pass --data to evaluate on other data.")
     try:
-        source = load_source(run.config.data, modality)
-        dataset = recorded_split(run, source.everything(), source.location, "test")
+        dataset = training.split("test")
     except ConvpipeError as error:  # gone, or inputs gone from it
         raise ConvpipeError(f"{str(error).rstrip('.')}. Pass --data to evaluate on other data.") from None
     if dataset is None:
         # The same ids now name other inputs (e.g. a sorted CSV): scoring them could score
         # training inputs.
         raise ConvpipeError(
-            f"{source.location} changed since training: its recorded test inputs are no longer the "
+            f"{training.location} changed since training: its recorded test inputs are no longer the "
             "same (edited, reordered or replaced). Pass --data to evaluate on other data."
         )
-    return dataset, source.location
+    return dataset, training.location
 
 
-def recorded_split(run: Run, everything: Dataset, location: str, name: str) -> Dataset | None:
-    """The run's `name` split ("train", "validation", "test") read again from its data, or None
-    if those inputs changed since training (their recorded fingerprint differs). Runs from
-    before a split's fingerprint was recorded are taken as they are."""
-    dataset = everything.select_ids(run.split.get(name) or [], source=location)
-    recorded = (run.split.get("fingerprints") or {}).get(name)
-    return None if recorded is not None and dataset.fingerprint() != recorded else dataset
-
-
-def copies_of_training_inputs(run: Run, dataset: Dataset, own_test_split: bool) -> int | None:
-    """How many of `dataset`'s inputs are exact copies of the run's training inputs: recorded at
-    train time for its own test split, looked for now in data given with --data (a test folder
-    holding training files under other names); None where the training data is gone."""
-    if own_test_split:
-        return run.document.get("copies_across_splits", {}).get("test_in_train", 0)
+def copies_of_training_inputs(
+    run: Run, dataset: Dataset, training: TrainingData, fit_part: Dataset | None = None
+) -> tuple[int | None, int | None]:
+    """How many of `dataset`'s inputs (given with --data) are exact copies of the run's
+    training inputs (a test folder holding training files under other names; None where the
+    training data is gone or changed), and, given the baseline's `fit_part` (training and
+    validation inputs), how many copy one of those. One pass over the files for both."""
     try:
-        source = load_source(run.config.data, run.config.modality)
-        train = recorded_split(run, source.everything(), source.location, "train")
+        train = training.split("train")
     except (ConvpipeError, OSError):
-        return None
-    if train is None:  # changed since training: not the inputs the model learned from
-        return None
-    return find_copies({"train": train, "test": dataset}, warn=False).get("test_in_train", 0)
+        train = None
+    earlier = {"train": train} if train is not None else {}
+    if fit_part is not None:
+        earlier["fitted"] = fit_part
+    counts = copies_of_earlier(dataset, earlier) if earlier else None
+    if counts is None:
+        return None, None
+    return counts.get("train"), counts.get("fitted")
 
 
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) -> dict[str, Any]:
@@ -146,7 +168,8 @@ def evaluate(
     configure_devices(device)  # first: TensorFlow fixes its devices at its first op
     run = Run.open(run_path)
     settings = run.config.train
-    dataset, location = evaluation_data(run, data)
+    training = TrainingData(run)
+    dataset, location = evaluation_data(run, data, training)
     unknown = sorted(set(dataset.labels) - set(run.labels))
     if unknown:
         raise ConvpipeError(
@@ -158,7 +181,7 @@ def evaluate(
     if baseline:  # its training data checked before any scoring
         from pipelines.baseline import linear_baseline, training_inputs
 
-        fit_part = training_inputs(run)
+        fit_part = training_inputs(training)
     preprocessor, model = run.preprocessor, run.model
     started = time.perf_counter()
     skipped = Skipped()
@@ -186,10 +209,16 @@ def evaluate(
         seconds = time.perf_counter() - started
 
         metrics = classification_metrics(y_true, y_pred, run.labels)
+        if data is None:  # the own test split: copies were counted at training
+            recorded = run.document.get("copies_across_splits", {})
+            copies = recorded.get("test_in_train", 0)
+            fitted_copies = min(copies + recorded.get("test_in_validation", 0), len(used))
+        else:
+            copies, fitted_copies = copies_of_training_inputs(run, used, training, fit_part if baseline else None)
         report = {
             "run": str(run.path),
             "data": sections.data_summary(
-                run, location, dataset, used, data is None, skipped.entries, copies_of_training_inputs(run, used, data is None)
+                run, location, dataset, used, data is None, skipped.entries, copies
             ),
             "modality": run.config.modality.value,
             **metrics,
@@ -204,11 +233,7 @@ def evaluate(
         }
         if baseline:
             try:
-                recorded = run.document.get("copies_across_splits", {})  # the own test split's, from training
-                own_copies = recorded.get("test_in_train", 0) + recorded.get("test_in_validation", 0)
-                report["linear_baseline"] = linear_baseline(
-                    run, fit_part, used, y_true, y_pred, min(own_copies, len(used)) if data is None else None, progress, pool
-                )
+                report["linear_baseline"] = linear_baseline(run, fit_part, used, y_true, y_pred, fitted_copies, progress, pool)
             except ConvpipeError as error:  # the CNN's report is still worth writing
                 report["linear_baseline"] = {"error": str(error)}
         out_dir = Path(out) if out is not None else run.path / "report"

@@ -48,16 +48,20 @@ def same_text_key(text: str) -> str:
     return " ".join(text.split()).casefold()
 
 
-def _keys(splits: dict[str, Dataset]) -> dict[str, list[str | None]] | None:
+def _keys(splits: dict[str, Dataset], against: str | None = None) -> dict[str, list[str | None]] | None:
     """A content key per input of every split (None: no copy of it can be in another split), or
-    None when finding them would read more than `MAX_HASHED_BYTES`."""
+    None when finding them would read more than `MAX_HASHED_BYTES`. With `against` (a split's
+    name), only copies of or in that split are looked for: files are hashed only where their
+    size occurs in it and in another split."""
     sizes = {name: [_size(x) if isinstance(x, os.PathLike) else None for x in part.inputs] for name, part in splits.items()}
     splits_of_size = defaultdict(set)
     for name, values in sizes.items():
         for size in values:
             if size is not None:
                 splits_of_size[size].add(name)
-    shared = {size for size, names in splits_of_size.items() if len(names) > 1}
+    shared = {
+        size for size, names in splits_of_size.items() if len(names) > 1 and (against is None or against in names)
+    }
     to_read = sum(size for values in sizes.values() for size in values if size in shared)
     if to_read > MAX_HASHED_BYTES:
         logger.info("not checked for inputs copied across splits: %.1f GB of same-size files", to_read / 1e9)
@@ -111,3 +115,16 @@ def find_copies(splits: dict[str, Dataset], warn: bool = True) -> dict[str, Any]
     if found:
         found["examples"] = examples
     return found
+
+
+def copies_of_earlier(scored: Dataset, earlier: dict[str, Dataset]) -> dict[str, int] | None:
+    """How many of `scored`'s inputs are exact copies of an input of each part of `earlier`
+    (e.g. "train"), and of an input of any of them ("any"); None when not checked. One pass,
+    however many parts: each file is hashed at most once."""
+    keys = _keys({**earlier, "scored": scored}, against="scored")
+    if keys is None:
+        return None
+    found = {name: {key for key in keys[name] if key is not None} for name in earlier}
+    counts = {name: sum(key in found[name] for key in keys["scored"] if key is not None) for name in earlier}
+    counts["any"] = sum(any(key in part for part in found.values()) for key in keys["scored"] if key is not None)
+    return counts

@@ -12,7 +12,7 @@ import pytest
 
 import pipelines.leakage
 from pipelines.datasets import Dataset
-from pipelines.leakage import _keys, find_copies
+from pipelines.leakage import _keys, copies_of_earlier, find_copies
 from tests.conftest import TINY_IMAGE, describe_result, invoke, write_image_folder
 
 
@@ -44,6 +44,26 @@ def test_texts_match_up_to_case_and_whitespace_and_arrays_exactly():
     grid = np.arange(12, dtype=np.uint8).reshape(3, 4)
     arrays = {"train": Dataset([grid], ["x"], ["0"]), "test": Dataset([grid.copy(), grid.reshape(4, 3)], ["x", "x"], ["1", "2"])}
     assert find_copies(arrays)["test_in_train"] == 1  # the same bytes in another shape are another input
+
+
+def test_copies_of_several_earlier_parts_are_counted_in_one_pass(tmp_path, monkeypatch):
+    paths = []
+    for name, byte in (("t0", 0), ("t1", 1), ("v0", 2), ("v1", 3), ("lone", 4)):
+        paths.append(tmp_path / f"{name}.bin")
+        paths[-1].write_bytes(bytes([byte]) * (50 if name != "lone" else 60))
+    train, validation = files(paths[:2]), files(paths[2:4])
+    scored = [tmp_path / "s0.bin", tmp_path / "s1.bin", tmp_path / "s2.bin", paths[4]]
+    shutil.copy(paths[0], scored[0])  # a copy of a training file
+    shutil.copy(paths[2], scored[1])  # of a validation file
+    scored[2].write_bytes(bytes([9]) * 50)  # the same size, other bytes
+    hashed = []
+    digest = pipelines.leakage._file_digest
+    monkeypatch.setattr(pipelines.leakage, "_file_digest", lambda path: hashed.append(path.name) or digest(path))
+    counts = copies_of_earlier(files(scored), {"train": train, "validation": validation})
+    assert counts == {"train": 1, "validation": 1, "any": 2}
+    # each file once; none whose size no scored file has (lone.bin is scored, but alone in its size)
+    assert sorted(hashed) == sorted(["t0.bin", "t1.bin", "v0.bin", "v1.bin", "s0.bin", "s1.bin", "s2.bin"])
+    assert copies_of_earlier(files(scored[2:]), {"train": train, "validation": train}) == {"train": 0, "validation": 0, "any": 0}
 
 
 def test_no_copies_no_report_and_a_huge_read_is_skipped(tmp_path, monkeypatch):

@@ -273,13 +273,22 @@ def test_a_baseline_that_fails_to_fit_leaves_the_cnns_report_whole(cli_runner, i
     assert "accuracy" in report and "None: The linear baseline could not be fitted" in (tmp_path / "report" / "report.html").read_text()
 
 
-def test_the_baseline_counts_scored_inputs_it_was_fitted_on(cli_runner, image_run, tmp_path):
+def test_the_baseline_counts_scored_inputs_it_was_fitted_on(cli_runner, image_run, tmp_path, monkeypatch):
+    import pipelines.evaluation
+
+    listed = []
+    load_source = pipelines.evaluation.load_source
+    monkeypatch.setattr(pipelines.evaluation, "load_source", lambda *args: listed.append(args) or load_source(*args))
     data = json.loads((image_run.run_dir / "config.json").read_text())["config"]["data"]
     result = invoke(cli_runner, ["evaluate", image_run.run_dir, "--data", data, "--baseline", "--out", tmp_path / "report"])
     assert result.exit_code == 0, describe_result(result)
-    baseline = json.loads((tmp_path / "report" / "report.json").read_text())["linear_baseline"]
-    # the whole training folder: every input fitted on is scored again
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    baseline, split = report["linear_baseline"], json.loads((image_run.run_dir / "split.json").read_text())
+    # the whole training folder: every input fitted on is scored again, and trained on
     assert baseline["scored_copies_of_fitted_inputs"] == baseline["fitted_on"] > 0
+    assert report["data"]["test_copies_of_training_inputs"] == len(split["train"])
+    # --data once, and the training data once for the baseline and the copy count together
+    assert len(listed) == 2, listed
     assert f"{baseline['fitted_on']} of the scored inputs are exact copies of inputs the baseline was fitted on" in " ".join(result.stderr.split())
 
 
