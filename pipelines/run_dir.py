@@ -4,7 +4,7 @@
     preprocessor.json   fitted preprocessor (+ preprocessor.npz when it has arrays)
     labels.json         class names in output order
     config.json         resolved configuration, data-dependent choices, versions
-    split.json          ids of the inputs in train, validation and test; a fingerprint of the test inputs
+    split.json          ids of the inputs in train, validation and test, and a fingerprint of each
     history.csv         one row per epoch
     skipped.json        inputs that were not used, with reasons
     report/             written by `evaluate`

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -288,7 +289,9 @@ def fit_model(
         validation_data = None if validation is None else shard_by_data(
             to_tf_dataset(*validation, validation_batch, None, class_weights=class_weights)
         )
-        callbacks = [stopper, *state.callbacks(stopper), *extra_callbacks()]
+        # A loss that is not a number does not come back: stop there rather than train on
+        # `patience` epochs of NaN weights (the best epoch's weights are restored all the same).
+        callbacks = [stopper, *state.callbacks(stopper), keras.callbacks.TerminateOnNaN(), *extra_callbacks()]
         if verbose == 2:  # one line per epoch (not a terminal): say where a long epoch is
             callbacks.append(heartbeat())
         if compute.uses_fit:
@@ -317,6 +320,39 @@ def fit_model(
     elif stopper.best_weights is not None and not stopper.stopped_epoch and completed >= settings.epochs:
         model.set_weights(stopper.best_weights)  # nothing left to run: Keras never called on_train_end
     return history, interrupted
+
+
+def kept_epoch(history: dict, monitor: str, settings: TrainSettings) -> int:
+    """The epoch (from 1) whose weights early stopping kept: the lowest `monitor`, ignoring
+    epochs where it is not a number, as EarlyStopping does. An error when no epoch has a number
+    (the training diverged from the start: no weights are worth keeping); a warning naming the
+    epochs that had none."""
+    # `TrainState.history` leaves out a column that has no number at all
+    values = np.asarray(history.get(monitor, [math.nan]), dtype=float)
+    advice = f"lower --learning-rate (it was {settings.learning_rate:g})" + (
+        ", or train with --precision float32" if settings.precision == "mixed" else ""
+    )
+    name = "validation loss" if monitor == "val_loss" else "loss"
+    if np.isnan(values).all():
+        raise ConvpipeError(
+            f"Training diverged: the {name} was not a number (NaN) in every epoch, so no weights are worth "
+            f"keeping and nothing was written; {advice}."
+        )
+    best = int(np.nanargmin(values)) + 1
+    failed = [str(epoch) for epoch, value in enumerate(values, start=1) if np.isnan(value)]
+    if failed:
+        logger.warning(
+            "The %s was not a number (NaN) in epoch(s) %s: training diverged there. The run keeps epoch %d's weights; "
+            "to train on, %s.", name, ", ".join(failed), best, advice,
+        )
+    return best
+
+
+def remove_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:  # not empty (another run's files), or already gone
+        pass
 
 
 def stopped_with_ctrl_c(run_dir: Path) -> bool:
@@ -493,7 +529,12 @@ def train(
         history, interrupted = fit_model(
             model, (x_train, y_train), (x_val, y_val) if has_val else None, settings, state, verbose, compute, weights
         )
-        best_epoch = int(np.argmin(history[monitor])) + 1
+        try:
+            best_epoch = kept_epoch(history, monitor, settings)
+        except ConvpipeError:
+            state.finish()  # nothing worth resuming either
+            remove_if_empty(run_dir)
+            raise
         val_accuracy = float(history["val_accuracy"][best_epoch - 1]) if has_val else None
         train_seconds = time.perf_counter() - started - preprocess_seconds
         outcome = dict(

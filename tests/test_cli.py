@@ -1003,6 +1003,53 @@ def test_ctrl_c_during_training_keeps_the_best_completed_epoch(cli_runner, image
     assert len((out / "history.csv").read_text().strip().splitlines()) == 3  # header + 2 epochs
 
 
+def poison_weights_at(epoch: int):
+    """A callback that makes every weight NaN as epoch `epoch` (from 0) begins: a diverged run."""
+    import keras
+
+    class PoisonWeights(keras.callbacks.Callback):
+        def on_epoch_begin(self, index, logs=None):
+            if index == epoch:
+                for variable in self.model.trainable_variables:
+                    variable.assign(np.full(variable.shape, np.nan, dtype=variable.dtype))
+
+    return PoisonWeights()
+
+
+def test_a_run_that_diverges_keeps_the_last_epoch_with_a_loss_and_says_so(cli_runner, image_folder, tmp_path, monkeypatch, caplog):
+    import logging
+
+    import pipelines.training
+
+    monkeypatch.setattr(pipelines.training, "extra_callbacks", lambda: [poison_weights_at(2)])
+    out = tmp_path / "run"
+    args = ["train", "--modality", "image", "--data", image_folder, "--out", out, *TINY_IMAGE]
+    with caplog.at_level(logging.WARNING):
+        result = invoke(cli_runner, [*args, "--epochs", "8", "--patience", "8"])
+    assert result.exit_code == 0, describe_result(result)
+    document = json.loads((out / "config.json").read_text())
+    # stopped in the first epoch without a number, not `patience` epochs later; the best of
+    # the first two kept, and named as such (not the NaN epoch np.argmin would pick)
+    assert document["epochs_run"] == 3
+    history = np.genfromtxt(out / "history.csv", delimiter=",", names=True)
+    assert np.isnan(history["val_loss"][2]) and document["best_epoch"] == int(np.argmin(history["val_loss"][:2])) + 1
+    assert document["val_accuracy"] == pytest.approx(history["val_accuracy"][document["best_epoch"] - 1], abs=1e-5)
+    assert "was not a number (NaN) in epoch(s) 3: training diverged there. The run keeps epoch" in caplog.text
+    assert invoke(cli_runner, ["evaluate", out]).exit_code == 0
+    assert 0.0 <= json.loads((out / "report" / "report.json").read_text())["accuracy"] <= 1.0
+
+
+def test_a_run_that_diverges_from_the_start_is_an_error_and_leaves_nothing(cli_runner, image_folder, tmp_path, monkeypatch):
+    import pipelines.training
+
+    monkeypatch.setattr(pipelines.training, "extra_callbacks", lambda: [poison_weights_at(0)])
+    out = tmp_path / "run"
+    result = invoke(cli_runner, ["train", "--modality", "image", "--data", image_folder, "--out", out, *TINY_IMAGE])
+    assert_one_line_error(result, "Training diverged: the validation loss was not a number (NaN) in every epoch")
+    assert "lower --learning-rate (it was 0.001)" in result.stderr
+    assert not out.exists()
+
+
 def test_the_same_seed_gives_identical_runs(cli_runner, image_folder, tmp_path):
     reports = []
     for name in ("first", "second"):
