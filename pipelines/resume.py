@@ -78,6 +78,11 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
         super().__init__(**kwargs)
         self.resume_from = resume_from
 
+    def stopped_before_resume(self, completed: int) -> bool:
+        """Whether the interrupted run's `completed` epochs had already ended it: after the last
+        of them, Keras' check (`wait >= patience`, past the first epoch) would have stopped."""
+        return bool(self.resume_from) and completed > 1 and self.resume_from["wait"] >= self.patience
+
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
         if self.resume_from:

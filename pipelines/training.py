@@ -280,6 +280,12 @@ def fit_model(
         restore_best_weights=True,
         resume_from=state.early_stopping_state(model, earlier, monitor) if completed else None,
     )
+    if stopper.stopped_before_resume(completed):
+        # Killed after early stopping ended it, before the run was written: fit would train
+        # on (Keras checks patience only after an epoch), and the resumed run would not be
+        # the uninterrupted one. Only writing the run is left.
+        model.set_weights(stopper.resume_from["weights"])
+        return state.history(settings.epochs), False
     interrupted = False
     try:
         train, train_batch = fit_replicas(train, batch_size, compute.replicas, "training")

@@ -34,15 +34,19 @@ class KillMidEpoch(keras.callbacks.Callback):
         if self.epoch == 2 and batch == 1:
             os.kill(os.getpid(), signal.SIGKILL)
 
-pipelines.training.extra_callbacks = lambda: [KillMidEpoch()]
+class KillAtTheEnd(keras.callbacks.Callback):
+    def on_train_end(self, logs=None):  # training over, nothing of the run written yet
+        os.kill(os.getpid(), signal.SIGKILL)
+
+pipelines.training.extra_callbacks = lambda: [KillAtTheEnd() if os.environ.get("KILL_AT_END") else KillMidEpoch()]
 sys.argv = ["cli.py", *sys.argv[1:]]
 cli.app()
 """
 
 
-def train_and_kill(data: Path, out: Path) -> None:
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    args = [sys.executable, "-c", KILLER, "train", "--modality", "image", "--data", str(data), "--out", str(out), *OPTIONS]
+def train_and_kill(data: Path, out: Path, options: list[str] = OPTIONS, at_end: bool = False) -> None:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **({"KILL_AT_END": "1"} if at_end else {})}
+    args = [sys.executable, "-c", KILLER, "train", "--modality", "image", "--data", str(data), "--out", str(out), *options]
     try:
         completed = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     except subprocess.TimeoutExpired:
@@ -99,6 +103,30 @@ def test_resume_after_sigkill_repeats_the_uninterrupted_run(cli_runner, killed, 
     # The same batches, augmentations and dropout masks after the resume: the same losses, epoch
     # by epoch (the default image model has dropout, and --seed turns on op determinism).
     assert (out / "history.csv").read_text() == (uninterrupted / "history.csv").read_text()
+
+
+def test_a_run_killed_after_early_stopping_ended_it_resumes_to_the_same_run(cli_runner, data, tmp_path):
+    # no patience and a high learning rate: early stopping ends it well before the epoch cap
+    options = [*OPTIONS, "--epochs", "30", "--patience", "0", "--learning-rate", "0.05"]
+    uninterrupted = tmp_path / "uninterrupted"
+    result = invoke(cli_runner, ["train", "--modality", "image", "--data", data, "--out", uninterrupted, *options])
+    assert result.exit_code == 0, describe_result(result)
+    stopped_after = json.loads((uninterrupted / "config.json").read_text())["epochs_run"]
+    assert 1 < stopped_after < 30
+    killed = tmp_path / "killed"
+    train_and_kill(data, killed, options, at_end=True)
+    assert (killed / "train_state").is_dir() and not (killed / "model.keras").exists()
+    result = invoke(cli_runner, ["train", "--resume", killed])
+    assert result.exit_code == 0, describe_result(result)
+    # Keras checks patience only after an epoch: fit again would have trained at least one more
+    assert (killed / "history.csv").read_text() == (uninterrupted / "history.csv").read_text()
+    first, second = (json.loads((run / "config.json").read_text()) for run in (uninterrupted, killed))
+    assert (first["best_epoch"], first["val_accuracy"]) == (second["best_epoch"], second["val_accuracy"])
+    import keras
+    import numpy as np
+
+    weights = [keras.saving.load_model(run / "model.keras", safe_mode=True).get_weights() for run in (uninterrupted, killed)]
+    assert all(np.array_equal(a, b) for a, b in zip(*weights))
 
 
 def test_a_half_written_backup_is_reported_and_the_previous_epoch_used(cli_runner, killed, caplog):
