@@ -342,7 +342,7 @@ def read_manifest(path: Path, modality: Modality) -> tuple[Dataset, list]:
         inputs.append(value if column == "text" else (path.parent / value))
         labels.append(label)
         ids.append(row_id)
-    merged = _merged_rows(inputs, set(labels), column)
+    merged = _merged_rows(inputs, set(labels), column, _quotes_well_formed(text))
     for index in reversed(merged):
         first_line = int(ids[index][len(ROW_PREFIX):]) - inputs[index].count("\n")
         ignored.append((
@@ -366,20 +366,34 @@ def _csv_fields_up_to(size: int):
         csv.field_size_limit(previous)
 
 
-def _merged_rows(values: list, labels: set[str], column: str) -> list[int]:
+def _quotes_well_formed(text: str) -> bool:
+    """Whether every quoted field of the CSV `text` closes right before a comma or a line end.
+    A quote left open runs its field on until the next quote, which opens a later field and is
+    followed by text, not a comma: the csv module's strict mode refuses exactly that."""
+    try:
+        with _csv_fields_up_to(len(text)):
+            for _ in csv.reader(io.StringIO(text, newline=""), strict=True):
+                pass
+    except csv.Error:
+        return False
+    return True
+
+
+def _merged_rows(values: list, labels: set[str], column: str, quotes_well_formed: bool) -> list[int]:
     """Positions of fields that swallowed other rows: an unclosed quote runs a field on, over
     line ends, until the next quote, and the rows between become one input under a wrong label.
-    A text may hold line ends; one whose lines end like a row (",sports") did not mean to. A
-    path never holds one."""
+    A path never holds a line end. A text may; where a quote was left open somewhere in the
+    file, one whose lines end like a row (",sports") did not mean to. In a file whose quotes
+    are all well formed, such a line is the text's own (", business" in a sentence)."""
     row_end = re.compile(r',\s*"?([^,"\n]+?)"?\s*$')
     merged = []
     for index, value in enumerate(values):
         text = str(value)
         if "\n" not in text:
             continue
-        if column != "text" or any(
+        if column != "text" or (not quotes_well_formed and any(
             (match := row_end.search(line)) and match.group(1).strip() in labels for line in text.splitlines()
-        ):
+        )):
             merged.append(index)
     return merged
 

@@ -320,6 +320,12 @@ def test_a_quote_left_open_in_a_csv_is_listed_not_trained_as_one_wrong_row(tmp_p
     (tmp_path / "poem.csv").write_text('text,label\n"roses are red\\nviolets, blue",poems\nplain,prose\n'.replace("\\n", "\n"))
     data, ignored = read_manifest(tmp_path / "poem.csv", Modality.text)
     assert data.inputs[0] == "roses are red\nviolets, blue" and ignored == []
+    # so is one whose line ends like a row (", business"), in a file whose quotes all close
+    digest = '"Our weekly digest covers politics, business\nand everything in between.",sports'
+    (tmp_path / "prose.csv").write_text(f"text,label\n{digest}\nParliament passed the bill,politics\nStocks fell,business\n")
+    data, ignored = read_manifest(tmp_path / "prose.csv", Modality.text)
+    assert data.labels == ["sports", "politics", "business"] and ignored == []
+    assert data.inputs[0] == "Our weekly digest covers politics, business\nand everything in between."
 
 
 def test_a_csv_field_longer_than_the_csv_modules_limit_is_read(tmp_path):
