@@ -79,9 +79,10 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
         self.resume_from = resume_from
 
     def stopped_before_resume(self, completed: int) -> bool:
-        """Whether the interrupted run's `completed` epochs had already ended it: after the last
-        of them, Keras' check (`wait >= patience`, past the first epoch) would have stopped."""
-        return bool(self.resume_from) and completed > 1 and self.resume_from["wait"] >= self.patience
+        """Whether the interrupted run's `completed` epochs had already ended it: the last of
+        them did not improve (Keras never stops on one that did, whatever the patience), and
+        Keras' check (`wait >= patience`, past the first epoch) would have stopped there."""
+        return bool(self.resume_from) and completed > 1 and self.resume_from["wait"] >= max(self.patience, 1)
 
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)

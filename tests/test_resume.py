@@ -129,6 +129,20 @@ def test_a_run_killed_after_early_stopping_ended_it_resumes_to_the_same_run(cli_
     assert all(np.array_equal(a, b) for a, b in zip(*weights))
 
 
+def test_without_patience_a_run_killed_after_an_improving_epoch_trains_on(cli_runner, data, tmp_path):
+    # --patience 0 stops at the first epoch that does not improve, never at one that does
+    options = [*OPTIONS, "--patience", "0"]
+    uninterrupted = tmp_path / "uninterrupted"
+    result = invoke(cli_runner, ["train", "--modality", "image", "--data", data, "--out", uninterrupted, *options])
+    assert result.exit_code == 0, describe_result(result)
+    assert json.loads((uninterrupted / "config.json").read_text())["epochs_run"] >= 3  # epochs 1 and 2 improved
+    killed = tmp_path / "killed"
+    train_and_kill(data, killed, options)  # in the third epoch, after the second's backup
+    result = invoke(cli_runner, ["train", "--resume", killed])
+    assert result.exit_code == 0, describe_result(result)
+    assert (killed / "history.csv").read_text() == (uninterrupted / "history.csv").read_text()
+
+
 def test_a_half_written_backup_is_reported_and_the_previous_epoch_used(cli_runner, killed, caplog):
     out = killed
     (out / "train_state" / "backup" / "training_metadata.json").write_text('{"epo')  # cut off mid-write
