@@ -178,12 +178,19 @@ def read_class_folders(root: Path, modality: Modality, id_prefix: str = "") -> t
         )
     inputs, labels, ids = [], [], []
     resolved_root = root.resolve()
+    real_classes = {p.resolve(): p.name for p in class_dirs if not p.is_symlink()}
     for class_dir in class_dirs:
         target = class_dir.resolve()
         if target == resolved_root or target in resolved_root.parents:
             # e.g. data/mirror -> . would add every class again under a wrong label
             ignored.append((id_prefix + class_dir.name, "links back to the data folder"))
             continue
+        if class_dir.is_symlink():
+            # a link to another class folder (or into one) would give its inputs a second label
+            other = next((name for real, name in real_classes.items() if real == target or real in target.parents), None)
+            if other is not None:
+                ignored.append((id_prefix + class_dir.name, f"links to class folder {other} (its inputs under a second label)"))
+                continue
         found, label, links = 0, class_dir.name, []
         for parts, path in walk_files(class_dir, links):
             relative = "/".join((label, *parts))

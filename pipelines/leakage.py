@@ -29,8 +29,10 @@ EXAMPLES = 3
 
 
 def _size(x: Any) -> int | None:
+    """The file's size; None where it cannot be the copy of anything that is used: unreadable,
+    or empty (skipped as such by every modality, so two empty files are no leak)."""
     try:
-        return os.stat(x).st_size
+        return os.stat(x).st_size or None
     except OSError:  # unreadable inputs are reported when they are read for real
         return None
 
@@ -94,23 +96,36 @@ def find_copies(splits: dict[str, Dataset], warn: bool = True) -> dict[str, Any]
     order = [name for name in ("train", "validation", "test") if name in splits]
     for later_index, later in enumerate(order):
         for earlier in order[:later_index]:
-            first_id = {}
-            for key, id_ in zip(keys[earlier], splits[earlier].ids):
+            first = {}
+            for key, id_, label in zip(keys[earlier], splits[earlier].ids, splits[earlier].labels):
                 if key is not None:
-                    first_id.setdefault(key, id_)
-            copies = [(id_, first_id[key]) for key, id_ in zip(keys[later], splits[later].ids) if key in first_id]
+                    first.setdefault(key, (id_, label))
+            copies = [
+                (id_, *first[key], label)
+                for key, id_, label in zip(keys[later], splits[later].ids, splits[later].labels) if key in first
+            ]
             if not copies:
                 continue
             pair = f"{later}_in_{earlier}"
             found[pair] = len(copies)
-            examples[pair] = [list(copy) for copy in copies[:EXAMPLES]]
+            examples[pair] = [[id_, first_id] for id_, first_id, _, _ in copies[:EXAMPLES]]
+            # the same input under two labels: the data contradicts itself (e.g. a class folder
+            # that links to another, or a file sorted into two classes)
+            relabelled = [(id_, first_id) for id_, first_id, first_label, label in copies if label != first_label]
+            if relabelled:
+                found[f"{pair}_labelled_differently"] = len(relabelled)
             if not warn:
                 continue
-            shown = ", ".join(f"{a} = {b}" for a, b in copies[:EXAMPLES])
+            shown = ", ".join(f"{a} = {b}" for a, b, _, _ in copies[:EXAMPLES])
+            contradictions = "" if not relabelled else (
+                f" {len(relabelled)} of them have another label there ({relabelled[0][0]} = {relabelled[0][1]}): "
+                "the data gives one input two classes."
+            )
             logger.warning(
-                "%d of %d %s inputs are exact copies of %s inputs (%s%s); the %s score counts them. Remove the "
+                "%d of %d %s inputs are exact copies of %s inputs (%s%s); the %s score counts them.%s Remove the "
                 "copies from the data for a score on inputs the model has not seen.",
                 len(copies), len(splits[later]), later, earlier, shown, ", ..." if len(copies) > EXAMPLES else "", later,
+                contradictions,
             )
     if found:
         found["examples"] = examples

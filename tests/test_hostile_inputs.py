@@ -467,6 +467,22 @@ def test_a_class_folder_symlink_to_the_data_root_is_not_a_class(tmp_path):
     assert data.class_counts() == {label: 2 for label in CLASSES}
 
 
+def test_a_class_folder_that_links_to_another_class_is_listed_not_a_second_label(tmp_path):
+    root = write_image_folder(tmp_path / "images", per_class=2)
+    os.symlink("alpha", root / "alias")  # the same images under a second class name
+    os.symlink(root / "beta", root / "zeta")
+    outside = write_image_folder(tmp_path / "elsewhere", per_class=1)
+    os.symlink(outside / "gamma", root / "omega")  # a link to a folder of other images is a class
+
+    data, ignored = call_with_timeout(lambda: read_class_folders(root, Modality.image), seconds=10)
+
+    assert data.class_counts() == {**{label: 2 for label in CLASSES}, "omega": 1}
+    assert sorted(ignored) == [
+        ("alias", "links to class folder alpha (its inputs under a second label)"),
+        ("zeta", "links to class folder beta (its inputs under a second label)"),
+    ]
+
+
 # ---- one real training on a hostile class folder --------------------------------------------
 
 UNICODE_NAMES = {"alpha": "ünïcode file ☃.png", "beta": "with  two spaces.png", "gamma": "日本語 ファイル.png"}

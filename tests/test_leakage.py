@@ -37,6 +37,15 @@ def test_file_copies_under_other_names_are_found_and_same_size_strangers_are_not
     assert "validation" not in caplog.text
 
 
+def test_copies_under_another_label_are_counted_and_named_as_a_contradiction(caplog):
+    train = Dataset(["Open a file", "Close the loop"], ["io", "loops"], ["0", "1"])
+    validation = Dataset(["open a  FILE", "close the loop", "new"], ["io", "io", "io"], ["2", "3", "4"])
+    with caplog.at_level(logging.WARNING):
+        found = find_copies({"train": train, "validation": validation})
+    assert found["validation_in_train"] == 2 and found["validation_in_train_labelled_differently"] == 1
+    assert "1 of them have another label there (3 = 1): the data gives one input two classes." in caplog.text
+
+
 def test_texts_match_up_to_case_and_whitespace_and_arrays_exactly():
     train = Dataset(["Return the loop.", "Open a file"], ["x", "y"], ["0", "1"])
     test = Dataset(["  return   THE loop. ", "Open a file!"], ["x", "y"], ["2", "3"])
@@ -71,6 +80,9 @@ def test_no_copies_no_report_and_a_huge_read_is_skipped(tmp_path, monkeypatch):
     a.write_bytes(b"1" * 10)
     b.write_bytes(b"1" * 10)
     assert find_copies({"train": files([a]), "test": files([tmp_path / "gone.bin"])}) == {}
+    (tmp_path / "empty1.txt").touch()
+    (tmp_path / "empty2.txt").touch()  # both skipped when read: not a copy that counts
+    assert find_copies({"train": files([tmp_path / "empty1.txt"]), "test": files([tmp_path / "empty2.txt"])}) == {}
     monkeypatch.setattr(pipelines.leakage, "MAX_HASHED_BYTES", 15)
     assert find_copies({"train": files([a]), "test": files([b])}) == {}  # 20 bytes to hash: not checked
 
