@@ -166,17 +166,19 @@ class ShardWriter:
         return str(self.temps[shard]), self.offsets[shard] + (start - self.starts[shard]) * self.row_bytes
 
     def commit(self) -> "ShardedArray":
-        # Not fsynced (a cache, as the entries): a shard that a power cut leaves short fails the
-        # size check in `open_shards` and is encoded again. The manifest goes last.
+        # Each shard is fsynced before the manifest that vouches for it is written: shards are
+        # created at full size, so one whose rows a power cut never wrote would pass the size
+        # check in `open_shards` and read back as zeros. The manifest goes last.
         names = []
         for number, temp in enumerate(self.temps):
             names.append(f"{number:05d}.npy")
+            with open(temp, "rb+") as handle:
+                os.fsync(handle.fileno())
             os.chmod(temp, 0o666 & ~atomic._umask())
             os.replace(temp, self.folder / names[-1])
         atomic.write_json(
             self.folder / MANIFEST,
             {"shards": names, "rows": self.rows, "row_shape": list(self.row_shape), "dtype": self.dtype.str},
-            sync=False,
         )
         return ShardedArray([self.folder / name for name in names], row_shape=self.row_shape, dtype=self.dtype)
 

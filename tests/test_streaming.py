@@ -63,6 +63,19 @@ def test_a_truncated_shard_is_not_reused(tmp_path, monkeypatch):
     assert open_shards(tmp_path / "shards") is None
 
 
+def test_every_shard_is_on_disk_before_the_manifest_that_vouches_for_it(tmp_path, monkeypatch):
+    # Shards are created at full size, so the size check cannot tell rows a power cut never
+    # wrote from written ones: the data must be synced before the manifest exists.
+    import os
+
+    synced, fsync = [], os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(Path(os.readlink(f"/proc/self/fd/{fd}")).name) or fsync(fd))
+    x = sharded(tmp_path, np.arange(60, dtype=np.int32).reshape(20, 3), monkeypatch)
+    assert len(x.paths) == 3 and len(synced) == 4
+    assert all(name.endswith(".tmp.npy") for name in synced[:3])  # each shard, before its rename
+    assert synced[3].startswith(f".{shards.MANIFEST.split('.')[0]}.")  # then the manifest
+
+
 def test_an_encoding_that_fails_midway_leaves_no_shard_behind(tmp_path, monkeypatch):
     monkeypatch.setattr(shards, "SHARD_BYTES", 7 * 12)
 
