@@ -104,13 +104,16 @@ def mfcc_statistics(waveform: np.ndarray, sample_rate: int) -> np.ndarray:
     # Such a short window leaves some of the 128 mel bands empty, which librosa warns about:
     # their MFCC part is constant, so the statistics are still fine.
     n_fft = min(2048, 2 ** int(np.log2(max(len(waveform), 16))))
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), np.errstate(over="ignore", invalid="ignore"):  # overflow: refused below
         if n_fft < 2048:
             warnings.simplefilter("ignore", UserWarning)
         mfcc = librosa.feature.mfcc(y=waveform, sr=sample_rate, n_mfcc=20, n_fft=n_fft, hop_length=n_fft // 4)
     # "interp" (librosa's default) needs 9 frames; a clip of under about 0.3 s has fewer
     delta = librosa.feature.delta(mfcc, mode="interp" if mfcc.shape[1] >= 9 else "nearest")
-    return np.concatenate([mfcc.mean(1), mfcc.std(1), delta.mean(1), delta.std(1)])
+    statistics = np.concatenate([mfcc.mean(1), mfcc.std(1), delta.mean(1), delta.std(1)])
+    if not np.all(np.isfinite(statistics)):  # samples so large that the power overflows
+        raise InputError("audio", "samples too large for MFCCs")
+    return statistics
 
 
 def linear_model(modality: Modality, n_fit: int, one_letter_words: bool = False):

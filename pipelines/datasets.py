@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import re
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -138,24 +139,55 @@ def load_source(data: str | None, modality: Modality) -> DataSource:
             )
         full, ignored = read_manifest(path, modality)
         return DataSource(location=str(data), full=full, ignored=ignored)
-    validation_folders = [path / name for name in VALIDATION_FOLDERS if (path / name).is_dir()]
-    if len(validation_folders) > 1:
-        raise ConvpipeError(
-            f"{data} has {' and '.join(f'{folder.name}/' for folder in validation_folders)}: "
-            "keep one validation folder."
-        )
-    test_folder = path / "test"
-    if (path / "train").is_dir() and (validation_folders or test_folder.is_dir()):
+    roles = split_folders(path)
+    if roles.get("train") and len(roles) > 1:
         # Split folders, not classes: read as classes, a train/ + val/ layout trained a model to
         # tell the two folders apart.
         parts, ignored = {}, []
-        for name, folder in [("train", path / "train"), ("validation", next(iter(validation_folders), None)), ("test", test_folder)]:
-            if folder is not None and folder.is_dir():
-                parts[name], found = read_class_folders(folder, modality, id_prefix=f"{folder.name}/")
-                ignored += found
+        for name, folder in roles.items():
+            parts[name], found = read_class_folders(folder, modality, id_prefix=f"{folder.name}/")
+            ignored += found
         return DataSource(location=str(data), **parts, ignored=ignored)
+    if roles.get("train") and [p.name for p in _subfolders(path)] == [roles["train"].name]:
+        # train/ alone: its classes are the data, split as any folder of classes is
+        full, ignored = read_class_folders(roles["train"], modality, id_prefix=f"{roles['train'].name}/")
+        return DataSource(location=str(data), full=full, ignored=ignored)
     full, ignored = read_class_folders(path, modality)
     return DataSource(location=str(data), full=full, ignored=ignored)
+
+
+#: Folder names (any case) that hold a split rather than a class, beside a training folder.
+SPLIT_NAMES = {
+    "train": ("train", "training"),
+    "validation": VALIDATION_FOLDERS,
+    "test": ("test", "testing"),
+}
+
+
+def _subfolders(path: Path) -> list[Path]:
+    try:
+        return sorted(p for p in path.iterdir() if not p.name.startswith(".") and p.is_dir())
+    except OSError as error:
+        raise ConvpipeError(f"Cannot list {path}: {error.strerror or error}") from None
+
+
+def split_folders(path: Path) -> dict[str, Path]:
+    """The subfolders of `path` named like splits ("Train/", "testing/", "val/"...), by split;
+    beside a training folder, two folders for one split are an error."""
+    found: dict[str, list[Path]] = {}
+    for folder in _subfolders(path):
+        role = next((role for role, names in SPLIT_NAMES.items() if folder.name.lower() in names), None)
+        if role is not None:
+            found.setdefault(role, []).append(folder)
+    if "train" not in found:  # class folders that happen to be called "test" or "Test"
+        return {}
+    for role, folders in found.items():
+        if len(folders) > 1:
+            raise ConvpipeError(
+                f"{path} has {' and '.join(f'{folder.name}/' for folder in folders)}: keep one "
+                f"{'validation' if role == 'validation' else role} folder."
+            )
+    return {role: folders[0] for role, folders in found.items()}
 
 
 def read_class_folders(root: Path, modality: Modality, id_prefix: str = "") -> tuple[Dataset, list]:
@@ -191,9 +223,9 @@ def read_class_folders(root: Path, modality: Modality, id_prefix: str = "") -> t
             if other is not None:
                 ignored.append((id_prefix + class_dir.name, f"links to class folder {other} (its inputs under a second label)"))
                 continue
-        found, label, links = 0, class_dir.name, []
+        found, label, links = 0, class_label(class_dir.name), []
         for parts, path in walk_files(class_dir, links):
-            relative = "/".join((label, *parts))
+            relative = "/".join((class_dir.name, *parts))
             relative = relative if relative.isascii() else printable_name(relative)
             suffix = _suffix(parts[-1])
             if suffix.lower() not in extensions:
@@ -203,12 +235,19 @@ def read_class_folders(root: Path, modality: Modality, id_prefix: str = "") -> t
             labels.append(label)
             ids.append(id_prefix + relative)
             found += 1
-        ignored += [(id_prefix + printable_name("/".join((label, *parts))), "a linked folder (not followed)") for parts in links]
+        ignored += [(id_prefix + printable_name("/".join((class_dir.name, *parts))), "a linked folder (not followed)") for parts in links]
         if not found:
             raise ConvpipeError(
                 f"Class folder {class_dir} has no {modality.value} files ({', '.join(extensions)})."
             )
     return Dataset(inputs, labels, ids), ignored
+
+
+def class_label(name: str) -> str:
+    """A class name as a person reads it: NFC-normalized, so that "café" written with a
+    combining accent (as macOS writes file names) and with "é" are one class, not two that
+    print alike."""
+    return unicodedata.normalize("NFC", name)
 
 
 def printable_name(name: str) -> str:
@@ -334,7 +373,7 @@ def read_manifest(path: Path, modality: Modality) -> tuple[Dataset, list]:
         raise ConvpipeError(f"{path} line {reader.line_num}: {error}.") from None
     for line_num, row in rows:
         row_id = f"{ROW_PREFIX}{line_num}"
-        value, label = (row.get(column) or "").strip(), (row.get("label") or "").strip()
+        value, label = (row.get(column) or "").strip(), class_label((row.get("label") or "").strip())
         extra = [field for field in row.get(None) or [] if field.strip()]
         if extra:
             # Usually an unquoted comma in a text or path: its fields no longer line up with the

@@ -493,13 +493,13 @@ def train(
     source = load_source(config.data, config.modality)
     splits = make_splits(source, config)
     classes = sorted(set(splits["train"].labels))
-    warn_of_near_duplicate_labels(classes)
-    copies = find_copies(splits)
     if len(classes) < 2:
         raise ConvpipeError(
             f"Need at least 2 classes to train a classifier; {source.location} has "
             f"{len(classes)} ({', '.join(classes) or 'none'})."
         )
+    warn_of_near_duplicate_labels(classes)
+    copies = find_copies(splits)  # after the refusals: no warnings about a split never used
     preprocessor, choices = build_preprocessor(config.modality, config.preprocess, splits["train"])
     cache = PreprocessCache.open(settings.cache_dir, enabled=settings.cache, verify=settings.cache_verify)
     try:

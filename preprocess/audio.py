@@ -141,16 +141,24 @@ class AudioPreprocessor(Preprocessor):
         import librosa
 
         waveform = self.load_waveform(x)
-        power = librosa.feature.melspectrogram(
-            y=waveform,
-            sr=self.sample_rate,
-            n_fft=self.n_fft,
-            hop_length=self.hop_length,
-            n_mels=self.num_mels,
-            fmin=self.fmin,
-            fmax=self.fmax,
-            power=2.0,
-        )
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflow is refused just below
+            power = librosa.feature.melspectrogram(
+                y=waveform,
+                sr=self.sample_rate,
+                n_fft=self.n_fft,
+                hop_length=self.hop_length,
+                n_mels=self.num_mels,
+                fmin=self.fmin,
+                fmax=self.fmax,
+                power=2.0,
+            )
+        if not np.all(np.isfinite(power)):
+            # finite samples so large (corrupt float data, or physical units) that their power
+            # overflows: every decibel would be NaN, and the fitted band statistics with them
+            peak = float(np.max(np.abs(waveform)))
+            raise InputError(
+                describe_input(x), f"samples too large for a spectrogram (peak {peak:.3g}; audio samples are expected within about -1 to 1)"
+            )
         floor = 10.0 * np.log10(self.log_floor)
         decibels = 10.0 * np.log10(np.maximum(power, self.log_floor))
         if self.top_db is not None:

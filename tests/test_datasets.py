@@ -345,3 +345,36 @@ def test_a_utf16_csv_is_read_and_a_semicolon_one_is_named(tmp_path):
     (tmp_path / "semi.csv").write_text("text;label\ncafé;food\n")
     with pytest.raises(ConvpipeError, match="looks separated by semicolons; convpipe reads comma-separated files"):
         read_manifest(tmp_path / "semi.csv", Modality.text)
+
+
+def test_class_names_that_differ_only_in_unicode_normalization_are_one_class(tmp_path):
+    decomposed, composed = "cafe\u0301", "caf\u00e9"  # as macOS writes names, and as typed
+    write_image_folder(tmp_path / "data" / "train", classes=[decomposed, "tea"], per_class=3)
+    write_image_folder(tmp_path / "data" / "test", classes=[composed, "tea"], per_class=1)
+    source = load_source(str(tmp_path / "data"), Modality.image)
+    assert sorted(set(source.train.labels)) == sorted(set(source.test.labels)) == [composed, "tea"]
+    assert source.train.ids[0] == f"train/{decomposed}/{decomposed}_00.png"  # ids name the files as they are
+    rows = ["text,label"] + [f"text {i},{decomposed if i % 2 else composed}" for i in range(6)]
+    (tmp_path / "m.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    data, _ = read_manifest(tmp_path / "m.csv", Modality.text)
+    assert set(data.labels) == {composed}
+
+
+@pytest.mark.parametrize("train, test", [("Train", "Test"), ("training", "testing"), ("TRAIN", "val")])
+def test_split_folders_are_found_in_any_case_and_common_spellings(tmp_path, train, test):
+    write_image_folder(tmp_path / "data" / train, per_class=3)
+    write_image_folder(tmp_path / "data" / test, per_class=1, seed=1)
+    source = load_source(str(tmp_path / "data"), Modality.image)
+    assert source.predefined_split and sorted(set(source.train.labels)) == sorted(CLASSES)  # not [test, train]
+    held_out = source.validation if test == "val" else source.test
+    assert len(held_out) == len(CLASSES) and all(i.startswith(f"{test}/") for i in held_out.ids)
+
+
+def test_a_lone_train_folder_holds_the_classes_and_is_split_as_usual(tmp_path):
+    write_image_folder(tmp_path / "data" / "train", per_class=3)
+    source = load_source(str(tmp_path / "data"), Modality.image)
+    assert not source.predefined_split and source.full.class_counts() == {label: 3 for label in CLASSES}
+    assert all(i.startswith("train/") for i in source.full.ids)
+    write_image_folder(tmp_path / "classes" / "test", per_class=2)  # a class called test, without train/
+    write_image_folder(tmp_path / "classes" / "Test", per_class=2)
+    assert sorted(load_source(str(tmp_path / "classes"), Modality.image).full.class_counts()) == ["Test", "test"]

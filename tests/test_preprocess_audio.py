@@ -162,6 +162,21 @@ def test_non_finite_samples_raise_input_error(tmp_path, bad):
         small().read((samples, SR))
 
 
+@pytest.mark.parametrize("top_db", [80.0, None])
+def test_finite_samples_too_large_for_a_spectrogram_raise_input_error(tmp_path, top_db, recwarn):
+    samples = tone(1000)
+    samples[50] = 3e38  # finite, but its power overflows: every decibel was NaN
+    path = write_wav(tmp_path / "huge.wav", samples, subtype="FLOAT")
+    with pytest.raises(InputError, match=r"huge\.wav: samples too large for a spectrogram \(peak 3e\+38"):
+        small(top_db=top_db).read(path)
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]  # no stray numpy lines
+    from pipelines.baseline import mfcc_statistics
+
+    with pytest.raises(InputError, match="too large"):
+        mfcc_statistics(samples, SR)
+    assert np.all(np.isfinite(small(top_db=top_db).read((samples / 3e38, SR))))  # the same clip, scaled
+
+
 def test_not_an_audio_file_raises_input_error_naming_it(tmp_path):
     path = tmp_path / "fake.wav"
     path.write_text("definitely not RIFF data\n" * 20)
