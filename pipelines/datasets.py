@@ -246,8 +246,8 @@ def read_class_folders(root: Path, modality: Modality, id_prefix: str = "") -> t
 def class_label(name: str) -> str:
     """A class name as a person reads it: NFC-normalized, so that "café" written with a
     combining accent (as macOS writes file names) and with "é" are one class, not two that
-    print alike."""
-    return unicodedata.normalize("NFC", name)
+    print alike; a folder name's bytes that are not UTF-8 as \\xNN (as `printable_name`)."""
+    return unicodedata.normalize("NFC", printable_name(name))
 
 
 def printable_name(name: str) -> str:

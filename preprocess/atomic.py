@@ -132,12 +132,22 @@ def write_bytes(path: str | os.PathLike, data: bytes, sync: bool = True, replace
 
 
 def write_text(path: str | os.PathLike, text: str, sync: bool = True, replace: bool = True) -> None:
-    write_bytes(path, text.encode("utf-8"), sync=sync, replace=replace)
+    # a path's bytes that are not UTF-8 (lone surrogates) are written as \udcNN, not an error
+    write_bytes(path, text.encode("utf-8", "backslashreplace"), sync=sync, replace=replace)
 
 
 def json_text(obj: Any) -> str:
-    """`obj` as the JSON text `write_json` writes; serialize first to fail before writing."""
-    return json.dumps(obj, indent=2, ensure_ascii=False) + "\n"
+    """`obj` as the JSON text `write_json` writes; serialize first to fail before writing.
+
+    Readable UTF-8; where `obj` holds a path with bytes that are not UTF-8 (read as lone
+    surrogates, which UTF-8 cannot hold), every non-ASCII character is escaped instead, which
+    reads back to the same string."""
+    text = json.dumps(obj, indent=2, ensure_ascii=False) + "\n"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(obj, indent=2) + "\n"
+    return text
 
 
 def write_json(path: str | os.PathLike, obj: Any, sync: bool = True, replace: bool = True) -> None:

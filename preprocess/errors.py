@@ -25,7 +25,12 @@ class SettingError(ConvpipeError):
 def one_line(text: str) -> str:
     """`text` with newlines and other unprintable characters escaped (`\\n`), so that a file
     named with a newline still makes a one-line message."""
-    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in str(text))
+    return "".join(char if char.isprintable() else _escaped(char) for char in str(text))
+
+
+def _escaped(char: str) -> str:
+    # a file name's byte that is not UTF-8 (read as a lone surrogate) shows as that byte
+    return f"\\x{ord(char) - 0xDC00:02x}" if 0xDC80 <= ord(char) <= 0xDCFF else repr(char)[1:-1]
 
 
 class InputError(ConvpipeError, ValueError):

@@ -483,6 +483,23 @@ def test_a_class_folder_that_links_to_another_class_is_listed_not_a_second_label
     ]
 
 
+def test_names_that_are_not_utf8_train_evaluate_and_compare(cli_runner, tmp_path):
+    # a data folder and a class folder named in Latin-1 (an old zip, a Windows share): the run's
+    # JSON once failed to be written after training, leaving a run --resume could not finish
+    root = Path(os.fsdecode(os.fsencode(tmp_path) + b"/d\xe9ta"))
+    write_image_folder(root, per_class=6)
+    os.rename(root / "alpha", Path(os.fsdecode(os.fsencode(root) + b"/caf\xe9")))
+    out = tmp_path / "run"
+    result = invoke(cli_runner, ["train", "--modality", "image", "--data", root, "--out", out, *TINY_IMAGE])
+    assert result.exit_code == 0, describe_result(result)
+    assert "d\\xe9ta" in result.stdout  # the byte, shown as itself
+    assert json.loads((out / "labels.json").read_text(encoding="utf-8")) == ["beta", "caf\\xe9", "gamma"]
+    assert json.loads((out / "config.json").read_text(encoding="utf-8"))["config"]["data"] == str(root)
+    result = invoke(cli_runner, ["evaluate", out, "--baseline"])
+    assert result.exit_code == 0, describe_result(result)
+    assert "caf\\xe9" in (out / "report" / "report.html").read_text(encoding="utf-8")
+
+
 # ---- one real training on a hostile class folder --------------------------------------------
 
 UNICODE_NAMES = {"alpha": "ünïcode file ☃.png", "beta": "with  two spaces.png", "gamma": "日本語 ファイル.png"}
