@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import warnings
 from typing import Any
 
@@ -23,6 +25,11 @@ CHAR_LEVEL_BELOW = 1000
 #: level, and to 1.000 at character level). English words average about 5 characters.
 CHARS_PER_WORD_ABOVE = 15
 CHAR_NGRAMS = {"ngram_sizes": [2, 3, 4, 5], "hash_buckets": 32768}
+#: Default-length audio is said to be cut short when the median training clip is longer than
+#: this many times `duration`.
+LONG_CLIPS = 1.5
+
+logger = logging.getLogger(__name__)
 
 
 def build_preprocessor(
@@ -54,6 +61,8 @@ def build_preprocessor(
             if name not in params:
                 params[name] = value
                 choices[name] = f"{value}: hashed character n-grams for character-level text"
+    if modality is Modality.audio and "duration" not in params:
+        warn_of_long_clips(train, params)
     cls = MODALITIES[modality].preprocessor
     try:
         preprocessor = cls.from_config(params)
@@ -97,3 +106,28 @@ def text_level(train: Dataset) -> tuple[str, str]:
         f"char: {per_word:.0f} characters per space-separated word in the median text "
         f"(char level above {CHARS_PER_WORD_ABOVE}: a script written without spaces)"
     )
+
+
+def warn_of_long_clips(train: Dataset, params: dict[str, Any]) -> None:
+    """Say so when the default `duration` keeps only the start of most training clips: a sound
+    later in a clip is never heard, and nothing else would tell (judged from the headers of
+    about 200 files)."""
+    import soundfile
+
+    from preprocess import AudioPreprocessor
+
+    duration = AudioPreprocessor().duration
+    step = max(1, len(train) // 200)
+    lengths = []
+    for x in train.inputs[::step]:
+        if isinstance(x, (str, os.PathLike)):
+            try:
+                lengths.append(soundfile.info(x).duration)
+            except Exception:  # unreadable, or a format only the fallback decoder reads
+                continue
+    if lengths and float(np.median(lengths)) > LONG_CLIPS * duration:
+        median = float(np.median(lengths))
+        logger.warning(
+            "The median training clip is %.1f s long, and only its first %.1f s is read (the default --duration): "
+            "pass --duration %.0f to hear whole clips.", median, duration, np.ceil(median),
+        )

@@ -88,15 +88,30 @@ def default_run_dir(modality: Modality, root: Path = Path("runs")) -> Path:
     return path
 
 
+#: What spreadsheets and pandas write for a missing value (casefolded): as a label, most likely
+#: a row without one. Still a class (a class may be called "None"), so it is only said.
+MISSING_VALUE_LABELS = {"nan", "none", "null", "n/a", "#n/a", "na"}
+
+
 def warn_of_near_duplicate_labels(classes: list[str]) -> None:
-    """Labels that differ only in case or spaces ("Sports", "sports") are separate classes; often
-    one class typed two ways, so it is said."""
+    """Labels that differ only in case, spaces or leading zeros ("Sports" / "sports", "1" / "01")
+    are separate classes, often one class typed two ways; labels that read as a missing value
+    ("nan", "None") are often rows without a label. Both are said."""
     groups: dict[str, list[str]] = {}
     for label in classes:
-        groups.setdefault(" ".join(label.casefold().split()), []).append(label)
+        key = " ".join(label.casefold().split())
+        groups.setdefault(str(int(key)) if key.isdigit() and key.isascii() else key, []).append(label)
     twins = [" / ".join(group) for group in groups.values() if len(group) > 1]
     if twins:
-        logger.warning("Labels that differ only in case or spacing are separate classes: %s.", "; ".join(twins))
+        logger.warning(
+            "Labels that differ only in case, spacing or leading zeros are separate classes: %s.", "; ".join(twins)
+        )
+    missing = [label for label in classes if label.casefold() in MISSING_VALUE_LABELS]
+    if missing:
+        logger.warning(
+            "Label(s) %s read like a spreadsheet's missing value, yet are classes here; leave the label cell "
+            "empty to leave a row out.", ", ".join(missing),
+        )
 
 
 def make_splits(source: DataSource, config: RunConfig) -> dict[str, Dataset]:

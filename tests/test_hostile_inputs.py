@@ -357,11 +357,14 @@ def test_many_small_classes_give_one_warning_line_and_case_twins_are_named(caplo
     data = Dataset([f"text {i}" for i in range(500)], labels, [f"row {i}" for i in range(500)])
     with caplog.at_level(logging.WARNING):
         split_dataset(data, val_split=0.1, test_split=0.1, seed=0)
-        warn_of_near_duplicate_labels(["Cooking", "Sports", "cooking", "sports", "tennis"])
+        warn_of_near_duplicate_labels(["01", "1", "Cooking", "None", "Sports", "cooking", "nan", "sports", "tennis"])
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 2
+    assert len(warnings) == 3
     assert warnings[0].startswith("250 class(es) too small") and warnings[0].endswith("c009 (2) and 240 more.")
-    assert warnings[1] == "Labels that differ only in case or spacing are separate classes: Cooking / cooking; Sports / sports."
+    assert warnings[1] == (
+        "Labels that differ only in case, spacing or leading zeros are separate classes: 01 / 1; Cooking / cooking; Sports / sports."
+    )
+    assert warnings[2].startswith("Label(s) None, nan read like a spreadsheet's missing value, yet are classes here")
 
 
 def test_a_manifest_with_only_one_class_fails_with_one_line(cli_runner, tmp_path):

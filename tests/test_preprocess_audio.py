@@ -455,3 +455,22 @@ def test_integer_pcm_waveforms_read_like_their_files(tmp_path):
     assert abs(float(pre.read((unsigned, SR)).max()) - float(pre.read(path).max())) < 0.5
     with pytest.raises(InputError, match="integer waveforms must be 8-, 16- or 32-bit PCM, got int64"):
         pre.read((pcm.astype(np.int64), SR))
+
+
+def test_default_duration_cutting_most_clips_short_is_said(tmp_path, caplog):
+    import logging
+
+    from pipelines.datasets import Dataset
+    from pipelines.defaults import build_preprocessor
+    from pipelines.modality import Modality
+
+    paths = [write_wav(tmp_path / f"{i}.wav", np.zeros(int(SR * 4.2), np.float32)) for i in range(3)]
+    data = Dataset(paths, ["a", "b", "a"], ["0", "1", "2"])
+    with caplog.at_level(logging.WARNING):
+        build_preprocessor(Modality.audio, {"sample_rate": SR}, data)
+    assert "median training clip is 4.2 s long, and only its first 1.0 s is read" in caplog.text
+    assert "--duration 5" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        build_preprocessor(Modality.audio, {"sample_rate": SR, "duration": 1.0}, data)  # chosen: not said
+    assert "median training clip" not in caplog.text
