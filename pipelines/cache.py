@@ -27,6 +27,7 @@ import logging
 import os
 import shutil
 import sqlite3
+import stat as stat_module
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,7 +88,7 @@ def input_identity(x: Any, verify: bool = False) -> str:
             stat = os.stat(path)
         except OSError as error:  # read() reports it; the skip is cached under this identity
             return f"missing\0{path}\0{type(error).__name__}"
-        if verify and not os.path.isdir(path):
+        if verify and stat_module.S_ISREG(stat.st_mode):  # a pipe's reading would wait for a writer
             try:
                 return f"file+hash\0{path}\0{stat.st_size}\0{file_sha256(path)}"
             except OSError as error:

@@ -115,12 +115,13 @@ def warn_of_long_clips(train: Dataset, params: dict[str, Any]) -> None:
     import soundfile
 
     from preprocess import AudioPreprocessor
+    from preprocess.base import not_a_file
 
     duration = AudioPreprocessor().duration
     step = max(1, len(train) // 200)
     lengths = []
     for x in train.inputs[::step]:
-        if isinstance(x, (str, os.PathLike)):
+        if isinstance(x, (str, os.PathLike)) and not not_a_file(x):  # a pipe would wait for a writer
             try:
                 lengths.append(soundfile.info(x).duration)
             except Exception:  # unreadable, or a format only the fallback decoder reads

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import stat
 from collections import defaultdict
 from typing import Any
 
@@ -32,7 +33,8 @@ def _size(x: Any) -> int | None:
     """The file's size; None where it cannot be the copy of anything that is used: unreadable,
     or empty (skipped as such by every modality, so two empty files are no leak)."""
     try:
-        return os.stat(x).st_size or None
+        status = os.stat(x)
+        return status.st_size if stat.S_ISREG(status.st_mode) and status.st_size else None
     except OSError:  # unreadable inputs are reported when they are read for real
         return None
 

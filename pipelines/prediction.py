@@ -23,7 +23,8 @@ def _file_kind(value: str) -> str | None:
         return None
     try:
         path = Path(value)
-        return "folder" if path.is_dir() else "file" if path.is_file() else None
+        # a pipe or device is a "file" too: reading it says what it is, not "not found"
+        return "folder" if path.is_dir() else "file" if path.exists() else None
     except (OSError, ValueError):  # e.g. a paragraph of text is too long to be a file name
         return None
 

@@ -18,6 +18,7 @@ import json
 import math
 import os
 import secrets
+import stat
 import zipfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -99,12 +100,24 @@ def json_path(path: str | os.PathLike) -> Path:
     return path
 
 
+def not_a_file(path: str | os.PathLike) -> bool:
+    """Whether `path` exists and is neither a regular file nor a folder: a named pipe, a socket or
+    a device, whose opening or reading waits for a writer that may never come."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:  # missing or unreadable: opening it says why
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
 def read_bytes(x: str | os.PathLike | bytes, limit: int | None = None) -> bytes:
     """Read a path's bytes (at most `limit`), turning every OS failure into an `InputError`."""
     if isinstance(x, (bytes, bytearray)):
         return bytes(x)
     path = Path(x)
     try:
+        if not_a_file(path):
+            raise InputError(str(x), "not a regular file (a named pipe, socket or device)")
         with open(path, "rb") as handle:
             data = handle.read(-1 if limit is None else limit)
     except IsADirectoryError:

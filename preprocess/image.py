@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from preprocess.base import Preprocessor, check_int, describe_input, is_int, read_bytes
+from preprocess.base import Preprocessor, check_int, describe_input, is_int, not_a_file, read_bytes
 from preprocess.errors import InputError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -323,6 +323,8 @@ def probe_images(inputs: Sequence[Any], limit: int = 200) -> dict[str, Any]:
                 mode = "RGB" if x.ndim == 3 and x.shape[-1] in (3, 4) else "L"
             elif isinstance(x, Image.Image):  # the caller's image: read, never closed here
                 width, height, mode = _upright_header(x)
+            elif not isinstance(x, (bytes, bytearray)) and not_a_file(x):  # a pipe would wait for a writer
+                continue
             else:
                 with warnings.catch_warnings():  # a very large image is reported when it is read
                     warnings.simplefilter("ignore", Image.DecompressionBombWarning)

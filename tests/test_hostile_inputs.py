@@ -486,6 +486,23 @@ def test_a_class_folder_that_links_to_another_class_is_listed_not_a_second_label
     ]
 
 
+@pytest.mark.parametrize("modality, name", [("image", "pipe.png"), ("audio", "pipe.wav"), ("text", "pipe.txt")])
+def test_a_named_pipe_among_the_inputs_is_skipped_not_waited_on(tmp_path, modality, name):
+    pipe = tmp_path / name
+    os.mkfifo(pipe)  # opening it for reading would wait for a writer forever
+    pre = {"image": ImagePreprocessor(image_size=(8, 8)), "audio": AudioPreprocessor(duration=0.25), "text": TextPreprocessor()}[modality]
+    with pytest.raises(InputError, match="not a regular file"):
+        call_with_timeout(lambda: pre.read(pipe), seconds=10)
+    from pipelines.cache import input_identity
+    from pipelines.defaults import warn_of_long_clips
+    from pipelines.leakage import find_copies
+    from preprocess import probe_images
+
+    data = Dataset([pipe, pipe], ["a", "b"], ["0", "1"])
+    call_with_timeout(lambda: (input_identity(pipe, verify=True), probe_images([pipe]), warn_of_long_clips(data, {}),
+                               find_copies({"train": data.subset([0]), "test": data.subset([1])})), seconds=10)
+
+
 def test_names_that_are_not_utf8_train_evaluate_and_compare(cli_runner, tmp_path):
     # a data folder and a class folder named in Latin-1 (an old zip, a Windows share): the run's
     # JSON once failed to be written after training, leaving a run --resume could not finish
@@ -783,3 +800,9 @@ def test_a_path_with_a_newline_still_gives_a_one_line_error(tmp_path):
     error = read_error(ImagePreprocessor(), path)
     assert error.source == str(path)  # the attribute keeps the real name
     assert str(error) == f"{tmp_path}/two\\nlines.png: not a readable image (unknown or corrupt format)"
+
+
+def test_predict_names_a_named_pipe_for_what_it_is(cli_runner, image_run, tmp_path):
+    os.mkfifo(tmp_path / "pipe.png")
+    result = call_with_timeout(lambda: invoke(cli_runner, ["predict", image_run.run_dir, tmp_path / "pipe.png"]), seconds=60)
+    assert_one_line_error(result, "pipe.png: not a regular file (a named pipe, socket or device)")
