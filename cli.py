@@ -626,11 +626,17 @@ def predict(
     top_k: Annotated[int, typer.Option(help="Labels to show per input.")] = 3,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     device: DeviceOption = "auto",
+    skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Predict the inputs that can be read and list the others on stderr, instead of failing.")] = False,
 ):
     """Print the top-k labels and probabilities for each input."""
-    from pipelines.prediction import predict as run_prediction, with_stdin_lines
+    from pipelines.prediction import predict as run_prediction, unusable_inputs, with_stdin_lines
 
-    results = run_prediction(run, with_stdin_lines(inputs, sys.stdin), top_k=top_k, device=device)
+    skipped: list = []
+    results = run_prediction(
+        run, with_stdin_lines(inputs, sys.stdin), top_k=top_k, device=device, skip_bad=skip_bad, skipped=skipped
+    )
+    if skipped:
+        errors.print(f"[yellow]warning:[/yellow] {shown(unusable_inputs(skipped, len(results) + len(skipped)))}; left out.")
     if as_json:
         typer.echo(json.dumps(results, indent=2, ensure_ascii=False))
         return

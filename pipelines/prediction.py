@@ -100,15 +100,32 @@ def encode_input(run: Run, value: str, source: Any = None) -> np.ndarray:
         raise ConvpipeError(f"Cannot use input {value}: {error.reason}") from None
 
 
-def encode_inputs(run: Run, inputs: list[str], sources: list[Any]) -> np.ndarray:
-    """Every input's array, written into one block as it is encoded (a list of arrays stacked
-    afterwards held them twice)."""
-    first = encode_input(run, inputs[0], sources[0])
-    x = np.empty((len(inputs), *first.shape), dtype=first.dtype)
-    x[0] = first
-    for row in range(1, len(inputs)):
-        x[row] = encode_input(run, inputs[row], sources[row])
-    return x
+def encode_inputs(run: Run, inputs: list[str], sources: list[Any]) -> tuple[np.ndarray, list[int], list[tuple[str, str]]]:
+    """Every usable input's array, written into one block as it is encoded (a list of arrays
+    stacked afterwards held them twice); the indices of those inputs; and, for each one that
+    cannot be used, (name, reason)."""
+    x, kept, failed = None, [], []
+    for index, (value, source) in enumerate(zip(inputs, sources)):
+        try:
+            row = run.preprocessor.transform_one(source)
+        except InputError as error:
+            failed.append((printable_name(value), error.reason))
+            continue
+        if x is None:
+            x = np.empty((len(inputs), *row.shape), dtype=row.dtype)
+        x[len(kept)] = row
+        kept.append(index)
+    if x is None:
+        x = np.empty((0, *run.preprocessor.output_shape), dtype=run.preprocessor.output_dtype)
+    return x[: len(kept)], kept, failed
+
+
+def unusable_inputs(failed: list[tuple[str, str]], total: int) -> str:
+    """One line naming the inputs that cannot be used (the first few, then how many more)."""
+    if total == 1:
+        return f"Cannot use input {failed[0][0]}: {failed[0][1]}"
+    shown = "; ".join(f"{name} ({reason})" for name, reason in failed[:3])
+    return f"{len(failed)} of {total} inputs cannot be used: {shown}" + (f"; and {len(failed) - 3} more" if len(failed) > 3 else "")
 
 
 def with_stdin_lines(inputs: list[str], stdin: Any) -> list[str]:
@@ -125,13 +142,18 @@ def with_stdin_lines(inputs: list[str], stdin: Any) -> list[str]:
     return [*inputs[:index], *lines, *(value for value in inputs[index + 1 :] if value != "-")]
 
 
-def predict(run_path: Path, inputs: list[str], top_k: int = 3, device: str = "auto") -> list[dict[str, Any]]:
+def predict(
+    run_path: Path, inputs: list[str], top_k: int = 3, device: str = "auto", skip_bad: bool = False,
+    skipped: list[tuple[str, str]] | None = None,
+) -> list[dict[str, Any]]:
     """`[{"input": ..., "kind": "file" | "text", "top": [{"label", "probability"}, ...]}]`, one
     entry per input, in order.
 
     A folder stands for the files below it that the run's modality reads. For a text run, an
     input that names an existing file is read from it; one that looks like a
     path (see `looks_like_path`) but names nothing is an error; anything else is the text itself.
+    An input that cannot be decoded is an error naming every such input; with `skip_bad`, the
+    others are predicted and each one left out is added to `skipped` as (name, reason).
     """
     if top_k < 1:
         raise ConvpipeError(f"--top-k must be at least 1, got {top_k}.")
@@ -140,7 +162,13 @@ def predict(run_path: Path, inputs: list[str], top_k: int = 3, device: str = "au
     configure_devices(device)  # before TensorFlow's first op, which fixes its devices
     run = Run.open(run_path)
     inputs, sources = expanded_sources(run, inputs)  # every input checked before any is decoded
-    x = encode_inputs(run, inputs, sources)
+    x, kept, failed = encode_inputs(run, inputs, sources)
+    if failed and (not skip_bad or not kept):
+        hint = "" if skip_bad else "; pass --skip-bad to predict the others"
+        raise ConvpipeError(unusable_inputs(failed, len(inputs)) + (hint if kept else "") + ("" if len(inputs) == 1 else "."))
+    if skipped is not None:
+        skipped += failed
+    inputs, sources = [inputs[i] for i in kept], [sources[i] for i in kept]
     # Batch by batch: model.predict on the whole array copied it into TensorFlow twice over
     # (6,000 images: 4.2 GB at the peak, for 0.8 GB of inputs).
     size = predict_batch_size(run.model)

@@ -589,6 +589,24 @@ def test_predict_on_an_undecodable_file(cli_runner, image_run, tmp_path):
     assert_one_line_error(result, f"Cannot use input {path}", "not a readable image")
 
 
+def test_predict_names_every_unusable_input_and_can_skip_them(cli_runner, image_run, tmp_path):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for i, path in enumerate(sorted(Path(image_run.data).rglob("*.png"))[:3]):
+        shutil.copy(path, folder / f"{i}.png")
+    (folder / "a-broken.png").write_bytes(b"\x89PNG garbage")
+    (folder / "b-empty.png").write_bytes(b"")
+    result = invoke(cli_runner, ["predict", image_run.run_dir, folder])
+    line = assert_one_line_error(result, "2 of 5 inputs cannot be used:", "a-broken.png (", "b-empty.png (empty file)")
+    assert line.endswith("pass --skip-bad to predict the others.")
+    result = invoke(cli_runner, ["predict", image_run.run_dir, folder, "--skip-bad", "--json"])
+    assert result.exit_code == 0, describe_result(result)
+    assert [Path(entry["input"]).name for entry in json.loads(result.stdout)] == ["0.png", "1.png", "2.png"]
+    assert "warning: 2 of 5 inputs cannot be used" in " ".join(result.stderr.split()) and "left out" in result.stderr
+    only_bad = invoke(cli_runner, ["predict", image_run.run_dir, folder / "b-empty.png", folder / "a-broken.png", "--skip-bad"])
+    assert_one_line_error(only_bad, "2 of 2 inputs cannot be used")  # nothing left to predict
+
+
 def test_predict_on_a_folder_classifies_the_files_below_it(cli_runner, image_run, tmp_path):
     """A folder was refused ("is a folder, expected a file"); it now stands for its images, in
     path order, as train reads a class folder: other files, hidden ones and linked folders left out."""
