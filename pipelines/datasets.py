@@ -197,7 +197,8 @@ def read_class_folders(root: Path, modality: Modality, id_prefix: str = "") -> t
     """
     extensions = MODALITIES[modality].extensions
     try:
-        entries = sorted(p for p in root.iterdir() if not p.name.startswith("."))
+        # __MACOSX: the resource forks a macOS zip unpacks beside the data, hidden files in effect
+        entries = sorted(p for p in root.iterdir() if not p.name.startswith(".") and p.name != "__MACOSX")
     except OSError as error:
         raise ConvpipeError(f"Cannot list {root}: {error.strerror or error}") from None
     class_dirs = [p for p in entries if p.is_dir()]
@@ -385,6 +386,10 @@ def read_manifest(path: Path, modality: Modality) -> tuple[Dataset, list]:
         if not value or not label:
             ignored.append((row_name(row_id, value, column), f"empty {column if not value else 'label'}"))
             continue
+        if [field.strip().lower() for field in row.values() if isinstance(field, str)] == found:
+            # the header again: two manifests joined with `cat` (it would be a class "label")
+            ignored.append((row_id, "the header row again (two CSV files joined?)"))
+            continue
         inputs.append(value if column == "text" else (path.parent / value))
         labels.append(label)
         ids.append(row_id)
@@ -399,7 +404,32 @@ def read_manifest(path: Path, modality: Modality) -> tuple[Dataset, list]:
             del values[index]
     if not inputs:
         raise ConvpipeError(f"{path} has no rows with both {column} and label.")
+    if column == "path":
+        warn_of_misplaced_paths(path, inputs)
     return Dataset(inputs, labels, ids), ignored
+
+
+def warn_of_misplaced_paths(manifest: Path, paths: list[Path]) -> None:
+    """Say why the manifest's paths name no file, where a common mistake explains it: paths
+    written from the current folder rather than the CSV's, or with Windows backslashes."""
+    missing = [p for p in paths if not os.path.lexists(p)]
+    if not missing:
+        return
+    relative = [p.relative_to(manifest.parent) for p in missing if p.is_relative_to(manifest.parent)]  # not absolute ones
+    if not relative:
+        return
+    from_here = sum(os.path.lexists(p) for p in relative)
+    backslashed = sum("\\" in str(p) for p in relative)
+    if from_here:
+        logger.warning(
+            "%s: %d of its %d paths name no file beside the CSV, but do from the current folder (first: %s): "
+            "paths in a manifest are relative to the CSV's own folder.", manifest, from_here, len(paths), relative[0],
+        )
+    elif backslashed:
+        logger.warning(
+            "%s: %d of its paths name no file and hold backslashes (first: %s): write paths with / as the "
+            "separator.", manifest, backslashed, relative[0],
+        )
 
 
 @contextlib.contextmanager

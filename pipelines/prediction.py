@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import errno
 import os
 from pathlib import Path
@@ -135,6 +136,7 @@ def with_stdin_lines(inputs: list[str], stdin: Any) -> list[str]:
     if "-" not in inputs:
         return inputs
     raw = stdin.buffer.read() if hasattr(stdin, "buffer") else stdin.read().encode("utf-8", "surrogateescape")
+    raw = raw.removeprefix(codecs.BOM_UTF8)  # written by Windows editors; not part of the first input
     lines = [os.fsdecode(line) for line in raw.splitlines() if line.strip()]
     if not lines:
         raise ConvpipeError("Nothing to predict: - was given, and standard input holds no lines.")

@@ -529,7 +529,8 @@ def test_predict_dash_reads_one_input_per_line_from_standard_input(cli_runner, t
     path.write_text("banana basil bean", encoding="utf-8")
     # `-` classified the text "-"; now it stands for the lines of stdin, each used as an argument is
     result = cli_runner.invoke(
-        cli.app, ["predict", str(text_run.run_dir), "apple almond", "-", "--json"], input=f"banana basil bean\r\n\n{path}\n"
+        cli.app, ["predict", str(text_run.run_dir), "apple almond", "-", "--json"],
+        input=f"\ufeffbanana basil bean\r\n\n{path}\n",  # with the byte-order mark a Windows editor writes
     )
     assert result.exit_code == 0, describe_result(result)
     assert [entry["input"] for entry in json.loads(result.stdout)] == ["apple almond", "banana basil bean", str(path)]

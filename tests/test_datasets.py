@@ -378,3 +378,33 @@ def test_a_lone_train_folder_holds_the_classes_and_is_split_as_usual(tmp_path):
     write_image_folder(tmp_path / "classes" / "test", per_class=2)  # a class called test, without train/
     write_image_folder(tmp_path / "classes" / "Test", per_class=2)
     assert sorted(load_source(str(tmp_path / "classes"), Modality.image).full.class_counts()) == ["Test", "test"]
+
+
+def test_a_macos_zips_resource_folder_is_not_a_class(tmp_path):
+    write_image_folder(tmp_path / "data", per_class=2)
+    write_png(tmp_path / "data" / "__MACOSX" / "alpha" / "._alpha_00.png", np.zeros((4, 4), np.uint8))
+    source = load_source(str(tmp_path / "data"), Modality.image)
+    assert sorted(source.full.class_counts()) == sorted(CLASSES)
+
+
+def test_a_repeated_header_row_is_listed_not_a_class(tmp_path):
+    rows = ["text,label", "a,x", "b,y", "Text, Label", "c,x", "d,y"]  # two CSVs joined with cat
+    (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
+    data, ignored = read_manifest(tmp_path / "m.csv", Modality.text)
+    assert data.labels == ["x", "y", "x", "y"] and ignored == [("row 4", "the header row again (two CSV files joined?)")]
+
+
+def test_manifest_paths_written_from_elsewhere_are_explained(tmp_path, monkeypatch, caplog):
+    import logging
+
+    write_image_folder(tmp_path / "data", per_class=2)
+    (tmp_path / "data" / "m.csv").write_text("path,label\ndata/alpha/alpha_00.png,a\ndata\\beta\\beta_00.png,b\n")
+    monkeypatch.chdir(tmp_path)
+    with caplog.at_level(logging.WARNING):
+        read_manifest(Path("data/m.csv"), Modality.image)
+    assert "1 of its 2 paths name no file beside the CSV, but do from the current folder (first: data/alpha" in caplog.text
+    caplog.clear()
+    (tmp_path / "data" / "m.csv").write_text("path,label\nalpha/alpha_00.png,a\nbeta\\beta_00.png,b\n")
+    with caplog.at_level(logging.WARNING):
+        read_manifest(Path("data/m.csv"), Modality.image)
+    assert "1 of its paths name no file and hold backslashes (first: beta\\beta_00.png)" in caplog.text
