@@ -8,6 +8,9 @@ While a run trains, RUN/train_state/ holds:
     history.csv           one row per completed epoch (Keras CSVLogger, appended)
     best.weights.h5       weights of the best epoch so far, with that epoch and its monitored
                           value as attributes of the same file, written atomically
+    previous-best.weights.h5
+                          the best before it, moved aside when a new best is written, for a
+                          kill before that epoch's backup
     random.json           the dropout layers' random-number states after each of the last two
                           epochs (Keras saves them with no weights file)
 
@@ -22,6 +25,7 @@ import csv
 import json
 import logging
 import math
+import os
 import shutil
 from pathlib import Path
 
@@ -109,6 +113,10 @@ class SaveBestWeights(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         if self.stopper.best_epoch == epoch and self.stopper.best is not None:
+            # The best so far moves aside rather than being overwritten: until this epoch's
+            # backup is written, a resume starts from the epoch before it, whose best it is.
+            if self.state.best_weights.exists():
+                os.replace(self.state.best_weights, self.state.previous_best_weights)
             with atomic.atomic_path(self.state.best_weights) as tmp:
                 self.model.save_weights(tmp)
                 with h5py.File(tmp, "a") as handle:
@@ -148,6 +156,7 @@ class TrainState:
         self.backup = self.dir / "backup"
         self.history_csv = self.dir / "history.csv"
         self.best_weights = self.dir / "best.weights.h5"
+        self.previous_best_weights = self.dir / "previous-best.weights.h5"  # the best before it
         self.best_json = self.dir / "best.json"  # where earlier convpipe versions kept them
         self.random_json = self.dir / "random.json"
         self._lock = None  # request.json, open and locked while this process trains the run
@@ -291,33 +300,40 @@ class TrainState:
         return {key: values for key, values in columns.items() if not all(math.isnan(v) for v in values)}
 
     def early_stopping_state(self, model, history: dict, monitor: str) -> dict | None:
-        """Best value, epoch, patience count and best weights of the interrupted run."""
-        if not history.get(monitor) or not self.best_weights.exists():
+        """Best value, epoch, patience count and best weights of the interrupted run: from the
+        best weights saved, or, when they are of an epoch after the last backup (which runs
+        again), from the best saved before them."""
+        if not history.get(monitor):
             return None
-        # Written atomically, so only a damaged disk cuts it off; no other copy holds that epoch.
-        damage = _h5_damage(self.best_weights)
-        if damage is not None:
-            raise _damaged(self.best_weights, damage)
-        best_epoch, value = self._best_epoch_and_value()
         completed = len(history[monitor])
-        if best_epoch >= completed:  # saved after the last backup: that epoch runs again
-            return None
-        if model.optimizer is not None and not model.optimizer.built:
-            model.optimizer.build(model.trainable_variables)
-        current = model.get_weights()
-        model.load_weights(self.best_weights)
-        weights = model.get_weights()
-        model.set_weights(current)
-        return {"best": value, "best_epoch": best_epoch, "wait": completed - 1 - best_epoch, "weights": weights}
+        for path in (self.best_weights, self.previous_best_weights):
+            if not path.exists():
+                continue
+            # Written atomically, so only a damaged disk cuts it off; no other copy holds that epoch.
+            damage = _h5_damage(path)
+            if damage is not None:
+                raise _damaged(path, damage)
+            best_epoch, value = self._best_epoch_and_value(path)
+            if best_epoch >= completed:  # saved after the last backup: that epoch runs again
+                continue
+            if model.optimizer is not None and not model.optimizer.built:
+                model.optimizer.build(model.trainable_variables)
+            current = model.get_weights()
+            model.load_weights(path)
+            weights = model.get_weights()
+            model.set_weights(current)
+            return {"best": value, "best_epoch": best_epoch, "wait": completed - 1 - best_epoch, "weights": weights}
+        return None
 
-    def _best_epoch_and_value(self) -> tuple[int, float]:
-        with h5py.File(self.best_weights, "r") as handle:
+    def _best_epoch_and_value(self, weights: Path) -> tuple[int, float]:
+        with h5py.File(weights, "r") as handle:
             attributes = dict(handle.attrs)
-        source, path = (attributes, self.best_weights) if BEST_EPOCH in attributes else (None, self.best_json)
+        legacy = BEST_EPOCH not in attributes and weights == self.best_weights  # epoch and value in best.json
+        source, path = (None, self.best_json) if legacy else (attributes, weights)
         try:
             if source is None:
-                legacy = json.loads(self.best_json.read_text())
-                source = {BEST_EPOCH: legacy["epoch"], BEST_VALUE: legacy["value"]}
+                saved = json.loads(self.best_json.read_text())
+                source = {BEST_EPOCH: saved["epoch"], BEST_VALUE: saved["value"]}
             return int(source[BEST_EPOCH]), float(source[BEST_VALUE])
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise _damaged(path, str(error) or type(error).__name__) from None

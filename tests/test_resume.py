@@ -201,11 +201,22 @@ def test_best_weights_carry_their_epoch_and_a_later_unbacked_one_runs_again(cli_
     import keras
     import numpy as np
 
+    from pipelines.resume import TrainState
+
     model = keras.saving.load_model(uninterrupted / "model.keras", safe_mode=True)
     expected = model.get_weights()
+    state, history = TrainState(killed), {"val_loss": [1.0, 1.0]}
+    if int(attributes["convpipe_best_epoch"]) == 1:  # epoch 2 improved: epoch 1's best was moved aside
+        assert int(best_attributes(state.previous_best_weights)["convpipe_best_epoch"]) == 0
+    before = state.early_stopping_state(model, history, "val_loss")
+    shutil.copy(best, state.previous_best_weights)  # moved aside, as SaveBestWeights does
     model.set_weights([w * 0.5 for w in expected])
     model.save_weights(best)
     best_attributes(best, convpipe_best_epoch=2, convpipe_best_value=0.0)
+    # the best before it, not none: without op determinism epoch 3 may not be as good again
+    after = state.early_stopping_state(model, history, "val_loss")
+    assert (after["best_epoch"], after["best"], after["wait"]) == (before["best_epoch"], before["best"], before["wait"])
+    assert all(np.array_equal(a, b) for a, b in zip(after["weights"], before["weights"]))
     result = invoke(cli_runner, ["train", "--resume", killed])
     assert result.exit_code == 0, describe_result(result)
     assert (killed / "history.csv").read_text() == (uninterrupted / "history.csv").read_text()
