@@ -42,7 +42,7 @@ class Skipped:
     def summary(self) -> str:
         """One line: 'skipped 3 of 1,204 inputs: 2 corrupt or truncated image, 1 empty file'."""
         if not self.entries:
-            line = f"used all {self.total:,} inputs"
+            line = "used the one input" if self.total == 1 else f"used all {self.total:,} inputs"
         else:
             kinds = Counter(_kind(entry["reason"]) for entry in self.entries)
             parts = ", ".join(f"{count} {kind}" for kind, count in kinds.most_common())
