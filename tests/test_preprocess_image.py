@@ -379,7 +379,7 @@ def test_float_tiffs_read_on_the_unit_scale_and_others_are_refused(tmp_path):
     Image.fromarray(ramp, mode="F").save(tmp_path / "unit.tif")
     np.testing.assert_allclose(pre.transform_one(tmp_path / "unit.tif")[:, :, 0], ramp, atol=1 / 255)
     Image.fromarray(ramp * 255, mode="F").save(tmp_path / "bytes.tif")  # was read as all but one pixel white
-    with pytest.raises(InputError, match=r"float pixels must lie in \[0, 1\], found 0\.\.255"):
+    with pytest.raises(InputError, match=r"float pixels must lie in \[0, 1\], found 0\.\.255 \(save the image with 8- or 16-bit"):
         pre.transform_one(tmp_path / "bytes.tif")
     Image.fromarray(np.where(ramp > 0.5, np.nan, ramp).astype(np.float32), mode="F").save(tmp_path / "nan.tif")
     with pytest.raises(InputError, match="float pixels include NaN"):
