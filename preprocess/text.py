@@ -80,7 +80,7 @@ def _tokenizer_v2() -> tuple[dict[int, str | None], re.Pattern[str]]:
 
 
 def decode_text(data: bytes) -> tuple[str, bool]:
-    """Decode bytes as UTF-8 (a leading BOM is dropped), or UTF-16 when a BOM says so; fall back
+    """Decode bytes as UTF-8 (a leading BOM is dropped), or UTF-16 or UTF-32 when a BOM says so; fall back
     to Windows-1252, else Latin-1.
 
     Windows-1252 is what text that is not UTF-8 usually is (Excel, Notepad): its curly quotes
@@ -88,11 +88,13 @@ def decode_text(data: bytes) -> tuple[str, bool]:
     byte to a character, so the fallback never fails; the flag says it was used, so callers can
     count such inputs.
     """
-    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        try:
-            return data.decode("utf-16"), False
-        except UnicodeDecodeError:
-            pass
+    # UTF-32's little-endian mark starts with UTF-16's: look for it first
+    for boms, encoding in (((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE), "utf-32"), ((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE), "utf-16")):
+        if data.startswith(boms):
+            try:
+                return data.decode(encoding), False
+            except UnicodeDecodeError:
+                pass
     try:
         return data.decode("utf-8-sig"), False
     except UnicodeDecodeError:
@@ -256,8 +258,8 @@ class TextPreprocessor(Preprocessor):
                 return decode_text(x.encode("utf-8", "surrogateescape" if _escaped(x) else "replace"))[0]
         if isinstance(x, (bytes, bytearray, os.PathLike)):
             data = read_bytes(x)
-            utf16 = data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
-            if b"\0" in data[:BINARY_PROBE_BYTES] and not utf16:
+            wide = data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE, codecs.BOM_UTF32_BE))  # UTF-32 LE's too
+            if b"\0" in data[:BINARY_PROBE_BYTES] and not wide:
                 # Latin-1 would decode it anyway: an image named .txt must not become "text".
                 raise InputError(describe_input(x), "not a text file (holds NUL bytes: binary data, or UTF-16 without a BOM)")
             text, fallback = decode_text(data)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import json
 import unicodedata
 
@@ -255,6 +256,8 @@ def test_binary_file_is_not_a_text_file(tmp_path):
 def test_encodings_a_text_file_may_come_in(tmp_path):
     pre = TextPreprocessor(level="char", positions=8, lowercase=False).fit(["hi there"])
     assert pre.read_text("“hé” €5".encode("utf-16")) == "“hé” €5"  # Notepad's "Unicode": BOM and all
+    assert pre.read_text("oven flour".encode("utf-32")) == "oven flour"  # its mark starts like UTF-16's
+    assert pre.read_text(codecs.BOM_UTF32_BE + "oven".encode("utf-32-be")) == "oven"
     with pytest.warns(InputWarning, match="decoded as Windows-1252"):
         # Excel's CSV text: curly quotes and the euro sign, which Latin-1 reads as control characters
         assert pre.read_text("“hé” €5".encode("cp1252")) == "“hé” €5"
