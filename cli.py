@@ -237,9 +237,11 @@ class ProgressBar:
     ETA on a terminal; elsewhere (a log file, CI) prints a line a minute while a stage runs. A
     context manager so the bar is closed on errors too."""
 
-    def __init__(self, every: float | None = None):
+    def __init__(self, every: float | None = None, stderr: bool = False):
         from pipelines.heartbeat import EVERY
 
+        # on stderr where stdout is the command's output (predict's table or JSON)
+        self.console, self.stream = (errors, sys.stderr) if stderr else (console, sys.stdout)
         self.progress = None
         self.tasks: dict[str, int] = {}
         self.every = EVERY if every is None else every
@@ -247,13 +249,13 @@ class ProgressBar:
         self.last = time.monotonic()
 
     def __enter__(self):
-        if sys.stdout.isatty():
+        if self.stream.isatty():
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
             self.progress = Progress(
                 TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
                 TextColumn("[progress.data.speed]{task.fields[rate]}"),
-                TimeRemainingColumn(), console=console, transient=True,
+                TimeRemainingColumn(), console=self.console, transient=True,
             )
             self.progress.start()
         return self
@@ -264,7 +266,7 @@ class ProgressBar:
             started = self.started.setdefault(stage, now)
             if now - self.last >= self.every and done < total:
                 self.last = now
-                print(f"  {stage}: {done:,}/{total:,} ({now - started:.0f} s)", flush=True)
+                print(f"  {stage}: {done:,}/{total:,} ({now - started:.0f} s)", file=self.stream, flush=True)
             return
         if stage not in self.tasks:
             self.tasks[stage] = self.progress.add_task(stage, total=total, rate="")
@@ -627,14 +629,17 @@ def predict(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     device: DeviceOption = "auto",
     skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Predict the inputs that can be read and list the others on stderr, instead of failing.")] = False,
+    workers: WorkersOption = None,
 ):
     """Print the top-k labels and probabilities for each input."""
     from pipelines.prediction import predict as run_prediction, unusable_inputs, with_stdin_lines
 
     skipped: list = []
-    results = run_prediction(
-        run, with_stdin_lines(inputs, sys.stdin), top_k=top_k, device=device, skip_bad=skip_bad, skipped=skipped
-    )
+    with ProgressBar(stderr=True) as bar:
+        results = run_prediction(
+            run, with_stdin_lines(inputs, sys.stdin), top_k=top_k, device=device, skip_bad=skip_bad, skipped=skipped,
+            workers=workers, progress=bar,
+        )
     if skipped:
         errors.print(f"[yellow]warning:[/yellow] {shown(unusable_inputs(skipped, len(results) + len(skipped)))}; left out.")
     if as_json:

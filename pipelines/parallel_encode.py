@@ -24,7 +24,7 @@ from pipelines.workers import Workers
 _CHILD_PREPROCESSORS: dict[str, Any] = {}
 
 
-def _fitted(key: str, name: str, config: dict, state: tuple[dict, dict]) -> Any:
+def fitted_in_child(key: str, name: str, config: dict, state: tuple[dict, dict]) -> Any:
     """The fitted preprocessor in a child, rebuilt once per fit (`key`) and reused across chunks."""
     from preprocess import PREPROCESSORS
 
@@ -48,7 +48,7 @@ def encode_rows(
 
 
 def _encode_chunk(fit, name, config, state, root, keys, inputs, target, layout) -> int:
-    return encode_rows(_fitted(fit, name, config, state), child_cache(root), keys, inputs, target, layout)
+    return encode_rows(fitted_in_child(fit, name, config, state), child_cache(root), keys, inputs, target, layout)
 
 
 def encode_into_shards(

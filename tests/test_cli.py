@@ -1253,3 +1253,28 @@ def test_class_weight_balanced_is_recorded_with_the_weights_and_a_bad_choice_is_
     assert_one_line_error(result, "class_weight must be one of none | balanced, got 'inverse'")
     result = invoke(cli_runner, ["train", "--modality", "image", "--data", data, "--class-weight", "yes"])
     assert_one_line_error(result, "--class-weight must be one of none | balanced, got 'yes'")
+
+
+def test_predict_decodes_in_worker_processes_only_when_it_would_take_long_here(audio_run, tmp_path, monkeypatch):
+    import pipelines.prediction
+    from pipelines.run_dir import Run
+    from pipelines.workers import Workers
+
+    run = Run.open(audio_run.run_dir)
+    paths = sorted(Path(audio_run.data).rglob("*.wav")) * 3
+    (tmp_path / "bad.wav").write_bytes(b"RIFF junk")
+    paths.insert(5, tmp_path / "bad.wav")
+    names = [str(p) for p in paths]
+    started = []
+    children = Workers._children
+    monkeypatch.setattr(Workers, "_children", lambda self: started.append(self.count) or children(self))
+    results = {}
+    for after in (1e9, 0.0):  # never worth starting them, and always
+        monkeypatch.setattr(pipelines.prediction, "PARALLEL_AFTER_SECONDS", after)
+        results[after] = pipelines.prediction.encode_inputs(run, names, paths, workers=2)
+    assert started == [2]  # only for the second
+    (x_here, kept_here, failed_here), (x_there, kept_there, failed_there) = results.values()
+    assert len(paths) > 2 * pipelines.prediction.chunk_size(len(paths), 2)  # chunks went to the workers
+    np.testing.assert_array_equal(x_here, x_there)  # the children's fitted preprocessor is the run's
+    assert kept_here == kept_there == [i for i in range(len(paths)) if i != 5]
+    assert failed_here == failed_there and failed_here[0][0] == str(tmp_path / "bad.wav")
