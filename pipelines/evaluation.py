@@ -66,7 +66,13 @@ class TrainingData:
         everything, location = self._list()
         dataset = everything.select_ids(self.run.split.get(name) or [], source=location)
         recorded = (self.run.split.get("fingerprints") or {}).get(name)
-        return None if recorded is not None and dataset.fingerprint() != recorded else dataset
+        if recorded is None or dataset.fingerprint() == recorded:
+            return dataset
+        # a run from before class names were NFC-normalized recorded them as the data spelt them
+        spelt = {label: old for label, old in zip(self.run.labels, self.run.recorded_labels) if label != old}
+        if spelt and Dataset(dataset.inputs, [spelt.get(label, label) for label in dataset.labels], dataset.ids).fingerprint() == recorded:
+            return dataset
+        return None
 
 
 def evaluation_data(run: Run, data: str | None, training: TrainingData) -> tuple[Dataset, str]:

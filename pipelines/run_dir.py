@@ -19,6 +19,7 @@ import csv
 import io
 import json
 import math
+import unicodedata
 import zipfile
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -81,11 +82,19 @@ class Run:
 
     path: Path
     document: dict[str, Any]  # config.json as written
-    labels: list[str]
+    labels: list[str]  # NFC-normalized, as data is read now
     split: dict[str, Any]
     config: RunConfig = field(init=False)
+    #: labels.json as written: runs from before class names were NFC-normalized hold them as
+    #: their data spelt them (a macOS folder's "cafe" + combining accent), and so do their
+    #: split fingerprints
+    recorded_labels: list[str] = field(init=False)
 
     def __post_init__(self) -> None:
+        self.recorded_labels = list(self.labels)
+        normalized = [unicodedata.normalize("NFC", label) for label in self.labels]
+        if len(set(normalized)) == len(normalized):  # else two classes would become one name
+            self.labels = normalized
         try:
             self.config = RunConfig.from_dict(self.document["config"])
         except (KeyError, TypeError, ValueError) as error:

@@ -806,3 +806,26 @@ def test_predict_names_a_named_pipe_for_what_it_is(cli_runner, image_run, tmp_pa
     os.mkfifo(tmp_path / "pipe.png")
     result = call_with_timeout(lambda: invoke(cli_runner, ["predict", image_run.run_dir, tmp_path / "pipe.png"]), seconds=60)
     assert_one_line_error(result, "pipe.png: not a regular file (a named pipe, socket or device)")
+
+
+def test_a_run_from_before_class_names_were_normalized_still_evaluates(cli_runner, tmp_path):
+    decomposed, composed = "cafe\u0301", "caf\u00e9"
+    root = write_image_folder(tmp_path / "data", classes=[decomposed, "tea", "water"], per_class=8)
+    out = tmp_path / "run"
+    result = invoke(cli_runner, ["train", "--modality", "image", "--data", root, "--out", out, *TINY_IMAGE])
+    assert result.exit_code == 0, describe_result(result)
+    # as an older convpipe wrote it: the label, and the fingerprints, as the folder spells it
+    from pipelines.datasets import load_source
+
+    everything = load_source(str(root), Modality.image).full
+    split = json.loads((out / "split.json").read_text(encoding="utf-8"))
+    for name in ("train", "validation", "test"):
+        part = everything.select_ids(split[name])
+        split["fingerprints"][name] = Dataset(part.inputs, [decomposed if l == composed else l for l in part.labels], part.ids).fingerprint()
+    (out / "split.json").write_text(json.dumps(split), encoding="utf-8")
+    (out / "labels.json").write_text(json.dumps([decomposed, "tea", "water"]), encoding="utf-8")
+    for args in ([], ["--data", root], ["--baseline"]):
+        result = invoke(cli_runner, ["evaluate", out, *args, "--out", tmp_path / "report"])
+        assert result.exit_code == 0, describe_result(result)
+    report = json.loads((tmp_path / "report" / "report.json").read_text(encoding="utf-8"))
+    assert report["labels"] == [composed, "tea", "water"] and "error" not in report["linear_baseline"]
