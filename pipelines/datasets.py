@@ -164,9 +164,15 @@ SPLIT_NAMES = {
 }
 
 
+def hidden(name: str) -> bool:
+    """Entries a listing of classes or splits leaves out: hidden ones, and the __MACOSX folder
+    of resource forks a macOS zip unpacks beside the data."""
+    return name.startswith(".") or name == "__MACOSX"
+
+
 def _subfolders(path: Path) -> list[Path]:
     try:
-        return sorted(p for p in path.iterdir() if not p.name.startswith(".") and p.is_dir())
+        return sorted(p for p in path.iterdir() if not hidden(p.name) and p.is_dir())
     except OSError as error:
         raise ConvpipeError(f"Cannot list {path}: {error.strerror or error}") from None
 
@@ -197,8 +203,7 @@ def read_class_folders(root: Path, modality: Modality, id_prefix: str = "") -> t
     """
     extensions = MODALITIES[modality].extensions
     try:
-        # __MACOSX: the resource forks a macOS zip unpacks beside the data, hidden files in effect
-        entries = sorted(p for p in root.iterdir() if not p.name.startswith(".") and p.name != "__MACOSX")
+        entries = sorted(p for p in root.iterdir() if not hidden(p.name))
     except OSError as error:
         raise ConvpipeError(f"Cannot list {root}: {error.strerror or error}") from None
     class_dirs = [p for p in entries if p.is_dir()]
@@ -458,18 +463,27 @@ def _quotes_well_formed(text: str) -> bool:
 def _merged_rows(values: list, labels: set[str], column: str, quotes_well_formed: bool) -> list[int]:
     """Positions of fields that swallowed other rows: an unclosed quote runs a field on, over
     line ends, until the next quote, and the rows between become one input under a wrong label.
-    A path never holds a line end. A text may; where a quote was left open somewhere in the
-    file, one whose lines end like a row (",sports") did not mean to. In a file whose quotes
-    are all well formed, such a line is the text's own (", business" in a sentence)."""
+    A path never holds a line end. A text may; one whose lines end like a row (",sports") did
+    not mean to. Where every quote in the file is well formed, a line ending in ", business" is
+    more likely the text's own sentence, and it takes two lines that end as rows are written: a
+    comma right before a label (known, or with a letter in it). A quote left open can still run
+    on to an inch mark before a comma (55",tech), which strict CSV accepts."""
     row_end = re.compile(r',\s*"?([^,"\n]+?)"?\s*$')
+    written_row_end = re.compile(r',"?([^\s,"][^,"\n]*?)"?\s*$')  # no space after the comma
+
+    def ends_like_a_row(line: str) -> bool:
+        if not quotes_well_formed:
+            return bool((match := row_end.search(line)) and match.group(1).strip() in labels)
+        match = written_row_end.search(line)
+        return bool(match) and (match.group(1).strip() in labels or any(c.isalpha() for c in match.group(1)))
+
     merged = []
     for index, value in enumerate(values):
         text = str(value)
         if "\n" not in text:
             continue
-        if column != "text" or (not quotes_well_formed and any(
-            (match := row_end.search(line)) and match.group(1).strip() in labels for line in text.splitlines()
-        )):
+        rows = sum(ends_like_a_row(line) for line in text.splitlines())
+        if column != "text" or rows >= (2 if quotes_well_formed else 1):
             merged.append(index)
     return merged
 

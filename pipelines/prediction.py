@@ -62,17 +62,24 @@ def _source(run: Run, value: str, kind: str | None) -> Any:
     return value
 
 
-def expanded_sources(run: Run, inputs: list[str]) -> tuple[list[str], list[Any]]:
+def expanded_sources(run: Run, inputs: list[str], skip_bad: bool = False) -> tuple[list[str], list[Any]]:
     """`inputs` with each folder replaced by the files below it that the run's modality reads,
     in path order (hidden entries skipped and linked folders not followed, as `train` reads a
     class folder), and each one's `input_source`; every input is looked up once. A folder
-    holding no such file is an error."""
+    holding no such file is an error; so is a file that is not there, unless `skip_bad` (its
+    reading then fails, and it is left out with the unreadable ones)."""
     names, sources = [], []
     for value in inputs:
         kind = _file_kind(value)
         if kind != "folder":
+            try:
+                source = _source(run, value, kind)
+            except ConvpipeError:
+                if not (skip_bad and value.strip()):
+                    raise
+                source = Path(value)  # not there: "no such file" when read
             names.append(value)
-            sources.append(_source(run, value, kind))
+            sources.append(source)
             continue
         extensions = run.preprocessor.extensions
         files = [path for parts, path in walk_files(Path(value)) if parts[-1].lower().endswith(extensions)]
@@ -214,7 +221,7 @@ def predict(
         raise ConvpipeError("Nothing to predict: pass one or more inputs.")
     configure_devices(device)  # before TensorFlow's first op, which fixes its devices
     run = Run.open(run_path)
-    inputs, sources = expanded_sources(run, inputs)  # every input checked before any is decoded
+    inputs, sources = expanded_sources(run, inputs, skip_bad)  # every input checked before any is decoded
     x, kept, failed = encode_inputs(run, inputs, sources, workers, stage(progress, "reading inputs"))
     if failed and (not skip_bad or not kept):
         hint = "" if skip_bad else "; pass --skip-bad to predict the others"

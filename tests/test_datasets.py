@@ -326,6 +326,12 @@ def test_a_quote_left_open_in_a_csv_is_listed_not_trained_as_one_wrong_row(tmp_p
     data, ignored = read_manifest(tmp_path / "prose.csv", Modality.text)
     assert data.labels == ["sports", "politics", "business"] and ignored == []
     assert data.inputs[0] == "Our weekly digest covers politics, business\nand everything in between."
+    # a quote left open that runs on to an inch mark before a comma: strict CSV accepts the file
+    rows = ['"Great match last night,sports', "Stocks fell again today,business", "Team wins the cup,sports",
+            'Our new TV measures 55",tech', "Shares rose sharply,business"]
+    (tmp_path / "inch.csv").write_text("text,label\n" + "\n".join(rows) + "\n")
+    data, ignored = read_manifest(tmp_path / "inch.csv", Modality.text)
+    assert data.inputs == ["Shares rose sharply"] and "a quote left open?" in ignored[0][1]
 
 
 def test_a_csv_field_longer_than_the_csv_modules_limit_is_read(tmp_path):
@@ -385,6 +391,9 @@ def test_a_macos_zips_resource_folder_is_not_a_class(tmp_path):
     write_png(tmp_path / "data" / "__MACOSX" / "alpha" / "._alpha_00.png", np.zeros((4, 4), np.uint8))
     source = load_source(str(tmp_path / "data"), Modality.image)
     assert sorted(source.full.class_counts()) == sorted(CLASSES)
+    write_image_folder(tmp_path / "zipped" / "train", per_class=2)  # a lone train/, zipped on a Mac
+    write_png(tmp_path / "zipped" / "__MACOSX" / "train" / "alpha" / "._alpha_00.png", np.zeros((4, 4), np.uint8))
+    assert sorted(load_source(str(tmp_path / "zipped"), Modality.image).full.class_counts()) == sorted(CLASSES)
 
 
 def test_a_repeated_header_row_is_listed_not_a_class(tmp_path):
