@@ -82,11 +82,15 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
         super().__init__(**kwargs)
         self.resume_from = resume_from
 
-    def stopped_before_resume(self, completed: int) -> bool:
-        """Whether the interrupted run's `completed` epochs had already ended it: the last of
-        them did not improve (Keras never stops on one that did, whatever the patience), and
-        Keras' check (`wait >= patience`, past the first epoch) would have stopped there."""
-        return bool(self.resume_from) and completed > 1 and self.resume_from["wait"] >= max(self.patience, 1)
+    def stopped_before_resume(self, completed: int, history: dict) -> bool:
+        """Whether the interrupted run's `completed` epochs (`history`) had already ended it:
+        the last of them did not improve (Keras never stops on one that did, whatever the
+        patience) and Keras' check (`wait >= patience`, past the first epoch) would have stopped
+        there, or its training loss was not finite (TerminateOnNaN stopped it)."""
+        if not self.resume_from:
+            return False
+        losses = history.get("loss") or [0.0]
+        return (completed > 1 and self.resume_from["wait"] >= max(self.patience, 1)) or not math.isfinite(losses[-1])
 
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)

@@ -88,15 +88,15 @@ def default_run_dir(modality: Modality, root: Path = Path("runs")) -> Path:
     return path
 
 
-#: What spreadsheets and pandas write for a missing value (casefolded): as a label, most likely
-#: a row without one. Still a class (a class may be called "None"), so it is only said.
-MISSING_VALUE_LABELS = {"nan", "none", "null", "n/a", "#n/a", "na"}
+#: What spreadsheets and pandas write for a missing value (casefolded): as a manifest's label,
+#: most likely a row without one. Still a class (a class may be called "None"), so it is only said.
+MISSING_VALUE_LABELS = {"nan", "none", "null", "n/a", "#n/a"}
 
 
-def warn_of_near_duplicate_labels(classes: list[str]) -> None:
+def warn_of_near_duplicate_labels(classes: list[str], manifest: bool = False) -> None:
     """Labels that differ only in case, spaces or leading zeros ("Sports" / "sports", "1" / "01")
-    are separate classes, often one class typed two ways; labels that read as a missing value
-    ("nan", "None") are often rows without a label. Both are said."""
+    are separate classes, often one class typed two ways; in a CSV `manifest`, labels that read
+    as a missing value ("nan", "None") are often rows without a label. Both are said."""
     groups: dict[str, list[str]] = {}
     for label in classes:
         key = " ".join(label.casefold().split())
@@ -106,7 +106,7 @@ def warn_of_near_duplicate_labels(classes: list[str]) -> None:
         logger.warning(
             "Labels that differ only in case, spacing or leading zeros are separate classes: %s.", "; ".join(twins)
         )
-    missing = [label for label in classes if label.casefold() in MISSING_VALUE_LABELS]
+    missing = [label for label in classes if manifest and label.casefold() in MISSING_VALUE_LABELS]
     if missing:
         logger.warning(
             "Label(s) %s read like a spreadsheet's missing value, yet are classes here; leave the label cell "
@@ -295,7 +295,7 @@ def fit_model(
         restore_best_weights=True,
         resume_from=state.early_stopping_state(model, earlier, monitor) if completed else None,
     )
-    if stopper.stopped_before_resume(completed):
+    if stopper.stopped_before_resume(completed, earlier):
         # Killed after early stopping ended it, before the run was written: fit would train
         # on (Keras checks patience only after an epoch), and the resumed run would not be
         # the uninterrupted one. Only writing the run is left.
@@ -354,17 +354,21 @@ def kept_epoch(history: dict, monitor: str, settings: TrainSettings) -> int:
         ", or train with --precision float32" if settings.precision == "mixed" else ""
     )
     name = "validation loss" if monitor == "val_loss" else "loss"
-    if np.isnan(values).all():
+    finite = np.isfinite(values)
+    if not finite.any():
         raise ConvpipeError(
-            f"Training diverged: the {name} was not a number (NaN) in every epoch, so no weights are worth "
+            f"Training diverged: the {name} was not a finite number in any epoch, so no weights are worth "
             f"keeping and nothing was written; {advice}."
         )
-    best = int(np.nanargmin(values)) + 1
-    failed = [str(epoch) for epoch, value in enumerate(values, start=1) if np.isnan(value)]
+    best = int(np.argmin(np.where(finite, values, np.inf))) + 1
+    # the training loss too: TerminateOnNaN stops at the first batch whose loss is NaN or infinite
+    losses = np.asarray(history.get("loss", [math.nan] * len(values)), dtype=float)
+    failed = [str(epoch) for epoch, (value, loss) in enumerate(zip(values, losses), start=1)
+              if not (np.isfinite(value) and np.isfinite(loss))]
     if failed:
         logger.warning(
-            "The %s was not a number (NaN) in epoch(s) %s: training diverged there. The run keeps epoch %d's weights; "
-            "to train on, %s.", name, ", ".join(failed), best, advice,
+            "The loss was not a finite number in epoch(s) %s: training diverged there, and stopped. The run keeps "
+            "epoch %d's weights; to train on, %s.", ", ".join(failed), best, advice,
         )
     return best
 
@@ -513,7 +517,7 @@ def train(
             f"Need at least 2 classes to train a classifier; {source.location} has "
             f"{len(classes)} ({', '.join(classes) or 'none'})."
         )
-    warn_of_near_duplicate_labels(classes)
+    warn_of_near_duplicate_labels(classes, manifest=config.data is not None and Path(config.data).is_file())
     copies = find_copies(splits)  # after the refusals: no warnings about a split never used
     preprocessor, choices = build_preprocessor(config.modality, config.preprocess, splits["train"])
     cache = PreprocessCache.open(settings.cache_dir, enabled=settings.cache, verify=settings.cache_verify)
@@ -544,8 +548,11 @@ def train(
             check_training_memory(model, compute.global_batch_size, compute.policy, available_memory())
         has_val = len(x_val) > 0
         monitor = "val_loss" if has_val else "loss"
+        created = False  # whether this command made the run folder (a diverged run removes it)
         if not continuing:  # only now: a run that fails on its data leaves nothing behind
+            created = not run_dir.exists()
             run_dir, state = claim_run_dir(run_dir, state, config, compute.is_chief, default_out=out is None)
+            created = created or out is None  # a default folder another train took is replaced by a new one
         weights = balanced_class_weights(y_train, len(classes)) if settings.class_weight == "balanced" else None
         history, interrupted = fit_model(
             model, (x_train, y_train), (x_val, y_val) if has_val else None, settings, state, verbose, compute, weights
@@ -554,7 +561,8 @@ def train(
             best_epoch = kept_epoch(history, monitor, settings)
         except ConvpipeError:
             state.finish()  # nothing worth resuming either
-            remove_if_empty(run_dir)
+            if created:
+                remove_if_empty(run_dir)
             raise
         val_accuracy = float(history["val_accuracy"][best_epoch - 1]) if has_val else None
         train_seconds = time.perf_counter() - started - preprocess_seconds

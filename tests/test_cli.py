@@ -1055,7 +1055,7 @@ def test_a_run_that_diverges_keeps_the_last_epoch_with_a_loss_and_says_so(cli_ru
     history = np.genfromtxt(out / "history.csv", delimiter=",", names=True)
     assert np.isnan(history["val_loss"][2]) and document["best_epoch"] == int(np.argmin(history["val_loss"][:2])) + 1
     assert document["val_accuracy"] == pytest.approx(history["val_accuracy"][document["best_epoch"] - 1], abs=1e-5)
-    assert "was not a number (NaN) in epoch(s) 3: training diverged there. The run keeps epoch" in caplog.text
+    assert "The loss was not a finite number in epoch(s) 3: training diverged there, and stopped. The run keeps epoch" in caplog.text
     assert invoke(cli_runner, ["evaluate", out]).exit_code == 0
     assert 0.0 <= json.loads((out / "report" / "report.json").read_text())["accuracy"] <= 1.0
 
@@ -1066,9 +1066,28 @@ def test_a_run_that_diverges_from_the_start_is_an_error_and_leaves_nothing(cli_r
     monkeypatch.setattr(pipelines.training, "extra_callbacks", lambda: [poison_weights_at(0)])
     out = tmp_path / "run"
     result = invoke(cli_runner, ["train", "--modality", "image", "--data", image_folder, "--out", out, *TINY_IMAGE])
-    assert_one_line_error(result, "Training diverged: the validation loss was not a number (NaN) in every epoch")
+    assert_one_line_error(result, "Training diverged: the validation loss was not a finite number in any epoch")
     assert "lower --learning-rate (it was 0.001)" in result.stderr
     assert not out.exists()
+    mine = tmp_path / "mine"
+    mine.mkdir()  # the user's own folder, given as --out: kept, empty as it was
+    result = invoke(cli_runner, ["train", "--modality", "image", "--data", image_folder, "--out", mine, *TINY_IMAGE])
+    assert result.exit_code == 1 and mine.is_dir() and not any(mine.iterdir())
+
+
+def test_an_infinite_loss_is_divergence_too(caplog):
+    import logging
+
+    from pipelines.config import TrainSettings
+    from pipelines.training import kept_epoch
+    from preprocess import ConvpipeError
+
+    history = {"loss": [1.36, float("inf")], "val_loss": [2.29e37, 2.23e37]}  # a learning rate of 1e12
+    with caplog.at_level(logging.WARNING):
+        assert kept_epoch(history, "val_loss", TrainSettings()) == 2
+    assert "The loss was not a finite number in epoch(s) 2: training diverged there, and stopped" in caplog.text
+    with pytest.raises(ConvpipeError, match="not a finite number in any epoch"):
+        kept_epoch({"loss": [1.0, 2.0], "val_loss": [float("inf"), float("nan")]}, "val_loss", TrainSettings())
 
 
 def test_the_same_seed_gives_identical_runs(cli_runner, image_folder, tmp_path):

@@ -357,7 +357,8 @@ def test_many_small_classes_give_one_warning_line_and_case_twins_are_named(caplo
     data = Dataset([f"text {i}" for i in range(500)], labels, [f"row {i}" for i in range(500)])
     with caplog.at_level(logging.WARNING):
         split_dataset(data, val_split=0.1, test_split=0.1, seed=0)
-        warn_of_near_duplicate_labels(["01", "1", "Cooking", "None", "Sports", "cooking", "nan", "sports", "tennis"])
+        warn_of_near_duplicate_labels(["01", "1", "Cooking", "None", "Sports", "cooking", "nan", "sports", "tennis"], manifest=True)
+        warn_of_near_duplicate_labels(["defect", "none"])  # class folders: "none" is a class like any other
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 3
     assert warnings[0].startswith("250 class(es) too small") and warnings[0].endswith("c009 (2) and 240 more.")

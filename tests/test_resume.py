@@ -38,14 +38,22 @@ class KillAtTheEnd(keras.callbacks.Callback):
     def on_train_end(self, logs=None):  # training over, nothing of the run written yet
         os.kill(os.getpid(), signal.SIGKILL)
 
-pipelines.training.extra_callbacks = lambda: [KillAtTheEnd() if os.environ.get("KILL_AT_END") else KillMidEpoch()]
+class PoisonWeights(keras.callbacks.Callback):  # a run that diverges in this epoch
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == int(os.environ.get("POISON_AT", "-1")):
+            for variable in self.model.trainable_variables:
+                variable.assign(variable * float("nan"))
+
+pipelines.training.extra_callbacks = lambda: [
+    PoisonWeights(), KillAtTheEnd() if os.environ.get("KILL_AT_END") else KillMidEpoch()
+]
 sys.argv = ["cli.py", *sys.argv[1:]]
 cli.app()
 """
 
 
-def train_and_kill(data: Path, out: Path, options: list[str] = OPTIONS, at_end: bool = False) -> None:
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **({"KILL_AT_END": "1"} if at_end else {})}
+def train_and_kill(data: Path, out: Path, options: list[str] = OPTIONS, at_end: bool = False, poison_at: int = -1) -> None:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **({"KILL_AT_END": "1"} if at_end else {}), "POISON_AT": str(poison_at)}
     args = [sys.executable, "-c", KILLER, "train", "--modality", "image", "--data", str(data), "--out", str(out), *options]
     try:
         completed = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
@@ -127,6 +135,32 @@ def test_a_run_killed_after_early_stopping_ended_it_resumes_to_the_same_run(cli_
 
     weights = [keras.saving.load_model(run / "model.keras", safe_mode=True).get_weights() for run in (uninterrupted, killed)]
     assert all(np.array_equal(a, b) for a, b in zip(*weights))
+
+
+def test_a_run_killed_after_it_diverged_and_stopped_resumes_to_the_same_run(cli_runner, data, tmp_path, monkeypatch):
+    import keras
+    import numpy as np
+
+    import pipelines.training
+
+    class PoisonWeights(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 2:
+                for variable in self.model.trainable_variables:
+                    variable.assign(variable * float("nan"))
+
+    monkeypatch.setattr(pipelines.training, "extra_callbacks", lambda: [PoisonWeights()])
+    uninterrupted = tmp_path / "uninterrupted"
+    result = invoke(cli_runner, ["train", "--modality", "image", "--data", data, "--out", uninterrupted, *OPTIONS])
+    assert result.exit_code == 0, describe_result(result)
+    assert json.loads((uninterrupted / "config.json").read_text())["epochs_run"] == 3  # TerminateOnNaN
+    monkeypatch.undo()
+    killed = tmp_path / "killed"
+    train_and_kill(data, killed, at_end=True, poison_at=2)
+    result = invoke(cli_runner, ["train", "--resume", killed])
+    assert result.exit_code == 0, describe_result(result)
+    # not one more NaN epoch: fit would start again from the backup's NaN weights
+    assert (killed / "history.csv").read_text() == (uninterrupted / "history.csv").read_text()
 
 
 def test_without_patience_a_run_killed_after_an_improving_epoch_trains_on(cli_runner, data, tmp_path):
