@@ -632,7 +632,7 @@ def predict(
     workers: WorkersOption = None,
 ):
     """Print the top-k labels and probabilities for each input."""
-    from pipelines.prediction import predict as run_prediction, unusable_inputs, with_stdin_lines
+    from pipelines.prediction import predict as run_prediction, with_stdin_lines
 
     skipped: list = []
     with ProgressBar(stderr=True) as bar:
@@ -640,8 +640,10 @@ def predict(
             run, with_stdin_lines(inputs, sys.stdin), top_k=top_k, device=device, skip_bad=skip_bad, skipped=skipped,
             workers=workers, progress=bar,
         )
+    for name, reason in skipped:  # every one: with --skip-bad this is the only record of them
+        errors.print(f"[yellow]left out:[/yellow] {shown(name)} ({shown(reason)})", soft_wrap=True)
     if skipped:
-        errors.print(f"[yellow]warning:[/yellow] {shown(unusable_inputs(skipped, len(results) + len(skipped)))}; left out.")
+        errors.print(f"[yellow]warning:[/yellow] {len(skipped)} of {len(results) + len(skipped)} inputs cannot be used; left out.")
     if as_json:
         typer.echo(json.dumps(results, indent=2, ensure_ascii=False))
         return

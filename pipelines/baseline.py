@@ -108,10 +108,12 @@ def mfcc_statistics(waveform: np.ndarray, sample_rate: int) -> np.ndarray:
         if n_fft < 2048:
             warnings.simplefilter("ignore", UserWarning)
         mfcc = librosa.feature.mfcc(y=waveform, sr=sample_rate, n_mfcc=20, n_fft=n_fft, hop_length=n_fft // 4)
+    if not np.all(np.isfinite(mfcc)):  # samples so large that the power overflows; delta would fail
+        raise InputError("audio", "samples too large for MFCCs")
     # "interp" (librosa's default) needs 9 frames; a clip of under about 0.3 s has fewer
     delta = librosa.feature.delta(mfcc, mode="interp" if mfcc.shape[1] >= 9 else "nearest")
     statistics = np.concatenate([mfcc.mean(1), mfcc.std(1), delta.mean(1), delta.std(1)])
-    if not np.all(np.isfinite(statistics)):  # samples so large that the power overflows
+    if not np.all(np.isfinite(statistics)):  # the statistics of huge finite values overflow too
         raise InputError("audio", "samples too large for MFCCs")
     return statistics
 

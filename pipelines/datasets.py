@@ -216,7 +216,9 @@ def read_class_folders(root: Path, modality: Modality, id_prefix: str = "") -> t
         )
     inputs, labels, ids = [], [], []
     resolved_root = root.resolve()
-    real_classes = {p.resolve(): p.name for p in class_dirs if not p.is_symlink()}
+    # what each class folder holds, real folders first: a link to one of them, or to where an
+    # earlier link leads (a data folder of links into a store), would give its files a second label
+    claimed = {p.resolve(): p.name for p in class_dirs if not p.is_symlink()}
     for class_dir in class_dirs:
         target = class_dir.resolve()
         if target == resolved_root or target in resolved_root.parents:
@@ -224,11 +226,11 @@ def read_class_folders(root: Path, modality: Modality, id_prefix: str = "") -> t
             ignored.append((id_prefix + class_dir.name, "links back to the data folder"))
             continue
         if class_dir.is_symlink():
-            # a link to another class folder (or into one) would give its inputs a second label
-            other = next((name for real, name in real_classes.items() if real == target or real in target.parents), None)
+            other = next((name for real, name in claimed.items() if real == target or real in target.parents), None)
             if other is not None:
                 ignored.append((id_prefix + class_dir.name, f"links to class folder {other} (its inputs under a second label)"))
                 continue
+            claimed[target] = class_dir.name
         found, label, links = 0, class_label(class_dir.name), []
         for parts, path in walk_files(class_dir, links):
             relative = "/".join((class_dir.name, *parts))

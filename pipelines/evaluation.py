@@ -102,23 +102,25 @@ def evaluation_data(run: Run, data: str | None, training: TrainingData) -> tuple
 
 
 def copies_of_training_inputs(
-    run: Run, dataset: Dataset, training: TrainingData, fit_part: Dataset | None = None
+    run: Run, dataset: Dataset, training: TrainingData, baseline: bool = False
 ) -> tuple[int | None, int | None]:
     """How many of `dataset`'s inputs (given with --data) are exact copies of the run's
     training inputs (a test folder holding training files under other names; None where the
-    training data is gone or changed), and, given the baseline's `fit_part` (training and
-    validation inputs), how many copy one of those. One pass over the files for both."""
+    training data is gone or changed), and, with `baseline`, how many copy a training or
+    validation input (what the baseline is fitted on). One pass over the files for both."""
     try:
         train = training.split("train")
     except (ConvpipeError, OSError):
         train = None
-    earlier = {"train": train} if train is not None else {}
-    if fit_part is not None:
-        earlier["fitted"] = fit_part
-    counts = copies_of_earlier(dataset, earlier) if earlier else None
+    if train is None:  # gone or changed (then --baseline was refused before any scoring)
+        return None, None
+    earlier = {"train": train}
+    if baseline:  # train and validation as disjoint parts: each file hashed, and counted, once
+        earlier["validation"] = training.split("validation")
+    counts = copies_of_earlier(dataset, earlier)
     if counts is None:
         return None, None
-    return counts.get("train"), counts.get("fitted")
+    return counts["train"], (counts["any"] if baseline else None)
 
 
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) -> dict[str, Any]:
@@ -220,7 +222,7 @@ def evaluate(
             copies = recorded.get("test_in_train", 0)
             fitted_copies = min(copies + recorded.get("test_in_validation", 0), len(used))
         else:
-            copies, fitted_copies = copies_of_training_inputs(run, used, training, fit_part if baseline else None)
+            copies, fitted_copies = copies_of_training_inputs(run, used, training, baseline)
         report = {
             "run": str(run.path),
             "data": sections.data_summary(

@@ -66,16 +66,23 @@ def _keys(splits: dict[str, Dataset], against: str | None = None) -> dict[str, l
     shared = {
         size for size, names in splits_of_size.items() if len(names) > 1 and (against is None or against in names)
     }
-    to_read = sum(size for values in sizes.values() for size in values if size in shared)
+    # each file once, however many parts list it (data scored with --data may be the training folder)
+    to_hash = {
+        os.fspath(x): size for name, part in splits.items() for x, size in zip(part.inputs, sizes[name]) if size in shared
+    }
+    to_read = sum(to_hash.values())
     if to_read > MAX_HASHED_BYTES:
         logger.info("not checked for inputs copied across splits: %.1f GB of same-size files", to_read / 1e9)
         return None
+    digests: dict[str, str | None] = {}
     keys: dict[str, list[str | None]] = {}
     for name, part in splits.items():
         keys[name] = []
         for x, size in zip(part.inputs, sizes[name]):
             if isinstance(x, os.PathLike):
-                key = _file_digest(x) if size in shared else None
+                if size in shared and os.fspath(x) not in digests:
+                    digests[os.fspath(x)] = _file_digest(x)
+                key = digests[os.fspath(x)] if size in shared else None
             elif isinstance(x, str):
                 key = "text:" + hashlib.sha256(same_text_key(x).encode("utf-8", "surrogatepass")).hexdigest()
             elif isinstance(x, np.ndarray):

@@ -603,9 +603,11 @@ def test_predict_names_every_unusable_input_and_can_skip_them(cli_runner, image_
     result = invoke(cli_runner, ["predict", image_run.run_dir, folder, "--skip-bad", "--json"])
     assert result.exit_code == 0, describe_result(result)
     assert [Path(entry["input"]).name for entry in json.loads(result.stdout)] == ["0.png", "1.png", "2.png"]
-    assert "warning: 2 of 5 inputs cannot be used" in " ".join(result.stderr.split()) and "left out" in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines[0].startswith(f"left out: {folder / 'a-broken.png'} (") and lines[1] == f"left out: {folder / 'b-empty.png'} (empty file)"
+    assert lines[2] == "warning: 2 of 5 inputs cannot be used; left out."
     gone = invoke(cli_runner, ["predict", image_run.run_dir, folder / "0.png", tmp_path / "gone.png", "--skip-bad"])
-    assert gone.exit_code == 0 and "gone.png (no such file); left out" in " ".join(gone.stderr.split())
+    assert gone.exit_code == 0 and f"left out: {tmp_path / 'gone.png'} (no such file)" in gone.stderr
     only_bad = invoke(cli_runner, ["predict", image_run.run_dir, folder / "b-empty.png", folder / "a-broken.png", "--skip-bad"])
     assert_one_line_error(only_bad, "2 of 2 inputs cannot be used")  # nothing left to predict
 

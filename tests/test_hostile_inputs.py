@@ -485,6 +485,13 @@ def test_a_class_folder_that_links_to_another_class_is_listed_not_a_second_label
         ("alias", "links to class folder alpha (its inputs under a second label)"),
         ("zeta", "links to class folder beta (its inputs under a second label)"),
     ]
+    linked = tmp_path / "linked"  # every class folder a link into a store, two of them to one place
+    linked.mkdir()
+    for name, target in (("alpha", "alpha"), ("beta", "beta"), ("copy", "alpha")):
+        os.symlink(root / target, linked / name)
+    data, ignored = read_class_folders(linked, Modality.image)
+    assert data.class_counts() == {"alpha": 2, "beta": 2}
+    assert ignored == [("copy", "links to class folder alpha (its inputs under a second label)")]
 
 
 @pytest.mark.parametrize("modality, name", [("image", "pipe.png"), ("audio", "pipe.wav"), ("text", "pipe.txt")])

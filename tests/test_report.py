@@ -279,6 +279,10 @@ def test_the_baseline_counts_scored_inputs_it_was_fitted_on(cli_runner, image_ru
     listed = []
     load_source = pipelines.evaluation.load_source
     monkeypatch.setattr(pipelines.evaluation, "load_source", lambda *args: listed.append(args) or load_source(*args))
+    import pipelines.leakage
+
+    hashed, digest = [], pipelines.leakage._file_digest
+    monkeypatch.setattr(pipelines.leakage, "_file_digest", lambda path: hashed.append(str(path)) or digest(path))
     data = json.loads((image_run.run_dir / "config.json").read_text())["config"]["data"]
     result = invoke(cli_runner, ["evaluate", image_run.run_dir, "--data", data, "--baseline", "--out", tmp_path / "report"])
     assert result.exit_code == 0, describe_result(result)
@@ -287,8 +291,10 @@ def test_the_baseline_counts_scored_inputs_it_was_fitted_on(cli_runner, image_ru
     # the whole training folder: every input fitted on is scored again, and trained on
     assert baseline["scored_copies_of_fitted_inputs"] == baseline["fitted_on"] > 0
     assert report["data"]["test_copies_of_training_inputs"] == len(split["train"])
-    # --data once, and the training data once for the baseline and the copy count together
+    # --data once, and the training data once for the baseline and the copy count together;
+    # each file hashed once (a training file under both counts once counted twice in the budget)
     assert len(listed) == 2, listed
+    assert hashed and len(hashed) == len(set(hashed)) == report["n_samples"]  # the scored folder is the training one
     assert f"{baseline['fitted_on']} of the scored inputs are exact copies of inputs the baseline was fitted on" in " ".join(result.stderr.split())
 
 
