@@ -175,7 +175,7 @@ def test_finite_samples_too_large_for_a_spectrogram_raise_input_error(tmp_path, 
     with pytest.raises(InputError, match="too large"):
         mfcc_statistics(samples, SR)
     with pytest.raises(InputError, match="too large"):  # long enough for librosa's delta, which refuses infinities
-        mfcc_statistics(np.tile(samples, 20) * np.float32(1e18), SR)
+        mfcc_statistics(np.sin(np.arange(SR, dtype=np.float32)) * np.float32(1e18), SR)
     assert np.all(np.isfinite(small(top_db=top_db).read((samples / 3e38, SR))))  # the same clip, scaled
 
 
