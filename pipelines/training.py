@@ -373,6 +373,25 @@ def kept_epoch(history: dict, monitor: str, settings: TrainSettings) -> int:
     return best
 
 
+#: The classes an interrupted run was training, in its output order, in its train_state/.
+CLASSES_FILE = "classes.json"
+
+
+def check_same_classes(state: TrainState, classes: list[str]) -> None:
+    """Refuse to resume a run whose data now gives other classes, or the same in another order:
+    the model's outputs would be read as the wrong classes (runs interrupted before the
+    classes were recorded are resumed unchecked)."""
+    try:
+        recorded = json.loads((state.dir / CLASSES_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    if recorded != classes:
+        raise ConvpipeError(
+            f"The data's classes changed since {state.dir.parent} was interrupted: it was training "
+            f"{', '.join(map(str, recorded))}, the data now gives {', '.join(classes)}. Restore the data, or train anew."
+        )
+
+
 def remove_if_empty(folder: Path) -> None:
     try:
         folder.rmdir()
@@ -517,6 +536,8 @@ def train(
             f"Need at least 2 classes to train a classifier; {source.location} has "
             f"{len(classes)} ({', '.join(classes) or 'none'})."
         )
+    if continuing:
+        check_same_classes(state, classes)
     warn_of_near_duplicate_labels(classes, manifest=config.data is not None and Path(config.data).is_file())
     copies = find_copies(splits)  # after the refusals: no warnings about a split never used
     preprocessor, choices = build_preprocessor(config.modality, config.preprocess, splits["train"])
@@ -553,6 +574,7 @@ def train(
             created = not run_dir.exists()
             run_dir, state = claim_run_dir(run_dir, state, config, compute.is_chief, default_out=out is None)
             created = created or out is None  # a default folder another train took is replaced by a new one
+            atomic.write_json(state.dir / CLASSES_FILE, classes)  # for a resume to check
         weights = balanced_class_weights(y_train, len(classes)) if settings.class_weight == "balanced" else None
         history, interrupted = fit_model(
             model, (x_train, y_train), (x_val, y_val) if has_val else None, settings, state, verbose, compute, weights

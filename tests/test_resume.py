@@ -393,3 +393,16 @@ def test_trains_started_in_the_same_second_without_out_claim_different_run_direc
             training.claim_run_dir(chosen, TrainState(chosen), config, True, default_out=False)
     finally:
         first.finish()
+
+
+def test_resume_refuses_data_whose_classes_changed(cli_runner, killed, data, tmp_path):
+    assert json.loads((killed / "train_state" / "classes.json").read_text()) == ["alpha", "beta", "gamma"]
+    moved = tmp_path / "data"
+    shutil.copytree(data, moved)
+    (moved / "gamma").rename(moved / "delta")  # now sorts before the others: outputs would swap
+    request = killed / "train_state" / "request.json"
+    config = json.loads(request.read_text())
+    config["data"] = str(moved)
+    request.write_text(json.dumps(config))
+    line = assert_one_line_error(invoke(cli_runner, ["train", "--resume", killed]), "The data's classes changed since")
+    assert "it was training alpha, beta, gamma, the data now gives alpha, beta, delta" in line
