@@ -12,7 +12,7 @@ import hashlib
 import logging
 import os
 import stat
-from collections import defaultdict
+from collections import Counter, defaultdict
 from typing import Any
 
 import numpy as np
@@ -52,11 +52,12 @@ def same_text_key(text: str) -> str:
     return " ".join(text.split()).casefold()
 
 
-def _keys(splits: dict[str, Dataset], against: str | None = None) -> dict[str, list[str | None]] | None:
+def _keys(splits: dict[str, Dataset], against: str | None = None, within: str | None = None) -> dict[str, list[str | None]] | None:
     """A content key per input of every split (None: no copy of it can be in another split), or
     None when finding them would read more than `MAX_HASHED_BYTES`. With `against` (a split's
     name), only copies of or in that split are looked for: files are hashed only where their
-    size occurs in it and in another split."""
+    size occurs in it and in another split. With `within` (a split's name), copies inside that
+    split are looked for too."""
     sizes = {name: [_size(x) if isinstance(x, os.PathLike) else None for x in part.inputs] for name, part in splits.items()}
     splits_of_size = defaultdict(set)
     for name, values in sizes.items():
@@ -66,6 +67,9 @@ def _keys(splits: dict[str, Dataset], against: str | None = None) -> dict[str, l
     shared = {
         size for size, names in splits_of_size.items() if len(names) > 1 and (against is None or against in names)
     }
+    if within in sizes:
+        counts = Counter(size for size in sizes[within] if size is not None)
+        shared |= {size for size, count in counts.items() if count > 1}
     # each file once, however many parts list it (data scored with --data may be the training folder)
     to_hash = {
         os.fspath(x): size for name, part in splits.items() for x, size in zip(part.inputs, sizes[name]) if size in shared
@@ -97,11 +101,13 @@ def find_copies(splits: dict[str, Dataset], warn: bool = True) -> dict[str, Any]
     """`{"validation_in_train": n, "test_in_train": n, "test_in_validation": n, "examples": {...}}`
     for inputs of a later split that are exact copies of an earlier split's; `{}` when none
     (or when not checked). With `warn`, logs one warning line per pair that has copies."""
-    keys = _keys(splits)
+    keys = _keys(splits, within="train")
     if keys is None:
         return {}
     found: dict[str, Any] = {}
     examples: dict[str, list[list[str]]] = {}
+    if "train" in splits:
+        _contradictions(splits["train"], keys["train"], found, examples, warn)
     order = [name for name in ("train", "validation", "test") if name in splits]
     for later_index, later in enumerate(order):
         for earlier in order[:later_index]:
@@ -139,6 +145,30 @@ def find_copies(splits: dict[str, Dataset], warn: bool = True) -> dict[str, Any]
     if found:
         found["examples"] = examples
     return found
+
+
+def _contradictions(train: Dataset, keys: list[str | None], found: dict, examples: dict, warn: bool) -> None:
+    """Training inputs that are copies of each other under different labels: the data gives one
+    input two classes, and the model is taught both (a file sorted into two class folders)."""
+    labels_of, first_id = defaultdict(set), {}
+    for key, id_, label in zip(keys, train.ids, train.labels):
+        if key is not None:
+            labels_of[key].add(label)
+            first_id.setdefault(key, id_)
+    pairs = [
+        (id_, first_id[key]) for key, id_ in zip(keys, train.ids)
+        if key is not None and len(labels_of[key]) > 1 and id_ != first_id[key]
+    ]
+    if not pairs:
+        return
+    found["train_labelled_differently"] = len(pairs)
+    examples["train_labelled_differently"] = [list(pair) for pair in pairs[:EXAMPLES]]
+    if warn:
+        logger.warning(
+            "%d training input(s) are exact copies of other training inputs with another label (%s%s): the data "
+            "gives one input two classes, and the model is taught both.",
+            len(pairs), ", ".join(f"{a} = {b}" for a, b in pairs[:EXAMPLES]), ", ..." if len(pairs) > EXAMPLES else "",
+        )
 
 
 def copies_of_earlier(scored: Dataset, earlier: dict[str, Dataset]) -> dict[str, int] | None:

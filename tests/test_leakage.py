@@ -135,3 +135,17 @@ def test_the_built_in_demo_data_holds_no_copies(modality):
 
         keys = [hashlib.sha256(path.read_bytes()).hexdigest() for path in full.inputs]
     assert len(set(keys)) == len(keys) == len(full)
+
+
+def test_training_inputs_copied_under_another_label_are_named(tmp_path, caplog):
+    paths = [tmp_path / f"{name}.bin" for name in ("a", "b", "c", "d")]
+    for path, byte in zip(paths, (1, 2, 1, 3)):  # a and c: the same bytes; no test file of their size
+        path.write_bytes(bytes([byte]) * (64 if byte != 3 else 65))
+    train = Dataset(paths[:3], ["cat", "dog", "dog"], ["cat/a", "dog/b", "dog/c"])
+    test = Dataset([paths[3]], ["cat"], ["cat/d"])
+    texts = Dataset(["Open a file", "open a FILE", "Close it"], ["io", "io", "loops"], ["0", "1", "2"])  # same label: fine
+    with caplog.at_level(logging.WARNING):
+        found = find_copies({"train": train, "test": test})
+        assert find_copies({"train": texts}) == {}
+    assert found["train_labelled_differently"] == 1 and found["examples"]["train_labelled_differently"] == [["dog/c", "cat/a"]]
+    assert "1 training input(s) are exact copies of other training inputs with another label (dog/c = cat/a)" in caplog.text
