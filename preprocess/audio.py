@@ -191,7 +191,7 @@ class AudioPreprocessor(Preprocessor):
         if samples.ndim != 1:
             raise InputError(source, f"expected a 1-D or 2-D waveform, got shape {samples.shape}")
         if samples.size == 0:
-            raise InputError(source, "no audio samples")
+            raise InputError(source, "no audio samples (an empty recording, or one cut off before its first frame)")
         if not np.all(np.isfinite(samples)):
             raise InputError(source, "audio contains NaN or infinite samples")
         samples = samples[: int(np.ceil(self.duration * rate))]

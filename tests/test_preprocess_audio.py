@@ -476,3 +476,11 @@ def test_default_duration_cutting_most_clips_short_is_said(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         build_preprocessor(Modality.audio, {"sample_rate": SR, "duration": 1.0}, data)  # chosen: not said
     assert "median training clip" not in caplog.text
+
+
+def test_a_recording_without_samples_says_what_it_may_be(tmp_path):
+    import soundfile
+
+    soundfile.write(tmp_path / "none.wav", np.zeros(0, np.float32), SR)  # a header and no frame
+    with pytest.raises(InputError, match=r"none\.wav: no audio samples \(an empty recording, or one cut off"):
+        small().read(tmp_path / "none.wav")
