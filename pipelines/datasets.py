@@ -139,7 +139,8 @@ def load_source(data: str | None, modality: Modality) -> DataSource:
             )
         full, ignored = read_manifest(path, modality)
         return DataSource(location=str(data), full=full, ignored=ignored)
-    roles = split_folders(path)
+    subfolders = _subfolders(path)
+    roles = split_folders(path, subfolders)
     if roles.get("train") and len(roles) > 1:
         # Split folders, not classes: read as classes, a train/ + val/ layout trained a model to
         # tell the two folders apart.
@@ -148,7 +149,7 @@ def load_source(data: str | None, modality: Modality) -> DataSource:
             parts[name], found = read_class_folders(folder, modality, id_prefix=f"{folder.name}/")
             ignored += found
         return DataSource(location=str(data), **parts, ignored=ignored)
-    if roles.get("train") and [p.name for p in _subfolders(path)] == [roles["train"].name]:
+    if roles.get("train") and subfolders == [roles["train"]]:
         # train/ alone: its classes are the data, split as any folder of classes is
         full, ignored = read_class_folders(roles["train"], modality, id_prefix=f"{roles['train'].name}/")
         return DataSource(location=str(data), full=full, ignored=ignored)
@@ -177,11 +178,11 @@ def _subfolders(path: Path) -> list[Path]:
         raise ConvpipeError(f"Cannot list {path}: {error.strerror or error}") from None
 
 
-def split_folders(path: Path) -> dict[str, Path]:
-    """The subfolders of `path` named like splits ("Train/", "testing/", "val/"...), by split;
+def split_folders(path: Path, subfolders: list[Path]) -> dict[str, Path]:
+    """The `subfolders` of `path` named like splits ("Train/", "testing/", "val/"...), by split;
     beside a training folder, two folders for one split are an error."""
     found: dict[str, list[Path]] = {}
-    for folder in _subfolders(path):
+    for folder in subfolders:
         role = next((role for role, names in SPLIT_NAMES.items() if folder.name.lower() in names), None)
         if role is not None:
             found.setdefault(role, []).append(folder)
@@ -400,7 +401,7 @@ def read_manifest(path: Path, modality: Modality) -> tuple[Dataset, list]:
         inputs.append(value if column == "text" else (path.parent / value))
         labels.append(label)
         ids.append(row_id)
-    merged = _merged_rows(inputs, set(labels), column, _quotes_well_formed(text))
+    merged = _merged_rows(inputs, set(labels), column, text)
     for index in reversed(merged):
         first_line = int(ids[index][len(ROW_PREFIX):]) - inputs[index].count("\n")
         ignored.append((
@@ -418,8 +419,10 @@ def read_manifest(path: Path, modality: Modality) -> tuple[Dataset, list]:
 
 def warn_of_misplaced_paths(manifest: Path, paths: list[Path]) -> None:
     """Say why the manifest's paths name no file, where a common mistake explains it: paths
-    written from the current folder rather than the CSV's, or with Windows backslashes."""
-    missing = [p for p in paths if not os.path.lexists(p)]
+    written from the current folder rather than the CSV's, or with Windows backslashes. Such a
+    mistake runs through the whole file, so about 200 paths are looked at, not every one."""
+    sampled = paths[:: max(1, len(paths) // 200)]
+    missing = [p for p in sampled if not os.path.lexists(p)]
     if not missing:
         return
     relative = [p.relative_to(manifest.parent) for p in missing if p.is_relative_to(manifest.parent)]  # not absolute ones
@@ -429,8 +432,9 @@ def warn_of_misplaced_paths(manifest: Path, paths: list[Path]) -> None:
     backslashed = sum("\\" in str(p) for p in relative)
     if from_here:
         logger.warning(
-            "%s: %d of its %d paths name no file beside the CSV, but do from the current folder (first: %s): "
-            "paths in a manifest are relative to the CSV's own folder.", manifest, from_here, len(paths), relative[0],
+            "%s: %d of its %d paths %sname no file beside the CSV, but do from the current folder (first: %s): "
+            "paths in a manifest are relative to the CSV's own folder.", manifest, from_here, len(sampled),
+            "" if len(sampled) == len(paths) else "looked at ", relative[0],
         )
     elif backslashed:
         logger.warning(
@@ -462,7 +466,7 @@ def _quotes_well_formed(text: str) -> bool:
     return True
 
 
-def _merged_rows(values: list, labels: set[str], column: str, quotes_well_formed: bool) -> list[int]:
+def _merged_rows(values: list, labels: set[str], column: str, csv_text: str) -> list[int]:
     """Positions of fields that swallowed other rows: an unclosed quote runs a field on, over
     line ends, until the next quote, and the rows between become one input under a wrong label.
     A path never holds a line end. A text may; one whose lines end like a row (",sports") did
@@ -472,6 +476,7 @@ def _merged_rows(values: list, labels: set[str], column: str, quotes_well_formed
     on to an inch mark before a comma (55",tech), which strict CSV accepts."""
     row_end = re.compile(r',\s*"?([^,"\n]+?)"?\s*$')
     written_row_end = re.compile(r',"?([^\s,"][^,"\n]*?)"?\s*$')  # no space after the comma
+    quotes_well_formed = None  # the file is parsed again, strictly, only once a text holds a line end
 
     def ends_like_a_row(line: str) -> bool:
         if not quotes_well_formed:
@@ -484,8 +489,12 @@ def _merged_rows(values: list, labels: set[str], column: str, quotes_well_formed
         text = str(value)
         if "\n" not in text:
             continue
-        rows = sum(ends_like_a_row(line) for line in text.splitlines())
-        if column != "text" or rows >= (2 if quotes_well_formed else 1):
+        if column != "text":
+            merged.append(index)
+            continue
+        if quotes_well_formed is None:
+            quotes_well_formed = _quotes_well_formed(csv_text)
+        if sum(ends_like_a_row(line) for line in text.splitlines()) >= (2 if quotes_well_formed else 1):
             merged.append(index)
     return merged
 

@@ -62,7 +62,7 @@ def build_preprocessor(
                 params[name] = value
                 choices[name] = f"{value}: hashed character n-grams for character-level text"
     if modality is Modality.audio and "duration" not in params:
-        warn_of_long_clips(train, params)
+        warn_of_long_clips(train)
     cls = MODALITIES[modality].preprocessor
     try:
         preprocessor = cls.from_config(params)
@@ -108,7 +108,7 @@ def text_level(train: Dataset) -> tuple[str, str]:
     )
 
 
-def warn_of_long_clips(train: Dataset, params: dict[str, Any]) -> None:
+def warn_of_long_clips(train: Dataset) -> None:
     """Say so when the default `duration` keeps only the start of most training clips: a sound
     later in a clip is never heard, and nothing else would tell (judged from the headers of
     about 200 files)."""

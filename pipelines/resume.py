@@ -8,6 +8,7 @@ While a run trains, RUN/train_state/ holds:
     history.csv           one row per completed epoch (Keras CSVLogger, appended)
     best.weights.h5       weights of the best epoch so far, with that epoch and its monitored
                           value as attributes of the same file, written atomically
+    classes.json          the classes in the model's output order, which a resume checks
     previous-best.weights.h5
                           the best before it, moved aside when a new best is written, for a
                           kill before that epoch's backup
@@ -161,6 +162,7 @@ class TrainState:
         self.history_csv = self.dir / "history.csv"
         self.best_weights = self.dir / "best.weights.h5"
         self.previous_best_weights = self.dir / "previous-best.weights.h5"  # the best before it
+        self.classes_json = self.dir / "classes.json"
         self.best_json = self.dir / "best.json"  # where earlier convpipe versions kept them
         self.random_json = self.dir / "random.json"
         self._lock = None  # request.json, open and locked while this process trains the run
@@ -211,6 +213,23 @@ class TrainState:
             return RunConfig.from_dict(json.loads(self.request.read_text(encoding="utf-8")))
         except (OSError, ValueError) as error:
             raise ConvpipeError(f"Cannot resume: {self.request} is unreadable ({error}).") from None
+
+    def record_classes(self, classes: list[str]) -> None:
+        atomic.write_json(self.classes_json, classes)
+
+    def check_same_classes(self, classes: list[str]) -> None:
+        """Refuse to resume a run whose data now gives other classes, or the same in another
+        order: the model's outputs would be read as the wrong classes (runs interrupted before
+        the classes were recorded are resumed unchecked)."""
+        try:
+            recorded = json.loads(self.classes_json.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return
+        if recorded != classes:
+            raise ConvpipeError(
+                f"The data's classes changed since {self.dir.parent} was interrupted: it was training "
+                f"{', '.join(map(str, recorded))}, the data now gives {', '.join(classes)}. Restore the data, or train anew."
+            )
 
     def completed_epochs(self) -> int:
         """Epochs in the backup, after repairing a half-written one; 0 when there is none."""

@@ -345,9 +345,9 @@ def fit_model(
 
 def kept_epoch(history: dict, monitor: str, settings: TrainSettings) -> int:
     """The epoch (from 1) whose weights early stopping kept: the lowest `monitor`, ignoring
-    epochs where it is not a number, as EarlyStopping does. An error when no epoch has a number
-    (the training diverged from the start: no weights are worth keeping); a warning naming the
-    epochs that had none."""
+    epochs where it is not finite, as EarlyStopping does. An error when no epoch has a finite
+    one (the training diverged from the start: no weights are worth keeping); a warning naming
+    the epochs whose loss was not finite."""
     # `TrainState.history` leaves out a column that has no number at all
     values = np.asarray(history.get(monitor, [math.nan]), dtype=float)
     advice = f"lower --learning-rate (it was {settings.learning_rate:g})" + (
@@ -371,25 +371,6 @@ def kept_epoch(history: dict, monitor: str, settings: TrainSettings) -> int:
             "epoch %d's weights; to train on, %s.", ", ".join(failed), best, advice,
         )
     return best
-
-
-#: The classes an interrupted run was training, in its output order, in its train_state/.
-CLASSES_FILE = "classes.json"
-
-
-def check_same_classes(state: TrainState, classes: list[str]) -> None:
-    """Refuse to resume a run whose data now gives other classes, or the same in another order:
-    the model's outputs would be read as the wrong classes (runs interrupted before the
-    classes were recorded are resumed unchecked)."""
-    try:
-        recorded = json.loads((state.dir / CLASSES_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return
-    if recorded != classes:
-        raise ConvpipeError(
-            f"The data's classes changed since {state.dir.parent} was interrupted: it was training "
-            f"{', '.join(map(str, recorded))}, the data now gives {', '.join(classes)}. Restore the data, or train anew."
-        )
 
 
 def remove_if_empty(folder: Path) -> None:
@@ -537,7 +518,7 @@ def train(
             f"{len(classes)} ({', '.join(classes) or 'none'})."
         )
     if continuing:
-        check_same_classes(state, classes)
+        state.check_same_classes(classes)
     warn_of_near_duplicate_labels(classes, manifest=config.data is not None and Path(config.data).is_file())
     copies = find_copies(splits)  # after the refusals: no warnings about a split never used
     preprocessor, choices = build_preprocessor(config.modality, config.preprocess, splits["train"])
@@ -569,12 +550,12 @@ def train(
             check_training_memory(model, compute.global_batch_size, compute.policy, available_memory())
         has_val = len(x_val) > 0
         monitor = "val_loss" if has_val else "loss"
-        created = False  # whether this command made the run folder (a diverged run removes it)
+        # whether this command makes the run folder (a diverged run removes it): a default one
+        # always is new, and so is the one that replaces it when another train took it first
+        created = not continuing and (out is None or not run_dir.exists())
         if not continuing:  # only now: a run that fails on its data leaves nothing behind
-            created = not run_dir.exists()
             run_dir, state = claim_run_dir(run_dir, state, config, compute.is_chief, default_out=out is None)
-            created = created or out is None  # a default folder another train took is replaced by a new one
-            atomic.write_json(state.dir / CLASSES_FILE, classes)  # for a resume to check
+            state.record_classes(classes)
         weights = balanced_class_weights(y_train, len(classes)) if settings.class_weight == "balanced" else None
         history, interrupted = fit_model(
             model, (x_train, y_train), (x_val, y_val) if has_val else None, settings, state, verbose, compute, weights

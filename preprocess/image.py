@@ -193,7 +193,8 @@ class ImagePreprocessor(Preprocessor):
             sixteen_bit = high > 255 or mode.startswith("I;16") or (mode == "I" and file_format == "PNG")
             image = Image.fromarray(_to_8_bit(pixels, 65535.0 if sixteen_bit else 255.0))
         elif mode == "F":  # 32-bit float pixels (TIFF): read on the [0, 1] scale float arrays use
-            image = Image.fromarray(_float_file_to_8_bit(np.asarray(image), source))
+            # (0-255 or 0-3 from a radiance map is refused: no scale can be told from the values)
+            image = Image.fromarray(_unit_floats_to_8_bit(np.asarray(image), source, "float pixels", "save the image with 8- or 16-bit pixels"))
         elif mode in ("1", "CMYK", "YCbCr", "LAB", "HSV"):
             image = image.convert("RGB" if mode != "1" else "L")
         if image.mode in ("RGBA", "LA", "PA"):
@@ -246,24 +247,14 @@ def _to_8_bit(pixels: np.ndarray, peak: float) -> np.ndarray:
     return np.clip(np.asarray(pixels, dtype=np.float64) / peak * 255.0, 0, 255).astype(np.uint8)
 
 
-def _float_file_to_8_bit(pixels: np.ndarray, source: str) -> np.ndarray:
-    """A float image file's pixels as uint8, on the [0, 1] scale; others (0-255, or 0-3 from a
-    radiance map) are refused, as no scale can be told from the values alone."""
-    try:
-        return _unit_floats_to_8_bit(pixels, source, "float pixels")
-    except InputError as error:  # the array advice does not fit a file
-        reason = error.reason.replace("(divide 0-255 pixels by 255)", "(save the image with 8- or 16-bit pixels)")
-        raise InputError(source, reason) from None
-
-
-def _unit_floats_to_8_bit(pixels: np.ndarray, source: str, what: str) -> np.ndarray:
+def _unit_floats_to_8_bit(pixels: np.ndarray, source: str, what: str, advice: str = "divide 0-255 pixels by 255") -> np.ndarray:
     """Float pixels on the [0, 1] scale as uint8; NaN and values off the scale are refused, since
     clipping would turn a 0-255 image white without a word."""
     if not np.all(np.isfinite(pixels)):
         raise InputError(source, f"{what} include NaN or infinite values")
     low, high = float(pixels.min()), float(pixels.max())
     if low < 0 or high > 1:
-        raise InputError(source, f"{what} must lie in [0, 1], found {low:g}..{high:g} (divide 0-255 pixels by 255)")
+        raise InputError(source, f"{what} must lie in [0, 1], found {low:g}..{high:g} ({advice})")
     return (np.asarray(pixels, dtype=np.float64) * 255.0).round().astype(np.uint8)
 
 

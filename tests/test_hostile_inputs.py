@@ -507,7 +507,7 @@ def test_a_named_pipe_among_the_inputs_is_skipped_not_waited_on(tmp_path, modali
     from preprocess import probe_images
 
     data = Dataset([pipe, pipe], ["a", "b"], ["0", "1"])
-    call_with_timeout(lambda: (input_identity(pipe, verify=True), probe_images([pipe]), warn_of_long_clips(data, {}),
+    call_with_timeout(lambda: (input_identity(pipe, verify=True), probe_images([pipe]), warn_of_long_clips(data),
                                find_copies({"train": data.subset([0]), "test": data.subset([1])})), seconds=10)
 
 
