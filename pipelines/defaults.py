@@ -41,12 +41,13 @@ def build_preprocessor(
     """
     params = dict(params)
     choices: dict[str, str] = {}
-    if modality is Modality.image and not {"image_size", "color_mode"} <= set(params):
+    if modality is Modality.image and not {"image_size", "color_mode", "bit_depth"} <= set(params):
         probed = probe_images(train.inputs)
         reasons = {
             "image_size": "median height and width of the training images",
             "color_mode": "some training images have colour" if probed.get("color_mode") == "rgb"
             else "no sampled training image has colour",
+            "bit_depth": "the fewest bits that hold the brightest pixel of the sampled 16-bit training images",
         }
         for name, value in probed.items():
             if name not in params:

@@ -40,6 +40,9 @@ class ImagePreprocessor(Preprocessor):
         background: gray level, an int 0-255, on which transparent pixels are composited.
         max_pixels: larger images are rejected with an `InputError` (decompression-bomb guard).
             It bounds the output too: `image_size` may hold at most this many pixels.
+        bit_depth: bits that 16-bit pixels use, 8-16: they are read on the 0 to
+            `2**bit_depth - 1` scale, so 12-bit camera data stored in 16-bit files (0-4095) keeps
+            all 256 output levels instead of 16. Brighter pixels are refused with an `InputError`.
 
     Example:
         >>> pre = ImagePreprocessor(image_size=(32, 32), color_mode="rgb")
@@ -47,7 +50,7 @@ class ImagePreprocessor(Preprocessor):
         (32, 32, 3)
 
     Input: a path, bytes, a PIL image, or an array `(H, W)` / `(H, W, C)` whose values mean
-    what a file's do: uint8 0-255; uint16 0-65535, scaled exactly like a 16-bit grayscale file;
+    what a file's do: uint8 0-255; uint16 on the `bit_depth` scale, like a 16-bit grayscale file;
     bool False/True as black/white; other integer dtypes must lie in 0-255 and float arrays in
     [0, 1], else an `InputError` says the range found. `transform` takes a list of these, or
     a 4-D `(N, H, W, C)` array as a batch; a single 2-D or 3-D array is one image, for
@@ -66,6 +69,7 @@ class ImagePreprocessor(Preprocessor):
         value_range: str = "0..1",
         background: int = 255,
         max_pixels: int = 64_000_000,
+        bit_depth: int = 16,
     ):
         self.image_size = image_size
         self.color_mode = color_mode
@@ -73,6 +77,7 @@ class ImagePreprocessor(Preprocessor):
         self.value_range = value_range
         self.background = background
         self.max_pixels = max_pixels
+        self.bit_depth = bit_depth
 
     def validate_params(self) -> None:
         check_int("max_pixels", self.max_pixels)
@@ -94,6 +99,10 @@ class ImagePreprocessor(Preprocessor):
                 f"`image_size` holds {int(size[0]) * int(size[1]):,} pixels, more than "
                 f"max_pixels={self.max_pixels:,}. Received: image_size={self.image_size!r}"
             )
+        if not is_int(self.bit_depth) or not 8 <= self.bit_depth <= 16:
+            raise ValueError(
+                f"`bit_depth` must be an int 8-16 (the bits 16-bit pixels use). Received: bit_depth={self.bit_depth!r}"
+            )
         if not is_int(self.background) or not 0 <= self.background <= 255:
             raise ValueError(
                 f"`background` must be a gray level, an int 0-255. Received: background={self.background!r}"
@@ -109,6 +118,11 @@ class ImagePreprocessor(Preprocessor):
     def _is_one_input(self, inputs: Any) -> bool:
         # A 4-D array is a batch of images; a 2-D or 3-D one is a single image.
         return isinstance(inputs, Image.Image) or (isinstance(inputs, np.ndarray) and inputs.ndim in (2, 3))
+
+    @property
+    def sixteen_bit_peak(self) -> int:
+        """The 16-bit pixel value read as white."""
+        return 2 ** int(self.bit_depth) - 1
 
     @property
     def channels(self) -> int:
@@ -140,7 +154,7 @@ class ImagePreprocessor(Preprocessor):
         if isinstance(x, Image.Image):
             image = x
         elif isinstance(x, np.ndarray):
-            image = _array_to_image(x, source)
+            image = _array_to_image(x, source, self.sixteen_bit_peak)
         elif isinstance(x, (str, os.PathLike, bytes, bytearray)):
             image = self._open(read_bytes(x), source)
         else:
@@ -191,7 +205,9 @@ class ImagePreprocessor(Preprocessor):
             # Pillow before 10.3 opens a 16-bit grayscale PNG as "I", and PNG has no other "I"
             # pixels: a dark one (nothing above 255) is still on the 16-bit scale.
             sixteen_bit = high > 255 or mode.startswith("I;16") or (mode == "I" and file_format == "PNG")
-            image = Image.fromarray(_to_8_bit(pixels, 65535.0 if sixteen_bit else 255.0))
+            if sixteen_bit:
+                _check_peak(high, self.sixteen_bit_peak, source)
+            image = Image.fromarray(_to_8_bit(pixels, self.sixteen_bit_peak if sixteen_bit else 255.0))
         elif mode == "F":  # 32-bit float pixels (TIFF): read on the [0, 1] scale float arrays use
             # (0-255 or 0-3 from a radiance map is refused: no scale can be told from the values)
             image = Image.fromarray(_unit_floats_to_8_bit(np.asarray(image), source, "float pixels", "save the image with 8- or 16-bit pixels"))
@@ -247,6 +263,17 @@ def _to_8_bit(pixels: np.ndarray, peak: float) -> np.ndarray:
     return np.clip(np.asarray(pixels, dtype=np.float64) / peak * 255.0, 0, 255).astype(np.uint8)
 
 
+def _check_peak(high: int, peak: int, source: str) -> None:
+    """Refuse 16-bit pixels above the scale they are read on: clipped, they would turn white."""
+    if high > peak:
+        bits = int(high).bit_length()
+        raise InputError(
+            source,
+            f"16-bit pixels reach {high}, above {peak}, the top of bit_depth={peak.bit_length()} "
+            f"(this image needs bit_depth={bits} or more; --bit-depth in the CLI)",
+        )
+
+
 def _unit_floats_to_8_bit(pixels: np.ndarray, source: str, what: str, advice: str = "divide 0-255 pixels by 255") -> np.ndarray:
     """Float pixels on the [0, 1] scale as uint8; NaN and values off the scale are refused, since
     clipping would turn a 0-255 image white without a word."""
@@ -258,7 +285,7 @@ def _unit_floats_to_8_bit(pixels: np.ndarray, source: str, what: str, advice: st
     return (np.asarray(pixels, dtype=np.float64) * 255.0).round().astype(np.uint8)
 
 
-def _array_to_image(array: np.ndarray, source: str) -> Image.Image:
+def _array_to_image(array: np.ndarray, source: str, sixteen_bit_peak: int = 65535) -> Image.Image:
     """An array as the image a file with the same pixels would decode to; values that no file
     could hold (out of range, NaN) are refused rather than wrapped or clipped."""
     if array.ndim == 3 and array.shape[-1] == 1:
@@ -273,7 +300,10 @@ def _array_to_image(array: np.ndarray, source: str) -> Image.Image:
     if dtype == np.uint16:
         # Pillow keeps a 2-D uint16 array as a 16-bit image, which `_convert` scales exactly as it
         # does a 16-bit file; colour has no 16-bit mode in Pillow, so it is scaled here the same way.
-        return Image.fromarray(array if array.ndim == 2 else _to_8_bit(array, 65535.0))
+        if array.ndim == 2:
+            return Image.fromarray(array)
+        _check_peak(int(array.max()), sixteen_bit_peak, source)
+        return Image.fromarray(_to_8_bit(array, sixteen_bit_peak))
     if np.issubdtype(dtype, np.integer):
         low, high = int(array.min()), int(array.max())
         if low < 0 or high > 255:
@@ -308,20 +338,24 @@ def _gray_palette(image: Image.Image) -> bool:
 
 
 def probe_images(inputs: Sequence[Any], limit: int = 200) -> dict[str, Any]:
-    """Suggest `image_size` and `color_mode` from a sample of images without decoding pixels.
+    """Suggest `image_size`, `color_mode` and, for 16-bit images, `bit_depth` from a sample.
 
     Opens up to `limit` evenly spaced inputs lazily (headers only): the size is the median
     height and width, each rounded to a multiple of 4 and clipped to [8, 128]; the colour mode is
-    "rgb" if any sampled image has colour channels. Unreadable inputs are ignored here; they are
-    reported when they are transformed.
+    "rgb" if any sampled image has colour channels. Only 16-bit images are decoded: the bit depth
+    is the fewest bits, at least 8, that hold their brightest pixel (12 for a 12-bit camera's
+    0-4095). Unreadable inputs are ignored here; they are reported when they are transformed.
     """
     step = max(1, len(inputs) // limit)
     heights, widths, color = [], [], False
+    brightest: int | None = None  # of the 16-bit pixels seen
     for x in list(inputs)[::step][:limit]:
         try:
             if isinstance(x, np.ndarray):
                 height, width = x.shape[:2]
                 mode = "RGB" if x.ndim == 3 and x.shape[-1] in (3, 4) else "L"
+                if x.dtype == np.uint16 and x.size:
+                    brightest = max(brightest or 0, int(x.max()))
             elif isinstance(x, Image.Image):  # the caller's image: read, never closed here
                 width, height, mode = _upright_header(x)
             elif not isinstance(x, (bytes, bytearray)) and not_a_file(x):  # a pipe would wait for a writer
@@ -331,6 +365,8 @@ def probe_images(inputs: Sequence[Any], limit: int = 200) -> dict[str, Any]:
                     warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                     with Image.open(io.BytesIO(x) if isinstance(x, (bytes, bytearray)) else x) as image:
                         width, height, mode = _upright_header(image)
+                        if image.mode.startswith("I;16") or (image.mode == "I" and image.format == "PNG"):
+                            brightest = max(brightest or 0, int(np.asarray(image).max(initial=0)))
         except Exception:  # reported later, when the input is read for real
             continue
         heights.append(height)
@@ -342,4 +378,7 @@ def probe_images(inputs: Sequence[Any], limit: int = 200) -> dict[str, Any]:
     def pick(values: list[int]) -> int:
         return int(np.clip(4 * round(float(np.median(values)) / 4), 8, 128))
 
-    return {"image_size": [pick(heights), pick(widths)], "color_mode": "rgb" if color else "grayscale"}
+    probed = {"image_size": [pick(heights), pick(widths)], "color_mode": "rgb" if color else "grayscale"}
+    if brightest is not None:
+        probed["bit_depth"] = int(np.clip(brightest.bit_length(), 8, 16))
+    return probed

@@ -115,6 +115,28 @@ def test_train_resolves_modality_specific_settings(image_run, audio_run, text_ru
     assert {"apple", "banana", "grape"} <= set(text.vocabulary_)
     image_doc = json.loads((image_run.run_dir / "config.json").read_text())
     assert "color_mode" in image_doc["data_choices"]
+    assert "bit_depth" not in image_doc["data_choices"]  # 8-bit images: nothing to choose
+    assert image_doc["config"]["preprocess"]["bit_depth"] == 16
+
+
+def test_a_run_on_12_bit_images_reads_them_at_bit_depth_12_and_says_why(cli_runner, tmp_path):
+    rng = np.random.default_rng(0)
+    for index, label in enumerate(("dim", "bright")):
+        for i in range(8):  # 12-bit camera pixels: a class's band at 1500 or 3800 of 4095
+            image = rng.integers(0, 400, size=(8, 8)).astype(np.uint16)
+            image[index * 4 : index * 4 + 4] = (1500, 3800)[index]
+            write_png(tmp_path / "data" / label / f"{i}.png", image)
+    result = invoke(cli_runner, ["train", "--modality", "image", "--data", tmp_path / "data", "--out", tmp_path / "run", *TINY_IMAGE])
+    assert result.exit_code == 0, describe_result(result)
+    document = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert document["config"]["preprocess"]["bit_depth"] == 12
+    assert document["data_choices"]["bit_depth"].startswith("12: the fewest bits that hold the brightest pixel")
+    assert Preprocessor.load(tmp_path / "run" / "preprocessor.json").bit_depth == 12
+    # given, it is kept; on 8-bit images nothing is chosen
+    result = invoke(cli_runner, ["train", "--modality", "image", "--data", tmp_path / "data", "--out", tmp_path / "run16", *TINY_IMAGE, "--bit-depth", "16"])
+    assert result.exit_code == 0, describe_result(result)
+    document = json.loads((tmp_path / "run16" / "config.json").read_text())
+    assert document["config"]["preprocess"]["bit_depth"] == 16 and "bit_depth" not in document["data_choices"]
 
 
 def test_config_json_records_the_positions_a_text_run_learned(cli_runner, text_folder, tmp_path):

@@ -188,6 +188,51 @@ def test_a_16_bit_array_reads_exactly_like_the_16_bit_file_it_came_from(tmp_path
     np.testing.assert_array_equal(rgb.transform_one(np.stack([from_file] * 3, axis=-1)), rgb.transform_one(path))
 
 
+def test_12_bit_pixels_in_a_16_bit_file_fill_the_output_range_at_bit_depth_12(tmp_path):
+    # A 12-bit camera stores 0-4095: on the 16-bit scale that is the bottom 16 of 256 levels.
+    array = np.array([[0, 1024, 2048, 4095]] * 2, dtype=np.uint16)
+    path = write_png(tmp_path / "camera.png", array)
+    twelve = ImagePreprocessor(image_size=(2, 4), bit_depth=12)
+    np.testing.assert_allclose(twelve.transform_one(path)[0, :, 0], array[0] / 4095.0, atol=1 / 255 + 1e-6)
+    assert len(np.unique(twelve.transform_one(path))) == 4
+    sixteen = ImagePreprocessor(image_size=(2, 4))  # the default scale, as before
+    np.testing.assert_allclose(sixteen.transform_one(path)[0, :, 0], array[0] / 65535.0, atol=1 / 255 + 1e-6)
+    # an array of the same pixels, gray or colour, reads like the file
+    np.testing.assert_array_equal(twelve.transform_one(array), twelve.transform_one(path))
+    rgb = ImagePreprocessor(image_size=(2, 4), color_mode="rgb", bit_depth=12)
+    np.testing.assert_array_equal(rgb.transform_one(np.stack([array] * 3, axis=-1)), rgb.transform_one(path))
+    assert ImagePreprocessor.from_config(twelve.get_config()).bit_depth == 12
+
+
+def test_16_bit_pixels_above_the_bit_depth_are_refused_not_clipped(tmp_path):
+    array = np.array([[0, 5000]], dtype=np.uint16)
+    path = write_png(tmp_path / "bright.png", array)
+    pre = ImagePreprocessor(image_size=(1, 2), bit_depth=12)
+    for x in (path, array, np.stack([array] * 3, axis=-1)):
+        with pytest.raises(InputError, match=r"16-bit pixels reach 5000, above 4095, the top of bit_depth=12 \(this image needs bit_depth=13"):
+            pre.transform_one(x)
+    # 8-bit files know nothing of it
+    assert ImagePreprocessor(image_size=(1, 2), bit_depth=8).transform_one(np.array([[0, 255]], dtype=np.uint8)).max() == 1.0
+
+
+@pytest.mark.parametrize("bad", [7, 17, "12", 12.0, None])
+def test_a_bit_depth_outside_8_to_16_is_refused(bad):
+    with pytest.raises(ValueError, match=r"`bit_depth` must be an int 8-16"):
+        ImagePreprocessor(bit_depth=bad).validate_params()
+
+
+def test_the_bit_depth_is_probed_from_16_bit_images_only(tmp_path):
+    from preprocess.image import probe_images
+
+    eight = [write_png(tmp_path / f"e{i}.png", np.full((4, 4), 200, dtype=np.uint8)) for i in range(3)]
+    twelve = [write_png(tmp_path / f"t{i}.png", np.full((4, 4), v, dtype=np.uint16)) for i, v in enumerate((100, 3000, 2100))]
+    assert "bit_depth" not in probe_images(eight)
+    assert probe_images(twelve)["bit_depth"] == 12  # 3000 needs 12 bits
+    assert probe_images([*eight, *twelve])["bit_depth"] == 12
+    assert probe_images([np.full((4, 4), 65535, dtype=np.uint16)])["bit_depth"] == 16
+    assert probe_images([np.full((4, 4), 40, dtype=np.uint16)])["bit_depth"] == 8  # never below 8
+
+
 def test_array_dtypes_mean_what_files_mean():
     pre = ImagePreprocessor(image_size=(1, 4))
     expected = np.array([0, 51, 204, 255]) / 255
