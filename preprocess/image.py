@@ -337,6 +337,15 @@ def _gray_palette(image: Image.Image) -> bool:
     return bool(len(rgb)) and bool(np.all(rgb == rgb[:, :1]))
 
 
+def _brightest_16_bit(image: Image.Image, brightest: int | None) -> int | None:
+    """The larger of `brightest` and the brightest pixel of a 16-bit `image` (other images and
+    ones too large to decode leave it as it is: those are refused when read)."""
+    sixteen_bit = image.mode.startswith("I;16") or (image.mode == "I" and image.format == "PNG")
+    if not sixteen_bit or image.width * image.height > ImagePreprocessor().max_pixels:
+        return brightest
+    return max(brightest or 0, int(np.asarray(image).max(initial=0)))
+
+
 def probe_images(inputs: Sequence[Any], limit: int = 200) -> dict[str, Any]:
     """Suggest `image_size`, `color_mode` and, for 16-bit images, `bit_depth` from a sample.
 
@@ -358,6 +367,7 @@ def probe_images(inputs: Sequence[Any], limit: int = 200) -> dict[str, Any]:
                     brightest = max(brightest or 0, int(x.max()))
             elif isinstance(x, Image.Image):  # the caller's image: read, never closed here
                 width, height, mode = _upright_header(x)
+                brightest = _brightest_16_bit(x, brightest)
             elif not isinstance(x, (bytes, bytearray)) and not_a_file(x):  # a pipe would wait for a writer
                 continue
             else:
@@ -365,8 +375,7 @@ def probe_images(inputs: Sequence[Any], limit: int = 200) -> dict[str, Any]:
                     warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                     with Image.open(io.BytesIO(x) if isinstance(x, (bytes, bytearray)) else x) as image:
                         width, height, mode = _upright_header(image)
-                        if image.mode.startswith("I;16") or (image.mode == "I" and image.format == "PNG"):
-                            brightest = max(brightest or 0, int(np.asarray(image).max(initial=0)))
+                        brightest = _brightest_16_bit(image, brightest)
         except Exception:  # reported later, when the input is read for real
             continue
         heights.append(height)

@@ -412,6 +412,7 @@ def test_get_config_holds_every_constructor_argument():
         "value_range": "0..1",
         "background": 255,
         "max_pixels": 10,
+        "bit_depth": 16,
     }
     assert ImagePreprocessor.from_config(config).get_config() == config
     with pytest.raises(ValueError, match="Unknown ImagePreprocessor parameter.*colour"):
