@@ -269,8 +269,8 @@ def _check_peak(high: int, peak: int, source: str) -> None:
         bits = int(high).bit_length()
         raise InputError(
             source,
-            f"16-bit pixels reach {high}, above {peak}, the top of bit_depth={peak.bit_length()} "
-            f"(this image needs bit_depth={bits} or more; --bit-depth in the CLI)",
+            f"16-bit pixels reach {high}, above {peak}, the top of bit_depth={peak.bit_length()}: "
+            f"this image needs bit_depth {bits} or more (train --bit-depth {bits})",
         )
 
 

@@ -209,7 +209,7 @@ def test_16_bit_pixels_above_the_bit_depth_are_refused_not_clipped(tmp_path):
     path = write_png(tmp_path / "bright.png", array)
     pre = ImagePreprocessor(image_size=(1, 2), bit_depth=12)
     for x in (path, array, np.stack([array] * 3, axis=-1)):
-        with pytest.raises(InputError, match=r"16-bit pixels reach 5000, above 4095, the top of bit_depth=12 \(this image needs bit_depth=13"):
+        with pytest.raises(InputError, match=r"16-bit pixels reach 5000, above 4095, the top of bit_depth=12: this image needs bit_depth 13 or more \(train --bit-depth 13\)"):
             pre.transform_one(x)
     # 8-bit files know nothing of it
     assert ImagePreprocessor(image_size=(1, 2), bit_depth=8).transform_one(np.array([[0, 255]], dtype=np.uint8)).max() == 1.0
