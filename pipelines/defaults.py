@@ -47,7 +47,7 @@ def build_preprocessor(
             "image_size": "median height and width of the training images",
             "color_mode": "some training images have colour" if probed.get("color_mode") == "rgb"
             else "no sampled training image has colour",
-            "bit_depth": "the fewest bits that hold the brightest pixel of the sampled 16-bit training images",
+            "bit_depth": "the smallest sensor depth (8, 10, 12, 14, 16 bits) that holds the brightest pixel of the sampled 16-bit training images",
         }
         for name, value in probed.items():
             if name not in params:

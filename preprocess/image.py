@@ -337,6 +337,10 @@ def _gray_palette(image: Image.Image) -> bool:
     return bool(len(rgb)) and bool(np.all(rgb == rgb[:, :1]))
 
 
+#: Bit depths of camera and scanner sensors, whose pixels 16-bit files often carry.
+SENSOR_BIT_DEPTHS = (8, 10, 12, 14, 16)
+
+
 def _brightest_16_bit(image: Image.Image, brightest: int | None) -> int | None:
     """The larger of `brightest` and the brightest pixel of a 16-bit `image` (other images and
     ones too large to decode leave it as it is: those are refused when read)."""
@@ -352,8 +356,9 @@ def probe_images(inputs: Sequence[Any], limit: int = 200) -> dict[str, Any]:
     Opens up to `limit` evenly spaced inputs lazily (headers only): the size is the median
     height and width, each rounded to a multiple of 4 and clipped to [8, 128]; the colour mode is
     "rgb" if any sampled image has colour channels. Only 16-bit images are decoded: the bit depth
-    is the fewest bits, at least 8, that hold their brightest pixel (12 for a 12-bit camera's
-    0-4095). Unreadable inputs are ignored here; they are reported when they are transformed.
+    is the smallest of a sensor's usual depths (`SENSOR_BIT_DEPTHS`) that holds their brightest
+    pixel, 12 for a 12-bit camera's 0-4095; an even depth leaves room for images brighter than
+    the sample. Unreadable inputs are ignored here; they are reported when they are transformed.
     """
     step = max(1, len(inputs) // limit)
     heights, widths, color = [], [], False
@@ -389,5 +394,5 @@ def probe_images(inputs: Sequence[Any], limit: int = 200) -> dict[str, Any]:
 
     probed = {"image_size": [pick(heights), pick(widths)], "color_mode": "rgb" if color else "grayscale"}
     if brightest is not None:
-        probed["bit_depth"] = int(np.clip(brightest.bit_length(), 8, 16))
+        probed["bit_depth"] = next(bits for bits in SENSOR_BIT_DEPTHS if brightest < 2**bits)
     return probed

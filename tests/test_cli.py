@@ -130,7 +130,7 @@ def test_a_run_on_12_bit_images_reads_them_at_bit_depth_12_and_says_why(cli_runn
     assert result.exit_code == 0, describe_result(result)
     document = json.loads((tmp_path / "run" / "config.json").read_text())
     assert document["config"]["preprocess"]["bit_depth"] == 12
-    assert document["data_choices"]["bit_depth"].startswith("12: the fewest bits that hold the brightest pixel")
+    assert document["data_choices"]["bit_depth"].startswith("12: the smallest sensor depth (8, 10, 12, 14, 16 bits) that holds")
     assert Preprocessor.load(tmp_path / "run" / "preprocessor.json").bit_depth == 12
     # given, it is kept; on 8-bit images nothing is chosen
     result = invoke(cli_runner, ["train", "--modality", "image", "--data", tmp_path / "data", "--out", tmp_path / "run16", *TINY_IMAGE, "--bit-depth", "16"])

@@ -229,8 +229,9 @@ def test_the_bit_depth_is_probed_from_16_bit_images_only(tmp_path):
     assert "bit_depth" not in probe_images(eight)
     assert probe_images(twelve)["bit_depth"] == 12  # 3000 needs 12 bits
     assert probe_images([*eight, *twelve])["bit_depth"] == 12
-    assert probe_images([np.full((4, 4), 65535, dtype=np.uint16)])["bit_depth"] == 16
-    assert probe_images([np.full((4, 4), 40, dtype=np.uint16)])["bit_depth"] == 8  # never below 8
+    # a sensor's depths only, so that a brighter image than the sample's still fits
+    for brightest, bits in ((40, 8), (255, 8), (256, 10), (1700, 12), (4095, 12), (4096, 14), (16384, 16), (65535, 16)):
+        assert probe_images([np.full((4, 4), brightest, dtype=np.uint16)])["bit_depth"] == bits, brightest
 
 
 def test_array_dtypes_mean_what_files_mean():
