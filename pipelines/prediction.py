@@ -67,16 +67,19 @@ def expanded_sources(run: Run, inputs: list[str], skip_bad: bool = False) -> tup
     in path order (hidden entries skipped and linked folders not followed, as `train` reads a
     class folder), and each one's `input_source`; every input is looked up once. A folder
     holding no such file is an error; so is a file that is not there, unless `skip_bad` (its
-    reading then fails, and it is left out with the unreadable ones)."""
-    names, sources = [], []
+    reading then fails, and it is left out with the unreadable ones). Missing files are all
+    looked for before the error, which names the first three and how many."""
+    names, sources, missing = [], [], []
     for value in inputs:
         kind = _file_kind(value)
         if kind != "folder":
             try:
                 source = _source(run, value, kind)
-            except ConvpipeError:
-                if not (skip_bad and value.strip()):
+            except ConvpipeError as error:
+                if not value.strip():
                     raise
+                if not skip_bad:
+                    missing.append(str(error).removeprefix("Input not found: "))
                 source = Path(value)  # not there: "no such file" when read
             names.append(value)
             sources.append(source)
@@ -88,6 +91,9 @@ def expanded_sources(run: Run, inputs: list[str], skip_bad: bool = False) -> tup
             raise ConvpipeError(f"Folder {value} holds no {modality} files ({', '.join(extensions)}).")
         names += [str(path) for path in files]
         sources += files
+    if missing:
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        raise ConvpipeError(f"Input{'s' if len(missing) > 1 else ''} not found: {', '.join(missing[:3])}{more}")
     return names, sources
 
 

@@ -653,8 +653,13 @@ def test_predict_on_a_folder_classifies_the_files_below_it(cli_runner, image_run
 
 def test_predict_on_a_missing_file_and_bad_top_k(cli_runner, image_run, tmp_path):
     assert_one_line_error(
-        invoke(cli_runner, ["predict", image_run.run_dir, tmp_path / "absent.png"]), "Input not found"
+        invoke(cli_runner, ["predict", image_run.run_dir, tmp_path / "absent.png"]), f"Input not found: {tmp_path / 'absent.png'}"
     )
+    # every missing file is looked for, the first three named, before anything is read
+    present = str(next((image_run.data / CLASSES[0]).glob("*.png")))
+    absent = [str(tmp_path / f"absent{i}.png") for i in range(5)]
+    message = assert_one_line_error(invoke(cli_runner, ["predict", image_run.run_dir, present, *absent]))
+    assert f"Inputs not found: {', '.join(absent[:3])} and 2 more" in message
     assert_one_line_error(
         invoke(cli_runner, ["predict", image_run.run_dir, tmp_path / "x.png", "--top-k", "0"]),
         "--top-k must be at least 1",
