@@ -97,13 +97,20 @@ def _keys(splits: dict[str, Dataset], against: str | None = None, within: str | 
     return keys
 
 
-def find_copies(splits: dict[str, Dataset], warn: bool = True) -> dict[str, Any]:
+def find_copies(splits: dict[str, Dataset], warn: bool = True, unused: frozenset[tuple[str, str]] = frozenset()) -> dict[str, Any]:
     """`{"validation_in_train": n, "test_in_train": n, "test_in_validation": n, "examples": {...}}`
     for inputs of a later split that are exact copies of an earlier split's; `{}` when none
-    (or when not checked). With `warn`, logs one warning line per pair that has copies."""
+    (or when not checked). `unused`: (split, id) of inputs that could not be read, which are
+    copies of nothing the model sees (two files of the same junk bytes are skipped, not taught).
+    With `warn`, logs one warning line per pair that has copies."""
     keys = _keys(splits, within="train")
     if keys is None:
         return {}
+    if unused:
+        keys = {
+            name: [None if (name, id_) in unused else key for key, id_ in zip(part_keys, splits[name].ids)]
+            for name, part_keys in keys.items()
+        }
     found: dict[str, Any] = {}
     examples: dict[str, list[list[str]]] = {}
     if "train" in splits:

@@ -520,13 +520,14 @@ def train(
     if continuing:
         state.check_same_classes(classes)
     warn_of_near_duplicate_labels(classes, manifest=config.data is not None and Path(config.data).is_file())
-    copies = find_copies(splits)  # after the refusals: no warnings about a split never used
     preprocessor, choices = build_preprocessor(config.modality, config.preprocess, splits["train"])
     cache = PreprocessCache.open(settings.cache_dir, enabled=settings.cache, verify=settings.cache_verify)
     try:
         arrays, skipped = featurize_splits(
             preprocessor, splits, settings.strict, settings.max_skipped, cache, settings.workers, progress
         )
+        # after reading: inputs that could not be read are copies of nothing the model is taught
+        copies = find_copies(splits, unused=frozenset((entry.get("split", ""), entry["input"]) for entry in skipped.entries))
         choices.update(fitted_choices(preprocessor))
         x_train, train_labels, _ = arrays["train"]
         unreadable = sorted(set(classes) - set(train_labels))

@@ -149,3 +149,21 @@ def test_training_inputs_copied_under_another_label_are_named(tmp_path, caplog):
         assert find_copies({"train": texts}) == {}
     assert found["train_labelled_differently"] == 1 and found["examples"]["train_labelled_differently"] == [["dog/c", "cat/a"]]
     assert "1 training input(s) are exact copies of other training inputs with another label (dog/c = cat/a)" in caplog.text
+
+
+def test_inputs_that_cannot_be_read_are_copies_of_nothing(cli_runner, tmp_path):
+    """Two files of the same junk bytes in two classes were named as one input taught under two
+    labels, and then both were skipped: the model is taught neither."""
+    root = write_image_folder(tmp_path / "images", per_class=8)
+    for label in ("alpha", "beta"):
+        (root / label / "junk.png").write_bytes(b"not an image at all")
+    train = invoke(cli_runner, ["train", "--modality", "image", "--data", root, "--out", tmp_path / "run", *TINY_IMAGE,
+                                "--epochs", "1", "--test-split", "0", "--val-split", "0.2"])
+    assert train.exit_code == 0, describe_result(train)
+    assert "exact copies" not in train.output and "not a readable image" in json.dumps(
+        json.loads((tmp_path / "run" / "skipped.json").read_text()))
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["copies_across_splits"] == {}
+    # the same check on the splits themselves still finds them, when they are not known unused
+    splits = {"train": Dataset([root / "alpha" / "junk.png", root / "beta" / "junk.png"], ["alpha", "beta"], ["alpha/junk.png", "beta/junk.png"])}
+    assert find_copies(splits, warn=False)["train_labelled_differently"] == 1
+    assert find_copies(splits, warn=False, unused=frozenset({("train", "alpha/junk.png")})) == {}
