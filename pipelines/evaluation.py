@@ -220,7 +220,8 @@ def evaluate(
         if data is None:  # the own test split: copies were counted at training
             recorded = run.document.get("copies_across_splits", {})
             copies = recorded.get("test_in_train", 0)
-            fitted_copies = min(copies + recorded.get("test_in_validation", 0), len(used))
+            either = recorded.get("test_in_train_or_validation")  # runs before it: an upper bound
+            fitted_copies = min(copies + recorded.get("test_in_validation", 0) if either is None else either, len(used))
         else:
             copies, fitted_copies = copies_of_training_inputs(run, used, training, baseline)
         report = {

@@ -149,6 +149,13 @@ def find_copies(splits: dict[str, Dataset], warn: bool = True, unused: frozenset
                 len(copies), len(splits[later]), later, earlier, shown, ", ..." if len(copies) > EXAMPLES else "", later,
                 contradictions,
             )
+    if "test" in splits:
+        # what the baseline, fitted on train + validation, has seen: a test input copying one of
+        # each is one copy, not two
+        fitted = {key for name in ("train", "validation") for key in keys.get(name, ()) if key is not None}
+        seen = sum(key in fitted for key in keys["test"] if key is not None)
+        if seen:
+            found["test_in_train_or_validation"] = seen
     if found:
         found["examples"] = examples
     return found

@@ -32,7 +32,7 @@ def test_file_copies_under_other_names_are_found_and_same_size_strangers_are_not
         stranger.write_bytes(bytes([byte]) * 100)
     with caplog.at_level(logging.WARNING):
         found = find_copies({"train": files(originals), "validation": files([strangers[0]]), "test": files([copy, strangers[1]])})
-    assert found == {"test_in_train": 1, "examples": {"test_in_train": [["copy.bin", "train2.bin"]]}}
+    assert found == {"test_in_train": 1, "test_in_train_or_validation": 1, "examples": {"test_in_train": [["copy.bin", "train2.bin"]]}}
     assert "1 of 2 test inputs are exact copies of train inputs (copy.bin = train2.bin)" in caplog.text
     assert "validation" not in caplog.text
 
@@ -167,3 +167,15 @@ def test_inputs_that_cannot_be_read_are_copies_of_nothing(cli_runner, tmp_path):
     splits = {"train": Dataset([root / "alpha" / "junk.png", root / "beta" / "junk.png"], ["alpha", "beta"], ["alpha/junk.png", "beta/junk.png"])}
     assert find_copies(splits, warn=False)["train_labelled_differently"] == 1
     assert find_copies(splits, warn=False, unused=frozenset({("train", "alpha/junk.png")})) == {}
+
+
+def test_a_test_input_copying_a_training_and_a_validation_input_is_one_copy_of_the_fitted_inputs():
+    def texts(values, prefix):
+        return Dataset(values, ["a"] * len(values), [f"{prefix}{i}" for i in range(len(values))])
+
+    splits = {"train": texts(["same text", "other"], "tr"), "validation": texts(["same text", "more"], "va"),
+              "test": texts(["same text", "new one"], "te")}
+    found = find_copies(splits, warn=False)
+    assert found["test_in_train"] == found["test_in_validation"] == 1
+    assert found["test_in_train_or_validation"] == 1
+    assert copies_of_earlier(splits["test"], {"train": splits["train"], "validation": splits["validation"]})["any"] == 1

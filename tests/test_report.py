@@ -15,6 +15,7 @@ import shutil
 import warnings
 from html.parser import HTMLParser
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -22,8 +23,10 @@ import pytest
 from pipelines.calibration import calibration
 from pipelines.datasets import Dataset
 from pipelines.evaluation import classification_metrics
+from pipelines.modality import Modality
 from pipelines.report_sections import misclassified, top_confusions
-from tests.conftest import CLASSES, assert_one_line_error, describe_result, invoke
+from preprocess import ImagePreprocessor
+from tests.conftest import CLASSES, assert_one_line_error, describe_result, invoke, write_png
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 FIGURES = ("confusion_matrix.png", "training_curves.png", "reliability.png")
@@ -705,3 +708,168 @@ def test_labels_with_dollar_signs_are_drawn_literally_not_as_maths(tmp_path):
     figures.heatmap(tmp_path / "map.png", np.ones((2, 3)), "title $y^$", row_labels=labels, column_labels=["$x^$", "b", "c"])
     figures.bar_chart(tmp_path / "bar.png", labels, [0.5, 1.0], "$a^$", "$")
     assert (tmp_path / "map.png").stat().st_size > 0 and (tmp_path / "bar.png").stat().st_size > 0
+
+
+def test_an_unreadable_training_input_leaves_every_other_label_with_its_input(tmp_path, monkeypatch):
+    """The baseline drops inputs it cannot read; the labels it fits on must be those of the
+    inputs it kept, not the first len(kept) labels (which would shift every label after the
+    unreadable one onto the next input)."""
+    import pipelines.baseline as baseline
+
+    paths = [write_png(tmp_path / f"{label}{i}.png", np.full((8, 8), level, np.uint8))
+             for label, level in (("alpha", 20), ("beta", 230)) for i in range(3)]
+    fit_part = Dataset([tmp_path / "missing.png", *paths], ["beta"] + ["alpha"] * 3 + ["beta"] * 3,
+                       [f"id{i}" for i in range(7)])
+    scored = Dataset(paths[:1] + [tmp_path / "gone.png"] + paths[3:4], ["alpha", "alpha", "beta"], ["t0", "t1", "t2"])
+    run = SimpleNamespace(config=SimpleNamespace(modality=Modality.image), labels=["alpha", "beta"],
+                          preprocessor=ImagePreprocessor(image_size=(8, 8)))
+    fitted = {}
+
+    def fit_predict(modality, x_fit, y_fit, x_test):
+        fitted.update(x_fit=np.asarray(x_fit), y_fit=list(y_fit), n_test=len(x_test))
+        return np.array([0, 1])  # the two readable scored inputs, right
+
+    monkeypatch.setattr(baseline, "fit_predict", fit_predict)
+    result = baseline.linear_baseline(run, fit_part, scored, np.array([0, 0, 1]), np.array([0, 1, 1]), None)
+    assert fitted["y_fit"] == [0, 0, 0, 1, 1, 1]
+    # each row's pixels go with its label: dark rows alpha (0), bright rows beta (1)
+    assert list((fitted["x_fit"].mean(axis=1) > 0.5).astype(int)) == fitted["y_fit"]
+    assert result["fitted_on"] == 6 and result["n_samples"] == 2 == fitted["n_test"]
+    assert result["accuracy"] == 1.0
+    # the CNN is scored on the same two inputs: index 1 (unreadable for the baseline) left out
+    assert result["cnn_accuracy"] == 1.0
+
+
+def test_the_cnn_ties_the_baseline_only_at_equal_accuracy():
+    from pipelines.baseline import cnn_against_baseline
+
+    assert cnn_against_baseline({"cnn_accuracy": 0.75, "accuracy": 0.75}) == (0.0, "ties")
+    assert cnn_against_baseline({"cnn_accuracy": 0.80, "accuracy": 0.75})[1] == "beats"
+    assert cnn_against_baseline({"cnn_accuracy": 0.70, "accuracy": 0.75})[1] == "loses to"
+
+
+def test_the_image_and_audio_baseline_standardizes_its_features():
+    """Pixels and MFCC statistics are on very different scales (MFCC 0 is in the hundreds, deltas
+    near 0): the baseline standardizes each feature, so a feature on a tiny scale that tells the
+    classes apart is still learned despite the L2 penalty."""
+    from pipelines.baseline import fit_predict
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, size=400)
+    x = rng.normal(size=(400, 16))
+    x[:, 0] = (y * 2 - 1 + rng.normal(scale=0.3, size=400)) * 1e-4  # the class, at a tiny scale
+    predicted = fit_predict(Modality.image, x[:300], y[:300], x[300:])
+    assert np.mean(predicted == y[300:]) > 0.95
+
+
+def test_a_class_only_predicted_counts_in_the_averages_and_is_marked_so():
+    """scikit-learn's macro-F1 averages over classes in the truth OR the predictions: a class the
+    model predicts but no test input has pulls macro-F1 down with its F1 of 0, so per_class must
+    say it counts ("in_averages": True), else the table shows "-" for a class that is in the average."""
+    from sklearn.metrics import f1_score
+
+    y_true = np.array([0, 0, 1, 1])
+    y_pred = np.array([0, 2, 1, 1])  # class 2 ("gamma") predicted once, never true
+    metrics = classification_metrics(y_true, y_pred, ["alpha", "beta", "gamma", "delta"])
+    assert metrics["macro_f1"] == pytest.approx(f1_score(y_true, y_pred, average="macro"))
+    flags = {label: s["in_averages"] for label, s in metrics["per_class"].items()}
+    assert flags == {"alpha": True, "beta": True, "gamma": True, "delta": False}
+    # the flag agrees with the average itself: the mean F1 of the flagged classes is macro-F1
+    flagged = [s["f1"] for s in metrics["per_class"].values() if s["in_averages"]]
+    assert np.mean(flagged) == pytest.approx(metrics["macro_f1"])
+
+
+def test_the_baseline_counts_test_inputs_copied_from_validation_on_the_runs_own_split(cli_runner, image_run, tmp_path):
+    """On the run's own test split, copies are read from config.json: the baseline is fitted on
+    train AND validation, so a test input copying a validation input is a copy of a fitted input
+    too (the CNN's own count, test_copies_of_training_inputs, is train only)."""
+    import json
+    import shutil
+
+    from tests.conftest import describe_result, invoke
+
+    run = tmp_path / "run"
+    shutil.copytree(image_run.run_dir, run, ignore=shutil.ignore_patterns("report"))
+    document = json.loads((run / "config.json").read_text())
+    # a run from before the combined count: the sum, an upper bound
+    document["copies_across_splits"] = {"test_in_train": 1, "test_in_validation": 1}
+    (run / "config.json").write_text(json.dumps(document))
+    result = invoke(cli_runner, ["evaluate", run, "--baseline", "--out", tmp_path / "report"])
+    assert result.exit_code == 0, describe_result(result)
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert report["data"]["test_copies_of_training_inputs"] == 1
+    assert report["linear_baseline"]["scored_copies_of_fitted_inputs"] == 2
+    # one test input that copies a training and a validation input is one copy
+    document["copies_across_splits"]["test_in_train_or_validation"] = 1
+    (run / "config.json").write_text(json.dumps(document))
+    result = invoke(cli_runner, ["evaluate", run, "--baseline", "--out", tmp_path / "report"])
+    assert result.exit_code == 0, describe_result(result)
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert report["linear_baseline"]["scored_copies_of_fitted_inputs"] == 1
+
+
+def test_evaluate_data_with_train_and_test_folders_scores_the_test_folder_only(cli_runner, image_run, tmp_path):
+    """`evaluate --data` on a train/ + test/ layout must score test/ alone: scoring train/ too
+    would count inputs a model of that data trained on. Without test/, it is refused."""
+    import json
+
+    from tests.conftest import assert_one_line_error, describe_result, invoke, write_image_folder
+
+    data = tmp_path / "split"
+    write_image_folder(data / "train", per_class=4)
+    write_image_folder(data / "test", per_class=2, seed=7)
+    result = invoke(cli_runner, ["evaluate", image_run.run_dir, "--data", data, "--out", tmp_path / "r"])
+    assert result.exit_code == 0, describe_result(result)
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert report["n_samples"] == 6
+    assert sum(map(sum, report["confusion_matrix"])) == 6
+    assert report["data"]["evaluated_class_counts"] == {"alpha": 2, "beta": 2, "gamma": 2}
+
+    (data / "test").rename(data / "val")
+    result = invoke(cli_runner, ["evaluate", image_run.run_dir, "--data", data, "--out", tmp_path / "r2"])
+    assert_one_line_error(result, "has train/ and a validation folder but no test/")
+
+
+def test_the_data_fingerprint_compare_uses_changes_with_the_labels():
+    """`compare` flags runs scored on different data by this fingerprint: the same ids under other
+    labels (a relabelled CSV) are other data."""
+    from pipelines.datasets import Dataset
+    from pipelines.report_sections import data_fingerprint
+
+    ids = ["row 2", "row 3"]
+    first = data_fingerprint("/data/x.csv", Dataset(["a", "b"], ["sports", "cooking"], ids))
+    relabelled = data_fingerprint("/data/x.csv", Dataset(["a", "b"], ["cooking", "sports"], ids))
+    assert first != relabelled
+    assert first == data_fingerprint("/data/x.csv", Dataset(["a", "b"], ["sports", "cooking"], ids))
+    assert first != data_fingerprint("/data/y.csv", Dataset(["a", "b"], ["sports", "cooking"], ids))
+
+
+def test_each_mistake_preview_is_made_from_that_mistakes_input(cli_runner, image_run, tmp_path, monkeypatch):
+    """report.html shows a picture (or a text snippet) beside each of the most confident mistakes:
+    it must be made from that mistake's own input and array, not from the first inputs scored."""
+    import json
+
+    import pipelines.mistake_previews
+    from tests.conftest import describe_result, invoke
+
+    seen = {}
+    previews = pipelines.mistake_previews.previews
+
+    def spy(modality, preprocessor, arrays, raw_inputs, mistakes):
+        seen.update(arrays=np.asarray(arrays), raw=list(raw_inputs), mistakes=list(mistakes))
+        return previews(modality, preprocessor, arrays, raw_inputs, mistakes)
+
+    monkeypatch.setattr(pipelines.mistake_previews, "previews", spy)
+    data = json.loads((image_run.run_dir / "config.json").read_text())["config"]["data"]
+    result = invoke(cli_runner, ["evaluate", image_run.run_dir, "--data", data, "--out", tmp_path / "r"])
+    assert result.exit_code == 0, describe_result(result)
+    mistakes = seen["mistakes"]
+    assert mistakes, "the tiny model must make mistakes on its 36 training images for this test"
+    shown = len(seen["raw"])
+    assert shown == min(len(mistakes), 16) == len(seen["arrays"])
+    assert [str(raw) for raw in seen["raw"]] == [m["input"] for m in mistakes[:shown]]
+    from pipelines.run_dir import Run
+
+    preprocessor = Run.open(image_run.run_dir).preprocessor
+    for raw, array in zip(seen["raw"], seen["arrays"]):
+        np.testing.assert_allclose(array, preprocessor.transform_one(raw), atol=1e-6)
