@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -103,3 +104,32 @@ def test_shards_of_a_killed_writer_are_removed_by_the_next_writer_of_the_folder(
     shards.write_rows(writer.target(0), np.ones((4, 3), np.int32), (3,), np.dtype("<i4"))
     writer.commit()
     assert sorted(p.name for p in folder.iterdir()) == ["00000.npy", shards.MANIFEST]
+
+
+def test_the_new_content_is_on_disk_before_it_replaces_the_old(tmp_path, monkeypatch):
+    """A rename of an unsynced file can leave an empty file after a power cut (ext4, XFS):
+    run files (config.json, model.keras, report.json) must be fsynced before the rename."""
+    events, fsync, replace = [], os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: events.append(("fsync", Path(os.readlink(f"/proc/self/fd/{fd}")).name)) or fsync(fd))
+    monkeypatch.setattr(os, "replace", lambda src, dst: events.append(("replace", Path(src).name)) or replace(src, dst))
+    atomic.write_json(tmp_path / "config.json", {"epochs": 3})
+    assert [kind for kind, _ in events] == ["fsync", "replace"]
+    assert events[0][1] == events[1][1] != "config.json"  # the temporary file, synced then renamed
+    # sync=False (cache entries) skips only the fsync
+    events.clear()
+    atomic.write_text(tmp_path / "entry.json", "{}", sync=False)
+    assert [kind for kind, _ in events] == ["replace"]
+
+
+def test_the_written_file_is_renamed_into_place_not_copied(tmp_path):
+    """A rename is atomic: a reader sees the old file or the whole new one. The file that ends up
+    at the target is the very file written (same inode), and no reader can see a partial copy."""
+    target = tmp_path / "report.json"
+    atomic.write_text(target, "old")
+    with open(target) as reader_of_old:
+        with atomic.atomic_path(target) as tmp:
+            tmp.write_text("new")
+            written = os.stat(tmp).st_ino
+        assert reader_of_old.read() == "old"  # the old file lives on for whoever has it open
+    assert os.stat(target).st_ino == written and target.read_text() == "new"
+    assert [p.name for p in tmp_path.iterdir()] == ["report.json"]

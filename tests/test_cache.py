@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from tests.conftest import CLASSES, TINY_AUDIO, assert_one_line_error, describe_result, invoke, write_png
-from pipelines.cache import PreprocessCache
-from pipelines.datasets import load_source
-from pipelines.featurize import Skipped, read_cached
+from pipelines.cache import PreprocessCache, fitted_key
+from pipelines.datasets import Dataset, load_source
+from pipelines.featurize import Skipped, encode_to_shards, read_cached
 from pipelines.modality import Modality
 from pipelines.parallel_read import read_into_cache
 from preprocess import AudioPreprocessor, ConvpipeError, ImagePreprocessor, TextPreprocessor
@@ -616,3 +616,36 @@ def test_a_command_that_fails_after_opening_the_cache_leaves_no_temporary_cache(
             call()
         assert "could be read" in str(caught.value) or "readable" in str(caught.value), caught.value
         assert list(temporary.iterdir()) == [], caught.value
+
+
+def test_shards_encoded_under_one_fit_are_not_reused_for_another(tmp_path):
+    """The same inputs encoded by two preprocessors with the same parameters but different fits
+    (another training split, another seed) are two different arrays: the shard cache must not
+    hand the first fit's encodings to the second (a silently mis-normalized validation set).
+    Audio keeps its fit in arrays (band means and deviations), text in values: both must count."""
+    rng = np.random.default_rng(0)
+    clips = [(rng.normal(scale=scale, size=4000).astype(np.float32), 16000) for scale in (0.5, 0.05, 0.005)]
+    data = Dataset(clips, ["a", "b", "a"], ["c1", "c2", "c3"])
+    first = AudioPreprocessor(duration=0.25, top_db=None).fit(clips[:1])
+    second = AudioPreprocessor(duration=0.25, top_db=None).fit(clips[1:])
+    assert first.get_config() == second.get_config()
+    cache = PreprocessCache.open(str(tmp_path / "cache"))
+    try:
+        items, kept = read_cached(first, data, "validation", Skipped(), False, cache, 1)
+        assert kept == [0, 1, 2]
+        encoded_first = encode_to_shards(first, items).to_numpy()
+        encoded_second = encode_to_shards(second, items).to_numpy()
+    finally:
+        cache.cleanup()
+    np.testing.assert_allclose(encoded_first, first.transform(clips), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(encoded_second, second.transform(clips), rtol=1e-5, atol=1e-5)
+    assert not np.allclose(encoded_first, encoded_second)
+
+
+def test_the_fitted_key_covers_fitted_arrays():
+    tone = np.sin(np.arange(4000) / 5).astype(np.float32)
+    loud = AudioPreprocessor(duration=0.25).fit([(tone, 16000)])
+    quiet = AudioPreprocessor(duration=0.25).fit([(tone * 0.1 + np.float32(0.01) * np.cos(np.arange(4000)).astype(np.float32), 16000)])
+    assert not np.allclose(loud.band_mean_, quiet.band_mean_)
+    assert fitted_key(loud) != fitted_key(quiet)
+    assert fitted_key(loud) == fitted_key(AudioPreprocessor(duration=0.25).fit([(tone, 16000)]))

@@ -17,8 +17,9 @@ import pytest
 
 from pipelines.config import RunConfig
 from pipelines.datasets import load_source
+from pipelines.featurize import Skipped, check_skip_share
 from pipelines.modality import Modality
-from preprocess import Preprocessor
+from preprocess import ConvpipeError, Preprocessor
 from tests.conftest import (
     assert_one_line_error,
     CLASSES,
@@ -1328,3 +1329,114 @@ def test_predict_decodes_in_worker_processes_only_when_it_would_take_long_here(a
     np.testing.assert_array_equal(x_here, x_there)  # the children's fitted preprocessor is the run's
     assert kept_here == kept_there == [i for i in range(len(paths)) if i != 5]
     assert failed_here == failed_there and failed_here[0][0] == str(tmp_path / "bad.wav")
+
+
+def test_most_confused_reads_true_class_then_predicted_class(cli_runner, tmp_path, monkeypatch):
+    import pipelines.evaluation
+    from pipelines.evaluation import Evaluation, classification_metrics
+
+    labels = ["alpha", "beta", "gamma"]
+    y_true, y_pred = np.array([0, 0, 0, 1, 2]), np.array([2, 2, 0, 1, 2])
+    report = {
+        **classification_metrics(y_true, y_pred, labels),
+        "modality": "image",
+        "calibration": {"ece": 0.1},
+        "misclassified": [{}, {}],
+        "data": {"location": "somewhere", "test_copies_of_training_inputs": 0},
+        "top_confusions": [{"true": "alpha", "predicted": "gamma", "count": 2}],
+        "skipped": {"summary": "no input skipped"},
+    }
+    monkeypatch.setattr(pipelines.evaluation, "evaluate",
+                        lambda *args, **kwargs: Evaluation(report=report, report_path=tmp_path / "report.json"))
+    result = invoke(cli_runner, ["evaluate", tmp_path])
+    assert result.exit_code == 0, describe_result(result)
+    assert "most confused: alpha -> gamma (2)" in " ".join(result.stdout.split())
+
+
+def test_standard_input_lines_take_the_place_of_the_dash():
+    """`predict RUN a - b`: the stdin lines are predicted between a and b, in the order given."""
+    import io
+
+    from pipelines.prediction import with_stdin_lines
+
+    assert with_stdin_lines(["a.png", "-", "b.png"], io.StringIO("x.png\n\ny.png\n")) == ["a.png", "x.png", "y.png", "b.png"]
+    assert with_stdin_lines(["-", "b.png", "-"], io.StringIO("x.png\n")) == ["x.png", "b.png"]
+
+
+def skipped(bad: int, total: int) -> Skipped:
+    result = Skipped(total=total)
+    for i in range(bad):
+        result.add(f"x{i}.png", "empty file")
+    return result
+
+
+def test_max_skipped_allows_exactly_its_share_and_refuses_one_input_more():
+    check_skip_share(skipped(10, 100), 0.1)  # 10%: allowed
+    with pytest.raises(ConvpipeError, match=r"Too many unreadable inputs: skipped 11 of 100 inputs.*more than 10%"):
+        check_skip_share(skipped(11, 100), 0.1)
+    with pytest.raises(ConvpipeError, match="Too many unreadable inputs"):
+        check_skip_share(skipped(1, 100), 0.0)  # --max-skipped 0: any unreadable input stops training
+    check_skip_share(skipped(0, 0), 0.0)  # nothing looked at: nothing to refuse
+
+
+def predict_class_zero_from(epoch: int):
+    """A callback that, as epoch `epoch` (from 0) begins, zeroes every kernel and biases the
+    softmax hard towards class 0: that epoch's validation loss is far worse than any before it,
+    and its validation accuracy is exactly the share of class 0."""
+    import keras
+
+    class PredictClassZero(keras.callbacks.Callback):
+        def on_epoch_begin(self, index, logs=None):
+            if index == epoch:
+                for variable in self.model.trainable_variables:
+                    variable.assign(np.zeros(variable.shape, dtype=variable.dtype))
+                bias = self.model.get_layer("votes").bias
+                bias.assign(np.array([30.0, 0.0, 0.0], dtype=bias.dtype))
+
+    return PredictClassZero()
+
+
+def test_the_recorded_validation_accuracy_is_the_kept_epochs_not_the_last(cli_runner, image_folder, tmp_path, monkeypatch):
+    import pipelines.training
+
+    monkeypatch.setattr(pipelines.training, "extra_callbacks", lambda: [predict_class_zero_from(5)])
+    out = tmp_path / "run"
+    result = invoke(cli_runner, ["train", "--modality", "image", "--data", image_folder, "--out", out, *TINY_IMAGE,
+                                 "--epochs", "6", "--patience", "6", "--learning-rate", "0.01", "--val-split", "0.5", "--test-split", "0"])
+    assert result.exit_code == 0, describe_result(result)
+    document = json.loads((out / "config.json").read_text())
+    history = np.genfromtxt(out / "history.csv", delimiter=",", names=True)
+    assert document["epochs_run"] == 6 and document["best_epoch"] <= 5
+    assert history["val_accuracy"][5] == pytest.approx(1 / 3)  # the ruined last epoch
+    kept = history["val_accuracy"][document["best_epoch"] - 1]
+    assert kept != pytest.approx(1 / 3), "the kept epoch must be told apart from the last one"
+    assert document["val_accuracy"] == pytest.approx(kept, abs=1e-6)
+
+
+def test_the_recorded_validation_counts_are_every_validation_input(image_run):
+    """config.json's class_counts["validation"] are the inputs early stopping validated on: every
+    input of split.json's validation part (none is unreadable in the tiny data)."""
+    from collections import Counter
+
+    document = json.loads((image_run.run_dir / "config.json").read_text())
+    split = json.loads((image_run.run_dir / "split.json").read_text())
+    assert split["validation"], "the tiny run must have a validation split for this test"
+    expected = dict(sorted(Counter(id_.split("/")[0] for id_ in split["validation"]).items()))
+    assert document["class_counts"]["validation"] == expected
+    assert document["class_counts"]["train"] == dict(sorted(Counter(id_.split("/")[0] for id_ in split["train"]).items()))
+
+
+def test_a_model_with_more_outputs_than_labels_json_is_refused(cli_runner, image_run, tmp_path):
+    """labels.json edited or mixed up with another run's: a 3-class model with 2 label names
+    would print a probability under the wrong name (or fail on an index) rather than say so."""
+    import shutil
+
+    from tests.conftest import assert_one_line_error
+
+    run = tmp_path / "run"
+    shutil.copytree(image_run.run_dir, run, ignore=shutil.ignore_patterns("report"))
+    labels = json.loads((run / "labels.json").read_text())
+    (run / "labels.json").write_text(json.dumps(labels[:2]))
+    image = next(iter(sorted(image_run.data.rglob("*.png"))))
+    result = invoke(cli_runner, ["predict", run, str(image)])
+    assert_one_line_error(result, "predicts 3 classes but labels.json lists 2")

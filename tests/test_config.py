@@ -419,3 +419,26 @@ def test_the_file_is_named_when_its_value_alone_gives_the_error(tmp_path):
     # --duration 0.02 alone fails too (against the default n_fft), but for another reason
     with pytest.raises(ConvpipeError, match=rf"^{re.escape(str(path))}: \[preprocess\] Bad audio .*fmax=9000"):
         resolve_config(None, config_file=path, preprocess={"duration": 0.02})
+
+
+def test_held_out_shares_of_exactly_nine_tenths_are_refused_and_just_below_accepted():
+    with pytest.raises(ConvpipeError, match="must leave data to train on"):
+        resolve_config("image", train={"val_split": 0.5, "test_split": 0.4})
+    settings = resolve_config("image", train={"val_split": 0.45, "test_split": 0.4}).train
+    assert (settings.val_split, settings.test_split) == (0.45, 0.4)
+
+
+@pytest.mark.parametrize(
+    "modality, expected",
+    [
+        ("image", (30, 32, 1e-3, 0.1, 0.1, 0, 5)),
+        ("audio", (40, 32, 1e-3, 0.1, 0.1, 0, 8)),
+        ("text", (30, 32, 3e-3, 0.1, 0.1, 0, 5)),
+    ],
+)
+def test_training_defaults_are_the_ones_the_readme_table_states(modality, expected):
+    """README: `--epochs --batch-size --learning-rate --val-split --test-split --seed --patience`
+    default to 30 (audio 40), 32, 1e-3 (text 3e-3), 0.1, 0.1, 0, 5 (audio 8)."""
+    train = resolve_config(modality).train
+    found = (train.epochs, train.batch_size, train.learning_rate, train.val_split, train.test_split, train.seed, train.patience)
+    assert found == pytest.approx(expected)

@@ -417,3 +417,14 @@ def test_manifest_paths_written_from_elsewhere_are_explained(tmp_path, monkeypat
     with caplog.at_level(logging.WARNING):
         read_manifest(Path("data/m.csv"), Modality.image)
     assert "1 of its paths name no file and hold backslashes (first: beta\\beta_00.png)" in caplog.text
+
+
+def test_held_out_counts_are_rounded_not_truncated():
+    """split_dataset's documented rule: round(n * share) per class. The existing test uses counts
+    where n * share is a whole number, so a floor would pass it; 17 * 0.1 = 1.7 must hold out 2,
+    and 13 * 0.3 = 3.9 must hold out 4."""
+    parts = split_dataset(labelled({"a": 17, "b": 13}), val_split=0.3, test_split=0.1, seed=0)
+    assert parts["test"].class_counts() == {"a": 2, "b": 1}
+    # validation: a: round(5.1) = 5, b: round(3.9) = 4
+    assert parts["validation"].class_counts() == {"a": 5, "b": 4}
+    assert parts["train"].class_counts() == {"a": 10, "b": 8}

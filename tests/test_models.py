@@ -392,3 +392,49 @@ def test_max_and_average_pooling_side_by_side_doubles_the_pooled_features():
 def test_text_models_refuse_to_flatten():
     with pytest.raises(ValueError, match="Text models pool over positions"):
         build_text_model(10, 13, 3, ModelSpec(**{**TINY_TEXT.to_dict(), "head": "flatten"}))
+
+
+def test_a_text_spec_without_a_head_pools_each_window_by_its_maximum():
+    """ModelSpec documents head=None as "global_max for text": one max per filter and width,
+    no average pooling."""
+    spec = ModelSpec(filters=(4,), window_sizes=(2, 3), head=None, dense=(), dropout=0.0, text_kernel="full")
+    model = build_text_model(10, 13, 3, spec)
+    names = {layer.name for layer in model.layers}
+    assert {"max_pool2", "max_pool3"} <= names and not any(name.startswith("average_pool") for name in names)
+    assert model.get_layer("votes").count_params() == 2 * 4 * 3 + 3  # 2 widths x 4 filters, one pooling
+    # and it is the maximum: a window that fires at one position only is read at full strength
+    ids = np.zeros((1, 10), np.int32)
+    ids[0, 4] = 5
+    pooled = model.get_layer("windows").output
+    import keras
+
+    features = np.asarray(keras.Model(model.input, pooled)(ids))
+    relu = np.asarray(keras.Model(model.input, [model.get_layer("relu2").output, model.get_layer("relu3").output])(ids)[0])
+    np.testing.assert_allclose(features[0, :4], relu[0].max(axis=0), rtol=1e-6)
+
+
+def test_dropout_reaches_the_softmax_even_without_hidden_layers():
+    """The text default has no hidden layers (dense=()): its only dropout is the one before the
+    softmax. Training calls must then differ from call to call, inference calls not."""
+    spec = ModelSpec(filters=(8,), window_sizes=(2,), head="global_max", dense=(), dropout=0.5, text_kernel="full")
+    model = build_text_model(10, 13, 3, spec)
+    assert model.get_layer("dropout_out").rate == 0.5
+    ids = np.random.default_rng(0).integers(1, 13, size=(4, 10)).astype(np.int32)
+    trained = [np.asarray(model(ids, training=True)) for _ in range(3)]
+    assert any(not np.allclose(trained[0], other) for other in trained[1:])
+    np.testing.assert_array_equal(np.asarray(model(ids, training=False)), np.asarray(model(ids, training=False)))
+
+
+def test_spectrogram_masks_blank_frequency_bands_as_well_as_time_steps():
+    """SpecAugment masks both axes; the existing test measures only the time stripes' widths,
+    so a layer that never masked a band would pass it."""
+    from models.layers import SpectrogramMasks
+
+    layer = SpectrogramMasks(0.2, seed=1)
+    x = np.random.default_rng(0).uniform(-80.0, 0.0, size=(64, 50, 40, 1)).astype(np.float32)
+    changed = (np.asarray(layer(x, training=True)) != x)[..., 0]
+    band_widths = [int(example.all(axis=0).sum()) for example in changed]  # bands blanked over every time step
+    step_widths = [int(example.all(axis=1).sum()) for example in changed]
+    assert np.mean(band_widths) > 2 and len(set(band_widths)) > 3
+    assert np.mean(step_widths) > 2
+    assert max(band_widths) <= 2 * 0.2 * 40

@@ -12,6 +12,8 @@ import soundfile
 
 from preprocess import AudioPreprocessor, InputError, NotFittedError, Preprocessor
 from tests.conftest import tone, write_wav
+import struct
+from preprocess.audio import wav_frames_missing
 
 SR = 16000
 
@@ -484,3 +486,25 @@ def test_a_recording_without_samples_says_what_it_may_be(tmp_path):
     soundfile.write(tmp_path / "none.wav", np.zeros(0, np.float32), SR)  # a header and no frame
     with pytest.raises(InputError, match=r"none\.wav: no audio samples \(an empty recording, or one cut off"):
         small().read(tmp_path / "none.wav")
+
+
+def wav_with_odd_chunk(frames: int) -> bytes:
+    """16-bit mono PCM with a 3-byte LIST chunk (plus its pad byte) between fmt and data, as
+    tagging tools write."""
+    fmt = struct.pack("<HHIIHH", 1, 1, 16000, 32000, 2, 16)
+    samples = (np.sin(np.arange(frames) / 3) * 3000).astype("<i2").tobytes()
+    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt
+    body += b"LIST" + struct.pack("<I", 3) + b"abc" + b"\0"  # odd size: padded to even
+    body += b"data" + struct.pack("<I", len(samples)) + samples
+    return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
+def test_a_truncated_wav_with_an_odd_sized_chunk_before_its_data_is_found(tmp_path):
+    whole = wav_with_odd_chunk(4000)
+    assert wav_frames_missing(whole, len(whole)) is None
+    cut = whole[:-2000]  # 1,000 frames lost
+    assert wav_frames_missing(cut[:4096], len(cut)) == (4000, 3000)
+    (tmp_path / "cut.wav").write_bytes(cut)
+    # refused, not read as a shorter clip
+    with pytest.raises(InputError, match=r"truncated WAV \(header promises 4,000 frames, file holds 3,000\)"):
+        AudioPreprocessor(duration=0.25).read(tmp_path / "cut.wav")

@@ -481,3 +481,16 @@ def test_probe_reads_every_kind_of_input_transform_takes(tmp_path):
         assert probe_images(inputs) == expected, type(inputs[0])
     probe_images([color])
     assert color.load()[0, 0] == (0, 128, 255)  # the caller's image is still open
+
+
+def test_float_pixels_between_levels_read_as_the_nearest_level():
+    """Floats in [0, 1] become the nearest of the 256 levels (as a file saved from them would
+    hold), not the level below: truncating darkens every image by half a level on average and
+    turns 0.999 into 254."""
+    pre = ImagePreprocessor(image_size=(1, 4))
+    pixels = np.array([[0.999, 0.5, 0.002, 0.25]])
+    expected = np.array([255, 128, 1, 64], dtype=np.float32) / 255  # 254.7, 127.5, 0.51, 63.75 rounded
+    np.testing.assert_allclose(pre.transform_one(pixels)[0, :, 0], expected, rtol=0, atol=1e-7)
+    levels = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    square = ImagePreprocessor(image_size=(16, 16))
+    np.testing.assert_array_equal(square.transform_one(levels / 255.0), square.transform_one(levels))

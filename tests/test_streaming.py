@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -182,3 +183,18 @@ def test_class_weights_follow_each_input_through_every_pipeline(tmp_path, monkey
     inputs, batch_labels, weights = (np.concatenate(parts) for parts in zip(*batches))
     np.testing.assert_array_equal(batch_labels, labels[(inputs[:, 0] / 2).astype(int)])  # rows keep their labels
     np.testing.assert_array_equal(weights, np.where(batch_labels == 1, 4.0, 0.5))
+
+
+def test_shards_that_hold_fewer_rows_than_the_manifest_says_are_not_reused(tmp_path, monkeypatch):
+    """Each shard matching its own header is not enough: rows missing as a whole shard would
+    shift every label after them onto another input (the labels are not stored in the shards)."""
+    sharded(tmp_path, np.arange(60, dtype=np.int32).reshape(20, 3), monkeypatch)
+    path = tmp_path / "shards" / shards.MANIFEST
+    manifest = json.loads(path.read_text())
+    assert manifest["rows"] == 20 and len(manifest["shards"]) == 3
+    path.write_text(json.dumps({**manifest, "shards": manifest["shards"][:2]}))  # a shard lost from the list
+    assert open_shards(tmp_path / "shards") is None
+    path.write_text(json.dumps({**manifest, "rows": 21}))
+    assert open_shards(tmp_path / "shards") is None
+    path.write_text(json.dumps(manifest))
+    assert len(open_shards(tmp_path / "shards")) == 20
