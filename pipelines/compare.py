@@ -30,6 +30,8 @@ TRAIN_KEYS = ("batch_size", "learning_rate")
 #: Settings that never change what a run learns (the cache returns what decoding would), left out
 #: of the settings that differ between runs.
 NOT_LEARNED = ("workers", "cache", "cache_dir", "cache_verify")
+#: Settings that follow from the modality, which has a column of its own (no flag sets them).
+FOLLOW_THE_MODALITY = ("augment_kind",)
 DIFFERENT_DATA = " <span class='wrong'>different data</span>"
 
 
@@ -112,7 +114,7 @@ def run_settings(run: Run) -> dict[str, Any]:
     do not collide), without those that do not change what is learned."""
     config = run.config.to_dict()
     settings = {**config["preprocess"], **config["model"], **config["train"]}
-    return {key: value for key, value in settings.items() if key not in NOT_LEARNED}
+    return {key: value for key, value in settings.items() if key not in NOT_LEARNED + FOLLOW_THE_MODALITY}
 
 
 def settings_that_differ(tables: list[dict[str, Any]]) -> list[str]:

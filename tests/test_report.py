@@ -613,6 +613,17 @@ def test_compare_names_the_settings_that_differ_and_shows_each_runs_value(cli_ru
     assert "seed=" not in result.stdout
 
 
+def test_compare_of_an_image_and_an_audio_run_lists_no_setting_the_modality_decides(cli_runner, image_run, audio_run, tmp_path):
+    image, audio = copied_run(image_run.run_dir, tmp_path / "image"), copied_run(audio_run.run_dir, tmp_path / "audio")
+    for run in (image, audio):
+        fake_report(run, 0.9, 0.9)
+    result = invoke(cli_runner, ["compare", image, audio, "--out", tmp_path / "cmp"])
+    assert result.exit_code == 0, describe_result(result)
+    differ = json.loads((tmp_path / "cmp" / "compare.json").read_text())["settings_that_differ"]
+    assert "augment_kind" not in differ  # image vs spectrogram: the modality column says so
+    assert "head" in differ  # a knob both have: flatten for images, global pooling for audio
+
+
 def test_compare_evaluates_a_run_without_a_report(cli_runner, image_run, text_run, tmp_path):
     image = copied_run(image_run.run_dir, tmp_path / "image")
     text = copied_run(text_run.run_dir, tmp_path / "text")
