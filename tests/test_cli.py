@@ -133,11 +133,13 @@ def test_a_run_on_12_bit_images_reads_them_at_bit_depth_12_and_says_why(cli_runn
     assert document["config"]["preprocess"]["bit_depth"] == 12
     assert document["data_choices"]["bit_depth"].startswith("12: the smallest sensor depth (8, 10, 12, 14, 16 bits) that holds")
     assert Preprocessor.load(tmp_path / "run" / "preprocessor.json").bit_depth == 12
-    # given, it is kept; on 8-bit images nothing is chosen
-    result = invoke(cli_runner, ["train", "--modality", "image", "--data", tmp_path / "data", "--out", tmp_path / "run16", *TINY_IMAGE, "--bit-depth", "16"])
-    assert result.exit_code == 0, describe_result(result)
-    document = json.loads((tmp_path / "run16" / "config.json").read_text())
-    assert document["config"]["preprocess"]["bit_depth"] == 16 and "bit_depth" not in document["data_choices"]
+    # given (--bit-depth 16), it is kept and nothing is chosen
+    from pipelines.defaults import build_preprocessor
+
+    train = load_source(str(tmp_path / "data"), Modality.image).everything()
+    preprocessor, choices = build_preprocessor(Modality.image, {"bit_depth": 16}, train)
+    assert preprocessor.bit_depth == 16 and "bit_depth" not in choices
+    assert build_preprocessor(Modality.image, {}, train)[0].bit_depth == 12
 
 
 def test_config_json_records_the_positions_a_text_run_learned(cli_runner, text_folder, tmp_path):
