@@ -527,7 +527,10 @@ def train(
             preprocessor, splits, settings.strict, settings.max_skipped, cache, settings.workers, progress
         )
         # after reading: inputs that could not be read are copies of nothing the model is taught
-        copies = find_copies(splits, unused=frozenset((entry.get("split", ""), entry["input"]) for entry in skipped.entries))
+        unused = frozenset(
+            (name, id_) for name in ("train", "validation") for id_ in set(splits[name].ids) - set(arrays[name][2])
+        )
+        copies = find_copies(splits, unused=unused)
         choices.update(fitted_choices(preprocessor))
         x_train, train_labels, _ = arrays["train"]
         unreadable = sorted(set(classes) - set(train_labels))

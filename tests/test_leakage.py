@@ -163,6 +163,14 @@ def test_inputs_that_cannot_be_read_are_copies_of_nothing(cli_runner, tmp_path):
     assert "exact copies" not in train.output and "not a readable image" in json.dumps(
         json.loads((tmp_path / "run" / "skipped.json").read_text()))
     assert json.loads((tmp_path / "run" / "config.json").read_text())["copies_across_splits"] == {}
+    # the same from a CSV manifest, whose skipped entries name the file beside the row
+    rows = [f"{path.relative_to(root)},{path.parent.name}" for path in sorted(root.rglob("*.png"))]
+    (root / "data.csv").write_text("path,label\n" + "\n".join(rows) + "\n")
+    train = invoke(cli_runner, ["train", "--modality", "image", "--data", root / "data.csv", "--out", tmp_path / "csv", *TINY_IMAGE,
+                                "--epochs", "1", "--test-split", "0", "--val-split", "0.2"])
+    assert train.exit_code == 0, describe_result(train)
+    assert "exact copies" not in train.output
+    assert json.loads((tmp_path / "csv" / "config.json").read_text())["copies_across_splits"] == {}
     # the same check on the splits themselves still finds them, when they are not known unused
     splits = {"train": Dataset([root / "alpha" / "junk.png", root / "beta" / "junk.png"], ["alpha", "beta"], ["alpha/junk.png", "beta/junk.png"])}
     assert find_copies(splits, warn=False)["train_labelled_differently"] == 1
