@@ -42,13 +42,21 @@ def build_preprocessor(
     params = dict(params)
     choices: dict[str, str] = {}
     if modality is Modality.image and not {"image_size", "color_mode", "bit_depth"} <= set(params):
-        probed = probe_images(train.inputs)
+        probed = probe_images(train.inputs, max_pixels=params.get("max_pixels", 64_000_000))
         reasons = {
             "image_size": "median height and width of the training images",
             "color_mode": "some training images have colour" if probed.get("color_mode") == "rgb"
             else "no sampled training image has colour",
-            "bit_depth": "the smallest sensor depth (8, 10, 12, 14, 16 bits) that holds the brightest pixel of the sampled 16-bit training images",
         }
+        # Said, not chosen: an image outside the sample may be brighter, and a resumed or retrained
+        # run must read its images as it first did.
+        suggested = probed.pop("bit_depth", 16)
+        if "bit_depth" not in params and suggested < 16:
+            logger.warning(
+                "The sampled 16-bit training images fit in %d bits (0-%d): read on the 16-bit scale they use only "
+                "the bottom %d of 256 gray levels; pass --bit-depth %d to use them all.",
+                suggested, 2**suggested - 1, 2 ** (suggested - 8), suggested,
+            )
         for name, value in probed.items():
             if name not in params:
                 params[name] = value

@@ -40,9 +40,11 @@ class ImagePreprocessor(Preprocessor):
         background: gray level, an int 0-255, on which transparent pixels are composited.
         max_pixels: larger images are rejected with an `InputError` (decompression-bomb guard).
             It bounds the output too: `image_size` may hold at most this many pixels.
-        bit_depth: bits that 16-bit pixels use, 8-16: they are read on the 0 to
+        bit_depth: bits that 16-bit grayscale pixels use, 8-16: they are read on the 0 to
             `2**bit_depth - 1` scale, so 12-bit camera data stored in 16-bit files (0-4095) keeps
             all 256 output levels instead of 16. Brighter pixels are refused with an `InputError`.
+            Colour images are read on the 16-bit scale whatever it is (Pillow opens 16-bit colour
+            files as 8-bit), and so are uint16 colour arrays, to read like those files.
 
     Example:
         >>> pre = ImagePreprocessor(image_size=(32, 32), color_mode="rgb")
@@ -50,7 +52,8 @@ class ImagePreprocessor(Preprocessor):
         (32, 32, 3)
 
     Input: a path, bytes, a PIL image, or an array `(H, W)` / `(H, W, C)` whose values mean
-    what a file's do: uint8 0-255; uint16 on the `bit_depth` scale, like a 16-bit grayscale file;
+    what a file's do: uint8 0-255; uint16 on the `bit_depth` scale when gray, like a 16-bit
+    grayscale file, and 0-65535 when colour;
     bool False/True as black/white; other integer dtypes must lie in 0-255 and float arrays in
     [0, 1], else an `InputError` says the range found. `transform` takes a list of these, or
     a 4-D `(N, H, W, C)` array as a batch; a single 2-D or 3-D array is one image, for
@@ -154,7 +157,7 @@ class ImagePreprocessor(Preprocessor):
         if isinstance(x, Image.Image):
             image = x
         elif isinstance(x, np.ndarray):
-            image = _array_to_image(x, source, self.sixteen_bit_peak)
+            image = _array_to_image(x, source)
         elif isinstance(x, (str, os.PathLike, bytes, bytearray)):
             image = self._open(read_bytes(x), source)
         else:
@@ -264,13 +267,12 @@ def _to_8_bit(pixels: np.ndarray, peak: float) -> np.ndarray:
 
 
 def _check_peak(high: int, peak: int, source: str) -> None:
-    """Refuse 16-bit pixels above the scale they are read on: clipped, they would turn white."""
+    """Refuse 16-bit pixels above the scale they are read on: clipped, they would turn white.
+    The reason starts with what all such images share, so that a summary groups them."""
     if high > peak:
-        bits = int(high).bit_length()
         raise InputError(
             source,
-            f"16-bit pixels reach {high}, above {peak}, the top of bit_depth={peak.bit_length()}: "
-            f"this image needs bit_depth {bits} or more (train --bit-depth {bits})",
+            f"pixels above bit_depth={peak.bit_length()} (up to {high}: train with --bit-depth {sensor_bit_depth(high)})",
         )
 
 
@@ -285,7 +287,7 @@ def _unit_floats_to_8_bit(pixels: np.ndarray, source: str, what: str, advice: st
     return (np.asarray(pixels, dtype=np.float64) * 255.0).round().astype(np.uint8)
 
 
-def _array_to_image(array: np.ndarray, source: str, sixteen_bit_peak: int = 65535) -> Image.Image:
+def _array_to_image(array: np.ndarray, source: str) -> Image.Image:
     """An array as the image a file with the same pixels would decode to; values that no file
     could hold (out of range, NaN) are refused rather than wrapped or clipped."""
     if array.ndim == 3 and array.shape[-1] == 1:
@@ -300,10 +302,7 @@ def _array_to_image(array: np.ndarray, source: str, sixteen_bit_peak: int = 6553
     if dtype == np.uint16:
         # Pillow keeps a 2-D uint16 array as a 16-bit image, which `_convert` scales exactly as it
         # does a 16-bit file; colour has no 16-bit mode in Pillow, so it is scaled here the same way.
-        if array.ndim == 2:
-            return Image.fromarray(array)
-        _check_peak(int(array.max()), sixteen_bit_peak, source)
-        return Image.fromarray(_to_8_bit(array, sixteen_bit_peak))
+        return Image.fromarray(array if array.ndim == 2 else _to_8_bit(array, 65535.0))
     if np.issubdtype(dtype, np.integer):
         low, high = int(array.min()), int(array.max())
         if low < 0 or high > 255:
@@ -341,24 +340,30 @@ def _gray_palette(image: Image.Image) -> bool:
 SENSOR_BIT_DEPTHS = (8, 10, 12, 14, 16)
 
 
-def _brightest_16_bit(image: Image.Image, brightest: int | None) -> int | None:
-    """The larger of `brightest` and the brightest pixel of a 16-bit `image` (other images and
-    ones too large to decode leave it as it is: those are refused when read)."""
+def sensor_bit_depth(brightest: int) -> int:
+    """The smallest of a sensor's usual bit depths that holds `brightest`."""
+    return next((bits for bits in SENSOR_BIT_DEPTHS if brightest < 2**bits), 16)
+
+
+def _brightest_16_bit(image: Image.Image, brightest: int | None, max_pixels: int) -> int | None:
+    """The larger of `brightest` and the brightest pixel of a 16-bit grayscale `image` (other
+    images, and ones above `max_pixels`, leave it as it is)."""
     sixteen_bit = image.mode.startswith("I;16") or (image.mode == "I" and image.format == "PNG")
-    if not sixteen_bit or image.width * image.height > ImagePreprocessor().max_pixels:
+    if not sixteen_bit or image.width * image.height > max_pixels:
         return brightest
     return max(brightest or 0, int(np.asarray(image).max(initial=0)))
 
 
-def probe_images(inputs: Sequence[Any], limit: int = 200) -> dict[str, Any]:
-    """Suggest `image_size`, `color_mode` and, for 16-bit images, `bit_depth` from a sample.
+def probe_images(inputs: Sequence[Any], limit: int = 200, max_pixels: int = 64_000_000) -> dict[str, Any]:
+    """Suggest `image_size`, `color_mode` and, for 16-bit grayscale images, `bit_depth` from a sample.
 
     Opens up to `limit` evenly spaced inputs lazily (headers only): the size is the median
     height and width, each rounded to a multiple of 4 and clipped to [8, 128]; the colour mode is
-    "rgb" if any sampled image has colour channels. Only 16-bit images are decoded: the bit depth
-    is the smallest of a sensor's usual depths (`SENSOR_BIT_DEPTHS`) that holds their brightest
-    pixel, 12 for a 12-bit camera's 0-4095; an even depth leaves room for images brighter than
-    the sample. Unreadable inputs are ignored here; they are reported when they are transformed.
+    "rgb" if any sampled image has colour channels. Only 16-bit grayscale images (within
+    `max_pixels`) are decoded: the bit depth is the smallest of a sensor's usual depths
+    (`SENSOR_BIT_DEPTHS`) that holds their brightest pixel, 12 for a 12-bit camera's 0-4095. It is
+    a suggestion: an image outside the sample may be brighter. Unreadable inputs are ignored
+    here; they are reported when they are transformed.
     """
     step = max(1, len(inputs) // limit)
     heights, widths, color = [], [], False
@@ -368,11 +373,11 @@ def probe_images(inputs: Sequence[Any], limit: int = 200) -> dict[str, Any]:
             if isinstance(x, np.ndarray):
                 height, width = x.shape[:2]
                 mode = "RGB" if x.ndim == 3 and x.shape[-1] in (3, 4) else "L"
-                if x.dtype == np.uint16 and x.size:
+                if x.dtype == np.uint16 and x.size and (x.ndim == 2 or x.shape[-1] == 1):
                     brightest = max(brightest or 0, int(x.max()))
             elif isinstance(x, Image.Image):  # the caller's image: read, never closed here
                 width, height, mode = _upright_header(x)
-                brightest = _brightest_16_bit(x, brightest)
+                brightest = _brightest_16_bit(x, brightest, max_pixels)
             elif not isinstance(x, (bytes, bytearray)) and not_a_file(x):  # a pipe would wait for a writer
                 continue
             else:
@@ -380,7 +385,7 @@ def probe_images(inputs: Sequence[Any], limit: int = 200) -> dict[str, Any]:
                     warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                     with Image.open(io.BytesIO(x) if isinstance(x, (bytes, bytearray)) else x) as image:
                         width, height, mode = _upright_header(image)
-                        brightest = _brightest_16_bit(image, brightest)
+                        brightest = _brightest_16_bit(image, brightest, max_pixels)
         except Exception:  # reported later, when the input is read for real
             continue
         heights.append(height)
@@ -394,5 +399,5 @@ def probe_images(inputs: Sequence[Any], limit: int = 200) -> dict[str, Any]:
 
     probed = {"image_size": [pick(heights), pick(widths)], "color_mode": "rgb" if color else "grayscale"}
     if brightest is not None:
-        probed["bit_depth"] = next(bits for bits in SENSOR_BIT_DEPTHS if brightest < 2**bits)
+        probed["bit_depth"] = sensor_bit_depth(brightest)
     return probed

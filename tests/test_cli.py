@@ -116,30 +116,30 @@ def test_train_resolves_modality_specific_settings(image_run, audio_run, text_ru
     assert {"apple", "banana", "grape"} <= set(text.vocabulary_)
     image_doc = json.loads((image_run.run_dir / "config.json").read_text())
     assert "color_mode" in image_doc["data_choices"]
-    assert "bit_depth" not in image_doc["data_choices"]  # 8-bit images: nothing to choose
+    assert "bit_depth" not in image_doc["data_choices"]
     assert image_doc["config"]["preprocess"]["bit_depth"] == 16
 
 
-def test_a_run_on_12_bit_images_reads_them_at_bit_depth_12_and_says_why(cli_runner, tmp_path):
+def test_a_run_on_12_bit_images_suggests_bit_depth_12_and_reads_them_so_when_asked(cli_runner, tmp_path, caplog):
     rng = np.random.default_rng(0)
     for index, label in enumerate(("dim", "bright")):
         for i in range(8):  # 12-bit camera pixels: a class's band at 1500 or 3800 of 4095
             image = rng.integers(0, 400, size=(8, 8)).astype(np.uint16)
             image[index * 4 : index * 4 + 4] = (1500, 3800)[index]
             write_png(tmp_path / "data" / label / f"{i}.png", image)
-    result = invoke(cli_runner, ["train", "--modality", "image", "--data", tmp_path / "data", "--out", tmp_path / "run", *TINY_IMAGE])
+    with caplog.at_level("WARNING"):
+        result = invoke(cli_runner, ["train", "--modality", "image", "--data", tmp_path / "data", "--out", tmp_path / "run", *TINY_IMAGE])
     assert result.exit_code == 0, describe_result(result)
+    # said, not chosen: a resumed or retrained run reads its images as it first did
+    assert "fit in 12 bits (0-4095): read on the 16-bit scale they use only the bottom 16 of 256 gray levels; pass --bit-depth 12" in caplog.text
     document = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert document["config"]["preprocess"]["bit_depth"] == 12
-    assert document["data_choices"]["bit_depth"].startswith("12: the smallest sensor depth (8, 10, 12, 14, 16 bits) that holds")
-    assert Preprocessor.load(tmp_path / "run" / "preprocessor.json").bit_depth == 12
-    # given (--bit-depth 16), it is kept and nothing is chosen
-    from pipelines.defaults import build_preprocessor
-
-    train = load_source(str(tmp_path / "data"), Modality.image).everything()
-    preprocessor, choices = build_preprocessor(Modality.image, {"bit_depth": 16}, train)
-    assert preprocessor.bit_depth == 16 and "bit_depth" not in choices
-    assert build_preprocessor(Modality.image, {}, train)[0].bit_depth == 12
+    assert document["config"]["preprocess"]["bit_depth"] == 16 and "bit_depth" not in document["data_choices"]
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        result = invoke(cli_runner, ["train", "--modality", "image", "--data", tmp_path / "data", "--out", tmp_path / "run12", *TINY_IMAGE, "--bit-depth", "12"])
+    assert result.exit_code == 0, describe_result(result)
+    assert "--bit-depth" not in caplog.text
+    assert Preprocessor.load(tmp_path / "run12" / "preprocessor.json").bit_depth == 12
 
 
 def test_config_json_records_the_positions_a_text_run_learned(cli_runner, text_folder, tmp_path):
