@@ -93,7 +93,8 @@ def expanded_sources(run: Run, inputs: list[str], skip_bad: bool = False) -> tup
         sources += files
     if missing:
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
-        raise ConvpipeError(f"Input{'s' if len(missing) > 1 else ''} not found: {', '.join(missing[:3])}{more}")
+        others = "; pass --skip-bad to predict the others" if len(missing) < len(names) else ""
+        raise ConvpipeError(f"Input{'s' if len(missing) > 1 else ''} not found: {', '.join(missing[:3])}{more}{others}")
     return names, sources
 
 
