@@ -140,7 +140,9 @@ def find_copies(splits: dict[str, Dataset], warn: bool = True, unused: frozenset
                 continue
             shown = ", ".join(f"{a} = {b}" for a, b, _, _ in copies[:EXAMPLES])
             contradictions = "" if not relabelled else (
-                f" {len(relabelled)} of them have another label there ({relabelled[0][0]} = {relabelled[0][1]}): "
+                f" {len(relabelled)} of them have another label there ("
+                + ", ".join(f"{a} = {b}" for a, b in relabelled[:EXAMPLES])
+                + (", ..." if len(relabelled) > EXAMPLES else "") + "): "
                 "the data gives one input two classes."
             )
             logger.warning(

@@ -44,6 +44,12 @@ def test_copies_under_another_label_are_counted_and_named_as_a_contradiction(cap
         found = find_copies({"train": train, "validation": validation})
     assert found["validation_in_train"] == 2 and found["validation_in_train_labelled_differently"] == 1
     assert "1 of them have another label there (3 = 1): the data gives one input two classes." in caplog.text
+    # several: named as the copies are, up to three
+    caplog.clear()
+    relabelled = Dataset(["open a file", "close the loop", "OPEN A FILE", "Close the loop", "open a file"], ["x"] * 5, list("56789"))
+    with caplog.at_level(logging.WARNING):
+        find_copies({"train": train, "validation": relabelled})
+    assert "5 of them have another label there (5 = 0, 6 = 1, 7 = 0, ...): the data gives" in caplog.text
 
 
 def test_texts_match_up_to_case_and_whitespace_and_arrays_exactly():
