@@ -42,7 +42,8 @@ def build_preprocessor(
     params = dict(params)
     choices: dict[str, str] = {}
     if modality is Modality.image and not {"image_size", "color_mode", "bit_depth"} <= set(params):
-        probed = probe_images(train.inputs, max_pixels=params.get("max_pixels", 64_000_000))
+        sizes_given = {"image_size", "color_mode"} <= set(params)  # then only the bit depth is wanted
+        probed = probe_images(train.inputs, max_pixels=params.get("max_pixels", 64_000_000), upright=not sizes_given)
         reasons = {
             "image_size": "median height and width of the training images",
             "color_mode": "some training images have colour" if probed.get("color_mode") == "rgb"

@@ -354,7 +354,7 @@ def _brightest_16_bit(image: Image.Image, brightest: int | None, max_pixels: int
     return max(brightest or 0, int(np.asarray(image).max(initial=0)))
 
 
-def probe_images(inputs: Sequence[Any], limit: int = 200, max_pixels: int = 64_000_000) -> dict[str, Any]:
+def probe_images(inputs: Sequence[Any], limit: int = 200, max_pixels: int = 64_000_000, upright: bool = True) -> dict[str, Any]:
     """Suggest `image_size`, `color_mode` and, for 16-bit grayscale images, `bit_depth` from a sample.
 
     Opens up to `limit` evenly spaced inputs lazily (headers only): the size is the median
@@ -363,7 +363,8 @@ def probe_images(inputs: Sequence[Any], limit: int = 200, max_pixels: int = 64_0
     `max_pixels`) are decoded: the bit depth is the smallest of a sensor's usual depths
     (`SENSOR_BIT_DEPTHS`) that holds their brightest pixel, 12 for a 12-bit camera's 0-4095. It is
     a suggestion: an image outside the sample may be brighter. Unreadable inputs are ignored
-    here; they are reported when they are transformed.
+    here; they are reported when they are transformed. `upright=False` skips the EXIF
+    orientation, which for PNG reads the whole file, when only the bit depth is wanted.
     """
     step = max(1, len(inputs) // limit)
     heights, widths, color = [], [], False
@@ -384,7 +385,7 @@ def probe_images(inputs: Sequence[Any], limit: int = 200, max_pixels: int = 64_0
                 with warnings.catch_warnings():  # a very large image is reported when it is read
                     warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                     with Image.open(io.BytesIO(x) if isinstance(x, (bytes, bytearray)) else x) as image:
-                        width, height, mode = _upright_header(image)
+                        width, height, mode = _upright_header(image) if upright else (*image.size, image.mode)
                         brightest = _brightest_16_bit(image, brightest, max_pixels)
         except Exception:  # reported later, when the input is read for real
             continue
