@@ -330,7 +330,7 @@ def train(
     hash_buckets: Annotated[Optional[int], typer.Option(help="Text: columns the n-grams are hashed into (default 32768 with the default n-grams).")] = None,
     image_size: Annotated[Optional[str], typer.Option(help="Image: HEIGHT,WIDTH (default: from the data).")] = None,
     color_mode: Annotated[Optional[str], typer.Option(help="Image: grayscale | rgb (default: from the data).")] = None,
-    bit_depth: Annotated[Optional[int], typer.Option(help="Image: bits that 16-bit pixels use, 8-16, e.g. 12 for 0-4095 camera data (default: from the data).")] = None,
+    bit_depth: Annotated[Optional[int], typer.Option(help="Image: bits that 16-bit grayscale pixels use, 8-16, e.g. 12 for 0-4095 camera data (default 16; train says when fewer would do).")] = None,
     sample_rate: Annotated[Optional[int], typer.Option(help="Audio: resample to this rate (Hz).")] = None,
     duration: Annotated[Optional[float], typer.Option(help="Audio: seconds per clip (pad or crop).")] = None,
     num_mels: Annotated[Optional[int], typer.Option(help="Audio: mel bands.")] = None,

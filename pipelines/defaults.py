@@ -12,6 +12,7 @@ import numpy as np
 from pipelines.datasets import Dataset
 from pipelines.modality import MODALITIES, Modality
 from preprocess import InputWarning, Preprocessor, TextPreprocessor, probe_images
+from preprocess.image import MAX_PIXELS
 from preprocess.text import MAX_LEARNED_POSITIONS, MIN_LEARNED_POSITIONS
 
 #: Texts whose median length is below this many characters are read at character level with
@@ -42,8 +43,12 @@ def build_preprocessor(
     params = dict(params)
     choices: dict[str, str] = {}
     if modality is Modality.image and not {"image_size", "color_mode", "bit_depth"} <= set(params):
-        sizes_given = {"image_size", "color_mode"} <= set(params)  # then only the bit depth is wanted
-        probed = probe_images(train.inputs, max_pixels=params.get("max_pixels", 64_000_000), upright=not sizes_given)
+        probed = probe_images(
+            train.inputs,
+            max_pixels=params.get("max_pixels", MAX_PIXELS),
+            upright=not {"image_size", "color_mode"} <= set(params),  # else only the bit depth is wanted
+            depth="bit_depth" not in params,
+        )
         reasons = {
             "image_size": "median height and width of the training images",
             "color_mode": "some training images have colour" if probed.get("color_mode") == "rgb"
@@ -52,7 +57,7 @@ def build_preprocessor(
         # Said, not chosen: an image outside the sample may be brighter, and a resumed or retrained
         # run must read its images as it first did.
         suggested = probed.pop("bit_depth", 16)
-        if "bit_depth" not in params and suggested < 16:
+        if suggested < 16:
             logger.warning(
                 "The sampled 16-bit training images fit in %d bits (0-%d): read on the 16-bit scale they use only "
                 "the bottom %d of 256 gray levels; pass --bit-depth %d to use them all.",

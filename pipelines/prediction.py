@@ -75,11 +75,11 @@ def expanded_sources(run: Run, inputs: list[str], skip_bad: bool = False) -> tup
         if kind != "folder":
             try:
                 source = _source(run, value, kind)
-            except ConvpipeError as error:
+            except ConvpipeError:
                 if not value.strip():
                     raise
-                if not skip_bad:
-                    missing.append(str(error).removeprefix("Input not found: "))
+                if not skip_bad:  # _source's one refusal of a name: nothing there
+                    missing.append(f"{value}{_why_missing(value)}")
                 source = Path(value)  # not there: "no such file" when read
             names.append(value)
             sources.append(source)

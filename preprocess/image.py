@@ -19,6 +19,8 @@ from preprocess.errors import InputError
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 COLOR_MODES = ("grayscale", "rgb")
 RESIZE_MODES = ("pad", "stretch", "crop")
+#: Images above this many pixels are refused before they are decoded (`max_pixels`' default).
+MAX_PIXELS = 64_000_000
 VALUE_RANGES = ("0..1", "-1..1")
 
 
@@ -71,7 +73,7 @@ class ImagePreprocessor(Preprocessor):
         resize_mode: str = "pad",
         value_range: str = "0..1",
         background: int = 255,
-        max_pixels: int = 64_000_000,
+        max_pixels: int = MAX_PIXELS,
         bit_depth: int = 16,
     ):
         self.image_size = image_size
@@ -205,9 +207,8 @@ class ImagePreprocessor(Preprocessor):
             low, high = int(pixels.min(initial=0)), int(pixels.max(initial=0))
             if low < 0 or high > 65535:  # 32-bit integer pixels: no scale to read them on
                 raise InputError(source, f"32-bit integer pixels must lie in 0-65535, found {low}..{high}")
-            # Pillow before 10.3 opens a 16-bit grayscale PNG as "I", and PNG has no other "I"
-            # pixels: a dark one (nothing above 255) is still on the 16-bit scale.
-            sixteen_bit = high > 255 or mode.startswith("I;16") or (mode == "I" and file_format == "PNG")
+            # a dark 16-bit file (nothing above 255) is still on the 16-bit scale
+            sixteen_bit = high > 255 or _sixteen_bit_gray(mode, file_format)
             if sixteen_bit:
                 _check_peak(high, self.sixteen_bit_peak, source)
             image = Image.fromarray(_to_8_bit(pixels, self.sixteen_bit_peak if sixteen_bit else 255.0))
@@ -345,16 +346,23 @@ def sensor_bit_depth(brightest: int) -> int:
     return next((bits for bits in SENSOR_BIT_DEPTHS if brightest < 2**bits), 16)
 
 
+def _sixteen_bit_gray(mode: str, file_format: str | None) -> bool:
+    """Whether a Pillow image mode holds 16-bit gray pixels. Pillow before 10.3 opens a 16-bit
+    grayscale PNG as 32-bit "I", and PNG has no other "I" pixels."""
+    return mode.startswith("I;16") or (mode == "I" and file_format == "PNG")
+
+
 def _brightest_16_bit(image: Image.Image, brightest: int | None, max_pixels: int) -> int | None:
     """The larger of `brightest` and the brightest pixel of a 16-bit grayscale `image` (other
     images, and ones above `max_pixels`, leave it as it is)."""
-    sixteen_bit = image.mode.startswith("I;16") or (image.mode == "I" and image.format == "PNG")
-    if not sixteen_bit or image.width * image.height > max_pixels:
+    if not _sixteen_bit_gray(image.mode, image.format) or image.width * image.height > max_pixels:
         return brightest
     return max(brightest or 0, int(np.asarray(image).max(initial=0)))
 
 
-def probe_images(inputs: Sequence[Any], limit: int = 200, max_pixels: int = 64_000_000, upright: bool = True) -> dict[str, Any]:
+def probe_images(
+    inputs: Sequence[Any], limit: int = 200, max_pixels: int = MAX_PIXELS, upright: bool = True, depth: bool = True
+) -> dict[str, Any]:
     """Suggest `image_size`, `color_mode` and, for 16-bit grayscale images, `bit_depth` from a sample.
 
     Opens up to `limit` evenly spaced inputs lazily (headers only): the size is the median
@@ -364,17 +372,19 @@ def probe_images(inputs: Sequence[Any], limit: int = 200, max_pixels: int = 64_0
     (`SENSOR_BIT_DEPTHS`) that holds their brightest pixel, 12 for a 12-bit camera's 0-4095. It is
     a suggestion: an image outside the sample may be brighter. Unreadable inputs are ignored
     here; they are reported when they are transformed. `upright=False` skips the EXIF
-    orientation, which for PNG reads the whole file, when only the bit depth is wanted.
+    orientation, which for PNG reads the whole file, when only the bit depth is wanted;
+    `depth=False` decodes nothing, when the bit depth is not.
     """
     step = max(1, len(inputs) // limit)
     heights, widths, color = [], [], False
     brightest: int | None = None  # of the 16-bit pixels seen
+    max_pixels = max_pixels if depth else 0  # no image is small enough to decode
     for x in list(inputs)[::step][:limit]:
         try:
             if isinstance(x, np.ndarray):
                 height, width = x.shape[:2]
                 mode = "RGB" if x.ndim == 3 and x.shape[-1] in (3, 4) else "L"
-                if x.dtype == np.uint16 and x.size and (x.ndim == 2 or x.shape[-1] == 1):
+                if depth and x.dtype == np.uint16 and x.size and (x.ndim == 2 or x.shape[-1] == 1):
                     brightest = max(brightest or 0, int(x.max()))
             elif isinstance(x, Image.Image):  # the caller's image: read, never closed here
                 width, height, mode = _upright_header(x)

@@ -236,6 +236,7 @@ def test_the_bit_depth_is_probed_from_16_bit_images_only(tmp_path):
         assert probe_images([np.full((4, 4), brightest, dtype=np.uint16)])["bit_depth"] == bits, brightest
     assert "bit_depth" not in probe_images([np.full((4, 4, 3), 100, dtype=np.uint16)])  # colour: always 16-bit scale
     assert "bit_depth" not in probe_images(twelve, max_pixels=15)  # 16 pixels each: not decoded
+    assert "bit_depth" not in probe_images(twelve, depth=False)  # --bit-depth given: nothing decoded
 
 
 def test_array_dtypes_mean_what_files_mean():
