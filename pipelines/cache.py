@@ -12,7 +12,7 @@ hand:
 `read` is stateless, so its entries serve the fit as well: a warm run decodes nothing, not even
 to learn the vocabulary or the audio statistics. A changed preprocessing parameter changes every
 key (all inputs are affected); a touched file changes only its own key (path, size, mtime_ns,
-and with `verify` a hash of its bytes). A corrupt or half-written entry is a miss, never a crash.
+ctime_ns and inode, and with `verify` a hash of its bytes). A corrupt or half-written entry is a miss, never a crash.
 
 Entries are written in one SQLite transaction per chunk of inputs (`pipelines.entry_store`
 says why not one file each); a crash leaves a chunk whole or absent.
@@ -77,8 +77,8 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 
 def input_identity(x: Any, verify: bool = False) -> str:
-    """What identifies one input: a file's absolute path, size, mtime and mode (and a hash of its
-    content with `verify`); an in-memory input's content.
+    """What identifies one input: a file's absolute path, size, mtime, ctime, inode and mode (and a
+    hash of its content with `verify`); an in-memory input's content.
 
     This runs for every input of every run, so files cost one `stat` and no hashing here.
     """
@@ -93,8 +93,10 @@ def input_identity(x: Any, verify: bool = False) -> str:
                 return f"file+hash\0{path}\0{stat.st_size}\0{file_sha256(path)}"
             except OSError as error:
                 return f"unreadable\0{path}\0{type(error).__name__}"
+        # ctime and inode as git's index keeps them: a file replaced by one of the same size whose
+        # mtime was carried over (`cp -p`, `rsync -a`, an archive's 2-second times) still misses.
         # The mode too: a file skipped as "permission denied" is read again once it is readable.
-        return f"file\0{path}\0{stat.st_size}\0{stat.st_mtime_ns}\0{stat.st_mode}"
+        return f"file\0{path}\0{stat.st_size}\0{stat.st_mtime_ns}\0{stat.st_ctime_ns}\0{stat.st_ino}\0{stat.st_mode}"
     if isinstance(x, str):
         return digest("text", x.encode("utf-8", "surrogatepass"))
     if isinstance(x, (bytes, bytearray)):

@@ -80,6 +80,29 @@ def test_another_convpipe_version_reads_everything_again(audio_folder, tmp_path,
     assert not set(keys) & set(new_keys)
 
 
+def test_a_file_replaced_by_one_of_the_same_size_and_mtime_is_read_again(audio_folder, tmp_path):
+    # `cp -p`, `rsync -a` or an archive's 2-second times can carry an mtime over; clips of one
+    # length have one size.
+    dataset = audio_inputs(audio_folder)
+    preprocessor = AudioPreprocessor(duration=0.25, num_mels=16)
+    keys, _ = read_into_cache(preprocessor, dataset.inputs, PreprocessCache(tmp_path / "c"), workers=1)
+    target, other = dataset.inputs[2], dataset.inputs[20]
+    assert target.stat().st_size == other.stat().st_size and target.read_bytes() != other.read_bytes()
+    old = target.stat()
+    replacement = target.with_name("new.tmp")
+    replacement.write_bytes(other.read_bytes())
+    os.utime(replacement, ns=(old.st_atime_ns, old.st_mtime_ns))
+    os.replace(replacement, target)  # a new inode
+    in_place, old = dataset.inputs[3], dataset.inputs[3].stat()
+    in_place.write_bytes(other.read_bytes())  # the same inode; only its ctime tells
+    os.utime(in_place, ns=(old.st_atime_ns, old.st_mtime_ns))
+    cache = PreprocessCache(tmp_path / "c")
+    new_keys, _ = read_into_cache(preprocessor, dataset.inputs, cache, workers=1)
+    assert (cache.stats.hits, cache.stats.misses) == (34, 2)
+    for index in (2, 3):
+        np.testing.assert_array_equal(stored(cache, new_keys[index]), stored(cache, keys[20]))
+
+
 def test_cache_verify_tells_a_rewritten_file_from_a_touched_one(audio_folder, tmp_path):
     dataset = audio_inputs(audio_folder)
     preprocessor = AudioPreprocessor(duration=0.25, num_mels=16)
