@@ -192,7 +192,7 @@ def split_folders(path: Path, subfolders: list[Path]) -> dict[str, Path]:
         if len(folders) > 1:
             raise ConvpipeError(
                 f"{path} has {' and '.join(f'{folder.name}/' for folder in folders)}: keep one "
-                f"{'validation' if role == 'validation' else role} folder."
+                f"{role} folder."
             )
     return {role: folders[0] for role, folders in found.items()}
 

@@ -102,7 +102,7 @@ def evaluation_data(run: Run, data: str | None, training: TrainingData) -> tuple
 
 
 def copies_of_training_inputs(
-    run: Run, dataset: Dataset, training: TrainingData, baseline: bool = False
+    dataset: Dataset, training: TrainingData, baseline: bool = False
 ) -> tuple[int | None, int | None]:
     """How many of `dataset`'s inputs (given with --data) are exact copies of the run's
     training inputs (a test folder holding training files under other names; None where the
@@ -223,7 +223,7 @@ def evaluate(
             either = recorded.get("test_in_train_or_validation")  # runs before it: an upper bound
             fitted_copies = min(copies + recorded.get("test_in_validation", 0) if either is None else either, len(used))
         else:
-            copies, fitted_copies = copies_of_training_inputs(run, used, training, baseline)
+            copies, fitted_copies = copies_of_training_inputs(used, training, baseline)
         report = {
             "run": str(run.path),
             "data": sections.data_summary(

@@ -112,9 +112,7 @@ def show_input(axes, image: np.ndarray, value_range: tuple[float, float] | None 
         axes.imshow(plane, cmap="gray", vmin=low, vmax=high, interpolation="nearest")
 
 
-def map_grid(
-    path: Path, maps: np.ndarray, title: str, *, channel_names: Sequence[str] | None = None, columns: int = 8
-) -> Path:
+def map_grid(path: Path, maps: np.ndarray, title: str, *, columns: int = 8) -> Path:
     """One panel per channel of an `(H, W, channels)` stack, each with its own colour scale."""
     count = maps.shape[-1]
     columns = max(1, min(columns, count))
@@ -126,8 +124,7 @@ def map_grid(
         axes.set_axis_off()
         if index < count:
             axes.imshow(maps[..., index], cmap="viridis", interpolation="nearest")
-            name = channel_names[index] if channel_names else f"#{index}"
-            axes.set_title(f"{name}\nmax {maps[..., index].max():.2f}", fontsize=7)
+            axes.set_title(f"#{index}\nmax {maps[..., index].max():.2f}", fontsize=7)
     return save_figure(figure, path, trim=False)
 
 

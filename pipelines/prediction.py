@@ -111,11 +111,10 @@ def _why_missing(value: str) -> str:
     return ""
 
 
-def encode_input(run: Run, value: str, source: Any = None) -> np.ndarray:
-    """The array the run's model reads for one input (`source`: its `input_source`, when
-    already found); a bad input is one clear error."""
+def encode_input(run: Run, value: str) -> np.ndarray:
+    """The array the run's model reads for one input; a bad input is one clear error."""
     try:
-        return run.preprocessor.transform_one(input_source(run, value) if source is None else source)
+        return run.preprocessor.transform_one(input_source(run, value))
     except InputError as error:
         raise ConvpipeError(f"Cannot use input {value}: {error.reason}") from None
 
