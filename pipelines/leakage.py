@@ -138,18 +138,14 @@ def find_copies(splits: dict[str, Dataset], warn: bool = True, unused: frozenset
                 found[f"{pair}_labelled_differently"] = len(relabelled)
             if not warn:
                 continue
-            shown = ", ".join(f"{a} = {b}" for a, b, _, _ in copies[:EXAMPLES])
             contradictions = "" if not relabelled else (
-                f" {len(relabelled)} of them have another label there ("
-                + ", ".join(f"{a} = {b}" for a, b in relabelled[:EXAMPLES])
-                + (", ..." if len(relabelled) > EXAMPLES else "") + "): "
+                f" {len(relabelled)} of them have another label there ({_pairs_text(relabelled)}): "
                 "the data gives one input two classes."
             )
             logger.warning(
-                "%d of %d %s inputs are exact copies of %s inputs (%s%s); the %s score counts them.%s Remove the "
+                "%d of %d %s inputs are exact copies of %s inputs (%s); the %s score counts them.%s Remove the "
                 "copies from the data for a score on inputs the model has not seen.",
-                len(copies), len(splits[later]), later, earlier, shown, ", ..." if len(copies) > EXAMPLES else "", later,
-                contradictions,
+                len(copies), len(splits[later]), later, earlier, _pairs_text(copies), later, contradictions,
             )
     if "test" in splits:
         # what the baseline, fitted on train + validation, has seen: a test input copying one of
@@ -181,10 +177,15 @@ def _contradictions(train: Dataset, keys: list[str | None], found: dict, example
     examples["train_labelled_differently"] = [list(pair) for pair in pairs[:EXAMPLES]]
     if warn:
         logger.warning(
-            "%d training input(s) are exact copies of other training inputs with another label (%s%s): the data "
+            "%d training input(s) are exact copies of other training inputs with another label (%s): the data "
             "gives one input two classes, and the model is taught both.",
-            len(pairs), ", ".join(f"{a} = {b}" for a, b in pairs[:EXAMPLES]), ", ..." if len(pairs) > EXAMPLES else "",
+            len(pairs), _pairs_text(pairs),
         )
+
+
+def _pairs_text(pairs: list[tuple]) -> str:
+    """The first `EXAMPLES` (copy id, original id, ...) pairs as "a = b, c = d, ..." for a warning."""
+    return ", ".join(f"{a} = {b}" for a, b, *_ in pairs[:EXAMPLES]) + (", ..." if len(pairs) > EXAMPLES else "")
 
 
 def copies_of_earlier(scored: Dataset, earlier: dict[str, Dataset]) -> dict[str, int] | None:

@@ -36,6 +36,7 @@ import numpy as np
 
 from pipelines.config import RunConfig
 from pipelines.file_locks import lock
+from pipelines.run_dir import history_columns
 from preprocess import ConvpipeError, atomic
 
 logger = logging.getLogger(__name__)
@@ -63,13 +64,6 @@ def _damaged(path: Path, why: str) -> ConvpipeError:
         f"Cannot resume: {path} is damaged ({why}) and the run cannot go on without it; "
         f"delete {path.parent.parent} to train from the start."
     )
-
-
-def _number(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        return math.nan
 
 
 class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
@@ -318,9 +312,7 @@ class TrainState:
         keys = [key for key in (rows[0] if rows else {}) if key != "epoch"]
         lines = [",".join(["epoch", *keys])] + [",".join(row[k] for k in ["epoch", *keys]) for row in rows]
         atomic.write_text(self.history_csv, "\n".join(lines) + "\n" if rows else "")
-        columns = {key: [_number(row[key]) for row in rows] for key in keys}
-        # CSVLogger writes "NA" for a metric an epoch did not have (e.g. no validation split).
-        return {key: values for key, values in columns.items() if not all(math.isnan(v) for v in values)}
+        return history_columns(rows)
 
     def early_stopping_state(self, model, history: dict, monitor: str) -> dict | None:
         """Best value, epoch, patience count and best weights of the interrupted run: from the

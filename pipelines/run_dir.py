@@ -41,19 +41,23 @@ def read_history(path: Path) -> dict[str, list[float]]:
             rows = list(csv.DictReader(handle))
     except OSError:
         return {}
-    columns: dict[str, list[float]] = {}
-    for key in (rows[0] if rows else {}):
-        if key == "epoch" or key is None:
-            continue
-        values = []
-        for row in rows:
-            try:
-                values.append(float(row.get(key) or "nan"))
-            except ValueError:  # e.g. CSVLogger's "NA"
-                values.append(math.nan)
-        if not all(math.isnan(v) for v in values):
-            columns[key] = values
-    return columns
+    return history_columns(rows)
+
+
+def history_columns(rows: list[dict[str, Any]]) -> dict[str, list[float]]:
+    """history.csv's rows (`csv.DictReader`) as `{column: values per epoch}`, the epoch column
+    left out; a cell that is not a number (CSVLogger's "NA" for a metric an epoch did not have,
+    e.g. no validation split) is NaN, and columns with no number at all are dropped."""
+    keys = [key for key in (rows[0] if rows else {}) if key != "epoch" and key is not None]
+    columns = {key: [_number(row.get(key)) for row in rows] for key in keys}
+    return {key: values for key, values in columns.items() if not all(math.isnan(v) for v in values)}
+
+
+def _number(text: str | None) -> float:
+    try:
+        return float(text or "nan")
+    except ValueError:
+        return math.nan
 
 
 def write_history(path: Path, history: dict[str, list[float]]) -> None:

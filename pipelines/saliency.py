@@ -24,9 +24,9 @@ from pipelines.inspection import audio_axes, conv_blocks, output_name
 from pipelines.modality import Modality
 from pipelines.prediction import encode_input, input_source
 from pipelines.run_dir import Run
-from pipelines.text_inspection import read_tokens, token_label
+from pipelines.text_inspection import read_tokens, token_label, tokens_present
 from preprocess import ConvpipeError, atomic
-from preprocess.text import PADDING_ID, RESERVED
+from preprocess.text import PADDING_ID
 
 #: Labelled ticks on each axis of an audio overlay (a 4-inch plot): every 0.1 s, every 10th band.
 OVERLAY_TICKS = 12
@@ -149,22 +149,19 @@ def signed(value: float) -> str:
 
 
 def explain_text(run: Run, value: str, out: Path) -> Explanation:
-    pre = run.preprocessor
     tokens, ids, used = read_tokens(run, input_source(run, value), "explain")
     probabilities = np.asarray(run.model.predict(ids[None], verbose=0))[0]
     best = int(np.argmax(probabilities))
     contributions = occlusion(run.model, ids, used, best)
 
-    token_ids = (ids[:, 0] if ids.ndim == 2 else ids)[:used]
-    vocabulary = list(RESERVED) + list(pre.vocabulary_)
-    columns = list(dict.fromkeys(int(i) for i in token_ids))
-    matrix = (token_ids[:, None] == np.array(columns)[None, :]) * contributions[:, None]
+    present, _, column_labels = tokens_present(run.preprocessor, ids, used)
+    matrix = present * contributions[:, None]
     path = figures.heatmap(
         out / "saliency.png", matrix.astype(np.float32),
         f"contribution of each position to '{run.labels[best]}' ({probabilities[best]:.3f}): "
         "class score minus score without it",
         row_labels=[f"{p}: {token_label(t)} {signed(c)}" for p, (t, c) in enumerate(zip(tokens, contributions))],
-        column_labels=[token_label(vocabulary[i]) for i in columns], row_title="position",
+        column_labels=column_labels, row_title="position",
         column_title="vocabulary (tokens present)", centered=True,
     )
     atomic.write_npz(out / "saliency.npz", {"contribution": contributions, "token_ids": ids})

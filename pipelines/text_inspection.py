@@ -98,14 +98,28 @@ def read_tokens(run: Run, source: Any, action: str) -> tuple[list, np.ndarray, i
     return tokens[:used], pre.encode(tokens), used
 
 
+def token_vocabulary(pre: Any) -> list[str]:
+    """Every token of a fitted text preprocessor, by id: the reserved ones, then its vocabulary."""
+    return list(RESERVED) + list(pre.vocabulary_)
+
+
+def tokens_present(pre: Any, ids: np.ndarray, count: int) -> tuple[np.ndarray, list[int], list[str]]:
+    """The one-hot matrix of the first `count` positions of encoded `ids`, drawn over the
+    distinct tokens present only (in order of first appearance): a (count, tokens) bool array,
+    the token ids of its columns and their labels."""
+    token_ids = (ids[:, 0] if ids.ndim == 2 else ids)[:count]
+    vocabulary = token_vocabulary(pre)
+    columns = list(dict.fromkeys(int(i) for i in token_ids))
+    return token_ids[:, None] == np.array(columns)[None, :], columns, [token_label(vocabulary[i]) for i in columns]
+
+
 def inspect_text(run: Run, source: Any, out: Path, channels: int) -> tuple[list[Section], np.ndarray, list[dict]]:
     import keras
 
     pre = run.preprocessor
     tokens, ids, used = read_tokens(run, source, "inspect")
-    token_ids = ids[:, 0] if ids.ndim == 2 else ids
     joiner = " " if pre.level == "word" else ""
-    vocabulary = list(RESERVED) + list(pre.vocabulary_)
+    vocabulary = token_vocabulary(pre)
     model = run.model
     branches = text_branches(model)
     probes = [layer for b in branches for layer in (b.relu, *b.pools)]
@@ -116,9 +130,8 @@ def inspect_text(run: Run, source: Any, out: Path, channels: int) -> tuple[list[
 
     # Columns of the matrix: the distinct tokens present, in order of first appearance.
     shown = min(used, SHOWN_POSITIONS)
-    columns = list(dict.fromkeys(int(i) for i in token_ids[:shown]))
-    column_labels = [token_label(vocabulary[i]) for i in columns]
-    matrix = (token_ids[:shown, None] == np.array(columns)[None, :]).astype(np.float32)
+    present, columns, column_labels = tokens_present(pre, ids, shown)
+    matrix = present.astype(np.float32)
     ngram_note = " (hashed character n-gram columns not drawn)" if pre.ngram_sizes else ""
     sections = [
         Section(
