@@ -349,7 +349,7 @@ def train(
     cpu_replicas: Annotated[Optional[int], typer.Option(help="Split the CPU into this many devices for --strategy mirrored.")] = None,
     resume: Annotated[Optional[Path], typer.Option(help="Continue this interrupted run with the settings it started with (no other option but -v).")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every skipped input.")] = False,
-):
+) -> None:
     """Train a CNN and write a run directory. Without --data, uses the built-in demo data."""
     from pipelines.config import resolve_config
     from pipelines.quiet_start import start_tensorflow
@@ -497,7 +497,7 @@ def evaluate(
         "--baseline", help="Also fit a logistic regression on the run's training inputs (pixels, MFCC statistics or "
         "TF-IDF n-grams) and score it on the same inputs: does the CNN beat a linear model?",
     )] = False,
-):
+) -> None:
     """Score a run on its held-out test split, or on --data; write report.html, report.json and figures.
 
     Cache options left out are the ones the run was trained with."""
@@ -571,7 +571,7 @@ def compare(
     runs: Annotated[list[Path], typer.Argument(help="Two or more run directories written by train.")],
     out: Annotated[Optional[Path], typer.Option(help="Folder for compare.json and compare.html.")] = None,
     device: DeviceOption = "auto",
-):
+) -> None:
     """Compare runs by test accuracy and macro-F1, best first; runs of any modality.
 
     Each run's RUN/report/report.json is used. A run without one is first evaluated on its own held-out test split (on --device), as `evaluate RUN` would, and the report is written into the run.
@@ -632,7 +632,7 @@ def predict(
     device: DeviceOption = "auto",
     skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Predict the inputs that can be read and list the others on stderr, instead of failing.")] = False,
     workers: WorkersOption = None,
-):
+) -> None:
     """Print the top-k labels and probabilities for each input."""
     from pipelines.prediction import predict as run_prediction, with_stdin_lines
 
@@ -670,7 +670,7 @@ def preprocess_command(
     cache_verify: CacheVerifyOption = None,
     strict: Annotated[bool, typer.Option("--strict/--skip-bad", help="Fail on the first unreadable input instead of skipping it.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every skipped input.")] = False,
-):
+) -> None:
     """Export preprocessed arrays (x, y, label_names, ids) to an .npz file.
 
     Unreadable inputs are skipped and counted (listed with -v); `ids` names the inputs kept."""
@@ -701,7 +701,7 @@ app.add_typer(cache_app, name="cache")
 
 @cache_app.command("info")
 @one_line_errors
-def cache_info_command(cache_dir: CacheDirOption = None):
+def cache_info_command(cache_dir: CacheDirOption = None) -> None:
     """Show where the cache is and how much it holds."""
     from pipelines.cache import cache_info, default_cache_dir
 
@@ -714,7 +714,7 @@ def cache_info_command(cache_dir: CacheDirOption = None):
 
 @cache_app.command("clear")
 @one_line_errors
-def cache_clear_command(cache_dir: CacheDirOption = None):
+def cache_clear_command(cache_dir: CacheDirOption = None) -> None:
     """Delete every cached entry and shard (the next run decodes its inputs again)."""
     from pipelines.cache import clear_cache, default_cache_dir
 
@@ -728,7 +728,7 @@ def cache_clear_command(cache_dir: CacheDirOption = None):
 @app.command()
 @one_line_errors
 @starts_tensorflow
-def info():
+def info() -> None:
     """Show versions, the Keras backend and the devices it sees."""
     from pipelines import environment
 
@@ -754,7 +754,7 @@ def inspect_command(
     input_value: Annotated[str, typer.Argument(metavar="INPUT", help="File to look at (text runs also take literal text).")],
     out: Annotated[Optional[Path], typer.Option(help="Folder for the figures (default RUN/inspect/<input name>-<checksum of its path>).")] = None,
     channels: Annotated[int, typer.Option(help="Feature maps / filters shown per layer.")] = 8,
-):
+) -> None:
     """Write PNG figures of what each layer does with INPUT, and index.html in network order."""
     from pipelines.inspection import inspect
 
@@ -778,7 +778,7 @@ def explain(
     run: Annotated[Path, typer.Argument(help="Run directory written by train.")],
     input_value: Annotated[str, typer.Argument(metavar="INPUT", help="File to explain (text runs also take literal text).")],
     out: Annotated[Optional[Path], typer.Option(help="Folder for the overlay (default RUN/explain/<input name>-<checksum of its path>).")] = None,
-):
+) -> None:
     """Show which parts of INPUT decided the prediction: Grad-CAM (image, audio) or per-position contribution (text)."""
     from pipelines.saliency import explain as run_explain
 
@@ -800,7 +800,7 @@ def check_locality_command(
     seed: Annotated[int, typer.Option(help="Seed for the split, the permutations and the three trainings.")] = 0,
     test_split: Annotated[float, typer.Option(help="Share of the data held out to measure accuracy.")] = 0.25,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress.")] = False,
-):
+) -> None:
     """Train one small CNN on the data as given, with its columns permuted and with its rows permuted; say whether order matters."""
     from pipelines.locality import check_locality, variant_name
 
@@ -832,7 +832,7 @@ def demo_xo(
     train_cnn: Annotated[bool, typer.Option("--train/--no-train", help="Also train the tiny CNN on generated X's and O's.")] = True,
     epochs: Annotated[int, typer.Option(help="Epochs for the tiny CNN.")] = 15,
     seed: Annotated[int, typer.Option(help="Seed for the generated pictures and the CNN.")] = 0,
-):
+) -> None:
     """X versus O in +-1 pixels: filtering, ReLU and max pooling as numbers, then a tiny CNN."""
     from pipelines.xo_demo import format_grid, run_demo
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -139,7 +140,7 @@ def linear_model(modality: Modality, n_fit: int, one_letter_words: bool = False)
     return make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=3000))
 
 
-def fit_predict(modality: Modality, x_fit, y_fit, x_test) -> np.ndarray:
+def fit_predict(modality: Modality, x_fit: Any, y_fit: Sequence[Any], x_test: Any) -> np.ndarray:
     """Fit the baseline and predict `x_test`; a failed fit is a one-line error."""
     from sklearn.exceptions import ConvergenceWarning
 

@@ -28,7 +28,7 @@ import os
 import shutil
 import sqlite3
 import stat as stat_module
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -148,7 +148,7 @@ class CacheStats:
 
 
 @contextlib.contextmanager
-def cache_errors(folder: Path, action: str = "use the preprocessing cache"):
+def cache_errors(folder: Path, action: str = "use the preprocessing cache") -> Iterator[None]:
     """An unusable cache folder (permissions, a full disk, a locked database) as one line:
     "Cannot <action> in <folder> (<reason>); pass --cache-dir ... or --no-cache."."""
     try:

@@ -13,6 +13,7 @@ import os
 import re
 import unicodedata
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,7 @@ class Dataset:
             [i for part in parts for i in part.ids],
         )
 
-    def subset(self, indices) -> "Dataset":
+    def subset(self, indices: Sequence[int]) -> "Dataset":
         return Dataset(
             [self.inputs[i] for i in indices], [self.labels[i] for i in indices], [self.ids[i] for i in indices]
         )

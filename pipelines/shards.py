@@ -76,7 +76,7 @@ class ShardedArray:
             self._handles[shard] = os.open(self.paths[shard], os.O_RDONLY)
         return self._handles[shard]
 
-    def take(self, indices) -> np.ndarray:
+    def take(self, indices: Sequence[int]) -> np.ndarray:
         """Rows `indices` (positions in this array) as one in-memory array, in that order."""
         rows = self.rows[np.asarray(indices, dtype=np.int64)]
         out = np.empty((len(rows), *self.row_shape), dtype=self.dtype)
