@@ -255,16 +255,19 @@ class Preprocessor:
         """
         self.validate_params()
         self.check_fitted()
-        inputs = self._as_list(inputs, "transform")
-        if len(inputs) == 0:
-            return np.zeros((0, *self.output_shape), dtype=self.output_dtype)
-        return np.stack([self.encode(self.read(x)) for x in inputs])
+        return self._stacked([self.encode(self.read(x)) for x in self._as_list(inputs, "transform")])
 
     def fit_transform(self, inputs: list[Any], labels: Any = None) -> np.ndarray:
+        """`fit(inputs)` then `transform(inputs)`, reading each input once."""
         self.validate_params()
         items = [self.read(x) for x in self._as_list(inputs, "fit_transform")]
         self.fit_read(items)
-        return np.stack([self.encode(item) for item in items])
+        return self._stacked([self.encode(item) for item in items])
+
+    def _stacked(self, arrays: list[np.ndarray]) -> np.ndarray:
+        if not arrays:  # np.stack needs one array to know the shape
+            return np.zeros((0, *self.output_shape), dtype=self.output_dtype)
+        return np.stack(arrays)
 
     # ---- persistence -------------------------------------------------------------------------
 

@@ -54,6 +54,14 @@ def test_transform_is_deterministic(tmp_path):
     np.testing.assert_array_equal(pre.transform_one(path), pre.transform_one(path))
 
 
+def test_fit_transform_is_fit_then_transform_and_an_empty_list_gives_no_rows(tmp_path):
+    path = write_png(tmp_path / "g.png", gradient_rgb())
+    pre = ImagePreprocessor(image_size=(7, 5), color_mode="rgb")
+    np.testing.assert_array_equal(pre.fit_transform([path, path]), pre.fit([path, path]).transform([path, path]))
+    empty = ImagePreprocessor(image_size=(7, 5)).fit_transform([])
+    assert empty.shape == (0, 7, 5, 1) and empty.dtype == np.float32
+
+
 def test_path_bytes_and_array_inputs_agree(tmp_path):
     array = gradient_rgb()
     path = write_png(tmp_path / "g.png", array)
