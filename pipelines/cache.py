@@ -120,9 +120,18 @@ def read_key(preprocessor: Any) -> str:
 
 def fitted_key(preprocessor: Any) -> str:
     """Everything `encode` depends on: `read_key` plus the fitted values and arrays."""
+    return digest("fitted", read_key(preprocessor), *_fitted_parts(preprocessor))
+
+
+def fitted_digest(preprocessor: Any) -> str:
+    """What a fitted preprocessor computes, whatever convpipe's version: its class, parameters
+    and fitted values and arrays (a resumed run checks that its data still fits the same)."""
+    return digest("fitted", type(preprocessor).__name__, preprocessor.get_config(), *_fitted_parts(preprocessor))
+
+
+def _fitted_parts(preprocessor: Any) -> list[Any]:
     values, arrays = preprocessor._fitted_state()
-    array_parts = [part for name in sorted(arrays) for part in (name, np.ascontiguousarray(arrays[name]).tobytes())]
-    return digest("fitted", read_key(preprocessor), values, *array_parts)
+    return [values, *(part for name in sorted(arrays) for part in (name, np.ascontiguousarray(arrays[name]).tobytes()))]
 
 
 @dataclass

@@ -9,6 +9,8 @@ While a run trains, RUN/train_state/ holds:
     best.weights.h5       weights of the best epoch so far, with that epoch and its monitored
                           value as attributes of the same file, written atomically
     classes.json          the classes in the model's output order, which a resume checks
+    data.json             the training and validation splits' fingerprints and the fitted
+                          preprocessor's digest, which a resume checks too
     previous-best.weights.h5
                           the best before it, moved aside when a new best is written, for a
                           kill before that epoch's backup
@@ -157,6 +159,7 @@ class TrainState:
         self.best_weights = self.dir / "best.weights.h5"
         self.previous_best_weights = self.dir / "previous-best.weights.h5"  # the best before it
         self.classes_json = self.dir / "classes.json"
+        self.data_json = self.dir / "data.json"  # what a resume checks its data against
         self.best_json = self.dir / "best.json"  # where earlier convpipe versions kept them
         self.random_json = self.dir / "random.json"
         self._lock = None  # request.json, open and locked while this process trains the run
@@ -208,8 +211,40 @@ class TrainState:
         except (OSError, ValueError) as error:
             raise ConvpipeError(f"Cannot resume: {self.request} is unreadable ({error}).") from None
 
-    def record_classes(self, classes: list[str]) -> None:
+    def record_data(self, classes: list[str], fingerprints: dict[str, str], fitted: str) -> None:
+        """Record what the first epochs learned from: the classes in output order, the training
+        and validation splits' fingerprints and the fitted preprocessor's digest."""
         atomic.write_json(self.classes_json, classes)
+        atomic.write_json(self.data_json, {"fingerprints": fingerprints, "fitted": fitted})
+
+    def _recorded_data(self) -> dict:
+        try:
+            recorded = json.loads(self.data_json.read_text(encoding="utf-8"))
+        except (OSError, ValueError):  # runs interrupted before it was recorded are resumed unchecked
+            return {}
+        return recorded if isinstance(recorded, dict) else {}
+
+    def check_same_splits(self, fingerprints: dict[str, str]) -> None:
+        """Refuse to resume on data that now splits otherwise: inputs the first epochs trained on
+        could land in the test split, and the finished run would score them as unseen."""
+        recorded = self._recorded_data().get("fingerprints") or {}
+        changed = [name for name, value in recorded.items() if fingerprints.get(name) != value]
+        if changed:
+            raise ConvpipeError(
+                f"The data changed since {self.dir.parent} was interrupted: its {' and '.join(changed)} "
+                "split(s) now differ (inputs added, removed, renamed, resized or relabelled). Restore the "
+                "data, or train anew."
+            )
+
+    def check_same_fit(self, fitted: str) -> None:
+        """Refuse to resume when the preprocessor fitted again differs (a vocabulary, statistics
+        or image size): the weights learned so far read its arrays differently."""
+        recorded = self._recorded_data().get("fitted")
+        if recorded is not None and recorded != fitted:
+            raise ConvpipeError(
+                f"The data changed since {self.dir.parent} was interrupted: the preprocessor fitted on it "
+                "now differs (its vocabulary, statistics or input size). Restore the data, or train anew."
+            )
 
     def check_same_classes(self, classes: list[str]) -> None:
         """Refuse to resume a run whose data now gives other classes, or the same in another

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from pipelines import environment
-from pipelines.cache import PreprocessCache
+from pipelines.cache import PreprocessCache, fitted_digest
 from pipelines.config import RunConfig, TrainSettings
 from pipelines.datasets import Dataset, DataSource, load_source, split_dataset
 from pipelines.defaults import build_preprocessor, fitted_choices
@@ -517,8 +517,11 @@ def train(
             f"Need at least 2 classes to train a classifier; {source.location} has "
             f"{len(classes)} ({', '.join(classes) or 'none'})."
         )
+    # What the model learns from: a resume must find the same (test inputs may be added).
+    fingerprints = {name: splits[name].fingerprint() for name in ("train", "validation")}
     if continuing:
         state.check_same_classes(classes)
+        state.check_same_splits(fingerprints)
     warn_of_near_duplicate_labels(classes, manifest=config.data is not None and Path(config.data).is_file())
     preprocessor, choices = build_preprocessor(config.modality, config.preprocess, splits["train"])
     cache = PreprocessCache.open(settings.cache_dir, enabled=settings.cache, verify=settings.cache_verify)
@@ -531,6 +534,8 @@ def train(
             (name, id_) for name in ("train", "validation") for id_ in set(splits[name].ids) - set(arrays[name][2])
         )
         copies = find_copies(splits, unused=unused)
+        if continuing:
+            state.check_same_fit(fitted_digest(preprocessor))
         choices.update(fitted_choices(preprocessor))
         x_train, train_labels, _ = arrays["train"]
         unreadable = sorted(set(classes) - set(train_labels))
@@ -559,7 +564,7 @@ def train(
         created = not continuing and (out is None or not run_dir.exists())
         if not continuing:  # only now: a run that fails on its data leaves nothing behind
             run_dir, state = claim_run_dir(run_dir, state, config, compute.is_chief, default_out=out is None)
-            state.record_classes(classes)
+            state.record_data(classes, fingerprints, fitted_digest(preprocessor))
         weights = balanced_class_weights(y_train, len(classes)) if settings.class_weight == "balanced" else None
         history, interrupted = fit_model(
             model, (x_train, y_train), (x_val, y_val) if has_val else None, settings, state, verbose, compute, weights

@@ -400,9 +400,38 @@ def test_resume_refuses_data_whose_classes_changed(cli_runner, killed, data, tmp
     moved = tmp_path / "data"
     shutil.copytree(data, moved)
     (moved / "gamma").rename(moved / "delta")  # now sorts before the others: outputs would swap
-    request = killed / "train_state" / "request.json"
-    config = json.loads(request.read_text())
-    config["data"] = str(moved)
-    request.write_text(json.dumps(config))
+    point_at(killed, moved)
     line = assert_one_line_error(invoke(cli_runner, ["train", "--resume", killed]), "The data's classes changed since")
     assert "it was training alpha, beta, gamma, the data now gives alpha, beta, delta" in line
+
+
+def point_at(run: Path, data: Path) -> None:
+    """Make the interrupted run's request read `data`, as if its data had been edited in place."""
+    request = run / "train_state" / "request.json"
+    config = json.loads(request.read_text())
+    config["data"] = str(data)
+    request.write_text(json.dumps(config))
+
+
+def test_resume_refuses_data_that_now_splits_otherwise(cli_runner, killed, data, tmp_path):
+    # "Fix the data, then resume": one image more reshuffles the seeded split, and inputs the
+    # first epochs trained on would be scored as unseen test inputs.
+    moved = tmp_path / "data"
+    shutil.copytree(data, moved)
+    shutil.copy(next((moved / "alpha").iterdir()), moved / "alpha" / "added.png")
+    point_at(killed, moved)
+    line = assert_one_line_error(invoke(cli_runner, ["train", "--resume", killed]), "The data changed since")
+    assert "split(s) now differ" in line and "train anew" in line
+    assert not (killed / "model.keras").exists()
+
+
+def test_resume_refuses_a_preprocessor_fitted_otherwise(cli_runner, killed):
+    # The same split, fitted otherwise (e.g. text files edited without changing their size): the
+    # learned weights would read another vocabulary.
+    recorded_path = killed / "train_state" / "data.json"
+    recorded = json.loads(recorded_path.read_text())
+    assert set(recorded["fingerprints"]) == {"train", "validation"}
+    recorded["fitted"] = "0" * len(recorded["fitted"])
+    recorded_path.write_text(json.dumps(recorded))
+    line = assert_one_line_error(invoke(cli_runner, ["train", "--resume", killed]), "The data changed since")
+    assert "the preprocessor fitted on it now differs" in line
