@@ -60,23 +60,50 @@ def score_model(model):
 def grad_cam(model, x: np.ndarray, class_index: int) -> np.ndarray:
     """Grad-CAM of `class_index` for one `(H, W, C)` input: `(H, W)` in [0, 1]."""
     import keras
-    import tensorflow as tf
     from PIL import Image
 
     last = conv_blocks(model)[-1]
     target = last.relu if last.relu is not None else last.conv
-    votes, _, _ = score_model(model)
-    probe = keras.Model(model.input, [target.output, votes.input])
-    with tf.GradientTape() as tape:
-        maps, features = probe(tf.convert_to_tensor(x[None]), training=False)
-        logits = tf.matmul(tf.cast(features, votes.kernel.dtype), votes.kernel) + votes.bias
-        score = logits[:, class_index]
-    gradients = tape.gradient(score, maps)
-    weights = tf.reduce_mean(gradients, axis=(0, 1, 2))
-    cam = np.maximum(np.asarray(tf.reduce_sum(maps[0] * weights, axis=-1)), 0.0).astype(np.float32)
+    votes, kernel, bias = score_model(model)
+    maps = keras.ops.convert_to_numpy(keras.Model(model.input, target.output)(x[None], training=False))
+    # The rest of the network, from those maps to the class score, differentiated by the backend.
+    head = keras.Model(target.output, votes.input)
+    column = keras.ops.convert_to_tensor(kernel[:, class_index:class_index + 1])
+
+    def score(tensor):
+        features = keras.ops.cast(head(tensor, training=False), column.dtype)
+        return keras.ops.sum(keras.ops.matmul(features, column)) + float(bias[class_index])
+
+    gradients = backend_gradient(score, maps)
+    weights = gradients.mean(axis=(0, 1, 2))
+    cam = np.maximum((maps[0] * weights).sum(axis=-1), 0.0).astype(np.float32)
     resized = np.asarray(Image.fromarray(cam, mode="F").resize((x.shape[1], x.shape[0]), Image.BILINEAR))
     peak = float(resized.max())
     return resized / peak if peak > 0 else resized
+
+
+def backend_gradient(function, x: np.ndarray) -> np.ndarray:
+    """The gradient of the scalar `function(x)` with respect to `x`, by the Keras backend's own
+    automatic differentiation (keras.ops has none)."""
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        tensor = tf.convert_to_tensor(x)
+        with tf.GradientTape() as tape:
+            tape.watch(tensor)
+            value = function(tensor)
+        return np.asarray(tape.gradient(value, tensor))
+    if backend == "jax":
+        import jax
+
+        return np.asarray(jax.grad(function)(jax.numpy.asarray(x)))
+    raise ConvpipeError(
+        f"explain's Grad-CAM takes gradients with the tensorflow or jax backend, not {backend}: "
+        "set KERAS_BACKEND=tensorflow or jax."
+    )
 
 
 def occlusion(model, ids: np.ndarray, used: int, class_index: int) -> np.ndarray:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.conftest import TINY_IMAGE, write_image_folder
@@ -60,3 +61,26 @@ def test_the_cli_trains_and_predicts_on_the_jax_backend_with_only_its_own_output
     cli("train", "--modality", "image", "--data", str(data), "--out", "run", *TINY_IMAGE)
     assert '"keras_backend": "jax"' in (tmp_path / "run" / "config.json").read_text()
     assert "alpha" in cli("predict", "run", str(data / "alpha" / "alpha_00.png"))
+
+
+@NO_JAX
+def test_explain_gives_the_same_grad_cam_on_the_jax_backend(tmp_path):
+    """Grad-CAM takes its gradient with the backend's own differentiation: under JAX it gave a
+    traceback (TensorFlow's GradientTape on JAX arrays)."""
+    data = write_image_folder(tmp_path / "data")
+    image = str(data / "alpha" / "alpha_00.png")
+
+    def cli(backend, *args):
+        env = {**os.environ, "KERAS_BACKEND": backend}
+        result = subprocess.run(
+            [sys.executable, str(ROOT / "cli.py"), *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+
+    cli("tensorflow", "train", "--modality", "image", "--data", str(data), "--out", "run", *TINY_IMAGE)
+    saliency = {}
+    for backend in ("tensorflow", "jax"):
+        cli(backend, "explain", "run", image, "--out", backend)
+        saliency[backend] = np.load(tmp_path / backend / "saliency.npz")["saliency"]
+    assert saliency["jax"].shape == (8, 8) and saliency["jax"].max() == pytest.approx(1.0)
+    np.testing.assert_allclose(saliency["jax"], saliency["tensorflow"], atol=1e-4)
