@@ -709,6 +709,7 @@ def cache_info_command(cache_dir: CacheDirOption = None) -> None:
     console.print(f"{'path':<12}{shown(details['path'])}" + ("" if details["exists"] else " (not created yet)"))
     console.print(f"{'entries':<12}{details['entries']:,} preprocessed inputs")
     console.print(f"{'shard sets':<12}{details['shard_sets']:,}")
+    console.print(f"{'fits':<12}{details['fits']:,} fitted preprocessors")
     console.print(f"{'size':<12}{details['bytes'] / 1e6:,.1f} MB")
 
 

@@ -454,9 +454,21 @@ def test_no_cache_leaves_nothing_behind_and_cache_info_and_clear(image_folder, c
     result = invoke(cli_runner, ["cache", "info", "--cache-dir", cache_dir])
     assert result.exit_code == 0, describe_result(result)
     assert "36 preprocessed inputs" in result.output and "shard sets  1" in result.output
+    assert "fits        0 fitted preprocessors" in result.output  # images learn nothing in a fit
     result = invoke(cli_runner, ["cache", "clear", "--cache-dir", cache_dir])
     assert result.exit_code == 0 and "Removed 36 entries and 1 shard sets" in result.output
     assert "0 preprocessed inputs" in invoke(cli_runner, ["cache", "info", "--cache-dir", cache_dir]).output
+
+
+def test_cache_info_counts_the_fitted_preprocessors_and_clear_removes_them(audio_folder, cli_runner, tmp_path):
+    cache_dir = tmp_path / "cache"
+    common = ["--modality", "audio", "--data", audio_folder, "--cache-dir", cache_dir, "--workers", "1"]
+    for out in ("a", "b"):  # the second export reuses the fit
+        result = invoke(cli_runner, ["preprocess", *common, "--out", tmp_path / f"{out}.npz"])
+        assert result.exit_code == 0, describe_result(result)
+    assert "fits        1 fitted preprocessors" in invoke(cli_runner, ["cache", "info", "--cache-dir", cache_dir]).output
+    invoke(cli_runner, ["cache", "clear", "--cache-dir", cache_dir])
+    assert "fits        0 fitted preprocessors" in invoke(cli_runner, ["cache", "info", "--cache-dir", cache_dir]).output
 
 
 @pytest.mark.parametrize("blocker", ["file", "database_folder"])
