@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import soundfile
 
-from preprocess.base import Preprocessor, check_int, check_number, describe_input, is_int, read_bytes
+from preprocess.base import Preprocessor, check_int, check_number, describe_input, is_int, native_byte_order, read_bytes
 from preprocess.errors import InputError
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
@@ -328,6 +328,7 @@ def _waveform(samples: Any, source: str) -> np.ndarray:
         raise InputError(source, "waveform must be an array of numbers, got rows of different lengths") from None
     if array.dtype.kind not in "iuf":  # signed, unsigned, floating
         raise InputError(source, f"waveform must be an array of numbers, got an array of {array.dtype}")
+    array = native_byte_order(array)
     if array.dtype.kind in "iu":
         # Integer PCM on the scale soundfile reads files on (full scale = 1.0), so an int16 array
         # gives the spectrogram its WAV file gives, with or without `top_db`.

@@ -61,6 +61,12 @@ def is_number(value: Any) -> bool:
     return is_int(value) or isinstance(value, (float, np.floating))
 
 
+def native_byte_order(array: np.ndarray) -> np.ndarray:
+    """`array` in this machine's byte order: a big-endian `>i2` from `np.frombuffer`, an AIFF or
+    a FITS file means what its native twin means (no copy when it already is native)."""
+    return array.astype(array.dtype.newbyteorder("="), copy=False)
+
+
 def check_int(name: str, value: Any, minimum: int = 1, none_ok: bool = False, why: str = "") -> None:
     """Raise ValueError naming parameter `name` unless `value` is an int >= `minimum`."""
     if (none_ok and value is None) or (is_int(value) and value >= minimum):
@@ -288,6 +294,7 @@ class Preprocessor:
         Arrays never go through pickle.
         """
         path = json_path(path)
+        self.validate_params()  # `load` refuses what does not validate: refuse it now, not then
         values, arrays = self._fitted_state()
         document = {
             "class": type(self).__name__,

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from preprocess.base import Preprocessor, check_int, describe_input, is_int, not_a_file, read_bytes
+from preprocess.base import Preprocessor, check_int, describe_input, is_int, native_byte_order, not_a_file, read_bytes
 from preprocess.errors import InputError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -297,13 +297,15 @@ def _array_to_image(array: np.ndarray, source: str) -> Image.Image:
         raise InputError(source, f"expected an (H, W) or (H, W, 3|4) array, got {array.shape}")
     if array.size == 0:
         raise InputError(source, "empty image array")
+    array = native_byte_order(array)
     dtype = array.dtype
     if dtype == np.bool_:
         return Image.fromarray(array.astype(np.uint8) * np.uint8(255))
     if dtype == np.uint16:
         # Pillow keeps a 2-D uint16 array as a 16-bit image, which `_convert` scales exactly as it
-        # does a 16-bit file; colour has no 16-bit mode in Pillow, so it is scaled here the same way.
-        return Image.fromarray(array if array.ndim == 2 else _to_8_bit(array, 65535.0))
+        # does a 16-bit file; colour has no 16-bit mode in Pillow, which reads a 16-bit colour
+        # file as its high bytes: so are colour arrays read.
+        return Image.fromarray(array if array.ndim == 2 else (array >> 8).astype(np.uint8))
     if np.issubdtype(dtype, np.integer):
         low, high = int(array.min()), int(array.max())
         if low < 0 or high > 255:
@@ -384,7 +386,8 @@ def probe_images(
             if isinstance(x, np.ndarray):
                 height, width = x.shape[:2]
                 mode = "RGB" if x.ndim == 3 and x.shape[-1] in (3, 4) else "L"
-                if depth and x.dtype == np.uint16 and x.size and (x.ndim == 2 or x.shape[-1] == 1):
+                sixteen_bit = x.dtype.kind == "u" and x.dtype.itemsize == 2  # either byte order
+                if depth and sixteen_bit and x.size and (x.ndim == 2 or x.shape[-1] == 1):
                     brightest = max(brightest or 0, int(x.max()))
             elif isinstance(x, Image.Image):  # the caller's image: read, never closed here
                 width, height, mode = _upright_header(x)

@@ -221,6 +221,11 @@ class TextPreprocessor(Preprocessor):
         check_int("vocabulary_size", self.vocabulary_size, minimum=3, why=" (two ids are reserved)")
         check_int("positions", self.positions, none_ok=True)
         check_int("min_count", self.min_count)
+        if len(RESERVED) + self.vocabulary_size + self.hash_buckets > np.iinfo(np.int32).max:
+            raise ValueError(
+                "`vocabulary_size` + `hash_buckets` must stay under 2**31 (token ids are int32). "
+                f"Received: vocabulary_size={self.vocabulary_size}, hash_buckets={self.hash_buckets}"
+            )
         if not is_int(self.tokenizer_version) or self.tokenizer_version not in TOKENIZER_VERSIONS:
             raise ValueError(
                 f"`tokenizer_version` must be one of {TOKENIZER_VERSIONS}. Received: tokenizer_version={self.tokenizer_version!r}"

@@ -307,6 +307,12 @@ def test_numpy_scalar_parameters_save_as_plain_json(tmp_path):
     np.testing.assert_array_equal(loaded.transform_one((tone(440), SR)), pre.transform_one((tone(440), SR)))
 
 
+def test_save_refuses_parameters_that_load_would_refuse(tmp_path):
+    with pytest.raises(ValueError, match="`duration`"):
+        small(duration=float("nan")).save(tmp_path / "pre.json")  # was saved, then refused by load
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("name", ["pre.v1", "pre.npz", "pre"])
 def test_save_and_load_need_a_json_path(tmp_path, name):
     pre = small().fit([(tone(440), SR)])
@@ -459,6 +465,9 @@ def test_integer_pcm_waveforms_read_like_their_files(tmp_path):
     assert abs(float(pre.read((unsigned, SR)).max()) - float(pre.read(path).max())) < 0.5
     with pytest.raises(InputError, match="integer waveforms must be 8-, 16- or 32-bit PCM, got int64"):
         pre.read((pcm.astype(np.int64), SR))
+    # big-endian PCM (AIFF, `np.frombuffer(data, ">i2")`) means what its native twin means
+    np.testing.assert_array_equal(pre.read((pcm.astype(">i2"), SR)), pre.read((pcm, SR)))
+    np.testing.assert_array_equal(pre.read((tone(440).astype(">f4"), SR)), pre.read((tone(440).astype("<f4"), SR)))
 
 
 def test_default_duration_cutting_most_clips_short_is_said(tmp_path, caplog):

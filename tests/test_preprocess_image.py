@@ -192,8 +192,7 @@ def test_a_16_bit_array_reads_exactly_like_the_16_bit_file_it_came_from(tmp_path
     # was cast to uint8 (256 -> 0, 40000 -> 64): 0.251 where the path gives 0.608
     np.testing.assert_array_equal(pre.transform_one(from_file), pre.transform_one(path))
     assert pre.transform_one(from_file)[0, 5, 0] == pytest.approx(40000 / 65535, abs=1 / 255)
-    rgb = ImagePreprocessor(image_size=(2, 8), color_mode="rgb")
-    np.testing.assert_array_equal(rgb.transform_one(np.stack([from_file] * 3, axis=-1)), rgb.transform_one(path))
+    # (a colour array reads like a 16-bit colour file: the next test)
 
 
 def test_12_bit_pixels_in_a_16_bit_file_fill_the_output_range_at_bit_depth_12(tmp_path):
@@ -212,6 +211,41 @@ def test_12_bit_pixels_in_a_16_bit_file_fill_the_output_range_at_bit_depth_12(tm
     colour = np.stack([array] * 3, axis=-1)
     np.testing.assert_array_equal(rgb.transform_one(colour), ImagePreprocessor(image_size=(2, 4), color_mode="rgb").transform_one(colour))
     assert ImagePreprocessor.from_config(twelve.get_config()).bit_depth == 12
+
+
+def png_16_bit_rgb(pixels: np.ndarray) -> bytes:
+    """A 16-bit RGB PNG, which Pillow cannot write."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    height, width, _ = pixels.shape
+    rows = b"".join(b"\0" + pixels[y].astype(">u2").tobytes() for y in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+
+
+def test_a_16_bit_colour_array_reads_exactly_like_the_16_bit_colour_file_it_came_from():
+    # Pillow keeps a 16-bit colour file's high bytes; the array was divided by 257 instead,
+    # one level off for about half of the values (32768: 128 from the file, 127 from the array)
+    pixels = np.random.default_rng(0).integers(0, 65536, (6, 5, 3)).astype(np.uint16)
+    pixels[0, 0] = [32768, 32767, 256]
+    pre = ImagePreprocessor(image_size=(6, 5), color_mode="rgb")
+    from_file = pre.transform_one(png_16_bit_rgb(pixels))
+    np.testing.assert_allclose(from_file[0, 0] * 255, [128, 127, 1], atol=1e-4)
+    np.testing.assert_array_equal(pre.transform_one(pixels), from_file)
+
+
+@pytest.mark.parametrize("shape", [(6, 5), (6, 5, 3)])
+def test_big_endian_arrays_read_like_their_native_twins(shape):
+    # `np.frombuffer(data, ">u2")`, FITS images: the same numbers, the other byte order
+    pixels = np.random.default_rng(0).integers(0, 65536, shape).astype(np.uint16)
+    pre = ImagePreprocessor(image_size=(6, 5), color_mode="rgb" if len(shape) == 3 else "grayscale")
+    np.testing.assert_array_equal(pre.transform_one(pixels.astype(">u2")), pre.transform_one(pixels))
+    small = (pixels // 257).astype(np.int16)
+    np.testing.assert_array_equal(pre.transform_one(small.astype(">i2")), pre.transform_one(small))
 
 
 def test_16_bit_pixels_above_the_bit_depth_are_refused_not_clipped(tmp_path):

@@ -388,3 +388,12 @@ def test_character_n_grams_add_hashed_ids_ending_at_each_position():
 def test_bad_n_gram_parameters_name_the_parameter(params, name):
     with pytest.raises(ValueError, match=name):
         TextPreprocessor(**{"level": "char", **params}).fit(["abc"])
+
+
+def test_hash_buckets_that_would_overflow_the_int32_ids_are_refused():
+    # was accepted, then transform failed with "Python integer ... out of bounds for int32"
+    with pytest.raises(ValueError, match=r"`vocabulary_size` \+ `hash_buckets` must stay under 2\*\*31"):
+        TextPreprocessor(level="char", ngram_sizes=(2,), hash_buckets=2**32).fit(["some text", "more text"])
+    with pytest.raises(ValueError, match="`level`"):
+        TextPreprocessor(level="bogus").save("never-written.json")
+
