@@ -61,7 +61,8 @@ def top_confusions(matrix: list[list[int]], labels: list[str], limit: int = TOP_
 
 def data_fingerprint(location: str, dataset: Dataset) -> str:
     """Same location and the same (id, label) pairs give the same fingerprint; `compare` uses it
-    to flag runs evaluated on different data."""
+    to flag runs evaluated on different data (given the inputs scored, so that runs that skipped
+    other inputs, e.g. at another --bit-depth or max_pixels, are flagged too)."""
     digest = hashlib.sha256(location.encode("utf-8", "backslashreplace"))
     for input_id, label in sorted(zip(dataset.ids, dataset.labels)):
         digest.update(f"\n{input_id}\t{label}".encode("utf-8", "backslashreplace"))
@@ -78,7 +79,7 @@ def data_summary(
         "trained_on": run.document.get("data_source", run.config.data),
         "class_counts": run.document.get("class_counts", {}),
         "evaluated_class_counts": dict(sorted(Counter(used.labels).items())),
-        "fingerprint": data_fingerprint(location, dataset),
+        "fingerprint": data_fingerprint(location, used),  # what was scored: skips differ between runs
         "skipped_in_training": run.skipped_in_training,
         "skipped_in_evaluation": skipped,
         # Scored inputs that are exact copies of training inputs (None: the training data is gone).

@@ -855,6 +855,22 @@ def test_the_data_fingerprint_compare_uses_changes_with_the_labels():
     assert first != data_fingerprint("/data/y.csv", Dataset(["a", "b"], ["sports", "cooking"], ids))
 
 
+def test_reports_that_scored_other_inputs_of_the_same_data_have_other_fingerprints(cli_runner, image_run, tmp_path):
+    # Runs that skip other inputs (another --bit-depth or max_pixels) were marked as scored on the
+    # same data and ranked on different sets of inputs.
+    data = tmp_path / "data"
+    shutil.copytree(image_run.data, data)
+    reports = []
+    for name in ("all", "one-unreadable"):
+        if name == "one-unreadable":
+            next((data / "alpha").iterdir()).write_bytes(b"not an image")
+        result = invoke(cli_runner, ["evaluate", image_run.run_dir, "--data", data, "--out", tmp_path / name])
+        assert result.exit_code == 0, describe_result(result)
+        reports.append(json.loads((tmp_path / name / "report.json").read_text()))
+    assert reports[0]["n_samples"] == reports[1]["n_samples"] + 1
+    assert reports[0]["data"]["fingerprint"] != reports[1]["data"]["fingerprint"]
+
+
 def test_each_mistake_preview_is_made_from_that_mistakes_input(cli_runner, image_run, tmp_path, monkeypatch):
     """report.html shows a picture (or a text snippet) beside each of the most confident mistakes:
     it must be made from that mistake's own input and array, not from the first inputs scored."""
