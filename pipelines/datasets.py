@@ -121,7 +121,7 @@ class DataSource:
 
 
 #: Names a validation folder goes by beside train/ (the common spellings).
-VALIDATION_FOLDERS = ("val", "valid", "validation")
+VALIDATION_FOLDERS = ("val", "valid", "validation", "dev")  # dev/: GLUE's and many speech sets' name
 
 
 def load_source(data: str | None, modality: Modality) -> DataSource:
@@ -149,6 +149,15 @@ def load_source(data: str | None, modality: Modality) -> DataSource:
         for name, folder in roles.items():
             parts[name], found = read_class_folders(folder, modality, id_prefix=f"{folder.name}/")
             ignored += found
+        others = [folder for folder in subfolders if folder not in roles.values()]
+        if others:  # e.g. eval/ or holdout/: said, since a whole split left out is easy to miss
+            names = ", ".join(f"{printable_name(folder.name)}/" for folder in others)
+            logger.warning(
+                "%s: ignoring %s beside %s: not a split folder name (validation: %s; test: %s); rename it to use it.",
+                path, names, " and ".join(f"{roles[role].name}/" for role in SPLIT_NAMES if role in roles),
+                ", ".join(VALIDATION_FOLDERS), ", ".join(SPLIT_NAMES["test"]),
+            )
+            ignored += [(f"{printable_name(folder.name)}/", "not a split folder beside the split folders") for folder in others]
         return DataSource(location=str(data), **parts, ignored=ignored)
     if roles.get("train") and subfolders == [roles["train"]]:
         # train/ alone: its classes are the data, split as any folder of classes is

@@ -76,7 +76,7 @@ def test_files_beside_the_class_folders_and_linked_folders_are_listed_not_missed
     assert source.full.class_counts() == {label: 2 for label in CLASSES}
 
 
-@pytest.mark.parametrize("validation", ["val", "valid", "validation"])
+@pytest.mark.parametrize("validation", ["val", "valid", "validation", "dev"])
 def test_a_validation_folder_beside_train_is_the_validation_set_not_a_class(tmp_path, validation):
     write_image_folder(tmp_path / "data" / "train", per_class=4)
     write_image_folder(tmp_path / "data" / validation, per_class=2, seed=1)
@@ -85,6 +85,15 @@ def test_a_validation_folder_beside_train_is_the_validation_set_not_a_class(tmp_
     assert sorted(set(source.train.labels)) == sorted(CLASSES)  # not ["train", "val"]
     assert len(source.validation) == 6 and all(i.startswith(f"{validation}/") for i in source.validation.ids)
     assert set(source.everything().ids) == set(source.train.ids) | set(source.validation.ids)
+
+
+def test_another_folder_beside_the_split_folders_is_named_not_dropped_silently(tmp_path, caplog):
+    for name in ("train", "test", "eval"):
+        write_image_folder(tmp_path / "data" / name, per_class=2)
+    source = load_source(str(tmp_path / "data"), Modality.image)
+    assert ("eval/", "not a split folder beside the split folders") in source.ignored
+    assert "ignoring eval/ beside train/ and test/: not a split folder name" in caplog.text
+    assert all(not i.startswith("eval/") for i in source.everything().ids)
 
 
 def test_two_validation_folders_are_refused(tmp_path):
