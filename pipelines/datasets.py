@@ -482,17 +482,22 @@ def _merged_rows(values: list, labels: set[str], column: str, csv_text: str) -> 
     A path never holds a line end. A text may; one whose lines end like a row (",sports") did
     not mean to. Where every quote in the file is well formed, a line ending in ", business" is
     more likely the text's own sentence, and it takes two lines that end as rows are written: a
-    comma right before a label (known, or with a letter in it). A quote left open can still run
-    on to an inch mark before a comma (55",tech), which strict CSV accepts."""
+    comma right before something shaped like a label (a few words, not a number or a sentence:
+    "1,200 workers." and "Color,Red" are a text's own), one of them a known label. A quote left
+    open can still run on to an inch mark before a comma (55",tech), which strict CSV accepts."""
     row_end = re.compile(r',\s*"?([^,"\n]+?)"?\s*$')
     written_row_end = re.compile(r',"?([^\s,"][^,"\n]*?)"?\s*$')  # no space after the comma
     quotes_well_formed = None  # the file is parsed again, strictly, only once a text holds a line end
 
-    def ends_like_a_row(line: str) -> bool:
+    def label_like(tail: str) -> bool:
+        return any(c.isalpha() for c in tail) and not tail[0].isdigit() and tail[-1] not in ".!?;:)" and len(tail.split()) <= 3
+
+    def swallowed_rows(lines: list[str]) -> bool:
         if not quotes_well_formed:
-            return bool((match := row_end.search(line)) and match.group(1).strip() in labels)
-        match = written_row_end.search(line)
-        return bool(match) and (match.group(1).strip() in labels or any(c.isalpha() for c in match.group(1)))
+            return any((match := row_end.search(line)) and match.group(1).strip() in labels for line in lines)
+        tails = [match.group(1).strip() for line in lines if (match := written_row_end.search(line))]
+        tails = [tail for tail in tails if label_like(tail)]
+        return len(tails) >= 2 and any(tail in labels for tail in tails)
 
     merged = []
     for index, value in enumerate(values):
@@ -504,7 +509,7 @@ def _merged_rows(values: list, labels: set[str], column: str, csv_text: str) -> 
             continue
         if quotes_well_formed is None:
             quotes_well_formed = _quotes_well_formed(csv_text)
-        if sum(ends_like_a_row(line) for line in text.splitlines()) >= (2 if quotes_well_formed else 1):
+        if swallowed_rows(text.splitlines()):
             merged.append(index)
     return merged
 

@@ -341,6 +341,15 @@ def test_a_quote_left_open_in_a_csv_is_listed_not_trained_as_one_wrong_row(tmp_p
     (tmp_path / "inch.csv").write_text("text,label\n" + "\n".join(rows) + "\n")
     data, ignored = read_manifest(tmp_path / "inch.csv", Modality.text)
     assert data.inputs == ["Shares rose sharply"] and "a quote left open?" in ignored[0][1]
+    # but a well-formed file's texts whose lines hold commas of their own are kept
+    import csv
+
+    texts = ["The company hired 1,200 workers in March.\nRevenue rose to 3,400 million dollars.",
+             "Spec sheet\nColor,Red\nSize,Large", "Stocks fell,business"]
+    with open(tmp_path / "commas.csv", "w", newline="") as handle:
+        csv.writer(handle).writerows([["text", "label"], *([text, "business"] for text in texts)])
+    data, ignored = read_manifest(tmp_path / "commas.csv", Modality.text)
+    assert data.inputs == texts and ignored == []
 
 
 def test_a_csv_field_longer_than_the_csv_modules_limit_is_read(tmp_path):
