@@ -237,7 +237,11 @@ def read_class_folders(root: Path, modality: Modality, id_prefix: str = "") -> t
             ignored.append((id_prefix + class_dir.name, "links back to the data folder"))
             continue
         if class_dir.is_symlink():
-            other = next((name for real, name in claimed.items() if real == target or real in target.parents), None)
+            # either way round: inside a claimed folder, or holding one (then found first by name)
+            other = next(
+                (name for real, name in claimed.items() if real == target or real in target.parents or target in real.parents),
+                None,
+            )
             if other is not None:
                 ignored.append((id_prefix + class_dir.name, f"links to class folder {other} (its inputs under a second label)"))
                 continue

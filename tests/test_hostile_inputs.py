@@ -492,6 +492,18 @@ def test_a_class_folder_that_links_to_another_class_is_listed_not_a_second_label
     data, ignored = read_class_folders(linked, Modality.image)
     assert data.class_counts() == {"alpha": 2, "beta": 2}
     assert ignored == [("copy", "links to class folder alpha (its inputs under a second label)")]
+    # a link to a folder that holds another link's folder, in either order of their names
+    store = tmp_path / "store"
+    write_image_folder(store / "animals" / "dogs", classes=["dog"], per_class=2)
+    write_image_folder(store / "animals", classes=["cat"], per_class=2)
+    for first, second in (("a_dogs", "b_animals"), ("b_dogs", "a_animals")):
+        nested = tmp_path / f"nested-{first}"
+        nested.mkdir()
+        os.symlink(store / "animals" / "dogs", nested / first)
+        os.symlink(store / "animals", nested / second)
+        data, ignored = read_class_folders(nested, Modality.image)
+        assert len({path.resolve() for path in data.inputs}) == len(data)  # no file under two labels
+        assert len(ignored) == 1 and "(its inputs under a second label)" in ignored[0][1]
 
 
 @pytest.mark.parametrize("modality, name", [("image", "pipe.png"), ("audio", "pipe.wav"), ("text", "pipe.txt")])
