@@ -19,6 +19,7 @@ import numpy as np
 
 from pipelines.cache import file_sha256
 from pipelines.datasets import Dataset
+from preprocess.text import normalize_text
 
 logger = logging.getLogger(__name__)
 
@@ -48,8 +49,8 @@ def _file_digest(path: Any) -> str | None:
 
 def same_text_key(text: str) -> str:
     """What two texts share when one counts as a copy of the other: the same words, up to case
-    and spacing."""
-    return " ".join(text.split()).casefold()
+    and spacing, read as the tokenizer reads them (a decomposed accent, a soft hyphen)."""
+    return " ".join(normalize_text(text).split()).casefold()
 
 
 def _keys(splits: dict[str, Dataset], against: str | None = None, within: str | None = None) -> dict[str, list[str | None]] | None:

@@ -79,6 +79,13 @@ def _tokenizer_v2() -> tuple[dict[int, str | None], re.Pattern[str]]:
     return table, re.compile(f"[{inside}]+|[^{inside}\\s]")
 
 
+def normalize_text(text: str) -> str:
+    """`text` as the tokenizer (version 2) reads it: NFC-normalized, invisible format characters
+    dropped, zero-width spaces made spaces."""
+    table, _ = _tokenizer_v2()
+    return unicodedata.normalize("NFC", text).translate(table)
+
+
 def decode_text(data: bytes) -> tuple[str, bool]:
     """Decode bytes as UTF-8 (a leading BOM is dropped), or UTF-16 or UTF-32 when a BOM says so; fall back
     to Windows-1252, else Latin-1.
@@ -290,12 +297,12 @@ class TextPreprocessor(Preprocessor):
         if self.tokenizer_version == 1:
             tokens = self._tokens(text, _WORD_V1, limit)
         else:
-            table, word = _tokenizer_v2()
+            _, word = _tokenizer_v2()
             # Normalize a growing start of the text until it holds more than `limit` tokens: the
             # first `limit` then end before the cut, which can only change the last one.
             size = 8 * limit + 1024
             while True:
-                tokens = self._tokens(unicodedata.normalize("NFC", text[:size]).translate(table), word, limit + 1)
+                tokens = self._tokens(normalize_text(text[:size]), word, limit + 1)
                 if len(tokens) > limit or size >= len(text):
                     break
                 size *= 4

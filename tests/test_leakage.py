@@ -56,6 +56,10 @@ def test_texts_match_up_to_case_and_whitespace_and_arrays_exactly():
     train = Dataset(["Return the loop.", "Open a file"], ["x", "y"], ["0", "1"])
     test = Dataset(["  return   THE loop. ", "Open a file!"], ["x", "y"], ["2", "3"])
     assert find_copies({"train": train, "test": test})["test_in_train"] == 1
+    # and as the tokenizer reads them: a decomposed accent (macOS), a soft hyphen (web text)
+    train = Dataset(["Le café est très bon", "Open a file"], ["x", "y"], ["0", "1"])
+    test = Dataset(["Le cafe\u0301 est très bon", "Le café est tr\u00adès bon"], ["x", "x"], ["2", "3"])
+    assert find_copies({"train": train, "test": test})["test_in_train"] == 2
     grid = np.arange(12, dtype=np.uint8).reshape(3, 4)
     arrays = {"train": Dataset([grid], ["x"], ["0"]), "test": Dataset([grid.copy(), grid.reshape(4, 3)], ["x", "x"], ["1", "2"])}
     assert find_copies(arrays)["test_in_train"] == 1  # the same bytes in another shape are another input
