@@ -221,8 +221,8 @@ DataOption = Annotated[
 WorkersOption = Annotated[
     Optional[int], typer.Option(help="Processes that decode inputs (default: one per CPU core; 1: no extra process).")
 ]
-CacheDirOption = Annotated[
-    Optional[Path], typer.Option(help="Preprocessing cache folder (default: $XDG_CACHE_HOME/convpipe or ~/.cache/convpipe).")
+CacheDirOption = Annotated[  # a string: Path("") would be the current folder
+    Optional[str], typer.Option(help="Preprocessing cache folder (default: $XDG_CACHE_HOME/convpipe or ~/.cache/convpipe).")
 ]
 UseCacheOption = Annotated[
     Optional[bool], typer.Option("--cache/--no-cache", help="Reuse and keep preprocessed inputs (--no-cache: a temporary folder).")
@@ -280,13 +280,19 @@ class ProgressBar:
             self.progress.stop()
 
 
+def cache_folder(value: str) -> Path:
+    if not value.strip():  # "$CACHE" unset: not the current folder
+        raise ConvpipeError("--cache-dir is empty: name a folder, or leave it out for the default cache.")
+    return Path(value).expanduser()
+
+
 def cache_settings(
-    workers: Optional[int], cache_dir: Optional[Path], use_cache: Optional[bool], cache_verify: Optional[bool]
+    workers: Optional[int], cache_dir: Optional[str], use_cache: Optional[bool], cache_verify: Optional[bool]
 ) -> dict:
     """The cache and worker flags as TrainSettings fields (None: not given, the run's or the default)."""
     return {
         "workers": workers,
-        "cache_dir": None if cache_dir is None else str(cache_dir.expanduser().resolve()),
+        "cache_dir": None if cache_dir is None else str(cache_folder(cache_dir).resolve()),
         "cache": use_cache,
         "cache_verify": cache_verify,
     }
@@ -505,7 +511,7 @@ def evaluate(
 
     with ProgressBar() as bar:
         result = run_evaluation(
-            run, data=data, out=out, workers=workers, cache_dir=None if cache_dir is None else str(cache_dir),
+            run, data=data, out=out, workers=workers, cache_dir=None if cache_dir is None else str(cache_folder(cache_dir)),
             use_cache=use_cache, cache_verify=cache_verify, progress=bar, device=device, baseline=baseline,
         )
     report = result.report
@@ -705,7 +711,7 @@ def cache_info_command(cache_dir: CacheDirOption = None) -> None:
     """Show where the cache is and how much it holds."""
     from pipelines.cache import cache_info, default_cache_dir
 
-    details = cache_info(cache_dir.expanduser() if cache_dir else default_cache_dir())
+    details = cache_info(default_cache_dir() if cache_dir is None else cache_folder(cache_dir))
     console.print(f"{'path':<12}{shown(details['path'])}" + ("" if details["exists"] else " (not created yet)"))
     console.print(f"{'entries':<12}{details['entries']:,} preprocessed inputs")
     console.print(f"{'shard sets':<12}{details['shard_sets']:,}")
@@ -719,7 +725,7 @@ def cache_clear_command(cache_dir: CacheDirOption = None) -> None:
     """Delete every cached entry and shard (the next run decodes its inputs again)."""
     from pipelines.cache import clear_cache, default_cache_dir
 
-    details = clear_cache(cache_dir.expanduser() if cache_dir else default_cache_dir())
+    details = clear_cache(default_cache_dir() if cache_dir is None else cache_folder(cache_dir))
     console.print(
         f"Removed {details['entries']:,} entries and {details['shard_sets']:,} shard sets "
         f"({details['bytes'] / 1e6:,.1f} MB) from {shown(details['path'])}"

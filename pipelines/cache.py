@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from pipelines import __version__
-from pipelines.entry_store import EntryStore, encode_row
+from pipelines.entry_store import FILENAME, EntryStore, encode_row
 from pipelines.file_locks import lock
 from preprocess import ConvpipeError
 
@@ -382,6 +382,9 @@ def clear_cache(root: Path) -> dict[str, Any]:
     info = cache_info(root)
     if not info["exists"]:
         return info
+    if not any((root / name).exists() for name in (FILENAME, LOCK_FILE)):
+        # its shards/, fits/ or entries/ would be a user's own folders of those names
+        raise ConvpipeError(f"{root} is not a convpipe cache (no {FILENAME}); nothing removed.")
     lock = _lock_folder(root, exclusive=True)
     try:
         EntryStore(root).remove()

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from models import ModelSpec
+from pipelines.datasets import check_not_empty
 from pipelines.devices import DEVICES, PRECISIONS, check_choice
 from pipelines.distribution import STRATEGIES
 from pipelines.modality import MODALITIES, Modality, parse_modality
@@ -224,9 +225,10 @@ class RunConfig:
         )
 
 
-def read_config_file(path: Path) -> dict[str, Any]:
+def read_config_file(path: Path) -> tuple[dict[str, Any], bool]:
     """The tables of a TOML file, or of a `.json` file: a run's config.json (its `config`, the
-    settings that run was trained with) or a JSON object with the TOML file's tables."""
+    settings that run was trained with) or a JSON object with the TOML file's tables; and
+    whether it is a run's config.json."""
     path = Path(path)
     if path.is_dir():
         hint = f" (a run's settings are in {path / 'config.json'})" if (path / "config.json").is_file() else ""
@@ -234,7 +236,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
     try:
         if path.suffix.lower() != ".json":
             with open(path, "rb") as handle:
-                return tomllib.load(handle)
+                return tomllib.load(handle), False
         document = json.loads(path.read_text(encoding="utf-8-sig"))
     except FileNotFoundError:
         raise ConvpipeError(f"Config file not found: {path}") from None
@@ -242,11 +244,12 @@ def read_config_file(path: Path) -> dict[str, Any]:
         raise ConvpipeError(f"Config file {path} is not valid TOML: {error}") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ConvpipeError(f"Config file {path} is not valid JSON: {error}") from None
-    if isinstance(document, dict) and "run_format" in document:  # a run's config.json
+    run_record = isinstance(document, dict) and "run_format" in document
+    if run_record:
         document = document.get("config")
     if not isinstance(document, dict):
         raise ConvpipeError(f"Config file {path} is not a JSON object with {', '.join(CONFIG_KEYS)}.")
-    return document
+    return document, run_record
 
 
 def _matches(value: Any, hint: Any) -> bool:
@@ -380,7 +383,7 @@ def resolve_config(
     A relative `data` path in the TOML file is relative to the file's folder; `data` from a
     flag stays relative to the current directory.
     """
-    layer: dict[str, Any] = read_config_file(config_file) if config_file else {}
+    layer, run_record = read_config_file(config_file) if config_file else ({}, False)
     unknown = sorted(set(layer) - set(CONFIG_KEYS))
     if unknown:
         raise ConvpipeError(
@@ -388,8 +391,16 @@ def resolve_config(
         )
     if config_file:
         check_toml_types(layer, config_file)
-        if layer.get("data") is not None:  # `/` keeps an absolute path as it is
+        # Paths in the file are relative to its folder (`/` keeps an absolute one as it is).
+        if layer.get("data") is not None:
+            if not str(layer["data"]).strip():
+                raise ConvpipeError(f"{config_file}: data is empty; name the data folder or CSV file, or leave it out.")
             layer["data"] = str(Path(config_file).parent / Path(layer["data"]).expanduser())
+        cache_dir = layer.get("train", {}).get("cache_dir")
+        if cache_dir:  # "" is the default cache
+            layer["train"]["cache_dir"] = str((Path(config_file).parent / Path(cache_dir).expanduser()).resolve())
+    if data is not None:  # now: train makes the path absolute before it is listed
+        check_not_empty(data)
     chosen = modality or layer.get("modality")
     if chosen is None:
         raise ConvpipeError("No modality given: pass --modality image|audio|text.")
@@ -399,13 +410,19 @@ def resolve_config(
     merged_model = {**info.model_defaults.to_dict(), **layer.get("model", {})}
     merged_train = {**info.train_defaults, **layer.get("train", {})}
     merged_pre = dict(layer.get("preprocess", {}))
+    given_by_flag = {k for k, v in (train or {}).items() if v is not None}
+    if {"batch_size", "global_batch_size"} <= given_by_flag:
+        raise ConvpipeError("--batch-size and --global-batch-size both set the batch size: give one.")
+    if "batch_size" in given_by_flag:  # the flag decides over a global batch size from the file
+        merged_train["global_batch_size"] = None
     for target, flags in ((merged_model, model), (merged_train, train), (merged_pre, preprocess)):
         target.update({k: v for k, v in (flags or {}).items() if v is not None})
     # Asking for a seed means asking for a repeatable run: op determinism comes with it unless
     # the user chose otherwise (--fast). Without --seed, training keeps the faster kernels.
-    given_by_flag = {k for k, v in (train or {}).items() if v is not None}
     given = {**layer.get("train", {}), **{k: train[k] for k in given_by_flag}}
-    if "seed" in given and "deterministic" not in given:
+    if run_record and "seed" in given_by_flag and "deterministic" not in given_by_flag:
+        given.pop("deterministic", None)  # a run's record of what its own seed made of it, not a choice
+    if given.get("seed") is not None and "deterministic" not in given:
         merged_train["deterministic"] = True
     try:
         config = RunConfig.from_dict(

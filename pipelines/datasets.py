@@ -124,12 +124,19 @@ class DataSource:
 VALIDATION_FOLDERS = ("val", "valid", "validation", "dev")  # dev/: GLUE's and many speech sets' name
 
 
+def check_not_empty(data: str) -> None:
+    """Refuse `--data ""`: an unset "$DATA" would otherwise read the current folder."""
+    if not data.strip():
+        raise ConvpipeError("--data is empty: name a data folder or CSV manifest, or leave it out for the demo data.")
+
+
 def load_source(data: str | None, modality: Modality) -> DataSource:
     """Find the labelled inputs `--data` points to; built-in demo data when it is None."""
     if data is None:
         from pipelines.demo_data import load_builtin
 
         return load_builtin(modality)
+    check_not_empty(data)
     path = Path(data).expanduser()
     if not path.exists():
         raise ConvpipeError(f"Data path not found: {data}")

@@ -460,6 +460,20 @@ def test_no_cache_leaves_nothing_behind_and_cache_info_and_clear(image_folder, c
     assert "0 preprocessed inputs" in invoke(cli_runner, ["cache", "info", "--cache-dir", cache_dir]).output
 
 
+def test_empty_paths_are_refused_and_clear_leaves_a_folder_that_is_no_cache(cli_runner, image_folder, tmp_path, monkeypatch):
+    # "$DATA" or "$CACHE" unset: read as the current folder, they trained on it or cached into it
+    monkeypatch.chdir(tmp_path)
+    train = ["train", "--modality", "image", "--data", image_folder, "--epochs", "1", "--image-size", "8,8"]
+    assert_one_line_error(invoke(cli_runner, [*train, "--cache-dir", ""]), "--cache-dir is empty")
+    assert_one_line_error(invoke(cli_runner, ["cache", "clear", "--cache-dir", " "]), "--cache-dir is empty")
+    assert_one_line_error(invoke(cli_runner, ["train", "--modality", "image", "--data", ""]), "--data is empty")
+    (tmp_path / "fits").mkdir()  # e.g. astronomy images: a user's folder of that name
+    (tmp_path / "fits" / "m31.fits").write_bytes(b"SIMPLE")
+    assert_one_line_error(invoke(cli_runner, ["cache", "clear", "--cache-dir", "."]), "is not a convpipe cache")
+    assert (tmp_path / "fits" / "m31.fits").exists()
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["fits", "images"]
+
+
 def test_cache_info_counts_the_fitted_preprocessors_and_clear_removes_them(audio_folder, cli_runner, tmp_path):
     cache_dir = tmp_path / "cache"
     common = ["--modality", "audio", "--data", audio_folder, "--cache-dir", cache_dir, "--workers", "1"]

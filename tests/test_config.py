@@ -308,6 +308,40 @@ def test_an_explicit_seed_turns_on_determinism_unless_fast_is_asked_for(toml_fil
     assert resolve_config(None, config_file=toml_file).train.deterministic is True  # the TOML sets seed = 7
 
 
+def test_a_new_seed_on_an_unseeded_runs_config_json_turns_on_determinism_too(tmp_path):
+    # the record's "deterministic": false is what the missing seed made of it, not a choice
+    recorded = run_config_json(tmp_path, resolve_config("image"))
+    assert resolve_config(None, config_file=recorded).train.deterministic is False
+    assert resolve_config(None, config_file=recorded, train={"seed": 3}).train.deterministic is True
+    assert resolve_config(None, config_file=recorded, train={"seed": 3, "deterministic": False}).train.deterministic is False
+    fast = tmp_path / "fast"
+    fast.mkdir()  # a run asked for --seed 0 --fast keeps it when retrained as it was
+    seeded_fast = run_config_json(fast, resolve_config("image", train={"seed": 0, "deterministic": False}))
+    assert resolve_config(None, config_file=seeded_fast).train.deterministic is False
+
+
+def test_batch_size_and_global_batch_size_are_one_setting(tmp_path):
+    with pytest.raises(ConvpipeError, match="--batch-size and --global-batch-size both set the batch size"):
+        resolve_config("image", train={"batch_size": 4, "global_batch_size": 16})
+    # --batch-size over a file's global batch size: the flag decides, as flags do
+    recorded = run_config_json(tmp_path, resolve_config("image", train={"global_batch_size": 16}))
+    config = resolve_config(None, config_file=recorded, train={"batch_size": 2})
+    assert (config.train.batch_size, config.train.global_batch_size) == (2, None)
+    assert resolve_config(None, config_file=recorded).train.global_batch_size == 16
+
+
+def test_paths_in_a_toml_file_are_relative_to_it_and_an_empty_data_path_is_refused(tmp_path, monkeypatch):
+    folder = tmp_path / "configs" / "sub"
+    folder.mkdir(parents=True)
+    (folder / "run.toml").write_text('modality = "image"\ndata = "../../data"\n[train]\ncache_dir = "mycache"\n')
+    monkeypatch.chdir(tmp_path)
+    config = resolve_config(None, config_file=folder / "run.toml")
+    assert Path(config.train.cache_dir) == (folder / "mycache").resolve()  # was ./mycache, stored relative
+    (folder / "empty.toml").write_text('modality = "image"\ndata = ""\n')
+    with pytest.raises(ConvpipeError, match="data is empty"):
+        resolve_config(None, config_file=folder / "empty.toml")
+
+
 def run_config_json(tmp_path, config: RunConfig) -> Path:
     """A run's config.json as train writes it: the settings under `config`, beside other records."""
     path = tmp_path / "run" / "config.json"
