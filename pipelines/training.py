@@ -556,7 +556,9 @@ def train(
         except ValueError as error:
             raise ConvpipeError(str(error)) from None
         if compute.setup.kind == "cpu":  # an accelerator's own out-of-memory error is caught as it happens
-            check_training_memory(model, compute.global_batch_size, compute.policy, available_memory())
+            # no batch holds more than the training inputs (spread over the replicas)
+            largest_batch = min(compute.global_batch_size, -(-len(x_train) // compute.replicas) * compute.replicas)
+            check_training_memory(model, largest_batch, compute.policy, available_memory())
         has_val = len(x_val) > 0
         monitor = "val_loss" if has_val else "loss"
         # whether this command makes the run folder (a diverged run removes it): a default one

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from pipelines.memory import available_memory, check_training_memory, predict_batch_size
 from preprocess import ConvpipeError
-from tests.conftest import assert_one_line_error, invoke
+from tests.conftest import assert_one_line_error, describe_result, invoke
 
 
 def test_available_memory_takes_the_lower_of_the_host_and_the_container(tmp_path):
@@ -45,6 +47,20 @@ def test_train_refuses_a_model_too_large_for_the_memory_before_training(cli_runn
     result = invoke(cli_runner, ["train", "--modality", "image", "--data", image_folder, "--out", out, "--epochs", "1"])
     assert_one_line_error(result, "needs at least", "GB of memory", "and 0.0 GB is free", "Lower --batch-size")
     assert not (out / "model.keras").exists() and not (out / "train_state").exists()
+
+
+def test_the_memory_check_counts_the_batches_the_data_can_fill(cli_runner, image_folder, tmp_path, monkeypatch):
+    # a batch size above the number of training inputs trains on batches of all of them: it was
+    # refused as if each batch held --batch-size inputs ("needs at least 314.8 GB")
+    import pipelines.training
+
+    counted = []
+    monkeypatch.setattr(pipelines.training, "check_training_memory", lambda model, batch, *rest: counted.append(batch))
+    args = ["train", "--modality", "image", "--data", image_folder, "--epochs", "1", "--image-size", "8,8"]
+    result = invoke(cli_runner, [*args, "--out", tmp_path / "run", "--batch-size", "100000000"])
+    assert result.exit_code == 0, describe_result(result)
+    trained_on = json.loads((tmp_path / "run" / "config.json").read_text())["class_counts"]["train"]
+    assert counted == [sum(trained_on.values())]
 
 
 def test_prediction_batches_hold_a_bounded_amount_of_layer_outputs(monkeypatch):
