@@ -126,6 +126,13 @@ def make_splits(source: DataSource, config: RunConfig) -> dict[str, Dataset]:
                     f"{source.location}: {folder}/ has class(es) that train/ lacks: {', '.join(unseen)}; the model "
                     f"could never predict them. Add them to train/ or remove them from {folder}/."
                 )
+        asked = (("validation", "--val-split", settings.val_split, TrainSettings.val_split),
+                 ("test", "--test-split", settings.test_split, TrainSettings.test_split))
+        for name, flag, share, default in asked:
+            if name in given and share != default:  # said, not silently ignored
+                logger.warning(
+                    "%s/ is the %s set: %s %g is not used.", given[name].ids[0].split("/")[0], name, flag, share
+                )
         # What is not given as a folder is split from train/.
         parts = split_dataset(
             source.train,

@@ -96,6 +96,20 @@ def test_another_folder_beside_the_split_folders_is_named_not_dropped_silently(t
     assert all(not i.startswith("eval/") for i in source.everything().ids)
 
 
+def test_a_split_share_for_a_split_given_as_a_folder_is_said_to_be_unused(tmp_path, caplog):
+    from pipelines.config import resolve_config
+    from pipelines.training import make_splits
+
+    for name in ("train", "val"):
+        write_image_folder(tmp_path / "data" / name, per_class=4)
+    source = load_source(str(tmp_path / "data"), Modality.image)
+    make_splits(source, resolve_config("image", train={"test_split": 0.25}))
+    assert "is the validation set" not in caplog.text  # the default share, not asked for
+    splits = make_splits(source, resolve_config("image", train={"val_split": 0.5}))
+    assert "val/ is the validation set: --val-split 0.5 is not used." in caplog.text
+    assert len(splits["validation"]) == 12  # the folder, all of it
+
+
 def test_two_validation_folders_are_refused(tmp_path):
     for name in ("train", "val", "validation"):
         write_image_folder(tmp_path / "data" / name, per_class=2)
