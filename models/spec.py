@@ -144,9 +144,12 @@ class ModelSpec:
         return self
 
     @staticmethod
-    def unused_fields(*, text: bool) -> tuple[str, ...]:
-        """The fields the factory for text (or for image/audio) never reads."""
-        return CONV_ONLY if text else TEXT_ONLY
+    def unused_fields(*, text: bool, text_kernel: str | None = None) -> tuple[str, ...]:
+        """The fields the factory for text (or for image/audio) never reads; the full text
+        kernel (one weight per vocabulary id) has no embedding either."""
+        if not text:
+            return TEXT_ONLY
+        return CONV_ONLY + (("embedding_dim",) if text_kernel == "full" else ())
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}

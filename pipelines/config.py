@@ -186,7 +186,7 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         # Knobs this modality's factory never reads were not used, so they are not recorded
         # (`from_dict` gives them their defaults back).
-        unused = ModelSpec.unused_fields(text=self.modality is Modality.text)
+        unused = ModelSpec.unused_fields(text=self.modality is Modality.text, text_kernel=self.model.text_kernel)
         return {
             "modality": self.modality.value,
             "data": self.data,
@@ -301,6 +301,7 @@ def check_applies(
     layer: dict[str, Any],
     model: dict[str, Any],
     preprocess: dict[str, Any],
+    run_record: bool = False,
 ) -> None:
     """Refuse a knob, given as a flag or in the TOML file, that this modality's model or
     preprocessor does not have: silently ignored, it would be recorded as if it had been used."""
@@ -319,6 +320,16 @@ def check_applies(
         if model.get(name) is not None:
             raise ConvpipeError(
                 f"--{name.replace('_', '-')} does not apply to {modality.value} models{hint(name, '--window-sizes')}."
+            )
+    kernel = model.get("text_kernel") or layer.get("model", {}).get("text_kernel") or MODALITIES[modality].model_defaults.text_kernel
+    if text and kernel == "full":  # a run's record of a factorized run's embedding is no choice
+        where = "--embedding-dim" if model.get("embedding_dim") is not None else None
+        if where is None and "embedding_dim" in layer.get("model", {}) and not run_record:
+            where = f"{config_file}: [model] embedding_dim"
+        if where is not None:
+            raise ConvpipeError(
+                f"{where} does not apply to the full text kernel (one weight per vocabulary id, no "
+                "embedding); use --text-kernel factorized."
             )
     # The kind of augmentation follows from what the inputs are: rotating a spectrogram, or an
     # image model holding spectrogram masks (a layer of convpipe's own), would be neither.
@@ -406,7 +417,7 @@ def resolve_config(
         raise ConvpipeError("No modality given: pass --modality image|audio|text.")
     parsed = parse_modality(chosen)
     info = MODALITIES[parsed]
-    check_applies(parsed, config_file, layer, model or {}, preprocess or {})
+    check_applies(parsed, config_file, layer, model or {}, preprocess or {}, run_record)
     merged_model = {**info.model_defaults.to_dict(), **layer.get("model", {})}
     merged_train = {**info.train_defaults, **layer.get("train", {})}
     merged_pre = dict(layer.get("preprocess", {}))

@@ -93,7 +93,7 @@ def model_summary(run: Run, model) -> dict[str, Any]:
         "modality": config.modality.value,
         # Fields of the one ModelSpec that the modality's factory never reads are left out.
         "spec": {k: v for k, v in config.model.to_dict().items()
-                 if k not in ModelSpec.unused_fields(text=config.modality is Modality.text)},
+                 if k not in ModelSpec.unused_fields(text=config.modality is Modality.text, text_kernel=config.model.text_kernel)},
         "preprocess": dict(config.preprocess),
         "train": dataclasses.asdict(config.train),
         "parameters": int(model.count_params()),

@@ -342,6 +342,22 @@ def test_paths_in_a_toml_file_are_relative_to_it_and_an_empty_data_path_is_refus
         resolve_config(None, config_file=folder / "empty.toml")
 
 
+def test_the_embedding_size_of_the_full_text_kernel_which_has_none_is_refused_not_recorded(tmp_path):
+    # accepted and recorded, it made a sweep over --embedding-dim train identical models that
+    # compare listed as differing in embedding_dim
+    with pytest.raises(ConvpipeError, match="--embedding-dim does not apply to the full text kernel"):
+        resolve_config("text", model={"text_kernel": "full", "embedding_dim": 999})
+    toml = tmp_path / "full.toml"
+    toml.write_text('modality = "text"\n[model]\ntext_kernel = "full"\nembedding_dim = 8\n')
+    with pytest.raises(ConvpipeError, match=r"full.toml: \[model\] embedding_dim does not apply"):
+        resolve_config(None, config_file=toml)
+    # a factorized run's record, retrained with the full kernel: its embedding size was no choice
+    recorded = run_config_json(tmp_path, resolve_config("text", model={"embedding_dim": 32}))
+    config = resolve_config(None, config_file=recorded, model={"text_kernel": "full"})
+    assert config.model.text_kernel == "full" and "embedding_dim" not in config.to_dict()["model"]
+    assert "embedding_dim" in resolve_config("text").to_dict()["model"]
+
+
 def run_config_json(tmp_path, config: RunConfig) -> Path:
     """A run's config.json as train writes it: the settings under `config`, beside other records."""
     path = tmp_path / "run" / "config.json"
