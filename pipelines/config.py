@@ -130,8 +130,8 @@ class TrainSettings:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool):
                 raise SettingError(name, f"must be a number, got {value!r}.")
-        if not self.learning_rate > 0:
-            raise SettingError("learning_rate", f"must be positive, got {self.learning_rate!r}.")
+        if not 0 < self.learning_rate < float("inf"):
+            raise SettingError("learning_rate", f"must be a positive finite number, got {self.learning_rate!r}.")
         for name in ("val_split", "test_split"):
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:
@@ -234,15 +234,17 @@ def read_config_file(path: Path) -> tuple[dict[str, Any], bool]:
         hint = f" (a run's settings are in {path / 'config.json'})" if (path / "config.json").is_file() else ""
         raise ConvpipeError(f"Config file {path} is a folder; pass a TOML file or a run's config.json{hint}.")
     try:
+        text = path.read_text(encoding="utf-8-sig")  # with or without Notepad's byte-order mark
         if path.suffix.lower() != ".json":
-            with open(path, "rb") as handle:
-                return tomllib.load(handle), False
-        document = json.loads(path.read_text(encoding="utf-8-sig"))
+            return tomllib.loads(text), False
+        document = json.loads(text)
     except FileNotFoundError:
         raise ConvpipeError(f"Config file not found: {path}") from None
     except tomllib.TOMLDecodeError as error:
         raise ConvpipeError(f"Config file {path} is not valid TOML: {error}") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+    except UnicodeDecodeError as error:
+        raise ConvpipeError(f"Config file {path} is not UTF-8 text ({error.reason} at byte {error.start}).") from None
+    except json.JSONDecodeError as error:
         raise ConvpipeError(f"Config file {path} is not valid JSON: {error}") from None
     run_record = isinstance(document, dict) and "run_format" in document
     if run_record:

@@ -238,7 +238,8 @@ def test_config_json_records_only_the_knobs_the_model_has(modality):
         ({"epochs": 0}, "--epochs must be a positive integer"),
         ({"batch_size": -2}, "--batch-size must be a positive integer"),
         ({"patience": -1}, "--patience must be 0 or a positive integer, got -1"),  # said positive; 0 is allowed
-        ({"learning_rate": 0.0}, "--learning-rate must be positive"),
+        ({"learning_rate": 0.0}, "--learning-rate must be a positive finite number"),
+        ({"learning_rate": float("inf")}, "--learning-rate must be a positive finite number, got inf"),
         ({"val_split": 1.0}, r"--val-split must be in \[0, 1\)"),
         ({"val_split": 0.5, "test_split": 0.45}, "must leave data to train on"),
         ({"seed": -1}, r"--seed must be an integer from 0 to 2\*\*32 - 1, got -1"),
@@ -252,6 +253,16 @@ def test_config_json_records_only_the_knobs_the_model_has(modality):
 def test_bad_training_settings_are_rejected(train, message):
     with pytest.raises(ConvpipeError, match=message):
         resolve_config("image", train=train)
+
+
+def test_a_toml_file_with_a_byte_order_mark_is_read_and_one_not_in_utf8_is_named(tmp_path):
+    marked = tmp_path / "notepad.toml"
+    marked.write_bytes(b"\xef\xbb\xbfmodality = \"image\"\n")  # as Windows Notepad saves UTF-8
+    assert resolve_config(None, config_file=marked).modality is Modality.image
+    latin = tmp_path / "latin.toml"
+    latin.write_bytes('modality = "image"\n# café\n'.encode("latin-1"))
+    with pytest.raises(ConvpipeError, match=r"latin.toml is not UTF-8 text \(invalid"):  # said "not valid JSON"
+        resolve_config(None, config_file=latin)
 
 
 def test_patience_zero_is_allowed():
