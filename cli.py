@@ -109,6 +109,7 @@ def show_warning(message, category, filename, lineno, file=None, line=None, *, d
 SHOWN_TEXT = 60
 
 ENVIRONMENT_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
+DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
 
 
 def one_line_errors(command):
@@ -140,9 +141,12 @@ def one_line_errors(command):
             raise typer.Exit(code=1) from None
         except OSError as error:
             # The machine's state, not a bug: a read-only or full disk, a folder without access.
-            if error.errno not in ENVIRONMENT_ERRNOS or not error.filename:
+            if error.errno not in ENVIRONMENT_ERRNOS or not (error.filename or error.errno in DISK_FULL):
                 raise
-            message = f"Cannot use {error.filename}: {error.strerror}."
+            if error.filename:
+                message = f"Cannot use {error.filename}: {error.strerror}."
+            else:  # e.g. inside Keras' own writes, which do not say which file
+                message = f"Cannot write: {error.strerror}; free some space, or write elsewhere (--out, --cache-dir)."
             errors.print(f"[red]Error:[/red] {shown(message)}", highlight=False)
             raise typer.Exit(code=1) from None
         except Exception as error:

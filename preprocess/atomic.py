@@ -47,10 +47,15 @@ def atomic_path(path: str | os.PathLike, sync: bool = True, replace: bool = True
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        yield tmp
-        if sync:
-            with open(tmp, "rb+") as handle:
-                os.fsync(handle.fileno())
+        try:
+            yield tmp
+            if sync:
+                with open(tmp, "rb+") as handle:
+                    os.fsync(handle.fileno())
+        except OSError as error:
+            if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            raise _naming(target, error) from None  # a full disk while writing: name the file, not its temporary
         # mkstemp creates 0600 files; give the result the mode a plain open() would have.
         os.chmod(tmp, 0o666 & ~_umask())
         try:

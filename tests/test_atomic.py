@@ -133,3 +133,27 @@ def test_the_written_file_is_renamed_into_place_not_copied(tmp_path):
         assert reader_of_old.read() == "old"  # the old file lives on for whoever has it open
     assert os.stat(target).st_ino == written and target.read_text() == "new"
     assert [p.name for p in tmp_path.iterdir()] == ["report.json"]
+
+
+def test_a_full_disk_is_one_line_naming_the_file_or_saying_what_to_do(cli_runner, image_folder, tmp_path, monkeypatch):
+    # Writes that fail inside a writer (zipfile, Keras' backups) raise ENOSPC without a file name,
+    # which the CLI let through as a traceback.
+    import errno
+
+    import pipelines.export
+    from tests.conftest import assert_one_line_error, invoke
+
+    def full(*args):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def full_inside_a_writer(out, *args):
+        with atomic.atomic_path(out) as tmp:
+            tmp.write_bytes(b"PK")
+            full(tmp)
+
+    args = ["preprocess", "--modality", "image", "--data", image_folder, "--no-cache", "--out", tmp_path / "x.npz"]
+    monkeypatch.setattr(pipelines.export, "write_npz_in_blocks", full_inside_a_writer)
+    assert_one_line_error(invoke(cli_runner, args), f"Cannot use {tmp_path / 'x.npz'}: No space left on device")
+    monkeypatch.setattr(pipelines.export, "write_npz_in_blocks", full)
+    assert_one_line_error(invoke(cli_runner, args), "Cannot write: No space left on device; free some space")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["images"]  # no temporary left behind
