@@ -157,16 +157,16 @@ class CacheStats:
 
 
 @contextlib.contextmanager
-def cache_errors(folder: Path, action: str = "use the preprocessing cache") -> Iterator[None]:
+def cache_errors(
+    folder: Path, action: str = "use the preprocessing cache",
+    advice: str = "pass --cache-dir to use another folder, or --no-cache",
+) -> Iterator[None]:
     """An unusable cache folder (permissions, a full disk, a locked database) as one line:
-    "Cannot <action> in <folder> (<reason>); pass --cache-dir ... or --no-cache."."""
+    "Cannot <action> in <folder> (<reason>); <advice>."."""
     try:
         yield
     except (OSError, sqlite3.Error) as error:
-        raise ConvpipeError(
-            f"Cannot {action} in {folder} ({getattr(error, 'strerror', None) or error}); "
-            "pass --cache-dir to use another folder, or --no-cache."
-        ) from None
+        raise ConvpipeError(f"Cannot {action} in {folder} ({getattr(error, 'strerror', None) or error}); {advice}.") from None
 
 
 TEMPORARY_PREFIX = "convpipe-shards-"
@@ -361,7 +361,8 @@ def cache_info(root: Path) -> dict[str, Any]:
 
     store = EntryStore(root)
     try:
-        entries = store.count()
+        with cache_errors(root, "read the cache", "check the folder's permissions"):  # e.g. read-only
+            entries = store.count()
     finally:
         store.close()
     shard_sets = {path.parent for path in files("shards")}
@@ -387,7 +388,8 @@ def clear_cache(root: Path) -> dict[str, Any]:
         raise ConvpipeError(f"{root} is not a convpipe cache (no {FILENAME}); nothing removed.")
     lock = _lock_folder(root, exclusive=True)
     try:
-        EntryStore(root).remove()
+        with cache_errors(root, "clear the cache", "check the folder's permissions"):
+            EntryStore(root).remove()
         for folder in ("entries", "shards", "fits"):  # entries/: the one-file-per-input layout before format 2
             shutil.rmtree(root / folder, ignore_errors=True)
     finally:

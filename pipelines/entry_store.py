@@ -61,6 +61,23 @@ def encode_row(key: str, item: Any, reason: str | None, notes: list[str]) -> tup
     return key, None, None, None, None, json.dumps(doc, ensure_ascii=False)
 
 
+def _recovering(method: Callable) -> Callable:
+    """Run `method` again on a fresh database when SQLite finds the file damaged mid-query
+    ("database disk image is malformed"), which opening it did not notice."""
+
+    @functools.wraps(method)
+    def wrapper(self: "EntryStore", *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.DatabaseError as error:
+            if isinstance(error, sqlite3.OperationalError):  # locked, unwritable: not damage
+                raise
+            self._start_afresh(error)
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
+
 class EntryStore:
     """The entries of one cache folder. Opened lazily; each process opens its own connection."""
 
@@ -79,11 +96,16 @@ class EntryStore:
         except sqlite3.DatabaseError as error:
             if isinstance(error, sqlite3.OperationalError):  # locked, unwritable: not damage
                 raise
-            logger.warning("preprocessing cache %s is unreadable (%s); starting it afresh", self.path, error)
-            for suffix in ("", "-wal", "-shm"):
-                Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+            self._start_afresh(error)
             self._db = self._open()
         return self._db
+
+    def _start_afresh(self, error: sqlite3.DatabaseError) -> None:
+        """Drop a damaged database: its entries are decoded again, as a damaged entry is."""
+        logger.warning("preprocessing cache %s is unreadable (%s); starting it afresh", self.path, error)
+        self.close()
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{self.path}{suffix}").unlink(missing_ok=True)
 
     def _open(self) -> sqlite3.Connection:
         # Autocommit mode; writes use explicit transactions. A busy database (another process
@@ -104,6 +126,7 @@ class EntryStore:
             self._db.close()
             self._db = None
 
+    @_recovering
     def put_many(self, rows: Iterable[tuple]) -> None:
         """Write rows made by `encode_row`, all or none."""
         rows = list(rows)
@@ -132,9 +155,11 @@ class EntryStore:
         finally:
             db.execute(f"PRAGMA busy_timeout = {BUSY_SECONDS * 1000}")
 
+    @_recovering
     def put_batch(self, key: str, document: dict) -> None:
         self._connect(create=True).execute("INSERT OR REPLACE INTO batches VALUES (?, ?)", (key, json.dumps(document)))
 
+    @_recovering
     def get_batch(self, key: str) -> dict | None:
         db = self._connect(create=False)
         row = None if db is None else db.execute("SELECT doc FROM batches WHERE key = ?", (key,)).fetchone()
@@ -152,6 +177,7 @@ class EntryStore:
             batch = keys[start : start + LOOKUP_BATCH]
             yield from db.execute(f"SELECT key, {columns} FROM entries WHERE key IN ({','.join('?' * len(batch))})", batch)
 
+    @_recovering
     def status_many(self, keys: list[str]) -> dict[str, tuple[bool, dict] | None]:
         """For each key found: (holds an array, its JSON document). Array bytes are not read;
         only their count is checked, so a lookup costs microseconds; a row whose count is wrong
@@ -159,6 +185,7 @@ class EntryStore:
         columns = "dtype, shape, length(data), doc"
         return self._decoded({key: (_status, row) for key, *row in self._select(columns, keys)})
 
+    @_recovering
     def get_many(self, keys: list[str]) -> dict[str, tuple[Any, dict] | None]:
         """(item, document) of each entry found; None for a damaged one, which is removed."""
         columns = "dtype, shape, data, crc, doc"
@@ -182,6 +209,7 @@ class EntryStore:
             if db is not None:
                 db.executemany("DELETE FROM entries WHERE key = ?", [(key,) for key in keys])
 
+    @_recovering
     def count(self) -> int:
         db = self._connect(create=False)
         return 0 if db is None else db.execute("SELECT count(*) FROM entries").fetchone()[0]

@@ -196,6 +196,29 @@ def test_an_unreadable_cache_database_is_started_afresh(audio_folder, tmp_path):
     assert (warm.stats.hits, warm.stats.misses) == (36, 0)
 
 
+def test_a_cache_database_damaged_inside_is_started_afresh_not_an_error_for_good(audio_folder, tmp_path):
+    # damage SQLite meets only in a query ("database disk image is malformed") was a one-line
+    # error on every later command that used the cache
+    dataset = audio_inputs(audio_folder)
+    preprocessor = AudioPreprocessor(num_mels=16)
+    keys, _ = read_into_cache(preprocessor, dataset.inputs, PreprocessCache(tmp_path / "c"), workers=1)
+    expected = cached_items(PreprocessCache(tmp_path / "c"), keys)
+    database = tmp_path / "c" / "entries.sqlite"
+    import sqlite3
+
+    sqlite3.connect(database).execute("PRAGMA wal_checkpoint(TRUNCATE)").close()  # the pages into the file
+    size = database.stat().st_size
+    assert size > 6 * 65536
+    with open(database, "r+b") as handle:  # every page but the first, whose header opening reads
+        handle.seek(65536)
+        handle.write(np.random.default_rng(0).bytes(size - 65536))
+    cache = PreprocessCache(tmp_path / "c")
+    again, results = read_into_cache(preprocessor, dataset.inputs, cache, workers=1)
+    assert cache.stats.misses == 36 and all(r.reason is None for r in results)
+    for key, item in zip(again, expected):
+        np.testing.assert_array_equal(stored(cache, key), item)
+
+
 def test_text_entries_keep_their_tokens_and_latin1_notes(tmp_path):
     folder = tmp_path / "texts"
     for label in ("a", "b"):
@@ -472,6 +495,24 @@ def test_empty_paths_are_refused_and_clear_leaves_a_folder_that_is_no_cache(cli_
     assert_one_line_error(invoke(cli_runner, ["cache", "clear", "--cache-dir", "."]), "is not a convpipe cache")
     assert (tmp_path / "fits" / "m31.fits").exists()
     assert sorted(path.name for path in tmp_path.iterdir()) == ["fits", "images"]
+
+
+def test_cache_info_and_clear_on_a_cache_they_cannot_open_are_one_line(cli_runner, tmp_path, monkeypatch):
+    # a read-only cache folder: SQLite cannot set up its journal there (was a traceback)
+    import sqlite3
+
+    import pipelines.entry_store
+
+    (tmp_path / "c").mkdir()
+    sqlite3.connect(tmp_path / "c" / "entries.sqlite").close()
+
+    def read_only(db):
+        raise sqlite3.OperationalError("unable to open database file")
+
+    monkeypatch.setattr(pipelines.entry_store, "_set_up", read_only)
+    for action, words in (("info", "Cannot read the cache in"), ("clear", "Cannot read the cache in")):
+        line = assert_one_line_error(invoke(cli_runner, ["cache", action, "--cache-dir", tmp_path / "c"]), words)
+        assert "unable to open database file" in line and "check the folder's permissions" in line
 
 
 def test_cache_info_counts_the_fitted_preprocessors_and_clear_removes_them(audio_folder, cli_runner, tmp_path):
