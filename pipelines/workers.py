@@ -119,11 +119,24 @@ def prestart(workers: int | None, preprocessor_class: type | None = None) -> Non
     inputs: the decoders' import then overlaps TensorFlow's."""
     if resolve_workers(workers) < 2 or "forkserver" not in multiprocessing.get_all_start_methods():
         return
-    from multiprocessing import forkserver
-
     multiprocessing.get_context("forkserver").set_forkserver_preload(worker_imports(preprocessor_class))
     with one_thread_per_child():
+        _start_fork_server()
+
+
+def _start_fork_server() -> None:
+    """Start the fork server with SIGINT ignored, which it keeps across its exec: Ctrl-C reaches
+    the whole process group, and the server printed a traceback of its own from the middle of
+    its imports (the command reports the interrupt, once)."""
+    from multiprocessing import forkserver
+
+    main = threading.current_thread() is threading.main_thread()  # signal handlers are set there only
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+    try:
         forkserver.ensure_running()
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, previous)
 
 
 def _one_blas_thread_here() -> contextlib.AbstractContextManager:
@@ -198,6 +211,8 @@ class Workers:
             # Kept until close(): spawn and forkserver start children lazily, on submit.
             self._environment = contextlib.ExitStack()
             self._environment.enter_context(one_thread_per_child())
+            if self.method == "forkserver":
+                _start_fork_server()  # now, not at the first submit: see there
             self._pool = ProcessPoolExecutor(
                 self.count, mp_context=context, initializer=_init_child, initargs=(os.getpid(),)
             )

@@ -417,6 +417,26 @@ def test_workers_end_when_their_command_is_killed(tmp_path):
     assert not left, "worker processes outlived the killed command"
 
 
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads signal dispositions from /proc")
+def test_the_fork_server_ignores_ctrl_c_which_its_command_reports(tmp_path):
+    # Ctrl-C reaches the whole process group: the fork server, busy importing librosa, printed a
+    # traceback of its own (36-79 lines) above the command's "Interrupted."
+    import subprocess
+    import sys
+
+    script = """
+import signal
+from multiprocessing import forkserver
+from pipelines.workers import prestart
+prestart(2)
+pid = forkserver._forkserver._forkserver_pid
+ignored = next(line for line in open(f"/proc/{pid}/status") if line.startswith("SigIgn:"))
+print(int(ignored.split()[1], 16) >> (signal.SIGINT - 1) & 1, signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+"""
+    result = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).parents[1], capture_output=True, text=True, timeout=120)
+    assert result.stdout.split() == ["1", "True"], result.stderr[-2000:]  # the server ignores it; the command does not
+
+
 def test_workers_are_forked_only_from_a_parent_without_a_framework_or_threads(monkeypatch):
     import sys
     import threading
