@@ -673,7 +673,7 @@ def preprocess_command(
     out: Annotated[Path, typer.Option(help="Output .npz file.")],
     modality: ModalityOption = None,
     data: DataOption = None,
-    run: Annotated[Optional[Path], typer.Option(help="Use this run's fitted preprocessor and label order.")] = None,
+    run: Annotated[Optional[Path], typer.Option(help="Use this run's fitted preprocessor and label order (and its data, without --data).")] = None,
     workers: WorkersOption = None,
     cache_dir: CacheDirOption = None,
     use_cache: UseCacheOption = None,

@@ -38,8 +38,8 @@ def export_arrays(
     """Write `out` (.npz): `x`, `y` (indices into `label_names`), `label_names`, `ids`.
 
     With `run_path`, the run's fitted preprocessor and label order are used (and its modality,
-    when `modality` is not None, must match); otherwise a new preprocessor with default settings
-    is fitted on all the data.
+    when `modality` is not None, must match), and its data when `data` is None; otherwise a new
+    preprocessor with default settings is fitted on all the data.
     Inputs are read through `cache` (a temporary one when None).
     """
     out = Path(out)
@@ -53,6 +53,8 @@ def export_arrays(
             if run.config.modality is not modality:
                 raise ConvpipeError(f"{run_path} was trained on {run.config.modality.value} data, not {modality.value}.")
             preprocessor, label_names = run.preprocessor, run.labels
+            # without --data, the run's own data (the demo data, for a run trained on it), not the demo's
+            data = run.config.data if data is None else data
         source = load_source(data, modality)
         dataset = source.everything()
         if run_path is None:

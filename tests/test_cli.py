@@ -740,6 +740,12 @@ def test_preprocess_takes_the_modality_from_the_run(cli_runner, image_run, tmp_p
         assert arrays["x"].shape == (36, 8, 8, 1)
     result = invoke(cli_runner, ["preprocess", "--data", image_run.data, "--out", out])
     assert_one_line_error(result, "No modality given", "--run RUN")
+    # and its data: without --data it read the demo digits ("Label(s) the run never saw: 0, 1, ...")
+    result = invoke(cli_runner, ["preprocess", "--run", image_run.run_dir, "--out", tmp_path / "own.npz"])
+    assert result.exit_code == 0, describe_result(result)
+    with np.load(out) as given, np.load(tmp_path / "own.npz") as own:
+        np.testing.assert_array_equal(own["x"], given["x"])
+        assert list(own["ids"]) == list(given["ids"])
 
 
 def test_preprocess_without_a_run_fits_a_new_preprocessor(cli_runner, text_folder, tmp_path):
