@@ -195,7 +195,7 @@ def encode_to_shards(
     encoded before, else encoded now (by `workers`, a chunk of rows at a time) into new shards."""
     cache = items.cache
     folder = cache.shard_folder(digest("shards", fitted_key(preprocessor), items.keys))
-    found = open_shards(folder)
+    found = open_shards(folder, verify=cache.verify)
     if found is not None:
         cache.stats.shard_hits += 1
         return found

@@ -67,14 +67,20 @@ def test_a_truncated_shard_is_not_reused(tmp_path, monkeypatch):
 def test_a_shard_whose_bytes_changed_is_not_reused(tmp_path, monkeypatch):
     # bit rot or a stray write inside a shard kept its size and header: its values (3.4e38)
     # were trained on and exported without a word
+    import os
+
     x = sharded(tmp_path, np.arange(60, dtype=np.float32).reshape(20, 3), monkeypatch)
-    assert open_shards(tmp_path / "shards") is not None
+    assert open_shards(tmp_path / "shards") is not None and open_shards(tmp_path / "shards", verify=True) is not None
+    written = x.paths[1].stat()
     data = bytearray(x.paths[1].read_bytes())
     data[-4:] = b"\x7f\x7f\x7f\x7f"
     x.paths[1].write_bytes(bytes(data))
-    assert open_shards(tmp_path / "shards") is None
+    assert open_shards(tmp_path / "shards") is None  # its modification time tells
+    os.utime(x.paths[1], ns=(written.st_atime_ns, written.st_mtime_ns))  # bit rot keeps it
+    assert open_shards(tmp_path / "shards") is not None
+    assert open_shards(tmp_path / "shards", verify=True) is None  # its CRC-32 tells (--cache-verify)
     manifest = json.loads((tmp_path / "shards" / shards.MANIFEST).read_text())
-    del manifest["crc32"]  # shards written before the checksums: encoded again, once
+    del manifest["crc32"], manifest["mtime_ns"]  # shards written before these checks: encoded again, once
     (tmp_path / "shards" / shards.MANIFEST).write_text(json.dumps(manifest))
     assert open_shards(tmp_path / "shards") is None
 
