@@ -717,7 +717,9 @@ def cache_info_command(cache_dir: CacheDirOption = None) -> None:
 
     details = cache_info(default_cache_dir() if cache_dir is None else cache_folder(cache_dir))
     console.print(f"{'path':<12}{shown(details['path'])}" + ("" if details["exists"] else " (not created yet)"))
-    console.print(f"{'entries':<12}{details['entries']:,} preprocessed inputs")
+    entries = details["entries"]
+    console.print(f"{'entries':<12}" + ("unreadable: the database is damaged; the next command that uses it starts it afresh"
+                                          if entries is None else f"{entries:,} preprocessed inputs"))
     console.print(f"{'shard sets':<12}{details['shard_sets']:,}")
     console.print(f"{'fits':<12}{details['fits']:,} fitted preprocessors")
     console.print(f"{'size':<12}{details['bytes'] / 1e6:,.1f} MB")
@@ -731,7 +733,8 @@ def cache_clear_command(cache_dir: CacheDirOption = None) -> None:
 
     details = clear_cache(default_cache_dir() if cache_dir is None else cache_folder(cache_dir))
     console.print(
-        f"Removed {details['entries']:,} entries and {details['shard_sets']:,} shard sets "
+        f"Removed {'a damaged database of' if details['entries'] is None else format(details['entries'], ',')} entries "
+        f"and {details['shard_sets']:,} shard sets "
         f"({details['bytes'] / 1e6:,.1f} MB) from {shown(details['path'])}"
     )
 

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from pipelines import __version__
-from pipelines.entry_store import FILENAME, EntryStore, encode_row
+from pipelines.entry_store import FILENAME, EntryStore, damaged_database, encode_row
 from pipelines.file_locks import lock
 from preprocess import ConvpipeError
 
@@ -359,10 +359,15 @@ def cache_info(root: Path) -> dict[str, Any]:
         base = root / folder
         return [path for path in base.rglob("*") if path.is_file()] if base.is_dir() else []
 
-    store = EntryStore(root)
+    store = EntryStore(root, repair=False)  # looking never replaces a damaged database
     try:
         with cache_errors(root, "read the cache", "check the folder's permissions"):  # e.g. read-only
-            entries = store.count()
+            try:
+                entries = store.count()
+            except sqlite3.DatabaseError as error:
+                if not damaged_database(error):
+                    raise
+                entries = None  # the next command that uses the cache starts it afresh
     finally:
         store.close()
     shard_sets = {path.parent for path in files("shards")}

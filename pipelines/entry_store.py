@@ -61,6 +61,11 @@ def encode_row(key: str, item: Any, reason: str | None, notes: list[str]) -> tup
     return key, None, None, None, None, json.dumps(doc, ensure_ascii=False)
 
 
+def damaged_database(error: sqlite3.DatabaseError) -> bool:
+    """Whether SQLite says the file itself is damaged (not locked, unwritable or misused)."""
+    return getattr(error, "sqlite_errorcode", None) in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+
+
 def _recovering(method: Callable) -> Callable:
     """Run `method` again on a fresh database when SQLite finds the file damaged mid-query
     ("database disk image is malformed"), which opening it did not notice."""
@@ -70,7 +75,7 @@ def _recovering(method: Callable) -> Callable:
         try:
             return method(self, *args, **kwargs)
         except sqlite3.DatabaseError as error:
-            if isinstance(error, sqlite3.OperationalError):  # locked, unwritable: not damage
+            if not self.repair or not damaged_database(error):
                 raise
             self._start_afresh(error)
             return method(self, *args, **kwargs)
@@ -81,9 +86,11 @@ def _recovering(method: Callable) -> Callable:
 class EntryStore:
     """The entries of one cache folder. Opened lazily; each process opens its own connection."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, repair: bool = True):
         self.path = Path(root) / FILENAME
+        self.repair = repair  # False: report damage (`cache info`), never replace the database
         self._db: sqlite3.Connection | None = None
+        self._inode: int | None = None  # of the file this connection opened
 
     def _connect(self, create: bool) -> sqlite3.Connection | None:
         if self._db is not None:
@@ -94,16 +101,24 @@ class EntryStore:
         try:
             self._db = self._open()
         except sqlite3.DatabaseError as error:
-            if isinstance(error, sqlite3.OperationalError):  # locked, unwritable: not damage
+            if not self.repair or not damaged_database(error):
                 raise
             self._start_afresh(error)
             self._db = self._open()
         return self._db
 
     def _start_afresh(self, error: sqlite3.DatabaseError) -> None:
-        """Drop a damaged database: its entries are decoded again, as a damaged entry is."""
-        logger.warning("preprocessing cache %s is unreadable (%s); starting it afresh", self.path, error)
+        """Drop a damaged database: its entries are decoded again, as a damaged entry is. Another
+        process may have replaced it already (another inode): then this one only reconnects."""
+        inode = self._inode
         self.close()
+        try:
+            replaced = inode is not None and self.path.stat().st_ino != inode
+        except FileNotFoundError:
+            replaced = True
+        if replaced:
+            return
+        logger.warning("preprocessing cache %s is unreadable (%s); starting it afresh", self.path, error)
         for suffix in ("", "-wal", "-shm"):
             Path(f"{self.path}{suffix}").unlink(missing_ok=True)
 
@@ -111,6 +126,7 @@ class EntryStore:
         # Autocommit mode; writes use explicit transactions. A busy database (another process
         # writing a chunk) is waited for, not an error.
         db = sqlite3.connect(self.path, timeout=BUSY_SECONDS, isolation_level=None, check_same_thread=False)
+        self._inode = self.path.stat().st_ino
         try:
             # Two workers creating the database at once: switching it to WAL and creating the
             # tables can fail at once with "locked" (SQLite's deadlock avoidance skips the busy

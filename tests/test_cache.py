@@ -212,11 +212,37 @@ def test_a_cache_database_damaged_inside_is_started_afresh_not_an_error_for_good
     with open(database, "r+b") as handle:  # every page but the first, whose header opening reads
         handle.seek(65536)
         handle.write(np.random.default_rng(0).bytes(size - 65536))
+    # cache info says so and changes nothing; cache clear empties it
+    from pipelines.cache import cache_info
+
+    assert cache_info(tmp_path / "c")["entries"] is None and database.stat().st_size == size
     cache = PreprocessCache(tmp_path / "c")
     again, results = read_into_cache(preprocessor, dataset.inputs, cache, workers=1)
     assert cache.stats.misses == 36 and all(r.reason is None for r in results)
     for key, item in zip(again, expected):
         np.testing.assert_array_equal(stored(cache, key), item)
+
+
+def test_a_damaged_cache_database_is_replaced_once_when_two_processes_find_it(tmp_path):
+    # each process replaced it on its own: the second deleted the first one's new database,
+    # and the first one's later writes went to a deleted file
+    import sqlite3
+
+    from pipelines.entry_store import EntryStore, encode_row
+
+    first, second = EntryStore(tmp_path), EntryStore(tmp_path)
+    first.put_many([encode_row(f"k{i}", np.zeros(3, np.float32), None, []) for i in range(5)])
+    second.count()  # both hold a connection to the same file
+    sqlite3.connect(tmp_path / "entries.sqlite").execute("PRAGMA wal_checkpoint(TRUNCATE)").close()
+    with open(tmp_path / "entries.sqlite", "r+b") as handle:
+        handle.write(b"\xff" * 60_000)
+    assert first.count() == 0  # damaged: started afresh
+    first.put_many([encode_row(f"n{i}", np.zeros(3, np.float32), None, []) for i in range(10)])
+    assert second.count() == 10  # reconnected to the new one, not another fresh start
+    assert EntryStore(tmp_path).count() == 10
+    with pytest.raises(sqlite3.ProgrammingError):  # a misuse, not damage: raised, the entries kept
+        first.put_many([("too", "few", "values")])
+    assert EntryStore(tmp_path).count() == 10
 
 
 def test_text_entries_keep_their_tokens_and_latin1_notes(tmp_path):
