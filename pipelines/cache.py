@@ -49,7 +49,9 @@ logger = logging.getLogger(__name__)
 #:    an all-silent audio clip reads as the quietest level, not the loudest.
 #: 5: text that is not UTF-8 falls back to Windows-1252; UTF-16 with a BOM is read; files full of
 #:    control characters are refused; cut-off compressed audio is refused.
-CACHE_FORMAT = 5
+#: 6: uint16 colour arrays read as their high bytes, big-endian arrays read, files keyed by
+#:    ctime and inode too.
+CACHE_FORMAT = 6
 
 
 def default_cache_dir() -> Path:

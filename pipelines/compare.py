@@ -99,9 +99,9 @@ def _compact(value: Any) -> str:
 def key_hyperparameters(run: Run) -> dict[str, Any]:
     """The settings that distinguish one run from another, in CLI terms."""
     config = run.config
-    spec = config.model.to_dict()
+    spec = config.to_dict()["model"]  # without what this model does not use (a full kernel's embedding)
     keys = TEXT_KEYS if config.modality is Modality.text else CONV_KEYS
-    values = {key: spec[key] for key in keys}
+    values = {key: spec[key] for key in keys if key in spec}
     if config.modality is Modality.text:
         values["level"] = config.preprocess.get("level")
     values["epochs"] = f"{run.document.get('epochs_run', '?')}/{config.train.epochs}"

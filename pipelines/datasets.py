@@ -507,7 +507,7 @@ def _merged_rows(values: list, labels: set[str], column: str, csv_text: str) -> 
         if not quotes_well_formed:
             return any((match := row_end.search(line)) and match.group(1).strip() in labels for line in lines)
         tails = [match.group(1).strip() for line in lines if (match := written_row_end.search(line))]
-        tails = [tail for tail in tails if label_like(tail)]
+        tails = [tail for tail in tails if tail in labels or label_like(tail)]  # labels may be numbers
         return len(tails) >= 2 and any(tail in labels for tail in tails)
 
     merged = []

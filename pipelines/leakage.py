@@ -50,7 +50,8 @@ def _file_digest(path: Any) -> str | None:
 def same_text_key(text: str) -> str:
     """What two texts share when one counts as a copy of the other: the same words, up to case
     and spacing, read as the tokenizer reads them (a decomposed accent, a soft hyphen)."""
-    return " ".join(normalize_text(text).split()).casefold()
+    text = text if text.isascii() else normalize_text(text)  # ASCII has nothing to normalize
+    return " ".join(text.split()).casefold()
 
 
 def _keys(splits: dict[str, Dataset], against: str | None = None, within: str | None = None) -> dict[str, list[str | None]] | None:

@@ -355,6 +355,11 @@ def test_a_quote_left_open_in_a_csv_is_listed_not_trained_as_one_wrong_row(tmp_p
     (tmp_path / "inch.csv").write_text("text,label\n" + "\n".join(rows) + "\n")
     data, ignored = read_manifest(tmp_path / "inch.csv", Modality.text)
     assert data.inputs == ["Shares rose sharply"] and "a quote left open?" in ignored[0][1]
+    numbered = [row.replace("sports", "1").replace("business", "0").replace("tech", "0") for row in rows]
+    numbered.append("Fans cheered,1")
+    (tmp_path / "numbered.csv").write_text("text,label\n" + "\n".join(numbered) + "\n")  # sentiment-style 0/1
+    data, ignored = read_manifest(tmp_path / "numbered.csv", Modality.text)
+    assert data.inputs == ["Shares rose sharply", "Fans cheered"] and "a quote left open?" in ignored[0][1]
     # but a well-formed file's texts whose lines hold commas of their own are kept
     import csv
 

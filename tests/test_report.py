@@ -624,6 +624,19 @@ def test_compare_of_an_image_and_an_audio_run_lists_no_setting_the_modality_deci
     assert "head" in differ  # a knob both have: flatten for images, global pooling for audio
 
 
+def test_compare_shows_no_embedding_size_for_a_full_kernel_text_run(text_run, tmp_path):
+    from pipelines.compare import key_hyperparameters
+    from pipelines.run_dir import Run
+
+    run = copied_run(text_run.run_dir, tmp_path / "full")
+    document = json.loads((run / "config.json").read_text())
+    document["config"]["model"]["text_kernel"] = "full"  # which has no embedding
+    (run / "config.json").write_text(json.dumps(document))
+    shown = key_hyperparameters(Run.open(run))
+    assert shown["text_kernel"] == "full" and "embedding_dim" not in shown
+    assert "embedding_dim" in key_hyperparameters(Run.open(text_run.run_dir))
+
+
 def test_compare_evaluates_a_run_without_a_report(cli_runner, image_run, text_run, tmp_path):
     image = copied_run(image_run.run_dir, tmp_path / "image")
     text = copied_run(text_run.run_dir, tmp_path / "text")
