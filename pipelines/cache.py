@@ -390,8 +390,11 @@ def clear_cache(root: Path) -> dict[str, Any]:
     info = cache_info(root)
     if not info["exists"]:
         return info
-    if not any((root / name).exists() for name in (FILENAME, LOCK_FILE)):
-        # its shards/, fits/ or entries/ would be a user's own folders of those names
+    # Its shards/, fits/ or entries/ could be a user's own folders of those names. (entries/ of
+    # two-character folders: the layout before format 2.)
+    found = list((root / "entries").iterdir()) if (root / "entries").is_dir() else []
+    old_layout = bool(found) and all(len(path.name) == 2 and path.is_dir() for path in found)
+    if not (any((root / name).exists() for name in (FILENAME, LOCK_FILE)) or old_layout):
         raise ConvpipeError(f"{root} is not a convpipe cache (no {FILENAME}); nothing removed.")
     lock = _lock_folder(root, exclusive=True)
     try:

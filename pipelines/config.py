@@ -410,7 +410,7 @@ def resolve_config(
                 raise ConvpipeError(f"{config_file}: data is empty; name the data folder or CSV file, or leave it out.")
             layer["data"] = str(Path(config_file).parent / Path(layer["data"]).expanduser())
         cache_dir = layer.get("train", {}).get("cache_dir")
-        if cache_dir:  # "" is the default cache
+        if cache_dir and not run_record:  # "" is the default cache; a run records its own as it was used
             layer["train"]["cache_dir"] = str((Path(config_file).parent / Path(cache_dir).expanduser()).resolve())
     if data is not None:  # now: train makes the path absolute before it is listed
         check_not_empty(data)

@@ -541,6 +541,11 @@ def test_empty_paths_are_refused_and_clear_leaves_a_folder_that_is_no_cache(cli_
     assert_one_line_error(invoke(cli_runner, ["cache", "clear", "--cache-dir", "."]), "is not a convpipe cache")
     assert (tmp_path / "fits" / "m31.fits").exists()
     assert sorted(path.name for path in tmp_path.iterdir()) == ["fits", "images"]
+    old = tmp_path / "old-cache"  # the layout before format 2: entries/ab/<key>.npz, no database
+    (old / "entries" / "ab").mkdir(parents=True)
+    (old / "entries" / "ab" / "abcdef.npz").write_bytes(b"")
+    result = invoke(cli_runner, ["cache", "clear", "--cache-dir", old])
+    assert result.exit_code == 0 and not (old / "entries").exists(), describe_result(result)
 
 
 def test_cache_info_and_clear_on_a_cache_they_cannot_open_are_one_line(cli_runner, tmp_path, monkeypatch):

@@ -348,6 +348,10 @@ def test_paths_in_a_toml_file_are_relative_to_it_and_an_empty_data_path_is_refus
     monkeypatch.chdir(tmp_path)
     config = resolve_config(None, config_file=folder / "run.toml")
     assert Path(config.train.cache_dir) == (folder / "mycache").resolve()  # was ./mycache, stored relative
+    # a run's config.json records its cache as it was used (a relative one before it was made
+    # absolute): not moved to beside the run
+    recorded = run_config_json(tmp_path, resolve_config("image", train={"cache_dir": "old-relative"}))
+    assert resolve_config(None, config_file=recorded).train.cache_dir == "old-relative"
     (folder / "empty.toml").write_text('modality = "image"\ndata = ""\n')
     with pytest.raises(ConvpipeError, match="data is empty"):
         resolve_config(None, config_file=folder / "empty.toml")
