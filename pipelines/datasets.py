@@ -5,6 +5,7 @@ from __future__ import annotations
 import codecs
 import contextlib
 import csv
+import functools
 import hashlib
 import io
 import json
@@ -124,6 +125,12 @@ class DataSource:
 VALIDATION_FOLDERS = ("val", "valid", "validation", "dev")  # dev/: GLUE's and many speech sets' name
 
 
+@functools.lru_cache(maxsize=64)
+def _warn_once(message: str) -> None:
+    """Log `message` once per process: train and evaluate list their data more than once."""
+    logger.warning("%s", message)
+
+
 def check_not_empty(data: str) -> None:
     """Refuse `--data ""`: an unset "$DATA" would otherwise read the current folder."""
     if not data.strip():
@@ -159,11 +166,9 @@ def load_source(data: str | None, modality: Modality) -> DataSource:
         others = [folder for folder in subfolders if folder not in roles.values()]
         if others:  # e.g. eval/ or holdout/: said, since a whole split left out is easy to miss
             names = ", ".join(f"{printable_name(folder.name)}/" for folder in others)
-            logger.warning(
-                "%s: ignoring %s beside %s: not a split folder name (validation: %s; test: %s); rename it to use it.",
-                path, names, " and ".join(f"{roles[role].name}/" for role in SPLIT_NAMES if role in roles),
-                ", ".join(VALIDATION_FOLDERS), ", ".join(SPLIT_NAMES["test"]),
-            )
+            splits = " and ".join(f"{roles[role].name}/" for role in SPLIT_NAMES if role in roles)
+            _warn_once(f"{path.resolve()}: ignoring {names} beside {splits}: not a split folder name (validation: "
+                       f"{', '.join(VALIDATION_FOLDERS)}; test: {', '.join(SPLIT_NAMES['test'])}); rename it to use it.")
             ignored += [(f"{printable_name(folder.name)}/", "not a split folder beside the split folders") for folder in others]
         return DataSource(location=str(data), **parts, ignored=ignored)
     if roles.get("train") and subfolders == [roles["train"]]:

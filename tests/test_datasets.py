@@ -93,6 +93,8 @@ def test_another_folder_beside_the_split_folders_is_named_not_dropped_silently(t
     source = load_source(str(tmp_path / "data"), Modality.image)
     assert ("eval/", "not a split folder beside the split folders") in source.ignored
     assert "ignoring eval/ beside train/ and test/: not a split folder name" in caplog.text
+    caplog.clear()  # said once, though train and evaluate list their data more than once
+    assert load_source(str(tmp_path / "data"), Modality.image).ignored == source.ignored and "eval/" not in caplog.text
     assert all(not i.startswith("eval/") for i in source.everything().ids)
 
 
