@@ -73,6 +73,15 @@ class Compute:
 def prepare_compute(settings: TrainSettings, out_given: bool = True) -> Compute:
     """Configure devices, precision and the strategy as `settings` ask; call before any TF op."""
     settings.validate_compute()
+    if settings.strategy != "none":
+        import keras
+
+        backend = keras.backend.backend()
+        if backend != "tensorflow":  # Keras' other trainers ignore tf.distribute: one device, or a traceback
+            raise ConvpipeError(
+                f"--strategy {settings.strategy} needs the tensorflow Keras backend, not {backend}: "
+                "unset KERAS_BACKEND, or drop --strategy."
+            )
     if settings.cpu_replicas > 1 and settings.strategy != "mirrored":
         raise ConvpipeError(
             f"--cpu-replicas {settings.cpu_replicas} only helps --strategy mirrored (got --strategy "

@@ -182,3 +182,18 @@ def test_a_worker_one_epoch_ahead_rolls_back_to_the_epoch_all_backed_up(tmp_path
     assert state.completed_epochs() == 2
     with h5py.File(state.backup / "latest.weights.h5", "r") as weights:
         assert weights["epoch"][()] == 2
+
+
+@pytest.mark.parametrize("strategy", ["mirrored", "multiworker"])
+def test_a_distribution_strategy_on_another_keras_backend_is_one_line(strategy, monkeypatch):
+    # Keras' JAX trainer ignores tf.distribute: mirrored trained on one device while config.json
+    # recorded two replicas, and multiworker ended in a 90-line traceback and a half-made run
+    import keras
+
+    from pipelines.compute import prepare_compute
+    from pipelines.config import TrainSettings
+    from preprocess import ConvpipeError
+
+    monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
+    with pytest.raises(ConvpipeError, match=f"--strategy {strategy} needs the tensorflow Keras backend, not jax"):
+        prepare_compute(TrainSettings(strategy=strategy))
