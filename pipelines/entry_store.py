@@ -67,8 +67,8 @@ def damaged_database(error: sqlite3.DatabaseError) -> bool:
 
 
 def _recovering(method: Callable) -> Callable:
-    """Run `method` again on a fresh database when SQLite finds the file damaged mid-query
-    ("database disk image is malformed"), which opening it did not notice."""
+    """Run `method` again on a fresh database when SQLite finds the file damaged, on opening it
+    ("file is not a database") or mid-query ("database disk image is malformed")."""
 
     @functools.wraps(method)
     def wrapper(self: "EntryStore", *args: Any, **kwargs: Any) -> Any:
@@ -98,13 +98,7 @@ class EntryStore:
         if not create and not self.path.exists():
             return None
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self._db = self._open()
-        except sqlite3.DatabaseError as error:
-            if not self.repair or not damaged_database(error):
-                raise
-            self._start_afresh(error)
-            self._db = self._open()
+        self._db = self._open()  # a damaged file: the calling method's `_recovering` starts afresh
         return self._db
 
     def _start_afresh(self, error: sqlite3.DatabaseError) -> None:
