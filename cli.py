@@ -222,6 +222,9 @@ DataOption = Annotated[
 ]
 
 
+TextOption = Annotated[
+    bool, typer.Option("--text", help="Text runs: read every INPUT as the text to classify, never as a file or folder name.")
+]
 WorkersOption = Annotated[
     Optional[int], typer.Option(help="Processes that decode inputs (default: one per CPU core; 1: no extra process).")
 ]
@@ -642,6 +645,7 @@ def predict(
     device: DeviceOption = "auto",
     skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Predict the inputs that can be read and list the others on stderr, instead of failing.")] = False,
     workers: WorkersOption = None,
+    literal_text: TextOption = False,
 ) -> None:
     """Print the top-k labels and probabilities for each input."""
     from pipelines.prediction import predict as run_prediction, with_stdin_lines
@@ -650,7 +654,7 @@ def predict(
     with ProgressBar(stderr=True) as bar:
         results = run_prediction(
             run, with_stdin_lines(inputs, sys.stdin), top_k=top_k, device=device, skip_bad=skip_bad, skipped=skipped,
-            workers=workers, progress=bar,
+            workers=workers, progress=bar, literal_text=literal_text,
         )
     for name, reason in skipped:  # every one: with --skip-bad this is the only record of them
         errors.print(f"[yellow]left out:[/yellow] {shown(name)} ({shown(reason)})", soft_wrap=True)
@@ -768,11 +772,12 @@ def inspect_command(
     input_value: Annotated[str, typer.Argument(metavar="INPUT", help="File to look at (text runs also take literal text).")],
     out: Annotated[Optional[Path], typer.Option(help="Folder for the figures (default RUN/inspect/<input name>-<checksum of its path>).")] = None,
     channels: Annotated[int, typer.Option(help="Feature maps / filters shown per layer.")] = 8,
+    literal_text: TextOption = False,
 ) -> None:
     """Write PNG figures of what each layer does with INPUT, and index.html in network order."""
     from pipelines.inspection import inspect
 
-    result = inspect(run, input_value, out=out, channels=channels)
+    result = inspect(run, input_value, out=out, channels=channels, literal_text=literal_text)
     ranked = "   ".join(f"{label} {p:.3f}" for label, p in sorted(result.probabilities.items(), key=lambda kv: -kv[1]))
     console.print(shown(f"{input_value}: {ranked}"), highlight=False)
     for row in result.ngrams:
@@ -792,11 +797,12 @@ def explain(
     run: Annotated[Path, typer.Argument(help="Run directory written by train.")],
     input_value: Annotated[str, typer.Argument(metavar="INPUT", help="File to explain (text runs also take literal text).")],
     out: Annotated[Optional[Path], typer.Option(help="Folder for the overlay (default RUN/explain/<input name>-<checksum of its path>).")] = None,
+    literal_text: TextOption = False,
 ) -> None:
     """Show which parts of INPUT decided the prediction: Grad-CAM (image, audio) or per-position contribution (text)."""
     from pipelines.saliency import explain as run_explain
 
-    result = run_explain(run, input_value, out=out)
+    result = run_explain(run, input_value, out=out, literal_text=literal_text)
     console.print(shown(f"{input_value}: {result.label} {result.probability:.3f} ({result.method})"), highlight=False)
     for position, token, contribution in result.top_positions[:5]:
         console.print(shown(f"  position {position} '{token}': {contribution:+.3f}"), highlight=False)

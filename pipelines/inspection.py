@@ -75,17 +75,18 @@ def probability_section(out: Path, run: Run, probabilities: np.ndarray) -> Secti
     )
 
 
-def inspect(run_path: Path, value: str, out: Path | None = None, channels: int = 8) -> Inspection:
-    """Write the figures and index.html for `value` (a file, or text for a text run) to `out`."""
+def inspect(run_path: Path, value: str, out: Path | None = None, channels: int = 8, literal_text: bool = False) -> Inspection:
+    """Write the figures and index.html for `value` (a file, or text for a text run; with
+    `literal_text`, text whatever it looks like) to `out`."""
     check_channels(channels)
     run = Run.open(run_path)
     out = Path(out) if out is not None else run.path / "inspect" / output_name(value)
     if run.config.modality is Modality.text:
         from pipelines.text_inspection import inspect_text
 
-        sections, probabilities, ngrams = inspect_text(run, input_source(run, value), out, channels)
+        sections, probabilities, ngrams = inspect_text(run, input_source(run, value, literal_text), out, channels)
     else:
-        sections, probabilities = inspect_grid(run, encode_input(run, value), out, channels)
+        sections, probabilities = inspect_grid(run, encode_input(run, value, literal_text), out, channels)
         ngrams = []
     sections.append(probability_section(out, run, probabilities))
     page = write_page(

@@ -42,33 +42,44 @@ def looks_like_path(value: str, extensions: tuple[str, ...]) -> bool:
     return value.lower().endswith(extensions) or (has_separator and not any(c.isspace() for c in value))
 
 
-def input_source(run: Run, value: str) -> Any:
+def input_source(run: Run, value: str, literal_text: bool = False) -> Any:
     """`value` as the preprocessor takes it: a path when it names a file; for a text run,
-    anything that does not look like a path is the text itself."""
-    return _source(run, value, _file_kind(value))
+    anything that does not look like a path is the text itself, and with `literal_text` (the
+    `--text` flag) everything is."""
+    return _source(run, value, None if literal_text else _file_kind(value), literal_text)
 
 
-def _source(run: Run, value: str, kind: str | None) -> Any:
+def _source(run: Run, value: str, kind: str | None, literal_text: bool = False) -> Any:
     """`input_source`, given what `value` names (`_file_kind`)."""
     text_run = run.config.modality is Modality.text
+    if literal_text and not text_run:
+        raise ConvpipeError(f"--text is for text runs; this run's modality is {run.config.modality.value}.")
     if not value.strip():  # before the file system: Path("") is the current folder
         raise ConvpipeError(f"Cannot use input {value!r}: empty text" if text_run else f"Input not found: {value!r}")
+    if literal_text:
+        return value
     if kind == "folder":  # inspect and explain take one input; predict expands folders first
         raise ConvpipeError(f"Cannot use input {value}: is a folder, expected a file")
     if kind == "file":
         return Path(value)
     if not text_run or looks_like_path(value, run.preprocessor.extensions):
-        raise ConvpipeError(f"Input not found: {value}{_why_missing(value)}")
+        raise ConvpipeError(f"Input not found: {value}{_why_missing(value)}{TEXT_HINT if text_run else ''}")
     return value
 
 
-def expanded_sources(run: Run, inputs: list[str], skip_bad: bool = False) -> tuple[list[str], list[Any]]:
+# A text without spaces can hold a "/" ("价格是100元/公斤"), and a file name can be text.
+TEXT_HINT = " (to classify it as text, pass --text)"
+
+
+def expanded_sources(run: Run, inputs: list[str], skip_bad: bool = False, literal_text: bool = False) -> tuple[list[str], list[Any]]:
     """`inputs` with each folder replaced by the files below it that the run's modality reads,
     in path order (hidden entries skipped and linked folders not followed, as `train` reads a
     class folder), and each one's `input_source`; every input is looked up once. A folder
     holding no such file is an error; so is a file that is not there, unless `skip_bad` (its
     reading then fails, and it is left out with the unreadable ones). Missing files are all
     looked for before the error, which names the first three and how many."""
+    if literal_text:  # every input is a text: nothing to look up
+        return list(inputs), [input_source(run, value, literal_text=True) for value in inputs]
     names, sources, missing = [], [], []
     for value in inputs:
         kind = _file_kind(value)
@@ -94,7 +105,8 @@ def expanded_sources(run: Run, inputs: list[str], skip_bad: bool = False) -> tup
     if missing:
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
         others = "; pass --skip-bad to predict the others" if len(missing) < len(names) else ""
-        raise ConvpipeError(f"Input{'s' if len(missing) > 1 else ''} not found: {', '.join(missing[:3])}{more}{others}")
+        hint = "" if run.config.modality is not Modality.text else TEXT_HINT if len(missing) == 1 else TEXT_HINT.replace(" it ", " them ")
+        raise ConvpipeError(f"Input{'s' if len(missing) > 1 else ''} not found: {', '.join(missing[:3])}{more}{hint}{others}")
     return names, sources
 
 
@@ -111,10 +123,10 @@ def _why_missing(value: str) -> str:
     return ""
 
 
-def encode_input(run: Run, value: str) -> np.ndarray:
+def encode_input(run: Run, value: str, literal_text: bool = False) -> np.ndarray:
     """The array the run's model reads for one input; a bad input is one clear error."""
     try:
-        return run.preprocessor.transform_one(input_source(run, value))
+        return run.preprocessor.transform_one(input_source(run, value, literal_text))
     except InputError as error:
         raise ConvpipeError(f"Cannot use input {value}: {error.reason}") from None
 
@@ -211,6 +223,7 @@ def with_stdin_lines(inputs: list[str], stdin: Any) -> list[str]:
 def predict(
     run_path: Path, inputs: list[str], top_k: int = 3, device: str = "auto", skip_bad: bool = False,
     skipped: list[tuple[str, str]] | None = None, workers: int | None = None, progress: ProgressReporter | None = None,
+    literal_text: bool = False,
 ) -> list[dict[str, Any]]:
     """`[{"input": ..., "kind": "file" | "text", "top": [{"label", "probability"}, ...]}]`, one
     entry per input, in order.
@@ -218,6 +231,7 @@ def predict(
     A folder stands for the files below it that the run's modality reads. For a text run, an
     input that names an existing file is read from it; one that looks like a
     path (see `looks_like_path`) but names nothing is an error; anything else is the text itself.
+    With `literal_text`, every input is text.
     An input that cannot be decoded is an error naming every such input; with `skip_bad`, the
     others are predicted and each one left out is added to `skipped` as (name, reason).
     """
@@ -227,7 +241,7 @@ def predict(
         raise ConvpipeError("Nothing to predict: pass one or more inputs.")
     configure_devices(device)  # before TensorFlow's first op, which fixes its devices
     run = Run.open(run_path)
-    inputs, sources = expanded_sources(run, inputs, skip_bad)  # every input checked before any is decoded
+    inputs, sources = expanded_sources(run, inputs, skip_bad, literal_text)  # every input checked before any is decoded
     x, kept, failed = encode_inputs(run, inputs, sources, workers, stage(progress, "reading inputs"))
     if failed and (not skip_bad or not kept):
         hint = "" if skip_bad else "; pass --skip-bad to predict the others"

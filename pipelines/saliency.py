@@ -119,15 +119,16 @@ def occlusion(model, ids: np.ndarray, used: int, class_index: int) -> np.ndarray
     return (scores[0] - scores[1:]).astype(np.float32)
 
 
-def explain(run_path: Path, value: str, out: Path | None = None) -> Explanation:
-    """Explain the predicted class of `value`; write saliency.png, saliency.npz, explanation.json."""
+def explain(run_path: Path, value: str, out: Path | None = None, literal_text: bool = False) -> Explanation:
+    """Explain the predicted class of `value` (with `literal_text`, text whatever it looks like);
+    write saliency.png, saliency.npz, explanation.json."""
     run = Run.open(run_path)
     out = Path(out) if out is not None else run.path / "explain" / output_name(value)
     model = run.model
     if run.config.modality is Modality.text:
-        result = explain_text(run, value, out)
+        result = explain_text(run, value, out, literal_text)
     else:
-        x = encode_input(run, value)
+        x = encode_input(run, value, literal_text)
         probabilities = np.asarray(model.predict(x[None], verbose=0))[0]
         best = int(np.argmax(probabilities))
         cam = grad_cam(model, x, best)
@@ -175,8 +176,8 @@ def signed(value: float) -> str:
     return f"{round(float(value), 2) + 0.0:+.2f}"
 
 
-def explain_text(run: Run, value: str, out: Path) -> Explanation:
-    tokens, ids, used = read_tokens(run, input_source(run, value), "explain")
+def explain_text(run: Run, value: str, out: Path, literal_text: bool = False) -> Explanation:
+    tokens, ids, used = read_tokens(run, input_source(run, value, literal_text), "explain")
     probabilities = np.asarray(run.model.predict(ids[None], verbose=0))[0]
     best = int(np.argmax(probabilities))
     contributions = occlusion(run.model, ids, used, best)

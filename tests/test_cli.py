@@ -599,6 +599,25 @@ def test_predict_text_with_a_slash_and_spaces_is_text(cli_runner, text_run):
     assert json.loads(result.stdout)[0]["input"] == "banana and/or basil"
 
 
+def test_predict_text_flag_reads_every_input_as_text(cli_runner, text_run, tmp_path, monkeypatch):
+    spaceless = "价格是100元/公斤"  # no spaces between words, and a "/": looks like a path
+    assert_one_line_error(invoke(cli_runner, ["predict", text_run.run_dir, spaceless]), "Input not found", "pass --text")
+    monkeypatch.chdir(tmp_path)
+    Path("banana basil").mkdir()  # a folder with a text's name is not read either
+    result = invoke(cli_runner, ["predict", text_run.run_dir, spaceless, "banana basil", "--text", "--json"])
+    assert result.exit_code == 0, describe_result(result)
+    assert [(e["input"], e["kind"]) for e in json.loads(result.stdout)] == [(spaceless, "text"), ("banana basil", "text")]
+    explained = invoke(cli_runner, ["explain", text_run.run_dir, spaceless, "--text", "--out", tmp_path / "explained"])
+    assert explained.exit_code == 0, describe_result(explained)
+    assert_one_line_error(invoke(cli_runner, ["predict", text_run.run_dir, " ", "--text"]), "empty text")
+
+
+def test_text_flag_is_refused_for_other_runs(cli_runner, image_run, tmp_path):
+    image = write_png(tmp_path / "x.png", class_image(1, np.random.default_rng(1)))
+    assert_one_line_error(invoke(cli_runner, ["predict", image_run.run_dir, image, "--text"]), "--text is for text runs", "image")
+    assert_one_line_error(invoke(cli_runner, ["inspect", image_run.run_dir, image, "--text"]), "--text is for text runs")
+
+
 def test_predict_shows_an_input_warning_as_one_line(cli_runner, text_run, tmp_path):
     path = tmp_path / "latin.txt"
     path.write_bytes("caf\xe9 banana cr\xe8me".encode("latin-1"))
