@@ -21,6 +21,7 @@ from pipelines.progress import ProgressCallback, ProgressReporter, stage
 from pipelines.run_dir import Run
 from pipelines.workers import Workers, borrowed
 from preprocess import ConvpipeError, InputError
+from preprocess.text import is_blank
 
 
 def _file_kind(value: str) -> str | None:
@@ -56,6 +57,8 @@ def _source(run: Run, value: str, kind: str | None, literal_text: bool = False) 
         raise ConvpipeError(f"--text is for text runs; this run's modality is {run.config.modality.value}.")
     if not value.strip():  # before the file system: Path("") is the current folder
         raise ConvpipeError(f"Cannot use input {value!r}: empty text" if text_run else f"Input not found: {value!r}")
+    if text_run and kind is None and is_blank(value):  # zero-width characters: an all-padding input
+        raise ConvpipeError(f"Cannot use input {value!r}: empty text (only invisible characters)")
     if literal_text:
         return value
     if kind == "folder":  # inspect and explain take one input; predict expands folders first
@@ -87,7 +90,7 @@ def expanded_sources(run: Run, inputs: list[str], skip_bad: bool = False, litera
             try:
                 source = _source(run, value, kind)
             except ConvpipeError:
-                if not value.strip():
+                if is_blank(value):  # empty, not missing
                     raise
                 if not skip_bad:  # _source's one refusal of a name: nothing there
                     missing.append(f"{value}{_why_missing(value)}")

@@ -86,6 +86,19 @@ def normalize_text(text: str) -> str:
     return unicodedata.normalize("NFC", text).translate(table)
 
 
+def is_blank(text: str) -> bool:
+    """Whether `text` shows nothing: only whitespace and invisible format characters (zero-width
+    spaces, soft hyphens, byte-order marks, which `normalize_text` drops or makes spaces; and the
+    zero-width joiners it keeps inside words, meaningless alone). Stops at the first visible
+    character, so long texts cost nothing."""
+    table, _ = _tokenizer_v2()
+    for char in text:
+        kept = table.get(ord(char), char)
+        if kept is not None and not kept.isspace() and kept not in JOINERS:
+            return False
+    return True
+
+
 def decode_text(data: bytes) -> tuple[str, bool]:
     """Decode bytes as UTF-8 (a leading BOM is dropped), or UTF-16 or UTF-32 when a BOM says so; fall back
     to Windows-1252, else Latin-1.
@@ -277,8 +290,8 @@ class TextPreprocessor(Preprocessor):
             text, fallback = decode_text(data)
             if _control_share(text) > MAX_CONTROL_SHARE:
                 raise InputError(describe_input(x), "not a text file (control characters: binary data such as a PDF?)")
-            if not text.strip():  # as good as empty: nothing to learn from or classify
-                raise InputError(describe_input(x), "empty file (only whitespace)")
+            if is_blank(text):  # as good as empty: nothing to learn from or classify
+                raise InputError(describe_input(x), "empty file (only whitespace or invisible characters)")
             if fallback:
                 warnings.warn(InputWarning(f"{describe_input(x)}: {LATIN1_NOTE}"), stacklevel=2)
             return text

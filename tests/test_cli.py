@@ -585,9 +585,10 @@ def test_predict_text_takes_a_long_literal_paragraph(cli_runner, text_run):
         (lambda d: str(write_png(d / "picture.png", np.zeros((4, 4), np.uint8))), ["picture.png", "not a text file"]),
         (lambda d: "", ["Cannot use input '': empty text"]),
         (lambda d: "   ", ["Cannot use input '   ': empty text"]),
+        (lambda d: "\u200b\u2060", ["empty text (only invisible characters)"]),
         (lambda d: (d / "blank.txt").write_text(" \n\t") and str(d / "blank.txt"), ["blank.txt", "empty file"]),
     ],
-    ids=["folder", "missing-txt", "missing-path", "png", "empty", "spaces", "whitespace-file"],
+    ids=["folder", "missing-txt", "missing-path", "png", "empty", "spaces", "zero-width", "whitespace-file"],
 )
 def test_predict_text_refuses_what_is_not_text(cli_runner, text_run, tmp_path, make_input, fragments):
     assert_one_line_error(invoke(cli_runner, ["predict", text_run.run_dir, make_input(tmp_path)]), *fragments)

@@ -167,10 +167,10 @@ def test_text_manifest_with_extra_columns_and_quoted_commas_and_newlines(tmp_pat
 
 
 def test_manifest_rows_without_value_or_label_are_ignored(tmp_path):
-    manifest = write_csv(tmp_path / "t.csv", [["text", "label"], ["good", "a"], ["", "a"], ["no label", ""]])
+    manifest = write_csv(tmp_path / "t.csv", [["text", "label"], ["good", "a"], ["", "a"], ["no label", ""], ["\u200b\u2060", "a"]])
     data, ignored = read_manifest(manifest, Modality.text)
     assert data.inputs == ["good"]
-    assert [reason for _, reason in ignored] == ["empty text", "empty label"]
+    assert [reason for _, reason in ignored] == ["empty text", "empty label", "empty text"]  # zero-width only: all padding
 
 
 def test_ignored_manifest_rows_name_their_text_or_path(tmp_path):

@@ -233,14 +233,22 @@ def test_unsupported_or_missing_inputs_raise_input_error(tmp_path):
         pre.transform_one(tmp_path / "missing.txt")
 
 
-def test_whitespace_only_file_is_an_empty_file(tmp_path):
+@pytest.mark.parametrize("content", [" \n\t\r\n  ", "\u200b\u200c \u00ad\n\u2060", "\ufeff\u200b"], ids=["whitespace", "zero-width", "bom"])
+def test_whitespace_only_file_is_an_empty_file(tmp_path, content):
     path = tmp_path / "blank.txt"
-    path.write_bytes(b" \n\t\r\n  ")
+    path.write_bytes(content.encode("utf-8"))  # invisible characters read as all padding
     pre = TextPreprocessor(positions=2).fit(CORPUS)
     with pytest.raises(InputError) as caught:
         pre.transform_one(path)
-    assert (caught.value.source, caught.value.reason) == (str(path), "empty file (only whitespace)")
+    assert (caught.value.source, caught.value.reason) == (str(path), "empty file (only whitespace or invisible characters)")
     assert pre.transform_one("").tolist() == [0, 0]  # a str is the text itself, as before
+
+
+def test_is_blank_stops_at_the_first_visible_character():
+    from preprocess.text import is_blank
+
+    assert is_blank("") and is_blank(" \u200b\u2060\u00ad\ufeff\t")
+    assert not is_blank("\u200ba") and not is_blank("\u0301") and not is_blank("\u200b!")  # a mark or a sign is read
 
 
 def test_binary_file_is_not_a_text_file(tmp_path):
