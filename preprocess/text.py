@@ -338,6 +338,13 @@ class TextPreprocessor(Preprocessor):
             (item for item in counts.items() if item[1] >= self.min_count),
             key=lambda item: (-item[1], item[0]),
         )
+        if not ranked:  # every token would read as out-of-vocabulary: nothing to tell texts apart
+            if not counts:
+                raise ValueError("TextPreprocessor.fit: the training texts hold no tokens (all empty).")
+            raise ValueError(
+                f"min_count={self.min_count} leaves an empty vocabulary: no token occurs more than "
+                f"{max(counts.values())} time(s) in the training texts."
+            )
         self.vocabulary_ = [token for token, _ in ranked[: self.vocabulary_size - len(RESERVED)]]
         self._index = {token: i + len(RESERVED) for i, token in enumerate(self.vocabulary_)}
         lengths = [len(tokens) for tokens in items]

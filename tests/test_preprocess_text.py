@@ -405,3 +405,11 @@ def test_hash_buckets_that_would_overflow_the_int32_ids_are_refused():
     with pytest.raises(ValueError, match="`level`"):
         TextPreprocessor(level="bogus").save("never-written.json")
 
+
+
+def test_fit_refuses_an_empty_vocabulary():
+    with pytest.raises(ValueError, match=r"min_count=3 leaves an empty vocabulary: no token occurs more than 2 time\(s\)"):
+        TextPreprocessor(min_count=3).fit(["a b", "a c"])  # every token would be out-of-vocabulary
+    with pytest.raises(ValueError, match="hold no tokens"):
+        TextPreprocessor().fit(["", " "])
+    assert TextPreprocessor(min_count=2).fit(["a b", "a c"]).vocabulary_ == ["a"]
