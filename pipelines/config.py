@@ -333,6 +333,19 @@ def check_applies(
                 f"{where} does not apply to the full text kernel (one weight per vocabulary id, no "
                 "embedding); use --text-kernel factorized."
             )
+    if text:  # hash buckets hold character n-grams: with none read, the setting would be recorded unused
+        in_file = layer.get("preprocess", {})
+        level = preprocess.get("level") or in_file.get("level")
+        sizes = preprocess["ngram_sizes"] if preprocess.get("ngram_sizes") is not None else in_file.get("ngram_sizes")
+        where = "--hash-buckets" if preprocess.get("hash_buckets") is not None else None
+        if where is None and "hash_buckets" in in_file and not run_record:  # a run records every setting
+            where = f"{config_file}: [preprocess] hash_buckets"
+        if where is not None and (sizes is not None and len(sizes) == 0 or sizes is None and level == "word"):
+            raise ConvpipeError(
+                f"{where} does not apply without character n-grams ("
+                + ("--ngram-sizes '' reads none" if sizes is not None else "word level reads none")
+                + "); leave it out, or read characters with their n-grams (--level char)."
+            )
     # The kind of augmentation follows from what the inputs are: rotating a spectrogram, or an
     # image model holding spectrogram masks (a layer of convpipe's own), would be neither.
     kind = layer.get("model", {}).get("augment_kind")
@@ -380,6 +393,8 @@ def check_preprocessing(
         where = f"{config_file}: [preprocess] "  # the file's values
     else:  # each right alone, wrong together: fmax = 7000 in the file with --sample-rate 8000
         where = f"{config_file}: [preprocess] (with the flags given) "
+    if "ngram_sizes" in from_file - from_flags and params.get("level") == "word":  # a char-level run's record
+        error += "; pass --ngram-sizes '' to read words without them"
     raise ConvpipeError(f"{where}Bad {modality.value} preprocessing setting: {error}")
 
 

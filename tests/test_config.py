@@ -373,6 +373,28 @@ def test_the_embedding_size_of_the_full_text_kernel_which_has_none_is_refused_no
     assert "embedding_dim" in resolve_config("text").to_dict()["model"]
 
 
+def test_hash_buckets_without_character_n_grams_are_refused_not_recorded(tmp_path):
+    with pytest.raises(ConvpipeError, match=r"--hash-buckets does not apply without character n-grams \(word level"):
+        resolve_config("text", preprocess={"level": "word", "hash_buckets": 100})
+    with pytest.raises(ConvpipeError, match=r"--hash-buckets does not apply without character n-grams \(--ngram-sizes ''"):
+        resolve_config("text", preprocess={"level": "char", "ngram_sizes": (), "hash_buckets": 100})
+    toml = tmp_path / "words.toml"
+    toml.write_text('modality = "text"\n[preprocess]\nlevel = "word"\nhash_buckets = 100\n')
+    with pytest.raises(ConvpipeError, match=r"words.toml: \[preprocess\] hash_buckets does not apply"):
+        resolve_config(None, config_file=toml)
+    # a word-level run's record holds every setting, the unused hash_buckets too: no choice
+    recorded = run_config_json(tmp_path, resolve_config("text", preprocess={"level": "word"}))
+    assert resolve_config(None, config_file=recorded).preprocess["level"] == "word"
+    assert resolve_config("text", preprocess={"hash_buckets": 100}).preprocess["hash_buckets"] == 100  # char read later
+
+
+def test_a_char_level_records_n_grams_name_the_flag_that_drops_them(tmp_path):
+    recorded = run_config_json(tmp_path, resolve_config("text", preprocess={"level": "char", "ngram_sizes": (2, 3)}))
+    with pytest.raises(ConvpipeError, match="pass --ngram-sizes '' to read words without them"):
+        resolve_config(None, config_file=recorded, preprocess={"level": "word"})
+    assert resolve_config(None, config_file=recorded, preprocess={"level": "word", "ngram_sizes": ()}).preprocess["level"] == "word"
+
+
 def run_config_json(tmp_path, config: RunConfig) -> Path:
     """A run's config.json as train writes it: the settings under `config`, beside other records."""
     path = tmp_path / "run" / "config.json"

@@ -33,6 +33,15 @@ def test_long_texts_are_read_as_words_and_explicit_settings_win():
     assert pre.level == "char" and not pre.ngram_sizes and choices == {}
 
 
+def test_n_gram_settings_make_the_level_characters():
+    long_text = "word " * (CHAR_LEVEL_BELOW // 4)  # words, left to the data
+    for given in ({"hash_buckets": 1000}, {"ngram_sizes": [2, 3]}):
+        pre, choices = build_preprocessor(Modality.text, given, dataset([long_text] * 4))
+        assert pre.level == "char" and pre.ngram_sizes and choices["level"] == "char: character n-gram settings were given"
+    pre, _ = build_preprocessor(Modality.text, {"ngram_sizes": []}, dataset([long_text] * 4))
+    assert pre.level == "word"
+
+
 def test_long_texts_without_spaces_are_read_as_characters():
     chinese = "今天天气很好我们去公园散步吧。" * 80  # 1,200 characters, no space: one "word" per clause
     pre, choices = build_preprocessor(Modality.text, {}, dataset([chinese] * 4))
