@@ -12,7 +12,7 @@ the error classes (a CLI printing `--help`) do not pay for numpy, Pillow and sou
 
 from importlib import import_module
 
-from preprocess.errors import ConvpipeError, InputError, InputWarning, NotFittedError
+from preprocess.errors import ConvpipeError, FitError, InputError, InputWarning, NotFittedError
 
 _LAZY = {
     "AUDIO_EXTENSIONS": "preprocess.audio",
@@ -35,4 +35,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'preprocess' has no attribute {name!r}")
 
 
-__all__ = ["ConvpipeError", "InputError", "InputWarning", "NotFittedError", "PREPROCESSORS", *_LAZY]
+__all__ = ["ConvpipeError", "FitError", "InputError", "InputWarning", "NotFittedError", "PREPROCESSORS", *_LAZY]

@@ -55,5 +55,10 @@ class InputWarning(UserWarning):
     """
 
 
+class FitError(ConvpipeError, ValueError):
+    """The training inputs leave nothing to fit with these settings (a `min_count` above every
+    token's count): a ValueError to library code, one line to the CLI."""
+
+
 class NotFittedError(ConvpipeError, ValueError):
     """A preprocessor that must learn from training data was used before `fit`."""

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from preprocess.base import Preprocessor, check_int, describe_input, is_int, read_bytes
-from preprocess.errors import InputError, InputWarning
+from preprocess.errors import FitError, InputError, InputWarning
 
 TEXT_EXTENSIONS = (".txt",)
 LEVELS = ("word", "char")
@@ -340,8 +340,8 @@ class TextPreprocessor(Preprocessor):
         )
         if not ranked:  # every token would read as out-of-vocabulary: nothing to tell texts apart
             if not counts:
-                raise ValueError("TextPreprocessor.fit: the training texts hold no tokens (all empty).")
-            raise ValueError(
+                raise FitError("TextPreprocessor.fit: the training texts hold no tokens (all empty).")
+            raise FitError(
                 f"min_count={self.min_count} leaves an empty vocabulary: no token occurs more than "
                 f"{max(counts.values())} time(s) in the training texts."
             )

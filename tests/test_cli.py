@@ -1005,6 +1005,14 @@ def test_text_positions_shorter_than_a_window_fail_with_one_line(cli_runner, tex
     assert_one_line_error(result, "positions=2", "--window-sizes")
 
 
+def test_a_min_count_that_empties_the_vocabulary_fails_with_one_line(cli_runner, text_folder, tmp_path):
+    toml = tmp_path / "run.toml"
+    toml.write_text('modality = "text"\n[preprocess]\nlevel = "word"\nmin_count = 100000\n')
+    result = invoke(cli_runner, ["train", "--config", toml, "--data", text_folder, "--out", tmp_path / "run", "--epochs", "1", "--no-cache"])
+    assert_one_line_error(result, "min_count=100000 leaves an empty vocabulary")
+    assert not (tmp_path / "run" / "model.keras").exists()
+
+
 def test_empty_data_folder(cli_runner, tmp_path):
     (tmp_path / "data").mkdir()
     result = invoke(cli_runner, ["train", "--modality", "image", "--data", tmp_path / "data", "--out", tmp_path / "run"])

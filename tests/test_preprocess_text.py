@@ -9,7 +9,7 @@ import unicodedata
 import numpy as np
 import pytest
 
-from preprocess import InputError, InputWarning, NotFittedError, Preprocessor, TextPreprocessor, decode_text
+from preprocess import FitError, InputError, InputWarning, NotFittedError, Preprocessor, TextPreprocessor, decode_text
 from preprocess.text import _tokenizer_v2
 
 CORPUS = [
@@ -408,8 +408,8 @@ def test_hash_buckets_that_would_overflow_the_int32_ids_are_refused():
 
 
 def test_fit_refuses_an_empty_vocabulary():
-    with pytest.raises(ValueError, match=r"min_count=3 leaves an empty vocabulary: no token occurs more than 2 time\(s\)"):
+    with pytest.raises(FitError, match=r"min_count=3 leaves an empty vocabulary: no token occurs more than 2 time\(s\)"):
         TextPreprocessor(min_count=3).fit(["a b", "a c"])  # every token would be out-of-vocabulary
-    with pytest.raises(ValueError, match="hold no tokens"):
+    with pytest.raises(FitError, match="hold no tokens"):  # a ValueError too, for library code
         TextPreprocessor().fit(["", " "])
     assert TextPreprocessor(min_count=2).fit(["a b", "a c"]).vocabulary_ == ["a"]
