@@ -79,12 +79,14 @@ def precision_policy(precision: str, kind: str, flags: set[str] | None = None) -
     )
 
 
-def jit_setting(jit: bool | None, kind: str) -> bool | str:
-    """XLA for `model.compile(jit_compile=...)`: off on CPUs (measured slower there), Keras'
-    "auto" on GPUs (on where every layer supports it), unless `--jit/--no-jit` says otherwise."""
+def jit_setting(jit: bool | None, kind: str, backend: str = "tensorflow") -> bool | str:
+    """XLA for `model.compile(jit_compile=...)`, unless `--jit/--no-jit` says: under TensorFlow,
+    off on CPUs (measured slower there) and Keras' "auto" on GPUs (on where every layer supports
+    it); under other backends "auto" everywhere, since JAX without jit runs op by op (the text
+    demo trained 2.9x slower on 2 CPU cores)."""
     if jit is not None:
         return jit
-    return "auto" if kind == "gpu" else False
+    return "auto" if kind == "gpu" or backend != "tensorflow" else False
 
 
 def configure_devices(device: str = "auto", cpu_replicas: int = 1) -> DeviceSetup:

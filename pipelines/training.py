@@ -632,7 +632,8 @@ def train(
             "cache": {"path": None if cache.temporary else str(cache.root), **dataclasses.asdict(cache.stats)},
             "versions": environment.versions(),
             "keras_backend": keras.backend.backend(),
-            "compute": compute.describe(),
+            # what Keras made of "auto" (on under JAX where the layers allow it, off on TF's CPU)
+            "compute": {**compute.describe(), "jit": getattr(model, "jit_compile", compute.jit)},
             "created": datetime.now().isoformat(timespec="seconds"),
         }
         write_run(run_dir, model, preprocessor, document, source, splits, skipped, history)

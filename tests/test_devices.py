@@ -47,6 +47,7 @@ def test_jit_is_off_on_cpu_auto_on_gpu_unless_asked():
     assert jit_setting(None, "cpu") is False
     assert jit_setting(None, "gpu") == "auto"
     assert jit_setting(True, "cpu") is True and jit_setting(False, "gpu") is False
+    assert jit_setting(None, "cpu", "jax") == "auto" and jit_setting(False, "cpu", "jax") is False  # JAX without jit: op by op
 
 
 # ---- batch sizes and TF_CONFIG ----------------------------------------------------------------
