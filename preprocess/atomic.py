@@ -53,8 +53,8 @@ def atomic_path(path: str | os.PathLike, sync: bool = True, replace: bool = True
                 with open(tmp, "rb+") as handle:
                     os.fsync(handle.fileno())
         except OSError as error:
-            if error.errno not in (errno.ENOSPC, errno.EDQUOT):
-                raise
+            if error.errno not in (errno.ENOSPC, errno.EDQUOT) or error.filename not in (None, tmp_name):
+                raise  # another error, or one about another file the block wrote
             raise _naming(target, error) from None  # a full disk while writing: name the file, not its temporary
         # mkstemp creates 0600 files; give the result the mode a plain open() would have.
         os.chmod(tmp, 0o666 & ~_umask())

@@ -157,3 +157,15 @@ def test_a_full_disk_is_one_line_naming_the_file_or_saying_what_to_do(cli_runner
     monkeypatch.setattr(pipelines.export, "write_npz_in_blocks", full)
     assert_one_line_error(invoke(cli_runner, args), "Cannot write: No space left on device; free some space")
     assert sorted(path.name for path in tmp_path.iterdir()) == ["images"]  # no temporary left behind
+
+
+def test_a_full_disk_is_blamed_on_the_file_being_written(tmp_path):
+    import errno
+
+    other = tmp_path / "other.bin"
+    for filename, blamed in ((None, tmp_path / "out.npz"), (str(other), other)):
+        with pytest.raises(OSError) as caught:
+            with atomic.atomic_path(tmp_path / "out.npz"):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), filename)  # the same disk, another file
+        assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(blamed)
+    assert not (tmp_path / "out.npz").exists()
