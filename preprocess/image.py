@@ -356,10 +356,14 @@ def _sixteen_bit_gray(mode: str, file_format: str | None) -> bool:
 
 def _brightest_16_bit(image: Image.Image, brightest: int | None, max_pixels: int) -> int | None:
     """The larger of `brightest` and the brightest pixel of a 16-bit grayscale `image` (other
-    images, and ones above `max_pixels`, leave it as it is)."""
-    if not _sixteen_bit_gray(image.mode, image.format) or image.width * image.height > max_pixels:
+    images, and ones above `max_pixels`, leave it as it is). A 32-bit integer "I" image (TIFF)
+    counts when its pixels are read on the 16-bit scale: some above 255, none above 65535."""
+    if image.mode != "I" and not _sixteen_bit_gray(image.mode, image.format) or image.width * image.height > max_pixels:
         return brightest
-    return max(brightest or 0, int(np.asarray(image).max(initial=0)))
+    high = int(np.asarray(image).max(initial=0))
+    if not _sixteen_bit_gray(image.mode, image.format) and not 255 < high <= 65535:
+        return brightest  # read as 8-bit values, or refused
+    return max(brightest or 0, high)
 
 
 def probe_images(

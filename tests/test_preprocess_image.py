@@ -281,6 +281,21 @@ def test_the_bit_depth_is_probed_from_16_bit_images_only(tmp_path):
     assert "bit_depth" not in probe_images(twelve, depth=False)  # --bit-depth given: nothing decoded
 
 
+def test_the_bit_depth_is_probed_from_32_bit_integer_tiffs_read_on_the_16_bit_scale(tmp_path):
+    from preprocess.image import probe_images
+
+    def tiff(name, value):
+        path = tmp_path / name
+        Image.fromarray(np.full((4, 4), value, dtype=np.int32), mode="I").save(path)  # Pillow's "I" TIFF
+        return path
+
+    twelve = tiff("twelve.tif", 4000)  # a 12-bit camera's pixels in 32-bit integers
+    assert Image.open(twelve).mode == "I"
+    assert probe_images([twelve])["bit_depth"] == 12
+    assert "bit_depth" not in probe_images([tiff("dark.tif", 200)])  # at most 255: read as 8-bit values
+    assert "bit_depth" not in probe_images([tiff("huge.tif", 70000)])  # refused when read
+
+
 def test_array_dtypes_mean_what_files_mean():
     pre = ImagePreprocessor(image_size=(1, 4))
     expected = np.array([0, 51, 204, 255]) / 255
