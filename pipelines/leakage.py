@@ -2,8 +2,10 @@
 overstates accuracy on new data, and nothing else in a report shows it.
 
 Exact copies only: the same file bytes (under any name), the same array, or the same text up to
-case and whitespace (the tokenizer sees no more). Files are hashed only where their size
-matches a file in another split, so data without copies costs one `stat` per file.
+case and whitespace (the tokenizer sees no more), whether it came from a .txt file or a CSV row.
+Other files are hashed only where their size matches a file in another split, so data without
+copies costs one `stat` per file; text files, small and equal up to a trailing newline, are
+all read.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import hashlib
 import logging
 import os
 import stat
+import warnings
 from collections import Counter, defaultdict
 from typing import Any
 
@@ -19,7 +22,8 @@ import numpy as np
 
 from pipelines.cache import file_sha256
 from pipelines.datasets import Dataset
-from preprocess.text import normalize_text
+from preprocess import InputError, InputWarning
+from preprocess.text import TEXT_EXTENSIONS, TextPreprocessor, normalize_text
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +51,25 @@ def _file_digest(path: Any) -> str | None:
         return None
 
 
+def _is_text_file(x: Any) -> bool:
+    return isinstance(x, os.PathLike) and os.fspath(x).lower().endswith(TEXT_EXTENSIONS)
+
+
+def _text_file_key(path: Any) -> str | None:
+    """The key of the text in `path`, read as training reads it; None where it cannot be read
+    (reported when it is read for real)."""
+    try:
+        with warnings.catch_warnings():  # a decoding note is recorded when the input is read for real
+            warnings.simplefilter("ignore", InputWarning)
+            return _text_key(TextPreprocessor().read_text(path))
+    except (InputError, OSError):
+        return None
+
+
+def _text_key(text: str) -> str:
+    return "text:" + hashlib.sha256(same_text_key(text).encode("utf-8", "surrogatepass")).hexdigest()
+
+
 def same_text_key(text: str) -> str:
     """What two texts share when one counts as a copy of the other: the same words, up to case
     and spacing, read as the tokenizer reads them (a decomposed accent, a soft hyphen)."""
@@ -60,7 +83,10 @@ def _keys(splits: dict[str, Dataset], against: str | None = None, within: str | 
     name), only copies of or in that split are looked for: files are hashed only where their
     size occurs in it and in another split. With `within` (a split's name), copies inside that
     split are looked for too."""
-    sizes = {name: [_size(x) if isinstance(x, os.PathLike) else None for x in part.inputs] for name, part in splits.items()}
+    sizes = {
+        name: [_size(x) if isinstance(x, os.PathLike) and not _is_text_file(x) else None for x in part.inputs]
+        for name, part in splits.items()
+    }
     splits_of_size = defaultdict(set)
     for name, values in sizes.items():
         for size in values:
@@ -76,7 +102,8 @@ def _keys(splits: dict[str, Dataset], against: str | None = None, within: str | 
     to_hash = {
         os.fspath(x): size for name, part in splits.items() for x, size in zip(part.inputs, sizes[name]) if size in shared
     }
-    to_read = sum(to_hash.values())
+    texts = {os.fspath(x) for part in splits.values() for x in part.inputs if _is_text_file(x)}
+    to_read = sum(to_hash.values()) + sum(_size(path) or 0 for path in texts)
     if to_read > MAX_HASHED_BYTES:
         logger.info("not checked for inputs copied across splits: %.1f GB of same-size files", to_read / 1e9)
         return None
@@ -85,12 +112,16 @@ def _keys(splits: dict[str, Dataset], against: str | None = None, within: str | 
     for name, part in splits.items():
         keys[name] = []
         for x, size in zip(part.inputs, sizes[name]):
-            if isinstance(x, os.PathLike):
+            if _is_text_file(x):
+                if os.fspath(x) not in digests:
+                    digests[os.fspath(x)] = _text_file_key(x)
+                key = digests[os.fspath(x)]
+            elif isinstance(x, os.PathLike):
                 if size in shared and os.fspath(x) not in digests:
                     digests[os.fspath(x)] = _file_digest(x)
                 key = digests[os.fspath(x)] if size in shared else None
             elif isinstance(x, str):
-                key = "text:" + hashlib.sha256(same_text_key(x).encode("utf-8", "surrogatepass")).hexdigest()
+                key = _text_key(x)
             elif isinstance(x, np.ndarray):
                 key = f"array:{x.dtype}{x.shape}:" + hashlib.sha256(np.ascontiguousarray(x).tobytes()).hexdigest()
             else:

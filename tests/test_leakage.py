@@ -65,6 +65,21 @@ def test_texts_match_up_to_case_and_whitespace_and_arrays_exactly():
     assert find_copies(arrays)["test_in_train"] == 1  # the same bytes in another shape are another input
 
 
+def test_text_files_match_as_their_texts_do(tmp_path):
+    def text_file(name, data: bytes) -> Path:
+        (tmp_path / name).write_bytes(data)
+        return tmp_path / name
+
+    train = files([text_file("a.txt", b"Le caf\xc3\xa9 est bon\n"), text_file("b.txt", b"Open a file")])
+    test = files([
+        text_file("c.txt", b"le cafe\xcc\x81 est bon"),  # no newline, lower case, a decomposed accent
+        text_file("d.txt", b"\xef\xbb\xbfOpen a file\r\n"),  # a byte-order mark and a Windows line end
+        text_file("e.txt", b"Open a file!"),
+    ])
+    assert find_copies({"train": train, "test": test})["test_in_train"] == 2
+    assert copies_of_earlier(Dataset(["OPEN A FILE"], ["a"], ["row"]), {"train": train})["train"] == 1  # a CSV row's text
+
+
 def test_copies_of_several_earlier_parts_are_counted_in_one_pass(tmp_path, monkeypatch):
     paths = []
     for name, byte in (("t0", 0), ("t1", 1), ("v0", 2), ("v1", 3), ("lone", 4)):
