@@ -357,7 +357,7 @@ def train(
     cache_verify: CacheVerifyOption = None,
     device: Annotated[Optional[str], typer.Option(help="auto (the GPUs TensorFlow sees, else the CPU) | cpu | gpu.")] = None,
     precision: Annotated[Optional[str], typer.Option(help="float32 | mixed (float16 on GPU; bfloat16 on CPUs with bfloat16 instructions, refused on others).")] = None,
-    jit: Annotated[Optional[bool], typer.Option("--jit/--no-jit", help="XLA compilation (default: off on CPU, auto on GPU).")] = None,
+    jit: Annotated[Optional[bool], typer.Option("--jit/--no-jit", help="XLA compilation (default under TensorFlow: off on CPU, auto on GPU; auto under other Keras backends).")] = None,
     strategy: Annotated[Optional[str], typer.Option(help="none | mirrored (all local GPUs or --cpu-replicas) | multiworker (machines from TF_CONFIG).")] = None,
     cpu_replicas: Annotated[Optional[int], typer.Option(help="Split the CPU into this many devices for --strategy mirrored.")] = None,
     resume: Annotated[Optional[Path], typer.Option(help="Continue this interrupted run with the settings it started with (no other option but -v).")] = None,
