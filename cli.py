@@ -197,7 +197,8 @@ def int_list(value: Optional[str], name: str) -> Optional[tuple[int, ...]]:
     if value is None:
         return None
     try:
-        return tuple(int(part) for part in value.replace(" ", "").split(",") if part)
+        # int() allows spaces around a number, not inside: "8 16" is not 816
+        return tuple(int(part) for part in value.split(",") if part.strip())
     except ValueError:
         raise ConvpipeError(f"--{name} takes comma-separated integers like 32,64; got {value!r}.") from None
 
@@ -340,7 +341,7 @@ def train(
     vocabulary_size: Annotated[Optional[int], typer.Option(help="Text: vocabulary cap including reserved ids.")] = None,
     positions: Annotated[Optional[int], typer.Option(help="Text: token positions per input (default: from the data).")] = None,
     ngram_sizes: Annotated[Optional[str], typer.Option(help="Text, char level: hashed character n-grams, e.g. 2,3,4 ('' for none; default 2,3,4,5 at char level).")] = None,
-    hash_buckets: Annotated[Optional[int], typer.Option(help="Text: columns the n-grams are hashed into (default 32768 with the default n-grams).")] = None,
+    hash_buckets: Annotated[Optional[int], typer.Option(help="Text, char level: columns the n-grams are hashed into (default 32768).")] = None,
     image_size: Annotated[Optional[str], typer.Option(help="Image: HEIGHT,WIDTH (default: from the data).")] = None,
     color_mode: Annotated[Optional[str], typer.Option(help="Image: grayscale | rgb (default: from the data).")] = None,
     bit_depth: Annotated[Optional[int], typer.Option(help="Image: bits that 16-bit grayscale pixels use, 8-16, e.g. 12 for 0-4095 camera data (default 16; train says when fewer would do).")] = None,

@@ -75,7 +75,8 @@ def build_preprocessor(
             params["level"], choices["level"] = text_level(train)
     # Character level, chosen or asked for, reads hashed n-grams too unless told otherwise: the
     # characters alone scored 0.78 against 0.85 with them on the docstrings (benchmarks/README.md).
-    if modality is Modality.text and params.get("level") == "char" and "ngram_sizes" not in params:
+    # Sizes given without buckets get the default's buckets too, not the library's smaller default.
+    if modality is Modality.text and params.get("level") == "char" and params.get("ngram_sizes", True):
         for name, value in CHAR_NGRAMS.items():
             if name not in params:
                 params[name] = value

@@ -14,7 +14,7 @@ import numpy as np
 from pipelines import mistake_previews, report_figures
 from pipelines import report_sections as sections
 from pipelines.calibration import calibration
-from pipelines.datasets import Dataset, load_source
+from pipelines.datasets import VALIDATION_FOLDERS, Dataset, load_source
 from pipelines.cache import PreprocessCache
 from pipelines.featurize import Skipped, encode_to_shards, read_cached
 from pipelines.leakage import copies_of_earlier
@@ -80,8 +80,11 @@ def evaluation_data(run: Run, data: str | None, training: TrainingData) -> tuple
     if data is not None:
         source = load_source(data, run.config.modality)
         if source.predefined_split and source.test is None:
+            found = sorted(p.name for p in Path(data).expanduser().iterdir() if p.name.lower() in VALIDATION_FOLDERS)
+            folder = f"{found[0]}/" if found else "a validation folder"
+            example = f", e.g. --data {Path(data) / found[0]}" if found else ""
             raise ConvpipeError(
-                f"{data} has train/ and a validation folder but no test/: pass the folder to score, e.g. --data {Path(data) / 'test'}."
+                f"{data} has train/ and {folder} but no test/ to score: pass the folder to score itself{example}."
             )
         # absolute, as train records its data, so compare shows one file under one name
         return (source.test if source.predefined_split else source.full), str(Path(data).expanduser().resolve())

@@ -112,6 +112,13 @@ class Run:
         if not path.is_dir():
             raise ConvpipeError(f"Run directory not found: {path}")
         missing = [name for name in REQUIRED_FILES if not (path / name).is_file()]
+        if missing and (path / "train_state" / "request.json").is_file():  # resume.STATE_DIR
+            raise ConvpipeError(
+                f"{path} has not finished training (it is still running, or was interrupted): "
+                f"continue an interrupted run with `train --resume {path}`."
+            )
+        if len(missing) == len(REQUIRED_FILES):
+            raise ConvpipeError(f"{path} is not a run directory (no {', '.join(REQUIRED_FILES)}): pass the folder train wrote.")
         if missing:
             raise ConvpipeError(
                 f"{path} is not a complete run: missing {', '.join(missing)}. "

@@ -1054,6 +1054,24 @@ def test_incomplete_run_directory(cli_runner, image_run, tmp_path, missing):
     assert_one_line_error(invoke(cli_runner, ["predict", run_dir, path]), f"missing {missing}")
 
 
+def test_an_unfinished_run_points_to_resume_and_a_plain_folder_is_no_run(cli_runner, image_run, tmp_path):
+    run_dir = tmp_path / "run"
+    (run_dir / "train_state").mkdir(parents=True)  # what a killed train leaves
+    (run_dir / "train_state" / "request.json").write_text("{}")
+    path = write_png(tmp_path / "x.png", class_image(0, np.random.default_rng(0)))
+    assert_one_line_error(invoke(cli_runner, ["predict", run_dir, path]), "has not finished training", f"train --resume {run_dir}")
+    assert_one_line_error(invoke(cli_runner, ["evaluate", tmp_path]), f"{tmp_path} is not a run directory", "pass the folder train wrote")
+
+
+@pytest.mark.parametrize("flag", ["--filters", "--dense"])
+def test_a_list_flag_with_spaces_inside_a_number_is_refused_not_joined(cli_runner, image_folder, tmp_path, flag):
+    result = invoke(cli_runner, ["train", "--modality", "image", "--data", image_folder, "--out", tmp_path / "run", flag, "8 16"])
+    assert_one_line_error(result, f"{flag} takes comma-separated integers", "'8 16'")  # it trained one block of 816
+    from cli import int_list
+
+    assert int_list(" 8, 16 ", "filters") == (8, 16) and int_list("", "dense") == ()
+
+
 def test_a_cut_off_model_file_is_called_damaged_not_missing(cli_runner, image_run, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(image_run.run_dir, run_dir)

@@ -42,6 +42,13 @@ def test_n_gram_settings_make_the_level_characters():
     assert pre.level == "word"
 
 
+def test_n_gram_sizes_given_alone_keep_the_default_buckets():
+    pre, choices = build_preprocessor(Modality.text, {"ngram_sizes": [2, 3]}, dataset(["short text here"] * 10))
+    assert pre.hash_buckets == 32768 and "hash_buckets" in choices  # not the library's 16384
+    pre, choices = build_preprocessor(Modality.text, {"level": "char", "ngram_sizes": []}, dataset(["short text"] * 10))
+    assert not pre.ngram_sizes and "hash_buckets" not in choices
+
+
 def test_long_texts_without_spaces_are_read_as_characters():
     chinese = "今天天气很好我们去公园散步吧。" * 80  # 1,200 characters, no space: one "word" per clause
     pre, choices = build_preprocessor(Modality.text, {}, dataset([chinese] * 4))

@@ -851,7 +851,7 @@ def test_evaluate_data_with_train_and_test_folders_scores_the_test_folder_only(c
 
     (data / "test").rename(data / "val")
     result = invoke(cli_runner, ["evaluate", image_run.run_dir, "--data", data, "--out", tmp_path / "r2"])
-    assert_one_line_error(result, "has train/ and a validation folder but no test/")
+    assert_one_line_error(result, "has train/ and val/ but no test/ to score", f"e.g. --data {data / 'val'}")  # a folder that is there
 
 
 def test_the_data_fingerprint_compare_uses_changes_with_the_labels():
