@@ -51,7 +51,9 @@ logger = logging.getLogger(__name__)
 #:    control characters are refused; cut-off compressed audio is refused.
 #: 6: uint16 colour arrays read as their high bytes, big-endian arrays read, files keyed by
 #:    ctime and inode too.
-CACHE_FORMAT = 6
+#: 7: text files of only invisible characters refused; 16-bit gray pixels rounded to 8 bits (were
+#:    truncated); transparency marked by a colour (PNG tRNS) or an RGBA palette composited.
+CACHE_FORMAT = 7
 
 
 def default_cache_dir() -> Path:
@@ -99,8 +101,12 @@ def input_identity(x: Any, verify: bool = False) -> str:
         # mtime was carried over (`cp -p`, `rsync -a`, an archive's 2-second times) still misses.
         # The mode too: a file skipped as "permission denied" is read again once it is readable.
         return f"file\0{path}\0{stat.st_size}\0{stat.st_mtime_ns}\0{stat.st_ctime_ns}\0{stat.st_ino}\0{stat.st_mode}"
-    if isinstance(x, str):
+    if isinstance(x, str):  # a text's content; `read_into_cache` passes other modalities' paths as Paths
         return digest("text", x.encode("utf-8", "surrogatepass"))
+    if hasattr(x, "getexif") and hasattr(x, "tobytes"):  # a Pillow image: its pixels alone miss its palette
+        palette = (x.palette.mode, x.palette.tobytes()) if getattr(x, "palette", None) is not None else None
+        meta = [x.mode, list(x.size), repr(x.info.get("transparency")), x.getexif().get(0x0112)]
+        return digest("pil", meta, *(() if palette is None else (palette[0], palette[1])), x.tobytes())
     if isinstance(x, (bytes, bytearray)):
         return digest("bytes", bytes(x))
     if isinstance(x, tuple) and len(x) == 2:  # (waveform, sample_rate)

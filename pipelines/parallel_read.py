@@ -18,6 +18,7 @@ from pipelines.cache import PreprocessCache, ReadResult, cache_errors, entry_key
 from pipelines.progress import ProgressCallback
 from pipelines.workers import Workers, borrowed
 from preprocess import InputError, InputWarning
+from preprocess.text import TextPreprocessor
 
 logger = logging.getLogger(__name__)
 
@@ -117,7 +118,9 @@ def read_into_cache(
     count: 1 reads in this process); the entries, and so the arrays, are the same either way.
     """
     prefix = read_key(preprocessor)
-    keys = [entry_key(prefix, input_identity(x, cache.verify)) for x in inputs]
+    # A str is a text to a text preprocessor and a path to the others: key it by the file then.
+    paths = not isinstance(preprocessor, TextPreprocessor)
+    keys = [entry_key(prefix, input_identity(Path(x) if paths and isinstance(x, str) else x, cache.verify)) for x in inputs]
     with cache_errors(cache.root):
         if len(keys) >= BATCH_MIN_INPUTS:
             remembered = cache.lookup_batch(keys)

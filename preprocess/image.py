@@ -200,8 +200,11 @@ class ImagePreprocessor(Preprocessor):
         except Exception:  # a broken EXIF block must not lose an otherwise good image
             pass
         mode = image.mode
-        if mode == "P":
-            image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+        if mode in ("L", "RGB", "P") and _has_transparency(image):
+            # a PNG's tRNS colour, a GIF's transparent index, an RGBA palette: composited below
+            image = image.convert("RGBA")
+        elif mode == "P":
+            image = image.convert("RGB")
         elif mode in ("I;16", "I;16B", "I;16L", "I"):
             pixels = np.asarray(image)
             low, high = int(pixels.min(initial=0)), int(pixels.max(initial=0))
@@ -262,9 +265,16 @@ def _pixel_limit(max_pixels: int) -> Iterator[None]:
 QUARTER_TURNS = {5, 6, 7, 8}
 
 
+def _has_transparency(image: Image.Image) -> bool:
+    """Whether `image` marks some pixels transparent without an alpha band (Pillow's
+    `has_transparency_data`, spelt out for Pillow 10.0)."""
+    return "transparency" in image.info or (image.mode == "P" and image.palette is not None and image.palette.mode.endswith("A"))
+
+
 def _to_8_bit(pixels: np.ndarray, peak: float) -> np.ndarray:
     """Pixels on a 0-`peak` scale as uint8 0-255, the way 16-bit files have always been read."""
-    return np.clip(np.asarray(pixels, dtype=np.float64) / peak * 255.0, 0, 255).astype(np.uint8)
+    # rounded, as float pixels are: truncation read half the levels one lower (4095 * 1/255 -> 0)
+    return np.rint(np.clip(np.asarray(pixels, dtype=np.float64) / peak * 255.0, 0, 255)).astype(np.uint8)
 
 
 def _check_peak(high: int, peak: int, source: str) -> None:

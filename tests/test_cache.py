@@ -264,6 +264,27 @@ def test_text_entries_keep_their_tokens_and_latin1_notes(tmp_path):
     assert len(runs[1][1]) == 1 and runs[1][1][0]["input"] == "a/latin.txt"
 
 
+def test_an_image_path_given_as_a_str_and_palette_images_are_keyed_by_what_they_show(tmp_path):
+    from PIL import Image
+
+    pre = ImagePreprocessor(image_size=(4, 4), color_mode="rgb")
+
+    def through_cache(inputs):
+        dataset = Dataset(inputs, ["a"] * len(inputs), [str(i) for i in range(len(inputs))])
+        items, _ = read_cached(pre, dataset, "", Skipped(), False, PreprocessCache(tmp_path / "cache"), 1)
+        return encode_to_shards(pre, items).to_numpy()[:, 0, 0] * 255
+
+    path = str(tmp_path / "img.png")  # a str, as library code passes it: a path, not a text
+    Image.fromarray(np.full((4, 4, 3), 10, np.uint8)).save(path)
+    np.testing.assert_allclose(through_cache([path]), [[10, 10, 10]], atol=1e-4)
+    Image.fromarray(np.full((4, 4, 3), 200, np.uint8)).save(path)  # rewritten: its old read was returned
+    np.testing.assert_allclose(through_cache([path]), [[200, 200, 200]], atol=1e-4)
+    red, blue = Image.new("P", (4, 4)), Image.new("P", (4, 4))  # the same indices, other palettes
+    red.putpalette([255, 0, 0] * 256)
+    blue.putpalette([0, 0, 255] * 256)
+    np.testing.assert_allclose(through_cache([red, blue]), [[255, 0, 0], [0, 0, 255]], atol=1e-4)
+
+
 @pytest.mark.parametrize("modality,method", [("audio", "fork"), ("audio", "forkserver"), ("image", None)])
 def test_parallel_and_serial_reading_give_identical_arrays(modality, method, audio_folder, image_folder, tmp_path, monkeypatch):
     import pipelines.workers as workers

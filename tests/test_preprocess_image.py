@@ -146,6 +146,28 @@ def test_palette_transparency_is_composited(tmp_path):
     np.testing.assert_allclose(out[:, :2, 0], 1.0, atol=1e-6)
 
 
+def test_a_transparent_colour_and_an_rgba_palette_are_composited(tmp_path):
+    # a PNG's tRNS chunk marks one colour transparent in gray and RGB files, without an alpha band
+    gray = np.full((2, 4), 100, np.uint8)
+    gray[:, :2] = 7
+    Image.fromarray(gray).save(tmp_path / "gray.png", transparency=7)
+    rgb = np.full((2, 4, 3), 100, np.uint8)
+    rgb[:, :2] = (1, 2, 3)
+    Image.fromarray(rgb).save(tmp_path / "rgb.png", transparency=(1, 2, 3))
+    for name, mode in (("gray.png", "grayscale"), ("rgb.png", "rgb")):
+        out = ImagePreprocessor(image_size=(2, 4), color_mode=mode, background=255).transform_one(tmp_path / name)
+        np.testing.assert_allclose(out[:, :2], 1.0, atol=1e-6)  # on the background, not the stored colour
+        np.testing.assert_allclose(out[:, 2:], 100 / 255, atol=1e-6)
+    # an in-memory palette image whose palette holds alpha reads as its RGBA pixels do
+    rgba = np.zeros((2, 4, 4), np.uint8)
+    rgba[..., 0] = 200
+    rgba[:, 2:, 3] = 255
+    palette = Image.fromarray(rgba).quantize(4)
+    assert palette.mode == "P" and palette.palette.mode == "RGBA"
+    pre = ImagePreprocessor(image_size=(2, 4), color_mode="rgb", background=255)
+    np.testing.assert_array_equal(pre.transform_one(palette), pre.transform_one(rgba))
+
+
 def test_cmyk_tiff_is_converted_to_rgb(tmp_path):
     path = tmp_path / "cyan.tif"
     Image.new("CMYK", (4, 4), (255, 0, 0, 0)).save(path)  # pure cyan ink
@@ -178,7 +200,7 @@ def test_a_dark_16_bit_grayscale_png_stays_on_the_16_bit_scale(tmp_path):
     path = tmp_path / "dark.png"
     Image.fromarray(array).save(path)
     out = ImagePreprocessor(image_size=(2, 4)).transform_one(path)
-    np.testing.assert_array_equal(out, 0.0)  # 255 of 65,535 is black, not white
+    assert out.max() == 1 / np.float32(255)  # 255 of 65,535 is the darkest gray above black, not white
 
 
 def test_a_16_bit_array_reads_exactly_like_the_16_bit_file_it_came_from(tmp_path):
@@ -202,6 +224,11 @@ def test_12_bit_pixels_in_a_16_bit_file_fill_the_output_range_at_bit_depth_12(tm
     twelve = ImagePreprocessor(image_size=(2, 4), bit_depth=12)
     np.testing.assert_allclose(twelve.transform_one(path)[0, :, 0], array[0] / 4095.0, atol=1 / 255 + 1e-6)
     assert len(np.unique(twelve.transform_one(path))) == 4
+    # 8-bit levels stored on the 12-bit scale read back as themselves: rounded, not truncated
+    levels = np.arange(256)
+    stored = write_png(tmp_path / "levels.png", np.round(levels * 4095 / 255).astype(np.uint16)[None, :])
+    read = ImagePreprocessor(image_size=(1, 256), bit_depth=12).transform_one(stored)[0, :, 0]
+    np.testing.assert_array_equal(np.round(read * 255).astype(int), levels)
     sixteen = ImagePreprocessor(image_size=(2, 4))  # the default scale, as before
     np.testing.assert_allclose(sixteen.transform_one(path)[0, :, 0], array[0] / 65535.0, atol=1 / 255 + 1e-6)
     # a gray array of the same pixels reads like the file; colour stays on the 16-bit scale, as
