@@ -196,9 +196,12 @@ def int_list(value: Optional[str], name: str) -> Optional[tuple[int, ...]]:
     """'32,64' -> (32, 64); '' -> () (e.g. no hidden dense layer)."""
     if value is None:
         return None
+    if not value.strip():
+        return ()
     try:
-        # int() allows spaces around a number, not inside: "8 16" is not 816
-        return tuple(int(part) for part in value.split(",") if part.strip())
+        # int() allows spaces around a number, not inside ("8 16" is not 816), and no empty part
+        # ("16,,32" or "," is a typo, not a shorter list)
+        return tuple(int(part) for part in value.split(","))
     except ValueError:
         raise ConvpipeError(f"--{name} takes comma-separated integers like 32,64; got {value!r}.") from None
 

@@ -90,7 +90,7 @@ def input_identity(x: Any, verify: bool = False) -> str:
         path = os.path.abspath(os.fspath(x))
         try:
             stat = os.stat(path)
-        except OSError as error:  # read() reports it; the skip is cached under this identity
+        except (OSError, ValueError) as error:  # read() reports it (ValueError: a NUL byte); the skip is cached under this identity
             return f"missing\0{path}\0{type(error).__name__}"
         if verify and stat_module.S_ISREG(stat.st_mode):  # a pipe's reading would wait for a writer
             try:

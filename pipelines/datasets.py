@@ -92,7 +92,7 @@ def _content(x: Any) -> Any:
         # package, and a class folder's id already holds its path below the data folder.
         try:
             size = os.stat(x).st_size
-        except OSError:  # unreadable at training too: skipped then, and its name still counts
+        except (OSError, ValueError):  # unreadable at training too: skipped then, and its name still counts
             size = None
         return [os.path.basename(os.fsdecode(x)), size]
     array = np.ascontiguousarray(x)  # a built-in data set's decoded input
@@ -424,6 +424,9 @@ def read_manifest(path: Path, modality: Modality) -> tuple[Dataset, list]:
         if [field.strip().lower() for field in row.values() if isinstance(field, str)] == found:
             # the header again: two manifests joined with `cat` (it would be a class "label")
             ignored.append((row_id, "the header row again (two CSV files joined?)"))
+            continue
+        if column == "path" and "\0" in value:  # no file system takes it: os.stat raises ValueError
+            ignored.append((row_name(row_id, value, column), "the path holds a NUL byte"))
             continue
         inputs.append(value if column == "text" else (path.parent / value))
         labels.append(label)

@@ -244,7 +244,9 @@ def predict(
         raise ConvpipeError("Nothing to predict: pass one or more inputs.")
     configure_devices(device)  # before TensorFlow's first op, which fixes its devices
     run = Run.open(run_path)
+    run.preprocessor  # a damaged preprocessor.json is named as such, not as a missing input
     inputs, sources = expanded_sources(run, inputs, skip_bad, literal_text)  # every input checked before any is decoded
+    run.model  # files that do not fit together are refused before any input is decoded
     x, kept, failed = encode_inputs(run, inputs, sources, workers, stage(progress, "reading inputs"))
     if failed and (not skip_bad or not kept):
         hint = "" if skip_bad else "; pass --skip-bad to predict the others"

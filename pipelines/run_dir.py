@@ -135,15 +135,23 @@ class Run:
                 f"reads run format {RUN_FORMAT} or older: upgrade convpipe to use it."
             )
         labels = _read_json(path / "labels.json")
-        if not isinstance(labels, list) or len(labels) < 2:
-            raise ConvpipeError(f"{path / 'labels.json'} must list at least two class names.")
+        if not isinstance(labels, list) or len(labels) < 2 or not all(isinstance(label, str) for label in labels):
+            raise ConvpipeError(f"{path / 'labels.json'} must list at least two class names (strings).")
+        if len(set(labels)) != len(labels):  # two outputs under one name: predictions would merge them
+            raise ConvpipeError(f"{path / 'labels.json'} lists a class twice; the run's files were edited or damaged.")
+        classes = document.get("classes")
+        if isinstance(classes, list) and classes != labels:  # the model's output order: swapped, every score is wrong
+            raise ConvpipeError(
+                f"{path / 'labels.json'} lists {', '.join(labels)[:80]} but config.json trained "
+                f"{', '.join(map(str, classes))[:80]}, in that order; the run's files were edited or come from different runs."
+            )
         split = _read_json(path / "split.json")
         if not isinstance(split, dict):
             raise ConvpipeError(
                 f"{path / 'split.json'} must be a JSON object of input ids per split, as train writes it; "
                 f"found {json.dumps(split)[:40]}."
             )
-        return cls(path=path, document=document, labels=[str(x) for x in labels], split=split)
+        return cls(path=path, document=document, labels=list(labels), split=split)
 
     def model_digest(self) -> str:
         """SHA-256 of model.keras: which trained model a report scores (a copied run keeps it)."""
@@ -214,6 +222,14 @@ class Run:
             raise ConvpipeError(
                 f"{self.path}: the model reads inputs of shape {expected} but preprocessor.json makes "
                 f"{produced}; the files come from different runs."
+            )
+        # Token ids past the model's table: a traceback on the CPU, silent zeros on a GPU's gather.
+        tables = {layer.num_ids for layer in model.layers if hasattr(layer, "num_ids")}
+        ids = getattr(self.preprocessor, "num_ids", None)
+        if tables and ids is not None and tables != {ids}:
+            raise ConvpipeError(
+                f"{self.path}: the model reads token ids below {min(tables)} but preprocessor.json gives ids up to "
+                f"{ids - 1}; the files come from different runs."
             )
         return model
 

@@ -111,7 +111,7 @@ def not_a_file(path: str | os.PathLike) -> bool:
     a device, whose opening or reading waits for a writer that may never come."""
     try:
         mode = os.stat(path).st_mode
-    except OSError:  # missing or unreadable: opening it says why
+    except (OSError, ValueError):  # missing, unreadable or a NUL byte in the name: opening it says why
         return False
     return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
 
@@ -121,6 +121,8 @@ def read_bytes(x: str | os.PathLike | bytes, limit: int | None = None) -> bytes:
     if isinstance(x, (bytes, bytearray)):
         return bytes(x)
     path = Path(x)
+    if "\0" in os.fspath(path):  # no file system takes one: open() raises ValueError
+        raise InputError(str(x), "the path holds a NUL byte")
     try:
         if not_a_file(path):
             raise InputError(str(x), "not a regular file (a named pipe, socket or device)")

@@ -1054,6 +1054,47 @@ def test_incomplete_run_directory(cli_runner, image_run, tmp_path, missing):
     assert_one_line_error(invoke(cli_runner, ["predict", run_dir, path]), f"missing {missing}")
 
 
+def test_labels_json_that_does_not_match_the_run_is_refused(cli_runner, image_run, tmp_path):
+    path = write_png(tmp_path / "x.png", class_image(0, np.random.default_rng(0)))
+    labels = json.loads((image_run.run_dir / "labels.json").read_text())
+    for edited, fragment in (
+        (labels[::-1], "but config.json trained"),  # swapped: every prediction and score would be another class's
+        ([labels[0]] * len(labels), "lists a class twice"),
+        ([None] + labels[1:], "class names (strings)"),
+    ):
+        run_dir = tmp_path / "run"
+        shutil.rmtree(run_dir, ignore_errors=True)
+        shutil.copytree(image_run.run_dir, run_dir)
+        (run_dir / "labels.json").write_text(json.dumps(edited))
+        assert_one_line_error(invoke(cli_runner, ["predict", run_dir, path]), "labels.json", fragment)
+
+
+def test_a_damaged_text_preprocessor_is_named_before_any_input(cli_runner, text_run, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(text_run.run_dir, run_dir)
+    text = (run_dir / "preprocessor.json").read_text()
+    (run_dir / "preprocessor.json").write_text(text[:100])  # cut off
+    assert_one_line_error(invoke(cli_runner, ["predict", run_dir, "banana basil"]), "preprocessor.json")  # not "Input not found"
+    document = json.loads(text)
+    document["fitted"]["vocabulary_"] = [f"pad{i}" for i in range(50)] + document["fitted"]["vocabulary_"]
+    (run_dir / "preprocessor.json").write_text(json.dumps(document))  # ids past the model's table
+    assert_one_line_error(invoke(cli_runner, ["predict", run_dir, "banana basil"]), "the model reads token ids below")
+
+
+def test_a_manifest_path_with_a_nul_byte_is_ignored(cli_runner, image_folder, tmp_path):
+    first = sorted((image_folder / "alpha").iterdir())[0]
+    manifest = tmp_path / "m.csv"
+    rows = [f"{p},{p.parent.name}" for p in sorted(image_folder.glob("*/*.png"))]
+    manifest.write_text("path,label\n" + "\n".join(rows) + f"\n{first}\0x.png,alpha\n")
+    result = invoke(cli_runner, ["preprocess", "--modality", "image", "--data", manifest, "--out", tmp_path / "x.npz"])
+    assert result.exit_code == 0, describe_result(result)  # a ValueError traceback from os.stat before
+    assert len(np.load(tmp_path / "x.npz")["y"]) == len(rows)
+    from pipelines.datasets import read_manifest
+    from pipelines.modality import Modality
+
+    assert read_manifest(manifest, Modality.image)[1][-1][1] == "the path holds a NUL byte"
+
+
 def test_an_unfinished_run_points_to_resume_and_a_plain_folder_is_no_run(cli_runner, image_run, tmp_path):
     run_dir = tmp_path / "run"
     (run_dir / "train_state").mkdir(parents=True)  # what a killed train leaves
@@ -1070,6 +1111,9 @@ def test_a_list_flag_with_spaces_inside_a_number_is_refused_not_joined(cli_runne
     from cli import int_list
 
     assert int_list(" 8, 16 ", "filters") == (8, 16) and int_list("", "dense") == ()
+    for typo in ("16,,32", ",", "16,"):
+        with pytest.raises(ConvpipeError, match="takes comma-separated integers"):
+            int_list(typo, "filters")  # read as (16, 32), () and (16,) before
 
 
 def test_a_cut_off_model_file_is_called_damaged_not_missing(cli_runner, image_run, tmp_path):
