@@ -277,7 +277,7 @@ class AudioPreprocessor(Preprocessor):
         self.band_mean_ = mean.astype(np.float32)
         # A band that is constant over the training set (e.g. all silence) keeps unit scale.
         std = np.sqrt(np.maximum(squares / count - np.square(mean), 0.0))
-        self.band_std_ = np.where(std > 1e-3, std, 1.0).astype(np.float32)
+        self.band_std_ = np.where(std > MIN_BAND_STD, std, 1.0).astype(np.float32)
         return self
 
     def encode(self, item: np.ndarray) -> np.ndarray:
@@ -295,18 +295,30 @@ class AudioPreprocessor(Preprocessor):
             return  # saved unfitted
         if values != {"fitted": True}:
             raise ValueError(f"unexpected fitted values {values}")
+        restored = {}
         for name in ("band_mean_", "band_std_"):
             if arrays[name].shape != (self.num_mels,):
                 raise ValueError(f"{name} has shape {arrays[name].shape}, but num_mels={self.num_mels}")
-            if not np.issubdtype(arrays[name].dtype, np.floating) or not np.all(np.isfinite(arrays[name])):
+            if not np.issubdtype(arrays[name].dtype, np.floating):
                 raise ValueError(f"{name} must hold finite numbers")
-        if not np.all(arrays["band_std_"] > 0):
-            raise ValueError("band_std_ must be positive")
-        self.band_mean_ = arrays["band_mean_"].astype(np.float32)
-        self.band_std_ = arrays["band_std_"].astype(np.float32)
+            with np.errstate(over="ignore"):  # checked as used: a float64 1e300 becomes inf in float32
+                restored[name] = arrays[name].astype(np.float32)
+            if not np.all(np.isfinite(restored[name])):
+                raise ValueError(f"{name} must hold finite numbers")
+        # Decibels: a mean far outside any level, or a std below fit's floor, makes every output inf.
+        if not np.all(np.abs(restored["band_mean_"]) <= MAX_BAND_MEAN):
+            raise ValueError(f"band_mean_ must lie within +-{MAX_BAND_MEAN:g} dB")
+        if not np.all(restored["band_std_"] >= MIN_BAND_STD):
+            raise ValueError(f"band_std_ must be at least {MIN_BAND_STD:g}, the floor fit uses")
+        self.band_mean_ = restored["band_mean_"]
+        self.band_std_ = restored["band_std_"]
 
 
 _HEAD_BYTES = 1 << 16  # enough for any real WAV header
+#: Per-band standard deviations below this (a band that never changes) are fitted as 1.
+MIN_BAND_STD = 1e-3
+#: Fitted band means lie within this many decibels; a loaded file beyond it is damaged.
+MAX_BAND_MEAN = 1e4
 
 
 #: (offset, full scale) of integer PCM samples: unsigned types are centred on their midpoint.

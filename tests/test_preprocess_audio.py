@@ -517,3 +517,21 @@ def test_a_truncated_wav_with_an_odd_sized_chunk_before_its_data_is_found(tmp_pa
     # refused, not read as a shorter clip
     with pytest.raises(InputError, match=r"truncated WAV \(header promises 4,000 frames, file holds 3,000\)"):
         AudioPreprocessor(duration=0.25).read(tmp_path / "cut.wav")
+
+
+@pytest.mark.parametrize(
+    "name, value, reason",
+    [
+        ("band_mean_", np.float64(1e300), "band_mean_ must hold finite numbers"),  # inf once float32
+        ("band_mean_", np.float32(3e38), "band_mean_ must lie within"),
+        ("band_std_", np.float32(1e-40), "band_std_ must be at least 0.001"),  # positive, yet every output inf
+    ],
+)
+def test_load_refuses_fitted_statistics_that_make_outputs_infinite(tmp_path, name, value, reason):
+    signal = (0.3 * np.sin(np.arange(16000) / 5)).astype(np.float32)
+    small().fit([(signal, 16000)]).save(tmp_path / "a.json")
+    arrays = dict(np.load(tmp_path / "a.npz"))
+    arrays[name] = np.full(arrays[name].shape, value, dtype=np.asarray(value).dtype)
+    np.savez(tmp_path / "a.npz", **arrays)
+    with pytest.raises(InputError, match=reason):
+        Preprocessor.load(tmp_path / "a.json")
