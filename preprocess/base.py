@@ -174,6 +174,8 @@ class Preprocessor:
 
     @classmethod
     def from_config(cls, config: dict[str, Any]):
+        if not isinstance(config, dict) or not all(isinstance(key, str) for key in config):
+            raise TypeError(f"{cls.__name__}.from_config takes a dict of parameters, as get_config() returns. Received: {config!r:.60}")
         unknown = sorted(set(config) - set(cls._param_names()))
         if unknown:
             raise ValueError(
@@ -326,7 +328,9 @@ class Preprocessor:
         document = _read_document(path)
         name = document["class"]
         target = PREPROCESSORS.get(name)
-        if target is None or not issubclass(target, cls):
+        if target is None or target is Preprocessor:  # the base class reads nothing
+            raise InputError(str(path), f"names no preprocessor class ({name!r:.40}); expected one of {', '.join(n for n in PREPROCESSORS if n != 'Preprocessor')}")
+        if not issubclass(target, cls):
             raise InputError(str(path), f"holds a {name}, expected a {cls.__name__}")
         try:
             preprocessor = target.from_config({**target.saved_before, **document["config"]})

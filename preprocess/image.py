@@ -164,7 +164,10 @@ class ImagePreprocessor(Preprocessor):
             image = self._open(read_bytes(x), source)
         else:
             raise InputError(source, "expected a path, bytes, a PIL image or a numpy array")
-        return self._convert(image, source)
+        try:
+            return self._convert(image, source)
+        except (ValueError, OSError) as error:  # a mode Pillow cannot convert ("La", "RGBa")
+            raise InputError(source, f"unsupported image mode {image.mode} ({error})") from None
 
     def _open(self, data: bytes, source: str) -> Image.Image:
         try:

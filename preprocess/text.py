@@ -396,12 +396,18 @@ class TextPreprocessor(Preprocessor):
         return self.to_one_hot(self.transform(inputs))
 
     def decode_ids(self, ids: np.ndarray) -> list[str]:
-        """Token strings for ids (inspection); padding is dropped."""
+        """Token strings for ids (inspection); padding is dropped. Ids are those of the token
+        column: `[0, len(RESERVED) + len(vocabulary_))`."""
+        self.check_fitted()
         vocabulary = list(RESERVED) + self.vocabulary_
         ids = np.asarray(ids)
+        if not np.issubdtype(ids.dtype, np.integer):
+            raise TypeError(f"`ids` must be integer token ids. Received an array of {ids.dtype}")
         if self.ngram_sizes:
             ids = ids[..., 0]
-        return [vocabulary[i] for i in ids.tolist() if i != PADDING_ID]
+        if ids.size and (ids.min() < 0 or ids.max() >= len(vocabulary)):  # -1 read the last token
+            raise ValueError(f"token ids must lie in [0, {len(vocabulary)}). Received ids from {ids.min()} to {ids.max()}")
+        return [vocabulary[i] for i in ids.ravel().tolist() if i != PADDING_ID]
 
     def _fitted_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         if not hasattr(self, "vocabulary_"):
@@ -416,8 +422,8 @@ class TextPreprocessor(Preprocessor):
             raise ValueError("vocabulary_ must be a list of strings")
         if len(set(vocabulary)) != len(vocabulary):
             raise ValueError("vocabulary_ holds a token twice")
-        if not is_int(positions) or positions < 1:
-            raise ValueError(f"learned_positions_ must be a positive int, found {positions!r}")
+        if not is_int(positions) or not 1 <= positions <= MAX_LEARNED_POSITIONS[self.level]:  # fit never learns more
+            raise ValueError(f"learned_positions_ must be an int from 1 to {MAX_LEARNED_POSITIONS[self.level]}, found {positions!r}")
         self.vocabulary_ = vocabulary
         self._index = {token: i + len(RESERVED) for i, token in enumerate(vocabulary)}
         self.learned_positions_ = int(positions)

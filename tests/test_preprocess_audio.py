@@ -535,3 +535,10 @@ def test_load_refuses_fitted_statistics_that_make_outputs_infinite(tmp_path, nam
     np.savez(tmp_path / "a.npz", **arrays)
     with pytest.raises(InputError, match=reason):
         Preprocessor.load(tmp_path / "a.json")
+
+
+def test_an_empty_two_channel_array_is_named_empty_not_nan(recwarn):
+    pre = small().fit([(np.full(16000, 0.1, np.float32), 16000)])
+    with pytest.raises(InputError, match="no audio samples"):
+        pre.transform_one((np.zeros((0, 2), np.float32), 16000))
+    assert not [w for w in recwarn if "Mean of empty slice" in str(w.message)]

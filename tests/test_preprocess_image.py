@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 
 import numpy as np
 import pytest
@@ -583,3 +584,16 @@ def test_float_pixels_between_levels_read_as_the_nearest_level():
     levels = np.arange(256, dtype=np.uint8).reshape(16, 16)
     square = ImagePreprocessor(image_size=(16, 16))
     np.testing.assert_array_equal(square.transform_one(levels / 255.0), square.transform_one(levels))
+
+
+def test_library_misuse_is_a_clear_error(tmp_path):
+    with pytest.raises(InputError, match="unsupported image mode La"):
+        ImagePreprocessor().transform_one(Image.new("La", (4, 4)))  # a ValueError from Pillow before
+    with pytest.raises(TypeError, match="takes a dict of parameters"):
+        ImagePreprocessor.from_config(None)
+    ImagePreprocessor(image_size=(4, 4)).save(tmp_path / "p.json")
+    document = json.loads((tmp_path / "p.json").read_text())
+    document["class"] = "Preprocessor"  # the abstract base: "holds a Preprocessor, expected a Preprocessor"
+    (tmp_path / "p.json").write_text(json.dumps(document))
+    with pytest.raises(InputError, match="names no preprocessor class"):
+        Preprocessor.load(tmp_path / "p.json")

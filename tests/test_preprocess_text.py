@@ -413,3 +413,21 @@ def test_fit_refuses_an_empty_vocabulary():
     with pytest.raises(FitError, match="hold no tokens"):  # a ValueError too, for library code
         TextPreprocessor().fit(["", " "])
     assert TextPreprocessor(min_count=2).fit(["a b", "a c"]).vocabulary_ == ["a"]
+
+
+def test_decode_ids_refuses_ids_outside_the_token_column():
+    pre = TextPreprocessor(level="word", positions=4).fit(["a b", "b c"])
+    for bad in ([-1], [99]):  # -1 read the last token, 99 a bare IndexError
+        with pytest.raises(ValueError, match=r"token ids must lie in \[0, 5\)"):
+            pre.decode_ids(np.array(bad))
+    assert pre.decode_ids(pre.transform_one("b a")) == ["b", "a"]
+
+
+def test_load_refuses_a_learned_length_fit_never_gives(tmp_path):
+    pre = TextPreprocessor(level="word").fit(["a b", "b c"])
+    pre.save(tmp_path / "t.json")
+    document = json.loads((tmp_path / "t.json").read_text())
+    document["fitted"]["learned_positions_"] = 2 * 10**9  # predict allocated gigabytes before any check
+    (tmp_path / "t.json").write_text(json.dumps(document))
+    with pytest.raises(InputError, match="learned_positions_ must be an int from 1 to"):
+        Preprocessor.load(tmp_path / "t.json")
