@@ -163,6 +163,11 @@ def load_report(run: Run, device: str = "auto") -> tuple[dict[str, Any], bool]:
             raise ConvpipeError(
                 f"{path} has {key} {value!r}, not a number from 0 to 1; run `convpipe evaluate {run.path}` again."
             )
+    count = report["n_samples"]
+    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+        raise ConvpipeError(
+            f"{path} has n_samples {count!r}, not a count of inputs; run `convpipe evaluate {run.path}` again."
+        )
     # A report copied in from another run would be ranked under this run's name and settings.
     # Reports written before the digest was recorded are checked by modality and labels only.
     model = report.get("model") if isinstance(report.get("model"), dict) else {}

@@ -297,6 +297,15 @@ def check_toml_types(layer: dict[str, Any], path: Path) -> None:
                 )
 
 
+def recorded_config(values: Any, path: Path) -> "RunConfig":
+    """The RunConfig a run recorded (config.json's `config`, train_state/request.json), its types
+    checked as a TOML file's are: a hand-edited `epochs = "8"` is one line naming the file."""
+    if not isinstance(values, dict):
+        raise ConvpipeError(f"{path}: the run's configuration must be a JSON object, got {json.dumps(values, default=str)[:40]}.")
+    check_toml_types(values, path)
+    return RunConfig.from_dict(values)
+
+
 def check_applies(
     modality: Modality,
     config_file: Path | None,

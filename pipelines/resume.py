@@ -36,7 +36,7 @@ import h5py
 import keras
 import numpy as np
 
-from pipelines.config import RunConfig
+from pipelines.config import RunConfig, recorded_config
 from pipelines.file_locks import lock
 from pipelines.run_dir import history_columns
 from preprocess import ConvpipeError, atomic
@@ -207,7 +207,7 @@ class TrainState:
                 "(the run finished, or training never started there)."
             )
         try:
-            return RunConfig.from_dict(json.loads(self.request.read_text(encoding="utf-8")))
+            return recorded_config(json.loads(self.request.read_text(encoding="utf-8")), self.request)
         except (OSError, ValueError) as error:
             raise ConvpipeError(f"Cannot resume: {self.request} is unreadable ({error}).") from None
 
@@ -222,7 +222,10 @@ class TrainState:
             recorded = json.loads(self.data_json.read_text(encoding="utf-8"))
         except (OSError, ValueError):  # runs interrupted before it was recorded are resumed unchecked
             return {}
-        return recorded if isinstance(recorded, dict) else {}
+        fingerprints = recorded.get("fingerprints", {}) if isinstance(recorded, dict) else None
+        if not isinstance(fingerprints, dict) or not isinstance(recorded.get("fitted", ""), str):
+            raise _damaged(self.data_json, "not the fingerprints and fit train records")
+        return recorded
 
     def check_same_splits(self, fingerprints: dict[str, str]) -> None:
         """Refuse to resume on data that now splits otherwise: inputs the first epochs trained on
@@ -254,6 +257,8 @@ class TrainState:
             recorded = json.loads(self.classes_json.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return
+        if not isinstance(recorded, list):  # "ab" read as the classes a, b
+            raise _damaged(self.classes_json, "not a list of class names")
         if recorded != classes:
             raise ConvpipeError(
                 f"The data's classes changed since {self.dir.parent} was interrupted: it was training "
@@ -390,9 +395,12 @@ class TrainState:
 
     def random_states(self) -> dict[str, list]:
         try:
-            return json.loads(self.random_json.read_text())
+            saved = json.loads(self.random_json.read_text())
         except (OSError, ValueError):
             return {}
+        if not isinstance(saved, dict) or not all(key.isdigit() and isinstance(v, list) for key, v in saved.items()):
+            raise _damaged(self.random_json, "not the random states per epoch train records")
+        return saved
 
     def restore_random_state(self, model, epochs: int) -> None:
         """Put the random-number states back as they were after `epochs` completed epochs."""

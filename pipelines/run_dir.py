@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.cache import file_sha256
-from pipelines.config import RunConfig
+from pipelines.config import RunConfig, recorded_config
 from preprocess import ConvpipeError, InputError, Preprocessor, atomic
 
 RUN_FORMAT = 1
@@ -100,7 +100,7 @@ class Run:
         if len(set(normalized)) == len(normalized):  # else two classes would become one name
             self.labels = normalized
         try:
-            self.config = RunConfig.from_dict(self.document["config"])
+            self.config = recorded_config(self.document["config"], self.path / "config.json")
         except (KeyError, TypeError, ValueError) as error:
             raise ConvpipeError(f"{self.path / 'config.json'} is not a valid run config ({error}).") from None
 
@@ -129,7 +129,8 @@ class Run:
         if not isinstance(run_format, int) or isinstance(run_format, bool):
             raise ConvpipeError(f"{path / 'config.json'} is not a convpipe run config (no run_format).")
         if run_format > RUN_FORMAT:
-            version = document.get("versions", {}).get("convpipe", "a newer version")
+            versions = document.get("versions")
+            version = versions.get("convpipe", "a newer version") if isinstance(versions, dict) else "a newer version"
             raise ConvpipeError(
                 f"{path} was written by convpipe {version} (run format {run_format}); this convpipe "
                 f"reads run format {RUN_FORMAT} or older: upgrade convpipe to use it."

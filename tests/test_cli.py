@@ -1069,6 +1069,17 @@ def test_labels_json_that_does_not_match_the_run_is_refused(cli_runner, image_ru
         assert_one_line_error(invoke(cli_runner, ["predict", run_dir, path]), "labels.json", fragment)
 
 
+def test_wrong_types_in_a_runs_config_are_one_line(cli_runner, image_run, tmp_path):
+    path = write_png(tmp_path / "x.png", class_image(0, np.random.default_rng(0)))
+    for key, value, fragment in (("modality", 3, "modality must be a string"), ("data", 5, "data must be a string")):
+        run_dir = tmp_path / f"run-{key}"
+        shutil.copytree(image_run.run_dir, run_dir)
+        document = json.loads((run_dir / "config.json").read_text())
+        document["config"][key] = value  # AttributeError: 'int' object has no attribute 'strip'
+        (run_dir / "config.json").write_text(json.dumps(document))
+        assert_one_line_error(invoke(cli_runner, ["predict", run_dir, path]), "config.json", fragment)
+
+
 def test_a_damaged_text_preprocessor_is_named_before_any_input(cli_runner, text_run, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(text_run.run_dir, run_dir)

@@ -530,7 +530,8 @@ def test_user_strings_are_escaped_in_the_html():
 
 def fake_report(run_dir: Path, accuracy: float, macro_f1: float, fingerprint: str = "same", **more) -> None:
     report = {"accuracy": accuracy, "macro_f1": macro_f1, "n_samples": 9,
-              "data": {"location": "somewhere", "fingerprint": fingerprint}, **more}
+              "data": {"location": "somewhere", "fingerprint": fingerprint}}
+    report.update(more)
     (run_dir / "report").mkdir(parents=True, exist_ok=True)
     (run_dir / "report" / "report.json").write_text(json.dumps(report))
 
@@ -680,6 +681,9 @@ def test_compare_errors_are_one_line(cli_runner, image_run, tmp_path):
     for value in (float("nan"), 1.5, "0.9"):  # json.dumps writes NaN, and json.loads reads it back
         fake_report(broken, value, 0.5)
         assert_one_line_error(invoke(cli_runner, ["compare", good, broken]), "has accuracy", "not a number from 0 to 1")
+    for count in ("x", -1, 2.5):  # int("x") was a traceback
+        fake_report(broken, 0.5, 0.5, n_samples=count)
+        assert_one_line_error(invoke(cli_runner, ["compare", good, broken]), "has n_samples", "not a count of inputs")
     no_test = copied_run(image_run.run_dir, tmp_path / "no-test")
     split = json.loads((no_test / "split.json").read_text())
     (no_test / "split.json").write_text(json.dumps({**split, "test": []}))

@@ -435,3 +435,19 @@ def test_resume_refuses_a_preprocessor_fitted_otherwise(cli_runner, killed):
     recorded_path.write_text(json.dumps(recorded))
     line = assert_one_line_error(invoke(cli_runner, ["train", "--resume", killed]), "The data changed since")
     assert "the preprocessor fitted on it now differs" in line
+
+
+@pytest.mark.parametrize(
+    "name, edit, fragment",
+    [
+        ("request.json", lambda d: {**d, "train": {**d["train"], "epochs": "8"}}, "[train] epochs must be"),
+        ("request.json", lambda d: {**d, "modality": 3}, "modality must be a string"),
+        ("data.json", lambda d: {**d, "fingerprints": "x"}, "is damaged"),
+        ("random.json", lambda d: {"x": [1]}, "is damaged"),
+        ("classes.json", lambda d: "ab", "is damaged"),
+    ],
+)
+def test_resume_refuses_state_files_of_the_wrong_types_in_one_line(cli_runner, killed, name, edit, fragment):
+    path = killed / "train_state" / name
+    path.write_text(json.dumps(edit(json.loads(path.read_text()) if path.is_file() else {})))
+    assert_one_line_error(invoke(cli_runner, ["train", "--resume", killed]), name, fragment)
