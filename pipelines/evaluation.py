@@ -65,7 +65,8 @@ class TrainingData:
         is an error naming the data."""
         everything, location = self._list()
         dataset = everything.select_ids(self.run.split.get(name) or [], source=location)
-        recorded = (self.run.split.get("fingerprints") or {}).get(name)
+        fingerprints = self.run.split.get("fingerprints")
+        recorded = fingerprints.get(name) if isinstance(fingerprints, dict) else None  # none recorded: unchecked
         if recorded is None or dataset.fingerprint() == recorded:
             return dataset
         # a run from before class names were NFC-normalized recorded them as the data spelt them

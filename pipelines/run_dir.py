@@ -171,7 +171,7 @@ class Run:
             return []
         document = _read_json(path)
         entries = document.get("skipped", []) if isinstance(document, dict) else []
-        return entries if isinstance(entries, list) else []
+        return [entry for entry in entries if isinstance(entry, dict)] if isinstance(entries, list) else []
 
     @cached_property
     def preprocessor(self) -> Preprocessor:

@@ -1080,6 +1080,16 @@ def test_wrong_types_in_a_runs_config_are_one_line(cli_runner, image_run, tmp_pa
         assert_one_line_error(invoke(cli_runner, ["predict", run_dir, path]), "config.json", fragment)
 
 
+def test_evaluate_reads_past_damaged_optional_records(cli_runner, image_run, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(image_run.run_dir, run_dir, ignore=shutil.ignore_patterns("report"))
+    split = json.loads((run_dir / "split.json").read_text())
+    (run_dir / "split.json").write_text(json.dumps({**split, "fingerprints": 5}))  # taken as unrecorded
+    (run_dir / "skipped.json").write_text(json.dumps({"skipped": [1]}))  # AttributeError in the report before
+    result = invoke(cli_runner, ["evaluate", run_dir])
+    assert result.exit_code == 0, describe_result(result)
+
+
 def test_a_damaged_text_preprocessor_is_named_before_any_input(cli_runner, text_run, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(text_run.run_dir, run_dir)
