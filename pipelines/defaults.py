@@ -34,9 +34,10 @@ logger = logging.getLogger(__name__)
 
 
 def build_preprocessor(
-    modality: Modality, params: dict[str, Any], train: Dataset
+    modality: Modality, params: dict[str, Any], train: Dataset, legacy: bool = False
 ) -> tuple[Preprocessor, dict[str, str]]:
-    """The modality's preprocessor with `params`, filling unset data-dependent parameters.
+    """The modality's preprocessor with `params`, filling unset data-dependent parameters
+    (`legacy`: by the rules before `resume.CHOICES_VERSION` 2, for a run interrupted under them).
 
     Returns the preprocessor and `{parameter: reason}` for every choice made from the data.
     """
@@ -68,7 +69,9 @@ def build_preprocessor(
                 params[name] = value
                 choices[name] = f"{value}: {reasons[name]}"
     if modality is Modality.text and "level" not in params:
-        if params.get("ngram_sizes") or "hash_buckets" in params and params.get("ngram_sizes") is None:
+        if legacy:  # resume.CHOICES_VERSION 1
+            params["level"], choices["level"] = text_level(train)
+        elif params.get("ngram_sizes") or "hash_buckets" in params and params.get("ngram_sizes") is None:
             # n-gram settings were given, and only character level reads n-grams
             params["level"], choices["level"] = "char", "char: character n-gram settings were given"
         else:
@@ -76,7 +79,9 @@ def build_preprocessor(
     # Character level, chosen or asked for, reads hashed n-grams too unless told otherwise: the
     # characters alone scored 0.78 against 0.85 with them on the docstrings (benchmarks/README.md).
     # Sizes given without buckets get the default's buckets too, not the library's smaller default.
-    if modality is Modality.text and params.get("level") == "char" and params.get("ngram_sizes", True):
+    if modality is Modality.text and params.get("level") == "char" and (
+        "ngram_sizes" not in params if legacy else params.get("ngram_sizes", True)
+    ):
         for name, value in CHAR_NGRAMS.items():
             if name not in params:
                 params[name] = value

@@ -61,6 +61,12 @@ def _h5_damage(path: Path) -> str | None:
     return None
 
 
+#: The rules `defaults.build_preprocessor` chooses preprocessing by. 2: n-gram settings without a
+#: level choose characters, and n-gram sizes without buckets get the default 32,768 (before,
+#: the level came from the data and the buckets from the library's 16,384).
+CHOICES_VERSION = 2
+
+
 def _damaged(path: Path, why: str) -> ConvpipeError:
     return ConvpipeError(
         f"Cannot resume: {path} is damaged ({why}) and the run cannot go on without it; "
@@ -213,9 +219,18 @@ class TrainState:
 
     def record_data(self, classes: list[str], fingerprints: dict[str, str], fitted: str) -> None:
         """Record what the first epochs learned from: the classes in output order, the training
-        and validation splits' fingerprints and the fitted preprocessor's digest."""
+        and validation splits' fingerprints, the fitted preprocessor's digest, and by which rules
+        preprocessing was chosen from the data (`choices_version`)."""
         atomic.write_json(self.classes_json, classes)
-        atomic.write_json(self.data_json, {"fingerprints": fingerprints, "fitted": fitted})
+        atomic.write_json(
+            self.data_json, {"fingerprints": fingerprints, "fitted": fitted, "choices_version": CHOICES_VERSION}
+        )
+
+    def legacy_choices(self) -> bool:
+        """Whether the run was interrupted under the rules before `CHOICES_VERSION` 2, which it
+        must be resumed under to fit its preprocessor as it first did."""
+        recorded = self._recorded_data()
+        return bool(recorded) and recorded.get("choices_version", 1) < 2
 
     def _recorded_data(self) -> dict:
         try:

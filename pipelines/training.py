@@ -530,7 +530,9 @@ def train(
         state.check_same_classes(classes)
         state.check_same_splits(fingerprints)
     warn_of_near_duplicate_labels(classes, manifest=config.data is not None and Path(config.data).is_file())
-    preprocessor, choices = build_preprocessor(config.modality, config.preprocess, splits["train"])
+    # a run interrupted under older choice rules is fitted by them again, or it could not resume
+    legacy = continuing and state.legacy_choices()
+    preprocessor, choices = build_preprocessor(config.modality, config.preprocess, splits["train"], legacy=legacy)
     cache = PreprocessCache.open(settings.cache_dir, enabled=settings.cache, verify=settings.cache_verify)
     try:
         arrays, skipped = featurize_splits(

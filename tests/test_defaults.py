@@ -90,3 +90,12 @@ def test_given_size_and_colour_leave_only_the_bit_depth_to_look_for(tmp_path, mo
         preprocessor, choices = build_preprocessor(Modality.image, {"image_size": [8, 8], "color_mode": "grayscale"}, train)
     assert choices == {} and preprocessor.image_size == [8, 8]
     assert "fit in 12 bits (0-4095)" in caplog.text and "pass --bit-depth 12" in caplog.text
+
+
+def test_a_run_interrupted_under_the_older_rules_is_fitted_by_them_again():
+    # resume.CHOICES_VERSION 1: the level from the data, the library's buckets for given sizes
+    long_text = "word " * (CHAR_LEVEL_BELOW // 4)
+    pre, _ = build_preprocessor(Modality.text, {"hash_buckets": 1000}, dataset([long_text] * 4), legacy=True)
+    assert pre.level == "word"
+    pre, _ = build_preprocessor(Modality.text, {"ngram_sizes": [2, 3]}, dataset(["short text here"] * 10), legacy=True)
+    assert pre.level == "char" and pre.hash_buckets == 16384

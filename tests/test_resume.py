@@ -451,3 +451,16 @@ def test_resume_refuses_state_files_of_the_wrong_types_in_one_line(cli_runner, k
     path = killed / "train_state" / name
     path.write_text(json.dumps(edit(json.loads(path.read_text()) if path.is_file() else {})))
     assert_one_line_error(invoke(cli_runner, ["train", "--resume", killed]), name, fragment)
+
+
+def test_a_run_interrupted_before_choices_were_versioned_resumes_by_the_older_rules(cli_runner, killed):
+    from pipelines.resume import TrainState
+
+    state = TrainState(killed)
+    assert not state.legacy_choices()  # recorded by this version
+    recorded = json.loads(state.data_json.read_text())
+    del recorded["choices_version"]  # as the version before wrote it
+    state.data_json.write_text(json.dumps(recorded))
+    assert state.legacy_choices()
+    result = invoke(cli_runner, ["train", "--resume", killed])
+    assert result.exit_code == 0, describe_result(result)
