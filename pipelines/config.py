@@ -350,11 +350,13 @@ def check_applies(
         if where is None and "hash_buckets" in in_file and not run_record:  # a run records every setting
             where = f"{config_file}: [preprocess] hash_buckets"
         if where is not None and (sizes is not None and len(sizes) == 0 or sizes is None and level == "word"):
-            raise ConvpipeError(
-                f"{where} does not apply without character n-grams ("
-                + ("--ngram-sizes '' reads none" if sizes is not None else "word level reads none")
-                + "); leave it out, or read characters with their n-grams (--level char)."
-            )
+            if sizes is None:
+                why, advice = "word level reads none", "read characters with their n-grams (--level char)"
+            elif preprocess.get("ngram_sizes") is not None:
+                why, advice = "--ngram-sizes '' reads none", "give n-gram sizes (--ngram-sizes 2,3,4,5)"
+            else:  # a word-level run's record, or a file that says no n-grams
+                why, advice = f"{config_file}: [preprocess] ngram_sizes = [] reads none", "give n-gram sizes (--ngram-sizes 2,3,4,5)"
+            raise ConvpipeError(f"{where} does not apply without character n-grams ({why}); leave it out, or {advice}.")
     # The kind of augmentation follows from what the inputs are: rotating a spectrogram, or an
     # image model holding spectrogram masks (a layer of convpipe's own), would be neither.
     kind = layer.get("model", {}).get("augment_kind")
@@ -402,8 +404,8 @@ def check_preprocessing(
         where = f"{config_file}: [preprocess] "  # the file's values
     else:  # each right alone, wrong together: fmax = 7000 in the file with --sample-rate 8000
         where = f"{config_file}: [preprocess] (with the flags given) "
-    if "ngram_sizes" in from_file - from_flags and params.get("level") == "word":  # a char-level run's record
-        error += "; pass --ngram-sizes '' to read words without them"
+    if "ngram_sizes" in from_file - from_flags and params.get("ngram_sizes") and "`ngram_sizes` needs level='char'" in error:
+        error += "; pass --ngram-sizes '' to read words without them"  # a char-level run's record under --level word
     raise ConvpipeError(f"{where}Bad {modality.value} preprocessing setting: {error}")
 
 

@@ -38,12 +38,13 @@ class Inspection:
         return max(self.probabilities, key=self.probabilities.get)
 
 
-def output_name(value: str) -> str:
+def output_name(value: str, literal_text: bool = False) -> str:
     """A folder name for one input: the file's stem and a checksum of its full path (so a/16.png
-    and b/16.webp do not share a folder), or `text-<crc32>` for literal text."""
+    and b/16.webp do not share a folder), or `text-<crc32>` for literal text (`--text`: even
+    text that names a file)."""
     path = Path(value)
     try:
-        is_file = path.is_file()
+        is_file = not literal_text and path.is_file()
     except (OSError, ValueError):
         is_file = False
     if is_file:
@@ -80,7 +81,7 @@ def inspect(run_path: Path, value: str, out: Path | None = None, channels: int =
     `literal_text`, text whatever it looks like) to `out`."""
     check_channels(channels)
     run = Run.open(run_path)
-    out = Path(out) if out is not None else run.path / "inspect" / output_name(value)
+    out = Path(out) if out is not None else run.path / "inspect" / output_name(value, literal_text)
     if run.config.modality is Modality.text:
         from pipelines.text_inspection import inspect_text
 

@@ -102,20 +102,24 @@ def _keys(splits: dict[str, Dataset], against: str | None = None, within: str | 
     to_hash = {
         os.fspath(x): size for name, part in splits.items() for x, size in zip(part.inputs, sizes[name]) if size in shared
     }
-    texts = {os.fspath(x) for part in splits.values() for x in part.inputs if _is_text_file(x)}
-    to_read = sum(to_hash.values()) + sum(_size(path) or 0 for path in texts)
+    to_read = sum(to_hash.values())
     if to_read > MAX_HASHED_BYTES:
         logger.info("not checked for inputs copied across splits: %.1f GB of same-size files", to_read / 1e9)
         return None
+    texts = {os.fspath(x) for part in splits.values() for x in part.inputs if _is_text_file(x)}
+    text_bytes = sum(_size(path) or 0 for path in texts)
+    read_texts = text_bytes <= MAX_HASHED_BYTES  # a cap of their own: they are read whatever their size
+    if not read_texts:
+        logger.info("text files not checked for copies across splits: %.1f GB of them", text_bytes / 1e9)
     digests: dict[str, str | None] = {}
     keys: dict[str, list[str | None]] = {}
     for name, part in splits.items():
         keys[name] = []
         for x, size in zip(part.inputs, sizes[name]):
             if _is_text_file(x):
-                if os.fspath(x) not in digests:
+                if read_texts and os.fspath(x) not in digests:
                     digests[os.fspath(x)] = _text_file_key(x)
-                key = digests[os.fspath(x)]
+                key = digests[os.fspath(x)] if read_texts else None
             elif isinstance(x, os.PathLike):
                 if size in shared and os.fspath(x) not in digests:
                     digests[os.fspath(x)] = _file_digest(x)

@@ -123,7 +123,7 @@ def explain(run_path: Path, value: str, out: Path | None = None, literal_text: b
     """Explain the predicted class of `value` (with `literal_text`, text whatever it looks like);
     write saliency.png, saliency.npz, explanation.json."""
     run = Run.open(run_path)
-    out = Path(out) if out is not None else run.path / "explain" / output_name(value)
+    out = Path(out) if out is not None else run.path / "explain" / output_name(value, literal_text)
     model = run.model
     if run.config.modality is Modality.text:
         result = explain_text(run, value, out, literal_text)

@@ -183,6 +183,10 @@ class ImagePreprocessor(Preprocessor):
                     )
                 image.seek(0)  # animated GIF/WebP/TIFF: first frame
                 image.load()
+                if image.format == "PNG" and image.mode == "RGB" and data[24:25] == b"\x10":
+                    # Pillow reads 16-bit colour as 8 bits but keeps the 16-bit tRNS colour, which
+                    # then marks the wrong pixels: leave the image opaque, as it always was read
+                    image.info.pop("transparency", None)
         except InputError:
             raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:

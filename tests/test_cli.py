@@ -610,6 +610,10 @@ def test_predict_text_flag_reads_every_input_as_text(cli_runner, text_run, tmp_p
     assert [(e["input"], e["kind"]) for e in json.loads(result.stdout)] == [(spaceless, "text"), ("banana basil", "text")]
     explained = invoke(cli_runner, ["explain", text_run.run_dir, spaceless, "--text", "--out", tmp_path / "explained"])
     assert explained.exit_code == 0, describe_result(explained)
+    from pipelines.inspection import output_name
+
+    Path("notes.txt").write_text("banana basil")  # the text "notes.txt" must not take the file's folder
+    assert output_name("notes.txt").startswith("notes-") and output_name("notes.txt", literal_text=True).startswith("text-")
     assert_one_line_error(invoke(cli_runner, ["predict", text_run.run_dir, " ", "--text"]), "empty text")
 
 

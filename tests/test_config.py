@@ -393,6 +393,14 @@ def test_a_char_level_records_n_grams_name_the_flag_that_drops_them(tmp_path):
     with pytest.raises(ConvpipeError, match="pass --ngram-sizes '' to read words without them"):
         resolve_config(None, config_file=recorded, preprocess={"level": "word"})
     assert resolve_config(None, config_file=recorded, preprocess={"level": "word", "ngram_sizes": ()}).preprocess["level"] == "word"
+    words = tmp_path / "words"
+    words.mkdir()
+    recorded = run_config_json(words, resolve_config("text", preprocess={"level": "word", "ngram_sizes": ()}))
+    with pytest.raises(ConvpipeError) as caught:  # another error over a word-level record: no n-gram hint
+        resolve_config(None, config_file=recorded, preprocess={"vocabulary_size": 2})
+    assert "vocabulary_size" in str(caught.value) and "--ngram-sizes" not in str(caught.value)
+    with pytest.raises(ConvpipeError, match=r"config.json: \[preprocess\] ngram_sizes = \[\] reads none\); leave it out, or give n-gram sizes"):
+        resolve_config(None, config_file=recorded, preprocess={"level": "char", "hash_buckets": 100})
 
 
 def run_config_json(tmp_path, config: RunConfig) -> Path:

@@ -80,6 +80,16 @@ def test_text_files_match_as_their_texts_do(tmp_path):
     assert copies_of_earlier(Dataset(["OPEN A FILE"], ["a"], ["row"]), {"train": train})["train"] == 1  # a CSV row's text
 
 
+def test_text_files_over_their_cap_leave_the_other_files_checked(tmp_path, monkeypatch):
+    monkeypatch.setattr(pipelines.leakage, "MAX_HASHED_BYTES", 100)
+    (tmp_path / "a.bin").write_bytes(b"x" * 50)
+    (tmp_path / "b.bin").write_bytes(b"x" * 50)
+    for name in ("a.txt", "b.txt"):
+        (tmp_path / name).write_text("the same text " * 10)  # 280 bytes of text: over the cap
+    train, test = files([tmp_path / "a.bin", tmp_path / "a.txt"]), files([tmp_path / "b.bin", tmp_path / "b.txt"])
+    assert find_copies({"train": train, "test": test})["test_in_train"] == 1  # the .bin copy; the texts unread
+
+
 def test_copies_of_several_earlier_parts_are_counted_in_one_pass(tmp_path, monkeypatch):
     paths = []
     for name, byte in (("t0", 0), ("t1", 1), ("v0", 2), ("v1", 3), ("lone", 4)):

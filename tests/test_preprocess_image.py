@@ -241,8 +241,8 @@ def test_12_bit_pixels_in_a_16_bit_file_fill_the_output_range_at_bit_depth_12(tm
     assert ImagePreprocessor.from_config(twelve.get_config()).bit_depth == 12
 
 
-def png_16_bit_rgb(pixels: np.ndarray) -> bytes:
-    """A 16-bit RGB PNG, which Pillow cannot write."""
+def png_16_bit_rgb(pixels: np.ndarray, transparent: tuple[int, int, int] | None = None) -> bytes:
+    """A 16-bit RGB PNG, which Pillow cannot write (with a tRNS colour, `transparent`)."""
     import struct
     import zlib
 
@@ -252,7 +252,16 @@ def png_16_bit_rgb(pixels: np.ndarray) -> bytes:
     height, width, _ = pixels.shape
     rows = b"".join(b"\0" + pixels[y].astype(">u2").tobytes() for y in range(height))
     header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+    trns = chunk(b"tRNS", struct.pack(">HHH", *transparent)) if transparent is not None else b""
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + trns + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+
+
+def test_a_16_bit_colour_png_with_a_transparent_colour_stays_opaque():
+    # Pillow reads the pixels as 8 bits (25700 -> 100) but keeps the 16-bit tRNS colour (100):
+    # compositing on it turned opaque gray white
+    pixels = np.full((2, 4, 3), 25700, np.uint16)
+    pre = ImagePreprocessor(image_size=(2, 4), color_mode="rgb", background=255)
+    np.testing.assert_allclose(pre.transform_one(png_16_bit_rgb(pixels, transparent=(100, 100, 100))), 100 / 255, atol=1e-6)
 
 
 def test_a_16_bit_colour_array_reads_exactly_like_the_16_bit_colour_file_it_came_from():
