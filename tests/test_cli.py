@@ -1563,4 +1563,7 @@ def test_a_model_with_more_outputs_than_labels_json_is_refused(cli_runner, image
     (run / "labels.json").write_text(json.dumps(labels[:2]))
     image = next(iter(sorted(image_run.data.rglob("*.png"))))
     result = invoke(cli_runner, ["predict", run, str(image)])
-    assert_one_line_error(result, "predicts 3 classes but labels.json lists 2")
+    assert_one_line_error(result, "labels.json lists alpha, beta but config.json trained alpha, beta, gamma")
+    document = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**document, "classes": labels[:2]}))  # both edited
+    assert_one_line_error(invoke(cli_runner, ["predict", run, str(image)]), "predicts 3 classes but labels.json lists 2")
