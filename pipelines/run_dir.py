@@ -141,7 +141,7 @@ class Run:
         if len(set(labels)) != len(labels):  # two outputs under one name: predictions would merge them
             raise ConvpipeError(f"{path / 'labels.json'} lists a class twice; the run's files were edited or damaged.")
         classes = document.get("classes")
-        if isinstance(classes, list) and classes != labels:  # the model's output order: swapped, every score is wrong
+        if isinstance(classes, list) and _nfc(classes) != _nfc(labels):  # the model's output order: swapped, every score is wrong
             raise ConvpipeError(
                 f"{path / 'labels.json'} lists {', '.join(labels)[:80]} but config.json trained "
                 f"{', '.join(map(str, classes))[:80]}, in that order; the run's files were edited or come from different runs."
@@ -233,6 +233,11 @@ class Run:
                 f"{ids - 1}; the files come from different runs."
             )
         return model
+
+
+def _nfc(names: list) -> list[str]:
+    """Class names as data is read now: older runs spelt them as their data did."""
+    return [unicodedata.normalize("NFC", str(name)) for name in names]
 
 
 def _read_json(path: Path) -> Any:

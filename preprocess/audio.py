@@ -188,6 +188,7 @@ class AudioPreprocessor(Preprocessor):
         if np.size(samples) == 0:  # before the downmix, whose mean of nothing warns and gives NaN
             raise InputError(source, "no audio samples (an empty recording, or one cut off before its first frame)")
         with np.errstate(over="ignore"):  # finite samples past float32's range: refused just below
+            finite_before = bool(np.all(np.isfinite(samples)))
             samples = np.asarray(samples, dtype=np.float32)
         if samples.ndim == 2:
             samples = samples.mean(axis=1)
@@ -196,7 +197,7 @@ class AudioPreprocessor(Preprocessor):
         if samples.size == 0:
             raise InputError(source, "no audio samples (an empty recording, or one cut off before its first frame)")
         if not np.all(np.isfinite(samples)):
-            raise InputError(source, "audio contains NaN or infinite samples (or samples beyond float32's range)")
+            raise InputError(source, "audio samples too large (beyond float32's range)" if finite_before else "audio contains NaN or infinite samples")
         samples = samples[: int(np.ceil(self.duration * rate))]
         if rate != self.sample_rate:
             samples = librosa.resample(samples, orig_sr=int(rate), target_sr=self.sample_rate)

@@ -188,7 +188,7 @@ def test_inspect_rejects_a_missing_input_and_bad_channels(image_run, cli_runner,
     channels = invoke(cli_runner, ["inspect", image_run.run_dir, first_input(image_run), "--channels", "0"])
     assert_one_line_error(channels, "--channels")
     not_a_run = invoke(cli_runner, ["explain", tmp_path, first_input(image_run)])
-    assert_one_line_error(not_a_run, "not a complete run")
+    assert_one_line_error(not_a_run, "is not a run directory")
 
 
 def test_inputs_with_the_same_file_name_get_their_own_folders(tmp_path):
