@@ -70,17 +70,13 @@ class Compute:
         }
 
 
-def keras_backend() -> str:
-    import keras
-
-    return keras.backend.backend()
-
-
 def prepare_compute(settings: TrainSettings, out_given: bool = True) -> Compute:
     """Configure devices, precision and the strategy as `settings` ask; call before any TF op."""
+    import keras
+
     settings.validate_compute()
+    backend = keras.backend.backend()
     if settings.strategy != "none":
-        backend = keras_backend()
         if backend != "tensorflow":  # Keras' other trainers ignore tf.distribute: one device, or a traceback
             raise ConvpipeError(
                 f"--strategy {settings.strategy} needs the tensorflow Keras backend, not {backend}: "
@@ -107,7 +103,7 @@ def prepare_compute(settings: TrainSettings, out_given: bool = True) -> Compute:
     compute = Compute(
         setup=setup,
         policy=policy,
-        jit=False if role is not None else jit_setting(settings.jit, setup.kind, keras_backend()),
+        jit=False if role is not None else jit_setting(settings.jit, setup.kind, backend),
         strategy_name=settings.strategy,
         strategy=strategy,
         role=role,

@@ -342,21 +342,8 @@ def check_applies(
                 f"{where} does not apply to the full text kernel (one weight per vocabulary id, no "
                 "embedding); use --text-kernel factorized."
             )
-    if text:  # hash buckets hold character n-grams: with none read, the setting would be recorded unused
-        in_file = layer.get("preprocess", {})
-        level = preprocess.get("level") or in_file.get("level")
-        sizes = preprocess["ngram_sizes"] if preprocess.get("ngram_sizes") is not None else in_file.get("ngram_sizes")
-        where = "--hash-buckets" if preprocess.get("hash_buckets") is not None else None
-        if where is None and "hash_buckets" in in_file and not run_record:  # a run records every setting
-            where = f"{config_file}: [preprocess] hash_buckets"
-        if where is not None and (sizes is not None and len(sizes) == 0 or sizes is None and level == "word"):
-            if sizes is None:
-                why, advice = "word level reads none", "read characters with their n-grams (--level char)"
-            elif preprocess.get("ngram_sizes") is not None:
-                why, advice = "--ngram-sizes '' reads none", "give n-gram sizes (--ngram-sizes 2,3,4,5)"
-            else:  # a word-level run's record, or a file that says no n-grams
-                why, advice = f"{config_file}: [preprocess] ngram_sizes = [] reads none", "give n-gram sizes (--ngram-sizes 2,3,4,5)"
-            raise ConvpipeError(f"{where} does not apply without character n-grams ({why}); leave it out, or {advice}.")
+    if text:
+        _check_hash_buckets(config_file, layer.get("preprocess", {}), preprocess, run_record)
     # The kind of augmentation follows from what the inputs are: rotating a spectrogram, or an
     # image model holding spectrogram masks (a layer of convpipe's own), would be neither.
     kind = layer.get("model", {}).get("augment_kind")
@@ -376,6 +363,24 @@ def check_applies(
     for name, value in preprocess.items():
         if value is not None and name not in params:
             raise ConvpipeError(f"--{name.replace('_', '-')} does not apply to {modality.value} inputs.")
+
+
+def _check_hash_buckets(config_file: Path | None, in_file: dict[str, Any], flags: dict[str, Any], run_record: bool) -> None:
+    """Refuse hash buckets, given as a flag or in the file, where no character n-grams are read:
+    the setting would be recorded unused."""
+    where = "--hash-buckets" if flags.get("hash_buckets") is not None else None
+    if where is None and "hash_buckets" in in_file and not run_record:  # a run records every setting
+        where = f"{config_file}: [preprocess] hash_buckets"
+    sizes = flags["ngram_sizes"] if flags.get("ngram_sizes") is not None else in_file.get("ngram_sizes")
+    level = flags.get("level") or in_file.get("level")
+    if where is None or (len(sizes) > 0 if sizes is not None else level != "word"):
+        return
+    if sizes is None:
+        why, advice = "word level reads none", "read characters with their n-grams (--level char)"
+    else:  # the flag, or a word-level run's record (or a file) that says no n-grams
+        given = "--ngram-sizes ''" if flags.get("ngram_sizes") is not None else f"{config_file}: [preprocess] ngram_sizes = []"
+        why, advice = f"{given} reads none", "give n-gram sizes (--ngram-sizes 2,3,4,5)"
+    raise ConvpipeError(f"{where} does not apply without character n-grams ({why}); leave it out, or {advice}.")
 
 
 def check_preprocessing(

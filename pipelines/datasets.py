@@ -418,8 +418,9 @@ def read_manifest(path: Path, modality: Modality) -> tuple[Dataset, list]:
                 (row_name(row_id, value, column), f"{len(found) + len(row[None])} fields, the header has {len(found)} (a comma not in quotes?)")
             )
             continue
-        if not value or not label or column == "text" and is_blank(value):
-            ignored.append((row_name(row_id, value, column), f"empty {column if not value or is_blank(value) else 'label'}"))
+        empty = not value or column == "text" and is_blank(value)  # zero-width characters only: all padding
+        if empty or not label:
+            ignored.append((row_name(row_id, value, column), f"empty {column if empty else 'label'}"))
             continue
         if [field.strip().lower() for field in row.values() if isinstance(field, str)] == found:
             # the header again: two manifests joined with `cat` (it would be a class "label")

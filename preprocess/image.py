@@ -166,6 +166,8 @@ class ImagePreprocessor(Preprocessor):
             raise InputError(source, "expected a path, bytes, a PIL image or a numpy array")
         try:
             return self._convert(image, source)
+        except InputError:  # a ValueError too: its own reason, not a mode's
+            raise
         except (ValueError, OSError) as error:  # a mode Pillow cannot convert ("La", "RGBa")
             raise InputError(source, f"unsupported image mode {image.mode} ({error})") from None
 
