@@ -53,7 +53,8 @@ logger = logging.getLogger(__name__)
 #:    ctime and inode too.
 #: 7: text files of only invisible characters refused; 16-bit gray pixels rounded to 8 bits (were
 #:    truncated); transparency marked by a colour (PNG tRNS) or an RGBA palette composited.
-CACHE_FORMAT = 7
+#: 8: the tRNS gray of 1-, 2-, 4- and 16-bit gray PNGs composited too.
+CACHE_FORMAT = 8
 
 
 def default_cache_dir() -> Path:

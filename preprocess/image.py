@@ -185,10 +185,8 @@ class ImagePreprocessor(Preprocessor):
                     )
                 image.seek(0)  # animated GIF/WebP/TIFF: first frame
                 image.load()
-                if image.format == "PNG" and image.mode == "RGB" and data[24:25] == b"\x10":
-                    # Pillow reads 16-bit colour as 8 bits but keeps the 16-bit tRNS colour, which
-                    # then marks the wrong pixels: leave the image opaque, as it always was read
-                    image.info.pop("transparency", None)
+                if image.format == "PNG" and "transparency" in image.info:
+                    _fix_png_transparency(image, bit_depth=data[24], colour_type=data[25])
         except InputError:
             raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
@@ -209,7 +207,7 @@ class ImagePreprocessor(Preprocessor):
         except Exception:  # a broken EXIF block must not lose an otherwise good image
             pass
         mode = image.mode
-        if mode in ("L", "RGB", "P") and _has_transparency(image):
+        if mode in ("1", "L", "RGB", "P") and _has_transparency(image):
             # a PNG's tRNS colour, a GIF's transparent index, an RGBA palette: composited below
             image = image.convert("RGBA")
         elif mode == "P":
@@ -223,7 +221,12 @@ class ImagePreprocessor(Preprocessor):
             sixteen_bit = high > 255 or _sixteen_bit_gray(mode, file_format)
             if sixteen_bit:
                 _check_peak(high, self.sixteen_bit_peak, source)
-            image = Image.fromarray(_to_8_bit(pixels, self.sixteen_bit_peak if sixteen_bit else 255.0))
+            gray = _to_8_bit(pixels, self.sixteen_bit_peak if sixteen_bit else 255.0)
+            transparent = image.info.get("transparency")
+            if isinstance(transparent, int):  # a 16-bit PNG's tRNS gray: matched before scaling
+                image = Image.fromarray(np.stack([gray, np.where(pixels == transparent, 0, 255).astype(np.uint8)], axis=-1), "LA")
+            else:
+                image = Image.fromarray(gray)
         elif mode == "F":  # 32-bit float pixels (TIFF): read on the [0, 1] scale float arrays use
             # (0-255 or 0-3 from a radiance map is refused: no scale can be told from the values)
             image = Image.fromarray(_unit_floats_to_8_bit(np.asarray(image), source, "float pixels", "save the image with 8- or 16-bit pixels"))
@@ -278,6 +281,17 @@ def _has_transparency(image: Image.Image) -> bool:
     """Whether `image` marks some pixels transparent without an alpha band (Pillow's
     `has_transparency_data`, spelt out for Pillow 10.0)."""
     return "transparency" in image.info or (image.mode == "P" and image.palette is not None and image.palette.mode.endswith("A"))
+
+
+def _fix_png_transparency(image: Image.Image, bit_depth: int, colour_type: int) -> None:
+    """Make a PNG's tRNS colour match the pixels Pillow gives. Pillow scales 2- and 4-bit gray
+    pixels to 0-255 but keeps their tRNS gray unscaled, so nothing was transparent; it reads
+    16-bit colour as 8 bits but keeps the 16-bit tRNS colour, which then marks the wrong pixels
+    (that one is dropped: the image stays opaque, as it always was read)."""
+    if colour_type == 0 and bit_depth in (2, 4) and isinstance(image.info["transparency"], int):
+        image.info["transparency"] = image.info["transparency"] * 255 // (2**bit_depth - 1)
+    elif colour_type == 2 and bit_depth == 16:
+        image.info.pop("transparency")
 
 
 def _to_8_bit(pixels: np.ndarray, peak: float) -> np.ndarray:

@@ -169,6 +169,42 @@ def test_a_transparent_colour_and_an_rgba_palette_are_composited(tmp_path):
     np.testing.assert_array_equal(pre.transform_one(palette), pre.transform_one(rgba))
 
 
+def gray_png(width: int, bit_depth: int, row: bytes, transparent: int) -> bytes:
+    """A one-row gray PNG of `bit_depth` bits whose tRNS chunk marks the gray `transparent`."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, 1, bit_depth, 0, 0, 0, 0)
+    trns = chunk(b"tRNS", struct.pack(">H", transparent))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + trns + chunk(b"IDAT", zlib.compress(b"\0" + row)) + chunk(b"IEND", b"")
+
+
+B = 128 / 255  # the background the transparent pixels show
+
+
+@pytest.mark.parametrize(
+    "bit_depth, row, transparent, expected",
+    [
+        # 1 bit: white (1) is transparent, black stays
+        (1, bytes([0b10100000]), 1, [B, 0, B, 0]),
+        # 2 bits: Pillow scales the pixels (1 -> 85) but not the tRNS gray (1)
+        (2, bytes([0b00011011]), 1, [0, B, 170 / 255, 1]),
+        # 4 bits
+        (4, bytes([0x0F, 0x52]), 5, [0, 1, B, 34 / 255]),
+        # 16 bits: matched on the 16-bit values, before they are scaled to 8 bits
+        (16, np.array([1000, 1001, 60000, 0], ">u2").tobytes(), 1000, [B, 1001 / 65535, 60000 / 65535, 0]),
+    ],
+    ids=["1-bit", "2-bit", "4-bit", "16-bit"],
+)
+def test_the_transparent_gray_of_low_and_high_bit_depth_pngs_is_composited(bit_depth, row, transparent, expected):
+    pre = ImagePreprocessor(image_size=(1, 4), background=128)
+    out = pre.transform_one(gray_png(4, bit_depth, row, transparent))[..., 0]
+    np.testing.assert_allclose(out[0], expected, atol=0.6 / 255)
+
+
 def test_cmyk_tiff_is_converted_to_rgb(tmp_path):
     path = tmp_path / "cyan.tif"
     Image.new("CMYK", (4, 4), (255, 0, 0, 0)).save(path)  # pure cyan ink
