@@ -15,6 +15,8 @@ from preprocess.base import Preprocessor, check_int, check_number, describe_inpu
 from preprocess.errors import InputError
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
+#: Far above any recorder (ultrasound ones reach a few MHz); a WAV header can claim 4 GHz.
+MAX_SAMPLE_RATE = 100_000_000
 NORMALIZATIONS = ("per_band", "none")
 
 
@@ -185,6 +187,8 @@ class AudioPreprocessor(Preprocessor):
             samples, rate = self._decode(x, source)  # (samples, channels)
         else:
             raise InputError(source, "expected a path, bytes or a (waveform, sample_rate) tuple")
+        if rate > MAX_SAMPLE_RATE:  # resampling from 2**62 Hz never returned
+            raise InputError(source, f"sample rate {rate:,} Hz is above the {MAX_SAMPLE_RATE:,} Hz convpipe reads")
         if np.size(samples) == 0:  # before the downmix, whose mean of nothing warns and gives NaN
             raise InputError(source, "no audio samples (an empty recording, or one cut off before its first frame)")
         with np.errstate(over="ignore"):  # finite samples past float32's range: refused just below

@@ -231,6 +231,8 @@ def test_a_cut_off_mp3_is_called_damaged_not_missing(tmp_path):
     [
         ((np.zeros(10, np.float32), 0), "sample rate must be a positive int, got 0"),
         ((np.zeros(10, np.float32), True), "sample rate must be a positive int, got True"),  # not 1 Hz
+        # librosa.resample never returned from 2**62 Hz
+        ((np.zeros(10, np.float32), 2**62), f"sample rate {2**62:,} Hz is above the 100,000,000 Hz convpipe reads"),
         (42, "expected a path, bytes or a (waveform, sample_rate) tuple"),
         # was "could not convert string to float"
         (("c0.wav", SR), "waveform must be an array of numbers, got str 'c0.wav' (pass a file as the path alone)"),
@@ -242,6 +244,13 @@ def test_bad_in_memory_inputs_raise_input_error(value, reason):
     with pytest.raises(InputError) as caught:
         small().read(value)
     assert caught.value.reason == reason
+
+
+def test_a_file_claiming_an_absurd_sample_rate_is_refused(tmp_path):
+    path = tmp_path / "fast.wav"
+    soundfile.write(path, np.zeros(100, np.float32), 400_000_000)  # a WAV header holds up to 4 GHz
+    with pytest.raises(InputError, match=r"fast\.wav: sample rate 400,000,000 Hz is above"):
+        small().read(path)
 
 
 def test_bytes_are_described_by_their_size_not_an_object_address():
