@@ -280,7 +280,11 @@ class TextPreprocessor(Preprocessor):
             except UnicodeEncodeError:
                 # Bytes a command line could not decode arrive as lone surrogates: decode them
                 # as a file's bytes would be (any other lone surrogate becomes "?").
-                return decode_text(x.encode("utf-8", "surrogateescape" if _escaped(x) else "replace"))[0]
+                text, fallback = decode_text(x.encode("utf-8", "surrogateescape" if _escaped(x) else "replace"))
+                if fallback:  # named by what it now reads as: its escaped bytes print as \udce9
+                    shown = text if len(text) <= 40 else text[:39] + "…"
+                    warnings.warn(InputWarning(f"{shown}: {LATIN1_NOTE}"), stacklevel=2)
+                return text
         if isinstance(x, (bytes, bytearray, os.PathLike)):
             data = read_bytes(x)
             wide = data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE, codecs.BOM_UTF32_BE))  # UTF-32 LE's too

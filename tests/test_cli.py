@@ -630,6 +630,12 @@ def test_predict_shows_an_input_warning_as_one_line(cli_runner, text_run, tmp_pa
     assert result.exit_code == 0, describe_result(result)
     assert result.stderr.strip().splitlines() == [f"warning: {path}: not valid UTF-8, decoded as Windows-1252 (Latin-1)"]
     assert "InputWarning" not in result.output
+    import cli
+
+    # the same bytes as a line of standard input: read as the file's are, with the same warning
+    piped = cli_runner.invoke(cli.app, ["predict", str(text_run.run_dir), "-"], input=path.read_bytes() + b"\n")
+    assert piped.exit_code == 0, describe_result(piped)
+    assert piped.stderr.strip().splitlines() == ["warning: café banana crème: not valid UTF-8, decoded as Windows-1252 (Latin-1)"]
 
 
 def test_predict_on_an_undecodable_file(cli_runner, image_run, tmp_path):
