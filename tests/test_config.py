@@ -388,19 +388,33 @@ def test_hash_buckets_without_character_n_grams_are_refused_not_recorded(tmp_pat
     assert resolve_config("text", preprocess={"hash_buckets": 100}).preprocess["hash_buckets"] == 100  # char read later
 
 
-def test_a_char_level_records_n_grams_name_the_flag_that_drops_them(tmp_path):
-    recorded = run_config_json(tmp_path, resolve_config("text", preprocess={"level": "char", "ngram_sizes": (2, 3)}))
-    with pytest.raises(ConvpipeError, match="pass --ngram-sizes '' to read words without them"):
-        resolve_config(None, config_file=recorded, preprocess={"level": "word"})
-    assert resolve_config(None, config_file=recorded, preprocess={"level": "word", "ngram_sizes": ()}).preprocess["level"] == "word"
-    words = tmp_path / "words"
-    words.mkdir()
-    recorded = run_config_json(words, resolve_config("text", preprocess={"level": "word", "ngram_sizes": ()}))
+def test_a_run_record_read_under_another_level_leaves_its_level_settings_to_the_new_level(tmp_path):
+    # a char-level run's n-grams and positions (in characters), retrained with --level word
+    recorded = run_config_json(tmp_path, resolve_config("text", preprocess={"level": "char", "ngram_sizes": (2, 3), "positions": 900}))
+    words = resolve_config(None, config_file=recorded, preprocess={"level": "word"}).preprocess
+    assert words["level"] == "word" and not {"ngram_sizes", "hash_buckets", "positions"} & set(words)
+    kept = resolve_config(None, config_file=recorded, preprocess={"level": "word", "positions": 50}).preprocess
+    assert kept["positions"] == 50  # flags still decide
+    assert resolve_config(None, config_file=recorded).preprocess["ngram_sizes"] == [2, 3]  # same level: kept
+    # a word-level run's record holds ngram_sizes = [] and the library's buckets: under --level
+    # char they read bare characters; now the character defaults choose n-grams
+    folder = tmp_path / "words"
+    folder.mkdir()
+    record = {"level": "word", "ngram_sizes": [], "hash_buckets": 16384, "positions": None, "vocabulary_size": 500}
+    recorded = run_config_json(folder, resolve_config("text", preprocess={"level": "word", "vocabulary_size": 500}))
+    document = json.loads(recorded.read_text())
+    document["config"]["preprocess"] = record  # as train records a fitted preprocessor's settings
+    recorded.write_text(json.dumps(document))
+    chars = resolve_config(None, config_file=recorded, preprocess={"level": "char", "hash_buckets": 100}).preprocess
+    assert chars == {"level": "char", "vocabulary_size": 500, "hash_buckets": 100}
     with pytest.raises(ConvpipeError) as caught:  # another error over a word-level record: no n-gram hint
         resolve_config(None, config_file=recorded, preprocess={"vocabulary_size": 2})
     assert "vocabulary_size" in str(caught.value) and "--ngram-sizes" not in str(caught.value)
-    with pytest.raises(ConvpipeError, match=r"config.json: \[preprocess\] ngram_sizes = \[\] reads none\); leave it out, or give n-gram sizes"):
-        resolve_config(None, config_file=recorded, preprocess={"level": "char", "hash_buckets": 100})
+    # a TOML file's n-grams are the user's own: under --level word, the error names the way out
+    toml = tmp_path / "chars.toml"
+    toml.write_text('modality = "text"\n[preprocess]\nngram_sizes = [2, 3]\n')
+    with pytest.raises(ConvpipeError, match="pass --ngram-sizes '' to read words without them"):
+        resolve_config(None, config_file=toml, preprocess={"level": "word"})
 
 
 def run_config_json(tmp_path, config: RunConfig) -> Path:
