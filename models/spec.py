@@ -89,6 +89,10 @@ class ModelSpec:
         for name in ("kernel_size", "pool_size", "pool_stride", "embedding_dim"):
             if is_int(getattr(self, name)):
                 object.__setattr__(self, name, int(getattr(self, name)))
+        for name in ("dropout", "augment"):  # np.float32(0.25) is a Real, but not JSON
+            value = getattr(self, name)
+            if isinstance(value, numbers.Real) and not isinstance(value, bool):
+                object.__setattr__(self, name, float(value))
 
     def validate(self, *, text: bool = False) -> "ModelSpec":
         """Raise ValueError naming the first bad field; return self for chaining."""

@@ -12,7 +12,7 @@ import numpy as np
 import soundfile
 
 from preprocess.base import Preprocessor, check_int, check_number, describe_input, is_int, native_byte_order, read_bytes
-from preprocess.errors import InputError
+from preprocess.errors import FitError, InputError
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 #: Far above any recorder (ultrasound ones reach a few MHz); a WAV header can claim 4 GHz.
@@ -272,7 +272,7 @@ class AudioPreprocessor(Preprocessor):
     def fit_read(self, items: list[np.ndarray]) -> "AudioPreprocessor":
         self.validate_params()
         if not items:
-            raise ValueError("AudioPreprocessor.fit needs at least one training input.")
+            raise FitError("AudioPreprocessor.fit needs at least one training input.")
         # Running sums, one item at a time: `items` may be a lazy sequence over a large cache,
         # and stacking every spectrogram would hold the whole training set in memory.
         count, total, squares = 0, 0.0, 0.0
@@ -287,6 +287,10 @@ class AudioPreprocessor(Preprocessor):
         std = np.sqrt(np.maximum(squares / count - np.square(mean), 0.0))
         self.band_std_ = np.where(std > MIN_BAND_STD, std, 1.0).astype(np.float32)
         return self
+
+    @property
+    def is_fitted(self) -> bool:
+        return self.normalization == "none" or super().is_fitted  # nothing to learn without normalization
 
     def encode(self, item: np.ndarray) -> np.ndarray:
         if self.normalization == "per_band":

@@ -250,7 +250,10 @@ class Preprocessor:
         single input such as a str is refused with a TypeError.
         """
         self.validate_params()
-        return self.fit_read([self.read(x) for x in self._as_list(inputs, "fit")])
+        inputs = self._as_list(inputs, "fit")
+        if not self.needs_fit:  # nothing to learn: decoding every input would be work for nothing
+            return self.fit_read([])
+        return self.fit_read([self.read(x) for x in inputs])
 
     def transform_one(self, x: Any) -> np.ndarray:
         self.validate_params()

@@ -21,6 +21,15 @@ class SettingError(ConvpipeError):
         self.reason = reason
         super().__init__(f"{'--' + name.replace('_', '-') if flag else name} {reason}")
 
+    def __reduce__(self):  # pickled with its own arguments, so it reaches a process pool's caller intact
+        return _rebuild_setting_error, (self.name, self.reason, str(self))
+
+
+def _rebuild_setting_error(name: str, reason: str, message: str) -> SettingError:
+    error = SettingError(name, reason)
+    error.args = (message,)  # as it was raised, with or without the flag's dashes
+    return error
+
 
 def one_line(text: str) -> str:
     """`text` with newlines and other unprintable characters escaped (`\\n`), so that a file
@@ -45,6 +54,9 @@ class InputError(ConvpipeError, ValueError):
         self.source = source
         self.reason = reason
         super().__init__(f"{one_line(source)}: {one_line(reason)}")
+
+    def __reduce__(self):  # unpickled as InputError(message), it broke a multiprocessing pool
+        return type(self), (self.source, self.reason)
 
 
 class InputWarning(UserWarning):

@@ -6,6 +6,7 @@ import contextlib
 import io
 import os
 import re
+import threading
 import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -173,7 +174,7 @@ class ImagePreprocessor(Preprocessor):
 
     def _open(self, data: bytes, source: str) -> Image.Image:
         try:
-            with warnings.catch_warnings(), _pixel_limit(self.max_pixels):
+            with _PILLOW_GLOBALS, warnings.catch_warnings(), _pixel_limit(self.max_pixels):
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
                 image = Image.open(io.BytesIO(data))
                 width, height = image.size
@@ -257,6 +258,13 @@ class ImagePreprocessor(Preprocessor):
         canvas = Image.new(image.mode, (width, height), 0)
         canvas.paste(resized, ((width - new_size[0]) // 2, (height - new_size[1]) // 2))
         return canvas
+
+
+#: Pillow's decompression-bomb limit and Python's warning filters are process-wide, and `_open`
+#: changes both while it reads (Pillow checks GIF frames while decoding, so the whole read): one
+#: thread at a time, or threads sharing a preprocessor restored each other's saved values and
+#: left the caller's process with bomb warnings as errors, or with a raised limit.
+_PILLOW_GLOBALS = threading.Lock()
 
 
 @contextlib.contextmanager

@@ -193,7 +193,10 @@ class TextPreprocessor(Preprocessor):
         [2, 3, 1, 0]
 
     Input: a `str` (the text itself), `bytes`, or a path (`pathlib.Path`) to a text file;
-    `transform` takes a list of them (a single str is refused, not read letter by letter).
+    `transform` takes a list of them (a single str is refused, not read letter by letter). A
+    str is data: an empty one (or one of only spaces or invisible characters) reads as all
+    padding, as scikit-learn and Keras vectorizers read it; an empty file or bytes is an
+    `InputError`, and the CLI refuses empty texts.
     Output shape: `(positions,)` int32 token ids; `(positions, 1 + len(ngram_sizes))` with
     n-grams.
     """
@@ -265,10 +268,12 @@ class TextPreprocessor(Preprocessor):
 
     @property
     def output_shape(self) -> tuple[int, ...]:
-        self.check_fitted()
+        if self.positions is None:  # learned from the training texts
+            self.check_fitted()
+        positions = self.positions if self.positions is not None else self.positions_
         if self.ngram_sizes:
-            return (self.positions_, 1 + len(self.ngram_sizes))
-        return (self.positions_,)
+            return (positions, 1 + len(self.ngram_sizes))
+        return (positions,)
 
     # ---- read: text -> tokens (stateless) ----------------------------------------------------
 
@@ -336,7 +341,7 @@ class TextPreprocessor(Preprocessor):
     def fit_read(self, items: list[list[str]]) -> "TextPreprocessor":
         self.validate_params()
         if not items:
-            raise ValueError("TextPreprocessor.fit needs at least one training text.")
+            raise FitError("TextPreprocessor.fit needs at least one training text.")
         counts = Counter(token for tokens in items for token in tokens)
         ranked = sorted(
             (item for item in counts.items() if item[1] >= self.min_count),

@@ -551,3 +551,27 @@ def test_an_empty_two_channel_array_is_named_empty_not_nan(recwarn):
     with pytest.raises(InputError, match="no audio samples"):
         pre.transform_one((np.zeros((0, 2), np.float32), 16000))
     assert not [w for w in recwarn if "Mean of empty slice" in str(w.message)]
+
+
+def test_without_normalization_there_is_nothing_to_fit():
+    pre = AudioPreprocessor(duration=0.25, normalization="none")
+    assert pre.is_fitted
+    np.testing.assert_array_equal(pre.transform_one((tone(440, duration=0.25), SR)), pre.read((tone(440, duration=0.25), SR))[..., None])
+    with pytest.raises(NotFittedError):
+        AudioPreprocessor(duration=0.25).transform_one((tone(440, duration=0.25), SR))
+
+
+def test_errors_survive_pickling_so_a_process_pool_hands_them_back():
+    # unpickled as InputError(message), the error broke multiprocessing.Pool (it hung)
+    import pickle
+
+    from preprocess import FitError
+    from preprocess.errors import SettingError
+
+    error = pickle.loads(pickle.dumps(InputError("clips/a.wav", "not a readable audio file")))
+    assert (type(error), error.source, error.reason, str(error)) == (InputError, "clips/a.wav", "not a readable audio file", "clips/a.wav: not a readable audio file")
+    for flag, message in ((True, "--batch-size must be positive"), (False, "batch_size must be positive")):
+        setting = pickle.loads(pickle.dumps(SettingError("batch_size", "must be positive", flag=flag)))
+        assert (setting.name, setting.reason, str(setting)) == ("batch_size", "must be positive", message)
+    with pytest.raises(FitError, match="at least one training input"):  # a FitError, as documented
+        AudioPreprocessor().fit([])

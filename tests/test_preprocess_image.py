@@ -643,3 +643,25 @@ def test_library_misuse_is_a_clear_error(tmp_path):
     (tmp_path / "p.json").write_text(json.dumps(document))
     with pytest.raises(InputError, match="names no preprocessor class"):
         Preprocessor.load(tmp_path / "p.json")
+
+
+def test_fit_reads_nothing_since_nothing_is_learned(tmp_path):
+    pre = ImagePreprocessor(image_size=(4, 4))
+    assert pre.fit([tmp_path / "missing.png", tmp_path / "also-missing.png"]) is pre  # no decode pass
+    with pytest.raises(TypeError, match="must be a list of inputs"):
+        pre.fit("one.png")  # a batch is still a batch
+
+
+def test_threads_sharing_a_preprocessor_leave_pillow_and_the_warning_filters_as_they_were(tmp_path):
+    # each read sets Pillow's bomb limit and a warning filter and puts them back: overlapping
+    # threads put back each other's values, and the caller's process kept them
+    import concurrent.futures
+    import warnings
+
+    path = write_png(tmp_path / "a.png", np.zeros((4, 4), np.uint8))
+    pre = ImagePreprocessor(image_size=(4, 4), max_pixels=500_000_000)  # above Pillow's limit: raised while reading
+    limit, filters = Image.MAX_IMAGE_PIXELS, list(warnings.filters)
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        list(pool.map(pre.transform_one, [path] * 2000))
+    assert Image.MAX_IMAGE_PIXELS == limit
+    assert warnings.filters == filters

@@ -282,7 +282,9 @@ def test_encodings_a_text_file_may_come_in(tmp_path):
 
 def test_use_before_fit_raises_not_fitted():
     pre = TextPreprocessor(positions=4)
-    for use in (lambda: pre.transform_one("a"), lambda: pre.transform(["a"]), lambda: pre.output_shape):
+    assert pre.output_shape == (4,)  # given, not learned: known before fit, as audio's is
+    assert TextPreprocessor(level="char", positions=4, ngram_sizes=(2, 3)).output_shape == (4, 3)
+    for use in (lambda: pre.transform_one("a"), lambda: pre.transform(["a"]), lambda: TextPreprocessor().output_shape):
         with pytest.raises(NotFittedError, match="TextPreprocessor is not fitted"):
             use()
 
@@ -432,3 +434,10 @@ def test_load_refuses_a_learned_length_fit_never_gives(tmp_path):
     (tmp_path / "t.json").write_text(json.dumps(document))
     with pytest.raises(InputError, match="learned_positions_ must be an int from 1 to"):
         Preprocessor.load(tmp_path / "t.json")
+
+
+def test_fitting_on_no_texts_is_a_fit_error():
+    from preprocess import FitError
+
+    with pytest.raises(FitError, match="at least one training text"):
+        TextPreprocessor().fit([])
