@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import soundfile
 
-from preprocess.base import Preprocessor, check_int, check_number, describe_input, is_int, native_byte_order, read_bytes
+from preprocess.base import GLOBAL_STATE, Preprocessor, check_int, check_number, describe_input, is_int, native_byte_order, read_bytes
 from preprocess.errors import FitError, InputError
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
@@ -255,7 +255,7 @@ class AudioPreprocessor(Preprocessor):
             try:
                 # librosa warns that soundfile failed (we know) and that audioread is deprecated;
                 # a file it cannot read either ends as one InputError below, not as warnings.
-                with warnings.catch_warnings():
+                with GLOBAL_STATE, warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     samples, rate = librosa.load(source, sr=None, mono=True, duration=self.duration)
                 return samples, int(rate)
@@ -376,7 +376,7 @@ def _empty_mel_bands(sample_rate: int, n_fft: int, num_mels: int, fmin: float, f
     """How many mel bands hold no FFT bin: they would read silence for every input."""
     import librosa
 
-    with warnings.catch_warnings():
+    with GLOBAL_STATE, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # librosa's own "Empty filters detected" warning: counted here
         weights = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=num_mels, fmin=fmin, fmax=fmax)
     return int(np.sum(weights.max(axis=1) <= 0))

@@ -19,6 +19,7 @@ import math
 import os
 import secrets
 import stat
+import threading
 import zipfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -40,6 +41,12 @@ DOCUMENT_FIELDS = {
     "fitted": (dict, "object"),
     "arrays": (list, "array"),
 }
+
+
+#: Python's warning filters and Pillow's decompression-bomb limit are process-wide. A read that
+#: changes them for a moment holds this lock: threads sharing a preprocessor otherwise restored
+#: each other's saved values and left them changed for the caller's whole process.
+GLOBAL_STATE = threading.RLock()
 
 
 def describe_input(x: Any) -> str:

@@ -6,7 +6,6 @@ import contextlib
 import io
 import os
 import re
-import threading
 import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -14,7 +13,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from preprocess.base import Preprocessor, check_int, describe_input, is_int, native_byte_order, not_a_file, read_bytes
+from preprocess.base import GLOBAL_STATE, Preprocessor, check_int, describe_input, is_int, native_byte_order, not_a_file, read_bytes
 from preprocess.errors import InputError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -174,7 +173,7 @@ class ImagePreprocessor(Preprocessor):
 
     def _open(self, data: bytes, source: str) -> Image.Image:
         try:
-            with _PILLOW_GLOBALS, warnings.catch_warnings(), _pixel_limit(self.max_pixels):
+            with GLOBAL_STATE, warnings.catch_warnings(), _pixel_limit(self.max_pixels):
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
                 image = Image.open(io.BytesIO(data))
                 width, height = image.size
@@ -258,13 +257,6 @@ class ImagePreprocessor(Preprocessor):
         canvas = Image.new(image.mode, (width, height), 0)
         canvas.paste(resized, ((width - new_size[0]) // 2, (height - new_size[1]) // 2))
         return canvas
-
-
-#: Pillow's decompression-bomb limit and Python's warning filters are process-wide, and `_open`
-#: changes both while it reads (Pillow checks GIF frames while decoding, so the whole read): one
-#: thread at a time, or threads sharing a preprocessor restored each other's saved values and
-#: left the caller's process with bomb warnings as errors, or with a raised limit.
-_PILLOW_GLOBALS = threading.Lock()
 
 
 @contextlib.contextmanager
@@ -440,7 +432,7 @@ def probe_images(
             elif not isinstance(x, (bytes, bytearray)) and not_a_file(x):  # a pipe would wait for a writer
                 continue
             else:
-                with warnings.catch_warnings():  # a very large image is reported when it is read
+                with GLOBAL_STATE, warnings.catch_warnings():  # a very large image is reported when it is read
                     warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                     with Image.open(io.BytesIO(x) if isinstance(x, (bytes, bytearray)) else x) as image:
                         width, height, mode = _upright_header(image) if upright else (*image.size, image.mode)
