@@ -551,3 +551,25 @@ def test_training_defaults_are_the_ones_the_readme_table_states(modality, expect
     train = resolve_config(modality).train
     found = (train.epochs, train.batch_size, train.learning_rate, train.val_split, train.test_split, train.seed, train.patience)
     assert found == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    "modality, expected",
+    [
+        ("image", ((32, 64), 3, 2, 2, "flatten", False, (128,), 0.3, 0.0)),
+        ("audio", ((16, 32, 64, 64), 3, 2, 2, "global_max", False, (128,), 0.3, 0.0)),
+        ("text", ((128,), 3, 2, 2, "global_max_average", False, (), 0.5, 0.0)),
+    ],
+)
+def test_model_defaults_are_the_ones_the_readme_table_states(modality, expected):
+    """README, "Choosing the model": `--filters` 32,64 / 16,32,64,64 / 128, `--kernel-size` 3,
+    `--pool-size --pool-stride` 2, 2, `--head` flatten / global_max / global_max_average,
+    `--batch-norm` off, `--dense` 128 / 128 / none, `--dropout` 0.3 / 0.3 / 0.5, `--augment` 0."""
+    model = resolve_config(modality).model
+    found = (
+        model.filters, model.kernel_size, model.pool_size, model.pool_stride, model.head,
+        model.batch_norm, model.dense, model.dropout, model.augment,
+    )
+    assert found == expected
+    if modality == "text":  # `--window-sizes 3,4,5`, `--text-kernel factorized`, `--embedding-dim 64`
+        assert (model.window_sizes, model.text_kernel, model.embedding_dim) == ((3, 4, 5), "factorized", 64)

@@ -76,6 +76,8 @@ def test_explain_writes_the_overlay_for_every_modality(modality, request, cli_ru
     assert np.isfinite(values).all()
     if modality == "text":
         assert values.shape == (5,) and len(document["top_positions"]) == 5
+    else:  # on the input's grid: for audio (26 time steps x 16 bands) not the transposed one
+        assert values.shape == stored["input"].shape[:2]
 
 
 def test_heatmap_rows_are_all_labelled_up_to_a_hundred(monkeypatch, tmp_path):
@@ -90,3 +92,43 @@ def test_heatmap_rows_are_all_labelled_up_to_a_hundred(monkeypatch, tmp_path):
     figures.heatmap(tmp_path / "map.png", np.zeros((44, 3)), "t", row_labels=[str(i) for i in range(44)],
                     column_labels=["a", "b", "c"])
     assert labelled == {"set_yticks": 44, "set_xticks": 3}  # a 44-character text: every position named
+
+
+def one_map_model(input_shape, kernel, bias):
+    """A hand-set Grad-CAM subject: one 1x1 convolution that copies the input, its ReLU, global
+    average pooling and the softmax layer `votes` with the given kernel (1 x classes) and bias."""
+    import keras
+
+    inputs = keras.Input(input_shape)
+    maps = keras.layers.ReLU(name="relu1")(keras.layers.Conv2D(1, 1, name="conv1")(inputs))
+    pooled = keras.layers.GlobalAveragePooling2D()(keras.layers.MaxPooling2D(name="pool1")(maps))
+    model = keras.Model(inputs, keras.layers.Dense(len(bias), activation="softmax", name="votes")(pooled))
+    model.get_layer("conv1").set_weights([np.ones((1, 1, 1, 1), np.float32), np.zeros(1, np.float32)])
+    model.get_layer("votes").set_weights([np.asarray(kernel, np.float32), np.asarray(bias, np.float32)])
+    return model
+
+
+def test_grad_cam_of_a_non_square_input_lies_on_its_grid_where_the_evidence_is():
+    """Audio inputs are never square: a map resized with height and width swapped would come
+    back transposed (or stretched), with its hot spot in the wrong place."""
+    from pipelines.saliency import grad_cam
+
+    model = one_map_model((6, 10, 1), kernel=[[-1.0, 1.0]], bias=[0.0, 0.0])
+    x = np.zeros((6, 10, 1), np.float32)
+    x[1, 7] = 1.0  # the only evidence, so the map is this spot and zero elsewhere
+    cam = grad_cam(model, x, 1)
+    assert cam.shape == (6, 10)
+    np.testing.assert_allclose(cam, x[..., 0], atol=1e-6)
+
+
+def test_grad_cam_drops_evidence_against_the_class():
+    """Grad-CAM's ReLU keeps only what speaks for the class: when the one feature map counts
+    against the predicted class (which wins on its bias), the map is zero, not that evidence's
+    size."""
+    from pipelines.saliency import grad_cam
+
+    model = one_map_model((6, 10, 1), kernel=[[-1.0, 1.0]], bias=[5.0, 0.0])
+    x = np.zeros((6, 10, 1), np.float32)
+    x[1, 7] = 1.0
+    assert int(np.argmax(model.predict(x[None], verbose=0)[0])) == 0
+    np.testing.assert_array_equal(grad_cam(model, x, 0), 0.0)

@@ -425,6 +425,28 @@ def test_dropout_reaches_the_softmax_even_without_hidden_layers():
     np.testing.assert_array_equal(np.asarray(model(ids, training=False)), np.asarray(model(ids, training=False)))
 
 
+def test_dropout_comes_before_every_hidden_layer_and_the_softmax_at_the_spec_rate():
+    """README: `--dropout` is "dropout before each fully connected layer". With two hidden
+    layers that is three Dropout layers, each feeding the Dense layer after it."""
+    spec = ModelSpec(filters=(4,), dense=(16, 8), dropout=0.25)
+    model = build_conv_model((8, 8, 1), 3, spec)
+    dropouts = [layer for layer in model.layers if isinstance(layer, keras.layers.Dropout)]
+    assert [layer.name for layer in dropouts] == ["dropout1", "dropout2", "dropout_out"]
+    assert all(layer.rate == 0.25 for layer in dropouts)
+    for dropout, dense in zip(dropouts, ["dense1", "dense2", "votes"]):
+        assert model.get_layer(dense).input is dropout.output
+    assert model.get_layer("dense1").units == 16 and model.get_layer("dense2").units == 8
+
+
+def test_a_bare_model_spec_has_the_image_defaults_the_readme_table_states():
+    # the library's ModelSpec() is the CLI's image model: 32,64 filters of 3, 2x2 pooling, one
+    # hidden layer of 128, dropout 0.3, no batch norm nor augmentation
+    spec = ModelSpec()
+    assert (spec.filters, spec.kernel_size, spec.pool_size, spec.pool_stride) == ((32, 64), 3, 2, 2)
+    assert (spec.dense, spec.dropout, spec.batch_norm, spec.augment) == ((128,), 0.3, False, 0.0)
+    assert (spec.window_sizes, spec.text_kernel, spec.embedding_dim) == ((3, 4, 5), "factorized", 64)
+
+
 def test_spectrogram_masks_blank_frequency_bands_as_well_as_time_steps():
     """SpecAugment masks both axes; the existing test measures only the time stripes' widths,
     so a layer that never masked a band would pass it."""

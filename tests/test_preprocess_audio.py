@@ -85,6 +85,29 @@ def test_top_db_limits_the_range_below_the_peak_and_ignores_gain():
     np.testing.assert_allclose(loud, quiet, atol=1e-3)
 
 
+def test_fmin_and_fmax_bound_the_mel_bands_like_librosa_with_the_same_limits():
+    # fmin/fmax must reach the mel filter bank, not only be validated: the log-mel of white noise
+    # equals librosa's for the same band limits, in dB below the clip's peak floored at -top_db
+    noise = np.random.default_rng(0).standard_normal(4000).astype(np.float32) * 0.3
+    for fmin, fmax in [(1000.0, 4000.0), (0.0, 4000.0), (1000.0, None)]:
+        pre = small(num_mels=16, fmin=fmin, fmax=fmax)
+        power = librosa.feature.melspectrogram(
+            y=noise, sr=SR, n_fft=pre.n_fft, hop_length=pre.hop_length, n_mels=16, fmin=fmin, fmax=fmax, power=2.0
+        )
+        decibels = 10 * np.log10(np.maximum(power, pre.log_floor))
+        expected = np.maximum(decibels - decibels.max(), -pre.top_db).T
+        np.testing.assert_allclose(pre.read((noise, SR)), expected, atol=1e-3)
+
+
+def test_defaults_are_the_ones_the_readme_tables_state():
+    """README, preprocessing flags and [preprocess] settings: 16 kHz, 1 s, 64 mel bands, n_fft
+    512, hop 160, 20 Hz to half the sample rate, log_floor 1e-10, top_db 80, per_band."""
+    pre = AudioPreprocessor()
+    found = (pre.sample_rate, pre.duration, pre.num_mels, pre.n_fft, pre.hop_length, pre.fmin, pre.fmax)
+    assert found == (16000, 1.0, 64, 512, 160, 20.0, None)
+    assert (pre.log_floor, pre.top_db, pre.normalization) == (1e-10, 80.0, "per_band")
+
+
 def test_transform_is_deterministic(tmp_path):
     path = write_wav(tmp_path / "a.wav", tone(700))
     pre = small().fit([path])
@@ -277,6 +300,23 @@ def test_per_band_normalization_standardizes_the_training_set():
     frames = pre.transform(train)[..., 0].reshape(-1, 32)  # every time step of every clip
     np.testing.assert_allclose(frames.mean(axis=0), 0.0, atol=1e-4)
     np.testing.assert_allclose(frames.std(axis=0), 1.0, atol=1e-3)
+
+
+def test_a_band_constant_over_the_training_set_keeps_unit_scale():
+    # Low, smoothly faded tones leave the high bands at the -top_db floor in every frame: such a
+    # band must be divided by 1, not by the 1e-3 floor, which would blow a test clip's energy
+    # there up a thousandfold.
+    fade = np.hanning(int(0.25 * SR)).astype(np.float32)
+    train = [(tone(frequency) * fade, SR) for frequency in (300, 400, 500)]
+    pre = small().fit(train)
+    constant = np.all([np.all(pre.read(x) == -pre.top_db, axis=0) for x in train], axis=0)
+    assert constant[-8:].all()  # the top bands at least, or the test shows nothing
+    np.testing.assert_array_equal(pre.band_std_[constant], 1.0)
+    np.testing.assert_array_equal(pre.band_mean_[constant], -pre.top_db)
+    noise = (np.random.default_rng(0).standard_normal(int(0.25 * SR)).astype(np.float32) * 0.3, SR)
+    out = pre.transform_one(noise)[:, constant, 0]
+    np.testing.assert_allclose(out, pre.read(noise)[:, constant] + pre.top_db, atol=1e-4)
+    assert out.min() >= 0.0 and out.max() <= pre.top_db
 
 
 def test_normalization_none_keeps_decibels():

@@ -86,6 +86,17 @@ def test_pad_keeps_aspect_ratio_with_zero_rows_top_and_bottom(tmp_path):
     np.testing.assert_allclose(rows[6:10], 1.0, atol=1e-6)
 
 
+def test_pad_keeps_aspect_ratio_with_zero_columns_left_and_right(tmp_path):
+    # the tall counterpart of the wide bar above: a 16 x 4 bar keeps its size and is centred
+    # sideways, so columns 6..9 hold it and the rest is zero padding on both sides
+    bar = np.full((16, 4), 255, dtype=np.uint8)
+    out = ImagePreprocessor(image_size=(16, 16), resize_mode="pad").transform_one(write_png(tmp_path / "tall.png", bar))
+    columns = out[:, :, 0].mean(axis=0)
+    np.testing.assert_array_equal(columns[:6], 0.0)
+    np.testing.assert_array_equal(columns[10:], 0.0)
+    np.testing.assert_allclose(columns[6:10], 1.0, atol=1e-6)
+
+
 def test_stretch_fills_the_whole_output(tmp_path):
     bar = np.full((4, 16), 255, dtype=np.uint8)
     out = ImagePreprocessor(image_size=(16, 16), resize_mode="stretch").transform_one(write_png(tmp_path / "b.png", bar))
@@ -617,6 +628,17 @@ def test_probe_reads_every_kind_of_input_transform_takes(tmp_path):
         assert probe_images(inputs) == expected, type(inputs[0])
     probe_images([color])
     assert color.load()[0, 0] == (0, 128, 255)  # the caller's image is still open
+
+
+def test_probe_samples_images_evenly_not_the_first_ones():
+    """README: the image size and colour come from "up to 200 training images sampled evenly".
+    Of 400 inputs, the first 200 small and gray and the last 200 larger and in colour, every
+    other one is read: half of each kind, so colour is seen and the median lies between them."""
+    from preprocess.image import probe_images
+
+    gray = [np.zeros((8, 8), np.uint8)] * 200
+    color = [np.zeros((32, 48, 3), np.uint8)] * 200
+    assert probe_images([*gray, *color]) == {"image_size": [20, 28], "color_mode": "rgb"}
 
 
 def test_float_pixels_between_levels_read_as_the_nearest_level():

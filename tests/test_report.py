@@ -917,3 +917,34 @@ def test_each_mistake_preview_is_made_from_that_mistakes_input(cli_runner, image
     preprocessor = Run.open(image_run.run_dir).preprocessor
     for raw, array in zip(seen["raw"], seen["arrays"]):
         np.testing.assert_allclose(array, preprocessor.transform_one(raw), atol=1e-6)
+
+
+def test_the_reports_calibration_is_of_the_top_probability_against_correctness(cli_runner, image_run, tmp_path, monkeypatch):
+    """Calibration asks whether the model's confidence in the class it chose (the largest
+    probability) matches how often that choice is right; any other column, such as the first
+    class', says nothing of the sort. Fixed probabilities whose first column is never the
+    largest tell the two apart."""
+    import keras
+
+    import pipelines.evaluation
+
+    n = len(json.loads((image_run.run_dir / "split.json").read_text())["test"])
+    fixed = np.tile([[0.10, 0.60, 0.30], [0.20, 0.15, 0.65], [0.05, 0.90, 0.05]], (n, 1))[:n].astype(np.float32)
+    monkeypatch.setattr(keras.Model, "predict", lambda self, *args, **kwargs: fixed)
+    seen = {}
+    metrics = pipelines.evaluation.classification_metrics
+
+    def spy(y_true, y_pred, labels):
+        seen.update(y_true=np.asarray(y_true), y_pred=np.asarray(y_pred))
+        return metrics(y_true, y_pred, labels)
+
+    monkeypatch.setattr(pipelines.evaluation, "classification_metrics", spy)
+    result = invoke(cli_runner, ["evaluate", image_run.run_dir, "--out", tmp_path / "r"])
+    assert result.exit_code == 0, describe_result(result)
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    np.testing.assert_array_equal(seen["y_pred"], fixed.argmax(axis=1))
+    expected = calibration(fixed.max(axis=1), seen["y_pred"] == seen["y_true"])
+    assert report["calibration"]["ece"] == pytest.approx(expected["ece"])
+    assert [b["count"] for b in report["calibration"]["bins"]] == [b["count"] for b in expected["bins"]]
+    for got, want in zip(report["calibration"]["bins"], expected["bins"]):
+        assert got["accuracy"] == pytest.approx(want["accuracy"]) and got["confidence"] == pytest.approx(want["confidence"])
