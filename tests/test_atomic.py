@@ -21,6 +21,38 @@ def test_a_failed_write_leaves_the_previous_file_and_no_temporary_behind(tmp_pat
     assert [p.name for p in tmp_path.iterdir()] == ["report.json"]
 
 
+def test_a_preprocessor_whose_arrays_fail_to_save_leaves_the_previous_npz_whole(tmp_path, monkeypatch):
+    # A fitted AudioPreprocessor keeps its band statistics in an .npz beside its .json: a save
+    # that fails half-way through the arrays must leave the previous pair loadable as it was.
+    import numpy as np
+
+    from preprocess import AudioPreprocessor, Preprocessor
+
+    tone = np.sin(np.arange(4000) / 5).astype(np.float32)
+    first = AudioPreprocessor(duration=0.25).fit([(tone, 16000)])
+    target = tmp_path / "audio.json"
+    first.save(target)
+    with np.load(tmp_path / "audio.npz") as stored:
+        before = {name: stored[name] for name in stored.files}
+    second = AudioPreprocessor(duration=0.25).fit([(0.1 * tone + 0.01 * np.cos(np.arange(4000)).astype(np.float32), 16000)])
+
+    def savez(handle, **arrays):
+        handle.write(b"PK\x03\x04 half")  # the start of a zip archive, then the disk fills up
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "savez", savez)
+    with pytest.raises(OSError):
+        second.save(target)
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["audio.json", "audio.npz"]  # no temporary file left
+    with np.load(tmp_path / "audio.npz") as stored:
+        assert sorted(stored.files) == sorted(before)
+        for name in before:
+            np.testing.assert_array_equal(stored[name], before[name])
+    loaded = Preprocessor.load(target)  # still the pair saved together
+    np.testing.assert_array_equal(loaded.band_mean_, first.band_mean_)
+
+
 def test_the_temporary_name_keeps_the_suffixes_writers_choose_formats_from(tmp_path):
     with atomic.atomic_path(tmp_path / "best.weights.h5") as tmp:
         assert tmp.parent == tmp_path and tmp.name.endswith(".weights.h5")

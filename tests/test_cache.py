@@ -811,6 +811,24 @@ def test_shards_encoded_under_one_fit_are_not_reused_for_another(tmp_path):
     assert not np.allclose(encoded_first, encoded_second)
 
 
+def test_a_stored_fit_is_reused_only_for_the_same_training_inputs(tmp_path):
+    """Another training split of the same size (another seed, other data) must be fitted anew:
+    a fit keyed by the number of inputs alone would hand it the first split's vocabulary."""
+    from pipelines.featurize import fit_cached
+
+    fruit = Dataset(["apple pear", "apple plum", "pear fig"], ["a", "b", "a"], ["f1", "f2", "f3"])
+    tools = Dataset(["saw drill", "saw hammer", "drill file"], ["a", "b", "a"], ["t1", "t2", "t3"])
+    make = lambda: TextPreprocessor(level="word", positions=4)  # noqa: E731
+    vocabularies = {}
+    for name, data in (("fruit", fruit), ("tools", tools), ("fruit again", fruit)):
+        cache = PreprocessCache(tmp_path / "cache")
+        items, _ = read_cached(make(), data, "train", Skipped(), False, cache, workers=1)
+        vocabularies[name] = (set(fit_cached(make(), items).vocabulary_), cache.stats.fit_hits)
+    assert vocabularies["fruit"] == ({"apple", "pear", "plum", "fig"}, 0)
+    assert vocabularies["tools"] == ({"saw", "drill", "hammer", "file"}, 0)  # fitted on its own inputs
+    assert vocabularies["fruit again"] == ({"apple", "pear", "plum", "fig"}, 1)  # the stored fit, reused
+
+
 def test_the_fitted_key_covers_fitted_arrays():
     tone = np.sin(np.arange(4000) / 5).astype(np.float32)
     loud = AudioPreprocessor(duration=0.25).fit([(tone, 16000)])

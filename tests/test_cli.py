@@ -209,6 +209,31 @@ def test_train_with_predefined_train_and_test_folders(cli_runner, tmp_path):
     assert report["n_samples"] == 6
 
 
+def test_image_size_and_colour_are_chosen_from_the_training_split_only(cli_runner, tmp_path):
+    # Choices made from the data look at the training inputs alone: test/ (more numerous here,
+    # larger and in colour) must not change how the model reads its inputs.
+    rng = np.random.default_rng(0)
+    for index, label in enumerate(CLASSES[:2]):
+        for i in range(4):
+            write_png(tmp_path / "data" / "train" / label / f"{i}.png", class_image(index, rng, size=(8, 8)))
+        for i in range(6):
+            big = np.repeat(class_image(index, rng, size=(32, 32))[..., None], 3, axis=2)
+            big[..., 0] = 255 - big[..., 0]  # colour
+            write_png(tmp_path / "data" / "test" / label / f"{i}.png", big)
+    run_dir = tmp_path / "run"
+    result = invoke(
+        cli_runner,
+        ["train", "--modality", "image", "--data", tmp_path / "data", "--out", run_dir, *TINY_TRAIN, "--epochs", "1",
+         "--val-split", "0.25"],
+    )
+    assert result.exit_code == 0, describe_result(result)
+    split = json.loads((run_dir / "split.json").read_text())
+    assert len(split["test"]) == 12 and all(i.startswith("train/") for i in split["train"] + split["validation"])
+    preprocess = json.loads((run_dir / "config.json").read_text())["config"]["preprocess"]
+    assert preprocess["image_size"] == [8, 8]
+    assert preprocess["color_mode"] == "grayscale"
+
+
 @pytest.mark.parametrize("with_test", [True, False])
 def test_train_with_train_and_val_folders_uses_val_for_validation(cli_runner, tmp_path, with_test):
     write_image_folder(tmp_path / "data" / "train", per_class=5)
@@ -665,6 +690,29 @@ def test_predict_names_every_unusable_input_and_can_skip_them(cli_runner, image_
     assert gone.exit_code == 0 and f"left out: {tmp_path / 'gone.png'} (no such file)" in gone.stderr
     only_bad = invoke(cli_runner, ["predict", image_run.run_dir, folder / "b-empty.png", folder / "a-broken.png", "--skip-bad"])
     assert_one_line_error(only_bad, "2 of 2 inputs cannot be used")  # nothing left to predict
+
+
+def test_predict_skip_bad_keeps_each_result_under_its_own_name(cli_runner, image_run, tmp_path):
+    # The unusable input sorts first here, so results shifted onto the wrong names (the kept
+    # inputs' names not picked out) would show, as they cannot when bad files sort last.
+    folder = tmp_path / "mixed"
+    rng = np.random.default_rng(3)
+    folder.mkdir()
+    (folder / "0-broken.png").write_bytes(b"\x89PNG garbage")
+    write_png(folder / "a.png", class_image(0, rng, size=(8, 8)))
+    write_png(folder / "b.png", class_image(2, rng, size=(8, 8)))
+    result = invoke(cli_runner, ["predict", image_run.run_dir, folder, "--skip-bad", "--json"])
+    assert result.exit_code == 0, describe_result(result)
+    entries = json.loads(result.stdout)
+    assert [entry["input"] for entry in entries] == [str(folder / "a.png"), str(folder / "b.png")]
+    for entry in entries:
+        alone = invoke(cli_runner, ["predict", image_run.run_dir, entry["input"], "--json"])
+        assert alone.exit_code == 0, describe_result(alone)
+        (expected,) = json.loads(alone.stdout)
+        assert [t["label"] for t in entry["top"]] == [t["label"] for t in expected["top"]]
+        assert [t["probability"] for t in entry["top"]] == pytest.approx([t["probability"] for t in expected["top"]], abs=1e-5)
+    # the two inputs differ in what the model makes of them, so a swap would not go unseen
+    assert entries[0]["top"] != entries[1]["top"]
 
 
 def test_predict_on_a_folder_classifies_the_files_below_it(cli_runner, image_run, tmp_path):
@@ -1435,6 +1483,38 @@ def test_class_weight_balanced_is_recorded_with_the_weights_and_a_bad_choice_is_
     assert_one_line_error(result, "--class-weight must be one of none | balanced, got 'yes'")
 
 
+def test_training_batches_are_shuffled_by_the_seed_and_both_splits_carry_the_class_weights(cli_runner, image_folder, tmp_path, monkeypatch):
+    # Seen where the batches are made: the training batches in a seeded order (validation in
+    # order), and the recorded balanced weights on the training and the validation loss alike.
+    import pipelines.training
+
+    for path in sorted((image_folder / CLASSES[2]).glob("*.png"))[4:]:  # 12, 12 and 4 inputs
+        path.unlink()
+    calls = []
+    to_tf_dataset = pipelines.training.to_tf_dataset
+
+    def spy(x, y, batch_size, shuffle_seed, first_epoch=0, class_weights=None):
+        calls.append({"n": len(y), "shuffle_seed": shuffle_seed, "first_epoch": first_epoch, "class_weights": class_weights})
+        return to_tf_dataset(x, y, batch_size, shuffle_seed, first_epoch, class_weights)
+
+    monkeypatch.setattr(pipelines.training, "to_tf_dataset", spy)
+    out = tmp_path / "run"
+    options = [*TINY_IMAGE, "--epochs", "1", "--seed", "7", "--val-split", "0.25", "--class-weight", "balanced"]
+    result = invoke(cli_runner, ["train", "--modality", "image", "--data", image_folder, "--out", out, *options])
+    assert result.exit_code == 0, describe_result(result)
+    document = json.loads((out / "config.json").read_text())
+    recorded = [document["class_weights"][label] for label in CLASSES]
+    assert recorded[2] > recorded[0] == recorded[1]  # the rare class weighs more
+    split = json.loads((out / "split.json").read_text())
+    training, validation = calls
+    assert (training["n"], validation["n"]) == (len(split["train"]), len(split["validation"])) and validation["n"] > 0
+    assert training["shuffle_seed"] == 7 and training["first_epoch"] == 0
+    assert validation["shuffle_seed"] is None
+    for call in (training, validation):
+        assert call["class_weights"] is not None
+        np.testing.assert_allclose(call["class_weights"], recorded, rtol=1e-5)
+
+
 def test_predict_decodes_in_worker_processes_only_when_it_would_take_long_here(audio_run, tmp_path, monkeypatch):
     import pipelines.prediction
     from pipelines.run_dir import Run
@@ -1541,6 +1621,38 @@ def test_the_recorded_validation_accuracy_is_the_kept_epochs_not_the_last(cli_ru
     kept = history["val_accuracy"][document["best_epoch"] - 1]
     assert kept != pytest.approx(1 / 3), "the kept epoch must be told apart from the last one"
     assert document["val_accuracy"] == pytest.approx(kept, abs=1e-6)
+
+
+def test_early_stopping_watches_the_validation_loss_and_keeps_its_best_epoch(cli_runner, tmp_path):
+    # val/ holds each class' images under the next class' name: the better the model fits
+    # train/, the worse its validation loss, while its training loss falls. Training must stop
+    # `patience` epochs after the lowest validation loss and keep that epoch's weights.
+    rng = np.random.default_rng(0)
+    for index, label in enumerate(CLASSES):
+        for i in range(8):
+            write_png(tmp_path / "data" / "train" / label / f"{i}.png", class_image(index, rng))
+        for i in range(4):
+            write_png(tmp_path / "data" / "val" / label / f"{i}.png", class_image((index + 1) % 3, rng))
+    out = tmp_path / "run"
+    result = invoke(cli_runner, ["train", "--modality", "image", "--data", tmp_path / "data", "--out", out, *TINY_IMAGE,
+                                 "--epochs", "6", "--patience", "1", "--learning-rate", "0.01"])
+    assert result.exit_code == 0, describe_result(result)
+    document = json.loads((out / "config.json").read_text())
+    history = np.genfromtxt(out / "history.csv", delimiter=",", names=True)
+    best = document["best_epoch"]
+    assert best == int(np.argmin(history["val_loss"])) + 1
+    assert document["epochs_run"] == len(history) == best + 1 < 6  # stopped: the validation loss rose
+    assert np.all(np.diff(history["loss"]) < 0), "the training loss must fall throughout for this test"
+    # the saved weights are the kept epoch's: they give its validation loss, not the last one's
+    from pipelines.run_dir import Run
+
+    run = Run.open(out)
+    val_paths = sorted((tmp_path / "data" / "val").rglob("*.png"))
+    y = np.array([run.labels.index(path.parent.name) for path in val_paths])
+    probabilities = np.asarray(run.model.predict_on_batch(run.preprocessor.transform(val_paths)))
+    loss = float(np.mean(-np.log(probabilities[np.arange(len(y)), y])))
+    assert loss == pytest.approx(history["val_loss"][best - 1], abs=1e-4)
+    assert loss != pytest.approx(history["val_loss"][-1], abs=1e-4)
 
 
 def test_the_recorded_validation_counts_are_every_validation_input(image_run):

@@ -583,7 +583,7 @@ def hostile_run(cli_runner, tmp_path_factory):
     return root, run_dir, train, evaluate
 
 
-def test_non_ascii_and_spaced_names_train_evaluate_and_are_in_split_json(hostile_run):
+def test_non_ascii_and_spaced_names_train_evaluate_and_are_in_split_json(hostile_run, cli_runner, tmp_path):
     root, run_dir, train, evaluate = hostile_run
     assert train.exit_code == 0, describe_result(train)
     assert "Traceback" not in train.output
@@ -600,6 +600,13 @@ def test_non_ascii_and_spaced_names_train_evaluate_and_are_in_split_json(hostile
     readable_test = [i for i in split["test"] if i not in unreadable]
     assert report["n_samples"] == len(readable_test) > 0
     assert {entry["input"] for entry in report["skipped"]["inputs"]} == set(split["test"]) & set(unreadable)
+    # The split may put every unreadable input in train (seed 0 does): score the whole folder
+    # too, so that evaluate's own skipping of them is tested, not only train's.
+    whole = invoke(cli_runner, ["evaluate", run_dir, "--data", root, "--out", tmp_path / "whole"])
+    assert whole.exit_code == 0, describe_result(whole)
+    report = json.loads((tmp_path / "whole" / "report.json").read_text(encoding="utf-8"))
+    assert report["n_samples"] == sum(map(sum, report["confusion_matrix"])) == len(readable + unicode_ids)
+    assert sorted(entry["input"] for entry in report["skipped"]["inputs"]) == sorted(unreadable)
 
 
 def test_unreadable_inputs_are_skipped_with_their_reasons_in_skipped_json(hostile_run):

@@ -888,6 +888,52 @@ def test_reports_that_scored_other_inputs_of_the_same_data_have_other_fingerprin
     assert reports[0]["data"]["fingerprint"] != reports[1]["data"]["fingerprint"]
 
 
+def test_evaluate_scores_only_the_readable_test_inputs_and_lists_the_one_it_skipped(cli_runner, image_run, tmp_path):
+    # An unreadable input in the middle of the scored data is left out of the labels as well as
+    # the predictions: every other input keeps its own label, and the counts all agree.
+    data = tmp_path / "data"
+    shutil.copytree(image_run.data, data)
+    bad = sorted((data / "beta").iterdir())[3]
+    bad.write_bytes(b"\x89PNG garbage")
+    result = invoke(cli_runner, ["evaluate", image_run.run_dir, "--data", data, "--out", tmp_path / "r"])
+    assert result.exit_code == 0, describe_result(result)
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    readable = len(list(data.rglob("*.png"))) - 1
+    assert report["n_samples"] == readable
+    assert [entry["input"] for entry in report["skipped"]["inputs"]] == [f"beta/{bad.name}"]
+    assert report["data"]["skipped_in_evaluation"] == report["skipped"]["inputs"]
+    assert sum(map(sum, report["confusion_matrix"])) == readable
+    assert report["data"]["evaluated_class_counts"] == {"alpha": 12, "beta": 11, "gamma": 12}
+    assert [sum(row) for row in report["confusion_matrix"]] == [12, 11, 12]  # true labels, per class
+    assert all(bad.name not in entry["input"] for entry in report["misclassified"])
+
+
+def test_an_evaluate_that_fails_writing_the_report_leaves_no_new_report_json(cli_runner, image_run, tmp_path, monkeypatch):
+    # report.json is written last: `compare` trusts it, so its presence must mean the figures and
+    # report.html beside it were written by the same evaluate.
+    import pipelines.evaluation
+
+    out = tmp_path / "report"
+    render_report = pipelines.evaluation.render_report
+
+    def failing(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pipelines.evaluation, "render_report", failing)
+    failed = invoke(cli_runner, ["evaluate", image_run.run_dir, "--out", out])
+    assert failed.exit_code != 0, describe_result(failed)
+    assert not (out / "report.json").exists()
+
+    monkeypatch.setattr(pipelines.evaluation, "render_report", render_report)
+    result = invoke(cli_runner, ["evaluate", image_run.run_dir, "--out", out])
+    assert result.exit_code == 0, describe_result(result)
+    earlier = (out / "report.json").read_bytes()
+    monkeypatch.setattr(pipelines.evaluation, "render_report", failing)
+    failed = invoke(cli_runner, ["evaluate", image_run.run_dir, "--out", out])
+    assert failed.exit_code != 0, describe_result(failed)
+    assert (out / "report.json").read_bytes() == earlier  # the earlier, complete report is kept
+
+
 def test_each_mistake_preview_is_made_from_that_mistakes_input(cli_runner, image_run, tmp_path, monkeypatch):
     """report.html shows a picture (or a text snippet) beside each of the most confident mistakes:
     it must be made from that mistake's own input and array, not from the first inputs scored."""
