@@ -18,7 +18,12 @@ lsamode=add: added to the random init), iddrop (each input id, a character or on
 n-grams, read as padding at this rate in training), distill=T (knowledge distillation from the
 TF-IDF + logistic regression fitted on the training texts, at temperature T; alpha weighs the
 true labels' loss, default 0.5; tfold=k: the training texts' teacher targets cross-fitted over
-k folds), opt=adagrad|sgd (with lr; mom for SGD's momentum, default 0.9). tdrop/edrop/mavg/wide/idf build the factorized
+k folds), opt=adagrad|sgd (with lr; mom for SGD's momentum, default 0.9), mixup=a (manifold
+mixup: in training, each batch's pooled max + average features and one-hot labels mixed with a
+shuffled copy of the batch, lambda ~ Beta(a, a) per text; plain at inference), headlr=1 (after
+training, the softmax head replaced by scikit-learn logistic regression on the standardized pooled
+features, C chosen on the validation texts, then refitted on train + validation; the CNN's own
+score is kept as cnn_acc). tdrop/edrop/mavg/wide/idf build the factorized
 model with max + average pooling whatever `head` says. Window sizes take "," inside a value,
 e.g. window_sizes=1,3,4,5. `--pre` passes preprocessor parameters, e.g. '{"hash_buckets": 131072}'.
 Each result, and TF-IDF + logistic regression on the same split, is appended to --out as JSON lines
@@ -345,6 +350,101 @@ def true_ce(num_classes):
     return true_ce
 
 
+class PooledMixup:
+    """Manifold mixup (Guo, Mao & Zhang 2019) on pooled sentence vectors: built lazily as a Keras
+    layer (so the module imports keras only when used). In training, features and one-hot labels
+    of each text are mixed with those of a random other text of the batch, lambda ~ Beta(a, a)
+    drawn per text; at inference both pass through unchanged."""
+
+    def __new__(cls, alpha, seed):
+        import keras
+        from keras import ops
+
+        class Mixup(keras.layers.Layer):
+            def __init__(self, **kw):
+                super().__init__(**kw)
+                self.gen = keras.random.SeedGenerator(seed)
+
+            def call(self, features, labels, training=None):
+                if not training:
+                    return features, labels
+                n = ops.shape(features)[0]
+                lam = keras.random.beta((n, 1), alpha, alpha, seed=self.gen)
+                perm = keras.random.shuffle(ops.arange(n), seed=self.gen)
+                mix = lambda t: lam * t + (1.0 - lam) * ops.take(t, perm, axis=0)
+                return mix(features), mix(ops.cast(labels, features.dtype))
+
+        return Mixup(name="mixup")
+
+
+def build_mixup_model(shape, num_ids, num_classes, spec, alpha, seed):
+    """The default factorized CNN (max + average pooling) with PooledMixup between pooling and
+    dropout + softmax. Inputs: ids and one-hot labels (zeros at inference, where they are unused);
+    output: [class probabilities, the (mixed) labels] concatenated, for mixup_ce."""
+    import keras
+    from models.layers import TokenEmbedding
+    from models.votes import add_votes
+
+    ids = keras.Input(shape=shape, dtype="int32")
+    labels = keras.Input(shape=(num_classes,), dtype="float32")
+    pooled = max_average_windows(TokenEmbedding(num_ids, spec.embedding_dim, name="embedding")(ids), spec)
+    mixed, targets = PooledMixup(alpha, seed)(pooled, labels)
+    probs = add_votes(mixed, num_classes, spec)
+    return keras.Model([ids, labels], keras.layers.Concatenate()([probs, targets]))
+
+
+def mixup_ce(num_classes):
+    """Cross-entropy of the probabilities (first num_classes columns of y_pred) against the mixed
+    labels the model passed through (the rest); y_true is unused."""
+    from keras import ops
+
+    def mixup_ce(y_true, y_pred):
+        return -ops.sum(y_pred[:, num_classes:] * ops.log(ops.clip(y_pred[:, :num_classes], 1e-7, 1.0)), axis=-1)
+    return mixup_ce
+
+
+def check_mixup(model, x, num_classes):
+    """Print evidence that the model mixes the labels it passes through in training (as fit calls
+    it) and passes them through unchanged at inference, and that the layer mixes the features."""
+    import keras
+    from keras import ops
+    layer = model.get_layer("mixup")
+    labels = np.eye(num_classes, dtype="float32")[np.arange(len(x)) % num_classes]
+    lt = ops.convert_to_numpy(model([x, labels], training=True))[:, num_classes:]
+    li = ops.convert_to_numpy(model([x, labels], training=False))[:, num_classes:]
+    f = ops.convert_to_numpy(keras.Model(model.inputs, layer.input[0])([x, labels]))
+    ft, _ = layer(f, labels, training=True)
+    print(f"mixup check: training: label rows sum to 1 {np.allclose(lt.sum(1), 1)}, mean top label "
+          f"{lt.max(1).mean():.3f} (1.0 = unmixed), texts with a second label > 0.05: "
+          f"{(np.sort(lt, 1)[:, -2] > 0.05).mean():.2f}, features changed {not np.allclose(ops.convert_to_numpy(ft), f)}; "
+          f"inference: labels unchanged {np.allclose(li, labels)}", flush=True)
+
+
+def logistic_head(model, arr_x, arr_y):
+    """headlr: logistic regression on the trained CNN's pooled features (the input of its final
+    dropout), standardized; C chosen by validation accuracy (ties: lower log loss) with the model
+    fitted on the training texts, then refitted on train + validation. Returns (test accuracy, C,
+    validation accuracy at C)."""
+    import keras
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import log_loss
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    features = keras.Model(model.inputs, model.get_layer("dropout_out").input)
+    f = {k: features.predict(arr_x[k], verbose=0, batch_size=256) for k in arr_x}
+    fit = lambda C, xs, ys: make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=5000)).fit(xs, ys)
+    scores = []
+    for C in (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0):
+        m = fit(C, f["train"], arr_y["train"])
+        scores.append((-float(np.mean(m.predict(f["validation"]) == arr_y["validation"])),
+                       float(log_loss(arr_y["validation"], m.predict_proba(f["validation"]), labels=m.classes_)), C))
+    scores.sort()
+    print("headlr validation (-acc, log loss, C):", [(round(a, 3), round(l, 3), C) for a, l, C in scores], flush=True)
+    C = scores[0][2]
+    m = fit(C, np.concatenate([f["train"], f["validation"]]), np.concatenate([arr_y["train"], arr_y["validation"]]))
+    return float(np.mean(m.predict(f["test"]) == arr_y["test"])), C, -scores[0][0]
+
+
 def run_variant(variant, arr, num_ids, num_classes, seed):
     import keras
     import models
@@ -375,6 +475,9 @@ def run_variant(variant, arr, num_ids, num_classes, seed):
         build = lambda: build_idf_model(xt.shape[1:], num_ids, num_classes, spec, weights)
     if "wide" in o:
         build = lambda: build_wide_model(xt.shape[1:], num_ids, num_classes, spec)
+    if "mixup" in o:  # the model takes the labels too and returns [probs, mixed labels]
+        assert members == 1, "mixup builds one member"
+        build = lambda: build_mixup_model(xt.shape[1:], num_ids, num_classes, spec, float(o["mixup"]), seed)
     if members == 1:
         model = build()
     else:
@@ -410,6 +513,12 @@ def run_variant(variant, arr, num_ids, num_classes, seed):
         yt_, yv_ = yt, yv
     metrics = ["accuracy"]
     monitor = "val_loss"
+    if "mixup" in o:
+        eye = np.eye(num_classes, dtype=np.float32)
+        loss, metrics = mixup_ce(num_classes), []
+        xt, xv, xs = [xt, eye[yt]], [xv, eye[yv]], [xs, np.zeros((len(ys), num_classes), np.float32)]
+        yt_, yv_ = eye[yt], eye[yv]
+        check_mixup(model, xt[0][:64], num_classes)
     if "distill" in o:  # knowledge distillation from TF-IDF + LR fitted on the training texts only
         T, alpha = float(o["distill"]), float(o.get("alpha", 0.5))
         qt, qv, teacher_acc = teacher_probs(arr, num_classes, int(o.get("tfold", 0)), seed)
@@ -449,9 +558,16 @@ def run_variant(variant, arr, num_ids, num_classes, seed):
         model = build()
         model.compile(optimizer=keras.optimizers.Adam(lr), loss=loss, metrics=["accuracy"])
         model.fit(np.concatenate([xt, xv]), np.concatenate([yt_, yv_]), epochs=best, batch_size=bs, verbose=0)
+    extra = {}
+    if o.get("headlr"):  # the softmax head replaced by logistic regression on the pooled features
+        extra["cnn_acc"] = float(np.mean(model.predict(xs, verbose=0, batch_size=256).argmax(1) == ys))
+        head_acc, extra["C"], extra["val_acc"] = logistic_head(model, {"train": xt, "validation": xv, "test": xs}, {"train": yt, "validation": yv, "test": ys})
     secs = time.perf_counter() - t
-    acc = float(np.mean(model.predict(xs, verbose=0, batch_size=256).argmax(1) == ys))
-    return acc, len(h.history["loss"]), secs
+    if o.get("headlr"):
+        acc = head_acc
+    else:
+        acc = float(np.mean(model.predict(xs, verbose=0, batch_size=256)[:, :num_classes].argmax(1) == ys))
+    return acc, len(h.history["loss"]), secs, extra
 
 
 for seed in [int(s) for s in args.seeds.split(",")]:
@@ -468,6 +584,6 @@ for seed in [int(s) for s in args.seeds.split(",")]:
             out.write(json.dumps({"data": name, "seed": seed, "variant": label, "acc": acc}) + "\n"); out.flush()
             print(name, seed, label, acc, flush=True)
     for variant in filter(None, args.variants.split(";")):
-        acc, ep, secs = run_variant(variant, arr, num_ids, num_classes, seed)
-        out.write(json.dumps({"data": name, "seed": seed, "variant": variant, "positions": args.positions, "pre": args.pre, "acc": acc, "epochs": ep, "secs": round(secs, 1), "shape": list(arr["train"][0].shape)}) + "\n"); out.flush()
-        print(name, seed, variant, acc, ep, round(secs, 1), flush=True)
+        acc, ep, secs, extra = run_variant(variant, arr, num_ids, num_classes, seed)
+        out.write(json.dumps({"data": name, "seed": seed, "variant": variant, "positions": args.positions, "pre": args.pre, "acc": acc, "epochs": ep, "secs": round(secs, 1), "shape": list(arr["train"][0].shape), **extra}) + "\n"); out.flush()
+        print(name, seed, variant, acc, ep, round(secs, 1), extra or "", flush=True)
