@@ -326,7 +326,7 @@ def train(
     seed: Annotated[Optional[int], typer.Option(help="Seed for the split, initialization and shuffling; given explicitly, also turns on --deterministic.")] = None,
     patience: Annotated[Optional[int], typer.Option(help="Epochs without validation improvement before stopping.")] = None,
     class_weight: Annotated[Optional[str], typer.Option(help="none | balanced (each class weighs as much in the loss as the others, for imbalanced data).")] = None,
-    deterministic: Annotated[Optional[bool], typer.Option("--deterministic/--fast", help="Deterministic TensorFlow ops: identical results for the same seed, slower (default: on when --seed is given).")] = None,
+    deterministic: Annotated[Optional[bool], typer.Option("--deterministic/--fast", help="Deterministic TensorFlow ops: identical results for the same seed, possibly slower (default: on when --seed is given).")] = None,
     strict: Annotated[Optional[bool], typer.Option("--strict/--skip-bad", help="Fail on the first unreadable input instead of skipping it.")] = None,
     filters: Annotated[Optional[str], typer.Option(help="Filters per conv block, e.g. 32,64 (text: filters per window width).")] = None,
     kernel_size: Annotated[Optional[int], typer.Option(help="Image/audio: side of the square conv filters.")] = None,
@@ -511,7 +511,7 @@ def evaluate(
     cache_verify: CacheVerifyOption = None,
     device: DeviceOption = "auto",
     baseline: Annotated[bool, typer.Option(
-        "--baseline", help="Also fit a logistic regression on the run's training inputs (pixels, MFCC statistics or "
+        "--baseline", help="Also fit a logistic regression on the run's training and validation inputs (pixels, MFCC statistics or "
         "TF-IDF n-grams) and score it on the same inputs: does the CNN beat a linear model?",
     )] = False,
 ) -> None:
@@ -774,7 +774,7 @@ def info() -> None:
 def inspect_command(
     run: Annotated[Path, typer.Argument(help="Run directory written by train.")],
     input_value: Annotated[str, typer.Argument(metavar="INPUT", help="File to look at (text runs also take literal text).")],
-    out: Annotated[Optional[Path], typer.Option(help="Folder for the figures (default RUN/inspect/<input name>-<checksum of its path>).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Folder for the figures (default RUN/inspect/<file stem>-<checksum of its path>, or text-<checksum of the text>).")] = None,
     channels: Annotated[int, typer.Option(help="Feature maps / filters shown per layer.")] = 8,
     literal_text: TextOption = False,
 ) -> None:
@@ -800,7 +800,7 @@ def inspect_command(
 def explain(
     run: Annotated[Path, typer.Argument(help="Run directory written by train.")],
     input_value: Annotated[str, typer.Argument(metavar="INPUT", help="File to explain (text runs also take literal text).")],
-    out: Annotated[Optional[Path], typer.Option(help="Folder for the overlay (default RUN/explain/<input name>-<checksum of its path>).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Folder for the overlay (default RUN/explain/<file stem>-<checksum of its path>, or text-<checksum of the text>).")] = None,
     literal_text: TextOption = False,
 ) -> None:
     """Show which parts of INPUT decided the prediction: Grad-CAM (image, audio) or per-position contribution (text)."""

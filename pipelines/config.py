@@ -73,7 +73,7 @@ class TrainSettings:
             test/ folders).
         seed: seeds the split, weight initialization and shuffling.
         deterministic: also make every TensorFlow op deterministic, so the same seed, data and
-            machine give identical metrics (slower: 1.8x on the image demo on CPU). On by
+            machine give identical metrics (can be slower: once 1.8x on the image demo on CPU). On by
             default when a seed is given explicitly (flag or TOML), off otherwise.
         patience: epochs without a better validation loss before training stops; the best
             weights are restored.

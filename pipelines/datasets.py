@@ -157,27 +157,43 @@ def load_source(data: str | None, modality: Modality) -> DataSource:
         return DataSource(location=str(data), full=full, ignored=ignored)
     subfolders = _subfolders(path)
     roles = split_folders(path, subfolders)
-    if roles.get("train") and len(roles) > 1:
+    others = [folder for folder in subfolders if folder not in roles.values()]
+    if roles.get("train") and (len(roles) > 1 or _splits_beside_train(roles["train"], others)):
         # Split folders, not classes: read as classes, a train/ + val/ layout trained a model to
         # tell the two folders apart.
         parts, ignored = {}, []
         for name, folder in roles.items():
             parts[name], found = read_class_folders(folder, modality, id_prefix=f"{folder.name}/")
             ignored += found
-        others = [folder for folder in subfolders if folder not in roles.values()]
         if others:  # e.g. eval/ or holdout/: said, since a whole split left out is easy to miss
             names = ", ".join(f"{printable_name(folder.name)}/" for folder in others)
             splits = " and ".join(f"{roles[role].name}/" for role in SPLIT_NAMES if role in roles)
             _warn_once(f"{path.resolve()}: ignoring {names} beside {splits}: not a split folder name (validation: "
                        f"{', '.join(VALIDATION_FOLDERS)}; test: {', '.join(SPLIT_NAMES['test'])}); rename it to use it.")
             ignored += [(f"{printable_name(folder.name)}/", "not a split folder beside the split folders") for folder in others]
+        if len(roles) == 1:  # train/ alone (beside no other split): its classes are split as any folder's
+            return DataSource(location=str(data), full=parts["train"], ignored=ignored)
         return DataSource(location=str(data), **parts, ignored=ignored)
-    if roles.get("train") and subfolders == [roles["train"]]:
-        # train/ alone: its classes are the data, split as any folder of classes is
-        full, ignored = read_class_folders(roles["train"], modality, id_prefix=f"{roles['train'].name}/")
-        return DataSource(location=str(data), full=full, ignored=ignored)
     full, ignored = read_class_folders(path, modality)
     return DataSource(location=str(data), full=full, ignored=ignored)
+
+
+def _splits_beside_train(train: Path, others: list[Path]) -> bool:
+    """Whether a train/ folder with no other split beside it holds the classes: nothing else
+    is beside it, or every other folder holds only folders named like train/'s (a holdout/ of
+    the same classes). Otherwise train/ is a class among others (bus/, car/, train/)."""
+    if not others:
+        return True
+    classes = {folder.name for folder in _subfolders(train)}
+    return bool(classes) and all((inner := _subfolders(other)) and {f.name for f in inner} <= classes
+                                 and not _holds_files(other) for other in others)
+
+
+def _holds_files(folder: Path) -> bool:
+    try:
+        return any(not hidden(p.name) and p.is_file() for p in folder.iterdir())
+    except OSError:
+        return False
 
 
 #: Folder names (any case) that hold a split rather than a class, beside a training folder.

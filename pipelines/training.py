@@ -61,8 +61,9 @@ def seed_everything(seed: int, deterministic: bool) -> None:
     """Seed Python, NumPy and the backend; with `deterministic`, also TensorFlow op determinism.
 
     Op determinism guarantees the same weights and metrics for the same seed, data and machine
-    by choosing deterministic kernels, at a price: the image demo trains 1.8x slower on 2 CPU
-    cores. Seeding alone already reproduced that run exactly on the CPU.
+    by choosing deterministic kernels, which can cost speed (the image demo once trained 1.8x
+    slower on 2 CPU cores; a later check found no difference). Seeding alone already reproduced
+    that run exactly on the CPU.
     """
     import keras
 
