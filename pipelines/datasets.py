@@ -178,22 +178,17 @@ def load_source(data: str | None, modality: Modality) -> DataSource:
     return DataSource(location=str(data), full=full, ignored=ignored)
 
 
+#: Names (any case) of folders that hold another split, not a class, beside a lone train/ folder:
+#: left out with a warning. Only the name can tell: holdout/alpha/ and a nested class layout
+#: (bus/day/, train/day/) look alike on disk.
+OTHER_SPLIT_NAMES = ("holdout", "hold-out", "heldout", "held-out", "eval", "evaluation", "tst", "unlabeled", "unlabelled")
+
+
 def _splits_beside_train(train: Path, others: list[Path]) -> bool:
-    """Whether a train/ folder with no other split beside it holds the classes: nothing else
-    is beside it, or every other folder holds only folders named like train/'s (a holdout/ of
-    the same classes). Otherwise train/ is a class among others (bus/, car/, train/)."""
-    if not others:
-        return True
-    classes = {folder.name for folder in _subfolders(train)}
-    return bool(classes) and all((inner := _subfolders(other)) and {f.name for f in inner} <= classes
-                                 and not _holds_files(other) for other in others)
-
-
-def _holds_files(folder: Path) -> bool:
-    try:
-        return any(not hidden(p.name) and p.is_file() for p in folder.iterdir())
-    except OSError:
-        return False
+    """Whether a train/ folder with no test/ or val/ beside it holds the classes: nothing else
+    is beside it, or only folders named as other splits (holdout/). Beside other classes (bus/,
+    car/, train/), train/ is a class."""
+    return all(folder.name.lower() in OTHER_SPLIT_NAMES for folder in others)
 
 
 #: Folder names (any case) that hold a split rather than a class, beside a training folder.

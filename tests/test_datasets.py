@@ -98,21 +98,23 @@ def test_another_folder_beside_the_split_folders_is_named_not_dropped_silently(t
     assert all(not i.startswith("eval/") for i in source.everything().ids)
 
 
-def test_train_beside_a_folder_of_the_same_classes_holds_the_classes(tmp_path, caplog):
+def test_train_beside_a_folder_named_as_another_split_holds_the_classes(tmp_path, caplog):
     # data/train/{alpha,beta,gamma} beside data/holdout/alpha trained a two-class model, "train"
     # against "holdout", without a word
     write_image_folder(tmp_path / "data" / "train", per_class=2)
-    write_image_folder(tmp_path / "data" / "holdout", per_class=2, classes=CLASSES[:1])
+    write_image_folder(tmp_path / "data" / "Holdout", per_class=2, classes=["delta"])  # named as a split: any classes
     source = load_source(str(tmp_path / "data"), Modality.image)
     assert not source.predefined_split and sorted(set(source.full.labels)) == sorted(CLASSES)
-    assert ("holdout/", "not a split folder beside the split folders") in source.ignored
-    assert "ignoring holdout/ beside train/: not a split folder name" in caplog.text
-    # a class that happens to be called train, beside other classes, stays a class
-    vehicles = tmp_path / "vehicles"
-    for index, name in enumerate(("bus", "car", "train")):
-        write_png(vehicles / name / "0.png", class_image(index % 3, np.random.default_rng(index)))
-        write_png(vehicles / name / "1.png", class_image(index % 3, np.random.default_rng(index + 3)))
-    assert sorted(set(load_source(str(vehicles), Modality.image).full.labels)) == ["bus", "car", "train"]
+    assert ("Holdout/", "not a split folder beside the split folders") in source.ignored
+    assert "ignoring Holdout/ beside train/: not a split folder name" in caplog.text
+    # a class that happens to be called train, beside other classes, stays a class, its inputs
+    # directly inside or in folders of their own (which look like holdout/alpha/ on disk)
+    for nested in ("", "day/", "images/"):
+        vehicles = tmp_path / f"vehicles{nested.strip('/')}"
+        for index, name in enumerate(("bus", "car", "train")):
+            for i in range(2):
+                write_png(vehicles / name / f"{nested}{i}.png", class_image(index, np.random.default_rng(i)))
+        assert sorted(set(load_source(str(vehicles), Modality.image).full.labels)) == ["bus", "car", "train"]
 
 
 def test_a_split_share_for_a_split_given_as_a_folder_is_said_to_be_unused(tmp_path, caplog):
