@@ -44,9 +44,15 @@ DOCUMENT_FIELDS = {
 
 
 #: Python's warning filters and Pillow's decompression-bomb limit are process-wide. A read that
-#: changes them for a moment holds this lock: threads sharing a preprocessor otherwise restored
-#: each other's saved values and left them changed for the caller's whole process.
+#: changes them for a moment holds this lock (never while decoding, unless Pillow's limit is
+#: raised): threads sharing a preprocessor otherwise restored each other's saved values and left
+#: them changed for the caller's whole process.
 GLOBAL_STATE = threading.RLock()
+# A process forked while another thread held it (multiprocessing's default start on Linux) would
+# wait for that thread forever: the child starts with the lock free, as the standard library's
+# own locks do.
+if hasattr(os, "register_at_fork"):  # not on Windows, which cannot fork
+    os.register_at_fork(after_in_child=GLOBAL_STATE._at_fork_reinit)
 
 
 def describe_input(x: Any) -> str:

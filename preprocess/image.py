@@ -173,7 +173,7 @@ class ImagePreprocessor(Preprocessor):
 
     def _open(self, data: bytes, source: str) -> Image.Image:
         try:
-            with GLOBAL_STATE, warnings.catch_warnings(), _pixel_limit(self.max_pixels):
+            with GLOBAL_STATE, warnings.catch_warnings(), _pixel_limit(self.max_pixels) as raised:
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
                 image = Image.open(io.BytesIO(data))
                 width, height = image.size
@@ -183,10 +183,12 @@ class ImagePreprocessor(Preprocessor):
                         f"image too large ({width}x{height} pixels, limit max_pixels="
                         f"{self.max_pixels:,})",
                     )
-                image.seek(0)  # animated GIF/WebP/TIFF: first frame
-                image.load()
-                if image.format == "PNG" and "transparency" in image.info:
-                    _fix_png_transparency(image, bit_depth=data[24], colour_type=data[25])
+                if raised:  # Pillow checks GIF frames against its limit while decoding, too
+                    _decode_first_frame(image)
+            if not raised:  # outside the lock: Pillow decodes without the GIL, threads side by side
+                _decode_first_frame(image)
+            if image.format == "PNG" and "transparency" in image.info:
+                _fix_png_transparency(image, bit_depth=data[24], colour_type=data[25])
         except InputError:
             raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
@@ -260,17 +262,24 @@ class ImagePreprocessor(Preprocessor):
 
 
 @contextlib.contextmanager
-def _pixel_limit(max_pixels: int) -> Iterator[None]:
+def _pixel_limit(max_pixels: int) -> Iterator[bool]:
     """Pillow's decompression-bomb limit raised to `max_pixels` while opening, where that is
-    higher: Pillow refuses larger images before convpipe sees their size, so a `max_pixels` above
-    its limit would have no effect. Pillow keeps the limit in a global; it is put back after."""
+    higher (yields whether it was): Pillow refuses larger images before convpipe sees their size,
+    so a `max_pixels` above its limit would have no effect. Pillow keeps the limit in a global;
+    it is put back after."""
     saved = Image.MAX_IMAGE_PIXELS
-    if saved is not None and max_pixels > saved:
+    raised = saved is not None and max_pixels > saved
+    if raised:
         Image.MAX_IMAGE_PIXELS = max_pixels
     try:
-        yield
+        yield raised
     finally:
         Image.MAX_IMAGE_PIXELS = saved
+
+
+def _decode_first_frame(image: Image.Image) -> None:
+    image.seek(0)  # animated GIF/WebP/TIFF: first frame
+    image.load()
 
 
 #: EXIF orientations that turn the stored picture a quarter turn: its width becomes its height.

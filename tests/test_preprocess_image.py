@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import json
 
 import numpy as np
@@ -687,3 +688,36 @@ def test_threads_sharing_a_preprocessor_leave_pillow_and_the_warning_filters_as_
         list(pool.map(pre.transform_one, [path] * 2000))
     assert Image.MAX_IMAGE_PIXELS == limit
     assert warnings.filters == filters
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_process_forked_while_another_thread_reads_can_read_images(tmp_path):
+    # multiprocessing forks by default on Linux: a child forked while a thread held the reading
+    # lock inherited it held, and its first read waited forever
+    import threading
+
+    from preprocess.base import GLOBAL_STATE
+
+    path = write_png(tmp_path / "a.png", np.zeros((4, 4), np.uint8))
+    held, release = threading.Event(), threading.Event()
+
+    def hold():
+        with GLOBAL_STATE:
+            held.set()
+            release.wait()
+
+    threading.Thread(target=hold, daemon=True).start()
+    held.wait()
+    pid = os.fork()
+    if pid == 0:  # the child: read, or give up on the lock after 5 s; never back into pytest
+        code = 3
+        try:
+            if GLOBAL_STATE.acquire(timeout=5):
+                GLOBAL_STATE.release()
+                ImagePreprocessor(image_size=(4, 4)).transform_one(path)
+                code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    release.set()
+    assert os.waitstatus_to_exitcode(status) == 0
