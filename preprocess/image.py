@@ -157,7 +157,7 @@ class ImagePreprocessor(Preprocessor):
         """Return a PIL image in mode L or RGB, oriented, first frame only."""
         source = describe_input(x)
         if isinstance(x, Image.Image):
-            image = x
+            image = _caller_png_transparency_fixed(x)
         elif isinstance(x, np.ndarray):
             image = _array_to_image(x, source)
         elif isinstance(x, (str, os.PathLike, bytes, bytearray)):
@@ -297,10 +297,28 @@ def _fix_png_transparency(image: Image.Image, bit_depth: int, colour_type: int) 
     pixels to 0-255 but keeps their tRNS gray unscaled, so nothing was transparent; it reads
     16-bit colour as 8 bits but keeps the 16-bit tRNS colour, which then marks the wrong pixels
     (that one is dropped: the image stays opaque, as it always was read)."""
-    if colour_type == 0 and bit_depth in (2, 4) and isinstance(image.info["transparency"], int):
-        image.info["transparency"] = image.info["transparency"] * 255 // (2**bit_depth - 1)
+    transparent = image.info["transparency"]
+    if colour_type == 0 and bit_depth in (2, 4) and isinstance(transparent, int) and transparent < 2**bit_depth:
+        image.info["transparency"] = transparent * 255 // (2**bit_depth - 1)  # (a Pillow that scales it: left)
     elif colour_type == 2 and bit_depth == 16:
         image.info.pop("transparency")
+
+
+#: The PNG (bit depth, colour type) of the raw modes Pillow's tRNS handling gets wrong.
+_PNG_RAW_MODES = {"L;2": (2, 0), "L;4": (4, 0), "RGB;16B": (16, 2)}
+
+
+def _caller_png_transparency_fixed(image: Image.Image) -> Image.Image:
+    """A caller's opened (not yet loaded) PNG with its tRNS colour fixed as `_open` fixes a
+    file's, on a copy: the caller's image is left as it was. A loaded one no longer says its bit
+    depth, and is read as Pillow gives it."""
+    raw_mode = image.tile[0].args if image.format == "PNG" and image.tile else None
+    if "transparency" not in image.info or raw_mode not in _PNG_RAW_MODES:
+        return image
+    fixed = image.copy()  # loads the caller's image, as reading it would
+    fixed.info = dict(image.info)
+    _fix_png_transparency(fixed, *_PNG_RAW_MODES[raw_mode])
+    return fixed
 
 
 def _to_8_bit(pixels: np.ndarray, peak: float) -> np.ndarray:

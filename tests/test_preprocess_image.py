@@ -213,8 +213,13 @@ B = 128 / 255  # the background the transparent pixels show
 )
 def test_the_transparent_gray_of_low_and_high_bit_depth_pngs_is_composited(bit_depth, row, transparent, expected):
     pre = ImagePreprocessor(image_size=(1, 4), background=128)
-    out = pre.transform_one(gray_png(4, bit_depth, row, transparent))[..., 0]
-    np.testing.assert_allclose(out[0], expected, atol=0.6 / 255)
+    data = gray_png(4, bit_depth, row, transparent)
+    out = pre.transform_one(data)
+    np.testing.assert_allclose(out[0, :, 0], expected, atol=0.6 / 255)
+    opened = Image.open(io.BytesIO(data))  # the caller's PIL image: read alike, and left as it was
+    info = dict(opened.info)
+    np.testing.assert_array_equal(pre.transform_one(opened), out)
+    assert opened.info == info
 
 
 def test_cmyk_tiff_is_converted_to_rgb(tmp_path):
