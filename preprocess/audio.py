@@ -58,7 +58,6 @@ class AudioPreprocessor(Preprocessor):
     Output shape: `(1 + sample_rate * duration // hop_length, num_mels, 1)`, float32.
     """
 
-    needs_fit = True
     extensions = AUDIO_EXTENSIONS
     # librosa imports lazily; its first spectrogram pulls in scipy.signal and numba (about 1 s).
     worker_imports = ("soundfile", "librosa.feature.spectral")
@@ -90,6 +89,8 @@ class AudioPreprocessor(Preprocessor):
     def validate_params(self) -> None:
         for name in ("sample_rate", "n_fft", "hop_length", "num_mels"):
             check_int(name, getattr(self, name))
+        if self.sample_rate > MAX_SAMPLE_RATE:  # a typo for 16000 would hang in resampling
+            raise ValueError(f"`sample_rate` must be at most {MAX_SAMPLE_RATE:,} Hz. Received: sample_rate={self.sample_rate}")
         check_number("duration", self.duration)
         check_number("fmin", self.fmin, zero_ok=True)
         check_number("fmax", self.fmax, none_ok=True)
@@ -187,8 +188,7 @@ class AudioPreprocessor(Preprocessor):
             samples, rate = self._decode(x, source)  # (samples, channels)
         else:
             raise InputError(source, "expected a path, bytes or a (waveform, sample_rate) tuple")
-        if rate > MAX_SAMPLE_RATE:  # resampling from 2**62 Hz never returned
-            raise InputError(source, f"sample rate {rate:,} Hz is above the {MAX_SAMPLE_RATE:,} Hz convpipe reads")
+        _check_rate(rate, source)  # (the fallback decoder's and a tuple's too)
         if np.size(samples) == 0:  # before the downmix, whose mean of nothing warns and gives NaN
             raise InputError(source, "no audio samples (an empty recording, or one cut off before its first frame)")
         with np.errstate(over="ignore"):  # finite samples past float32's range: refused just below
@@ -231,6 +231,7 @@ class AudioPreprocessor(Preprocessor):
             return self._decode_fallback(source, error)
         with handle:
             rate, promised = handle.samplerate, handle.frames
+            _check_rate(rate, source)  # before reading: a 400 MHz header would ask for 4e8 frames a second
             wanted = int(np.ceil(self.duration * rate))
             try:
                 samples = handle.read(frames=wanted, dtype="float32", always_2d=True)
@@ -272,6 +273,8 @@ class AudioPreprocessor(Preprocessor):
     def fit_read(self, items: list[np.ndarray]) -> "AudioPreprocessor":
         self.validate_params()
         if not items:
+            if not self.needs_fit:  # nothing to learn: `fit` reads no input (pipelines still pass theirs)
+                return self
             raise FitError("AudioPreprocessor.fit needs at least one training input.")
         # Running sums, one item at a time: `items` may be a lazy sequence over a large cache,
         # and stacking every spectrogram would hold the whole training set in memory.
@@ -289,8 +292,8 @@ class AudioPreprocessor(Preprocessor):
         return self
 
     @property
-    def is_fitted(self) -> bool:
-        return self.normalization == "none" or super().is_fitted  # nothing to learn without normalization
+    def needs_fit(self) -> bool:  # type: ignore[override]
+        return self.normalization != "none"  # the band statistics are all fit learns
 
     def encode(self, item: np.ndarray) -> np.ndarray:
         if self.normalization == "per_band":
@@ -363,6 +366,11 @@ def _waveform(samples: Any, source: str) -> np.ndarray:
         array = (array.astype(np.float64) - offset) / scale
     return array
 
+
+
+def _check_rate(rate: int, source: str) -> None:
+    if rate > MAX_SAMPLE_RATE:  # resampling from 2**62 Hz never returned
+        raise InputError(source, f"sample rate {rate:,} Hz is above the {MAX_SAMPLE_RATE:,} Hz convpipe reads")
 
 
 def _libsndfile_reason(error: Exception) -> str:

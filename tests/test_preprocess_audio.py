@@ -440,6 +440,7 @@ def test_load_refuses_another_preprocessor_class(tmp_path):
         ({"num_mels": 0}, "num_mels"),
         ({"hop_length": -1}, "hop_length"),
         ({"sample_rate": 8000.5}, "sample_rate"),
+        ({"sample_rate": 160_000_000}, "sample_rate"),  # a typo for 16000: resampling to it took minutes
         ({"duration": 0}, "duration"),
         ({"duration": float("nan")}, "duration"),  # passed `<= 0`, then failed reading every file
         ({"duration": float("inf")}, "duration"),
@@ -595,7 +596,7 @@ def test_an_empty_two_channel_array_is_named_empty_not_nan(recwarn):
 
 def test_without_normalization_there_is_nothing_to_fit():
     pre = AudioPreprocessor(duration=0.25, normalization="none")
-    assert pre.is_fitted
+    assert pre.is_fitted and pre.fit([]) is pre and pre.fit(["missing.wav"]) is pre  # nothing read
     np.testing.assert_array_equal(pre.transform_one((tone(440, duration=0.25), SR)), pre.read((tone(440, duration=0.25), SR))[..., None])
     with pytest.raises(NotFittedError):
         AudioPreprocessor(duration=0.25).transform_one((tone(440, duration=0.25), SR))
