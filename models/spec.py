@@ -91,8 +91,9 @@ class ModelSpec:
                 object.__setattr__(self, name, int(getattr(self, name)))
         for name in ("dropout", "augment"):  # np.float32(0.25) is a Real, but not JSON
             value = getattr(self, name)
-            if isinstance(value, numbers.Real) and not isinstance(value, bool):
-                object.__setattr__(self, name, float(value))
+            if isinstance(value, numbers.Real) and not isinstance(value, bool) and type(value) is not float:
+                # by its shortest spelling: float(np.float32(0.1)) is 0.10000000149011612
+                object.__setattr__(self, name, float(str(value)) if type(value).__module__ == "numpy" else float(value))
 
     def validate(self, *, text: bool = False) -> "ModelSpec":
         """Raise ValueError naming the first bad field; return self for chaining."""

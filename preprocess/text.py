@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from preprocess.base import Preprocessor, check_int, describe_input, is_int, read_bytes
-from preprocess.errors import FitError, InputError, InputWarning
+from preprocess.errors import FitError, InputError, InputWarning, one_line
 
 TEXT_EXTENSIONS = (".txt",)
 LEVELS = ("word", "char")
@@ -288,7 +288,7 @@ class TextPreprocessor(Preprocessor):
                 text, fallback = decode_text(x.encode("utf-8", "surrogateescape" if _escaped(x) else "replace"))
                 if fallback:  # named by what it now reads as: its escaped bytes print as \udce9
                     shown = text if len(text) <= 40 else text[:39] + "…"
-                    warnings.warn(InputWarning(f"{shown}: {LATIN1_NOTE}"), stacklevel=2)
+                    warnings.warn(InputWarning(f"{one_line(shown)}: {LATIN1_NOTE}"), stacklevel=2)
                 return text
         if isinstance(x, (bytes, bytearray, os.PathLike)):
             data = read_bytes(x)

@@ -463,5 +463,5 @@ def test_spectrogram_masks_blank_frequency_bands_as_well_as_time_steps():
 
 
 def test_numpy_rates_in_a_spec_become_plain_floats_so_it_saves_as_json():
-    spec = ModelSpec(dropout=np.float32(0.25), augment=np.float64(0.1)).validate()
-    assert json.loads(json.dumps(spec.to_dict()))["dropout"] == 0.25 and type(spec.augment) is float
+    spec = ModelSpec(dropout=np.float32(0.1), augment=np.float64(0.1)).validate()
+    assert json.loads(json.dumps(spec.to_dict()))["dropout"] == 0.1 and type(spec.augment) is float  # not 0.10000000149
