@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.devices import DEVICES, check_choice
-from pipelines.modality import Modality
+from pipelines.modality import MODALITIES, Modality
 from pipelines.report_html import CSS
 from pipelines.run_dir import Run
 from preprocess import ConvpipeError, atomic
@@ -113,7 +113,9 @@ def run_settings(run: Run) -> dict[str, Any]:
     """The run's recorded preprocessing, model and training settings in one table (their names
     do not collide), without those that do not change what is learned."""
     config = run.config.to_dict()
-    settings = {**config["preprocess"], **config["model"], **config["train"]}
+    # a run recorded before a reading parameter existed used the value it then had
+    preprocess = {**MODALITIES[run.config.modality].preprocessor.saved_before, **config["preprocess"]}
+    settings = {**preprocess, **config["model"], **config["train"]}
     return {key: value for key, value in settings.items() if key not in NOT_LEARNED + FOLLOW_THE_MODALITY}
 
 

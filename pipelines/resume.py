@@ -64,7 +64,8 @@ def _h5_damage(path: Path) -> str | None:
 #: The rules `defaults.build_preprocessor` chooses preprocessing by. 2: n-gram settings without a
 #: level choose characters, and n-gram sizes without buckets get the default 32,768 (before,
 #: the level came from the data and the buckets from the library's 16,384).
-CHOICES_VERSION = 2
+#: 3: images are read by `reader_version` 2; a run interrupted before it read them by version 1.
+CHOICES_VERSION = 3
 
 
 def _damaged(path: Path, why: str) -> ConvpipeError:
@@ -226,11 +227,21 @@ class TrainState:
             self.data_json, {"fingerprints": fingerprints, "fitted": fitted, "choices_version": CHOICES_VERSION}
         )
 
-    def legacy_choices(self) -> bool:
-        """Whether the run was interrupted under the rules before `CHOICES_VERSION` 2, which it
-        must be resumed under to fit its preprocessor as it first did."""
+    def choices_version(self) -> int:
+        """The `CHOICES_VERSION` the run was started under, which it must be resumed under to
+        read its inputs and fit its preprocessor as it first did. A run that trained epochs
+        without recording it (a convpipe before data.json) is refused: how it read is unknown."""
         recorded = self._recorded_data()
-        return bool(recorded) and recorded.get("choices_version", 1) < 2
+        if not recorded:
+            if self.backup.exists():
+                raise ConvpipeError(
+                    f"Cannot resume {self.dir.parent}: it was interrupted by an older convpipe that did not "
+                    f"record how it read its inputs ({self.data_json.name}), which this one reads otherwise. "
+                    "Finish it with the version that started it, or train it anew."
+                )
+            return CHOICES_VERSION  # no epoch trained yet: read and fitted now, for all of them
+        version = recorded.get("choices_version", 1)
+        return version if isinstance(version, int) and not isinstance(version, bool) else 1
 
     def _recorded_data(self) -> dict:
         try:

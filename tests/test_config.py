@@ -400,13 +400,13 @@ def test_a_run_record_read_under_another_level_leaves_its_level_settings_to_the_
     # char they read bare characters; now the character defaults choose n-grams
     folder = tmp_path / "words"
     folder.mkdir()
-    record = {"level": "word", "ngram_sizes": [], "hash_buckets": 16384, "positions": None, "vocabulary_size": 500}
+    record = {"level": "word", "ngram_sizes": [], "hash_buckets": 16384, "positions": None, "vocabulary_size": 500, "tokenizer_version": 2}
     recorded = run_config_json(folder, resolve_config("text", preprocess={"level": "word", "vocabulary_size": 500}))
     document = json.loads(recorded.read_text())
     document["config"]["preprocess"] = record  # as train records a fitted preprocessor's settings
     recorded.write_text(json.dumps(document))
     chars = resolve_config(None, config_file=recorded, preprocess={"level": "char", "hash_buckets": 100}).preprocess
-    assert chars == {"level": "char", "vocabulary_size": 500, "hash_buckets": 100}
+    assert chars == {"level": "char", "vocabulary_size": 500, "hash_buckets": 100, "tokenizer_version": 2}
     with pytest.raises(ConvpipeError) as caught:  # another error over a word-level record: no n-gram hint
         resolve_config(None, config_file=recorded, preprocess={"vocabulary_size": 2})
     assert "vocabulary_size" in str(caught.value) and "--ngram-sizes" not in str(caught.value)
@@ -418,12 +418,36 @@ def test_a_run_record_read_under_another_level_leaves_its_level_settings_to_the_
 
 
 def run_config_json(tmp_path, config: RunConfig) -> Path:
-    """A run's config.json as train writes it: the settings under `config`, beside other records."""
+    """A run's config.json as train writes it: the settings under `config` (with the reader
+    versions every fitted preprocessor records), beside other records."""
     path = tmp_path / "run" / "config.json"
     path.parent.mkdir()
-    document = {"run_format": 1, "config": config.to_dict(), "classes": ["a", "b"], "val_accuracy": 0.5}
+    settings = config.to_dict()
+    settings["preprocess"] = {**current_versions(config.modality), **settings["preprocess"]}
+    document = {"run_format": 1, "config": settings, "classes": ["a", "b"], "val_accuracy": 0.5}
     path.write_text(json.dumps(document, indent=2), encoding="utf-8")
     return path
+
+
+def current_versions(modality) -> dict:
+    """The reading parameters added after runs were first saved, at this version's values."""
+    from pipelines.modality import MODALITIES, parse_modality
+
+    cls = MODALITIES[parse_modality(str(getattr(modality, "value", modality)))].preprocessor
+    return {name: getattr(cls(), name) for name in cls.saved_before}
+
+
+def test_a_run_recorded_before_a_reading_parameter_existed_is_retrained_as_it_read(tmp_path):
+    # an image run from before reader_version, a text run from before tokenizer_version 2: their
+    # config.json holds no such key, and retraining from it used this version's reading
+    for modality, name in (("image", "reader_version"), ("text", "tokenizer_version")):
+        (tmp_path / modality).mkdir()
+        path = run_config_json(tmp_path / modality, resolve_config(modality))
+        document = json.loads(path.read_text())
+        assert document["config"]["preprocess"].pop(name) == 2
+        path.write_text(json.dumps(document))
+        assert resolve_config(None, config_file=path).preprocess[name] == 1
+        assert resolve_config(None, config_file=path, preprocess={name: 2}).preprocess[name] == 2  # flags still win
 
 
 @pytest.mark.parametrize("modality", ["image", "audio", "text"])
@@ -436,6 +460,7 @@ def test_a_runs_config_json_is_a_config_file_that_gives_back_its_settings(tmp_pa
     recorded = resolve_config(modality, preprocess=preprocess, model={"filters": (4,)}, train={"epochs": 2, "seed": 9})
     assert recorded.train.jit is None and recorded.train.cache_dir is None  # null in config.json
     path = run_config_json(tmp_path, recorded)
+    recorded = dataclasses.replace(recorded, preprocess={**current_versions(modality), **recorded.preprocess})
     assert resolve_config(None, config_file=path) == recorded
     # flags still override it: one knob changed, everything else as recorded
     variant = resolve_config(None, config_file=path, model={"filters": (16,)}, train={"epochs": None})
