@@ -91,16 +91,21 @@ def evaluation_data(run: Run, data: str | None, training: TrainingData) -> tuple
         return (source.test if source.predefined_split else source.full), str(Path(data).expanduser().resolve())
     if not run.split.get("test"):
         raise ConvpipeError(f"{run.path} has no held-out test inputs; pass --data to evaluate on other data.")
+    # the built-in demo data changes with convpipe's version, and no path holds the old one
+    advice = (
+        "The built-in demo data changed with this version of convpipe: train the demo again, or pass --data."
+        if run.config.data is None else "Pass --data to evaluate on other data."
+    )
     try:
         dataset = training.split("test")
     except ConvpipeError as error:  # gone, or inputs gone from it
-        raise ConvpipeError(f"{str(error).rstrip('.')}. Pass --data to evaluate on other data.") from None
+        raise ConvpipeError(f"{str(error).rstrip('.')}. {advice}") from None
     if dataset is None:
         # The same ids now name other inputs (e.g. a sorted CSV): scoring them could score
         # training inputs.
         raise ConvpipeError(
             f"{training.location} changed since training: its recorded test inputs are no longer the "
-            "same (edited, reordered or replaced). Pass --data to evaluate on other data."
+            f"same (edited, reordered or replaced). {advice}"
         )
     return dataset, training.location
 

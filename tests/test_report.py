@@ -994,3 +994,16 @@ def test_the_reports_calibration_is_of_the_top_probability_against_correctness(c
     assert [b["count"] for b in report["calibration"]["bins"]] == [b["count"] for b in expected["bins"]]
     for got, want in zip(report["calibration"]["bins"], expected["bins"]):
         assert got["accuracy"] == pytest.approx(want["accuracy"]) and got["confidence"] == pytest.approx(want["confidence"])
+
+
+def test_a_demo_run_whose_demo_data_changed_is_told_to_train_the_demo_again(cli_runner, image_run, tmp_path):
+    # "Pass --data" gave a user no path to the demo data an older convpipe built
+    run = tmp_path / "demo-run"
+    shutil.copytree(image_run.run_dir, run, ignore=shutil.ignore_patterns("report"))
+    document = json.loads((run / "config.json").read_text())
+    document["config"]["data"] = None  # trained on the built-in data
+    (run / "config.json").write_text(json.dumps(document))
+    split = json.loads((run / "split.json").read_text())
+    split["test"] = ["an-older-demo-input"]
+    (run / "split.json").write_text(json.dumps(split))
+    assert_one_line_error(invoke(cli_runner, ["evaluate", run]), "recorded input(s) are gone", "train the demo again")
