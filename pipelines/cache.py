@@ -135,11 +135,7 @@ def fitted_key(preprocessor: Any) -> str:
 def fitted_digest(preprocessor: Any) -> str:
     """What a fitted preprocessor computes, whatever convpipe's version: its class, parameters
     and fitted values and arrays (a resumed run checks that its data still fits the same)."""
-    # A parameter added later, at the value a preprocessor had before it existed, is left out:
-    # a digest recorded then (a run interrupted then) still matches.
-    since = type(preprocessor).saved_before
-    config = {k: v for k, v in preprocessor.get_config().items() if not (k in since and v == since[k])}
-    return digest("fitted", type(preprocessor).__name__, config, *_fitted_parts(preprocessor))
+    return digest("fitted", type(preprocessor).__name__, preprocessor.get_config(), *_fitted_parts(preprocessor))
 
 
 def _fitted_parts(preprocessor: Any) -> list[Any]:

@@ -64,8 +64,7 @@ def _h5_damage(path: Path) -> str | None:
 #: The rules `defaults.build_preprocessor` chooses preprocessing by. 2: n-gram settings without a
 #: level choose characters, and n-gram sizes without buckets get the default 32,768 (before,
 #: the level came from the data and the buckets from the library's 16,384).
-#: 3: images are read by `reader_version` 2; a run interrupted before it read them by version 1.
-CHOICES_VERSION = 3
+CHOICES_VERSION = 2
 
 
 def _damaged(path: Path, why: str) -> ConvpipeError:
@@ -233,10 +232,10 @@ class TrainState:
         without recording it (a convpipe before data.json) is refused: how it read is unknown."""
         recorded = self._recorded_data()
         if not recorded:
-            if self.backup.exists():
+            if self.backup.exists() and not self.data_json.exists():
                 raise ConvpipeError(
                     f"Cannot resume {self.dir.parent}: it was interrupted by an older convpipe that did not "
-                    f"record how it read its inputs ({self.data_json.name}), which this one reads otherwise. "
+                    f"record how it read its inputs ({self.data_json.name}), which this one may read otherwise. "
                     "Finish it with the version that started it, or train it anew."
                 )
             return CHOICES_VERSION  # no epoch trained yet: read and fitted now, for all of them
@@ -245,9 +244,15 @@ class TrainState:
 
     def _recorded_data(self) -> dict:
         try:
-            recorded = json.loads(self.data_json.read_text(encoding="utf-8"))
-        except (OSError, ValueError):  # runs interrupted before it was recorded are resumed unchecked
+            text = self.data_json.read_text(encoding="utf-8")
+        except FileNotFoundError:  # not recorded yet: see `choices_version`
             return {}
+        except OSError as error:
+            raise _damaged(self.data_json, error.strerror or str(error)) from None
+        try:
+            recorded = json.loads(text)
+        except ValueError:  # written whole or not at all: cut off or edited since
+            raise _damaged(self.data_json, "not JSON") from None
         fingerprints = recorded.get("fingerprints", {}) if isinstance(recorded, dict) else None
         if not isinstance(fingerprints, dict) or not isinstance(recorded.get("fitted", ""), str):
             raise _damaged(self.data_json, "not the fingerprints and fit train records")

@@ -16,8 +16,6 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from preprocess.base import GLOBAL_STATE, Preprocessor, check_int, describe_input, is_int, native_byte_order, not_a_file, read_bytes
 from preprocess.errors import InputError
 
-#: How images are read (`ImagePreprocessor.reader_version`).
-READER_VERSIONS = (1, 2)
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 COLOR_MODES = ("grayscale", "rgb")
 RESIZE_MODES = ("pad", "stretch", "crop")
@@ -49,11 +47,6 @@ class ImagePreprocessor(Preprocessor):
             all 256 output levels instead of 16. Brighter pixels are refused with an `InputError`.
             Colour images are read on the 16-bit scale whatever it is (Pillow opens 16-bit colour
             files as 8-bit), and so are uint16 colour arrays, to read like those files.
-        reader_version: 2 (the default) composites every transparent colour (a PNG's tRNS in
-            gray and colour files of any bit depth, an RGBA palette) and rounds 16-bit pixels to
-            8 bits; 1 is how preprocessors saved before version 2 read images (only a palette's
-            transparent index composited, 16-bit pixels truncated). `load` gives 1 to a file
-            saved without it, so an old run reads its images as it was trained.
 
     Example:
         >>> pre = ImagePreprocessor(image_size=(32, 32), color_mode="rgb")
@@ -71,7 +64,6 @@ class ImagePreprocessor(Preprocessor):
     """
 
     extensions = IMAGE_EXTENSIONS
-    saved_before = {"reader_version": 1}
     worker_imports = ("PIL.Image", "PIL.PngImagePlugin", "PIL.JpegImagePlugin")
 
     def __init__(
@@ -83,7 +75,6 @@ class ImagePreprocessor(Preprocessor):
         background: int = 255,
         max_pixels: int = MAX_PIXELS,
         bit_depth: int = 16,
-        reader_version: int = 2,
     ):
         self.image_size = image_size
         self.color_mode = color_mode
@@ -92,7 +83,6 @@ class ImagePreprocessor(Preprocessor):
         self.background = background
         self.max_pixels = max_pixels
         self.bit_depth = bit_depth
-        self.reader_version = reader_version
 
     def validate_params(self) -> None:
         check_int("max_pixels", self.max_pixels)
@@ -118,8 +108,6 @@ class ImagePreprocessor(Preprocessor):
             raise ValueError(
                 f"`bit_depth` must be an int 8-16 (the bits 16-bit pixels use). Received: bit_depth={self.bit_depth!r}"
             )
-        if not is_int(self.reader_version) or self.reader_version not in READER_VERSIONS:
-            raise ValueError(f"`reader_version` must be one of {READER_VERSIONS}. Received: reader_version={self.reader_version!r}")
         if not is_int(self.background) or not 0 <= self.background <= 255:
             raise ValueError(
                 f"`background` must be a gray level, an int 0-255. Received: background={self.background!r}"
@@ -221,11 +209,11 @@ class ImagePreprocessor(Preprocessor):
         except Exception:  # a broken EXIF block must not lose an otherwise good image
             pass
         mode = image.mode
-        if self.reader_version >= 2 and mode in ("1", "L", "RGB", "P") and _has_transparency(image):
+        if mode in ("1", "L", "RGB", "P") and _has_transparency(image):
             # a PNG's tRNS colour, a GIF's transparent index, an RGBA palette: composited below
             image = image.convert("RGBA")
-        elif mode == "P":  # version 1: a transparent index only
-            image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+        elif mode == "P":
+            image = image.convert("RGB")
         elif mode in ("I;16", "I;16B", "I;16L", "I"):
             pixels = np.asarray(image)
             low, high = int(pixels.min(initial=0)), int(pixels.max(initial=0))
@@ -235,9 +223,9 @@ class ImagePreprocessor(Preprocessor):
             sixteen_bit = high > 255 or _sixteen_bit_gray(mode, file_format)
             if sixteen_bit:
                 _check_peak(high, self.sixteen_bit_peak, source)
-            gray = _to_8_bit(pixels, self.sixteen_bit_peak if sixteen_bit else 255.0, rounded=self.reader_version >= 2)
+            gray = _to_8_bit(pixels, self.sixteen_bit_peak if sixteen_bit else 255.0)
             transparent = image.info.get("transparency")
-            if isinstance(transparent, int) and self.reader_version >= 2:  # a 16-bit PNG's tRNS gray: matched before scaling
+            if isinstance(transparent, int):  # a 16-bit PNG's tRNS gray: matched before scaling
                 image = Image.fromarray(np.stack([gray, np.where(pixels == transparent, 0, 255).astype(np.uint8)], axis=-1), "LA")
             else:
                 image = Image.fromarray(gray)
@@ -333,11 +321,10 @@ def _caller_png_transparency_fixed(image: Image.Image) -> Image.Image:
     return fixed
 
 
-def _to_8_bit(pixels: np.ndarray, peak: float, rounded: bool = True) -> np.ndarray:
-    """Pixels on a 0-`peak` scale as uint8 0-255 (`rounded`: truncated by reader version 1)."""
+def _to_8_bit(pixels: np.ndarray, peak: float) -> np.ndarray:
+    """Pixels on a 0-`peak` scale as uint8 0-255, the way 16-bit files have always been read."""
     # rounded, as float pixels are: truncation read half the levels one lower (4095 * 1/255 -> 0)
-    scaled = np.clip(np.asarray(pixels, dtype=np.float64) / peak * 255.0, 0, 255)
-    return (np.rint(scaled) if rounded else scaled).astype(np.uint8)
+    return np.rint(np.clip(np.asarray(pixels, dtype=np.float64) / peak * 255.0, 0, 255)).astype(np.uint8)
 
 
 def _check_peak(high: int, peak: int, source: str) -> None:

@@ -940,7 +940,7 @@ def test_train_help_names_the_modalities_of_each_modality_specific_flag():
 #: following from the modality.
 FILE_ONLY = {
     "max_skipped", "resize_mode", "value_range", "background", "max_pixels", "log_floor", "top_db",
-    "normalization", "lowercase", "min_count", "tokenizer_version", "reader_version", "augment_kind",
+    "normalization", "lowercase", "min_count", "tokenizer_version", "augment_kind",
 }
 
 

@@ -438,9 +438,9 @@ def current_versions(modality) -> dict:
 
 
 def test_a_run_recorded_before_a_reading_parameter_existed_is_retrained_as_it_read(tmp_path):
-    # an image run from before reader_version, a text run from before tokenizer_version 2: their
-    # config.json holds no such key, and retraining from it used this version's reading
-    for modality, name in (("image", "reader_version"), ("text", "tokenizer_version")):
+    # a text run from before tokenizer_version 2: its config.json holds no such key, and
+    # retraining from it used this version's tokenizer
+    for modality, name in (("text", "tokenizer_version"),):
         (tmp_path / modality).mkdir()
         path = run_config_json(tmp_path / modality, resolve_config(modality))
         document = json.loads(path.read_text())

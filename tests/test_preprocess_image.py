@@ -567,7 +567,6 @@ def test_get_config_holds_every_constructor_argument():
         "background": 255,
         "max_pixels": 10,
         "bit_depth": 16,
-        "reader_version": 2,
     }
     assert ImagePreprocessor.from_config(config).get_config() == config
     with pytest.raises(ValueError, match="Unknown ImagePreprocessor parameter.*colour"):
@@ -727,23 +726,3 @@ def test_a_process_forked_while_another_thread_reads_can_read_images(tmp_path):
     _, status = os.waitpid(pid, 0)
     release.set()
     assert os.waitstatus_to_exitcode(status) == 0
-
-
-def test_reader_version_1_reads_images_as_preprocessors_saved_before_it_did(tmp_path):
-    # an old run's preprocessor.json has no reader_version: its model was trained on images read
-    # without tRNS compositing and with 16-bit pixels truncated, and must be fed them so
-    saved = ImagePreprocessor(image_size=(1, 4), background=128)
-    saved.save(tmp_path / "pre.json")
-    document = json.loads((tmp_path / "pre.json").read_text())
-    del document["config"]["reader_version"]
-    (tmp_path / "pre.json").write_text(json.dumps(document))
-    old = Preprocessor.load(tmp_path / "pre.json")
-    assert old.reader_version == 1 and ImagePreprocessor().reader_version == 2
-    transparent = gray_png(4, 8, bytes([7, 7, 100, 100]), 7)
-    np.testing.assert_allclose(old.transform_one(transparent)[0, :, 0] * 255, [7, 7, 100, 100], atol=1e-4)
-    np.testing.assert_allclose(saved.transform_one(transparent)[0, :, 0] * 255, [128, 128, 100, 100], atol=1e-4)
-    sixteen = gray_png(4, 16, np.array([257 * 10 + 200, 0, 65535, 0], ">u2").tobytes(), 1)  # 10.78 levels
-    assert round(float(old.transform_one(sixteen)[0, 0, 0]) * 255) == 10  # truncated
-    assert round(float(saved.transform_one(sixteen)[0, 0, 0]) * 255) == 11  # rounded
-    with pytest.raises(ValueError, match="reader_version"):
-        ImagePreprocessor(reader_version=3).transform_one(transparent)
