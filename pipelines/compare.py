@@ -114,7 +114,7 @@ def run_settings(run: Run) -> dict[str, Any]:
     do not collide), without those that do not change what is learned."""
     config = run.config.to_dict()
     # a run recorded before a reading parameter existed used the value it then had
-    preprocess = {**MODALITIES[run.config.modality].preprocessor.saved_before, **config["preprocess"]}
+    preprocess = MODALITIES[run.config.modality].preprocessor.as_saved(config["preprocess"])
     settings = {**preprocess, **config["model"], **config["train"]}
     return {key: value for key, value in settings.items() if key not in NOT_LEARNED + FOLLOW_THE_MODALITY}
 

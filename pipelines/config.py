@@ -469,7 +469,7 @@ def resolve_config(
     if run_record:
         layer = _record_under_level(layer, preprocess or {})
         # a run recorded before a reading parameter existed read its inputs the way it then did
-        layer["preprocess"] = {**info.preprocessor.saved_before, **layer.get("preprocess", {})}
+        layer["preprocess"] = info.preprocessor.as_saved(layer.get("preprocess", {}))
     check_applies(parsed, config_file, layer, model or {}, preprocess or {}, run_record)
     merged_model = {**info.model_defaults.to_dict(), **layer.get("model", {})}
     merged_train = {**info.train_defaults, **layer.get("train", {})}

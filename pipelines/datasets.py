@@ -158,7 +158,7 @@ def load_source(data: str | None, modality: Modality) -> DataSource:
     subfolders = _subfolders(path)
     roles = split_folders(path, subfolders)
     others = [folder for folder in subfolders if folder not in roles.values()]
-    if roles.get("train") and (len(roles) > 1 or _splits_beside_train(roles["train"], others)):
+    if roles.get("train") and (len(roles) > 1 or _splits_beside_train(others)):
         # Split folders, not classes: read as classes, a train/ + val/ layout trained a model to
         # tell the two folders apart.
         parts, ignored = {}, []
@@ -184,7 +184,7 @@ def load_source(data: str | None, modality: Modality) -> DataSource:
 OTHER_SPLIT_NAMES = ("holdout", "hold-out", "heldout", "held-out", "eval", "evaluation", "tst", "unlabeled", "unlabelled")
 
 
-def _splits_beside_train(train: Path, others: list[Path]) -> bool:
+def _splits_beside_train(others: list[Path]) -> bool:
     """Whether a train/ folder with no test/ or val/ beside it holds the classes: nothing else
     is beside it, or only folders named as other splits (holdout/). Beside other classes (bus/,
     car/, train/), train/ is a class."""

@@ -228,8 +228,8 @@ class TrainState:
 
     def choices_version(self) -> int:
         """The `CHOICES_VERSION` the run was started under, which it must be resumed under to
-        read its inputs and fit its preprocessor as it first did. A run that trained epochs
-        without recording it (a convpipe before data.json) is refused: how it read is unknown."""
+        fit its preprocessor as it first did. A run that trained epochs without recording it (a
+        convpipe before data.json) is refused: how it read its inputs is unknown."""
         recorded = self._recorded_data()
         if not recorded:
             if self.backup.exists() and not self.data_json.exists():

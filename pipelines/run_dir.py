@@ -96,7 +96,7 @@ class Run:
 
     def __post_init__(self) -> None:
         self.recorded_labels = list(self.labels)
-        normalized = [unicodedata.normalize("NFC", label) for label in self.labels]
+        normalized = _nfc(self.labels)
         if len(set(normalized)) == len(normalized):  # else two classes would become one name
             self.labels = normalized
         try:

@@ -532,10 +532,8 @@ def train(
         state.check_same_splits(fingerprints)
     warn_of_near_duplicate_labels(classes, manifest=config.data is not None and Path(config.data).is_file())
     # a run interrupted under older choice rules is fitted by them again, or it could not resume
-    from pipelines.resume import CHOICES_VERSION
-
-    version = state.choices_version() if continuing else CHOICES_VERSION
-    preprocessor, choices = build_preprocessor(config.modality, config.preprocess, splits["train"], legacy=version < 2)
+    legacy = continuing and state.choices_version() < 2
+    preprocessor, choices = build_preprocessor(config.modality, config.preprocess, splits["train"], legacy=legacy)
     cache = PreprocessCache.open(settings.cache_dir, enabled=settings.cache, verify=settings.cache_verify)
     try:
         arrays, skipped = featurize_splits(

@@ -186,6 +186,12 @@ class Preprocessor:
         return {name: plain(getattr(self, name)) for name in self._param_names()}
 
     @classmethod
+    def as_saved(cls, config: dict[str, Any]) -> dict[str, Any]:
+        """`config` as it was saved (a file, a run's record), with the parameters added since
+        at the value it was made with (`saved_before`)."""
+        return {**cls.saved_before, **config}
+
+    @classmethod
     def from_config(cls, config: dict[str, Any]):
         if not isinstance(config, dict) or not all(isinstance(key, str) for key in config):
             raise TypeError(f"{cls.__name__}.from_config takes a dict of parameters, as get_config() returns. Received: {config!r:.60}")
@@ -349,7 +355,7 @@ class Preprocessor:
         if not issubclass(target, cls):
             raise InputError(str(path), f"holds a {name}, expected a {cls.__name__}")
         try:
-            preprocessor = target.from_config({**target.saved_before, **document["config"]})
+            preprocessor = target.from_config(target.as_saved(document["config"]))
             preprocessor.validate_params()  # a bad value fails here, not at the first transform
         except (ValueError, TypeError) as error:
             raise InputError(str(path), f"invalid config: {error}") from None
