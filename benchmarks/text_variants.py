@@ -23,7 +23,8 @@ mixup: in training, each batch's pooled max + average features and one-hot label
 shuffled copy of the batch, lambda ~ Beta(a, a) per text; plain at inference), headlr=1 (after
 training, the softmax head replaced by scikit-learn logistic regression on the standardized pooled
 features, C chosen on the validation texts, then refitted on train + validation; the CNN's own
-score is kept as cnn_acc). tdrop/edrop/mavg/wide/idf build the factorized
+score is kept as cnn_acc), frozen=1 (the embedding table is not trained: each id keeps its random
+init, so positions are a fixed random projection of their ids). tdrop/edrop/mavg/wide/idf build the factorized
 model with max + average pooling whatever `head` says. Window sizes take "," inside a value,
 e.g. window_sizes=1,3,4,5. `--pre` passes preprocessor parameters, e.g. '{"hash_buckets": 131072}'.
 Each result, and TF-IDF + logistic regression on the same split, is appended to --out as JSON lines
@@ -500,6 +501,12 @@ def run_variant(variant, arr, num_ids, num_classes, seed):
                 else:
                     e[seen] = v
                 w.assign(e)
+    if o.get("frozen"):  # the embedding stays its random init: a fixed random projection of the ids
+        from models.layers import TokenEmbedding
+        frozen = [layer for layer in model._flatten_layers() if isinstance(layer, TokenEmbedding)]
+        assert frozen, "no TokenEmbedding to freeze"
+        for layer in frozen:
+            layer.trainable = False
     if "maxnorm" in o:
         for v in model.weights:
             if "embeddings" in v.path:

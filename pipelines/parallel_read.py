@@ -18,7 +18,6 @@ from pipelines.cache import PreprocessCache, ReadResult, cache_errors, entry_key
 from pipelines.progress import ProgressCallback
 from pipelines.workers import Workers, borrowed
 from preprocess import InputError, InputWarning
-from preprocess.text import TextPreprocessor
 
 logger = logging.getLogger(__name__)
 
@@ -118,8 +117,8 @@ def read_into_cache(
     count: 1 reads in this process); the entries, and so the arrays, are the same either way.
     """
     prefix = read_key(preprocessor)
-    # A str is a text to a text preprocessor and a path to the others: key it by the file then.
-    paths = not isinstance(preprocessor, TextPreprocessor)
+    # A str is a path to most preprocessors: key it by the file then, not by its spelling.
+    paths = not preprocessor.str_is_data
     keys = [entry_key(prefix, input_identity(Path(x) if paths and isinstance(x, str) else x, cache.verify)) for x in inputs]
     with cache_errors(cache.root):
         if len(keys) >= BATCH_MIN_INPUTS:

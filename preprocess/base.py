@@ -166,6 +166,8 @@ class Preprocessor:
     needs_fit: ClassVar[bool] = False
     #: dtype of `transform`'s output.
     output_dtype: ClassVar[str] = "float32"
+    #: whether a `str` input is the data itself (text) rather than a path to a file to read.
+    str_is_data: ClassVar[bool] = False
     #: file name extensions (lower case, with the dot) this preprocessor reads.
     extensions: ClassVar[tuple[str, ...]] = ()
     #: modules `read` imports on first use; worker processes import them up front.

@@ -203,6 +203,7 @@ class TextPreprocessor(Preprocessor):
 
     needs_fit = True
     output_dtype = "int32"
+    str_is_data = True
     extensions = TEXT_EXTENSIONS
     saved_before = {"tokenizer_version": 1}
 

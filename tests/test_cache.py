@@ -285,6 +285,20 @@ def test_an_image_path_given_as_a_str_and_palette_images_are_keyed_by_what_they_
     np.testing.assert_allclose(through_cache([red, blue]), [[255, 0, 0], [0, 0, 255]], atol=1e-4)
 
 
+def test_a_text_that_names_a_file_is_keyed_as_the_text_itself(tmp_path):
+    # To a text preprocessor a str is the data: a file of that name must not key (or stale) it.
+    pre = TextPreprocessor(level="word", positions=4)
+    named = tmp_path / "notes.txt"
+    named.write_text("one")
+    text = str(named)
+    with PreprocessCache(tmp_path / "cache") as cache:
+        before, _ = read_into_cache(pre, [text], cache, workers=1)
+        named.write_text("something else entirely")
+        after, _ = read_into_cache(pre, [text], cache, workers=1)
+    assert before == after
+    assert TextPreprocessor.str_is_data and not ImagePreprocessor.str_is_data and not AudioPreprocessor.str_is_data
+
+
 @pytest.mark.parametrize("modality,method", [("audio", "fork"), ("audio", "forkserver"), ("image", None)])
 def test_parallel_and_serial_reading_give_identical_arrays(modality, method, audio_folder, image_folder, tmp_path, monkeypatch):
     import pipelines.workers as workers
