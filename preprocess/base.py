@@ -20,6 +20,7 @@ import os
 import secrets
 import stat
 import threading
+import warnings
 import zipfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -28,7 +29,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from preprocess import atomic
-from preprocess.errors import InputError, NotFittedError
+from preprocess.errors import InputError, InputWarning, NotFittedError
 
 FORMAT_VERSION = 1
 #: Name of the random token that a JSON file and its .npz both hold when saved together.
@@ -175,6 +176,11 @@ class Preprocessor:
     #: parameters added after files were already saved, with the value such a file was made
     #: with: `load` fills them in where the saved config lacks them.
     saved_before: ClassVar[dict[str, Any]] = {}
+    #: how this class turns an input into its array. Raise it (and the cache's CACHE_FORMAT)
+    #: when a change gives other arrays for the same input and settings: `save` records it, and
+    #: `load` warns that a file saved under another reading sees its inputs differently now.
+    #: Files saved before it was recorded (2026-11) carry none and load without a warning.
+    reading_version: ClassVar[int] = 1
 
     # ---- parameters --------------------------------------------------------------------------
 
@@ -327,6 +333,7 @@ class Preprocessor:
         document = {
             "class": type(self).__name__,
             "format_version": FORMAT_VERSION,
+            "reading_version": self.reading_version,
             "config": self.get_config(),
             "fitted": values,
             "arrays": sorted(arrays),
@@ -369,6 +376,15 @@ class Preprocessor:
             reason = f"missing {error}" if isinstance(error, KeyError) else str(error)
             where = f" with the arrays in {npz_path.name}" if arrays else ""
             raise InputError(str(path), f"cannot restore the fitted state{where} ({reason})") from None
+        saved = document.get("reading_version")  # absent: saved before readings were recorded
+        if saved is not None and saved != target.reading_version:
+            warnings.warn(
+                f"{path}: saved under reading version {saved}, read now by version "
+                f"{target.reading_version}: an input can give other arrays than those it was fitted "
+                "or trained on; fit or train again to match",
+                InputWarning,
+                stacklevel=2,
+            )
         return preprocessor
 
 
@@ -388,6 +404,9 @@ def _read_document(path: Path) -> dict[str, Any]:
         if type(document[key]) is not kind:  # exact: JSON true is a bool, not an integer
             found = json.dumps(document[key], ensure_ascii=False)
             raise InputError(str(path), f'"{key}" must be a JSON {kind_name}, found {found[:40]}')
+    reading = document.get("reading_version")
+    if reading is not None and (type(reading) is not int or reading < 1):
+        raise InputError(str(path), f'"reading_version" must be a positive JSON integer, found {json.dumps(reading)[:40]}')
     if not all(isinstance(name, str) for name in document["arrays"]):
         raise InputError(str(path), '"arrays" must list array names (strings)')
     if document["format_version"] > FORMAT_VERSION:

@@ -18,6 +18,7 @@ import logging
 import os
 import threading
 import time
+import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -30,7 +31,7 @@ import preprocess.base
 from pipelines.datasets import Dataset, read_class_folders, read_manifest, split_dataset
 from pipelines.featurize import Skipped, read_inputs
 from pipelines.modality import Modality
-from preprocess import AudioPreprocessor, ConvpipeError, ImagePreprocessor, InputError, TextPreprocessor
+from preprocess import AudioPreprocessor, ConvpipeError, ImagePreprocessor, InputError, InputWarning, TextPreprocessor
 from tests.conftest import (
     assert_one_line_error,
     CLASSES,
@@ -784,6 +785,7 @@ def saved_audio(tmp_path) -> Path:
         (lambda d: {**d, "fitted": "yes"}, '"fitted" must be a JSON object, found "yes"'),  # AttributeError
         (lambda d: {**d, "config": [1, 2]}, '"config" must be a JSON object, found [1, 2]'),  # TypeError
         (lambda d: {**d, "format_version": "1"}, '"format_version" must be a JSON integer, found "1"'),
+        (lambda d: {**d, "reading_version": 0}, '"reading_version" must be a positive JSON integer, found 0'),
         (lambda d: {**d, "class": ["AudioPreprocessor"]}, '"class" must be a JSON string, found ["AudioPrep'),
         (lambda d: [d], 'not a convpipe preprocessor file (no "class" and "config")'),
         (lambda d: {**d, "fitted": {"fitted": "yes"}}, "cannot restore the fitted state with the arrays in audio.npz"),
@@ -794,7 +796,7 @@ def saved_audio(tmp_path) -> Path:
         ),
         (lambda d: {**d, "config": {**d["config"], "colour": 1}}, "invalid config: Unknown AudioPreprocessor"),
     ],
-    ids=["no arrays", "fitted str", "config list", "version str", "class list", "a list", "fitted value", "bad value",
+    ids=["no arrays", "fitted str", "config list", "version str", "reading 0", "class list", "a list", "fitted value", "bad value",
          "unknown parameter"],
 )
 def test_a_hand_edited_preprocessor_file_is_one_input_error_naming_it(saved_audio, edit, reason):
@@ -805,6 +807,25 @@ def test_a_hand_edited_preprocessor_file_is_one_input_error_naming_it(saved_audi
     assert caught.value.source == str(saved_audio)
     assert caught.value.reason.startswith(reason), caught.value.reason
     assert "\n" not in str(caught.value)
+
+
+def test_a_file_saved_under_another_reading_warns_on_load_and_one_saved_before_readings_does_not(saved_audio, monkeypatch):
+    document = json.loads(saved_audio.read_text())
+    assert document["reading_version"] == AudioPreprocessor.reading_version
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        AudioPreprocessor.load(saved_audio)  # the same reading: silent
+        del document["reading_version"]  # saved before readings were recorded: nothing to compare
+        saved_audio.write_text(json.dumps(document))
+        AudioPreprocessor.load(saved_audio)
+    document["reading_version"] = AudioPreprocessor.reading_version
+    saved_audio.write_text(json.dumps(document))
+    monkeypatch.setattr(AudioPreprocessor, "reading_version", AudioPreprocessor.reading_version + 1)
+    with pytest.warns(InputWarning) as caught:
+        loaded = AudioPreprocessor.load(saved_audio)
+    (message,) = [str(w.message) for w in caught]
+    assert message.startswith(f"{saved_audio}: saved under reading version {document['reading_version']}, read now by version {AudioPreprocessor.reading_version}")
+    assert loaded.is_fitted
 
 
 def test_a_text_file_missing_its_learned_positions_is_an_input_error(tmp_path):
