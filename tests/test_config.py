@@ -598,3 +598,40 @@ def test_model_defaults_are_the_ones_the_readme_table_states(modality, expected)
     assert found == expected
     if modality == "text":  # `--window-sizes 3,4,5`, `--text-kernel factorized`, `--embedding-dim 64`
         assert (model.window_sizes, model.text_kernel, model.embedding_dim) == ((3, 4, 5), "factorized", 64)
+
+
+def test_the_largest_seed_workers_and_skip_share_are_accepted_and_one_more_workers_is_refused():
+    from pipelines.workers import MAX_WORKERS
+
+    train = resolve_config("image", train={"seed": 2**32 - 1, "workers": MAX_WORKERS, "max_skipped": 1.0}).train
+    assert (train.seed, train.workers, train.max_skipped) == (2**32 - 1, MAX_WORKERS, 1.0)
+    for workers in (-1, MAX_WORKERS + 1):  # refused with the settings, not later by the process pool
+        with pytest.raises(ConvpipeError, match=f"--workers must be 0 .* up to {MAX_WORKERS}, got {workers}"):
+            resolve_config("image", train={"workers": workers})
+
+
+def test_text_positions_as_long_as_the_largest_window_are_enough():
+    config = resolve_config("text", preprocess={"positions": 5}, model={"window_sizes": (3, 5)})
+    assert config.preprocess["positions"] == 5
+    with pytest.raises(ConvpipeError, match="positions=4 is shorter than the largest text window"):
+        resolve_config("text", preprocess={"positions": 4}, model={"window_sizes": (3, 5)})
+
+
+@pytest.mark.parametrize("modality, other", [("image", "spectrogram"), ("audio", "image")])
+def test_another_modalitys_augmentation_kind_in_the_file_is_refused(tmp_path, modality, other):
+    path = tmp_path / "run.toml"
+    path.write_text(f'modality = "{modality}"\n[model]\naugment = 0.2\naugment_kind = "{other}"\n', encoding="utf-8")
+    with pytest.raises(ConvpipeError, match=rf"\[model\] augment_kind = '{other}' does not apply to {modality} models"):
+        resolve_config(None, config_file=path)
+
+
+def test_a_run_record_read_under_its_own_level_keeps_its_level_settings(tmp_path):
+    recorded = run_config_json(tmp_path, resolve_config("text", preprocess={"level": "char", "ngram_sizes": (2, 3), "positions": 900}))
+    again = resolve_config(None, config_file=recorded, preprocess={"level": "char"}).preprocess
+    assert (again["ngram_sizes"], again["positions"]) == ([2, 3], 900)  # --level char names the level it has
+
+
+def test_a_runs_config_json_with_an_upper_case_suffix_is_read_as_json(tmp_path):
+    recorded = run_config_json(tmp_path, resolve_config("image", model={"filters": (4,)}))
+    shouted = recorded.rename(recorded.with_name("CONFIG.JSON"))  # as some Windows tools name it
+    assert resolve_config(None, config_file=shouted).model.filters == (4,)

@@ -173,6 +173,18 @@ def test_path_manifest_resolves_paths_relative_to_the_csv(image_folder):
     assert source.full.labels == ["a", "b"]
 
 
+def test_a_manifest_with_an_upper_case_csv_suffix_is_read(tmp_path):
+    manifest = write_csv(tmp_path / "LABELS.CSV", [["text", "label"], ["good film", "pos"], ["dull film", "neg"]])
+    source = load_source(str(manifest), Modality.text)
+    assert source.full.labels == ["pos", "neg"]
+
+
+def test_a_manifest_with_a_header_and_no_usable_rows_is_refused(tmp_path):
+    manifest = write_csv(tmp_path / "empty.csv", [["text", "label"], ["", "pos"], ["no label", ""]])
+    with pytest.raises(ConvpipeError, match="empty.csv has no rows with both text and label"):
+        read_manifest(manifest, Modality.text)
+
+
 def test_text_manifest_with_extra_columns_and_quoted_commas_and_newlines(tmp_path):
     texts = ['one, two, "three"', "line one\nline two", "plain"]
     manifest = write_csv(
@@ -341,6 +353,21 @@ def test_every_class_keeps_training_inputs_with_large_holdout_shares():
     data = labelled({"a": 3, "b": 4})
     parts = split_dataset(data, 0.45, 0.44, seed=0)
     assert parts["train"].class_counts()["a"] >= 1 and parts["train"].class_counts()["b"] >= 1
+
+
+def test_a_test_share_that_rounds_to_a_whole_class_still_leaves_it_one_training_input():
+    data = labelled({"a": 4, "b": 10})
+    parts = split_dataset(data, val_split=0.0, test_split=0.88, seed=0)  # round(4 x 0.88) = 4
+    assert parts["train"].class_counts() == {"a": 1, "b": 1}
+    assert parts["test"].class_counts() == {"a": 3, "b": 9}
+
+
+def test_no_test_split_asked_for_warns_of_no_class_too_small_for_one(caplog):
+    data = labelled({"a": 10, "lonely": 1, "pair": 2})
+    with caplog.at_level("WARNING", logger="pipelines.datasets"):
+        parts = split_dataset(data, val_split=0.2, test_split=0.0, seed=0)
+    assert len(parts["test"]) == 0
+    assert "too small to hold any input out" not in caplog.text
 
 
 def test_select_ids_keeps_order_and_reports_missing_ids():

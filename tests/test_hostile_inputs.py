@@ -472,6 +472,16 @@ def test_a_class_folder_symlink_to_the_data_root_is_not_a_class(tmp_path):
     assert data.class_counts() == {label: 2 for label in CLASSES}
 
 
+def test_a_class_folder_symlink_to_a_folder_above_the_data_is_not_a_class(tmp_path):
+    root = write_image_folder(tmp_path / "images", per_class=2)
+    os.symlink("..", root / "up")  # holds images/ itself: every input again under the label "up"
+
+    data, ignored = call_with_timeout(lambda: read_class_folders(root, Modality.image), seconds=10)
+
+    assert data.class_counts() == {label: 2 for label in CLASSES}
+    assert ("up", "links back to the data folder") in ignored
+
+
 def test_a_class_folder_that_links_to_another_class_is_listed_not_a_second_label(tmp_path):
     root = write_image_folder(tmp_path / "images", per_class=2)
     os.symlink("alpha", root / "alias")  # the same images under a second class name

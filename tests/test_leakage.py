@@ -222,3 +222,18 @@ def test_a_test_input_copying_a_training_and_a_validation_input_is_one_copy_of_t
     assert found["test_in_train"] == found["test_in_validation"] == 1
     assert found["test_in_train_or_validation"] == 1
     assert copies_of_earlier(splits["test"], {"train": splits["train"], "validation": splits["validation"]})["any"] == 1
+
+
+def test_a_test_input_copying_only_a_validation_input_is_a_copy_of_the_fitted_inputs():
+    splits = {"train": Dataset(["train text"], ["a"], ["tr0"]), "validation": Dataset(["seen in validation"], ["a"], ["va0"]),
+              "test": Dataset(["seen in validation", "new text"], ["a", "a"], ["te0", "te1"])}
+    found = find_copies(splits, warn=False)
+    assert found["test_in_validation"] == 1 and "test_in_train" not in found
+    assert found["test_in_train_or_validation"] == 1  # the baseline was fitted on it
+
+
+def test_empty_files_in_two_splits_are_no_copies(tmp_path):
+    # skipped as empty by every modality: neither is taught nor scored
+    (tmp_path / "a.png").write_bytes(b"")
+    (tmp_path / "b.png").write_bytes(b"")
+    assert find_copies({"train": files([tmp_path / "a.png"]), "test": files([tmp_path / "b.png"])}, warn=False) == {}

@@ -461,6 +461,11 @@ def test_bad_parameters_raise_value_error_naming_the_parameter(params, name):
         pre.fit([(tone(440), SR)])
 
 
+def test_fmin_zero_is_a_valid_lowest_band_edge():
+    pre = small(fmin=0.0, num_mels=16).fit([(tone(440), SR)])  # librosa's own default; a negative one is refused
+    assert pre.transform_one((tone(440), SR)).shape == pre.output_shape
+
+
 def test_a_window_too_short_for_even_one_mel_band_says_so_not_at_most_one():
     with pytest.raises(ValueError, match=r"`num_mels`=1 .* No number of bands works: raise `n_fft`"):
         small(num_mels=1, n_fft=2, hop_length=1).fit([(tone(440), SR)])

@@ -185,7 +185,7 @@ def test_one_hot_equals_the_compact_form_exactly():
     assert (ids == 1).any() and (ids == 0).any()  # the example covers OOV and padding
 
 
-@pytest.mark.parametrize("bad", [-1, 999])
+@pytest.mark.parametrize("bad", [-1, 12, 999])  # 12: num_ids itself, one past the last column
 def test_one_hot_refuses_ids_outside_the_vocabulary(bad):
     pre = TextPreprocessor(positions=8).fit(CORPUS)
     assert pre.num_ids == 12  # 2 reserved ids + 10 words
@@ -365,6 +365,25 @@ def test_save_load_round_trip(tmp_path, positions):
     np.testing.assert_array_equal(loaded.transform(texts), pre.transform(texts))
 
 
+def test_a_json_suffix_in_any_case_saves_and_loads(tmp_path):
+    pre = TextPreprocessor(positions=4).fit(CORPUS)
+    pre.save(tmp_path / "TEXT.JSON")  # as a Windows user may type it
+    assert TextPreprocessor.load(tmp_path / "TEXT.JSON").vocabulary_ == pre.vocabulary_
+
+
+@pytest.mark.parametrize(
+    "version, reason",
+    [(2, "written by a newer convpipe; upgrade to load it"), (True, '"format_version" must be a JSON integer, found true')],
+)
+def test_a_file_of_a_newer_or_no_format_version_is_refused_naming_it(tmp_path, version, reason):
+    TextPreprocessor(positions=4).fit(CORPUS).save(tmp_path / "text.json")
+    document = json.loads((tmp_path / "text.json").read_text(encoding="utf-8"))
+    (tmp_path / "text.json").write_text(json.dumps({**document, "format_version": version}), encoding="utf-8")
+    with pytest.raises(InputError) as caught:
+        TextPreprocessor.load(tmp_path / "text.json")
+    assert caught.value.source == str(tmp_path / "text.json") and caught.value.reason == reason
+
+
 def test_non_ascii_vocabulary_survives_save_and_load(tmp_path):
     pre = TextPreprocessor(level="char", positions=4).fit(["日本語", "ü"])
     pre.save(tmp_path / "t.json")
@@ -389,6 +408,26 @@ def test_character_n_grams_add_hashed_ids_ending_at_each_position():
     np.testing.assert_array_equal(again.transform_one("xab")[2, 1], ids[1, 1])
     dense = pre.to_one_hot(ids[None])[0]
     np.testing.assert_array_equal(dense.sum(axis=-1), [1, 2, 3, 0, 0])
+
+
+def test_n_gram_ids_are_crc32_buckets_after_the_reserved_and_vocabulary_ids():
+    # the ids a saved model was trained on: the same in every process and on every machine
+    import zlib
+
+    pre = TextPreprocessor(level="char", positions=4, ngram_sizes=(2, 3), hash_buckets=1000).fit(["abcd"])
+    offset = 2 + len(pre.vocabulary_)  # n-gram ids never share an id with a token
+    ids = pre.transform_one("abcd")
+    assert ids[1:, 1].tolist() == [offset + zlib.crc32(g.encode()) % 1000 for g in ("ab", "bc", "cd")]
+    assert ids[2:, 2].tolist() == [offset + zlib.crc32(g.encode()) % 1000 for g in ("abc", "bcd")]
+
+
+@pytest.mark.parametrize("level", ["word", "char"])
+def test_tokens_after_a_long_run_of_whitespace_are_read(level):
+    # the first `positions` tokens, however much whitespace lies between them: a text is
+    # normalized in growing pieces until it holds them
+    text = "a" + " " * 20_000 + "b c d"
+    pre = TextPreprocessor(level=level, positions=4, lowercase=False)
+    assert pre.tokenize(text) == (["a", "b", "c", "d"] if level == "word" else ["a", " ", "b", " "])
 
 
 @pytest.mark.parametrize(

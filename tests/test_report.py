@@ -71,6 +71,13 @@ def test_calibration_bin_edges_and_perfect_calibration():
     assert calibration(np.full(4, 0.75), np.array([1, 1, 1, 0], dtype=bool))["ece"] == pytest.approx(0.0)
 
 
+def test_calibration_refuses_mismatched_lengths_and_no_bins():
+    with pytest.raises(ValueError, match="differ in length: 3 vs 2"):
+        calibration(np.array([0.5, 0.6, 0.7]), np.array([True, False]))
+    with pytest.raises(ValueError, match="num_bins"):  # gave an ECE of 0 over no bins
+        calibration(np.array([0.5]), np.array([True]), num_bins=0)
+
+
 def test_report_numbers_equal_scikit_learn_on_fixed_predictions():
     from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
@@ -542,7 +549,8 @@ def copied_run(source: Path, target: Path) -> Path:
 
 
 def test_compare_orders_by_accuracy_and_flags_other_data(cli_runner, image_run, tmp_path):
-    runs = {name: copied_run(image_run.run_dir, tmp_path / name) for name in ("middle", "best", "worst", "other")}
+    # given worst first: a sort on accuracy alone would keep it ahead of its tie
+    runs = {name: copied_run(image_run.run_dir, tmp_path / name) for name in ("worst", "middle", "best", "other")}
     fake_report(runs["middle"], 0.70, 0.60)
     fake_report(runs["best"], 0.90, 0.80)
     fake_report(runs["worst"], 0.70, 0.50)  # ties on accuracy are broken by macro-F1
@@ -766,6 +774,20 @@ def test_an_unreadable_training_input_leaves_every_other_label_with_its_input(tm
     assert result["accuracy"] == 1.0
     # the CNN is scored on the same two inputs: index 1 (unreadable for the baseline) left out
     assert result["cnn_accuracy"] == 1.0
+
+
+def test_the_text_baseline_is_the_documented_tf_idf_of_word_1_2_grams_and_character_2_5_grams():
+    """The module docstring and the README's baseline numbers: word 1-2-grams and character
+    2-5-grams, character n-grams in fewer than 2 texts dropped only from 50 training texts on."""
+    from pipelines.baseline import CHAR_MIN_DF_FROM, linear_model
+
+    def vectorizers(n_fit):  # (words, characters): the union that is the pipeline's first step
+        return [vectorizer for _, vectorizer in linear_model(Modality.text, n_fit).steps[0][1].transformer_list]
+
+    words, chars = vectorizers(CHAR_MIN_DF_FROM - 1)
+    assert (words.analyzer, words.ngram_range, words.min_df) == ("word", (1, 2), 1)
+    assert (chars.analyzer, chars.ngram_range, chars.min_df) == ("char_wb", (2, 5), 1)
+    assert vectorizers(CHAR_MIN_DF_FROM)[1].min_df == 2
 
 
 def test_the_cnn_ties_the_baseline_only_at_equal_accuracy():

@@ -473,3 +473,27 @@ def test_a_run_interrupted_by_a_convpipe_that_recorded_no_data_json_is_refused(c
     assert_one_line_error(invoke(cli_runner, ["train", "--resume", killed]), "data.json is damaged")
     (killed / "train_state" / "data.json").unlink()
     assert_one_line_error(invoke(cli_runner, ["train", "--resume", killed]), "interrupted by an older convpipe", "data.json")
+
+
+def test_resume_refuses_data_whose_validation_split_alone_changed(tmp_path):
+    # e.g. an image added to val/ beside train/: the best epoch so far was chosen on other inputs
+    from pipelines.resume import TrainState
+    from preprocess import ConvpipeError
+
+    state = TrainState(tmp_path / "run")
+    state.dir.mkdir(parents=True)
+    state.record_data(["a", "b"], {"train": "same", "validation": "before"}, "fit")
+    state.check_same_splits({"train": "same", "validation": "before"})
+    with pytest.raises(ConvpipeError, match="its validation split\\(s\\) now differ"):
+        state.check_same_splits({"train": "same", "validation": "after"})
+
+
+def test_a_backup_of_epochs_whose_history_csv_is_gone_is_damage_naming_the_file(tmp_path):
+    from pipelines.resume import TrainState
+    from preprocess import ConvpipeError
+
+    state = TrainState(tmp_path / "run")
+    state.dir.mkdir(parents=True)
+    assert state.history(0, backed_up=True) == {}  # nothing trained yet: nothing to miss
+    with pytest.raises(ConvpipeError, match=r"history.csv is damaged \(missing\)"):
+        state.history(2, backed_up=True)  # resumed, the finished run's history would lack epochs 1 and 2
