@@ -18,7 +18,8 @@ lsamode=add: added to the random init), iddrop (each input id, a character or on
 n-grams, read as padding at this rate in training), distill=T (knowledge distillation from the
 TF-IDF + logistic regression fitted on the training texts, at temperature T; alpha weighs the
 true labels' loss, default 0.5; tfold=k: the training texts' teacher targets cross-fitted over
-k folds), opt=adagrad|sgd (with lr; mom for SGD's momentum, default 0.9), mixup=a (manifold
+k folds), opt=adagrad|sgd|lazyadam (with lr; lazyadam moves embedding rows only in steps
+whose batch holds their id; mom for SGD's momentum, default 0.9), mixup=a (manifold
 mixup: in training, each batch's pooled max + average features and one-hot labels mixed with a
 shuffled copy of the batch, lambda ~ Beta(a, a) per text; plain at inference), headlr=1 (after
 training, the softmax head replaced by scikit-learn logistic regression on the standardized pooled
@@ -446,6 +447,32 @@ def logistic_head(model, arr_x, arr_y):
     return float(np.mean(m.predict(f["test"]) == arr_y["test"])), C, -scores[0][0]
 
 
+def lazy_adam(learning_rate):
+    """Adam that moves an embedding row, and its moments, only in steps whose batch holds that id
+    (TF Addons' LazyAdam): dense Adam keeps moving a rare n-gram's row by its momentum for many
+    steps after the one batch that held it."""
+    import keras
+    from keras import ops
+
+    class LazyAdam(keras.optimizers.Adam):
+        def update_step(self, gradient, variable, learning_rate):
+            name = getattr(variable, "path", None) or getattr(variable, "name", "")  # TF passes its own variable
+            if "embeddings" not in name:
+                return super().update_step(gradient, variable, learning_rate)
+            lr = ops.cast(learning_rate, variable.dtype)
+            gradient = ops.cast(gradient, variable.dtype)
+            step = ops.cast(self.iterations + 1, variable.dtype)
+            alpha = lr * ops.sqrt(1 - ops.power(self.beta_2, step)) / (1 - ops.power(self.beta_1, step))
+            m = self._momentums[self._get_variable_index(variable)]
+            v = self._velocities[self._get_variable_index(variable)]
+            rows = ops.cast(ops.any(ops.not_equal(gradient, 0), axis=1, keepdims=True), variable.dtype)
+            self.assign_add(m, rows * (gradient - m) * (1 - self.beta_1))
+            self.assign_add(v, rows * (ops.square(gradient) - v) * (1 - self.beta_2))
+            self.assign_sub(variable, rows * m * alpha / (ops.sqrt(v) + self.epsilon))
+
+    return LazyAdam(learning_rate)
+
+
 def run_variant(variant, arr, num_ids, num_classes, seed):
     import keras
     import models
@@ -501,7 +528,7 @@ def run_variant(variant, arr, num_ids, num_classes, seed):
                 else:
                     e[seen] = v
                 w.assign(e)
-    if o.get("frozen"):  # the embedding stays its random init: a fixed random projection of the ids
+    if o.get("frozen") == "1":  # the embedding stays its random init: a fixed random projection of the ids
         from models.layers import TokenEmbedding
         frozen = [layer for layer in model._flatten_layers() if isinstance(layer, TokenEmbedding)]
         assert frozen, "no TokenEmbedding to freeze"
@@ -547,7 +574,9 @@ def run_variant(variant, arr, num_ids, num_classes, seed):
     ema = {"use_ema": True, "ema_momentum": float(o["ema"])} if "ema" in o else {}
     if ema:  # validation, early stopping and the restored weights all use the averaged weights
         callbacks.insert(0, keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
-    if o.get("opt") == "adagrad":
+    if o.get("opt") == "lazyadam":
+        optimizer = lazy_adam(opt_lr)
+    elif o.get("opt") == "adagrad":
         optimizer = keras.optimizers.Adagrad(opt_lr)
     elif o.get("opt") == "sgd":
         optimizer = keras.optimizers.SGD(opt_lr, momentum=float(o.get("mom", 0.9)))
