@@ -773,14 +773,16 @@ def info() -> None:
 @starts_tensorflow
 def inspect_command(
     run: Annotated[Path, typer.Argument(help="Run directory written by train.")],
-    input_value: Annotated[str, typer.Argument(metavar="INPUT", help="File to look at (text runs also take literal text).")],
+    input_value: Annotated[str, typer.Argument(metavar="INPUT", help="File to look at (text runs also take literal text); - reads it from standard input.")],
     out: Annotated[Optional[Path], typer.Option(help="Folder for the figures (default RUN/inspect/<file stem>-<checksum of its path>, or text-<checksum of the text>).")] = None,
     channels: Annotated[int, typer.Option(help="Feature maps / filters shown per layer.")] = 8,
     literal_text: TextOption = False,
 ) -> None:
     """Write PNG figures of what each layer does with INPUT, and index.html in network order."""
     from pipelines.inspection import inspect
+    from pipelines.prediction import with_stdin_line
 
+    input_value = with_stdin_line(input_value, sys.stdin, "inspect")
     result = inspect(run, input_value, out=out, channels=channels, literal_text=literal_text)
     ranked = "   ".join(f"{label} {p:.3f}" for label, p in sorted(result.probabilities.items(), key=lambda kv: -kv[1]))
     console.print(shown(f"{input_value}: {ranked}"), highlight=False)
@@ -799,13 +801,15 @@ def inspect_command(
 @starts_tensorflow
 def explain(
     run: Annotated[Path, typer.Argument(help="Run directory written by train.")],
-    input_value: Annotated[str, typer.Argument(metavar="INPUT", help="File to explain (text runs also take literal text).")],
+    input_value: Annotated[str, typer.Argument(metavar="INPUT", help="File to explain (text runs also take literal text); - reads it from standard input.")],
     out: Annotated[Optional[Path], typer.Option(help="Folder for the overlay (default RUN/explain/<file stem>-<checksum of its path>, or text-<checksum of the text>).")] = None,
     literal_text: TextOption = False,
 ) -> None:
     """Show which parts of INPUT decided the prediction: Grad-CAM (image, audio) or per-position contribution (text)."""
+    from pipelines.prediction import with_stdin_line
     from pipelines.saliency import explain as run_explain
 
+    input_value = with_stdin_line(input_value, sys.stdin, "explain")
     result = run_explain(run, input_value, out=out, literal_text=literal_text)
     console.print(shown(f"{input_value}: {result.label} {result.probability:.3f} ({result.method})"), highlight=False)
     for position, token, contribution in result.top_positions[:5]:

@@ -411,6 +411,8 @@ def read_manifest(path: Path, modality: Modality) -> tuple[Dataset, list]:
             f"{path} is missing column(s) {', '.join(missing)}; found: {', '.join(written) or '(none)'}. "
             f"{'An' if modality.value[0] in 'aeiou' else 'A'} {modality.value} manifest needs a header '{column},label'"
             + (f" (this one looks separated by {separator}; convpipe reads comma-separated files)." if separator else ".")
+            + (" Its rows hold the texts themselves, not paths: for .txt files, use one folder per class."
+               if column == "text" and "path" in found else "")
         )
     inputs, labels, ids, ignored = [], [], [], []
     try:

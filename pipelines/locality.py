@@ -64,6 +64,8 @@ AXIS_NAMES = {
     Modality.text: ("token positions", "vocabulary ids"),
 }
 QUICK_INPUTS = 400
+#: The share of the inputs held out as the test set, unless the data has a test/ folder.
+DEFAULT_TEST_SPLIT = 0.25
 #: "No information" is only claimed from intervals at most this wide: a permuted accuracy at or
 #: above the as-given lower end is then less than this (at middling accuracies about half of it)
 #: below as given. 400 test inputs reach it at any accuracy; the 100 that --quick keeps from a
@@ -264,7 +266,7 @@ def train_and_score(
 
 def check_locality(
     modality: Modality, data: str | None = None, *, quick: bool = False, epochs: int | None = None,
-    seed: int = 0, test_split: float = 0.25,
+    seed: int = 0, test_split: float = DEFAULT_TEST_SPLIT,
 ) -> LocalityResult:
     """Train the small CNN on the data as given, with rows permuted and with columns permuted."""
     if not 0.05 <= test_split <= 0.5:
@@ -274,6 +276,13 @@ def check_locality(
     check_seed(seed)
     started = time.perf_counter()
     source = load_source(data, modality)
+    if source.predefined_split:  # said, not silently ignored, as train says it
+        if source.validation is not None:
+            logger.warning(
+                "%s/ is not read: check-locality trains without a validation set.", source.validation.ids[0].split("/")[0]
+            )
+        if source.test is not None and test_split != DEFAULT_TEST_SPLIT:
+            logger.warning("%s/ is the test set: --test-split %g is not used.", source.test.ids[0].split("/")[0], test_split)
     if source.predefined_split and source.test is not None:
         train, test = source.train, source.test
     else:

@@ -214,13 +214,32 @@ def with_stdin_lines(inputs: list[str], stdin: Any) -> list[str]:
     are (`os.fsdecode`): a name that is not UTF-8 still opens, and text reads as a file's bytes."""
     if "-" not in inputs:
         return inputs
-    raw = stdin.buffer.read() if hasattr(stdin, "buffer") else stdin.read().encode("utf-8", "surrogateescape")
-    raw = raw.removeprefix(codecs.BOM_UTF8)  # written by Windows editors; not part of the first input
-    lines = [os.fsdecode(line) for line in raw.splitlines() if line.strip()]
+    lines = stdin_lines(stdin)
     if not lines:
         raise ConvpipeError("Nothing to predict: - was given, and standard input holds no lines.")
     index = inputs.index("-")
     return [*inputs[:index], *lines, *(value for value in inputs[index + 1 :] if value != "-")]
+
+
+def stdin_lines(stdin: Any) -> list[str]:
+    """The non-empty lines of `stdin`, decoded as file names are (see `with_stdin_lines`)."""
+    raw = stdin.buffer.read() if hasattr(stdin, "buffer") else stdin.read().encode("utf-8", "surrogateescape")
+    raw = raw.removeprefix(codecs.BOM_UTF8)  # written by Windows editors; not part of the first input
+    return [os.fsdecode(line) for line in raw.splitlines() if line.strip()]
+
+
+def with_stdin_line(value: str, stdin: Any, command: str) -> str:
+    """inspect's and explain's one INPUT: `-` is the one non-empty line of `stdin`, used as the
+    argument would be, as predict reads `-` (a file named `-` is `./-`)."""
+    if value != "-":
+        return value
+    lines = stdin_lines(stdin)
+    if len(lines) != 1:
+        raise ConvpipeError(
+            f"{command} takes one input: - was given, and standard input holds "
+            + ("no lines." if not lines else f"{len(lines):,} lines; give one (predict takes many).")
+        )
+    return lines[0]
 
 
 def predict(

@@ -309,6 +309,18 @@ def test_manifest_missing_a_column_names_the_columns_found(tmp_path, modality, h
     message = str(caught.value)
     assert f"missing column(s) {missing}" in message
     assert f"found: {', '.join(header)}" in message and needs in message
+    assert "not paths" not in message
+
+
+def test_a_text_manifest_of_paths_says_that_text_manifests_hold_the_texts(tmp_path):
+    # image and audio manifests are `path,label`; a text one of .txt paths was told only to have a text column
+    (tmp_path / "a.txt").write_text("apple", encoding="utf-8")
+    manifest = write_csv(tmp_path / "m.csv", [["path", "label"], ["a.txt", "fruit"]])
+    with pytest.raises(ConvpipeError) as caught:
+        load_source(str(manifest), Modality.text)
+    message = str(caught.value)
+    assert "missing column(s) text" in message and "needs a header 'text,label'" in message
+    assert "hold the texts themselves, not paths: for .txt files, use one folder per class" in message
 
 
 # ---- splitting -------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from pipelines.saliency import explain
-from tests.conftest import describe_result, invoke, write_png
+from tests.conftest import assert_one_line_error, describe_result, invoke, write_png
 
 SIZE = 16
 MARK = 4
@@ -132,3 +132,22 @@ def test_grad_cam_drops_evidence_against_the_class():
     x[1, 7] = 1.0
     assert int(np.argmax(model.predict(x[None], verbose=0)[0])) == 0
     np.testing.assert_array_equal(grad_cam(model, x, 0), 0.0)
+
+
+@pytest.mark.parametrize("command", ["explain", "inspect"])
+def test_dash_reads_the_one_input_from_standard_input_as_predict_does(command, cli_runner, text_run, image_run, tmp_path):
+    import cli
+
+    # `-` was the text "-" for a text run, and "Input not found: -" for an image run
+    text = "banana basil bean"
+    piped = cli_runner.invoke(cli.app, [command, str(text_run.run_dir), "-", "--out", str(tmp_path / "piped")], input=f"{text}\n")
+    given = invoke(cli_runner, [command, text_run.run_dir, text, "--out", tmp_path / "given"])
+    assert piped.exit_code == 0 and given.exit_code == 0, describe_result(piped)
+    assert piped.stdout.replace(str(tmp_path / "piped"), "OUT") == given.stdout.replace(str(tmp_path / "given"), "OUT")
+    image = str(sorted(Path(image_run.data).rglob("*.png"))[0])
+    from_stdin = cli_runner.invoke(cli.app, [command, str(image_run.run_dir), "-", "--out", str(tmp_path / "image")], input=f"{image}\n")
+    assert from_stdin.exit_code == 0 and from_stdin.stdout.startswith(f"{image}: "), describe_result(from_stdin)
+    two = cli_runner.invoke(cli.app, [command, str(text_run.run_dir), "-"], input="apple\nbanana\n")
+    assert_one_line_error(two, f"{command} takes one input", "2 lines")
+    empty = cli_runner.invoke(cli.app, [command, str(image_run.run_dir), "-"], input="\n")
+    assert_one_line_error(empty, "standard input holds no lines")

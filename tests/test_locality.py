@@ -199,3 +199,25 @@ def test_text_is_read_one_token_per_position_so_permuting_positions_destroys_ord
 def test_check_locality_refuses_a_seed_numpy_cannot_take(cli_runner, seed):
     result = invoke(cli_runner, ["check-locality", "--modality", "text", "--quick", "--seed", seed])
     assert_one_line_error(result, "--seed must be an integer from 0 to 2**32 - 1")
+
+
+@pytest.mark.parametrize("folders, test_split, said", [
+    (("train", "test"), 0.4, ["test/ is the test set: --test-split 0.4 is not used."]),
+    (("train", "test"), 0.25, []),  # the default, not asked for
+    (("train", "val"), 0.25, ["val/ is not read: check-locality trains without a validation set."]),
+    (("train", "val", "test"), 0.4, ["val/ is not read", "test/ is the test set: --test-split 0.4 is not used."]),
+])
+def test_split_folders_say_what_they_leave_unused_as_train_does(tmp_path, monkeypatch, caplog, folders, test_split, said):
+    import pipelines.locality
+    from tests.conftest import write_image_folder
+
+    for seed, name in enumerate(folders):
+        write_image_folder(tmp_path / "data" / name, per_class=3 if name != "train" else 6, seed=seed)
+    # the three trainings are not what is tested here
+    monkeypatch.setattr(pipelines.locality, "train_and_score", lambda *args, **kwargs: Accuracy(1, 2))
+    with caplog.at_level("WARNING", logger="pipelines.locality"):
+        result = pipelines.locality.check_locality(Modality.image, str(tmp_path / "data"), epochs=1, test_split=test_split)
+    warnings = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
+    assert len(warnings) == len(said) and all(part in warning for part, warning in zip(said, warnings)), warnings
+    if "test" in folders:
+        assert result.test_count == 9  # test/ alone, whatever --test-split says
