@@ -20,6 +20,28 @@ def _lookup(table, ids, dtype):
     return ops.sum(rows, axis=2) if len(ids.shape) == 3 else rows
 
 
+#: The out-of-vocabulary id (preprocess.text.OOV_ID; models import no preprocessing).
+OOV_ID = 1
+
+
+def _zero_oov_row(initializer):
+    """`initializer` with the out-of-vocabulary row set to zero.
+
+    A vocabulary fitted on every training token (min_count 1, fewer tokens than its size) never
+    gives the OOV id in training, so its row gets no gradient and keeps its random start; at
+    inference every unseen token would add that untrained noise. Started at zero, an unseen
+    token adds nothing, like padding, unless training texts do hold OOV tokens and teach it.
+    The other rows draw exactly what they drew before.
+    """
+
+    def initialize(shape, dtype=None):
+        values = initializer(shape, dtype=dtype)
+        oov = ops.expand_dims(ops.equal(ops.arange(shape[0]), OOV_ID), -1)
+        return ops.where(oov, ops.zeros_like(values), values)
+
+    return initialize
+
+
 @keras.saving.register_keras_serializable(package="convpipe")
 class FullHeightConv(keras.layers.Layer):
     """A convolution whose window spans the whole vocabulary, computed from token ids.
@@ -54,7 +76,7 @@ class FullHeightConv(keras.layers.Layer):
             self.add_weight(
                 name=f"kernel_offset_{k}",
                 shape=(self.num_ids, self.filters),
-                initializer=keras.initializers.RandomUniform(-limit, limit),
+                initializer=_zero_oov_row(keras.initializers.RandomUniform(-limit, limit)),
             )
             for k in range(self.window_size)
         ]
@@ -108,7 +130,7 @@ class TokenEmbedding(keras.layers.Layer):
         self.embeddings = self.add_weight(
             name="embeddings",
             shape=(self.num_ids, self.dim),
-            initializer=keras.initializers.RandomUniform(-0.05, 0.05),
+            initializer=_zero_oov_row(keras.initializers.RandomUniform(-0.05, 0.05)),
         )
 
     def call(self, ids):

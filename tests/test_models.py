@@ -245,6 +245,22 @@ def test_padding_contributes_nothing_to_a_window():
     np.testing.assert_allclose(out, [1.0, 0.0])  # the padding rows' table entries are ignored
 
 
+@pytest.mark.parametrize("kernel", ["factorized", "full"])
+def test_an_unseen_token_starts_as_padding_not_as_untrained_noise(kernel):
+    """A vocabulary fitted on every training token never gives the out-of-vocabulary id (1) in
+    training, so its row gets no gradient: it must start at zero, or every unseen token at
+    inference adds the random values it was initialized with (with the full kernel, as large
+    as a trained row's)."""
+    from preprocess.text import OOV_ID
+
+    keras.utils.set_random_seed(0)
+    model = build_text_model(10, 13, 3, ModelSpec(**{**TINY_TEXT.to_dict(), "text_kernel": kernel}))
+    ids = random_ids(np.random.default_rng(5), 4, 10, 13)
+    ids[:, 2:5] = OOV_ID
+    as_padding = np.where(ids == OOV_ID, 0, ids)
+    np.testing.assert_allclose(np.asarray(model(ids)), np.asarray(model(as_padding)), atol=1e-6)
+
+
 def test_factorized_form_equals_full_height_conv_with_product_tables():
     rng = np.random.default_rng(7)
     num_ids, dim, window_size, filters, positions = 13, 4, 3, 6, 10
