@@ -90,9 +90,13 @@ def shown(text: str) -> str:
 
 
 class OneLineFormatter(logging.Formatter):
-    """Log records as one line each, with control characters in file names escaped."""
+    """Log records as one line each, with control characters in file names escaped. Warnings and
+    errors read "warning: ..." like the input warnings beside them; --verbose's notes keep the
+    logger's name."""
 
     def format(self, record: logging.LogRecord) -> str:
+        if record.levelno >= logging.WARNING:
+            return one_line(f"{record.levelname.lower()}: {record.getMessage()}")
         return one_line(super().format(record))
 
 

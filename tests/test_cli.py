@@ -572,6 +572,22 @@ def test_predict_text_takes_literal_text_and_files(cli_runner, text_run, tmp_pat
     assert literal["top"] == from_file["top"]  # same text, same answer
 
 
+def test_logged_warnings_read_like_input_warnings_and_verbose_notes_keep_their_logger():
+    import logging
+
+    import cli
+
+    formatter = cli.OneLineFormatter("%(levelname)s %(name)s: %(message)s")  # as setup_logging makes it
+
+    def line(level, message):
+        return formatter.format(logging.LogRecord("pipelines.training", level, __file__, 1, message, None, None))
+
+    # the same prefix as an InputWarning's ("warning: ..."), one line whatever the message holds
+    assert line(logging.WARNING, "test/ is the test set:\nunused") == "warning: test/ is the test set:\\nunused"
+    assert line(logging.ERROR, "gone") == "error: gone"
+    assert line(logging.INFO, "read 40 inputs") == "INFO pipelines.training: read 40 inputs"
+
+
 def test_predict_dash_reads_one_input_per_line_from_standard_input(cli_runner, text_run, image_run, tmp_path):
     import cli
 
