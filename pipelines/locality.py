@@ -140,7 +140,7 @@ def decide(
     """Apply the verdict rule of this module's docstring; return (verdict, one-line reason)."""
     given = accuracies["as given"]
     low, high = given.interval
-    more_data = "drop --quick" if quick else "use more data"
+    more_data = "drop --quick" if quick else "use more data"  # quick: --quick left inputs or epochs out
 
     def names(variants: list[str]) -> str:
         return " and ".join(variant_name(variant, modality) for variant in variants)
@@ -283,14 +283,18 @@ def check_locality(
             )
         if source.test is not None and test_split != DEFAULT_TEST_SPLIT:
             logger.warning("%s/ is the test set: --test-split %g is not used.", source.test.ids[0].split("/")[0], test_split)
+    # whether --quick left anything out (inputs or epochs), so that dropping it is advice
+    trimmed = quick and epochs is None
     if source.predefined_split and source.test is not None:
         train, test = source.train, source.test
     else:
         full = source.full if source.full is not None else source.train
+        trimmed = trimmed or (quick and len(full) > QUICK_INPUTS)
         full = subsample(full, QUICK_INPUTS, seed) if quick else full
         parts = split_dataset(full, 0.0, test_split, seed)
         train, test = parts["train"], parts["test"]
     if quick:
+        trimmed = trimmed or len(train) > QUICK_INPUTS or len(test) > QUICK_INPUTS // 2
         train, test = subsample(train, QUICK_INPUTS, seed), subsample(test, QUICK_INPUTS // 2, seed)
     classes = sorted(set(train.labels))
     if len(classes) < 2:
@@ -323,7 +327,7 @@ def check_locality(
         )
         logger.info("%s: %s", name, accuracies[name].describe())
     majority = float(np.bincount(y_test, minlength=len(classes)).max() / len(y_test))
-    verdict, reason = decide(accuracies, majority, modality=modality, quick=quick)
+    verdict, reason = decide(accuracies, majority, modality=modality, quick=trimmed)
     return LocalityResult(
         modality=modality, data=source.location, classes=classes, train_count=len(y_train),
         test_count=len(y_test), majority_share=majority, accuracies=accuracies, verdict=verdict,

@@ -221,3 +221,15 @@ def test_split_folders_say_what_they_leave_unused_as_train_does(tmp_path, monkey
     assert len(warnings) == len(said) and all(part in warning for part, warning in zip(said, warnings)), warnings
     if "test" in folders:
         assert result.test_count == 9  # test/ alone, whatever --test-split says
+
+
+@pytest.mark.parametrize("epochs, advice", [(1, "use more data"), (None, "drop --quick")])
+def test_drop_quick_is_advised_only_when_quick_left_something_out(tmp_path, monkeypatch, epochs, advice):
+    # 18 inputs are fewer than --quick keeps, so with --epochs given it left nothing out
+    import pipelines.locality
+    from tests.conftest import write_image_folder
+
+    write_image_folder(tmp_path / "data", per_class=6)
+    monkeypatch.setattr(pipelines.locality, "train_and_score", lambda *args, **kwargs: Accuracy(5, 5))
+    result = pipelines.locality.check_locality(Modality.image, str(tmp_path / "data"), quick=True, epochs=epochs)
+    assert result.verdict == "inconclusive" and result.reason.endswith(advice), result.reason
