@@ -25,7 +25,9 @@ shuffled copy of the batch, lambda ~ Beta(a, a) per text; plain at inference), h
 training, the softmax head replaced by scikit-learn logistic regression on the standardized pooled
 features, C chosen on the validation texts, then refitted on train + validation; the CNN's own
 score is kept as cnn_acc), frozen=1 (the embedding table is not trained: each id keeps its random
-init, so positions are a fixed random projection of their ids). tdrop/edrop/mavg/wide/idf build the factorized
+init, so positions are a fixed random projection of their ids), zerounseen=1 (after training, the
+embedding rows of ids no training text holds, which never had a gradient, set to zero; the score
+before is kept as acc_before_zeroing). tdrop/edrop/mavg/wide/idf build the factorized
 model with max + average pooling whatever `head` says. Window sizes take "," inside a value,
 e.g. window_sizes=1,3,4,5. `--pre` passes preprocessor parameters, e.g. '{"hash_buckets": 131072}'.
 Each result, and TF-IDF + logistic regression on the same split, is appended to --out as JSON lines
@@ -595,6 +597,15 @@ def run_variant(variant, arr, num_ids, num_classes, seed):
         model.compile(optimizer=keras.optimizers.Adam(lr), loss=loss, metrics=["accuracy"])
         model.fit(np.concatenate([xt, xv]), np.concatenate([yt_, yv_]), epochs=best, batch_size=bs, verbose=0)
     extra = {}
+    if o.get("zerounseen") == "1":  # rows of ids no training text holds never had a gradient: zero them
+        extra["acc_before_zeroing"] = float(np.mean(model.predict(xs, verbose=0, batch_size=256)[:, :num_classes].argmax(1) == ys))
+        unseen = np.setdiff1d(np.arange(num_ids), np.unique(xt))
+        for w in model.weights:
+            if "embeddings" in w.path:
+                e = np.array(w.numpy())
+                e[unseen] = 0
+                w.assign(e)
+        extra["unseen_rows"] = int(len(unseen))
     if o.get("headlr"):  # the softmax head replaced by logistic regression on the pooled features
         extra["cnn_acc"] = float(np.mean(model.predict(xs, verbose=0, batch_size=256).argmax(1) == ys))
         head_acc, extra["C"], extra["val_acc"] = logistic_head(model, {"train": xt, "validation": xv, "test": xs}, {"train": yt, "validation": yv, "test": ys})
