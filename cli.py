@@ -89,14 +89,20 @@ def shown(text: str) -> str:
     return escape(one_line(text))
 
 
+#: Top-level names of convpipe's own loggers ("root": a bare `logging.warning` names no one).
+OWN_LOGGERS = frozenset({"pipelines", "preprocess", "models", "cli", "__main__", "root"})
+
+
 class OneLineFormatter(logging.Formatter):
     """Log records as one line each, with control characters in file names escaped. Warnings and
-    errors read "warning: ..." like the input warnings beside them; --verbose's notes keep the
-    logger's name."""
+    errors read "warning: ..." like the input warnings beside them; another library's (TensorFlow,
+    JAX, absl) keep its logger's name after the prefix, so they are not taken for convpipe's;
+    --verbose's notes keep the logger's name."""
 
     def format(self, record: logging.LogRecord) -> str:
         if record.levelno >= logging.WARNING:
-            return one_line(f"{record.levelname.lower()}: {record.getMessage()}")
+            source = "" if record.name.split(".")[0] in OWN_LOGGERS else f"{record.name}: "
+            return one_line(f"{record.levelname.lower()}: {source}{record.getMessage()}")
         return one_line(super().format(record))
 
 

@@ -588,6 +588,23 @@ def test_logged_warnings_read_like_input_warnings_and_verbose_notes_keep_their_l
     assert line(logging.INFO, "read 40 inputs") == "INFO pipelines.training: read 40 inputs"
 
 
+def test_another_librarys_logged_warnings_keep_its_logger_name():
+    import logging
+
+    import cli
+
+    formatter = cli.OneLineFormatter("%(levelname)s %(name)s: %(message)s")
+
+    def line(name, message):
+        return formatter.format(logging.LogRecord(name, logging.WARNING, __file__, 1, message, None, None))
+
+    # TensorFlow's or JAX's warning must not read as convpipe's own
+    assert line("tensorflow", "5 calls triggered retracing") == "warning: tensorflow: 5 calls triggered retracing"
+    assert line("jax._src.xla_bridge", "Falling back to cpu.") == "warning: jax._src.xla_bridge: Falling back to cpu."
+    assert line("preprocess.audio", "clip shorter") == "warning: clip shorter"
+    assert line("root", "bare") == "warning: bare"
+
+
 def test_predict_dash_reads_one_input_per_line_from_standard_input(cli_runner, text_run, image_run, tmp_path):
     import cli
 
