@@ -123,8 +123,8 @@ def entry_key(prefix: str, identity: str) -> str:
 
 
 def read_key(preprocessor: Any) -> str:
-    """Everything `read` depends on: the class, its parameters, convpipe's version."""
-    return digest("read", CACHE_FORMAT, type(preprocessor).__name__, preprocessor.get_config(), __version__)
+    """Everything `read` depends on: the class, its parameters, its reading, convpipe's version."""
+    return digest("read", CACHE_FORMAT, type(preprocessor).__name__, preprocessor.get_config(), __version__, *_reading(preprocessor))
 
 
 def fitted_key(preprocessor: Any) -> str:
@@ -135,7 +135,15 @@ def fitted_key(preprocessor: Any) -> str:
 def fitted_digest(preprocessor: Any) -> str:
     """What a fitted preprocessor computes, whatever convpipe's version: its class, parameters
     and fitted values and arrays (a resumed run checks that its data still fits the same)."""
-    return digest("fitted", type(preprocessor).__name__, preprocessor.get_config(), *_fitted_parts(preprocessor))
+    return digest("fitted", type(preprocessor).__name__, preprocessor.get_config(), *_fitted_parts(preprocessor), *_reading(preprocessor))
+
+
+def _reading(preprocessor: Any) -> list[Any]:
+    """A reading version other than the first, so that raising it keeps cached reads and resumed
+    runs from mixing arrays of two readings, while keys and digests made before it existed stay
+    the same."""
+    version = getattr(preprocessor, "reading_version", 1)
+    return [] if version == 1 else ["reading_version", version]
 
 
 def _fitted_parts(preprocessor: Any) -> list[Any]:

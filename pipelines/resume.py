@@ -277,7 +277,8 @@ class TrainState:
         if recorded is not None and recorded != fitted:
             raise ConvpipeError(
                 f"The data changed since {self.dir.parent} was interrupted: the preprocessor fitted on it "
-                "now differs (its vocabulary, statistics or input size). Restore the data, or train anew."
+                "now differs (its vocabulary, statistics or input size, or convpipe's reading of the inputs). "
+                "Restore the data, or train anew."
             )
 
     def check_same_classes(self, classes: list[str]) -> None:

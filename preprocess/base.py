@@ -176,10 +176,11 @@ class Preprocessor:
     #: parameters added after files were already saved, with the value such a file was made
     #: with: `load` fills them in where the saved config lacks them.
     saved_before: ClassVar[dict[str, Any]] = {}
-    #: how this class turns an input into its array. Raise it (and the cache's CACHE_FORMAT)
-    #: when a change gives other arrays for the same input and settings: `save` records it, and
-    #: `load` warns that a file saved under another reading sees its inputs differently now.
-    #: Files saved before it was recorded (2026-11) carry none and load without a warning.
+    #: how this class turns an input into its array. Raise it when a change gives other arrays
+    #: for the same input and settings: `save` records it, `load` warns that a file saved under
+    #: another reading sees its inputs differently now, and the cache and `train --resume` key
+    #: by it (from 2 on). Files saved before it was recorded (2026-11) carry none and load
+    #: without a warning.
     reading_version: ClassVar[int] = 1
 
     # ---- parameters --------------------------------------------------------------------------

@@ -850,3 +850,18 @@ def test_the_fitted_key_covers_fitted_arrays():
     assert not np.allclose(loud.band_mean_, quiet.band_mean_)
     assert fitted_key(loud) != fitted_key(quiet)
     assert fitted_key(loud) == fitted_key(AudioPreprocessor(duration=0.25).fit([(tone, 16000)]))
+
+
+def test_a_raised_reading_version_changes_cache_keys_and_the_resume_digest_and_the_first_changes_nothing(monkeypatch):
+    from pipelines import __version__
+    from pipelines.cache import CACHE_FORMAT, digest, fitted_digest, read_key
+
+    image = ImagePreprocessor(image_size=(4, 4))
+    text = TextPreprocessor(level="word", positions=4).fit(["a b", "b c"])
+    # reading version 1 keys as before it existed: caches and interrupted runs stay usable
+    assert read_key(image) == digest("read", CACHE_FORMAT, "ImagePreprocessor", image.get_config(), __version__)
+    keys, digests = (read_key(image), read_key(text)), fitted_digest(text)
+    monkeypatch.setattr(ImagePreprocessor, "reading_version", 2)
+    assert read_key(image) != keys[0] and read_key(text) == keys[1]  # only the class whose reading changed
+    monkeypatch.setattr(TextPreprocessor, "reading_version", 2)
+    assert read_key(text) != keys[1] and fitted_digest(text) != digests

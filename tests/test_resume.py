@@ -437,6 +437,16 @@ def test_resume_refuses_a_preprocessor_fitted_otherwise(cli_runner, killed):
     assert "the preprocessor fitted on it now differs" in line
 
 
+def test_resume_refuses_when_convpipe_now_reads_the_inputs_another_way(cli_runner, killed, monkeypatch):
+    # A raised reading version gives other arrays for the same files: the weights learned so far
+    # must not go on training on them as if nothing changed.
+    from preprocess import ImagePreprocessor
+
+    monkeypatch.setattr(ImagePreprocessor, "reading_version", ImagePreprocessor.reading_version + 1)
+    line = assert_one_line_error(invoke(cli_runner, ["train", "--resume", killed]), "The data changed since")
+    assert "convpipe's reading of the inputs" in line
+
+
 @pytest.mark.parametrize(
     "name, edit, fragment",
     [
