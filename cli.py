@@ -393,8 +393,11 @@ def train(
             )
         console.print(f"Resuming {shown(str(resume))}")
         start_tensorflow()
-        with ProgressBar() as bar:
-            result = run_training(None, verbose=progress, resume=resume, progress=bar)
+        try:
+            with ProgressBar() as bar:
+                result = run_training(None, verbose=progress, resume=resume, progress=bar)
+        except Exception as error:
+            raise resumed_error(error, resume) from None
         report_training(result)
         return
     resolved = resolve_config(
@@ -459,6 +462,20 @@ def train(
     with ProgressBar() as bar:
         result = run_training(resolved, out=out, verbose=progress, progress=bar)
     report_training(result)
+
+
+def resumed_error(error: Exception, resume: Path) -> Exception:
+    """`error` raised while resuming `resume`: where its advice names a flag to change (--batch-size,
+    --workers, --cache-dir, --device, ...), which --resume refuses, it also says how to change one."""
+    import re
+
+    message = str(error) if isinstance(error, ConvpipeError) else out_of_memory(error)
+    if message is None or not re.search(r"--(?!resume\b)[a-z]", message):
+        return error
+    return ConvpipeError(
+        f"{message} (--resume keeps every setting {resume} started with: to change one, "
+        f"train it anew with another --out, or delete {resume} first.)"
+    )
 
 
 def given_flags(context: typer.Context, allowed: set[str]) -> list[str]:

@@ -33,11 +33,21 @@ LONG_CLIPS = 1.5
 logger = logging.getLogger(__name__)
 
 
+def set_by(flag: str, command: str) -> str:
+    """How to set a preprocessing `flag` ("--duration 3"), said to a user of `command`: only
+    `train` takes these flags; `preprocess` reads a run's settings with --run."""
+    if command == "train":
+        return f"pass {flag}"
+    then = ", then `preprocess --run RUN`" if command == "preprocess" else ""
+    return f"{command} reads the defaults: train with {flag}{then}"
+
+
 def build_preprocessor(
-    modality: Modality, params: dict[str, Any], train: Dataset, legacy: bool = False
+    modality: Modality, params: dict[str, Any], train: Dataset, legacy: bool = False, command: str = "train"
 ) -> tuple[Preprocessor, dict[str, str]]:
     """The modality's preprocessor with `params`, filling unset data-dependent parameters
-    (`legacy`: by the rules before `resume.CHOICES_VERSION` 2, for a run interrupted under them).
+    (`legacy`: by the rules before `resume.CHOICES_VERSION` 2, for a run interrupted under them;
+    `command`: the command whose user the warnings advise, see `set_by`).
 
     Returns the preprocessor and `{parameter: reason}` for every choice made from the data.
     """
@@ -61,8 +71,8 @@ def build_preprocessor(
         if suggested < 16:
             logger.warning(
                 "The sampled 16-bit training images fit in %d bits (0-%d): read on the 16-bit scale they use only "
-                "the bottom %d of 256 gray levels; pass --bit-depth %d to use them all.",
-                suggested, 2**suggested - 1, 2 ** (suggested - 8), suggested,
+                "the bottom %d of 256 gray levels; %s to use them all.",
+                suggested, 2**suggested - 1, 2 ** (suggested - 8), set_by(f"--bit-depth {suggested}", command),
             )
         for name, value in probed.items():
             if name not in params:
@@ -87,7 +97,7 @@ def build_preprocessor(
                 params[name] = value
                 choices[name] = f"{value}: hashed character n-grams for character-level text"
     if modality is Modality.audio and "duration" not in params:
-        warn_of_long_clips(train)
+        warn_of_long_clips(train, command)
     cls = MODALITIES[modality].preprocessor
     try:
         preprocessor = cls.from_config(params)
@@ -133,7 +143,7 @@ def text_level(train: Dataset) -> tuple[str, str]:
     )
 
 
-def warn_of_long_clips(train: Dataset) -> None:
+def warn_of_long_clips(train: Dataset, command: str = "train") -> None:
     """Say so when the default `duration` keeps only the start of most training clips: a sound
     later in a clip is never heard, and nothing else would tell (judged from the headers of
     about 200 files)."""
@@ -155,5 +165,5 @@ def warn_of_long_clips(train: Dataset) -> None:
         median = float(np.median(lengths))
         logger.warning(
             "The median training clip is %.1f s long, and only its first %.1f s is read (the default --duration): "
-            "pass --duration %.0f to hear whole clips.", median, duration, np.ceil(median),
+            "%s to hear whole clips.", median, duration, set_by(f"--duration {np.ceil(median):.0f}", command),
         )

@@ -215,7 +215,7 @@ def evaluate(
         )
         if not len(items):
             raise ConvpipeError(f"None of the {len(dataset)} evaluation inputs could be read: {skipped.summary()}.")
-        x = encode_to_shards(preprocessor, items, stage(progress, "encoding test"), pool)
+        x = encode_to_shards(preprocessor, items, stage(progress, "encoding test"), pool, resizable=False)
         used = dataset.subset(kept)
         index = {label: i for i, label in enumerate(run.labels)}
         y_true = np.array([index[label] for label in used.labels])

@@ -58,7 +58,7 @@ def export_arrays(
         source = load_source(data, modality)
         dataset = source.everything()
         if run_path is None:
-            preprocessor, _ = build_preprocessor(modality, {}, dataset)
+            preprocessor, _ = build_preprocessor(modality, {}, dataset, command="preprocess")
             label_names = sorted(set(dataset.labels))
         skipped = Skipped()
         with Workers(workers, type(preprocessor)) as pool:
@@ -72,7 +72,7 @@ def export_arrays(
             if unknown:
                 raise ConvpipeError(f"Label(s) the run never saw: {', '.join(unknown)}.")
             index = {label: i for i, label in enumerate(label_names)}
-            x = encode_to_shards(preprocessor, items, stage(progress, "encoding"), pool)
+            x = encode_to_shards(preprocessor, items, stage(progress, "encoding"), pool, resizable=False)
         y = np.array([index[label] for label in used.labels], dtype=np.int32)
         try:
             write_npz_in_blocks(out, x, {"y": y, "label_names": np.array(label_names), "ids": np.array(used.ids)})

@@ -190,9 +190,12 @@ def encode_to_shards(
     items: CachedItems,
     progress: ProgressCallback | None = None,
     workers: Workers | int | None = 1,
+    resizable: bool = True,
 ) -> ShardedArray:
     """The encoded arrays of `items`, from cached shards when this fit and these inputs were
-    encoded before, else encoded now (by `workers`, a chunk of rows at a time) into new shards."""
+    encoded before, else encoded now (by `workers`, a chunk of rows at a time) into new shards.
+    `resizable`: the command takes the flags that set the inputs' size (train does; evaluate and
+    preprocess read a run's or the default's)."""
     cache = items.cache
     folder = cache.shard_folder(digest("shards", fitted_key(preprocessor), items.keys))
     found = open_shards(folder, verify=cache.verify)
@@ -200,7 +203,9 @@ def encode_to_shards(
         cache.stats.shard_hits += 1
         return found
     cache.stats.shard_misses += 1
-    check_free_space(folder, len(items), preprocessor.output_shape, preprocessor.output_dtype)
+    check_free_space(
+        folder, len(items), preprocessor.output_shape, preprocessor.output_dtype, temporary=cache.temporary, resizable=resizable
+    )
     with cache_errors(folder, "write preprocessed shards"), borrowed(workers, type(preprocessor)) as pool:
         return encode_into_shards(folder, preprocessor, cache, items.keys, items.inputs, pool, progress)
 
@@ -210,15 +215,21 @@ def _size_text(size: int) -> str:
     return f"{size / 1e9:,.1f} GB" if size >= 1e9 else f"{size / 1e6:,.1f} MB"
 
 
-def check_free_space(folder: Path, rows: int, row_shape: Sequence[int], dtype: Any) -> None:
+def check_free_space(
+    folder: Path, rows: int, row_shape: Sequence[int], dtype: Any, temporary: bool = False, resizable: bool = True
+) -> None:
     """Refuse to start writing shards that cannot fit on the disk: an oversized --image-size
-    once filled 21 GB before training failed for want of memory anyway."""
+    once filled 21 GB before training failed for want of memory anyway. `temporary`: the
+    folder is --no-cache's, under TMPDIR, where --cache-dir does not apply; `resizable`: see
+    `encode_to_shards`."""
     needed = rows * int(np.prod(row_shape)) * np.dtype(dtype).itemsize
     existing = next(parent for parent in (folder, *folder.parents) if parent.exists())
     free = shutil.disk_usage(existing).free
     if needed > free:
         raise ConvpipeError(
             f"The preprocessed inputs need {_size_text(needed)} ({rows:,} x {tuple(row_shape)} "
-            f"{np.dtype(dtype).name}) but {existing} has {_size_text(free)} free; lower --image-size "
-            f"(or --positions, --duration), or use --cache-dir on a larger disk."
+            f"{np.dtype(dtype).name}) but {existing} has {_size_text(free)} free; "
+            + ("lower --image-size (or --positions, --duration), or " if resizable else "")
+            + ("use --cache-dir on a larger disk." if not temporary else
+               "use --cache with --cache-dir on a larger disk, or set TMPDIR to one (without the cache, they are written there).")
         )

@@ -228,7 +228,7 @@ def featurize(
 ) -> tuple[Preprocessor, tuple[np.ndarray, list[str]], tuple[np.ndarray, list[str]], Skipped]:
     """Fit the modality's default preprocessor on `train` (text: one token per position, no
     n-grams); encode both sets, skipping bad inputs."""
-    preprocessor, _ = build_preprocessor(modality, {"ngram_sizes": []} if modality is Modality.text else {}, train)
+    preprocessor, _ = build_preprocessor(modality, {"ngram_sizes": []} if modality is Modality.text else {}, train, command="check-locality")
     skipped = Skipped()
     train_items, train_kept = read_inputs(preprocessor, train, "train", skipped, strict=False)
     test_items, test_kept = read_inputs(preprocessor, test, "test", skipped, strict=False)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import CLASSES, TINY_AUDIO, assert_one_line_error, describe_result, invoke, write_png
+from tests.conftest import CLASSES, TINY_AUDIO, assert_one_line_error, describe_result, invoke, write_image_folder, write_png
 from pipelines.cache import PreprocessCache, fitted_key
 from pipelines.datasets import Dataset, load_source
 from pipelines.featurize import Skipped, encode_to_shards, read_cached
@@ -713,6 +713,32 @@ def test_shards_that_cannot_fit_on_the_disk_are_refused_before_writing(monkeypat
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 600_000, 600_000))
     with pytest.raises(ConvpipeError, match=r"need 1.6 MB .* has 0.6 MB free"):  # said "0.0 GB"
         check_free_space(folder, 100, (64, 64, 1), "float32")
+
+
+def test_a_full_disk_is_met_with_advice_the_command_can_follow(cli_runner, monkeypatch, tmp_path):
+    """--no-cache writes its shards under TMPDIR, where --cache-dir does not apply; preprocess
+    (like evaluate) takes no --image-size: the refusal names what does move them or shrink them."""
+    import re
+    import shutil
+    from collections import namedtuple
+
+    import typer.main
+
+    import cli
+
+    usage = namedtuple("usage", "total used free")
+    real = shutil.disk_usage
+    # only the temporary cache's disk is full
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(1, 1, 10) if "convpipe-shards-" in str(path) else real(path))
+    data = write_image_folder(tmp_path / "images", per_class=2)
+    args = ["preprocess", "--modality", "image", "--data", data, "--out", tmp_path / "x.npz", "--workers", "1"]
+    line = assert_one_line_error(invoke(cli_runner, [*args, "--no-cache"]), "free; use --cache with --cache-dir on a larger disk")
+    assert "set TMPDIR to one" in line and "--image-size" not in line
+    command = typer.main.get_command(cli.app).commands["preprocess"]
+    flags = {flag for param in command.params for flag in (*param.opts, *param.secondary_opts)}
+    assert set(re.findall(r"--[a-z][a-z-]*", line)) <= flags
+    result = invoke(cli_runner, [*args, "--cache", "--cache-dir", tmp_path / "big"])  # the advice, followed
+    assert result.exit_code == 0, describe_result(result)
 
 
 @pytest.mark.parametrize("action", ["info", "clear"])

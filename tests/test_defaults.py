@@ -99,3 +99,54 @@ def test_a_run_interrupted_under_the_older_rules_is_fitted_by_them_again():
     assert pre.level == "word"
     pre, _ = build_preprocessor(Modality.text, {"ngram_sizes": [2, 3]}, dataset(["short text here"] * 10), legacy=True)
     assert pre.level == "char" and pre.hash_buckets == 16384
+
+
+def command_flags(name: str) -> set[str]:
+    """Every flag the CLI command `name` takes."""
+    import typer.main
+
+    import cli
+
+    command = typer.main.get_command(cli.app).commands[name]
+    return {flag for param in command.params for flag in (*param.opts, *getattr(param, "secondary_opts", []))}
+
+
+def named_flags(text: str) -> set[str]:
+    import re
+
+    return set(re.findall(r"--[a-z][a-z-]*", text))
+
+
+def test_the_choice_warnings_of_preprocess_and_check_locality_name_only_flags_they_can_follow(tmp_path, caplog):
+    """preprocess and check-locality read the defaults and take no --duration or --bit-depth:
+    their warnings send the user to train (and to `preprocess --run`), not to a flag that the
+    command refuses as unknown."""
+    import logging
+
+    import soundfile
+
+    from pipelines.export import export_arrays
+    from pipelines.locality import featurize
+
+    clips = tmp_path / "clips"
+    for label in ("a", "b"):
+        (clips / label).mkdir(parents=True)
+        for i in range(2):
+            soundfile.write(clips / label / f"{i}.wav", np.zeros(3 * 8000, np.float32), 8000)
+    with caplog.at_level(logging.WARNING):
+        export_arrays(Modality.audio, str(clips), tmp_path / "x.npz", workers=1)
+    assert "only its first 1.0 s is read" in caplog.text
+    assert "train with --duration 3, then `preprocess --run RUN`" in caplog.text
+    assert named_flags(caplog.text) - {"--duration"} <= command_flags("preprocess")
+
+    paths = []
+    for i, value in enumerate((300, 4000)):
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(np.full((6, 6), value, dtype=np.uint16)).save(paths[-1])
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        featurize(Modality.image, Dataset(paths, ["a", "b"], ["0", "1"]), Dataset(paths, ["a", "b"], ["0", "1"]))
+    assert "fit in 12 bits" in caplog.text and "train with --bit-depth 12 to use them all" in caplog.text
+    assert "pass --bit-depth" not in caplog.text
+    assert named_flags(caplog.text) - {"--bit-depth"} <= command_flags("check-locality")
+    assert {"--duration", "--bit-depth"} <= command_flags("train")

@@ -289,6 +289,31 @@ def test_resume_refuses_every_other_option(cli_runner, killed):
     assert result.exit_code == 0, describe_result(result)
 
 
+def test_advice_to_change_a_setting_while_resuming_says_how_resume_allows_it(cli_runner, killed, monkeypatch):
+    """The memory refusal's "Lower --batch-size" cannot be followed with --resume (it refuses
+    every other option), nor by training into the interrupted run's folder: the error says so."""
+    import pipelines.training
+
+    monkeypatch.setattr(pipelines.training, "available_memory", lambda: 1000)  # 1 kB free
+    line = assert_one_line_error(invoke(cli_runner, ["train", "--resume", killed]))
+    assert "Lower --batch-size" in line
+    assert line.endswith(
+        f"(--resume keeps every setting {killed} started with: to change one, train it anew with another --out, "
+        f"or delete {killed} first.)"
+    )
+    followed = assert_one_line_error(invoke(cli_runner, ["train", "--resume", killed, "--batch-size", "1"]))
+    assert followed.endswith("drop --batch-size.")  # why the advice above had to say more
+
+
+def test_resume_errors_without_a_flag_to_change_are_left_as_they_are(tmp_path):
+    from cli import resumed_error
+    from preprocess import ConvpipeError
+
+    error = ConvpipeError("The data changed since run was interrupted. Restore the data, or train anew.")
+    assert resumed_error(error, tmp_path) is error
+    assert resumed_error(KeyError("x"), tmp_path).__class__ is KeyError
+
+
 def test_a_run_stopped_with_ctrl_c_is_finished_and_says_so(cli_runner, data, tmp_path, monkeypatch):
     import keras
 
