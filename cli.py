@@ -374,7 +374,7 @@ def train(
     jit: Annotated[Optional[bool], typer.Option("--jit/--no-jit", help="XLA compilation (default under TensorFlow: off on CPU, auto on GPU; auto under other Keras backends).")] = None,
     strategy: Annotated[Optional[str], typer.Option(help="none | mirrored (all local GPUs or --cpu-replicas) | multiworker (machines from TF_CONFIG).")] = None,
     cpu_replicas: Annotated[Optional[int], typer.Option(help="Split the CPU into this many devices for --strategy mirrored.")] = None,
-    resume: Annotated[Optional[Path], typer.Option(help="Continue this interrupted run with the settings it started with (no other option but -v).")] = None,
+    resume: Annotated[Optional[Path], typer.Option(help="Continue this interrupted run with the settings it started with (other options: only -v, --workers and the cache's).")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every skipped input.")] = False,
 ) -> None:
     """Train a CNN and write a run directory. Without --data, uses the built-in demo data."""
@@ -385,17 +385,19 @@ def train(
     setup_logging(verbose)
     progress = 2 if not sys.stdout.isatty() else "auto"
     if resume is not None:
-        # A resumed run must repeat the interrupted one, so it keeps every setting it started with.
-        given = given_flags(context, allowed={"resume", "verbose"})
+        # A resumed run must repeat the interrupted one, so it keeps every setting it started
+        # with, but for where and how inputs are read and cached, which change no result.
+        given = given_flags(context, allowed={"resume", "verbose", "workers", "cache_dir", "use_cache", "cache_verify"})
         if given:
             raise ConvpipeError(
                 f"--resume continues {resume} with the settings it started with; drop {', '.join(given)}."
             )
+        settings = {k: v for k, v in cache_settings(workers, cache_dir, use_cache, cache_verify).items() if v is not None}
         console.print(f"Resuming {shown(str(resume))}")
         start_tensorflow()
         try:
             with ProgressBar() as bar:
-                result = run_training(None, verbose=progress, resume=resume, progress=bar)
+                result = run_training(None, verbose=progress, resume=resume, progress=bar, resume_settings=settings)
         except Exception as error:
             raise resumed_error(error, resume) from None
         report_training(result)
@@ -470,7 +472,8 @@ def resumed_error(error: Exception, resume: Path) -> Exception:
     import re
 
     message = str(error) if isinstance(error, ConvpipeError) else out_of_memory(error)
-    if message is None or not re.search(r"--(?!resume\b)[a-z]", message):
+    # the flags a resume takes (-v, --workers, the cache's) need no detour
+    if message is None or not re.search(r"--(?!resume\b|workers\b|cache|no-cache\b|verbose\b)[a-z]", message):
         return error
     return ConvpipeError(
         f"{message} (--resume keeps every setting {resume} started with: to change one, "

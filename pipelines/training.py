@@ -11,7 +11,7 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -427,9 +427,13 @@ def claim_run_dir(
             state = TrainState(run_dir)
 
 
-def requested_run(config: RunConfig | None, out: Path | None, resume: Path | None) -> tuple[Path, RunConfig]:
+def requested_run(
+    config: RunConfig | None, out: Path | None, resume: Path | None, resume_settings: dict[str, Any] | None = None
+) -> tuple[Path, RunConfig]:
     """The run directory to write and its configuration: with `resume`, that interrupted run's
-    own; else `config` (its data made absolute) and `out` (default runs/<modality>-<time>)."""
+    own, with `resume_settings` (TrainSettings fields that change no result: workers and cache)
+    in place of its own; else `config` (its data made absolute) and `out` (default
+    runs/<modality>-<time>)."""
     from pipelines.resume import TrainState
 
     if resume is not None:
@@ -441,7 +445,12 @@ def requested_run(config: RunConfig | None, out: Path | None, resume: Path | Non
                     "resumed; train again with a new --out (with more --epochs if it stopped too early)."
                 )
             raise ConvpipeError(f"{run_dir} is already complete; nothing to resume.")
-        return run_dir, TrainState(run_dir).load_request()
+        config = TrainState(run_dir).load_request()
+        if resume_settings:
+            unchanging = {"workers", "cache", "cache_dir", "cache_verify"}
+            assert set(resume_settings) <= unchanging, f"a resume keeps {set(resume_settings) - unchanging}"
+            config = dataclasses.replace(config, train=dataclasses.replace(config.train, **resume_settings).validate())
+        return run_dir, config
     run_dir = Path(out) if out is not None else default_run_dir(config.modality)
     check_folder_path(run_dir, "--out")  # now, not after the inputs are read
     if config.data is not None:  # evaluate and --resume may run from another folder
@@ -489,10 +498,12 @@ def train(
     verbose: int | str = "auto",
     resume: Path | None = None,
     progress: ProgressReporter | None = None,
+    resume_settings: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Train a model as `config` says and write a complete run directory to `out`.
 
-    With `resume`, continue the interrupted run in that directory with its own configuration.
+    With `resume`, continue the interrupted run in that directory with its own configuration,
+    but for `resume_settings` (workers and cache fields, which change no result).
     `progress(stage, done, total)` is called while inputs are read and encoded.
     """
     import keras
@@ -502,7 +513,7 @@ def train(
     from pipelines.resume import TrainState
 
     started = time.perf_counter()
-    run_dir, config = requested_run(config, out, resume)
+    run_dir, config = requested_run(config, out, resume, resume_settings)
     # First, before TensorFlow runs any op: devices are fixed when its runtime starts.
     compute = prepare_compute(config.train, out_given=resume is not None or out is not None)
     # A non-chief worker keeps its state in a scratch folder and writes nothing to the run.

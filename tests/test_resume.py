@@ -278,15 +278,35 @@ def test_damage_no_copy_covers_is_one_line_naming_the_file(cli_runner, killed, d
     assert (killed / "train_state").is_dir()
 
 
-def test_resume_refuses_every_other_option(cli_runner, killed):
-    args = ["--epochs", "20", "--modality", "image", "--out", "elsewhere", "--seed", "5", "--batch-size", "8", "--no-cache"]
+def test_resume_refuses_every_option_that_changes_results(cli_runner, killed):
+    args = ["--epochs", "20", "--modality", "image", "--out", "elsewhere", "--seed", "5", "--batch-size", "8",
+            "--device", "cpu", "--no-cache", "--workers", "1"]
     line = assert_one_line_error(invoke(cli_runner, ["train", "--resume", killed, *args]))
     assert line.endswith(
-        "with the settings it started with; drop --modality, --out, --epochs, --batch-size, --seed, --no-cache."
+        "with the settings it started with; drop --modality, --out, --epochs, --batch-size, --seed, --device."
     )
     assert not (killed / "config.json").exists()  # nothing trained
     result = invoke(cli_runner, ["train", "--resume", killed, "-v"])  # -v changes only the log
     assert result.exit_code == 0, describe_result(result)
+
+
+def test_resume_takes_other_workers_and_cache_settings_and_still_repeats_the_uninterrupted_run(
+    cli_runner, killed, uninterrupted, tmp_path
+):
+    # the cache moved, or the machine has fewer cores: how inputs are read changes no result
+    result = invoke(cli_runner, ["train", "--resume", killed, "--workers", "2", "--cache-dir", tmp_path / "moved", "--cache-verify"])
+    assert result.exit_code == 0, describe_result(result)
+    assert (killed / "history.csv").read_text() == (uninterrupted / "history.csv").read_text()
+    settings = json.loads((killed / "config.json").read_text())["config"]["train"]
+    assert (settings["workers"], settings["cache_dir"], settings["cache_verify"]) == (2, str((tmp_path / "moved").resolve()), True)
+    assert any((tmp_path / "moved").iterdir())  # the new cache folder was used
+
+
+def test_a_resume_without_the_cache_repeats_the_uninterrupted_run(cli_runner, killed, uninterrupted):
+    result = invoke(cli_runner, ["train", "--resume", killed, "--no-cache"])
+    assert result.exit_code == 0, describe_result(result)
+    assert (killed / "history.csv").read_text() == (uninterrupted / "history.csv").read_text()
+    assert json.loads((killed / "config.json").read_text())["config"]["train"]["cache"] is False
 
 
 def test_advice_to_change_a_setting_while_resuming_says_how_resume_allows_it(cli_runner, killed, monkeypatch):
