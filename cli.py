@@ -399,7 +399,10 @@ def train(
             with ProgressBar() as bar:
                 result = run_training(None, verbose=progress, resume=resume, progress=bar, resume_settings=settings)
         except Exception as error:
-            raise resumed_error(error, resume) from None
+            advised = resumed_error(error, resume)
+            if advised is error:
+                raise  # as it was, cause and context included (a bug's traceback keeps them)
+            raise advised from None
         report_training(result)
         return
     resolved = resolve_config(
@@ -466,18 +469,27 @@ def train(
     report_training(result)
 
 
+#: The flags `train --resume` takes besides itself (they change no result), as typed.
+RESUME_TAKES = frozenset({"--verbose", "--workers", "--cache", "--no-cache", "--cache-dir", "--cache-verify", "--no-cache-verify"})
+
+
 def resumed_error(error: Exception, resume: Path) -> Exception:
     """`error` raised while resuming `resume`: where its advice names a flag to change (--batch-size,
-    --workers, --cache-dir, --device, ...), which --resume refuses, it also says how to change one."""
+    --device, --image-size, ...), which --resume refuses, it also says how to change one."""
     import re
 
     message = str(error) if isinstance(error, ConvpipeError) else out_of_memory(error)
-    # the flags a resume takes (-v, --workers, the cache's) need no detour
-    if message is None or not re.search(r"--(?!resume\b|workers\b|cache|no-cache\b|verbose\b)[a-z]", message):
+    if message is None:
+        return error
+    # flags as advice, not dashes inside a path (a run folder named "lr--fast")
+    named = set(re.findall(r"(?<![^\s(`'\"])--[a-z][a-z-]*", message)) - {"--resume"}
+    # the flags a resume takes need no detour; advice naming --out already says to train anew
+    # (a run stopped with Ctrl-C, or trained by another command: never "delete it")
+    if not named - RESUME_TAKES or "--out" in named:
         return error
     return ConvpipeError(
-        f"{message} (--resume keeps every setting {resume} started with: to change one, "
-        f"train it anew with another --out, or delete {resume} first.)"
+        f"{message} (--resume keeps the settings {resume} started with, but for --workers and the cache's: "
+        f"to change another, train it anew with another --out, or delete {resume} first.)"
     )
 
 

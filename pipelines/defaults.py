@@ -35,9 +35,12 @@ logger = logging.getLogger(__name__)
 
 def set_by(flag: str, command: str) -> str:
     """How to set a preprocessing `flag` ("--duration 3"), said to a user of `command`: only
-    `train` takes these flags; `preprocess` reads a run's settings with --run."""
+    `train` takes these flags (not `train --resume`, which keeps the run's); `preprocess` reads a
+    run's settings with --run."""
     if command == "train":
         return f"pass {flag}"
+    if command == "train --resume":  # which refuses it: the run keeps the settings it started with
+        return f"a resumed run keeps its settings: train anew with {flag}"
     then = ", then `preprocess --run RUN`" if command == "preprocess" else ""
     return f"{command} reads the defaults: train with {flag}{then}"
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import assert_one_line_error, describe_result, invoke, make_cli_runner, write_image_folder
+from preprocess import ConvpipeError
 
 ROOT = Path(__file__).resolve().parents[1]
 EPOCHS = 5
@@ -318,8 +319,8 @@ def test_advice_to_change_a_setting_while_resuming_says_how_resume_allows_it(cli
     line = assert_one_line_error(invoke(cli_runner, ["train", "--resume", killed]))
     assert "Lower --batch-size" in line
     assert line.endswith(
-        f"(--resume keeps every setting {killed} started with: to change one, train it anew with another --out, "
-        f"or delete {killed} first.)"
+        f"(--resume keeps the settings {killed} started with, but for --workers and the cache's: to change another, "
+        f"train it anew with another --out, or delete {killed} first.)"
     )
     followed = assert_one_line_error(invoke(cli_runner, ["train", "--resume", killed, "--batch-size", "1"]))
     assert followed.endswith("drop --batch-size.")  # why the advice above had to say more
@@ -332,6 +333,67 @@ def test_resume_errors_without_a_flag_to_change_are_left_as_they_are(tmp_path):
     error = ConvpipeError("The data changed since run was interrupted. Restore the data, or train anew.")
     assert resumed_error(error, tmp_path) is error
     assert resumed_error(KeyError("x"), tmp_path).__class__ is KeyError
+    # dashes inside a path are no flag to change
+    odd = tmp_path / "lr--fast"
+    error = ConvpipeError(f"The data changed since {odd} was interrupted: Restore the data, or train anew.")
+    assert resumed_error(error, odd) is error
+    # advice that already says to train anew with another --out needs no note, and must never
+    # gain "delete RUN first": the run is complete (Ctrl-C) or another command is training it
+    for message in (
+        f"{odd} was stopped with Ctrl-C and finished with its best epoch, so it cannot be resumed; train again "
+        "with a new --out (with more --epochs if it stopped too early).",
+        f"{odd} is being trained by another running convpipe command; wait for it to finish, or choose another --out.",
+    ):
+        error = ConvpipeError(message)
+        assert resumed_error(error, odd) is error
+
+
+def test_a_resume_of_a_run_another_process_trains_never_advises_deleting_it(cli_runner, killed):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, sys, time; h = open(sys.argv[1], 'r+'); fcntl.lockf(h, fcntl.LOCK_EX); "
+         "print('held', flush=True); time.sleep(60)", str(killed / "train_state" / "request.json")],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        line = assert_one_line_error(invoke(cli_runner, ["train", "--resume", killed]), "is being trained by another")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert "delete" not in line
+
+
+def test_a_bug_while_resuming_keeps_its_cause(cli_runner, killed, monkeypatch):
+    import pipelines.training
+
+    def bug(*args, **kwargs):
+        try:
+            raise KeyError("the cause")
+        except KeyError as error:
+            raise RuntimeError("a bug") from error
+
+    monkeypatch.setattr(pipelines.training, "load_source", bug)
+    result = invoke(cli_runner, ["train", "--resume", killed])
+    assert isinstance(result.exception, RuntimeError)  # a traceback, not one line
+    assert isinstance(result.exception.__cause__, KeyError)  # "The above exception was the direct cause"
+
+
+def test_choice_warnings_while_resuming_name_no_flag_resume_refuses(cli_runner, killed, monkeypatch):
+    """"pass --duration 3" would be refused by --resume ("drop --duration"): the resumed run's
+    warnings say to train anew instead."""
+    import pipelines.training
+    from pipelines.defaults import set_by
+
+    commands = []
+
+    def recorded(*args, command="train", **kwargs):
+        commands.append(command)
+        raise ConvpipeError("stop here")
+
+    monkeypatch.setattr(pipelines.training, "build_preprocessor", recorded)
+    assert_one_line_error(invoke(cli_runner, ["train", "--resume", killed]), "stop here")
+    assert commands == ["train --resume"]
+    assert set_by("--duration 3", "train --resume") == "a resumed run keeps its settings: train anew with --duration 3"
 
 
 def test_a_run_stopped_with_ctrl_c_is_finished_and_says_so(cli_runner, data, tmp_path, monkeypatch):
