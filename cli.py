@@ -387,7 +387,7 @@ def train(
     if resume is not None:
         # A resumed run must repeat the interrupted one, so it keeps every setting it started
         # with, but for where and how inputs are read and cached, which change no result.
-        given = given_flags(context, allowed={"resume", "verbose", "workers", "cache_dir", "use_cache", "cache_verify"})
+        given = given_flags(context, allowed={"resume", *RESUME_PARAMETERS})
         if given:
             raise ConvpipeError(
                 f"--resume continues {resume} with the settings it started with; drop {', '.join(given)}."
@@ -469,7 +469,9 @@ def train(
     report_training(result)
 
 
-#: The flags `train --resume` takes besides itself (they change no result), as typed.
+#: The parameters `train --resume` takes besides itself (they change no result: -v and the
+#: READING_SETTINGS flags), and the same as typed.
+RESUME_PARAMETERS = frozenset({"verbose", "workers", "cache_dir", "use_cache", "cache_verify"})
 RESUME_TAKES = frozenset({"--verbose", "--workers", "--cache", "--no-cache", "--cache-dir", "--cache-verify", "--no-cache-verify"})
 
 

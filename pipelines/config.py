@@ -56,6 +56,9 @@ def check_seed(seed: Any) -> None:
 
 #: How each training input's loss is weighted (TrainSettings.class_weight).
 CLASS_WEIGHTS = ("none", "balanced")
+#: TrainSettings fields that say how inputs are read and cached, never what a run computes: a
+#: `train --resume` may change them.
+READING_SETTINGS = frozenset({"workers", "cache", "cache_dir", "cache_verify"})
 
 
 @dataclass(frozen=True)

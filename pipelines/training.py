@@ -17,7 +17,7 @@ import numpy as np
 
 from pipelines import environment
 from pipelines.cache import PreprocessCache, fitted_digest
-from pipelines.config import RunConfig, TrainSettings
+from pipelines.config import READING_SETTINGS, RunConfig, TrainSettings
 from pipelines.datasets import Dataset, DataSource, load_source, split_dataset
 from pipelines.defaults import build_preprocessor, fitted_choices
 from pipelines.featurize import Skipped, check_skip_share, encode_to_shards, fit_cached, read_cached
@@ -447,8 +447,7 @@ def requested_run(
             raise ConvpipeError(f"{run_dir} is already complete; nothing to resume.")
         config = TrainState(run_dir).load_request()
         if resume_settings:
-            unchanging = {"workers", "cache", "cache_dir", "cache_verify"}
-            assert set(resume_settings) <= unchanging, f"a resume keeps {set(resume_settings) - unchanging}"
+            assert resume_settings.keys() <= READING_SETTINGS, f"a resume keeps {resume_settings.keys() - READING_SETTINGS}"
             config = dataclasses.replace(config, train=dataclasses.replace(config.train, **resume_settings).validate())
         return run_dir, config
     run_dir = Path(out) if out is not None else default_run_dir(config.modality)

@@ -188,17 +188,21 @@ def test_text_manifest_run_keeps_multi_line_rows(text_run):
     assert all(i.startswith("row ") for i in ids)
 
 
+def train_one_epoch_on_folders(cli_runner, data: Path, run_dir: Path, options: list[str], val_split: str) -> dict:
+    """Train an image run for one epoch on `data` (train/ and test/ folders); its split.json."""
+    result = invoke(
+        cli_runner,
+        ["train", "--modality", "image", "--data", data, "--out", run_dir, *options, "--epochs", "1", "--val-split", val_split],
+    )
+    assert result.exit_code == 0, describe_result(result)
+    return json.loads((run_dir / "split.json").read_text())
+
+
 def test_train_with_predefined_train_and_test_folders(cli_runner, tmp_path):
     write_image_folder(tmp_path / "data" / "train", per_class=5)
     write_image_folder(tmp_path / "data" / "test", per_class=2, seed=1)
     run_dir = tmp_path / "run"
-    result = invoke(
-        cli_runner,
-        ["train", "--modality", "image", "--data", tmp_path / "data", "--out", run_dir, *TINY_IMAGE, "--epochs", "1",
-         "--val-split", "0.2"],
-    )
-    assert result.exit_code == 0, describe_result(result)
-    split = json.loads((run_dir / "split.json").read_text())
+    split = train_one_epoch_on_folders(cli_runner, tmp_path / "data", run_dir, TINY_IMAGE, "0.2")
     assert sorted(split["test"]) == sorted(f"test/{c}/{c}_{i:02d}.png" for c in CLASSES for i in range(2))
     assert all(i.startswith("train/") for i in split["train"] + split["validation"])
     assert len(split["validation"]) == 3 and len(split["train"]) == 12
@@ -221,13 +225,7 @@ def test_image_size_and_colour_are_chosen_from_the_training_split_only(cli_runne
             big[..., 0] = 255 - big[..., 0]  # colour
             write_png(tmp_path / "data" / "test" / label / f"{i}.png", big)
     run_dir = tmp_path / "run"
-    result = invoke(
-        cli_runner,
-        ["train", "--modality", "image", "--data", tmp_path / "data", "--out", run_dir, *TINY_TRAIN, "--epochs", "1",
-         "--val-split", "0.25"],
-    )
-    assert result.exit_code == 0, describe_result(result)
-    split = json.loads((run_dir / "split.json").read_text())
+    split = train_one_epoch_on_folders(cli_runner, tmp_path / "data", run_dir, TINY_TRAIN, "0.25")
     assert len(split["test"]) == 12 and all(i.startswith("train/") for i in split["train"] + split["validation"])
     preprocess = json.loads((run_dir / "config.json").read_text())["config"]["preprocess"]
     assert preprocess["image_size"] == [8, 8]

@@ -326,6 +326,19 @@ def test_advice_to_change_a_setting_while_resuming_says_how_resume_allows_it(cli
     assert followed.endswith("drop --batch-size.")  # why the advice above had to say more
 
 
+def test_the_options_resume_takes_are_the_reading_settings_and_verbose_however_spelt():
+    import typer.main
+
+    import cli
+    from pipelines.config import READING_SETTINGS
+
+    options = {param.name: param for param in typer.main.get_command(cli.app).commands["train"].params}
+    typed = {flag for name in cli.RESUME_PARAMETERS for flag in (*options[name].opts, *options[name].secondary_opts)}
+    assert cli.RESUME_TAKES == typed - {"-v"}
+    settings = cli.cache_settings(1, None, False, False)
+    assert settings.keys() == READING_SETTINGS  # what the CLI hands a resume is what it may change
+
+
 def test_resume_errors_without_a_flag_to_change_are_left_as_they_are(tmp_path):
     from cli import resumed_error
     from preprocess import ConvpipeError
