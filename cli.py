@@ -160,7 +160,7 @@ def one_line_errors(command):
             errors.print(f"[red]Error:[/red] {shown(message)}", highlight=False)
             raise typer.Exit(code=1) from None
         except Exception as error:
-            message = out_of_memory(error)
+            message = out_of_memory(error, command.__name__)
             if message is None:
                 raise
             errors.print(f"[red]Error:[/red] {shown(message)}", highlight=False)
@@ -183,10 +183,22 @@ def starts_tensorflow(command):
     return wrapper
 
 
-def out_of_memory(error: BaseException) -> str | None:
-    """A one-line message when `error` is the host or accelerator running out of memory (an
-    oversized --batch-size, --image-size, --dense, --filters or --embedding-dim), else None.
-    Matched by name and status text: TensorFlow is not imported here, and JAX words it differently."""
+#: What to change when a command runs out of memory: training sets the sizes; the commands that
+#: use a trained run can only move to the CPU's (usually larger) memory or free some.
+MEMORY_ADVICE = {
+    "train": "Lower --batch-size, or the model's or inputs' size: "
+    "--filters, --dense, --embedding-dim, --image-size, --positions, --duration.",
+    "evaluate": "The run's model and input size were set when it was trained: free memory "
+    "(other programs, or a GPU another process holds), or use --device cpu.",
+}
+MEMORY_ADVICE["predict"] = MEMORY_ADVICE["evaluate"]
+OTHER_MEMORY_ADVICE = "Free memory (other programs, or a GPU another process holds) and run it again."
+
+
+def out_of_memory(error: BaseException, command: str = "train") -> str | None:
+    """A one-line message when `error` is the host or accelerator running out of memory while
+    `command` runs (advice by `MEMORY_ADVICE`), else None. Matched by name and status text:
+    TensorFlow is not imported here, and JAX words it differently."""
     text = str(error)
     if isinstance(error, MemoryError):
         detail = "the process ran out of memory"
@@ -196,10 +208,7 @@ def out_of_memory(error: BaseException) -> str | None:
         detail = line[start:].split(" [[")[0].split(" on /job:")[0].strip() or "the device ran out of memory"
     else:
         return None
-    return (
-        f"Out of memory ({detail}). Lower --batch-size, or the model's or inputs' size: "
-        f"--filters, --dense, --embedding-dim, --image-size, --positions, --duration."
-    )
+    return f"Out of memory ({detail}). {MEMORY_ADVICE.get(command, OTHER_MEMORY_ADVICE)}"
 
 
 def int_list(value: Optional[str], name: str) -> Optional[tuple[int, ...]]:

@@ -1432,14 +1432,34 @@ def test_out_of_memory_is_one_line_naming_the_knobs(capsys, error, expected):
 
     import cli
 
-    def command():
+    def train():
         raise error
 
     with pytest.raises(typer.Exit) as exit_info:
-        cli.one_line_errors(command)()
+        cli.one_line_errors(train)()
     assert exit_info.value.exit_code == 1
     message = capsys.readouterr().err.strip()
     assert message.startswith(f"Error: {expected}") and "--batch-size" in message and "\n" not in message
+
+
+@pytest.mark.parametrize("name, advice", [("predict", "--device cpu"), ("evaluate", "--device cpu"), ("explain", "Free memory")])
+def test_out_of_memory_advice_names_only_the_commands_own_flags(capsys, name, advice):
+    # It told predict and evaluate to lower --batch-size, which they do not take (a trained
+    # run's sizes are fixed), and explain to pass --device, which it does not take either.
+    import typer
+
+    import cli
+
+    def command():
+        raise MemoryError()
+
+    command.__name__ = name
+    with pytest.raises(typer.Exit):
+        cli.one_line_errors(command)()
+    message = capsys.readouterr().err.strip()
+    assert advice in message and "--batch-size" not in message and "--filters" not in message
+    options = typer.main.get_command(cli.app).commands[name].params
+    assert set(re.findall(r"--[a-z-]+", message)) <= {flag for option in options for flag in option.opts}
 
 
 def test_other_exceptions_are_not_taken_for_out_of_memory():
