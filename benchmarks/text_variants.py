@@ -27,7 +27,8 @@ features, C chosen on the validation texts, then refitted on train + validation;
 score is kept as cnn_acc), frozen=1 (the embedding table is not trained: each id keeps its random
 init, so positions are a fixed random projection of their ids), zerounseen=1 (after training, the
 embedding rows of ids no training text holds, which never had a gradient, set to zero; the score
-before is kept as acc_before_zeroing). tdrop/edrop/mavg/wide/idf build the factorized
+before is kept as acc_before_zeroing), trace=1 (test accuracy and validation loss after every
+epoch, kept as test_curve and val_loss_curve). tdrop/edrop/mavg/wide/idf build the factorized
 model with max + average pooling whatever `head` says. Window sizes take "," inside a value,
 e.g. window_sizes=1,3,4,5. `--pre` passes preprocessor parameters, e.g. '{"hash_buckets": 131072}'.
 Each result, and TF-IDF + logistic regression on the same split, is appended to --out as JSON lines
@@ -587,6 +588,10 @@ def run_variant(variant, arr, num_ids, num_classes, seed):
     else:
         optimizer = keras.optimizers.Adam(opt_lr, **ema)
     model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
+    curve = []
+    if o.get("trace") == "1":  # test accuracy after every epoch, to see what early stopping on validation picks
+        callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: curve.append(
+            float(np.mean(model.predict(xs, verbose=0, batch_size=256)[:, :num_classes].argmax(1) == ys)))))
     t = time.perf_counter()
     train_data = (xt, yt_) if "crop" not in o else (random_crops(xt, yt_, bs, float(o["crop"]), seed),)
     h = model.fit(*train_data, validation_data=(xv, yv_), epochs=epochs, batch_size=None if "crop" in o else bs, verbose=0, callbacks=callbacks)
@@ -596,7 +601,7 @@ def run_variant(variant, arr, num_ids, num_classes, seed):
         model = build()
         model.compile(optimizer=keras.optimizers.Adam(lr), loss=loss, metrics=["accuracy"])
         model.fit(np.concatenate([xt, xv]), np.concatenate([yt_, yv_]), epochs=best, batch_size=bs, verbose=0)
-    extra = {}
+    extra = {"test_curve": curve, "val_loss_curve": [round(v, 4) for v in h.history["val_loss"]]} if curve else {}
     if o.get("zerounseen") == "1":  # rows of ids no training text holds never had a gradient: zero them
         extra["acc_before_zeroing"] = float(np.mean(model.predict(xs, verbose=0, batch_size=256)[:, :num_classes].argmax(1) == ys))
         unseen = np.setdiff1d(np.arange(num_ids), np.unique(xt))

@@ -401,6 +401,9 @@ def _read_document(path: Path) -> dict[str, Any]:
     if not isinstance(document, dict) or not {"class", "config"} <= document.keys():
         raise InputError(str(path), 'not a convpipe preprocessor file (no "class" and "config")')
     document = {"format_version": 0, "fitted": {}, "arrays": [], **document}
+    version = document["format_version"]
+    if type(version) is int and version > FORMAT_VERSION:  # first: a newer layout may change any other field
+        raise InputError(str(path), "written by a newer convpipe; upgrade to load it")
     for key, (kind, kind_name) in DOCUMENT_FIELDS.items():
         if type(document[key]) is not kind:  # exact: JSON true is a bool, not an integer
             found = json.dumps(document[key], ensure_ascii=False)
@@ -410,8 +413,6 @@ def _read_document(path: Path) -> dict[str, Any]:
         raise InputError(str(path), f'"reading_version" must be a positive JSON integer, found {json.dumps(reading)[:40]}')
     if not all(isinstance(name, str) for name in document["arrays"]):
         raise InputError(str(path), '"arrays" must list array names (strings)')
-    if document["format_version"] > FORMAT_VERSION:
-        raise InputError(str(path), "written by a newer convpipe; upgrade to load it")
     return document
 
 

@@ -384,6 +384,17 @@ def test_a_file_of_a_newer_or_no_format_version_is_refused_naming_it(tmp_path, v
     assert caught.value.source == str(tmp_path / "text.json") and caught.value.reason == reason
 
 
+@pytest.mark.parametrize("changed", [{"reading_version": "2b"}, {"fitted": []}, {"arrays": {}}])
+def test_a_newer_format_is_named_before_its_other_fields_are_judged(tmp_path, changed):
+    # A newer layout may change any field: it said '"reading_version" must be a positive JSON
+    # integer' where the fix is to upgrade.
+    TextPreprocessor(positions=4).fit(CORPUS).save(tmp_path / "text.json")
+    document = json.loads((tmp_path / "text.json").read_text(encoding="utf-8"))
+    (tmp_path / "text.json").write_text(json.dumps({**document, **changed, "format_version": 99}), encoding="utf-8")
+    with pytest.raises(InputError, match="written by a newer convpipe; upgrade to load it"):
+        TextPreprocessor.load(tmp_path / "text.json")
+
+
 def test_non_ascii_vocabulary_survives_save_and_load(tmp_path):
     pre = TextPreprocessor(level="char", positions=4).fit(["日本語", "ü"])
     pre.save(tmp_path / "t.json")
