@@ -11,8 +11,15 @@ the error classes (a CLI printing `--help`) do not pay for numpy, Pillow and sou
 """
 
 from importlib import import_module
+from typing import TYPE_CHECKING
 
 from preprocess.errors import ConvpipeError, FitError, InputError, InputWarning, NotFittedError
+
+if TYPE_CHECKING:  # what `__getattr__` returns, for type checkers (a module `__getattr__` is Any to them)
+    from preprocess.audio import AUDIO_EXTENSIONS, AudioPreprocessor
+    from preprocess.base import Preprocessor
+    from preprocess.image import IMAGE_EXTENSIONS, ImagePreprocessor, probe_images
+    from preprocess.text import TEXT_EXTENSIONS, TextPreprocessor, decode_text
 
 _LAZY = {
     "AUDIO_EXTENSIONS": "preprocess.audio",

@@ -87,11 +87,8 @@ class AudioPreprocessor(Preprocessor):
         self.normalization = normalization
 
     def validate_params(self) -> None:
-        for name in ("sample_rate", "n_fft", "hop_length", "num_mels"):
-            check_int(name, getattr(self, name))
-        if self.sample_rate > MAX_SAMPLE_RATE:  # a typo for 16000 would hang in resampling
-            raise ValueError(f"`sample_rate` must be at most {MAX_SAMPLE_RATE:,} Hz. Received: sample_rate={self.sample_rate}")
-        check_number("duration", self.duration)
+        self._validate_shape_params()
+        check_int("n_fft", self.n_fft)
         check_number("fmin", self.fmin, zero_ok=True)
         check_number("fmax", self.fmax, none_ok=True)
         check_number("log_floor", self.log_floor)  # NaN made every output NaN, inf a constant
@@ -125,6 +122,15 @@ class AudioPreprocessor(Preprocessor):
                 f"Received: normalization={self.normalization!r}"
             )
 
+    def _validate_shape_params(self) -> None:
+        """The checks of the parameters `output_shape` is computed from: cheap, unlike the mel
+        filters `validate_params` also builds (librosa's first import takes about a second)."""
+        for name in ("sample_rate", "hop_length", "num_mels"):
+            check_int(name, getattr(self, name))
+        if self.sample_rate > MAX_SAMPLE_RATE:  # a typo for 16000 would hang in resampling
+            raise ValueError(f"`sample_rate` must be at most {MAX_SAMPLE_RATE:,} Hz. Received: sample_rate={self.sample_rate}")
+        check_number("duration", self.duration)
+
     def _is_one_input(self, inputs: Any) -> bool:
         # (waveform, sample_rate), not a batch of two inputs
         return isinstance(inputs, tuple) and len(inputs) == 2 and isinstance(inputs[1], (int, float, np.number))
@@ -135,6 +141,8 @@ class AudioPreprocessor(Preprocessor):
 
     @property
     def output_shape(self) -> tuple[int, int, int]:
+        """`(time steps, num_mels, 1)`; known before `fit`. Bad parameters raise ValueError."""
+        self._validate_shape_params()
         return (1 + self.num_samples // self.hop_length, self.num_mels, 1)
 
     # ---- read: decode -> waveform -> log-mel (stateless) ---------------------------------

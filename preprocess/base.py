@@ -24,12 +24,16 @@ import warnings
 import zipfile
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
 from preprocess import atomic
 from preprocess.errors import InputError, InputWarning, NotFittedError
+
+#: The class a method is called on, so that `TextPreprocessor(...).fit(texts)` and
+#: `TextPreprocessor.load(path)` are typed as a TextPreprocessor, not a Preprocessor.
+P = TypeVar("P", bound="Preprocessor")
 
 FORMAT_VERSION = 1
 #: Name of the random token that a JSON file and its .npz both hold when saved together.
@@ -201,7 +205,9 @@ class Preprocessor:
         return {**cls.saved_before, **config}
 
     @classmethod
-    def from_config(cls, config: dict[str, Any]):
+    def from_config(cls: type[P], config: dict[str, Any]) -> P:
+        """A preprocessor with these parameters, as `get_config` returns them. Unknown names
+        raise ValueError; values are checked when the preprocessor is first used."""
         if not isinstance(config, dict) or not all(isinstance(key, str) for key in config):
             raise TypeError(f"{cls.__name__}.from_config takes a dict of parameters, as get_config() returns. Received: {config!r:.60}")
         unknown = sorted(set(config) - set(cls._param_names()))
@@ -271,24 +277,27 @@ class Preprocessor:
                 "inputs first, or load a fitted one with `load`."
             )
 
-    def fit(self, inputs: list[Any], labels: Any = None) -> "Preprocessor":
+    def fit(self: P, inputs: Iterable[Any], labels: Any = None) -> P:
         """Learn what must be learned from training inputs only; returns self.
 
         `inputs` is a list (any iterable, a generator included, is read once into a list); a
-        single input such as a str is refused with a TypeError.
+        single input such as a str is refused with a TypeError. `labels` is ignored: it is
+        there for scikit-learn's `fit(X, y)`, and no preprocessor learns from labels.
         """
         self.validate_params()
         inputs = self._as_list(inputs, "fit")
-        if not self.needs_fit:  # nothing to learn: decoding every input would be work for nothing
-            return self.fit_read([])
-        return self.fit_read([self.read(x) for x in inputs])
+        # a preprocessor that learns nothing reads nothing: decoding every input would be wasted
+        self.fit_read([self.read(x) for x in inputs] if self.needs_fit else [])
+        return self
 
     def transform_one(self, x: Any) -> np.ndarray:
+        """Transform one input into an array of shape `output_shape` and dtype `output_dtype`.
+        An input that cannot be used raises `InputError`; an unfitted one `NotFittedError`."""
         self.validate_params()
         self.check_fitted()
         return self.encode(self.read(x))
 
-    def transform(self, inputs: list[Any]) -> np.ndarray:
+    def transform(self, inputs: Iterable[Any]) -> np.ndarray:
         """Transform a batch into one array of shape `(len(inputs), *output_shape)`.
 
         `inputs` is a list (any iterable, a generator included, is read once into a list); a
@@ -298,8 +307,8 @@ class Preprocessor:
         self.check_fitted()
         return self._stacked([self.encode(self.read(x)) for x in self._as_list(inputs, "transform")])
 
-    def fit_transform(self, inputs: list[Any], labels: Any = None) -> np.ndarray:
-        """`fit(inputs)` then `transform(inputs)`, reading each input once."""
+    def fit_transform(self, inputs: Iterable[Any], labels: Any = None) -> np.ndarray:
+        """`fit(inputs)` then `transform(inputs)`, reading each input once (`labels` is ignored)."""
         self.validate_params()
         items = [self.read(x) for x in self._as_list(inputs, "fit_transform")]
         self.fit_read(items)
@@ -348,7 +357,7 @@ class Preprocessor:
         atomic.write_text(path, text)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Preprocessor":
+    def load(cls: type[P], path: str | os.PathLike) -> P:
         """Load a preprocessor saved by `save`. On the base class, the saved class is used.
 
         A file that is damaged, hand-edited into invalid parameters or paired with another

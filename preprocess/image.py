@@ -135,7 +135,10 @@ class ImagePreprocessor(Preprocessor):
 
     @property
     def output_shape(self) -> tuple[int, int, int]:
-        return (*(int(v) for v in self.image_size), self.channels)
+        """`(height, width, channels)`. Bad parameters raise ValueError, as `transform` does."""
+        self.validate_params()
+        height, width = (int(v) for v in self.image_size)
+        return (height, width, self.channels)
 
     def read(self, x: Any) -> np.ndarray:
         """The decoded, converted, resized pixels: uint8 `(height, width, channels)`.

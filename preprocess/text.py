@@ -269,12 +269,19 @@ class TextPreprocessor(Preprocessor):
 
     @property
     def output_shape(self) -> tuple[int, ...]:
+        """`(positions,)`, or `(positions, 1 + len(ngram_sizes))`. Known before `fit` when
+        `positions` is given; learned, it raises `NotFittedError` until then. Bad parameters raise
+        ValueError, as `fit` does."""
+        self.validate_params()
         if self.positions is None:  # learned from the training texts
             self.check_fitted()
-        positions = self.positions if self.positions is not None else self.positions_
+        return self._shape()
+
+    def _shape(self) -> tuple[int, ...]:
+        """`output_shape` without checking the parameters again (once per text in `encode`)."""
         if self.ngram_sizes:
-            return (positions, 1 + len(self.ngram_sizes))
-        return (positions,)
+            return (self.positions_, 1 + len(self.ngram_sizes))
+        return (self.positions_,)
 
     # ---- read: text -> tokens (stateless) ----------------------------------------------------
 
@@ -363,7 +370,7 @@ class TextPreprocessor(Preprocessor):
 
     def encode(self, item: list[str]) -> np.ndarray:
         tokens = item[: self.positions_]
-        ids = np.full(self.output_shape, PADDING_ID, dtype=np.int32)
+        ids = np.full(self._shape(), PADDING_ID, dtype=np.int32)
         token_ids = [self._index.get(token, OOV_ID) for token in tokens]
         if not self.ngram_sizes:
             ids[: len(tokens)] = token_ids

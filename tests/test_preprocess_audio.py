@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import librosa
 import numpy as np
@@ -16,6 +19,7 @@ import struct
 from preprocess.audio import wav_frames_missing
 
 SR = 16000
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def small(**params) -> AudioPreprocessor:
@@ -459,6 +463,29 @@ def test_bad_parameters_raise_value_error_naming_the_parameter(params, name):
     pre = small(**params)  # __init__ only stores
     with pytest.raises(ValueError, match=f"Received: .*{name}="):
         pre.fit([(tone(440), SR)])
+
+
+@pytest.mark.parametrize(
+    "params, name",
+    [
+        ({"hop_length": 0}, "hop_length"),  # a raw ZeroDivisionError
+        ({"hop_length": "160"}, "hop_length"),  # a raw TypeError
+        ({"duration": -1}, "duration"),  # (-99, 64, 1)
+        ({"num_mels": 0}, "num_mels"),  # (101, 0, 1)
+        ({"sample_rate": 8000.5}, "sample_rate"),
+    ],
+)
+def test_output_shape_of_bad_parameters_raises_value_error_naming_the_parameter(params, name):
+    with pytest.raises(ValueError, match=f"Received: .*{name}="):
+        AudioPreprocessor(**params).output_shape
+
+
+def test_output_shape_needs_no_spectrogram_library():
+    # known before any input: it checks what the shape is computed from, not the mel filters
+    code = "from preprocess import AudioPreprocessor\nprint(AudioPreprocessor().output_shape)\nimport sys\nprint('librosa' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["(101,", "64,", "1)", "False"]
 
 
 def test_fmin_zero_is_a_valid_lowest_band_edge():

@@ -508,6 +508,21 @@ def test_bad_parameters_raise_value_error_naming_the_parameter(params, name):
         pre.transform_one(np.zeros((4, 4), dtype=np.uint8))
 
 
+@pytest.mark.parametrize(
+    "params, name",
+    [
+        ({"image_size": "32"}, "image_size"),  # read as (3, 2)
+        ({"image_size": 32}, "image_size"),  # a raw TypeError
+        ({"image_size": (-4, 8)}, "image_size"),  # (-4, 8, 1)
+        ({"color_mode": "RGB"}, "color_mode"),  # (32, 32, 3), yet transform refused it
+    ],
+)
+def test_output_shape_of_bad_parameters_raises_value_error_naming_the_parameter(params, name):
+    # known before any input, e.g. to build a model: a shape transform would never give was returned
+    with pytest.raises(ValueError, match=f"`{name}`.*Received: {name}="):
+        ImagePreprocessor(**params).output_shape
+
+
 def test_scalar_image_size_raises_value_error_naming_the_parameter():
     with pytest.raises(ValueError, match="image_size"):
         ImagePreprocessor(image_size=32).transform_one(np.zeros((4, 4), dtype=np.uint8))

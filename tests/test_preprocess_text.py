@@ -319,6 +319,20 @@ def test_bad_parameters_raise_value_error_naming_the_parameter(params, name):
         pre.fit(CORPUS)
 
 
+@pytest.mark.parametrize(
+    "params, name",
+    [
+        ({"positions": "100"}, "positions"),  # ("100",)
+        ({"positions": -3}, "positions"),  # (-3,)
+        ({"positions": 5, "level": "char", "ngram_sizes": 3}, "ngram_sizes"),  # a raw TypeError
+        ({"positions": 5, "ngram_sizes": (2,)}, "ngram_sizes"),  # (5, 2), yet fit refused word n-grams
+    ],
+)
+def test_output_shape_of_bad_parameters_raises_value_error_naming_the_parameter(params, name):
+    with pytest.raises(ValueError, match=f"`{name}`.*Received: "):
+        TextPreprocessor(**params).output_shape
+
+
 def test_numpy_ints_are_accepted_like_python_ints(tmp_path):
     # image and audio took np.int64; text refused it
     numbers = {"vocabulary_size": 8, "positions": 6, "min_count": 1, "hash_buckets": 50}
