@@ -372,7 +372,7 @@ class Preprocessor:
         if target is None or target is Preprocessor:  # the base class reads nothing
             raise InputError(str(path), f"names no preprocessor class ({name!r:.40}); expected one of {', '.join(n for n in PREPROCESSORS if n != 'Preprocessor')}")
         if not issubclass(target, cls):
-            raise InputError(str(path), f"holds a {name}, expected a {cls.__name__}")
+            raise InputError(str(path), f"holds {with_article(name)}, expected {with_article(cls.__name__)}")
         try:
             preprocessor = target.from_config(target.as_saved(document["config"]))
             preprocessor.validate_params()  # a bad value fails here, not at the first transform
@@ -396,6 +396,11 @@ class Preprocessor:
                 stacklevel=2,
             )
         return preprocessor
+
+
+def with_article(name: str) -> str:
+    """"an ImagePreprocessor", "a TextPreprocessor"."""
+    return f"{'an' if name[:1] in 'AEIOUaeiou' else 'a'} {name}"
 
 
 def _read_document(path: Path) -> dict[str, Any]:

@@ -434,7 +434,7 @@ def test_load_refuses_another_preprocessor_class(tmp_path):
     small().save(tmp_path / "pre.json")
     from preprocess import TextPreprocessor
 
-    with pytest.raises(InputError, match="holds a AudioPreprocessor, expected a TextPreprocessor"):
+    with pytest.raises(InputError, match="holds an AudioPreprocessor, expected a TextPreprocessor"):
         TextPreprocessor.load(tmp_path / "pre.json")
 
 
