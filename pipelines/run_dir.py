@@ -80,6 +80,14 @@ def check_folder_path(path: Path, flag: str) -> None:
             return
 
 
+def check_run_folder(path: Path) -> None:
+    """Refuse a `path` that is no folder: a mistyped run, or a file given for one."""
+    if path.is_file():
+        raise ConvpipeError(f"{path} is a file, not a run directory (the folder train wrote).")
+    if not path.is_dir():
+        raise ConvpipeError(f"Run directory not found: {path}")
+
+
 @dataclass
 class Run:
     """A run directory opened for reading; fails with one clear line if it is incomplete."""
@@ -107,10 +115,7 @@ class Run:
     @classmethod
     def open(cls, path: str | Path) -> "Run":
         path = Path(path)
-        if path.is_file():
-            raise ConvpipeError(f"{path} is a file, not a run directory (the folder train wrote).")
-        if not path.is_dir():
-            raise ConvpipeError(f"Run directory not found: {path}")
+        check_run_folder(path)
         missing = [name for name in REQUIRED_FILES if not (path / name).is_file()]
         if missing and (path / "train_state" / "request.json").is_file():  # resume.STATE_DIR
             raise ConvpipeError(

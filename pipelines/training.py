@@ -26,7 +26,7 @@ from pipelines.leakage import find_copies
 from pipelines.memory import available_memory, check_training_memory
 from pipelines.modality import Modality
 from pipelines.progress import ProgressReporter, stage
-from pipelines.run_dir import RUN_FORMAT, check_folder_path, write_history
+from pipelines.run_dir import RUN_FORMAT, check_folder_path, check_run_folder, write_history
 from pipelines.shards import ShardedArray
 from pipelines.workers import Workers
 from preprocess import ConvpipeError, Preprocessor, atomic
@@ -438,6 +438,7 @@ def requested_run(
 
     if resume is not None:
         run_dir = Path(resume)
+        check_run_folder(run_dir)  # as evaluate and predict say it: a mistyped path, not a finished run
         if (run_dir / "model.keras").exists():
             if stopped_with_ctrl_c(run_dir):
                 raise ConvpipeError(

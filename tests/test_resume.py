@@ -447,8 +447,17 @@ def test_a_fresh_train_refuses_an_interrupted_run_and_resume_needs_one(cli_runne
     out = killed
     result = invoke(cli_runner, ["train", "--modality", "image", "--data", data, "--out", out, *OPTIONS])
     assert result.exit_code == 1 and "train --resume" in result.output
+    (tmp_path / "elsewhere").mkdir()
     result = invoke(cli_runner, ["train", "--resume", tmp_path / "elsewhere"])
     assert result.exit_code == 1 and "Nothing to resume" in result.output
+
+
+def test_resume_of_a_path_that_is_no_folder_says_so_as_evaluate_does(cli_runner, tmp_path):
+    # Not "Nothing to resume ... (the run finished, or training never started there)": a mistyped
+    # run directory is named as missing, as evaluate, predict and inspect name it.
+    assert_one_line_error(invoke(cli_runner, ["train", "--resume", tmp_path / "typo"]), f"Run directory not found: {tmp_path / 'typo'}")
+    (tmp_path / "config.json").write_text("{}")
+    assert_one_line_error(invoke(cli_runner, ["train", "--resume", tmp_path / "config.json"]), "is a file, not a run directory")
 
 
 # Holds request.json locked as a running `train` does, until its stdin closes.
