@@ -12,6 +12,11 @@ than once (inherited or copied docstrings) and test folders are dropped.
 
     python benchmarks/make_docstrings.py --out /tmp/docstrings --train-per-package 160 --test-per-package 60
 
+With `--min-chars N`, each text is instead several consecutive docstrings of one module, joined in
+source order until the text holds at least N characters (a module's remainder joins its last
+text; a module with fewer in all is one shorter text): long documents, for the word-level
+default of texts with a median of 1,000 characters or more.
+
 writes out/train/<package>/*.txt, out/test/<package>/*.txt (the layout `--data` reads as a
 predefined split) and out/modules.json, which lists each package's train and test modules.
 Output is deterministic given the seed and the installed package versions (also recorded).
@@ -101,14 +106,34 @@ def evenly(items: list, count: int) -> list:
     return [items[i] for i in np.linspace(0, len(items) - 1, count).round().astype(int)]
 
 
-def make_docstrings(out: Path, train_per_package: int, test_per_package: int, test_share: float, seed: int) -> dict:
+def joined(docs: list[tuple[str, str]], min_chars: int) -> list[tuple[str, str]]:
+    """Consecutive docstrings of one module joined into texts of at least `min_chars` characters
+    (the remainder joins the last text); `docs` itself when `min_chars` is 0."""
+    if not min_chars:
+        return docs
+    texts: list[tuple[str, str]] = []
+    current: list[tuple[str, str]] = []
+    for doc in docs:
+        current.append(doc)
+        if sum(len(text) for _, text in current) >= min_chars:
+            texts.append(current)
+            current = []
+    if current:
+        if texts:
+            texts[-1] = texts[-1] + current
+        else:
+            texts.append(current)
+    return [(group[0][0], "\n\n".join(text for _, text in group)) for group in texts]
+
+
+def make_docstrings(out: Path, train_per_package: int, test_per_package: int, test_share: float, seed: int, min_chars: int = 0) -> dict:
     found = {package: package_docstrings(package) for package in PACKAGES}
     counts = Counter(text for modules in found.values() for docs in modules.values() for _, text in docs)
     if out.exists():
         shutil.rmtree(out)
-    summary: dict = {"seed": seed, "test_share": test_share, "versions": {}, "packages": {}}
+    summary: dict = {"seed": seed, "test_share": test_share, "min_chars": min_chars, "versions": {}, "packages": {}}
     for package, modules in found.items():
-        modules = {m: [(i, t) for i, t in docs if counts[t] == 1] for m, docs in modules.items()}
+        modules = {m: joined([(i, t) for i, t in docs if counts[t] == 1], min_chars) for m, docs in modules.items()}
         modules = {m: docs for m, docs in modules.items() if docs}
         train_modules, test_modules = split_modules(modules, test_share, seed)
         parts = {
@@ -139,8 +164,9 @@ def main() -> None:
     parser.add_argument("--test-per-package", type=int, default=60)
     parser.add_argument("--test-share", type=float, default=0.25, help="share of docstrings in test modules")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--min-chars", type=int, default=0, help="join a module's docstrings into texts of at least this many characters")
     args = parser.parse_args()
-    summary = make_docstrings(args.out, args.train_per_package, args.test_per_package, args.test_share, args.seed)
+    summary = make_docstrings(args.out, args.train_per_package, args.test_per_package, args.test_share, args.seed, args.min_chars)
     for package, info in summary["packages"].items():
         print(
             f"{package:11s} train {info['train_texts']:4d} texts / {len(info['train_modules']):4d} modules, "
