@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import csv
+import os
 import re
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +15,7 @@ import pytest
 
 from pipelines.inspection import inspect
 from pipelines.prediction import predict
-from tests.conftest import TINY_AUDIO, assert_one_line_error, describe_result, invoke
+from tests.conftest import TINY_AUDIO, assert_one_line_error, describe_result, invoke, write_audio_folder
 
 PNG = b"\x89PNG\r\n\x1a\n"
 FILLER = ["the", "a", "of", "and", "with", "fresh", "some", "more", "other", "very"]
@@ -204,22 +206,46 @@ def test_inputs_with_the_same_file_name_get_their_own_folders(tmp_path):
     assert output_name("Return the loop.").startswith("text-")
 
 
-def test_inspect_a_mixed_precision_run(audio_folder, tmp_path):
-    """Under mixed precision the layers give bfloat16 on CPU, which matplotlib cannot plot.
-    Fresh processes, as a user runs them: in this one the failure did not show, and training
-    here would leave Keras' global policy at mixed precision for the tests that follow."""
+def mixed_precision_train_and_inspect(audio_folder: Path, folder: Path, env: dict[str, str]):
+    """`train --precision mixed` then `inspect` of its run: two fresh `cli.py` processes."""
 
     def run(*args: object) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "cli.py", *map(str, args)], cwd=Path(__file__).resolve().parents[1],
-                              capture_output=True, text=True, timeout=240)
+                              capture_output=True, text=True, timeout=240, env=env)
 
-    run_dir = tmp_path / "run"
+    run_dir = folder / "run"
     trained = run("train", "--modality", "audio", "--data", audio_folder, "--out", run_dir, *TINY_AUDIO, "--epochs", "1",
                   "--precision", "mixed")
+    if trained.returncode != 0:
+        return trained, None
+    clip = next(Path(audio_folder).rglob("*.wav"))
+    return trained, run("inspect", run_dir, clip, "--out", folder / "inspect")
+
+
+@pytest.fixture(scope="module")
+def mixed_precision_processes(tmp_path_factory):
+    """Started as the module starts (see below) on a thread of its own: the two processes mostly
+    start TensorFlow, and beside the in-process tests they use the core those leave idle."""
+    folder = tmp_path_factory.mktemp("mixed-precision")
+    audio_folder = write_audio_folder(folder / "audio")  # what the audio_folder fixture writes
+    with ThreadPoolExecutor(max_workers=1) as executor:
+        yield folder, executor.submit(mixed_precision_train_and_inspect, audio_folder, folder, dict(os.environ))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def start_the_mixed_precision_processes_early(request):
+    if any("mixed_precision_processes" in item.fixturenames for item in request.session.items if item.module is request.module):
+        request.getfixturevalue("mixed_precision_processes")
+
+
+def test_inspect_a_mixed_precision_run(mixed_precision_processes):
+    """Under mixed precision the layers give bfloat16 on CPU, which matplotlib cannot plot.
+    Fresh processes, as a user runs them: in this one the failure did not show, and training
+    here would leave Keras' global policy at mixed precision for the tests that follow."""
+    folder, processes = mixed_precision_processes
+    trained, result = processes.result()
     if trained.returncode == 1 and "bfloat16" in trained.stderr:
         pytest.skip("this CPU has no bfloat16 instructions, so --precision mixed is refused")
     assert trained.returncode == 0, trained.stderr[-3000:]
-    clip = next(Path(audio_folder).rglob("*.wav"))
-    result = run("inspect", run_dir, clip, "--out", tmp_path / "inspect")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert (tmp_path / "inspect" / "index.html").exists()
+    assert (folder / "inspect" / "index.html").exists()

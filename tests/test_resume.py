@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -53,9 +54,13 @@ cli.app()
 """
 
 
-def train_and_kill(data: Path, out: Path, options: list[str] = OPTIONS, at_end: bool = False, poison_at: int = -1) -> None:
+def killer_command(data: Path, out: Path, options: list[str] = OPTIONS, at_end: bool = False, poison_at: int = -1):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **({"KILL_AT_END": "1"} if at_end else {}), "POISON_AT": str(poison_at)}
     args = [sys.executable, "-c", KILLER, "train", "--modality", "image", "--data", str(data), "--out", str(out), *options]
+    return args, env
+
+
+def run_killed(args: list[str], env: dict[str, str]) -> None:
     try:
         completed = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     except subprocess.TimeoutExpired:
@@ -68,11 +73,75 @@ def data(tmp_path_factory) -> Path:
     return write_image_folder(tmp_path_factory.mktemp("resume") / "images")
 
 
+#: The module's trainings killed in a child process (KILLER), by the fixture that hands each
+#: out, with killer_command's arguments: the shared one first.
+KILLS = {
+    "killed_run": {},
+    "killed_after_early_stopping": {"options": [*OPTIONS, "--epochs", "30", "--patience", "0", "--learning-rate", "0.05"],
+                                    "at_end": True},
+    "killed_after_diverging": {"at_end": True, "poison_at": 2},
+    "killed_without_patience": {"options": [*OPTIONS, "--patience", "0"]},
+}
+
+
+class Kills:
+    """Each killed training is the same fresh child process as ever, started as the module starts
+    and run by one background thread, one after another: the child mostly starts TensorFlow,
+    and beside the in-process tests it uses the core they leave idle. A test waits for its own."""
+
+    def __init__(self, data: Path, tmp_path_factory):
+        self.data, self.tmp_path_factory = data, tmp_path_factory
+        self.executor = ThreadPoolExecutor(max_workers=1)
+        self.started: dict[str, tuple[Path, Future]] = {}
+
+    def start(self, name: str) -> None:
+        if name not in self.started:
+            out = self.tmp_path_factory.mktemp(name) / "run"
+            command = killer_command(self.data, out, **KILLS[name])  # the environment as it is now
+            self.started[name] = out, self.executor.submit(run_killed, *command)
+
+    def result(self, name: str) -> Path:
+        self.start(name)
+        out, future = self.started[name]
+        future.result()  # the child's failure, raised here
+        return out
+
+
 @pytest.fixture(scope="module")
-def killed_run(data, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("killed") / "run"
-    train_and_kill(data, out)
-    return out
+def kills(data, tmp_path_factory):
+    kills = Kills(data, tmp_path_factory)
+    yield kills
+    kills.executor.shutdown(wait=True, cancel_futures=True)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def start_the_kills_the_selected_tests_need(request):
+    module_items = [item for item in request.session.items if item.module is request.module]
+    needed = [name for name in KILLS if any(name in item.fixturenames for item in module_items)]
+    if needed:
+        kills = request.getfixturevalue("kills")
+        for name in needed:
+            kills.start(name)
+
+
+@pytest.fixture(scope="module")
+def killed_run(kills) -> Path:
+    return kills.result("killed_run")
+
+
+@pytest.fixture(scope="module")
+def killed_after_early_stopping(kills) -> Path:
+    return kills.result("killed_after_early_stopping")
+
+
+@pytest.fixture(scope="module")
+def killed_after_diverging(kills) -> Path:
+    return kills.result("killed_after_diverging")
+
+
+@pytest.fixture(scope="module")
+def killed_without_patience(kills) -> Path:
+    return kills.result("killed_without_patience")
 
 
 @pytest.fixture
@@ -112,70 +181,6 @@ def test_resume_after_sigkill_repeats_the_uninterrupted_run(cli_runner, killed, 
     # The same batches, augmentations and dropout masks after the resume: the same losses, epoch
     # by epoch (the default image model has dropout, and --seed turns on op determinism).
     assert (out / "history.csv").read_text() == (uninterrupted / "history.csv").read_text()
-
-
-def test_a_run_killed_after_early_stopping_ended_it_resumes_to_the_same_run(cli_runner, data, tmp_path):
-    # no patience and a high learning rate: early stopping ends it well before the epoch cap
-    options = [*OPTIONS, "--epochs", "30", "--patience", "0", "--learning-rate", "0.05"]
-    uninterrupted = tmp_path / "uninterrupted"
-    result = invoke(cli_runner, ["train", "--modality", "image", "--data", data, "--out", uninterrupted, *options])
-    assert result.exit_code == 0, describe_result(result)
-    stopped_after = json.loads((uninterrupted / "config.json").read_text())["epochs_run"]
-    assert 1 < stopped_after < 30
-    killed = tmp_path / "killed"
-    train_and_kill(data, killed, options, at_end=True)
-    assert (killed / "train_state").is_dir() and not (killed / "model.keras").exists()
-    result = invoke(cli_runner, ["train", "--resume", killed])
-    assert result.exit_code == 0, describe_result(result)
-    # Keras checks patience only after an epoch: fit again would have trained at least one more
-    assert (killed / "history.csv").read_text() == (uninterrupted / "history.csv").read_text()
-    first, second = (json.loads((run / "config.json").read_text()) for run in (uninterrupted, killed))
-    assert (first["best_epoch"], first["val_accuracy"]) == (second["best_epoch"], second["val_accuracy"])
-    import keras
-    import numpy as np
-
-    weights = [keras.saving.load_model(run / "model.keras", safe_mode=True).get_weights() for run in (uninterrupted, killed)]
-    assert all(np.array_equal(a, b) for a, b in zip(*weights))
-
-
-def test_a_run_killed_after_it_diverged_and_stopped_resumes_to_the_same_run(cli_runner, data, tmp_path, monkeypatch):
-    import keras
-    import numpy as np
-
-    import pipelines.training
-
-    class PoisonWeights(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            if epoch == 2:
-                for variable in self.model.trainable_variables:
-                    variable.assign(variable * float("nan"))
-
-    monkeypatch.setattr(pipelines.training, "extra_callbacks", lambda: [PoisonWeights()])
-    uninterrupted = tmp_path / "uninterrupted"
-    result = invoke(cli_runner, ["train", "--modality", "image", "--data", data, "--out", uninterrupted, *OPTIONS])
-    assert result.exit_code == 0, describe_result(result)
-    assert json.loads((uninterrupted / "config.json").read_text())["epochs_run"] == 3  # TerminateOnNaN
-    monkeypatch.undo()
-    killed = tmp_path / "killed"
-    train_and_kill(data, killed, at_end=True, poison_at=2)
-    result = invoke(cli_runner, ["train", "--resume", killed])
-    assert result.exit_code == 0, describe_result(result)
-    # not one more NaN epoch: fit would start again from the backup's NaN weights
-    assert (killed / "history.csv").read_text() == (uninterrupted / "history.csv").read_text()
-
-
-def test_without_patience_a_run_killed_after_an_improving_epoch_trains_on(cli_runner, data, tmp_path):
-    # --patience 0 stops at the first epoch that does not improve, never at one that does
-    options = [*OPTIONS, "--patience", "0"]
-    uninterrupted = tmp_path / "uninterrupted"
-    result = invoke(cli_runner, ["train", "--modality", "image", "--data", data, "--out", uninterrupted, *options])
-    assert result.exit_code == 0, describe_result(result)
-    assert json.loads((uninterrupted / "config.json").read_text())["epochs_run"] >= 3  # epochs 1 and 2 improved
-    killed = tmp_path / "killed"
-    train_and_kill(data, killed, options)  # in the third epoch, after the second's backup
-    result = invoke(cli_runner, ["train", "--resume", killed])
-    assert result.exit_code == 0, describe_result(result)
-    assert (killed / "history.csv").read_text() == (uninterrupted / "history.csv").read_text()
 
 
 def test_a_half_written_backup_is_reported_and_the_previous_epoch_used(cli_runner, killed, caplog):
@@ -636,3 +641,67 @@ def test_a_backup_of_epochs_whose_history_csv_is_gone_is_damage_naming_the_file(
     assert state.history(0, backed_up=True) == {}  # nothing trained yet: nothing to miss
     with pytest.raises(ConvpipeError, match=r"history.csv is damaged \(missing\)"):
         state.history(2, backed_up=True)  # resumed, the finished run's history would lack epochs 1 and 2
+
+
+# ---- runs killed with other options: last, so that their children ran beside the tests above ----
+
+
+def test_a_run_killed_after_early_stopping_ended_it_resumes_to_the_same_run(cli_runner, data, killed_after_early_stopping, tmp_path):
+    # no patience and a high learning rate: early stopping ends it well before the epoch cap
+    options = KILLS["killed_after_early_stopping"]["options"]
+    uninterrupted = tmp_path / "uninterrupted"
+    result = invoke(cli_runner, ["train", "--modality", "image", "--data", data, "--out", uninterrupted, *options])
+    assert result.exit_code == 0, describe_result(result)
+    stopped_after = json.loads((uninterrupted / "config.json").read_text())["epochs_run"]
+    assert 1 < stopped_after < 30
+    killed = killed_after_early_stopping  # the same options, killed once training ended (at_end)
+    assert (killed / "train_state").is_dir() and not (killed / "model.keras").exists()
+    result = invoke(cli_runner, ["train", "--resume", killed])
+    assert result.exit_code == 0, describe_result(result)
+    # Keras checks patience only after an epoch: fit again would have trained at least one more
+    assert (killed / "history.csv").read_text() == (uninterrupted / "history.csv").read_text()
+    first, second = (json.loads((run / "config.json").read_text()) for run in (uninterrupted, killed))
+    assert (first["best_epoch"], first["val_accuracy"]) == (second["best_epoch"], second["val_accuracy"])
+    import keras
+    import numpy as np
+
+    weights = [keras.saving.load_model(run / "model.keras", safe_mode=True).get_weights() for run in (uninterrupted, killed)]
+    assert all(np.array_equal(a, b) for a, b in zip(*weights))
+
+
+def test_a_run_killed_after_it_diverged_and_stopped_resumes_to_the_same_run(cli_runner, data, killed_after_diverging, tmp_path, monkeypatch):
+    import keras
+    import numpy as np
+
+    import pipelines.training
+
+    class PoisonWeights(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 2:
+                for variable in self.model.trainable_variables:
+                    variable.assign(variable * float("nan"))
+
+    monkeypatch.setattr(pipelines.training, "extra_callbacks", lambda: [PoisonWeights()])
+    uninterrupted = tmp_path / "uninterrupted"
+    result = invoke(cli_runner, ["train", "--modality", "image", "--data", data, "--out", uninterrupted, *OPTIONS])
+    assert result.exit_code == 0, describe_result(result)
+    assert json.loads((uninterrupted / "config.json").read_text())["epochs_run"] == 3  # TerminateOnNaN
+    monkeypatch.undo()
+    killed = killed_after_diverging  # poisoned at epoch 2 as above, killed once training ended (at_end)
+    result = invoke(cli_runner, ["train", "--resume", killed])
+    assert result.exit_code == 0, describe_result(result)
+    # not one more NaN epoch: fit would start again from the backup's NaN weights
+    assert (killed / "history.csv").read_text() == (uninterrupted / "history.csv").read_text()
+
+
+def test_without_patience_a_run_killed_after_an_improving_epoch_trains_on(cli_runner, data, killed_without_patience, tmp_path):
+    # --patience 0 stops at the first epoch that does not improve, never at one that does
+    options = KILLS["killed_without_patience"]["options"]
+    uninterrupted = tmp_path / "uninterrupted"
+    result = invoke(cli_runner, ["train", "--modality", "image", "--data", data, "--out", uninterrupted, *options])
+    assert result.exit_code == 0, describe_result(result)
+    assert json.loads((uninterrupted / "config.json").read_text())["epochs_run"] >= 3  # epochs 1 and 2 improved
+    killed = killed_without_patience  # the same options, killed in the third epoch, after the second's backup
+    result = invoke(cli_runner, ["train", "--resume", killed])
+    assert result.exit_code == 0, describe_result(result)
+    assert (killed / "history.csv").read_text() == (uninterrupted / "history.csv").read_text()
