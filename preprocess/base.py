@@ -20,7 +20,6 @@ import os
 import secrets
 import stat
 import threading
-import warnings
 import zipfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -29,7 +28,7 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 
 from preprocess import atomic
-from preprocess.errors import InputError, InputWarning, NotFittedError
+from preprocess.errors import InputError, NotFittedError, warn_input
 
 #: The class a method is called on, so that `TextPreprocessor(...).fit(texts)` and
 #: `TextPreprocessor.load(path)` are typed as a TextPreprocessor, not a Preprocessor.
@@ -388,12 +387,10 @@ class Preprocessor:
             raise InputError(str(path), f"cannot restore the fitted state{where} ({reason})") from None
         saved = document.get("reading_version")  # absent: saved before readings were recorded
         if saved is not None and saved != target.reading_version:
-            warnings.warn(
+            warn_input(
                 f"{path}: saved under reading version {saved}, read now by version "
                 f"{target.reading_version}: an input can give other arrays than those it was fitted "
-                "or trained on; fit or train again to match",
-                InputWarning,
-                stacklevel=2,
+                "or trained on; fit or train again to match"
             )
         return preprocessor
 

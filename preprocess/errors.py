@@ -4,6 +4,13 @@ It lives in the lowest layer so that preprocessors, models and pipelines can all
 errors, and the CLI can turn every one of them into a single line and exit code 1.
 """
 
+import os
+import sys
+import warnings
+
+#: Where this package's files are (frames there are skipped when a warning is located).
+PACKAGE_FOLDER = os.path.dirname(os.path.abspath(__file__))
+
 
 class ConvpipeError(Exception):
     """A known, user-facing failure: bad data, bad options, an incomplete run directory."""
@@ -65,6 +72,15 @@ class InputWarning(UserWarning):
     Issued with `warnings.warn`, so preprocessors stay stateless; pipelines record and count
     these per input. The message names the input first, like `InputError`.
     """
+
+
+def warn_input(message: str) -> None:
+    """Issue an `InputWarning` located at the first caller outside this package (a user's line,
+    not a preprocessor's internals), as Python 3.12's `skip_file_prefixes` would."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.dirname(os.path.abspath(frame.f_code.co_filename)).startswith(PACKAGE_FOLDER):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(InputWarning(message), stacklevel=level + 1)
 
 
 class FitError(ConvpipeError, ValueError):

@@ -9,7 +9,6 @@ import os
 import re
 import sys
 import unicodedata
-import warnings
 import zlib
 from collections import Counter
 from collections.abc import Sequence
@@ -18,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from preprocess.base import Preprocessor, check_int, describe_input, is_int, read_bytes
-from preprocess.errors import FitError, InputError, InputWarning, one_line
+from preprocess.errors import FitError, InputError, one_line, warn_input
 
 TEXT_EXTENSIONS = (".txt",)
 LEVELS = ("word", "char")
@@ -296,7 +295,7 @@ class TextPreprocessor(Preprocessor):
                 text, fallback = decode_text(x.encode("utf-8", "surrogateescape" if _escaped(x) else "replace"))
                 if fallback:  # named by what it now reads as: its escaped bytes print as \udce9
                     shown = text if len(text) <= 40 else text[:39] + "…"
-                    warnings.warn(InputWarning(f"{one_line(shown)}: {LATIN1_NOTE}"), stacklevel=2)
+                    warn_input(f"{one_line(shown)}: {LATIN1_NOTE}")
                 return text
         if isinstance(x, (bytes, bytearray, os.PathLike)):
             data = read_bytes(x)
@@ -310,7 +309,7 @@ class TextPreprocessor(Preprocessor):
             if is_blank(text):  # as good as empty: nothing to learn from or classify
                 raise InputError(describe_input(x), "empty file (only whitespace or invisible characters)")
             if fallback:
-                warnings.warn(InputWarning(f"{describe_input(x)}: {LATIN1_NOTE}"), stacklevel=2)
+                warn_input(f"{describe_input(x)}: {LATIN1_NOTE}")
             return text
         raise InputError(describe_input(x), "expected a str, bytes or a pathlib.Path")
 

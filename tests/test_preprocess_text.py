@@ -225,6 +225,18 @@ def test_non_utf8_bytes_fall_back_to_latin1(tmp_path):
     assert pre.vocabulary_ == ["café", "crème"]
 
 
+def test_input_warnings_point_at_the_callers_line_not_the_librarys(tmp_path):
+    # Python shows a warning's file and line: they named preprocess/text.py's internals, where a
+    # library user wants the call of theirs that read the file.
+    path = tmp_path / "latin.txt"
+    path.write_bytes("Café crème".encode("latin-1"))
+    pre = TextPreprocessor(positions=2)
+    for call in (lambda: pre.fit([path]), lambda: pre.transform_one(path), lambda: pre.read_text("caf\udce9")):
+        with pytest.warns(InputWarning) as caught:
+            call()
+        assert [record.filename for record in caught] == [__file__]
+
+
 def test_unsupported_or_missing_inputs_raise_input_error(tmp_path):
     pre = TextPreprocessor(positions=2).fit(CORPUS)
     with pytest.raises(InputError, match="expected a str, bytes or a pathlib.Path"):
