@@ -360,10 +360,13 @@ def row_name(row_id: str, value: str, column: str) -> str:
         return row_id
     if column != "text":
         return f"{row_id} ({value})"
-    excerpt = " ".join(value.split())
-    if len(excerpt) > EXCERPT_CHARS:
-        excerpt = excerpt[:EXCERPT_CHARS] + "..."
-    return f'{row_id} ("{excerpt}")'
+    return f'{row_id} ("{excerpt(value)}")'
+
+
+def excerpt(text: str, chars: int = EXCERPT_CHARS) -> str:
+    """The start of `text` on one line: whitespace runs read as one space, "..." where it is cut."""
+    flat = " ".join(text.split())
+    return flat[:chars] + "..." if len(flat) > chars else flat
 
 
 def readable_id(value: Any, input_id: str) -> str:

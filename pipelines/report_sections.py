@@ -12,11 +12,13 @@ import numpy as np
 
 from models import ModelSpec
 from pipelines import environment
-from pipelines.datasets import Dataset, printable_name
+from pipelines.datasets import Dataset, excerpt, printable_name
 from pipelines.modality import Modality
 from pipelines.run_dir import Run
 
 TOP_CONFUSIONS = 10
+#: Characters of a mistaken text kept in report.json's `misclassified` (the HTML report shows more).
+MISTAKE_TEXT_CHARS = 200
 
 
 def input_name(value: Any, input_id: str) -> str:
@@ -34,11 +36,14 @@ def mistake_order(y_true: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
 def misclassified(
     dataset: Dataset, y_true: np.ndarray, probabilities: np.ndarray, labels: list[str]
 ) -> list[dict[str, Any]]:
-    """Every wrong prediction as {id, input, true, predicted, confidence}, most confident first."""
+    """Every wrong prediction as {id, input, true, predicted, confidence}, most confident first;
+    a text given as such (a CSV row, a built-in text), which has no file to open, also with the
+    start of its `text`."""
     return [
         {
             "id": dataset.ids[i],
             "input": input_name(dataset.inputs[i], dataset.ids[i]),
+            **({"text": excerpt(dataset.inputs[i], MISTAKE_TEXT_CHARS)} if isinstance(dataset.inputs[i], str) else {}),
             "true": labels[y_true[i]],
             "predicted": labels[int(probabilities[i].argmax())],
             "confidence": float(probabilities[i].max()),

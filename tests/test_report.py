@@ -108,7 +108,13 @@ def test_report_numbers_equal_scikit_learn_on_fixed_predictions():
         ("x2", "alpha", "gamma"), ("x1", "alpha", "beta"), ("x4", "beta", "gamma"), ("x6", "gamma", "alpha")
     ]
     assert [m["confidence"] for m in mistakes] == pytest.approx([0.8, 0.7, 0.6, 0.5])
-    assert mistakes[0]["input"] == str(Path("/data/x2.png"))
+    assert mistakes[0]["input"] == str(Path("/data/x2.png")) and "text" not in mistakes[0]
+    # a text given as such has no file to open: report.json shows its start (the id alone was all)
+    long_text = "line one\n\n  " + "word " * 100
+    texts = Dataset(inputs=[long_text if i == 2 else f"text {i}" for i in range(8)], labels=dataset.labels, ids=[f"row {i + 2}" for i in range(8)])
+    mistakes = misclassified(texts, Y_TRUE, PROBABILITIES, labels)
+    assert mistakes[0]["input"] == "row 4" and mistakes[0]["text"] == ("line one " + "word " * 100)[:200] + "..."
+    assert mistakes[1]["text"] == "text 1"
     # each confidence level has its own bin: 0.9 (2 of 2 right), 0.8 (1 of 2), 0.7 (0 of 1),
     # 0.6 (1 of 2), 0.5 (0 of 1)
     hand_ece = (2 * 0.1 + 2 * 0.3 + 1 * 0.7 + 2 * 0.1 + 1 * 0.5) / 8
