@@ -402,6 +402,9 @@ def train(
                 f"--resume continues {resume} with the settings it started with; drop {', '.join(given)}."
             )
         settings = {k: v for k, v in cache_settings(workers, cache_dir, use_cache, cache_verify).items() if v is not None}
+        from pipelines.run_dir import check_run_folder
+
+        check_run_folder(resume)  # a mistyped path: the error alone, no "Resuming" line above it
         console.print(f"Resuming {shown(str(resume))}")
         start_tensorflow()
         try:

@@ -460,7 +460,9 @@ def test_a_fresh_train_refuses_an_interrupted_run_and_resume_needs_one(cli_runne
 def test_resume_of_a_path_that_is_no_folder_says_so_as_evaluate_does(cli_runner, tmp_path):
     # Not "Nothing to resume ... (the run finished, or training never started there)": a mistyped
     # run directory is named as missing, as evaluate, predict and inspect name it.
-    assert_one_line_error(invoke(cli_runner, ["train", "--resume", tmp_path / "typo"]), f"Run directory not found: {tmp_path / 'typo'}")
+    result = invoke(cli_runner, ["train", "--resume", tmp_path / "typo"])
+    assert_one_line_error(result, f"Run directory not found: {tmp_path / 'typo'}")
+    assert result.stdout == ""  # not "Resuming ..." above the error
     (tmp_path / "config.json").write_text("{}")
     assert_one_line_error(invoke(cli_runner, ["train", "--resume", tmp_path / "config.json"]), "is a file, not a run directory")
 
