@@ -9,6 +9,8 @@ import numbers
 import keras
 from keras import ops
 
+from models.spec import check_positive_int, is_int
+
 
 def _lookup(table, ids, dtype):
     """Rows of `table` for `ids`; padding ids (0) give zero rows, as in the one-hot matrix.
@@ -51,25 +53,33 @@ class FullHeightConv(keras.layers.Layer):
     padding. Because each one-hot row has a single 1, that convolution is exactly the sum of
     `window_size` looked-up kernel rows, which is what this layer computes: its cost does not grow
     with the vocabulary and the one-hot matrix is never built. One `(num_ids, filters)` table is
-    kept per window offset and read with a gather, so each gradient stays sparse.
+    kept per window offset and read with a gather (under TensorFlow its gradient holds only the
+    rows read; JAX and PyTorch give dense gradients, and Adam updates every row on any backend).
 
     Args:
         num_ids: vocabulary width, including the reserved padding (0) and out-of-vocabulary ids.
         window_size: positions per window.
         filters: number of filters (output channels).
 
-    Input shape: `(batch, positions)` integer token ids, or `(batch, positions, k)` with k ids
-    per position (summed, as rows of a multi-hot matrix).
+    Input shape: `(batch, positions)` integer token ids in `[0, num_ids)`, or `(batch, positions,
+    k)` with k ids per position (summed, as rows of a multi-hot matrix); `positions` >=
+    `window_size`. Ids outside the range are not checked (TensorFlow raises, JAX reads NaN).
     Output shape: `(batch, positions - window_size + 1, filters)`, before any activation.
     """
 
     def __init__(self, num_ids: int, window_size: int, filters: int, **kwargs):
         super().__init__(**kwargs)
-        self.num_ids = num_ids
-        self.window_size = window_size
-        self.filters = filters
+        self.num_ids = check_positive_int("num_ids", num_ids, minimum=2)  # padding and one more
+        self.window_size = check_positive_int("window_size", window_size)
+        self.filters = check_positive_int("filters", filters)
 
     def build(self, input_shape):
+        positions = input_shape[1]
+        if positions is not None and positions < self.window_size:
+            raise ValueError(
+                f"Every window must fit in the text: positions={positions} is shorter than "
+                f"window_size={self.window_size}."
+            )
         # Only `window_size` rows are active per output, so scale like a conv with that fan-in.
         limit = math.sqrt(3.0 / self.window_size)
         self.tables = [
@@ -123,8 +133,8 @@ class TokenEmbedding(keras.layers.Layer):
 
     def __init__(self, num_ids: int, dim: int, **kwargs):
         super().__init__(**kwargs)
-        self.num_ids = num_ids
-        self.dim = dim
+        self.num_ids = check_positive_int("num_ids", num_ids, minimum=2)
+        self.dim = check_positive_int("dim", dim)
 
     def build(self, input_shape):
         self.embeddings = self.add_weight(
@@ -157,10 +167,10 @@ class SpectrogramMasks(keras.layers.Layer):
         super().__init__(**kwargs)
         if isinstance(strength, bool) or not isinstance(strength, numbers.Real) or not 0 <= strength <= 1:
             raise ValueError(f"`strength` must be in [0, 1]. Received: strength={strength!r}")
-        if isinstance(masks, bool) or not isinstance(masks, int) or masks < 0:
+        if not is_int(masks) or masks < 0:
             raise ValueError(f"`masks` must be a non-negative int. Received: masks={masks!r}")
         self.strength = strength
-        self.masks = masks
+        self.masks = int(masks)
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
 

@@ -106,7 +106,8 @@ class ModelSpec:
             if (not values and not allow_empty) or not all(is_int(v) and v > 0 for v in values):
                 raise ValueError(
                     f"`{name}` must be {'' if allow_empty else 'one or more '}positive ints. "
-                    f"Received: {name}={','.join(map(str, values)) or '(empty)'}"
+                    # repr for what is not an int: filters=["4"] reads 4, which looks valid
+                    f"Received: {name}={','.join(str(v) if is_int(v) else repr(v) for v in values) or '(empty)'}"
                 )
 
         positive_ints("filters")

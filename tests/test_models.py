@@ -481,3 +481,44 @@ def test_spectrogram_masks_blank_frequency_bands_as_well_as_time_steps():
 def test_numpy_rates_in_a_spec_become_plain_floats_so_it_saves_as_json():
     spec = ModelSpec(dropout=np.float32(0.1), augment=np.float64(0.1)).validate()
     assert json.loads(json.dumps(spec.to_dict()))["dropout"] == 0.1 and type(spec.augment) is float  # not 0.10000000149
+
+
+@pytest.mark.parametrize(
+    "layer, arguments, name",
+    [
+        (FullHeightConv, {"num_ids": 10, "window_size": 0, "filters": 4}, "window_size"),  # was ZeroDivisionError in build
+        (FullHeightConv, {"num_ids": 10, "window_size": 2, "filters": 0}, "filters"),  # was a (batch, positions, 0) output
+        (FullHeightConv, {"num_ids": 1, "window_size": 2, "filters": 4}, "num_ids"),
+        (FullHeightConv, {"num_ids": 10, "window_size": 2.0, "filters": 4}, "window_size"),
+        (TokenEmbedding, {"num_ids": 10, "dim": 0}, "dim"),
+        (TokenEmbedding, {"num_ids": -1, "dim": 3}, "num_ids"),
+    ],
+)
+def test_the_text_layers_refuse_bad_sizes_naming_them(layer, arguments, name):
+    """The layers are public (`from models import FullHeightConv`): a bad size is one ValueError
+    naming it, as `SpectrogramMasks` and the factories give, not an error deep in `build`."""
+    with pytest.raises(ValueError, match=f"`{name}` must be"):
+        layer(**arguments)
+
+
+def test_a_full_height_window_longer_than_the_text_is_refused_not_an_empty_output():
+    with pytest.raises(ValueError, match="positions=2 is shorter than window_size=4"):
+        FullHeightConv(num_ids=10, window_size=4, filters=3)(np.ones((2, 2), np.int32))
+    assert FullHeightConv(10, 2, 3)(np.ones((2, 2), np.int32)).shape == (2, 1, 3)  # exactly fits
+
+
+def test_spectrogram_masks_take_numpy_ints_as_the_spec_does():
+    from models.layers import SpectrogramMasks
+
+    assert SpectrogramMasks(0.2, masks=np.int64(1)).get_config()["masks"] == 1
+    json.dumps(SpectrogramMasks(0.2, masks=np.int64(1)).get_config())  # saved in a .keras file's JSON
+
+
+@pytest.mark.parametrize(
+    "changes, received",
+    [({"filters": ["4"]}, "filters='4'"), ({"filters": [4, "8"]}, "filters=4,'8'"), ({"dense": [8, 2.5]}, "dense=8,2.5")],
+)
+def test_a_refused_list_shows_which_value_is_not_an_int(changes, received):
+    """`filters=["4"]` used to be refused as "Received: filters=4", which reads as valid."""
+    with pytest.raises(ValueError, match=f"Received: {received}$"):
+        ModelSpec(**changes).validate()
