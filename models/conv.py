@@ -9,7 +9,7 @@ from typing import Any
 import keras
 
 from models.augment import add_augmentation
-from models.spec import ModelSpec, check_positive_int, is_int
+from models.spec import ModelSpec, check_positive_int, given_spec, is_int
 from models.votes import add_votes, global_pool
 
 
@@ -33,7 +33,7 @@ def build_conv_model(
         An uncompiled `keras.Model` mapping `(batch, *input_shape)` to `(batch, num_classes)`
         probabilities.
     """
-    spec = (spec or ModelSpec()).validate()
+    spec = given_spec(spec, ModelSpec()).validate()
     input_shape = check_input_shape(input_shape, spec)
     num_classes = check_positive_int("num_classes", num_classes, minimum=2)
     check_feature_maps(input_shape, spec)

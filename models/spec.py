@@ -33,6 +33,17 @@ def check_positive_int(name: str, value: Any, minimum: int = 1) -> int:
     return int(value)
 
 
+def given_spec(spec: Any, default: "ModelSpec") -> "ModelSpec":
+    """`spec`, or `default` when it is None, checked to be a ModelSpec (a dict of its fields went
+    as far as "'dict' object has no attribute 'validate'")."""
+    if spec is None:
+        return default
+    if not isinstance(spec, ModelSpec):
+        hint = " (for a dict of its fields, ModelSpec.from_dict(d))" if isinstance(spec, dict) else ""
+        raise TypeError(f"`spec` must be a ModelSpec{hint}. Received: {type(spec).__name__}")
+    return spec
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """Hyperparameters of a conv stack.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 
 from models.layers import FullHeightConv, TokenEmbedding
-from models.spec import TEXT_DEFAULTS, ModelSpec, check_positive_int
+from models.spec import TEXT_DEFAULTS, ModelSpec, check_positive_int, given_spec
 from models.votes import add_votes, global_pool
 
 
@@ -39,7 +39,7 @@ def build_text_model(
         An uncompiled `keras.Model`: `(batch, positions)` int32 ids (`(batch, positions,
         ids_per_position)` with `ids_per_position` > 1) -> `(batch, num_classes)` probabilities.
     """
-    spec = (spec or TEXT_DEFAULTS).validate(text=True)
+    spec = given_spec(spec, TEXT_DEFAULTS).validate(text=True)
     num_classes = check_positive_int("num_classes", num_classes, minimum=2)
     positions = check_positive_int("positions", positions)
     num_ids = check_positive_int("num_ids", num_ids, minimum=2)  # the padding id and at least one other

@@ -522,3 +522,15 @@ def test_a_refused_list_shows_which_value_is_not_an_int(changes, received):
     """`filters=["4"]` used to be refused as "Received: filters=4", which reads as valid."""
     with pytest.raises(ValueError, match=f"Received: {received}$"):
         ModelSpec(**changes).validate()
+
+
+@pytest.mark.parametrize("spec", [{"filters": [4]}, "small"])
+def test_a_spec_that_is_not_a_model_spec_is_a_type_error_saying_what_is_wanted(spec):
+    # A dict of fields failed with "'dict' object has no attribute 'validate'".
+    from models import build_conv_model, build_text_model
+
+    hint = "ModelSpec.from_dict" if isinstance(spec, dict) else "Received: str"
+    with pytest.raises(TypeError, match=f"`spec` must be a ModelSpec.*{hint}"):
+        build_conv_model((8, 8, 1), 2, spec)
+    with pytest.raises(TypeError, match=f"`spec` must be a ModelSpec.*{hint}"):
+        build_text_model(8, 10, 2, spec)
