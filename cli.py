@@ -191,24 +191,46 @@ MEMORY_ADVICE = {
     "evaluate": "The run's model and input size were set when it was trained: free memory "
     "(other programs, or a GPU another process holds), or use --device cpu.",
 }
-MEMORY_ADVICE["predict"] = MEMORY_ADVICE["evaluate"]
+MEMORY_ADVICE["predict"] = MEMORY_ADVICE["compare"] = MEMORY_ADVICE["evaluate"]
 OTHER_MEMORY_ADVICE = "Free memory (other programs, or a GPU another process holds) and run it again."
+#: Instead of --device cpu where that cannot help: the host's own memory ran out, or another Keras
+#: backend than TensorFlow (whose devices --device sets) ran out on its accelerator.
+HOST_MEMORY_ADVICE = "The run's model and input size were set when it was trained: free memory (other programs) and run it again."
+BACKEND_MEMORY_ADVICE = {
+    "jax": "The run's model and input size were set when it was trained: free memory (a GPU another process "
+    "holds), or run JAX on the CPU: JAX_PLATFORMS=cpu (--device moves only TensorFlow).",
+}
+OTHER_BACKEND_MEMORY_ADVICE = (
+    "The run's model and input size were set when it was trained: free memory (a GPU another process holds); "
+    "--device moves only TensorFlow."
+)
 
 
 def out_of_memory(error: BaseException, command: str = "train") -> str | None:
     """A one-line message when `error` is the host or accelerator running out of memory while
-    `command` runs (advice by `MEMORY_ADVICE`), else None. Matched by name and status text:
+    `command` runs (advice by `MEMORY_ADVICE`; --device cpu only for TensorFlow's accelerator
+    memory), else None. Matched by name and status text:
     TensorFlow is not imported here, and JAX words it differently."""
     text = str(error)
     if isinstance(error, MemoryError):
-        detail = "the process ran out of memory"
+        detail, on_host = "the process ran out of memory", True
     elif type(error).__name__ == "ResourceExhaustedError" or "RESOURCE_EXHAUSTED" in text:
         line = next((line for line in text.splitlines() if "OOM " in line or "RESOURCE_EXHAUSTED" in line), "")
         start = max(line.find("OOM "), line.find("RESOURCE_EXHAUSTED"))  # after "{{function_node ...}}"
         detail = line[start:].split(" [[")[0].split(" on /job:")[0].strip() or "the device ran out of memory"
+        on_host = "/device:CPU:" in line  # TensorFlow's "on /job:.../device:CPU:0 by allocator cpu"
     else:
         return None
-    return f"Out of memory ({detail}). {MEMORY_ADVICE.get(command, OTHER_MEMORY_ADVICE)}"
+    advice = MEMORY_ADVICE.get(command, OTHER_MEMORY_ADVICE)
+    if "--device cpu" in advice:  # not where it cannot help
+        from pipelines.environment import keras_backend
+
+        backend = keras_backend()
+        if on_host:
+            advice = HOST_MEMORY_ADVICE
+        elif backend != "tensorflow":
+            advice = BACKEND_MEMORY_ADVICE.get(backend, OTHER_BACKEND_MEMORY_ADVICE)
+    return f"Out of memory ({detail}). {advice}"
 
 
 def int_list(value: Optional[str], name: str) -> Optional[tuple[int, ...]]:

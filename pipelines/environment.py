@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import platform
+import sys
 from importlib import metadata
 
 from pipelines import __version__
@@ -46,6 +47,14 @@ def keras_backend_problem() -> str | None:
     if importlib.util.find_spec(KERAS_BACKENDS[backend]) is None:
         return f"KERAS_BACKEND={backend}, but {KERAS_BACKENDS[backend]} is not installed; install it or unset KERAS_BACKEND."
     return None
+
+
+def keras_backend() -> str:
+    """This process' Keras backend: the loaded Keras' own, else `KERAS_BACKEND` (Keras is not
+    imported to find it)."""
+    keras = sys.modules.get("keras")
+    backend = getattr(getattr(keras, "backend", None), "backend", None)  # None while Keras is half imported
+    return backend() if callable(backend) else os.environ.get("KERAS_BACKEND", "tensorflow")
 
 
 def devices() -> dict[str, object]:

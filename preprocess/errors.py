@@ -78,9 +78,18 @@ def warn_input(message: str) -> None:
     """Issue an `InputWarning` located at the first caller outside this package (a user's line,
     not a preprocessor's internals), as Python 3.12's `skip_file_prefixes` would."""
     frame, level = sys._getframe(1), 1
-    while frame is not None and os.path.dirname(os.path.abspath(frame.f_code.co_filename)).startswith(PACKAGE_FOLDER):
+    while frame is not None and in_package(frame.f_code.co_filename):
         frame, level = frame.f_back, level + 1
     warnings.warn(InputWarning(message), stacklevel=level + 1)
+
+
+def in_package(filename: str) -> bool:
+    """Whether code of `filename` is this package's: a file inside its folder, not one of a
+    folder that only starts alike ("preprocess_tools/"), nor "<string>" or "<stdin>", which
+    `abspath` would place in the working directory."""
+    if filename.startswith("<"):
+        return False
+    return os.path.abspath(filename).startswith(PACKAGE_FOLDER + os.sep)
 
 
 class FitError(ConvpipeError, ValueError):

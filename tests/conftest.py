@@ -188,6 +188,16 @@ def capture_figures(monkeypatch) -> dict:
     return captured
 
 
+def selected_tests_use(request, fixture: str) -> bool:
+    """Whether a test of the module of `request` (a module-scoped fixture's) that this session
+    runs uses `fixture`, directly or through other fixtures: for a fixture that starts background
+    work as the module starts. Deselected tests (-k) are not in `session.items`; items of other
+    kinds (--doctest-modules' doctests) have no `.module`, so they are told apart by their parent."""
+    return any(
+        fixture in item.fixturenames for item in request.session.items if item.getparent(pytest.Module) is request.node
+    )
+
+
 def make_cli_runner():
     """A CliRunner whose results hold standard error apart (`result.stderr`) and in
     `result.output` beside standard output, as Click 8.2 and later do. Click 8.1 (the Click of

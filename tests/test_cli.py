@@ -1442,24 +1442,60 @@ def test_out_of_memory_is_one_line_naming_the_knobs(capsys, error, expected):
     assert message.startswith(f"Error: {expected}") and "--batch-size" in message and "\n" not in message
 
 
-@pytest.mark.parametrize("name, advice", [("predict", "--device cpu"), ("evaluate", "--device cpu"), ("explain", "Free memory")])
-def test_out_of_memory_advice_names_only_the_commands_own_flags(capsys, name, advice):
+def cli_commands(group, prefix: str = "") -> dict:
+    """Every command of the app by its full name ("cache info"), its click command as value."""
+    found = {}
+    for name, command in group.commands.items():
+        if hasattr(command, "commands"):  # a group (cache, demo)
+            found.update(cli_commands(command, f"{prefix}{name} "))
+        else:
+            found[prefix + name] = command
+    return found
+
+
+GPU_OOM = ResourceExhaustedError("OOM when allocating tensor with shape[100000000,128] and type float on "
+                                 "/job:localhost/replica:0/task:0/device:GPU:0 by allocator GPU_0_bfc")
+CPU_OOM = ResourceExhaustedError("OOM when allocating tensor with shape[100000000,128] and type float on "
+                                 "/job:localhost/replica:0/task:0/device:CPU:0 by allocator cpu")
+JAX_OOM = RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 40.00GiB.")
+
+
+@pytest.mark.parametrize(
+    "error, backend, to_cpu",
+    [(GPU_OOM, "tensorflow", "--device cpu"), (CPU_OOM, "tensorflow", None), (MemoryError(), "tensorflow", None),
+     (JAX_OOM, "jax", "JAX_PLATFORMS=cpu"), (MemoryError(), "jax", None)],
+)
+def test_out_of_memory_advice_names_only_the_commands_own_flags(capsys, monkeypatch, error, backend, to_cpu):
     # It told predict and evaluate to lower --batch-size, which they do not take (a trained
-    # run's sizes are fixed), and explain to pass --device, which it does not take either.
+    # run's sizes are fixed), and explain to pass --device, which it does not take either. Each
+    # command is named as one_line_errors sees it, by its function (inspect_command). --device cpu
+    # is no advice where the host's memory ran out, nor under JAX, which --device does not move.
     import typer
 
     import cli
 
-    def command():
-        raise MemoryError()
+    monkeypatch.setattr("pipelines.environment.keras_backend", lambda: backend)  # JAX: its wording
+    commands = cli_commands(typer.main.get_command(cli.app))
+    assert {"train", "evaluate", "predict", "compare", "preprocess", "inspect", "check-locality"} <= set(commands)
+    for name, command in commands.items():
 
-    command.__name__ = name
-    with pytest.raises(typer.Exit):
-        cli.one_line_errors(command)()
-    message = capsys.readouterr().err.strip()
-    assert advice in message and "--batch-size" not in message and "--filters" not in message
-    options = typer.main.get_command(cli.app).commands[name].params
-    assert set(re.findall(r"--[a-z-]+", message)) <= {flag for option in options for flag in option.opts}
+        def failing():
+            raise error
+
+        failing.__name__ = command.callback.__name__
+        with pytest.raises(typer.Exit):
+            cli.one_line_errors(failing)()
+        message = capsys.readouterr().err.strip()
+        assert message.startswith("Error: Out of memory (") and "\n" not in message, name
+        flags = {flag for option in command.params for flag in option.opts}
+        assert set(re.findall(r"--[a-z-]+", message)) <= flags, (name, message)
+        if name == "train":
+            assert "--batch-size" in message and "--device" not in message
+        elif name in ("evaluate", "predict", "compare"):  # a trained run: only the device or free memory
+            assert "--batch-size" not in message
+            assert (to_cpu in message) if to_cpu else ("--device cpu" not in message and "JAX_PLATFORMS" not in message), (name, message)
+        else:
+            assert "Free memory" in message and "--device" not in message, (name, message)
 
 
 def test_other_exceptions_are_not_taken_for_out_of_memory():

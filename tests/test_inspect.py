@@ -15,7 +15,7 @@ import pytest
 
 from pipelines.inspection import inspect
 from pipelines.prediction import predict
-from tests.conftest import TINY_AUDIO, assert_one_line_error, describe_result, invoke, write_audio_folder
+from tests.conftest import TINY_AUDIO, assert_one_line_error, describe_result, invoke, selected_tests_use, write_audio_folder
 
 PNG = b"\x89PNG\r\n\x1a\n"
 FILLER = ["the", "a", "of", "and", "with", "fresh", "some", "more", "other", "very"]
@@ -234,7 +234,7 @@ def mixed_precision_processes(tmp_path_factory):
 
 @pytest.fixture(scope="module", autouse=True)
 def start_the_mixed_precision_processes_early(request):
-    if any("mixed_precision_processes" in item.fixturenames for item in request.session.items if item.module is request.module):
+    if selected_tests_use(request, "mixed_precision_processes"):
         request.getfixturevalue("mixed_precision_processes")
 
 

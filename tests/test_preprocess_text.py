@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import codecs
 import json
+import os
 import unicodedata
 
 import numpy as np
@@ -235,6 +236,23 @@ def test_input_warnings_point_at_the_callers_line_not_the_librarys(tmp_path):
         with pytest.warns(InputWarning) as caught:
             call()
         assert [record.filename for record in caught] == [__file__]
+
+
+@pytest.mark.parametrize("filename", ["preprocess_tools/user.py", "<string>"])
+def test_input_warnings_skip_only_the_packages_own_files(filename, monkeypatch):
+    # A folder that only starts like the package's ("preprocess_tools/" beside "preprocess/"), or
+    # "<string>" code run with the package folder as working directory (abspath put it there),
+    # was skipped as the library's, and the warning named its caller's caller.
+    from preprocess import errors
+
+    folder = os.path.dirname(errors.PACKAGE_FOLDER)
+    name = os.path.join(folder, filename) if not filename.startswith("<") else filename
+    namespace: dict = {"warn_input": errors.warn_input}
+    exec(compile("def call():\n    warn_input('note')\n", name, "exec"), namespace)
+    monkeypatch.chdir(errors.PACKAGE_FOLDER)
+    with pytest.warns(InputWarning) as caught:
+        namespace["call"]()
+    assert [record.filename for record in caught] == [name]
 
 
 def test_unsupported_or_missing_inputs_raise_input_error(tmp_path):

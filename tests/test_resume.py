@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import assert_one_line_error, describe_result, invoke, make_cli_runner, write_image_folder
+from tests.conftest import assert_one_line_error, describe_result, invoke, make_cli_runner, selected_tests_use, write_image_folder
 from preprocess import ConvpipeError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -116,32 +116,24 @@ def kills(data, tmp_path_factory):
 
 @pytest.fixture(scope="module", autouse=True)
 def start_the_kills_the_selected_tests_need(request):
-    module_items = [item for item in request.session.items if item.module is request.module]
-    needed = [name for name in KILLS if any(name in item.fixturenames for item in module_items)]
+    needed = [name for name in KILLS if selected_tests_use(request, name)]
     if needed:
         kills = request.getfixturevalue("kills")
         for name in needed:
             kills.start(name)
 
 
-@pytest.fixture(scope="module")
-def killed_run(kills) -> Path:
-    return kills.result("killed_run")
+def killed_training(name: str):
+    """The module fixture `name`: the run folder of the killed training KILLS names so."""
+
+    @pytest.fixture(scope="module", name=name)
+    def fixture(kills) -> Path:
+        return kills.result(name)
+
+    return fixture
 
 
-@pytest.fixture(scope="module")
-def killed_after_early_stopping(kills) -> Path:
-    return kills.result("killed_after_early_stopping")
-
-
-@pytest.fixture(scope="module")
-def killed_after_diverging(kills) -> Path:
-    return kills.result("killed_after_diverging")
-
-
-@pytest.fixture(scope="module")
-def killed_without_patience(kills) -> Path:
-    return kills.result("killed_without_patience")
+killed_run, killed_after_early_stopping, killed_after_diverging, killed_without_patience = map(killed_training, KILLS)
 
 
 @pytest.fixture
