@@ -598,6 +598,8 @@ def evaluate(
     Cache options left out are the ones the run was trained with."""
     from pipelines.evaluation import evaluate as run_evaluation
 
+    setup_logging(False)  # the library's warnings (data folders, copies) read "warning: ...", as in train
+
     with ProgressBar() as bar:
         result = run_evaluation(
             run, data=data, out=out, workers=workers, cache_dir=None if cache_dir is None else str(cache_folder(cache_dir)),
@@ -675,6 +677,8 @@ def compare(
     """
     from pipelines.compare import compare as run_comparison
 
+    setup_logging(False)
+
     comparison = run_comparison(runs, out=out, device=device)
     # gaps of two spaces, not three, so that nine columns fit 80 characters with room for names
     table = Table(title="Runs, best first", box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, collapse_padding=True)
@@ -731,6 +735,8 @@ def predict(
 ) -> None:
     """Print the top-k labels and probabilities for each input."""
     from pipelines.prediction import predict as run_prediction, with_stdin_lines
+
+    setup_logging(False)
 
     skipped: list = []
     with ProgressBar(stderr=True) as bar:
@@ -860,6 +866,8 @@ def inspect_command(
     from pipelines.inspection import inspect
     from pipelines.prediction import with_stdin_line
 
+    setup_logging(False)
+
     input_value = with_stdin_line(input_value, sys.stdin, "inspect")
     result = inspect(run, input_value, out=out, channels=channels, literal_text=literal_text)
     ranked = "   ".join(f"{label} {p:.3f}" for label, p in sorted(result.probabilities.items(), key=lambda kv: -kv[1]))
@@ -886,6 +894,8 @@ def explain(
     """Show which parts of INPUT decided the prediction: Grad-CAM (image, audio) or per-position contribution (text)."""
     from pipelines.prediction import with_stdin_line
     from pipelines.saliency import explain as run_explain
+
+    setup_logging(False)
 
     input_value = with_stdin_line(input_value, sys.stdin, "explain")
     result = run_explain(run, input_value, out=out, literal_text=literal_text)

@@ -297,6 +297,13 @@ def class_label(name: str) -> str:
     return unicodedata.normalize("NFC", printable_name(name))
 
 
+def label_key(label: str) -> str:
+    """What labels that differ only in case, spaces or leading zeros ("Sports" / "sports",
+    "1" / "01") share: they are separate classes, often one class typed two ways."""
+    key = " ".join(label.casefold().split())
+    return str(int(key)) if key.isdigit() and key.isascii() else key
+
+
 def printable_name(name: str) -> str:
     """A file name as valid text: bytes that are not UTF-8 become \\xNN escapes (stable, so the
     same file always gets the same id, and JSON can hold it)."""

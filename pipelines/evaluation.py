@@ -14,7 +14,7 @@ import numpy as np
 from pipelines import mistake_previews, report_figures
 from pipelines import report_sections as sections
 from pipelines.calibration import calibration
-from pipelines.datasets import VALIDATION_FOLDERS, Dataset, load_source
+from pipelines.datasets import VALIDATION_FOLDERS, Dataset, label_key, load_source
 from pipelines.cache import PreprocessCache
 from pipelines.featurize import Skipped, encode_to_shards, read_cached
 from pipelines.leakage import copies_of_earlier
@@ -167,6 +167,20 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: list[
     }
 
 
+def retyped_labels(unknown: list[str], known: list[str]) -> str:
+    """A sentence naming the `unknown` labels that are one of the run's classes typed another
+    way (case, spaces, leading zeros), or "": a class name must match exactly, since training
+    keeps "Cat" and "cat" apart, so evaluate does not guess."""
+    keys: dict[str, list[str]] = {}
+    for label in known:
+        keys.setdefault(label_key(label), []).append(label)
+    pairs = [f"{label!r} as {keys[label_key(label)][0]!r}" for label in unknown if len(keys.get(label_key(label), [])) == 1]
+    if not pairs:
+        return ""
+    more = f" and {len(pairs) - 3} more" if len(pairs) > 3 else ""
+    return f" Some differ only in case, spacing or leading zeros: write {', '.join(pairs[:3])}{more} in the data."
+
+
 def evaluate(
     run_path: Path,
     data: str | None = None,
@@ -191,7 +205,7 @@ def evaluate(
     if unknown:
         raise ConvpipeError(
             f"The evaluation data has label(s) the model never saw: {', '.join(unknown)}. "
-            f"It knows: {', '.join(run.labels)}."
+            f"It knows: {', '.join(run.labels)}.{retyped_labels(unknown, run.labels)}"
         )
     if len(dataset) == 0:
         raise ConvpipeError(f"No inputs to evaluate in {location}.")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import codecs
 import errno
+import logging
 import os
 import time
 from pathlib import Path
@@ -21,7 +22,9 @@ from pipelines.progress import ProgressCallback, ProgressReporter, stage
 from pipelines.run_dir import Run
 from pipelines.workers import Workers, borrowed
 from preprocess import ConvpipeError, InputError
-from preprocess.text import is_blank
+from preprocess.text import OOV_ID, is_blank
+
+logger = logging.getLogger(__name__)
 
 
 def _file_kind(value: str) -> str | None:
@@ -242,6 +245,22 @@ def with_stdin_line(value: str, stdin: Any, command: str) -> str:
     return lines[0]
 
 
+def warn_of_unknown_texts(run: Run, inputs: list[str], x: np.ndarray) -> None:
+    """Say which texts hold no token of the run's vocabulary (another language or script, or
+    words the training texts never used): each reads as out-of-vocabulary ids alone, so the model
+    still gives it a class, one that says nothing about the text."""
+    tokens = x if x.ndim == 2 else x[..., 0]  # with character n-grams, column 0 holds the characters
+    unknown = np.flatnonzero(~(tokens > OOV_ID).any(axis=1))
+    if len(unknown):
+        names = ", ".join(repr(printable_name(inputs[i])[:40]) for i in unknown[:3])
+        more = f" and {len(unknown) - 3} more" if len(unknown) > 3 else ""
+        level = "word" if run.preprocessor.level == "word" else "character"
+        logger.warning(
+            "%d of %d texts hold no %s the run's vocabulary knows (%s%s): their predictions say nothing about them.",
+            len(unknown), len(inputs), level, names, more,
+        )
+
+
 def predict(
     run_path: Path, inputs: list[str], top_k: int = 3, device: str = "auto", skip_bad: bool = False,
     skipped: list[tuple[str, str]] | None = None, workers: int | None = None, progress: ProgressReporter | None = None,
@@ -273,6 +292,8 @@ def predict(
     if skipped is not None:
         skipped += failed
     inputs, sources = [inputs[i] for i in kept], [sources[i] for i in kept]
+    if run.config.modality is Modality.text:
+        warn_of_unknown_texts(run, inputs, x)
     # Batch by batch: model.predict on the whole array copied it into TensorFlow twice over
     # (6,000 images: 4.2 GB at the peak, for 0.8 GB of inputs).
     size = predict_batch_size(run.model)

@@ -18,7 +18,7 @@ import numpy as np
 from pipelines import environment
 from pipelines.cache import PreprocessCache, fitted_digest
 from pipelines.config import READING_SETTINGS, RunConfig, TrainSettings
-from pipelines.datasets import Dataset, DataSource, load_source, split_dataset
+from pipelines.datasets import Dataset, DataSource, label_key, load_source, split_dataset
 from pipelines.defaults import build_preprocessor, fitted_choices
 from pipelines.featurize import Skipped, check_skip_share, encode_to_shards, fit_cached, read_cached
 from pipelines.heartbeat import heartbeat
@@ -100,8 +100,7 @@ def warn_of_near_duplicate_labels(classes: list[str], manifest: bool = False) ->
     as a missing value ("nan", "None") are often rows without a label. Both are said."""
     groups: dict[str, list[str]] = {}
     for label in classes:
-        key = " ".join(label.casefold().split())
-        groups.setdefault(str(int(key)) if key.isdigit() and key.isascii() else key, []).append(label)
+        groups.setdefault(label_key(label), []).append(label)
     twins = [" / ".join(group) for group in groups.values() if len(group) > 1]
     if twins:
         logger.warning(

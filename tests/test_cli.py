@@ -424,6 +424,14 @@ def test_evaluate_with_labels_the_model_never_saw(cli_runner, image_run, tmp_pat
     assert_one_line_error(result, "never saw: delta, epsilon", "It knows: alpha, beta, gamma")
 
 
+def test_evaluate_names_labels_that_differ_from_the_classes_only_in_case(cli_runner, image_run, tmp_path):
+    # refused all the same (training keeps "Alpha" and "alpha" apart), but said why
+    data = write_image_folder(tmp_path / "other", classes=("Alpha", "BETA", "delta"), per_class=2)
+    result = invoke(cli_runner, ["evaluate", image_run.run_dir, "--data", data])
+    assert_one_line_error(result, "never saw: Alpha, BETA, delta", "write 'Alpha' as 'alpha', 'BETA' as 'beta' in the data")
+    assert "'delta' as" not in result.output
+
+
 # ---- predict ---------------------------------------------------------------------------------
 
 
@@ -568,6 +576,32 @@ def test_predict_text_takes_literal_text_and_files(cli_runner, text_run, tmp_pat
     assert literal["input"] == "banana basil bean" and from_file["input"] == str(path)
     assert (literal["kind"], from_file["kind"]) == ("text", "file")
     assert literal["top"] == from_file["top"]  # same text, same answer
+
+
+def test_predict_says_which_texts_hold_no_word_the_run_knows(cli_runner, text_run, caplog):
+    # another language, or words training never used: only out-of-vocabulary ids, yet a class
+    with caplog.at_level("WARNING"):
+        result = invoke(cli_runner, ["predict", text_run.run_dir, "banana basil bean", "Привет мир", "zzz qqq", "--json"])
+    assert result.exit_code == 0, describe_result(result)
+    assert len(json.loads(result.stdout)) == 3  # all predicted, as asked
+    assert "2 of 3 texts hold no word the run's vocabulary knows ('Привет мир', 'zzz qqq')" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        invoke(cli_runner, ["predict", text_run.run_dir, "banana zzz"])  # one known word is enough
+    assert "vocabulary" not in caplog.text
+
+
+@pytest.mark.parametrize("command", ["evaluate", "predict"])
+def test_evaluate_and_predict_show_logged_warnings_as_train_does(cli_runner, image_run, command, monkeypatch, tmp_path):
+    # without a handler, Python printed the library's warnings bare, with no "warning:" before them
+    import cli
+
+    calls = []
+    monkeypatch.setattr(cli, "setup_logging", calls.append)
+    extra = ["--out", tmp_path / "report"] if command == "evaluate" else [next(image_run.data.rglob("*.png"))]
+    result = invoke(cli_runner, [command, image_run.run_dir, *extra])
+    assert result.exit_code == 0, describe_result(result)
+    assert calls == [False]
 
 
 def test_logged_warnings_read_like_input_warnings_and_verbose_notes_keep_their_logger():
