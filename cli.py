@@ -183,33 +183,33 @@ def starts_tensorflow(command):
     return wrapper
 
 
-#: What to change when a command runs out of memory: training sets the sizes; the commands that
-#: use a trained run can only move to the CPU's (usually larger) memory or free some.
-MEMORY_ADVICE = {
-    "train": "Lower --batch-size, or the model's or inputs' size: "
-    "--filters, --dense, --embedding-dim, --image-size, --positions, --duration.",
-    "evaluate": "The run's model and input size were set when it was trained: free memory "
-    "(other programs, or a GPU another process holds), or use --device cpu.",
-}
-MEMORY_ADVICE["predict"] = MEMORY_ADVICE["compare"] = MEMORY_ADVICE["evaluate"]
-OTHER_MEMORY_ADVICE = "Free memory (other programs, or a GPU another process holds) and run it again."
-#: Instead of --device cpu where that cannot help: the host's own memory ran out, or another Keras
-#: backend than TensorFlow (whose devices --device sets) ran out on its accelerator.
-HOST_MEMORY_ADVICE = "The run's model and input size were set when it was trained: free memory (other programs) and run it again."
-BACKEND_MEMORY_ADVICE = {
-    "jax": "The run's model and input size were set when it was trained: free memory (a GPU another process "
-    "holds), or run JAX on the CPU: JAX_PLATFORMS=cpu (--device moves only TensorFlow).",
-}
-OTHER_BACKEND_MEMORY_ADVICE = (
-    "The run's model and input size were set when it was trained: free memory (a GPU another process holds); "
-    "--device moves only TensorFlow."
-)
+#: Commands that use a trained run (its sizes fixed) on the device they are given (--device).
+DEVICE_COMMANDS = frozenset({"evaluate", "predict", "compare"})
+
+
+def memory_advice(command: str, on_host: bool) -> str:
+    """What to change when `command` (its function's name) runs out of memory: training sets the
+    sizes; another command can only free memory or, where TensorFlow's accelerator ran out and
+    --device is taken, move to the CPU (JAX's devices are set by JAX_PLATFORMS)."""
+    if command == "train":
+        return ("Lower --batch-size, or the model's or inputs' size: "
+                "--filters, --dense, --embedding-dim, --image-size, --positions, --duration.")
+    free = "Free memory (other programs" + ("" if on_host else ", or a GPU another process holds") + ")"
+    if command not in DEVICE_COMMANDS or on_host:
+        return f"{free} and run it again."
+    from pipelines.environment import keras_backend
+
+    backend = keras_backend()
+    if backend == "tensorflow":
+        return f"{free}, or use --device cpu: the run's model and input size were set when it was trained."
+    if backend == "jax":
+        return f"{free}, or run JAX on the CPU: JAX_PLATFORMS=cpu (--device moves only TensorFlow)."
+    return f"{free}; --device moves only TensorFlow."
 
 
 def out_of_memory(error: BaseException, command: str = "train") -> str | None:
     """A one-line message when `error` is the host or accelerator running out of memory while
-    `command` runs (advice by `MEMORY_ADVICE`; --device cpu only for TensorFlow's accelerator
-    memory), else None. Matched by name and status text:
+    `command` runs (advice by `memory_advice`), else None. Matched by name and status text:
     TensorFlow is not imported here, and JAX words it differently."""
     text = str(error)
     if isinstance(error, MemoryError):
@@ -221,16 +221,7 @@ def out_of_memory(error: BaseException, command: str = "train") -> str | None:
         on_host = "/device:CPU:" in line  # TensorFlow's "on /job:.../device:CPU:0 by allocator cpu"
     else:
         return None
-    advice = MEMORY_ADVICE.get(command, OTHER_MEMORY_ADVICE)
-    if "--device cpu" in advice:  # not where it cannot help
-        from pipelines.environment import keras_backend
-
-        backend = keras_backend()
-        if on_host:
-            advice = HOST_MEMORY_ADVICE
-        elif backend != "tensorflow":
-            advice = BACKEND_MEMORY_ADVICE.get(backend, OTHER_BACKEND_MEMORY_ADVICE)
-    return f"Out of memory ({detail}). {advice}"
+    return f"Out of memory ({detail}). {memory_advice(command, on_host)}"
 
 
 def int_list(value: Optional[str], name: str) -> Optional[tuple[int, ...]]:
