@@ -387,14 +387,39 @@ def _libsndfile_reason(error: Exception) -> str:
     return reason.removeprefix("Error : ") or type(error).__name__
 
 
+_HZ_PER_MEL = 200.0 / 3  # librosa's constants, computed as it does
+_MIN_LOG_MEL = 1000.0 / _HZ_PER_MEL
+_LOG_STEP = np.log(6.4) / 27.0
+
+
+def _slaney_mels(hz: np.ndarray) -> np.ndarray:
+    """Hz to mels on librosa's default (Slaney) scale: linear below 1 kHz, logarithmic above."""
+    hz = np.asarray(hz, dtype=np.float64)
+    log_part = _MIN_LOG_MEL + np.log(np.maximum(hz, 1000.0) / 1000.0) / _LOG_STEP
+    return np.where(hz >= 1000.0, log_part, hz / _HZ_PER_MEL)
+
+
+def _slaney_hz(mels: np.ndarray) -> np.ndarray:
+    """The inverse of `_slaney_mels`."""
+    return np.where(mels >= _MIN_LOG_MEL, 1000.0 * np.exp(_LOG_STEP * (mels - _MIN_LOG_MEL)), _HZ_PER_MEL * mels)
+
+
 @functools.lru_cache(maxsize=64)
 def _empty_mel_bands(sample_rate: int, n_fft: int, num_mels: int, fmin: float, fmax: float) -> int:
-    """How many mel bands hold no FFT bin: they would read silence for every input."""
-    import librosa
+    """How many mel bands hold no FFT bin: they would read silence for every input.
 
-    with GLOBAL_STATE, warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # librosa's own "Empty filters detected" warning: counted here
-        weights = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=num_mels, fmin=fmin, fmax=fmax)
+    The weights of `librosa.filters.mel` (its defaults: Slaney scale and norm, float32) in numpy,
+    so that checking the settings does not import librosa (and numba) into the main process:
+    about 1 s and 140 MiB there, where only the workers decode audio."""
+    fftfreqs = np.fft.rfftfreq(n=n_fft, d=1.0 / sample_rate)
+    mel_f = _slaney_hz(np.linspace(_slaney_mels(fmin), _slaney_mels(fmax), num_mels + 2))
+    fdiff = np.diff(mel_f)
+    ramps = np.subtract.outer(mel_f, fftfreqs)
+    weights = np.zeros((num_mels, len(fftfreqs)), dtype=np.float32)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for i in range(num_mels):
+            weights[i] = np.maximum(0, np.minimum(-ramps[i] / fdiff[i], ramps[i + 2] / fdiff[i + 1]))
+        weights *= (2.0 / (mel_f[2 : num_mels + 2] - mel_f[:num_mels]))[:, np.newaxis]
     return int(np.sum(weights.max(axis=1) <= 0))
 
 

@@ -511,6 +511,31 @@ def test_mel_bands_that_would_hold_no_frequency_bin_are_refused_with_the_most_th
     small(num_mels=191).fit([(tone(440), SR)])
 
 
+@pytest.mark.parametrize("sample_rate, n_fft", [(8000, 64), (16000, 256), (16000, 512), (22050, 2048), (44100, 128)])
+def test_empty_mel_bands_are_counted_as_librosa_s_filters_have_them(sample_rate, n_fft):
+    # Counted in numpy, so that checking settings does not import librosa; the count must be librosa's.
+    from preprocess.audio import _empty_mel_bands
+
+    for num_mels, fmin, fmax_share in [(1, 0.0, 1.0), (16, 20.0, 1.0), (64, 0.0, 0.5), (128, 300.0, 0.9), (256, 20.0, 1.0), (1000, 1000.0, 1.0)]:
+        fmax = sample_rate / 2 * fmax_share
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            weights = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=num_mels, fmin=fmin, fmax=fmax)
+        expected = int(np.sum(weights.max(axis=1) <= 0))
+        assert _empty_mel_bands.__wrapped__(sample_rate, n_fft, num_mels, fmin, fmax) == expected, (num_mels, fmin, fmax)
+
+
+def test_checking_settings_does_not_import_librosa_into_the_main_process():
+    # librosa (and numba) cost train's main process about 1 s and 140 MiB; only the workers decode audio.
+    code = (
+        "import sys; from preprocess import AudioPreprocessor; "
+        "AudioPreprocessor(num_mels=64).validate_params(); "
+        "print(sorted(m for m in ('librosa', 'numba') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+
+
 def test_an_fft_window_longer_than_the_clip_is_refused():
     with pytest.raises(ValueError, match=r"`n_fft`=512 is longer than a whole clip \(0.01 s at 16000 Hz is 160 samples\)"):
         small(duration=0.01).fit([(tone(440), SR)])
