@@ -116,6 +116,15 @@ class DataSource:
     def predefined_split(self) -> bool:
         return self.full is None
 
+    @staticmethod
+    def folder_of(part: Dataset) -> str:
+        """The folder a predefined split was read from ("val"): its inputs' ids start with it."""
+        return part.ids[0].split("/")[0]
+
+    def warn_of_unused_share(self, name: str, flag: str, share: float) -> None:
+        """Say that `flag` (a share to split off as the `name` set) is not used: a folder is that set."""
+        logger.warning("%s/ is the %s set: %s %g is not used.", self.folder_of(getattr(self, name)), name, flag, share)
+
     def everything(self) -> Dataset:
         if self.full is not None:
             return self.full

@@ -279,10 +279,10 @@ def check_locality(
     if source.predefined_split:  # said, not silently ignored, as train says it
         if source.validation is not None:
             logger.warning(
-                "%s/ is not read: check-locality trains without a validation set.", source.validation.ids[0].split("/")[0]
+                "%s/ is not read: check-locality trains without a validation set.", source.folder_of(source.validation)
             )
         if source.test is not None and test_split != DEFAULT_TEST_SPLIT:
-            logger.warning("%s/ is the test set: --test-split %g is not used.", source.test.ids[0].split("/")[0], test_split)
+            source.warn_of_unused_share("test", "--test-split", test_split)
     # whether --quick left anything out (inputs or epochs), so that dropping it is advice
     trimmed = quick and epochs is None
     if source.predefined_split and source.test is not None:

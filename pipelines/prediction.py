@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from pipelines.cache import fitted_key
-from pipelines.datasets import printable_name, walk_files
+from pipelines.datasets import excerpt, printable_name, walk_files
 from pipelines.devices import configure_devices
 from pipelines.memory import predict_batch_size
 from pipelines.modality import Modality
@@ -252,7 +252,7 @@ def warn_of_unknown_texts(run: Run, inputs: list[str], x: np.ndarray) -> None:
     tokens = x if x.ndim == 2 else x[..., 0]  # with character n-grams, column 0 holds the characters
     unknown = np.flatnonzero(~(tokens > OOV_ID).any(axis=1))
     if len(unknown):
-        names = ", ".join(repr(printable_name(inputs[i])[:40]) for i in unknown[:3])
+        names = ", ".join(repr(excerpt(printable_name(inputs[i]))) for i in unknown[:3])
         more = f" and {len(unknown) - 3} more" if len(unknown) > 3 else ""
         level = "word" if run.preprocessor.level == "word" else "character"
         logger.warning(

@@ -121,7 +121,7 @@ def make_splits(source: DataSource, config: RunConfig) -> dict[str, Dataset]:
         for name, part in given.items():
             unseen = sorted(set(part.labels) - set(source.train.labels))
             if unseen:  # found now, not after training, at evaluate
-                folder = part.ids[0].split("/")[0]
+                folder = source.folder_of(part)
                 raise ConvpipeError(
                     f"{source.location}: {folder}/ has class(es) that train/ lacks: {', '.join(unseen)}; the model "
                     f"could never predict them. Add them to train/ or remove them from {folder}/."
@@ -130,9 +130,7 @@ def make_splits(source: DataSource, config: RunConfig) -> dict[str, Dataset]:
                  ("test", "--test-split", settings.test_split, TrainSettings.test_split))
         for name, flag, share, default in asked:
             if name in given and share != default:  # said, not silently ignored
-                logger.warning(
-                    "%s/ is the %s set: %s %g is not used.", given[name].ids[0].split("/")[0], name, flag, share
-                )
+                source.warn_of_unused_share(name, flag, share)
         # What is not given as a folder is split from train/.
         parts = split_dataset(
             source.train,

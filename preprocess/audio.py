@@ -123,8 +123,8 @@ class AudioPreprocessor(Preprocessor):
             )
 
     def _validate_shape_params(self) -> None:
-        """The checks of the parameters `output_shape` is computed from: cheap, unlike the mel
-        filters `validate_params` also builds (librosa's first import takes about a second)."""
+        """The checks of the parameters `output_shape` is computed from, without the mel-band
+        count `validate_params` also makes (a filter bank per call)."""
         for name in ("sample_rate", "hop_length", "num_mels"):
             check_int(name, getattr(self, name))
         if self.sample_rate > MAX_SAMPLE_RATE:  # a typo for 16000 would hang in resampling
@@ -415,10 +415,9 @@ def _empty_mel_bands(sample_rate: int, n_fft: int, num_mels: int, fmin: float, f
     mel_f = _slaney_hz(np.linspace(_slaney_mels(fmin), _slaney_mels(fmax), num_mels + 2))
     fdiff = np.diff(mel_f)
     ramps = np.subtract.outer(mel_f, fftfreqs)
-    weights = np.zeros((num_mels, len(fftfreqs)), dtype=np.float32)
     with np.errstate(divide="ignore", invalid="ignore"):
-        for i in range(num_mels):
-            weights[i] = np.maximum(0, np.minimum(-ramps[i] / fdiff[i], ramps[i + 2] / fdiff[i + 1]))
+        rising, falling = -ramps[:-2] / fdiff[:-1, np.newaxis], ramps[2:] / fdiff[1:, np.newaxis]
+        weights = np.maximum(0, np.minimum(rising, falling)).astype(np.float32)
         weights *= (2.0 / (mel_f[2 : num_mels + 2] - mel_f[:num_mels]))[:, np.newaxis]
     return int(np.sum(weights.max(axis=1) <= 0))
 
