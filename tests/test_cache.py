@@ -487,7 +487,8 @@ def test_the_fork_server_ignores_ctrl_c_while_it_imports(tmp_path):
 
     (tmp_path / "sigint_probe.py").write_text(  # a preloaded module that says what the server does with SIGINT
         "import os, signal\n"
-        "open(os.environ['PROBE_OUT'], 'w').write(str(signal.getsignal(signal.SIGINT) is signal.SIG_IGN))\n"
+        "open(os.environ['PROBE_OUT'] + '.tmp', 'w').write(str(signal.getsignal(signal.SIGINT) is signal.SIG_IGN))\n"
+        "os.replace(os.environ['PROBE_OUT'] + '.tmp', os.environ['PROBE_OUT'])\n"  # else it may be read still empty
     )
     script = """
 import signal, time, os
