@@ -492,6 +492,8 @@ def test_the_fork_server_ignores_ctrl_c_while_it_imports(tmp_path):
     )
     script = """
 import signal, time, os
+# as in a terminal: a shell's background job starts with Ctrl-C ignored, and would keep it so
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from pipelines.workers import prestart
 class Reader:
     worker_imports = ("sigint_probe",)
