@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -11,6 +12,8 @@ import keras
 from models.augment import add_augmentation
 from models.spec import ModelSpec, check_positive_int, given_spec, is_int
 from models.votes import add_votes, global_pool
+
+logger = logging.getLogger(__name__)
 
 
 def build_conv_model(
@@ -37,6 +40,10 @@ def build_conv_model(
     input_shape = check_input_shape(input_shape, spec)
     num_classes = check_positive_int("num_classes", num_classes, minimum=2)
     check_feature_maps(input_shape, spec)
+    spec.warn_of_ignored(text=False)
+    gap = spec.pooling_gap()
+    if gap:  # a warning, not an error: Keras builds it, and runs trained so must still resume
+        logger.warning("%s; use pool_stride <= pool_size.", gap)
 
     inputs = keras.Input(shape=tuple(input_shape), name="input")
     x = add_augmentation(inputs, spec.augment, spec.augment_kind)

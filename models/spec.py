@@ -7,6 +7,7 @@ config.json are three views of this one object.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import numbers
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,8 @@ CONV_ONLY = ("kernel_size", "pool_size", "pool_stride", "batch_norm", "augment",
 #: What `augment_kind` may be (models/augment.py draws them).
 AUGMENT_KINDS = ("image", "spectrogram")
 TEXT_ONLY = ("window_sizes", "text_kernel", "embedding_dim")
+
+logger = logging.getLogger(__name__)
 
 
 def is_int(value: Any) -> bool:
@@ -48,12 +51,16 @@ def given_spec(spec: Any, default: "ModelSpec") -> "ModelSpec":
 class ModelSpec:
     """Hyperparameters of a conv stack.
 
+    One spec serves both factories; each logs a warning naming the fields set (to other than
+    their defaults) that it does not read, and `validate` checks every field's value.
+
     Args:
         filters: image/audio: filters of each [Conv -> ReLU -> MaxPool] block, one block per
             value (so its length is the depth). Text: one value, the filters per window width.
         kernel_size: side of the square convolution filters (image/audio).
         pool_size: max-pooling window side (image/audio).
-        pool_stride: max-pooling stride (image/audio).
+        pool_stride: max-pooling stride (image/audio); larger than `pool_size`, it leaves rows
+            and columns of each map unread (the factory warns).
         head: how the last feature maps become a vector: `"flatten"` keeps where a feature was
             found (image/audio only); `"global_max"` / `"global_average"` keep only whether /
             how strongly on average; `"global_max_average"` keeps both, side by side. For text,
@@ -107,7 +114,10 @@ class ModelSpec:
                 object.__setattr__(self, name, float(str(value)) if type(value).__module__ == "numpy" else float(value))
 
     def validate(self, *, text: bool = False) -> "ModelSpec":
-        """Raise ValueError naming the first bad field; return self for chaining."""
+        """Raise ValueError naming the first bad field; return self for chaining.
+
+        Every field's value is checked whatever the model; `text` adds what the text model
+        needs of them together (one `filters` value, a pooling head)."""
         def positive_ints(name: str, allow_empty: bool = False) -> None:
             values = getattr(self, name)
             if not isinstance(values, tuple):
@@ -123,6 +133,7 @@ class ModelSpec:
 
         positive_ints("filters")
         positive_ints("dense", allow_empty=True)
+        positive_ints("window_sizes")
         for name in ("kernel_size", "pool_size", "pool_stride", "embedding_dim"):
             check_positive_int(name, getattr(self, name))
         if not isinstance(self.dropout, numbers.Real) or isinstance(self.dropout, bool) or not 0.0 <= self.dropout < 1.0:
@@ -135,14 +146,18 @@ class ModelSpec:
             raise ValueError(f"`augment_kind` must be one of {AUGMENT_KINDS}. Received: augment_kind={self.augment_kind!r}")
         if self.head is not None and self.head not in HEADS:
             raise ValueError(f"`head` must be one of {HEADS}. Received: head={self.head!r}")
+        if len(set(self.window_sizes)) != len(self.window_sizes):
+            # Each width is one branch of the model, named after it.
+            raise ValueError(
+                "`window_sizes` must be distinct. "
+                f"Received: window_sizes={','.join(map(str, self.window_sizes))}"
+            )
+        if self.text_kernel not in TEXT_KERNELS:
+            raise ValueError(
+                f"`text_kernel` must be one of {TEXT_KERNELS}. "
+                f"Received: text_kernel={self.text_kernel!r}"
+            )
         if text:
-            positive_ints("window_sizes")
-            if len(set(self.window_sizes)) != len(self.window_sizes):
-                # Each width is one branch of the model, named after it.
-                raise ValueError(
-                    "`window_sizes` must be distinct. "
-                    f"Received: window_sizes={','.join(map(str, self.window_sizes))}"
-                )
             if self.head == "flatten":
                 raise ValueError(
                     "Text models pool over positions: `head` must be global_max, global_average "
@@ -153,11 +168,6 @@ class ModelSpec:
                     "Text models take one `filters` value (filters per window width). "
                     f"Received: filters={','.join(map(str, self.filters))}"
                 )
-            if self.text_kernel not in TEXT_KERNELS:
-                raise ValueError(
-                    f"`text_kernel` must be one of {TEXT_KERNELS}. "
-                    f"Received: text_kernel={self.text_kernel!r}"
-                )
         return self
 
     @staticmethod
@@ -167,6 +177,35 @@ class ModelSpec:
         if not text:
             return TEXT_ONLY
         return CONV_ONLY + (("embedding_dim",) if text_kernel == "full" else ())
+
+    def warn_of_ignored(self, *, text: bool) -> None:
+        """Log a warning naming the fields set to other than their defaults that the factory for
+        text (or for image/audio) never reads: they change nothing, which should not pass
+        silently. A default, set or not, says nothing."""
+        def why(name: str) -> str:
+            if not text:
+                return "text only"
+            return "the full text kernel has no embedding" if name == "embedding_dim" else "image/audio only"
+
+        defaults = ModelSpec()
+        ignored = [
+            f"{name}={getattr(self, name)!r} ({why(name)})"
+            for name in self.unused_fields(text=text, text_kernel=self.text_kernel)
+            if getattr(self, name) != getattr(defaults, name)
+        ]
+        if ignored:
+            logger.warning("The %s model ignores %s.", "text" if text else "image/audio", ", ".join(ignored))
+
+    def pooling_gap(self) -> str | None:
+        """Why the pooling windows leave rows and columns of each feature map unread (a stride
+        larger than the window, which Keras allows), or None."""
+        if self.pool_stride <= self.pool_size:
+            return None
+        return (
+            f"pool_stride={self.pool_stride} is larger than pool_size={self.pool_size}: each pooling "
+            f"skips {self.pool_stride - self.pool_size} of every {self.pool_stride} rows and columns "
+            "of the feature maps, which no window reads"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}

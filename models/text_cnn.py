@@ -40,6 +40,7 @@ def build_text_model(
         ids_per_position)` with `ids_per_position` > 1) -> `(batch, num_classes)` probabilities.
     """
     spec = given_spec(spec, TEXT_DEFAULTS).validate(text=True)
+    spec.warn_of_ignored(text=True)
     num_classes = check_positive_int("num_classes", num_classes, minimum=2)
     positions = check_positive_int("positions", positions)
     num_ids = check_positive_int("num_ids", num_ids, minimum=2)  # the padding id and at least one other

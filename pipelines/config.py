@@ -215,6 +215,11 @@ class RunConfig:
         model_values = dict(values.get("model", {}))
         # Runs from before augmentation recorded no kind; theirs is the modality's (never used).
         model_values.setdefault("augment_kind", MODALITIES[modality].model_defaults.augment_kind)
+        # Knobs this modality's factory never reads read back as defaults, as `to_dict` leaves
+        # them out: runs before that recorded every field, and the factory warns of a set one.
+        kernel = model_values.get("text_kernel", MODALITIES[modality].model_defaults.text_kernel)
+        for name in ModelSpec.unused_fields(text=modality is Modality.text, text_kernel=kernel):
+            model_values.pop(name, None)
         try:
             model = ModelSpec.from_dict(model_values)
         except (TypeError, ValueError) as error:
@@ -327,7 +332,8 @@ def check_applies(
         return " (image and audio models only)" if name.startswith("augment") else f" (they use {window_sizes})"
 
     for name in ModelSpec.unused_fields(text=text):
-        if name in layer.get("model", {}):
+        # a run's record is no choice: older runs recorded every field (from_dict drops them)
+        if name in layer.get("model", {}) and not run_record:
             raise ConvpipeError(
                 f"{config_file}: [model] {name} does not apply to {modality.value} models{hint(name, 'window_sizes')}."
             )
@@ -510,6 +516,12 @@ def resolve_config(
         raise ConvpipeError(f"{config_file}: [train] {error.name} {error.reason}") from None
     except (TypeError, ValueError) as error:  # e.g. learning_rate = "fast" in a TOML file
         raise ConvpipeError(f"Invalid setting: {error}") from None
+    gap = config.model.pooling_gap() if config.modality is not Modality.text else None
+    if gap:  # refused for a new run; the library only warns, so that older runs still resume
+        raise ConvpipeError(
+            f"{gap}; lower --pool-stride to {config.model.pool_size} "
+            f"or raise --pool-size to {config.model.pool_stride}."
+        )
     if config.train.jit and config.model.augment and config.model.augment_kind == "image":
         # Keras would turn XLA off for the whole model with a warning, and the run record it on
         raise ConvpipeError(

@@ -1087,6 +1087,8 @@ def test_unknown_modality_lists_the_choices(cli_runner, image_folder):
         (lambda d: ["--modality", "text", "--data", d, "--window-sizes", "3,3"], ["`window_sizes` must be distinct"]),
         (lambda d: ["--modality", "text", "--data", d, "--kernel-size", "99"], ["--kernel-size does not apply to text models"]),
         (lambda d: ["--modality", "text", "--data", d, "--batch-norm"], ["--batch-norm does not apply to text models"]),
+        (lambda d: ["--modality", "image", "--data", d, "--pool-stride", "3"],
+         ["pool_stride=3 is larger than pool_size=2", "lower --pool-stride to 2 or raise --pool-size to 3"]),
         (lambda d: ["--modality", "image", "--data", d, "--level", "word"], ["--level does not apply to image inputs"]),
         (lambda d: ["--modality", "audio", "--data", d, "--window-sizes", "3"], ["--window-sizes does not apply to audio models"]),
         (lambda d: ["--data", d, "--config", toml(d, "modality = 5")], ["run.toml: modality must be a string, got 5"]),

@@ -223,6 +223,37 @@ def test_defaults_and_unset_flags_of_other_modalities_are_fine():
 
 
 @pytest.mark.parametrize("modality", list(Modality))
+def test_an_older_runs_config_json_with_every_knob_still_trains_again(tmp_path, modality):
+    config = resolve_config(modality.value)
+    recorded = config.to_dict()
+    # Runs before the unused knobs were left out recorded them all, some set (flags took them).
+    other = {"kernel_size": 5} if modality is Modality.text else {"window_sizes": [7], "embedding_dim": 8}
+    recorded["model"] = {**config.model.to_dict(), **other}
+    (tmp_path / "config.json").write_text(json.dumps({"run_format": 1, "config": recorded}), encoding="utf-8")
+    assert RunConfig.from_dict(recorded).model == config.model  # read back as defaults: no warning
+    assert resolve_config(None, config_file=tmp_path / "config.json").model == config.model
+
+
+@pytest.mark.parametrize(
+    "model, toml, message",
+    [
+        ({"pool_stride": 3}, "", "pool_stride=3 is larger than pool_size=2: each pooling skips 1 of every 3 rows"),
+        ({}, "pool_size = 1\npool_stride = 2", "pool_stride=2 is larger than pool_size=1"),
+        ({"pool_size": 3, "pool_stride": 2}, "", None),  # overlapping windows read everything
+        ({"pool_size": 2, "pool_stride": 2}, "", None),
+    ],
+)
+def test_a_pooling_stride_larger_than_its_window_is_refused(toml_file, model, toml, message):
+    toml_file.write_text(TOML.replace("dropout = 0.1", f"dropout = 0.1\n{toml}"), encoding="utf-8")
+    if message is None:
+        assert resolve_config(None, config_file=toml_file, model=model).model.pool_stride == model["pool_stride"]
+        return
+    with pytest.raises(ConvpipeError, match=re.escape(message)) as error:
+        resolve_config(None, config_file=toml_file, model=model)
+    assert "lower --pool-stride" in str(error.value) and "raise --pool-size" in str(error.value)
+
+
+@pytest.mark.parametrize("modality", list(Modality))
 def test_config_json_records_only_the_knobs_the_model_has(modality):
     config = resolve_config(modality.value)
     recorded = config.to_dict()["model"]

@@ -87,6 +87,53 @@ def test_invalid_spec_raises_value_error_naming_the_field(changes, name):
         build_conv_model((8, 8, 1), 3, spec)
 
 
+@pytest.mark.parametrize(
+    "build, changes, name",
+    [
+        ("text", {"pool_size": 0}, "pool_size"),  # unused by the text model, still a bad value
+        ("text", {"augment": 0.9}, "augment"),
+        ("conv", {"window_sizes": (0,)}, "window_sizes"),  # was accepted: checked for text only
+        ("conv", {"window_sizes": (3, 3)}, "window_sizes"),
+        ("conv", {"text_kernel": "sparse"}, "text_kernel"),
+        ("conv", {"embedding_dim": 0}, "embedding_dim"),
+    ],
+)
+def test_every_field_is_checked_whichever_model_reads_it(build, changes, name):
+    with pytest.raises(ValueError, match=f"`{name}`"):
+        if build == "text":
+            build_text_model(10, 20, 3, ModelSpec(**{**TINY_TEXT.to_dict(), **changes}))
+        else:
+            build_conv_model((8, 8, 1), 3, ModelSpec(**{**TINY.to_dict(), **changes}))
+
+
+@pytest.mark.parametrize(
+    "build, changes, message",
+    [
+        ("conv", {"window_sizes": (2,)}, "The image/audio model ignores window_sizes=(2,) (text only)."),
+        ("text", {"pool_size": 3, "batch_norm": True},
+         "The text model ignores pool_size=3 (image/audio only), batch_norm=True (image/audio only)."),
+        ("text", {"text_kernel": "full"},  # TINY_TEXT's embedding_dim=5
+         "The text model ignores embedding_dim=5 (the full text kernel has no embedding)."),
+        ("conv", {"pool_stride": 3}, "pool_stride=3 is larger than pool_size=2: each pooling skips 1 of every 3"),
+        ("conv", {}, None),  # settings left at their defaults say nothing
+        ("text", {}, None),
+        ("conv", {"pool_size": 3, "pool_stride": 2}, None),  # overlapping windows read everything
+    ],
+)
+def test_settings_that_change_nothing_are_logged(caplog, build, changes, message):
+    with caplog.at_level("WARNING", logger="models"):
+        if build == "text":
+            model = build_text_model(10, 20, 3, ModelSpec(**{**TINY_TEXT.to_dict(), **changes}))
+        else:
+            model = build_conv_model((8, 8, 1), 3, ModelSpec(**{**TINY.to_dict(), **changes}))
+    assert model.output_shape == (None, 3)  # built all the same
+    warnings = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
+    if message is None:
+        assert warnings == []
+    else:
+        assert len(warnings) == 1 and warnings[0].startswith(message), warnings
+
+
 def test_a_string_of_filters_is_named_whole_not_split_into_letters():
     with pytest.raises(ValueError, match="Received: filters='sixteen'"):
         ModelSpec(filters="sixteen").validate()
