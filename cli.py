@@ -588,6 +588,7 @@ def evaluate(
 
     Cache options left out are the ones the run was trained with."""
     from pipelines.evaluation import evaluate as run_evaluation
+    from pipelines.report_html import scored_location
 
     setup_logging(False)  # the library's warnings (data folders, copies) read "warning: ...", as in train
 
@@ -602,7 +603,7 @@ def evaluate(
         f"weighted-F1 {report['weighted_f1']:.3f}   ECE {report['calibration']['ece']:.3f}   "
         f"n={report['n_samples']}   mistakes {len(report['misclassified'])}"
     )
-    print_per_class(report, title=f"{report['modality']} run on {report['data']['location']}")
+    print_per_class(report, title=f"{report['modality']} run on {scored_location(report['data'])}")
     if report["top_confusions"]:
         confusions = ", ".join(f"{c['true']} -> {c['predicted']} ({c['count']})" for c in report["top_confusions"][:5])
         console.print(f"most confused: {shown(confusions)}")

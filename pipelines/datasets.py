@@ -313,6 +313,15 @@ def label_key(label: str) -> str:
     return str(int(key)) if key.isdigit() and key.isascii() else key
 
 
+def retyped(unknown: list[str], known: list[str]) -> list[tuple[str, str]]:
+    """(label, class) for each of the `unknown` labels that is one of the `known` classes typed
+    another way (case, spaces, leading zeros; see `label_key`), where only one class matches."""
+    keys: dict[str, list[str]] = {}
+    for label in known:
+        keys.setdefault(label_key(label), []).append(label)
+    return [(label, keys[label_key(label)][0]) for label in unknown if len(keys.get(label_key(label), [])) == 1]
+
+
 def printable_name(name: str) -> str:
     """A file name as valid text: bytes that are not UTF-8 become \\xNN escapes (stable, so the
     same file always gets the same id, and JSON can hold it)."""

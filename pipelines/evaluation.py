@@ -14,7 +14,7 @@ import numpy as np
 from pipelines import mistake_previews, report_figures
 from pipelines import report_sections as sections
 from pipelines.calibration import calibration
-from pipelines.datasets import VALIDATION_FOLDERS, Dataset, label_key, load_source
+from pipelines.datasets import VALIDATION_FOLDERS, Dataset, load_source, retyped
 from pipelines.cache import PreprocessCache
 from pipelines.featurize import Skipped, encode_to_shards, read_cached
 from pipelines.leakage import copies_of_earlier
@@ -76,8 +76,9 @@ class TrainingData:
         return None
 
 
-def evaluation_data(run: Run, data: str | None, training: TrainingData) -> tuple[Dataset, str]:
-    """The inputs to score: `data`'s test part (or all of it), else the run's own test split."""
+def evaluation_data(run: Run, data: str | None, training: TrainingData) -> tuple[Dataset, str, str | None]:
+    """The inputs to score: `data`'s test part (or all of it), else the run's own test split;
+    where they are; and the folder of `data` scored, when that is its test folder alone."""
     if data is not None:
         source = load_source(data, run.config.modality)
         if source.predefined_split and source.test is None:
@@ -87,8 +88,12 @@ def evaluation_data(run: Run, data: str | None, training: TrainingData) -> tuple
             raise ConvpipeError(
                 f"{data} has train/ and {folder} but no test/ to score: pass the folder to score itself{example}."
             )
-        # absolute, as train records its data, so compare shows one file under one name
-        return (source.test if source.predefined_split else source.full), str(Path(data).expanduser().resolve())
+        # absolute, as train records its data, so compare shows one file under one name; a
+        # split's test/ is named apart, so the location matches a run trained on `data`
+        location = str(Path(data).expanduser().resolve())
+        if source.predefined_split:
+            return source.test, location, source.folder_of(source.test)
+        return source.full, location, None
     if not run.split.get("test"):
         raise ConvpipeError(f"{run.path} has no held-out test inputs; pass --data to evaluate on other data.")
     # the built-in demo data changes with convpipe's version, and no path holds the old one
@@ -107,7 +112,7 @@ def evaluation_data(run: Run, data: str | None, training: TrainingData) -> tuple
             f"{training.location} changed since training: its recorded test inputs are no longer the "
             f"same (edited, reordered or replaced). {advice}"
         )
-    return dataset, training.location
+    return dataset, training.location, None
 
 
 def copies_of_training_inputs(
@@ -171,10 +176,7 @@ def retyped_labels(unknown: list[str], known: list[str]) -> str:
     """A sentence naming the `unknown` labels that are one of the run's classes typed another
     way (case, spaces, leading zeros), or "": a class name must match exactly, since training
     keeps "Cat" and "cat" apart, so evaluate does not guess."""
-    keys: dict[str, list[str]] = {}
-    for label in known:
-        keys.setdefault(label_key(label), []).append(label)
-    pairs = [f"{label!r} as {keys[label_key(label)][0]!r}" for label in unknown if len(keys.get(label_key(label), [])) == 1]
+    pairs = [f"{label!r} as {known_label!r}" for label, known_label in retyped(unknown, known)]
     if not pairs:
         return ""
     more = f" and {len(pairs) - 3} more" if len(pairs) > 3 else ""
@@ -200,7 +202,7 @@ def evaluate(
     run = Run.open(run_path)
     settings = run.config.train
     training = TrainingData(run)
-    dataset, location = evaluation_data(run, data, training)
+    dataset, location, folder = evaluation_data(run, data, training)
     unknown = sorted(set(dataset.labels) - set(run.labels))
     if unknown:
         raise ConvpipeError(
@@ -250,7 +252,7 @@ def evaluate(
         report = {
             "run": str(run.path),
             "data": sections.data_summary(
-                run, location, dataset, used, data is None, skipped.entries, copies
+                run, location, dataset, used, data is None, skipped.entries, copies, folder
             ),
             "modality": run.config.modality.value,
             **metrics,

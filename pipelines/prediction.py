@@ -21,10 +21,15 @@ from pipelines.parallel_read import chunk_size
 from pipelines.progress import ProgressCallback, ProgressReporter, stage
 from pipelines.run_dir import Run
 from pipelines.workers import Workers, borrowed
-from preprocess import ConvpipeError, InputError
+from preprocess import AudioPreprocessor, ConvpipeError, InputError
 from preprocess.text import OOV_ID, is_blank
 
 logger = logging.getLogger(__name__)
+
+#: A clip whose loudest sample lies below this many dB of full scale is silence, as far as a
+#: prediction goes. Its spectrogram cannot tell: decibels are measured from each clip's own
+#: peak (`top_db`), so faint hiss reads like a loud clip.
+SILENT_PEAK_DBFS = -60.0
 
 
 def _file_kind(value: str) -> str | None:
@@ -144,10 +149,11 @@ PARALLEL_AFTER_SECONDS = 3.0
 def encode_inputs(
     run: Run, inputs: list[str], sources: list[Any], workers: Workers | int | None = 1,
     progress: ProgressCallback | None = None,
-) -> tuple[np.ndarray, list[int], list[tuple[str, str]]]:
-    """Every usable input's array, in one block; the indices of those inputs; and, for each one
-    that cannot be used, (name, reason). Inputs that take long to decode are decoded by
-    `workers` processes."""
+) -> tuple[np.ndarray, list[int], list[tuple[str, str]], np.ndarray]:
+    """Every usable input's array, in one block; the indices of those inputs; for each one
+    that cannot be used, (name, reason); and which rows of the block are silent clips (see
+    `SILENT_PEAK_DBFS`; none for images and texts). Inputs that take long to decode are
+    decoded by `workers` processes."""
     preprocessor = run.preprocessor
     tasks = list(enumerate(sources))
     with borrowed(workers, type(preprocessor)) as pool:
@@ -174,27 +180,39 @@ def encode_inputs(
             progress=None if progress is None else lambda count: progress(min((count + 1) * size, len(tasks)), len(tasks)),
         )
     x = np.empty((len(inputs), *preprocessor.output_shape), dtype=preprocessor.output_dtype)
-    kept, failed = [], []
+    kept, failed, silent = [], [], np.zeros(len(inputs), dtype=bool)
     for chunk in done:
-        for index, row, reason in chunk:
+        for index, row, reason, quiet in chunk:
             if reason is not None:
                 failed.append((printable_name(inputs[index]), reason))
                 continue
-            x[len(kept)] = row
+            x[len(kept)], silent[len(kept)] = row, quiet
             kept.append(index)
         chunk.clear()  # each row is held once more only until it is copied in
-    return x[: len(kept)], kept, failed
+    return x[: len(kept)], kept, failed, silent[: len(kept)]
 
 
-def _transform_chunk(preprocessor: Any, chunk: list[tuple[int, Any]]) -> list[tuple[int, Any, str | None]]:
-    """(index, array, None) for each input of `chunk` that can be used, (index, None, reason) else."""
+def _transform_chunk(preprocessor: Any, chunk: list[tuple[int, Any]]) -> list[tuple[int, Any, str | None, bool]]:
+    """(index, array, None, silent) for each input of `chunk` that can be used, (index, None,
+    reason, False) else."""
     rows = []
     for index, source in chunk:
         try:
-            rows.append((index, preprocessor.transform_one(source), None))
+            row, quiet = _transform_one(preprocessor, source)
+            rows.append((index, row, None, quiet))
         except InputError as error:
-            rows.append((index, None, error.reason))
+            rows.append((index, None, error.reason, False))
     return rows
+
+
+def _transform_one(preprocessor: Any, source: Any) -> tuple[np.ndarray, bool]:
+    """`source`'s array, and whether it is a silent clip. A clip is decoded once, for both: the
+    spectrogram of its decoded waveform (the part the model reads) is the file's."""
+    if not isinstance(preprocessor, AudioPreprocessor):
+        return preprocessor.transform_one(source), False
+    waveform = preprocessor.load_waveform(source)
+    peak = float(np.max(np.abs(waveform), initial=0.0))
+    return preprocessor.transform_one((waveform, preprocessor.sample_rate)), peak < 10 ** (SILENT_PEAK_DBFS / 20)
 
 
 def _transform_chunk_in_child(fit: str, name: str, config: dict, state: tuple, chunk: list) -> list:
@@ -261,6 +279,20 @@ def warn_of_unknown_texts(run: Run, inputs: list[str], x: np.ndarray) -> None:
         )
 
 
+def warn_of_silent_clips(inputs: list[str], silent: np.ndarray) -> None:
+    """Say which clips are silent (see `SILENT_PEAK_DBFS`): the model still gives each a class,
+    one that says nothing about the clip unless the run learned a class of silence."""
+    found = np.flatnonzero(silent)
+    if len(found):
+        names = ", ".join(printable_name(inputs[i]) for i in found[:3])
+        more = f" and {len(found) - 3} more" if len(found) > 3 else ""
+        logger.warning(
+            "%d of %d clips are silent, their loudest sample below %g dBFS (%s%s): their predictions say nothing "
+            "about them, unless the run was trained on a class of silence.",
+            len(found), len(inputs), SILENT_PEAK_DBFS, names, more,
+        )
+
+
 def predict(
     run_path: Path, inputs: list[str], top_k: int = 3, device: str = "auto", skip_bad: bool = False,
     skipped: list[tuple[str, str]] | None = None, workers: int | None = None, progress: ProgressReporter | None = None,
@@ -285,7 +317,7 @@ def predict(
     run.preprocessor  # a damaged preprocessor.json is named as such, not as a missing input
     inputs, sources = expanded_sources(run, inputs, skip_bad, literal_text)  # every input checked before any is decoded
     run.model  # files that do not fit together are refused before any input is decoded
-    x, kept, failed = encode_inputs(run, inputs, sources, workers, stage(progress, "reading inputs"))
+    x, kept, failed, silent = encode_inputs(run, inputs, sources, workers, stage(progress, "reading inputs"))
     if failed and (not skip_bad or not kept):
         hint = "" if skip_bad else "; pass --skip-bad to predict the others"
         raise ConvpipeError(unusable_inputs(failed, len(inputs)) + (hint if kept else "") + ("" if len(inputs) == 1 else "."))
@@ -294,6 +326,7 @@ def predict(
     inputs, sources = [inputs[i] for i in kept], [sources[i] for i in kept]
     if run.config.modality is Modality.text:
         warn_of_unknown_texts(run, inputs, x)
+    warn_of_silent_clips(inputs, silent)
     # Batch by batch: model.predict on the whole array copied it into TensorFlow twice over
     # (6,000 images: 4.2 GB at the peak, for 0.8 GB of inputs).
     size = predict_batch_size(run.model)

@@ -203,7 +203,7 @@ def _data(report: dict[str, Any]) -> str:
     own = "its own held-out test split" if data.get("own_test_split") else "data given with --data"
     copies = data.get("test_copies_of_training_inputs")
     return (
-        f"<p>Scored on {escape(str(data.get('location', '')))} ({own}); trained on "
+        f"<p>Scored on {escape(scored_location(data))} ({own}); trained on "
         f"{escape(str(data.get('trained_on')))}.</p>"
         + (f"<p><b>{copies} of the scored inputs are exact copies of training inputs</b>; these scores count them.</p>" if copies else "")
         + f"<table><thead><tr><th>class</th>{''.join(f'<th>{escape(c)}</th>' for c in columns)}</tr></thead>"
@@ -238,6 +238,14 @@ def _calibration_table(calibration: dict[str, Any]) -> str:
     )
 
 
+def scored_location(data: dict[str, Any]) -> str:
+    """Where a report's inputs came from, for people: `location`, and the folder of it scored
+    (`location` alone is what `compare` matches, as a run trained on it records it)."""
+    folder = data.get("folder") if isinstance(data, dict) else None
+    location = str(data.get("location", "")) if isinstance(data, dict) else str(data)
+    return f"{location}, its {folder}/ folder" if folder else location
+
+
 def render_report(report: dict[str, Any], figures: dict[str, bytes], previews: list[dict[str, Any]]) -> str:
     """The whole page for a report.json dictionary, its figures (PNG bytes by file name) and the
     previews of the most confident mistakes (see `mistake_previews.previews`)."""
@@ -245,7 +253,7 @@ def render_report(report: dict[str, Any], figures: dict[str, bytes], previews: l
     calibration = report.get("calibration", {})
     title = f"{report['modality']} run {report['run']}"
     sections = [
-        f"<h1>Evaluation report</h1><p class='muted'>{escape(title)} · scored on {escape(str(report['data']['location']))}</p>",
+        f"<h1>Evaluation report</h1><p class='muted'>{escape(title)} · scored on {escape(scored_location(report['data']))}</p>",
         _headline(report),
         _baseline(report),
         "<h2>Per class</h2>", _per_class(report),

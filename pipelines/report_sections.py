@@ -76,10 +76,12 @@ def data_fingerprint(location: str, dataset: Dataset) -> str:
 
 def data_summary(
     run: Run, location: str, dataset: Dataset, used: Dataset, own_test_split: bool, skipped: list[dict[str, str]],
-    copies: int | None = None,
+    copies: int | None = None, folder: str | None = None,
 ) -> dict[str, Any]:
     return {
         "location": location,
+        # the folder of `location` scored: a --data folder with train/ and test/ is scored on test/ alone
+        "folder": folder,
         "own_test_split": own_test_split,
         "trained_on": run.document.get("data_source", run.config.data),
         "class_counts": run.document.get("class_counts", {}),

@@ -18,7 +18,7 @@ import numpy as np
 from pipelines import environment
 from pipelines.cache import PreprocessCache, fitted_digest
 from pipelines.config import READING_SETTINGS, RunConfig, TrainSettings
-from pipelines.datasets import Dataset, DataSource, label_key, load_source, split_dataset
+from pipelines.datasets import Dataset, DataSource, label_key, load_source, retyped, split_dataset
 from pipelines.defaults import build_preprocessor, fitted_choices
 from pipelines.featurize import Skipped, check_skip_share, encode_to_shards, fit_cached, read_cached
 from pipelines.heartbeat import heartbeat
@@ -121,10 +121,17 @@ def make_splits(source: DataSource, config: RunConfig) -> dict[str, Dataset]:
         for name, part in given.items():
             unseen = sorted(set(part.labels) - set(source.train.labels))
             if unseen:  # found now, not after training, at evaluate
-                folder = source.folder_of(part)
+                folder, train = source.folder_of(part), source.folder_of(source.train)
+                renames = [f"{folder}/{label}/ to {folder}/{known}/" for label, known in retyped(unseen, sorted(set(source.train.labels)))]
+                more = f" and {len(renames) - 3} more" if len(renames) > 3 else ""
+                # "Cat" in train/ and "cat" in test/ are two classes: the folder to rename is named
+                retyped_note = (
+                    f" Some differ from {train}/'s only in case, spacing or leading zeros: rename {', '.join(renames[:3])}{more}."
+                    if renames else ""
+                )
                 raise ConvpipeError(
-                    f"{source.location}: {folder}/ has class(es) that train/ lacks: {', '.join(unseen)}; the model "
-                    f"could never predict them. Add them to train/ or remove them from {folder}/."
+                    f"{source.location}: {folder}/ has class(es) that {train}/ lacks: {', '.join(unseen)}; the model "
+                    f"could never predict them. Add them to {train}/ or remove them from {folder}/.{retyped_note}"
                 )
         asked = (("validation", "--val-split", settings.val_split, TrainSettings.val_split),
                  ("test", "--test-split", settings.test_split, TrainSettings.test_split))

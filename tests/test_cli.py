@@ -265,6 +265,20 @@ def test_train_refuses_test_or_val_classes_that_train_lacks(cli_runner, tmp_path
     assert not (tmp_path / "run").exists()
 
 
+def test_train_names_the_folder_to_rename_for_classes_that_differ_from_train_only_in_case(cli_runner, tmp_path):
+    # Train/Alpha and test/alpha are two classes: the refusal names the folder to rename, as evaluate does
+    write_image_folder(tmp_path / "data" / "Train", classes=("Alpha", "beta", "07"), per_class=3)
+    write_image_folder(tmp_path / "data" / "test", classes=("alpha", "beta", "7", "delta"), per_class=2, seed=1)
+    result = invoke(
+        cli_runner, ["train", "--modality", "image", "--data", tmp_path / "data", "--out", tmp_path / "run", *TINY_IMAGE]
+    )
+    assert_one_line_error(
+        result, "test/ has class(es) that Train/ lacks: 7, alpha, delta", "Add them to Train/",
+        "differ from Train/'s only in case, spacing or leading zeros: rename test/7/ to test/07/, test/alpha/ to test/Alpha/.",
+    )
+    assert "delta/ to" not in result.output
+
+
 def test_unreadable_inputs_are_skipped_and_recorded(cli_runner, image_folder, tmp_path):
     (image_folder / "beta" / "broken.png").write_bytes(b"not a png")
     (image_folder / "gamma" / "notes.txt").write_text("ignored")
@@ -589,6 +603,20 @@ def test_predict_says_which_texts_hold_no_word_the_run_knows(cli_runner, text_ru
     with caplog.at_level("WARNING"):
         invoke(cli_runner, ["predict", text_run.run_dir, "banana zzz"])  # one known word is enough
     assert "vocabulary" not in caplog.text
+
+
+def test_predict_says_which_clips_are_silent(cli_runner, audio_run, tmp_path, caplog):
+    # Digital silence, and hiss so faint (-66 dBFS) that its spectrogram, measured from its own
+    # peak, reads like a loud clip: each gets a class all the same, one that says nothing.
+    hiss = np.random.default_rng(0).uniform(-5e-4, 5e-4, 4000).astype(np.float32)
+    silent = [write_wav(tmp_path / "silence.wav", np.zeros(4000, dtype=np.float32)), write_wav(tmp_path / "hiss.wav", hiss)]
+    soft = write_wav(tmp_path / "soft.wav", tone(1500.0, amplitude=0.01))  # -40 dBFS: quiet, and heard
+    loud = next(audio_run.data.rglob("*.wav"))
+    with caplog.at_level("WARNING"):
+        result = invoke(cli_runner, ["predict", audio_run.run_dir, silent[0], loud, silent[1], soft, "--json"])
+    assert result.exit_code == 0, describe_result(result)
+    assert len(json.loads(result.stdout)) == 4  # all predicted, as asked
+    assert f"2 of 4 clips are silent, their loudest sample below -60 dBFS ({silent[0]}, {silent[1]})" in caplog.text
 
 
 @pytest.mark.parametrize("command", ["evaluate", "predict"])
@@ -1647,6 +1675,7 @@ def test_predict_decodes_in_worker_processes_only_when_it_would_take_long_here(a
     paths = sorted(Path(audio_run.data).rglob("*.wav")) * 3
     (tmp_path / "bad.wav").write_bytes(b"RIFF junk")
     paths.insert(5, tmp_path / "bad.wav")
+    paths.append(write_wav(tmp_path / "silence.wav", np.zeros(4000, dtype=np.float32)))  # in a worker's chunk
     names = [str(p) for p in paths]
     started = []
     children = Workers._children
@@ -1656,11 +1685,12 @@ def test_predict_decodes_in_worker_processes_only_when_it_would_take_long_here(a
         monkeypatch.setattr(pipelines.prediction, "PARALLEL_AFTER_SECONDS", after)
         results[after] = pipelines.prediction.encode_inputs(run, names, paths, workers=2)
     assert started == [2]  # only for the second
-    (x_here, kept_here, failed_here), (x_there, kept_there, failed_there) = results.values()
+    (x_here, kept_here, failed_here, silent_here), (x_there, kept_there, failed_there, silent_there) = results.values()
     assert len(paths) > 2 * pipelines.prediction.chunk_size(len(paths), 2)  # chunks went to the workers
     np.testing.assert_array_equal(x_here, x_there)  # the children's fitted preprocessor is the run's
     assert kept_here == kept_there == [i for i in range(len(paths)) if i != 5]
     assert failed_here == failed_there and failed_here[0][0] == str(tmp_path / "bad.wav")
+    assert silent_here.tolist() == silent_there.tolist() == [False] * (len(kept_here) - 1) + [True]
 
 
 def test_most_confused_reads_true_class_then_predicted_class(cli_runner, tmp_path, monkeypatch):

@@ -880,6 +880,10 @@ def test_evaluate_data_with_train_and_test_folders_scores_the_test_folder_only(c
     assert report["n_samples"] == 6
     assert sum(map(sum, report["confusion_matrix"])) == 6
     assert report["data"]["evaluated_class_counts"] == {"alpha": 2, "beta": 2, "gamma": 2}
+    # named as a run trained on the folder names it (what compare matches), and said to be its test/
+    assert report["data"]["location"] == str(data.resolve()) and report["data"]["folder"] == "test"
+    assert "its test/ folder" in " ".join(result.output.split())  # the table's title, maybe wrapped
+    assert f"Scored on {data.resolve()}, its test/ folder (data given with --data)" in (tmp_path / "r" / "report.html").read_text()
 
     (data / "test").rename(data / "val")
     result = invoke(cli_runner, ["evaluate", image_run.run_dir, "--data", data, "--out", tmp_path / "r2"])
