@@ -491,8 +491,8 @@ def child_featurize(modality: str, data: str, cache_dir: str, workers: str) -> d
     import_decoders(MODALITIES[Modality(modality)].preprocessor)
     started = time.perf_counter()
     dataset = load_source(data, Modality(modality)).full
-    preprocessor, _ = build_preprocessor(Modality(modality), {}, dataset)
     cache = PreprocessCache(Path(cache_dir))
+    preprocessor, _ = build_preprocessor(Modality(modality), {}, dataset, cache=cache)  # its probes are cached too
     with Workers(int(workers), type(preprocessor)) as pool:  # as `train` does: one set of workers for every step
         items, _ = read_cached(preprocessor, dataset, "train", Skipped(), False, cache, pool)
         fit_cached(preprocessor, items)

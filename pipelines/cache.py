@@ -8,6 +8,8 @@ hand:
     fits/<key>.json (+ .npz)       a fitted preprocessor; key = hash(read config, training entries)
     shards/<key>/NNNNN.npy         encoded arrays of one split, in order, for streaming
                                    key = hash(entry keys in order, fitted preprocessor, version)
+    probes (in entries.sqlite)     what a look at sampled training files chose (`probe`)
+                                   key = hash(the sampled files' identities, arguments, version)
 
 `read` is stateless, so its entries serve the fit as well: a warm run decodes nothing, not even
 to learn the vocabulary or the audio statistics. A changed preprocessing parameter changes every
@@ -28,7 +30,7 @@ import os
 import shutil
 import sqlite3
 import stat as stat_module
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +57,9 @@ logger = logging.getLogger(__name__)
 #:    truncated); transparency marked by a colour (PNG tRNS) or an RGBA palette composited.
 #: 8: the tRNS gray of 1-, 2-, 4- and 16-bit gray PNGs composited too.
 CACHE_FORMAT = 8
+#: Bumped when a probe can give another result for the same files (a change to
+#: `preprocess.probe_images` or to `defaults.clip_length_median`); stored probes are then never read.
+PROBE_VERSION = 1
 
 
 def default_cache_dir() -> Path:
@@ -171,6 +176,7 @@ class CacheStats:
     shard_hits: int = 0
     shard_misses: int = 0
     fit_hits: int = 0  # fits restored instead of recomputed
+    probe_hits: int = 0  # probes of sampled training files answered without opening them
 
 
 @contextlib.contextmanager
@@ -354,6 +360,34 @@ class PreprocessCache:
             items.append(result.item)
         self.store(fresh)
         return items
+
+    def probe(self, name: str, sample: Sequence[Any], arguments: dict[str, Any], compute: Callable[[], Any]) -> Any:
+        """`compute()`, a look at `sample` (training files) before any input is read, or what it
+        returned for the same files and `arguments` before: a warm run would otherwise open them
+        again, and Pillow finds a PNG's EXIF orientation only by decoding the whole file.
+
+        The result must survive JSON unchanged. Files are identified as `read` entries are (a
+        changed, added or removed file is probed again); a sample with in-memory inputs, and a
+        temporary cache (`--no-cache`), are probed each time and nothing is stored.
+        """
+        if self.temporary or not all(isinstance(x, (str, os.PathLike)) for x in sample):
+            return compute()
+        identities = [input_identity(Path(x), self.verify) for x in sample]
+        key = digest("probe", PROBE_VERSION, CACHE_FORMAT, __version__, name, arguments, identities)
+        # An unusable cache is not reported here: reading the inputs next says so in one line.
+        try:
+            found = self.entries.get_batch(key)
+        except (OSError, sqlite3.Error):
+            return compute()
+        if isinstance(found, dict) and "result" in found:
+            self.stats.probe_hits += 1
+            return found["result"]
+        result = compute()
+        try:
+            self.entries.put_batch(key, {"result": result})
+        except (OSError, sqlite3.Error) as error:  # only the next run's shortcut is lost
+            logger.info("could not remember the %s probe in the cache (%s)", name, error)
+        return result
 
     def shard_folder(self, key: str) -> Path:
         return self.root / "shards" / key

@@ -5,14 +5,16 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
+from pipelines.cache import PreprocessCache
 from pipelines.datasets import Dataset
 from pipelines.modality import MODALITIES, Modality
 from preprocess import InputWarning, Preprocessor, TextPreprocessor, probe_images
-from preprocess.image import MAX_PIXELS
+from preprocess.image import MAX_PIXELS, probe_sample
 from preprocess.text import MAX_LEARNED_POSITIONS, MIN_LEARNED_POSITIONS
 
 #: Texts whose median length is below this many characters are read at character level with
@@ -47,23 +49,26 @@ def set_by(flag: str, command: str) -> str:
 
 
 def build_preprocessor(
-    modality: Modality, params: dict[str, Any], train: Dataset, legacy: bool = False, command: str = "train"
+    modality: Modality, params: dict[str, Any], train: Dataset, legacy: bool = False, command: str = "train",
+    cache: PreprocessCache | None = None,
 ) -> tuple[Preprocessor, dict[str, str]]:
     """The modality's preprocessor with `params`, filling unset data-dependent parameters
     (`legacy`: by the rules before `resume.CHOICES_VERSION` 2, for a run interrupted under them;
-    `command`: the command whose user the warnings advise, see `set_by`).
+    `command`: the command whose user the warnings advise, see `set_by`; `cache`: where what the
+    sampled training files showed is kept, so that a warm run does not open them again).
 
     Returns the preprocessor and `{parameter: reason}` for every choice made from the data.
     """
     params = dict(params)
     choices: dict[str, str] = {}
     if modality is Modality.image and not {"image_size", "color_mode", "bit_depth"} <= set(params):
-        probed = probe_images(
-            train.inputs,
-            max_pixels=params.get("max_pixels", MAX_PIXELS),
-            upright=not {"image_size", "color_mode"} <= set(params),  # else only the bit depth is wanted
-            depth="bit_depth" not in params,
-        )
+        arguments = {
+            "max_pixels": params.get("max_pixels", MAX_PIXELS),
+            "upright": not {"image_size", "color_mode"} <= set(params),  # else only the bit depth is wanted
+            "depth": "bit_depth" not in params,
+        }
+        sample = probe_sample(train.inputs)
+        probed = remembered(cache, "images", sample, arguments, lambda: probe_images(sample, **arguments))
         reasons = {
             "image_size": "median height and width of the training images",
             "color_mode": "some training images have colour" if probed.get("color_mode") == "rgb"
@@ -101,7 +106,7 @@ def build_preprocessor(
                 params[name] = value
                 choices[name] = f"{value}: hashed character n-grams for character-level text"
     if modality is Modality.audio and "duration" not in params:
-        warn_of_long_clips(train, command)
+        warn_of_long_clips(train, command, cache)
     cls = MODALITIES[modality].preprocessor
     try:
         preprocessor = cls.from_config(params)
@@ -147,27 +152,42 @@ def text_level(train: Dataset) -> tuple[str, str]:
     )
 
 
-def warn_of_long_clips(train: Dataset, command: str = "train") -> None:
+def remembered(
+    cache: PreprocessCache | None, name: str, sample: Sequence[Any], arguments: dict[str, Any], probe: Callable[[], Any]
+) -> Any:
+    """`probe()` of the training files `sample`, through `cache` when there is one."""
+    return probe() if cache is None else cache.probe(name, sample, arguments, probe)
+
+
+def warn_of_long_clips(train: Dataset, command: str = "train", cache: PreprocessCache | None = None) -> None:
     """Say so when the default `duration` keeps only the start of most training clips: a sound
     later in a clip is never heard, and nothing else would tell (judged from the headers of
-    about 200 files)."""
-    import soundfile
-
+    about 200 files; kept in `cache` for the same files)."""
     from preprocess import AudioPreprocessor
-    from preprocess.base import not_a_file
 
     duration = AudioPreprocessor().duration
     step = max(1, len(train) // 200)
+    sample = train.inputs[::step]
+    median = remembered(cache, "clip_lengths", sample, {}, lambda: clip_length_median(sample))
+    if median is not None and median > LONG_CLIPS * duration:
+        logger.warning(
+            "The median training clip is %.1f s long, and only its first %.1f s is read (the default --duration): "
+            "%s to hear whole clips.", median, duration, set_by(f"--duration {np.ceil(median):.0f}", command),
+        )
+
+
+def clip_length_median(inputs: Sequence[Any]) -> float | None:
+    """The median length in seconds of the audio files among `inputs` that soundfile reads
+    from their headers; None when there is none."""
+    import soundfile
+
+    from preprocess.base import not_a_file
+
     lengths = []
-    for x in train.inputs[::step]:
+    for x in inputs:
         if isinstance(x, (str, os.PathLike)) and not not_a_file(x):  # a pipe would wait for a writer
             try:
                 lengths.append(soundfile.info(x).duration)
             except Exception:  # unreadable, or a format only the fallback decoder reads
                 continue
-    if lengths and float(np.median(lengths)) > LONG_CLIPS * duration:
-        median = float(np.median(lengths))
-        logger.warning(
-            "The median training clip is %.1f s long, and only its first %.1f s is read (the default --duration): "
-            "%s to hear whole clips.", median, duration, set_by(f"--duration {np.ceil(median):.0f}", command),
-        )
+    return float(np.median(lengths)) if lengths else None

@@ -36,7 +36,8 @@ SCHEMA = (
     " doc TEXT NOT NULL)"  # JSON: notes, and the skip reason or a JSON item
 )
 #: One row per list of inputs read together (a split): the reasons and notes of all of them, so
-#: that a warm run answers every lookup with one query.
+#: that a warm run answers every lookup with one query. Also one per probe of sampled training
+#: files (`PreprocessCache.probe`), under keys of their own.
 BATCH_SCHEMA = "CREATE TABLE IF NOT EXISTS batches (key TEXT PRIMARY KEY, doc TEXT NOT NULL)"
 #: The document of an entry with no notes: most of them, so lookups skip parsing it.
 PLAIN_DOC = json.dumps({"notes": []})

@@ -58,7 +58,7 @@ def export_arrays(
         source = load_source(data, modality)
         dataset = source.everything()
         if run_path is None:
-            preprocessor, _ = build_preprocessor(modality, {}, dataset, command="preprocess")
+            preprocessor, _ = build_preprocessor(modality, {}, dataset, command="preprocess", cache=cache)
             label_names = sorted(set(dataset.labels))
         skipped = Skipped()
         with Workers(workers, type(preprocessor)) as pool:

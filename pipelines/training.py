@@ -548,11 +548,12 @@ def train(
     warn_of_near_duplicate_labels(classes, manifest=config.data is not None and Path(config.data).is_file())
     # a run interrupted under older choice rules is fitted by them again, or it could not resume
     legacy = continuing and state.choices_version() < 2
-    preprocessor, choices = build_preprocessor(
-        config.modality, config.preprocess, splits["train"], legacy=legacy, command="train --resume" if resume is not None else "train"
-    )
     cache = PreprocessCache.open(settings.cache_dir, enabled=settings.cache, verify=settings.cache_verify)
     try:
+        preprocessor, choices = build_preprocessor(
+            config.modality, config.preprocess, splits["train"], legacy=legacy,
+            command="train --resume" if resume is not None else "train", cache=cache,
+        )
         arrays, skipped = featurize_splits(
             preprocessor, splits, settings.strict, settings.max_skipped, cache, settings.workers, progress
         )

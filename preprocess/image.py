@@ -429,6 +429,13 @@ def _brightest_16_bit(image: Image.Image, brightest: int | None, max_pixels: int
     return max(brightest or 0, high)
 
 
+def probe_sample(inputs: Sequence[Any], limit: int = 200) -> list[Any]:
+    """The up to `limit` evenly spaced inputs that `probe_images` opens: what its result depends
+    on, for a caller that keeps the result."""
+    step = max(1, len(inputs) // limit)
+    return list(inputs)[::step][:limit]
+
+
 def probe_images(
     inputs: Sequence[Any], limit: int = 200, max_pixels: int = MAX_PIXELS, upright: bool = True, depth: bool = True
 ) -> dict[str, Any]:
@@ -444,11 +451,10 @@ def probe_images(
     orientation, which for PNG reads the whole file, when only the bit depth is wanted;
     `depth=False` decodes nothing, when the bit depth is not.
     """
-    step = max(1, len(inputs) // limit)
     heights, widths, color = [], [], False
     brightest: int | None = None  # of the 16-bit pixels seen
     max_pixels = max_pixels if depth else 0  # no image is small enough to decode
-    for x in list(inputs)[::step][:limit]:
+    for x in probe_sample(inputs, limit):
         try:
             if isinstance(x, np.ndarray):
                 height, width = x.shape[:2]

@@ -12,7 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import CLASSES, TINY_AUDIO, assert_one_line_error, describe_result, invoke, write_image_folder, write_png
+from tests.conftest import (
+    CLASSES, TINY_AUDIO, TINY_IMAGE, assert_one_line_error, describe_result, invoke, write_image_folder, write_png, write_wav,
+)
 from pipelines.cache import PreprocessCache, fitted_key
 from pipelines.datasets import Dataset, load_source
 from pipelines.featurize import Skipped, encode_to_shards, read_cached
@@ -551,6 +553,117 @@ def test_a_second_train_decodes_nothing_and_evaluate_reuses_the_cache(audio_run,
     assert result.exit_code == 0, describe_result(result)
     report = json.loads((out / "report" / "report.json").read_text())
     assert report["cache"]["hits"] == 9 and report["cache"]["misses"] == 0
+
+
+def counting(monkeypatch, owner, name: str) -> list:
+    """Replace `owner.name` by a wrapper that records each call's first argument."""
+    calls, original = [], getattr(owner, name)
+
+    def wrapper(*args, **kwargs):
+        calls.append(args[0] if args else None)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, wrapper)
+    return calls
+
+
+def test_a_warm_run_takes_the_image_probe_from_the_cache_until_a_sampled_file_changes(tmp_path, monkeypatch, caplog):
+    """The sampled images are opened once; a changed, added or removed one is probed afresh,
+    and every answer is the uncached probe's (the 16-bit advice included)."""
+    import logging
+
+    from PIL import Image
+
+    from pipelines.defaults import build_preprocessor
+
+    paths = []
+    for i, (height, width) in enumerate([(20, 12), (24, 16), (28, 20)]):
+        paths.append(write_png(tmp_path / "images" / f"{i}.png", np.full((height, width), 40 * i, np.uint8)))
+    paths.append(write_png(tmp_path / "images" / "3.png", np.full((32, 24), 4000, np.uint16)))
+    opened = counting(monkeypatch, Image, "open")
+
+    def build(inputs, cache=None, params=None):
+        opened.clear()
+        caplog.clear()
+        train = Dataset(inputs, ["a"] * len(inputs), [str(i) for i in range(len(inputs))])
+        with caplog.at_level(logging.WARNING):
+            preprocessor, choices = build_preprocessor(Modality.image, params or {}, train, cache=cache)
+        return preprocessor.get_config(), choices, caplog.text.count("fit in 12 bits")
+
+    root = tmp_path / "cache"
+    uncached = build(paths)
+    assert len(opened) == 4 and uncached[2] == 1
+    cold = PreprocessCache(root)
+    assert build(paths, cold) == uncached and len(opened) == 4 and cold.stats.probe_hits == 0
+    warm = PreprocessCache(root)
+    assert build(paths, warm) == uncached and opened == [] and warm.stats.probe_hits == 1
+
+    write_png(paths[1], np.zeros((60, 40, 3), np.uint8))  # a sampled file changed: now larger, in colour
+    changed = build(paths, PreprocessCache(root))
+    assert len(opened) == 4 and changed == build(paths) and changed != uncached
+    assert changed[0]["color_mode"] == "rgb"
+    added = write_png(tmp_path / "images" / "4.png", np.zeros((8, 8), np.uint8))
+    for inputs in ([*paths, added], paths[:3]):  # an added or a removed file
+        cache = PreprocessCache(root)
+        assert build(inputs, cache) == build(inputs) and cache.stats.probe_hits == 0
+    cache = PreprocessCache(root)  # other arguments (the bit depth alone is wanted): another probe
+    given = {"image_size": [8, 8], "color_mode": "grayscale"}
+    assert build(paths, cache, given) == build(paths, params=given) and cache.stats.probe_hits == 0
+
+
+def test_a_warm_run_takes_the_clip_lengths_from_the_cache_and_still_warns(tmp_path, monkeypatch, caplog):
+    import logging
+
+    import soundfile
+
+    from pipelines.defaults import build_preprocessor
+
+    clips = [tmp_path / "clips" / f"{i}.wav" for i in range(3)]
+    for path, seconds in zip(clips, (2, 3, 4)):
+        write_wav(path, np.zeros(seconds * 1000, np.float32), sample_rate=1000)
+    probed = counting(monkeypatch, soundfile, "info")
+    root = tmp_path / "cache"
+
+    def warning(cache):
+        probed.clear()
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            build_preprocessor(Modality.audio, {}, Dataset(clips, ["a"] * 3, ["x"] * 3), cache=cache)
+        return caplog.text
+
+    assert "median training clip is 3.0 s long" in warning(PreprocessCache(root)) and len(probed) == 3
+    warm = PreprocessCache(root)
+    assert "median training clip is 3.0 s long" in warning(warm) and probed == [] and warm.stats.probe_hits == 1
+    touch(clips[0])  # the same length, yet not known to be: probed again
+    assert "median training clip is 3.0 s long" in warning(PreprocessCache(root)) and len(probed) == 3
+    write_wav(clips[1], np.zeros(5000, np.float32), sample_rate=1000)
+    assert "median training clip is 4.0 s long" in warning(PreprocessCache(root)) and len(probed) == 3
+
+
+def test_no_cache_stores_no_probe(image_folder, tmp_path):
+    from pipelines.defaults import build_preprocessor
+
+    train = load_source(str(image_folder), Modality.image).full
+    with PreprocessCache.open(tmp_path / "unused", enabled=False) as temporary:
+        for _ in range(2):
+            build_preprocessor(Modality.image, {}, train, cache=temporary)
+        assert temporary.stats.probe_hits == 0 and not list(temporary.root.iterdir())
+
+
+def test_a_second_train_opens_no_sampled_image_again(image_run, cli_runner, tmp_path, monkeypatch):
+    from PIL import Image
+
+    opened = counting(monkeypatch, Image, "open")
+    out = tmp_path / "warm"
+    result = invoke(
+        cli_runner, ["train", "--modality", "image", "--data", image_run.data, "--out", out, "--workers", "1", *TINY_IMAGE]
+    )
+    assert result.exit_code == 0, describe_result(result)
+    assert opened == []  # neither probed nor decoded
+    cold, warm = (json.loads((run / "config.json").read_text()) for run in (image_run.run_dir, out))
+    assert (cold["cache"]["probe_hits"], warm["cache"]["probe_hits"]) == (0, 1)
+    assert warm["data_choices"] == cold["data_choices"] and "color_mode" in warm["data_choices"]
+    assert warm["config"]["preprocess"] == cold["config"]["preprocess"]
 
 
 def test_no_cache_leaves_nothing_behind_and_cache_info_and_clear(image_folder, cli_runner, tmp_path):
