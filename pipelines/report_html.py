@@ -241,8 +241,7 @@ def _calibration_table(calibration: dict[str, Any]) -> str:
 def scored_location(data: dict[str, Any]) -> str:
     """Where a report's inputs came from, for people: `location`, and the folder of it scored
     (`location` alone is what `compare` matches, as a run trained on it records it)."""
-    folder = data.get("folder") if isinstance(data, dict) else None
-    location = str(data.get("location", "")) if isinstance(data, dict) else str(data)
+    location, folder = str(data.get("location", "")), data.get("folder")
     return f"{location}, its {folder}/ folder" if folder else location
 
 

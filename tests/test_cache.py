@@ -666,6 +666,40 @@ def test_a_second_train_opens_no_sampled_image_again(image_run, cli_runner, tmp_
     assert warm["config"]["preprocess"] == cold["config"]["preprocess"]
 
 
+def test_a_second_preprocess_opens_no_sampled_image_again(image_folder, tmp_path, monkeypatch):
+    from PIL import Image
+
+    from pipelines.export import export_arrays
+
+    root = tmp_path / "cache"
+    export_arrays(Modality.image, str(image_folder), tmp_path / "cold.npz", cache=PreprocessCache(root), workers=1)
+    opened = counting(monkeypatch, Image, "open")
+    warm = PreprocessCache(root)
+    export_arrays(Modality.image, str(image_folder), tmp_path / "warm.npz", cache=warm, workers=1)
+    assert opened == [] and warm.stats.probe_hits == 1
+
+
+def test_a_probe_is_kept_per_probe_version_and_never_for_in_memory_inputs(tmp_path, monkeypatch):
+    import pipelines.cache
+
+    paths = [write_png(tmp_path / "images" / f"{i}.png", np.zeros((8, 8), np.uint8)) for i in range(2)]
+    calls = []
+
+    def probe():
+        calls.append(None)
+        return {"probed": len(calls)}
+
+    root = tmp_path / "cache"
+    assert [PreprocessCache(root).probe("images", paths, {}, probe) for _ in range(2)] == [{"probed": 1}] * 2
+    # a bumped PROBE_VERSION means the stored result may be wrong now: probed again
+    monkeypatch.setattr(pipelines.cache, "PROBE_VERSION", pipelines.cache.PROBE_VERSION + 1)
+    assert PreprocessCache(root).probe("images", paths, {}, probe) == {"probed": 2}
+    arrays = [np.zeros((8, 8), np.uint8)] * 2  # no file identity to key them by
+    for expected in (3, 4):
+        cache = PreprocessCache(root)
+        assert cache.probe("images", arrays, {}, probe) == {"probed": expected} and cache.stats.probe_hits == 0
+
+
 def test_no_cache_leaves_nothing_behind_and_cache_info_and_clear(image_folder, cli_runner, tmp_path):
     cache_dir = tmp_path / "cache"
     common = ["--modality", "image", "--data", image_folder, "--cache-dir", cache_dir]

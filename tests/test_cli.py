@@ -617,6 +617,21 @@ def test_predict_says_which_clips_are_silent(cli_runner, audio_run, tmp_path, ca
     assert result.exit_code == 0, describe_result(result)
     assert len(json.loads(result.stdout)) == 4  # all predicted, as asked
     assert f"2 of 4 clips are silent, their loudest sample below -60 dBFS ({silent[0]}, {silent[1]})" in caplog.text
+    # a skipped input before a silent clip: the clip is still the one named, among the clips predicted
+    (tmp_path / "bad.wav").write_bytes(b"RIFF junk")
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        result = invoke(cli_runner, ["predict", audio_run.run_dir, tmp_path / "bad.wav", loud, silent[0], "--skip-bad", "--json"])
+    assert result.exit_code == 0, describe_result(result)
+    assert f"1 of 2 clips are silent, their loudest sample below -60 dBFS ({silent[0]})" in caplog.text
+
+
+def test_the_silent_clip_warning_names_three_clips_and_counts_the_rest(caplog):
+    from pipelines.prediction import warn_of_silent_clips
+
+    with caplog.at_level("WARNING"):
+        warn_of_silent_clips([f"{i}.wav" for i in range(7)], np.array([False, True, True, False, True, True, True]))
+    assert "5 of 7 clips are silent, their loudest sample below -60 dBFS (1.wav, 2.wav, 4.wav and 2 more)" in caplog.text
 
 
 @pytest.mark.parametrize("command", ["evaluate", "predict"])

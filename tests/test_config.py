@@ -234,6 +234,14 @@ def test_an_older_runs_config_json_with_every_knob_still_trains_again(tmp_path, 
     assert resolve_config(None, config_file=tmp_path / "config.json").model == config.model
 
 
+def test_an_older_full_kernel_text_runs_recorded_embedding_dim_reads_back_as_the_default():
+    # which fields are unused depends on the kernel the run recorded, not the modality's default one
+    config = resolve_config("text", model={"text_kernel": "full"})
+    recorded = config.to_dict()
+    recorded["model"] = {**config.model.to_dict(), "embedding_dim": 8}
+    assert RunConfig.from_dict(recorded).model == config.model
+
+
 @pytest.mark.parametrize(
     "model, toml, message",
     [

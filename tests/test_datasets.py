@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipelines.datasets import Dataset, load_source, read_manifest, split_dataset
+from pipelines.datasets import Dataset, load_source, read_manifest, retyped, split_dataset
 from pipelines.modality import Modality
 from preprocess import ConvpipeError, ImagePreprocessor
 from tests.conftest import CLASSES, class_image, write_image_folder, write_png
@@ -525,3 +525,9 @@ def test_held_out_counts_are_rounded_not_truncated():
     # validation: a: round(5.1) = 5, b: round(3.9) = 4
     assert parts["validation"].class_counts() == {"a": 5, "b": 4}
     assert parts["train"].class_counts() == {"a": 10, "b": 8}
+
+
+def test_a_label_typed_another_way_is_paired_only_with_the_one_class_it_could_mean():
+    # "CAT" could be "Cat" or "cat" (two classes): no rename is suggested for it
+    known = ["Cat", "cat", "dog", "07"]
+    assert retyped(["CAT", "Dog", "7", "bird"], known) == [("Dog", "dog"), ("7", "07")]

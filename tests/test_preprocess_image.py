@@ -662,6 +662,12 @@ def test_probe_samples_images_evenly_not_the_first_ones():
     assert probe_images([*gray, *color]) == {"image_size": [20, 28], "color_mode": "rgb"}
 
 
+def test_the_probe_opens_at_most_its_limit_of_images():
+    from preprocess.image import probe_sample
+
+    assert [len(probe_sample(range(count))) for count in (150, 399, 1000)] == [150, 200, 200]
+
+
 def test_float_pixels_between_levels_read_as_the_nearest_level():
     """Floats in [0, 1] become the nearest of the 256 levels (as a file saved from them would
     hold), not the level below: truncating darkens every image by half a level on average and
