@@ -18,7 +18,7 @@ from typing import Any
 from pipelines.devices import DEVICES, check_choice
 from pipelines.modality import MODALITIES, Modality
 from pipelines.report_html import CSS
-from pipelines.run_dir import Run
+from pipelines.run_dir import Run, check_output_folder
 from preprocess import ConvpipeError, atomic
 
 logger = logging.getLogger(__name__)
@@ -146,9 +146,11 @@ def load_report(run: Run, device: str = "auto") -> tuple[dict[str, Any], bool]:
         try:
             return evaluate(run.path, device=device).report, True
         except ConvpipeError as error:
+            # the options it names (--data, --cache-dir) are evaluate's, not compare's
+            advice = f" Those options are for `convpipe evaluate {run.path}`: run it first, then compare." if " --" in str(error) else ""
             raise ConvpipeError(
-                f"{run.path} has no report and cannot be evaluated on its own test split ({error}). "
-                f"Run `convpipe evaluate {run.path} --data PATH` first."
+                f"{run.path} has no report, and evaluating it on its own test split failed: "
+                f"{str(error).rstrip('.')}.{advice}"
             ) from None
     try:
         report = json.loads(path.read_text(encoding="utf-8"))
@@ -223,6 +225,8 @@ def compare(run_paths: list[Path], out: Path | None = None, device: str = "auto"
     check_choice("device", device, DEVICES)  # before any work, even when no run needs it
     if len(run_paths) < 2:
         raise ConvpipeError(f"compare needs at least two runs; got {len(run_paths)}.")
+    if out is not None:
+        check_output_folder(Path(out), chosen=True)
     seen: dict[Path, Path] = {}
     for path in run_paths:
         resolved = Path(path).resolve()

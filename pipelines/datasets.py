@@ -147,6 +147,17 @@ def check_not_empty(data: str) -> None:
         raise ConvpipeError("--data is empty: name a data folder or CSV manifest, or leave it out for the demo data.")
 
 
+def moved_run_data(data: str | None) -> str | None:
+    """How to get back a run's recorded `data` path that is gone (the data moved, was renamed
+    or deleted), for commands that need the run's own data; None when it is there (or built in)."""
+    if data is None or Path(data).expanduser().exists():
+        return None
+    return (
+        f"its data is no longer at {data} (moved, renamed or deleted): put it back there, "
+        "or make that path a link to its new place"
+    )
+
+
 def load_source(data: str | None, modality: Modality) -> DataSource:
     """Find the labelled inputs `--data` points to; built-in demo data when it is None."""
     if data is None:

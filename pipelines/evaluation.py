@@ -4,6 +4,7 @@ report.json, report.html and the figures beside it."""
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +15,7 @@ import numpy as np
 from pipelines import mistake_previews, report_figures
 from pipelines import report_sections as sections
 from pipelines.calibration import calibration
-from pipelines.datasets import VALIDATION_FOLDERS, Dataset, load_source, retyped
+from pipelines.datasets import VALIDATION_FOLDERS, Dataset, load_source, moved_run_data, retyped
 from pipelines.cache import PreprocessCache
 from pipelines.featurize import Skipped, encode_to_shards, read_cached
 from pipelines.leakage import copies_of_earlier
@@ -22,7 +23,7 @@ from pipelines.progress import ProgressReporter, stage
 from pipelines.devices import configure_devices
 from pipelines.memory import predict_batch_size
 from pipelines.report_html import render_report
-from pipelines.run_dir import Run
+from pipelines.run_dir import Run, check_output_folder
 from pipelines.workers import Workers
 from preprocess import ConvpipeError, atomic
 
@@ -57,6 +58,12 @@ class TrainingData:
             source = load_source(self.run.config.data, self.run.config.modality)
             self._listed = (source.everything(), source.location)
         return self._listed
+
+    def missing_files(self, name: str) -> list[str]:
+        """The files of the run's `name` split that are not there now."""
+        everything, location = self._list()
+        dataset = everything.select_ids(self.run.split.get(name) or [], source=location)
+        return [os.fsdecode(x) for x in dataset.inputs if isinstance(x, os.PathLike) and not os.path.exists(x)]
 
     def split(self, name: str) -> Dataset | None:
         """The run's `name` split ("train", "validation", "test") read again, or None if those
@@ -96,6 +103,9 @@ def evaluation_data(run: Run, data: str | None, training: TrainingData) -> tuple
         return source.full, location, None
     if not run.split.get("test"):
         raise ConvpipeError(f"{run.path} has no held-out test inputs; pass --data to evaluate on other data.")
+    moved = moved_run_data(run.config.data)
+    if moved:  # --data alone would score all of the data, training inputs too
+        raise ConvpipeError(f"Cannot score the own test split of {run.path}: {moved}. Or pass --data to score other data.")
     # the built-in demo data changes with convpipe's version, and no path holds the old one
     advice = (
         "The built-in demo data changed with this version of convpipe: train the demo again, or pass --data."
@@ -106,6 +116,14 @@ def evaluation_data(run: Run, data: str | None, training: TrainingData) -> tuple
     except ConvpipeError as error:  # gone, or inputs gone from it
         raise ConvpipeError(f"{str(error).rstrip('.')}. {advice}") from None
     if dataset is None:
+        missing = training.missing_files("test")
+        if missing:  # e.g. a CSV moved without its files: its relative paths point elsewhere
+            csv = Path(training.location).suffix.lower() == ".csv"
+            todo = "; its paths are relative to its own folder): move it back beside its files" if csv else "): restore them"
+            raise ConvpipeError(
+                f"{training.location} names {len(missing)} of the run's test inputs where there is now no file "
+                f"(first: {missing[0]}{todo}. {advice}"
+            )
         # The same ids now name other inputs (e.g. a sorted CSV): scoring them could score
         # training inputs.
         raise ConvpipeError(
@@ -200,6 +218,8 @@ def evaluate(
     baseline of pipelines/baseline.py on the same inputs."""
     configure_devices(device)  # first: TensorFlow fixes its devices at its first op
     run = Run.open(run_path)
+    out_dir = Path(out) if out is not None else run.path / "report"
+    check_output_folder(out_dir, chosen=out is not None)  # now, not after every input is scored
     settings = run.config.train
     training = TrainingData(run)
     dataset, location, folder = evaluation_data(run, data, training)
@@ -270,7 +290,6 @@ def evaluate(
                 report["linear_baseline"] = linear_baseline(run, fit_part, used, y_true, y_pred, fitted_copies, progress, pool)
             except ConvpipeError as error:  # the CNN's report is still worth writing
                 report["linear_baseline"] = {"error": str(error)}
-        out_dir = Path(out) if out is not None else run.path / "report"
         shown = sections.mistake_order(y_true, probabilities)[:MISTAKES_SHOWN]
         previews = mistake_previews.previews(
             run.config.modality, preprocessor, x.take(shown), [used.inputs[i] for i in shown], report["misclassified"]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.datasets import load_source
+from pipelines.datasets import load_source, moved_run_data
 from pipelines.defaults import build_preprocessor
 from pipelines.cache import PreprocessCache
 from pipelines.featurize import Skipped, encode_to_shards, fit_cached, read_cached
@@ -54,7 +54,11 @@ def export_arrays(
                 raise ConvpipeError(f"{run_path} was trained on {run.config.modality.value} data, not {modality.value}.")
             preprocessor, label_names = run.preprocessor, run.labels
             # without --data, the run's own data (the demo data, for a run trained on it), not the demo's
-            data = run.config.data if data is None else data
+            if data is None:
+                moved = moved_run_data(run.config.data)
+                if moved:
+                    raise ConvpipeError(f"Cannot read the data of {run_path}: {moved}. Or pass --data.")
+                data = run.config.data
         source = load_source(data, modality)
         dataset = source.everything()
         if run_path is None:

@@ -19,7 +19,7 @@ from pipelines import figures
 from pipelines.modality import Modality
 from pipelines.prediction import encode_input, input_source
 from pipelines.report_page import Section, write_page
-from pipelines.run_dir import Run
+from pipelines.run_dir import Run, check_output_folder
 from preprocess import ConvpipeError
 
 #: Labelled ticks on each axis of a spectrogram: every 0.1 s and every 5th mel band of 64.
@@ -81,7 +81,9 @@ def inspect(run_path: Path, value: str, out: Path | None = None, channels: int =
     `literal_text`, text whatever it looks like) to `out`."""
     check_channels(channels)
     run = Run.open(run_path)
-    out = Path(out) if out is not None else run.path / "inspect" / output_name(value, literal_text)
+    chosen = out is not None
+    out = Path(out) if chosen else run.path / "inspect" / output_name(value, literal_text)
+    check_output_folder(out, chosen)
     if run.config.modality is Modality.text:
         from pipelines.text_inspection import inspect_text
 

@@ -19,6 +19,7 @@ import csv
 import io
 import json
 import math
+import os
 import unicodedata
 import zipfile
 from dataclasses import dataclass, field
@@ -78,6 +79,29 @@ def check_folder_path(path: Path, flag: str) -> None:
                 where = "is a file" if part == path else f"is under {part}, which is a file"
                 raise ConvpipeError(f"{flag} {path} {where}; choose a folder.")
             return
+
+
+def check_output_folder(path: Path, chosen: bool) -> None:
+    """Refuse, before any work, an output folder that cannot be written: it or a folder above
+    it is a file, or the nearest existing folder is read-only (a run shared read-only, or on a
+    read-only mount). `chosen`: `path` came from --out, else it is the default inside the run."""
+    problem = None
+    for part in (path, *path.parents):
+        if not part.exists():
+            continue
+        name = "it" if part == path else str(part)
+        if not part.is_dir():
+            problem = f"{name} is a file"
+        elif not os.access(part, os.W_OK | os.X_OK):
+            try:
+                read_only = bool(os.statvfs(part).f_flag & os.ST_RDONLY)
+            except (AttributeError, OSError):  # no statvfs (Windows)
+                read_only = False
+            problem = f"{name} is on a read-only file system" if read_only else f"no permission to write in {name}"
+        break
+    if problem:
+        advice = "choose another --out" if chosen else "pass --out to write elsewhere"
+        raise ConvpipeError(f"Cannot write to {path}: {problem}; {advice}.")
 
 
 def check_run_folder(path: Path) -> None:

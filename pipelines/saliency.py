@@ -23,7 +23,7 @@ from pipelines.datasets import printable_name
 from pipelines.inspection import audio_axes, conv_blocks, output_name
 from pipelines.modality import Modality
 from pipelines.prediction import encode_input, input_source
-from pipelines.run_dir import Run
+from pipelines.run_dir import Run, check_output_folder
 from pipelines.text_inspection import read_tokens, token_label, tokens_present
 from preprocess import ConvpipeError, atomic
 from preprocess.text import PADDING_ID
@@ -123,7 +123,9 @@ def explain(run_path: Path, value: str, out: Path | None = None, literal_text: b
     """Explain the predicted class of `value` (with `literal_text`, text whatever it looks like);
     write saliency.png, saliency.npz, explanation.json."""
     run = Run.open(run_path)
-    out = Path(out) if out is not None else run.path / "explain" / output_name(value, literal_text)
+    chosen = out is not None
+    out = Path(out) if chosen else run.path / "explain" / output_name(value, literal_text)
+    check_output_folder(out, chosen)
     model = run.model
     if run.config.modality is Modality.text:
         result = explain_text(run, value, out, literal_text)

@@ -18,7 +18,7 @@ import numpy as np
 from pipelines import environment
 from pipelines.cache import PreprocessCache, fitted_digest
 from pipelines.config import READING_SETTINGS, RunConfig, TrainSettings
-from pipelines.datasets import Dataset, DataSource, label_key, load_source, retyped, split_dataset
+from pipelines.datasets import Dataset, DataSource, label_key, load_source, moved_run_data, retyped, split_dataset
 from pipelines.defaults import build_preprocessor, fitted_choices
 from pipelines.featurize import Skipped, check_skip_share, encode_to_shards, fit_cached, read_cached
 from pipelines.heartbeat import heartbeat
@@ -532,6 +532,9 @@ def train(
             logger.warning("Rejoining the interrupted multi-worker run from %s.", state.dir)
     settings = config.train
 
+    moved = moved_run_data(config.data) if continuing else None
+    if moved:
+        raise ConvpipeError(f"Cannot resume {run_dir}: {moved}; a resume reads the data the run started with.")
     source = load_source(config.data, config.modality)
     splits = make_splits(source, config)
     classes = sorted(set(splits["train"].labels))

@@ -11,6 +11,7 @@ import json
 import re
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -1605,6 +1606,41 @@ def test_out_naming_a_file_is_one_line(cli_runner, image_run, tmp_path, command)
     first_input = next(Path(image_run.data).rglob("*.png"))
     args = [part.format(run=image_run.run_dir, input=first_input) for part in command]
     assert_one_line_error(invoke(cli_runner, [*args, "--out", blocker / "x"]), "Cannot write", str(blocker))
+
+
+@pytest.mark.parametrize("blocked", ["file", "read-only"])
+@pytest.mark.parametrize("command", ["evaluate", "inspect", "explain"])
+def test_an_unwritable_output_folder_in_the_run_fails_before_any_work_naming_out(
+    cli_runner, image_run, tmp_path, monkeypatch, command, blocked
+):
+    import os
+
+    import pipelines.evaluation
+    import pipelines.inspection
+    import pipelines.saliency
+
+    run = tmp_path / "run"
+    shutil.copytree(image_run.run_dir, run, ignore=shutil.ignore_patterns("report", "inspect", "explain"))
+    folder = run / {"evaluate": "report"}.get(command, command)
+    if blocked == "file":
+        folder.write_text("not a folder")
+        problem, out = f"Cannot write to {folder}", folder / "out"
+    else:  # a run shared on a read-only mount (root writes through chmod, so the file system says it)
+        access, statvfs = os.access, os.statvfs
+        monkeypatch.setattr(os, "access", lambda path, mode: access(path, mode) and not (mode & os.W_OK and Path(path) == run))
+        monkeypatch.setattr(os, "statvfs", lambda path: SimpleNamespace(f_flag=os.ST_RDONLY) if Path(path) == run else statvfs(path))
+        problem, out = f"{run} is on a read-only file system", run / "out"
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("read an input before finding out that its results cannot be written")
+
+    monkeypatch.setattr(pipelines.evaluation, "read_cached", no_work)
+    monkeypatch.setattr(pipelines.inspection, "encode_input", no_work)
+    monkeypatch.setattr(pipelines.saliency, "encode_input", no_work)
+    first_input = next(Path(image_run.data).rglob("*.png"))
+    args = [command, run] + ([] if command == "evaluate" else [first_input])
+    assert_one_line_error(invoke(cli_runner, args), problem, "pass --out to write elsewhere")
+    assert_one_line_error(invoke(cli_runner, [*args, "--out", out]), problem, "choose another --out")
 
 
 def test_predict_says_why_a_linked_input_is_missing(cli_runner, image_run, tmp_path):

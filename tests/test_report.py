@@ -246,13 +246,36 @@ def test_baseline_needs_the_runs_training_data(cli_runner, image_run, tmp_path):
     assert "Restore it as it was, or leave out --baseline." in result.stderr and "Pass --data" not in result.stderr
 
 
-def test_evaluating_a_run_whose_data_is_gone_says_to_pass_data(cli_runner, image_run, tmp_path):
+def test_evaluating_a_run_whose_data_is_gone_says_how_to_get_it_back_or_pass_data(cli_runner, image_run, tmp_path):
     run = copied_run(image_run.run_dir, tmp_path / "moved")
     document = json.loads((run / "config.json").read_text())
     document["config"]["data"] = str(tmp_path / "gone")
     (run / "config.json").write_text(json.dumps(document))
+    # "Pass --data" alone led a user whose data moved to score all of it, training inputs too
+    moved = f"its data is no longer at {tmp_path / 'gone'} (moved, renamed or deleted): put it back there, or make that path a link"
     result = invoke(cli_runner, ["evaluate", run, "--out", tmp_path / "report"])
-    assert_one_line_error(result, "gone. Pass --data to evaluate on other data.")
+    assert_one_line_error(result, "Cannot score the own test split", moved, "Or pass --data to score other data.")
+    result = invoke(cli_runner, ["preprocess", "--run", run, "--out", tmp_path / "arrays.npz"])
+    assert_one_line_error(result, moved, "Or pass --data.")
+
+
+def test_evaluating_a_run_whose_csv_moved_without_its_files_names_a_missing_file(cli_runner, image_folder, tmp_path):
+    manifest = tmp_path / "data" / "m.csv"
+    manifest.parent.mkdir()
+    rows = [f"../{image_folder.name}/{path.parent.name}/{path.name},{path.parent.name}" for path in sorted(image_folder.rglob("*.png"))]
+    manifest.write_text("path,label\n" + "\n".join(rows) + "\n")
+    run = tmp_path / "run"
+    options = ["--epochs", "1", "--filters", "4", "--dense", "8", "--image-size", "8,8", "--test-split", "0.25"]
+    result = invoke(cli_runner, ["train", "--modality", "image", "--data", manifest, "--out", run, *options])
+    assert result.exit_code == 0, describe_result(result)
+    elsewhere = tmp_path / "one" / "deeper" / "m.csv"  # its paths, relative to its folder, now name nothing
+    elsewhere.parent.mkdir(parents=True)
+    manifest.rename(elsewhere)
+    document = json.loads((run / "config.json").read_text())
+    document["config"]["data"] = str(elsewhere)
+    (run / "config.json").write_text(json.dumps(document))
+    line = assert_one_line_error(invoke(cli_runner, ["evaluate", run]), f"{elsewhere} names ", "of the run's test inputs where there is now no file")
+    assert f"(first: {elsewhere.parent}/../{image_folder.name}/" in line and "its paths are relative to its own folder" in line
 
 
 def test_baseline_refuses_training_data_changed_since_training(cli_runner, text_run, tmp_path):
@@ -702,6 +725,27 @@ def test_compare_errors_are_one_line(cli_runner, image_run, tmp_path):
     split = json.loads((no_test / "split.json").read_text())
     (no_test / "split.json").write_text(json.dumps({**split, "test": []}))
     assert_one_line_error(invoke(cli_runner, ["compare", good, no_test]), "has no report", "--data")
+
+
+def test_compare_names_evaluates_options_only_where_evaluating_a_run_could_use_them(cli_runner, image_run, tmp_path):
+    good = copied_run(image_run.run_dir, tmp_path / "good")
+    fake_report(good, 0.5, 0.5)
+    damaged = copied_run(image_run.run_dir, tmp_path / "damaged")
+    (damaged / "model.keras").write_bytes((damaged / "model.keras").read_bytes()[:100])
+    line = assert_one_line_error(invoke(cli_runner, ["compare", good, damaged]), "has no report", "not a complete .keras file")
+    assert "--data" not in line  # no data makes a cut-off model loadable
+    no_test = copied_run(image_run.run_dir, tmp_path / "no-test")
+    split = json.loads((no_test / "split.json").read_text())
+    (no_test / "split.json").write_text(json.dumps({**split, "test": []}))
+    line = assert_one_line_error(invoke(cli_runner, ["compare", good, no_test]), "pass --data")
+    assert f"Those options are for `convpipe evaluate {no_test}`: run it first, then compare." in line
+
+
+def test_compare_out_naming_a_file_fails_before_any_run_is_evaluated(cli_runner, image_run, tmp_path):
+    runs = [copied_run(image_run.run_dir, tmp_path / name) for name in ("a", "b")]
+    (tmp_path / "afile").write_text("x")
+    assert_one_line_error(invoke(cli_runner, ["compare", *runs, "--out", tmp_path / "afile"]), "it is a file; choose another --out")
+    assert not any((run / "report").exists() for run in runs)
 
 
 def test_compare_refuses_a_report_copied_from_another_run(cli_runner, image_run, text_run, tmp_path):

@@ -541,6 +541,12 @@ def point_at(run: Path, data: Path) -> None:
     request.write_text(json.dumps(config))
 
 
+def test_resume_of_a_run_whose_data_moved_says_how_to_get_it_back(cli_runner, killed, tmp_path):
+    point_at(killed, tmp_path / "gone")
+    line = assert_one_line_error(invoke(cli_runner, ["train", "--resume", killed]), f"Cannot resume {killed}")
+    assert f"its data is no longer at {tmp_path / 'gone'}" in line and "make that path a link to its new place" in line
+
+
 def test_resume_refuses_data_that_now_splits_otherwise(cli_runner, killed, data, tmp_path):
     # "Fix the data, then resume": one image more reshuffles the seeded split, and inputs the
     # first epochs trained on would be scored as unseen test inputs.
