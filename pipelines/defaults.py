@@ -33,6 +33,15 @@ CHAR_NGRAMS = {"ngram_sizes": [2, 3, 4, 5], "hash_buckets": 32768}
 #: this many times `duration`.
 LONG_CLIPS = 1.5
 
+#: The rules `build_preprocessor` chooses preprocessing by; an interrupted run is resumed
+#: under the rules it started with (`resume.RunState.choices_version`).
+#: 2: n-gram settings without a level choose characters, and n-gram sizes without buckets get
+#: the default 32,768 (before, the level came from the data and the buckets from the library's
+#: 16,384).
+#: 3: the image size and colour come from up to 200 images spread over all the training images
+#: (before, every (n // 200)-th of the first 200 * (n // 200): of 399 images, the first 200).
+CHOICES_VERSION = 3
+
 logger = logging.getLogger(__name__)
 
 
@@ -49,11 +58,11 @@ def set_by(flag: str, command: str) -> str:
 
 
 def build_preprocessor(
-    modality: Modality, params: dict[str, Any], train: Dataset, legacy: bool = False, command: str = "train",
-    cache: PreprocessCache | None = None,
+    modality: Modality, params: dict[str, Any], train: Dataset, choices_version: int = CHOICES_VERSION,
+    command: str = "train", cache: PreprocessCache | None = None,
 ) -> tuple[Preprocessor, dict[str, str]]:
     """The modality's preprocessor with `params`, filling unset data-dependent parameters
-    (`legacy`: by the rules before `resume.CHOICES_VERSION` 2, for a run interrupted under them;
+    (`choices_version`: by the rules of that `CHOICES_VERSION`, for a run interrupted under them;
     `command`: the command whose user the warnings advise, see `set_by`; `cache`: where what the
     sampled training files showed is kept, so that a warm run does not open them again).
 
@@ -61,13 +70,14 @@ def build_preprocessor(
     """
     params = dict(params)
     choices: dict[str, str] = {}
+    legacy = choices_version < 2
     if modality is Modality.image and not {"image_size", "color_mode", "bit_depth"} <= set(params):
         arguments = {
             "max_pixels": params.get("max_pixels", MAX_PIXELS),
             "upright": not {"image_size", "color_mode"} <= set(params),  # else only the bit depth is wanted
             "depth": "bit_depth" not in params,
         }
-        sample = probe_sample(train.inputs)
+        sample = probe_sample(train.inputs) if choices_version >= 3 else _sample_before_version_3(train.inputs)
         probed = remembered(cache, "images", sample, arguments, lambda: probe_images(sample, **arguments))
         reasons = {
             "image_size": "median height and width of the training images",
@@ -88,7 +98,7 @@ def build_preprocessor(
                 params[name] = value
                 choices[name] = f"{value}: {reasons[name]}"
     if modality is Modality.text and "level" not in params:
-        if legacy:  # resume.CHOICES_VERSION 1
+        if legacy:  # CHOICES_VERSION 1
             params["level"], choices["level"] = text_level(train)
         elif params.get("ngram_sizes") or "hash_buckets" in params and params.get("ngram_sizes") is None:
             # n-gram settings were given, and only character level reads n-grams
@@ -150,6 +160,11 @@ def text_level(train: Dataset) -> tuple[str, str]:
         f"char: {per_word:.0f} characters per space-separated word in the median text "
         f"(char level above {CHARS_PER_WORD_ABOVE}: a script written without spaces)"
     )
+
+
+def _sample_before_version_3(inputs: Sequence[Any], limit: int = 200) -> list[Any]:
+    """The images the probe opened under `CHOICES_VERSION` 2 and before."""
+    return list(inputs)[:: max(1, len(inputs) // limit)][:limit]
 
 
 def remembered(

@@ -37,6 +37,7 @@ import keras
 import numpy as np
 
 from pipelines.config import RunConfig, recorded_config
+from pipelines.defaults import CHOICES_VERSION
 from pipelines.file_locks import lock
 from pipelines.run_dir import history_columns
 from preprocess import ConvpipeError, atomic
@@ -59,12 +60,6 @@ def _h5_damage(path: Path) -> str | None:
     except (OSError, ValueError, KeyError, RuntimeError) as error:
         return str(error).splitlines()[0] if str(error) else type(error).__name__
     return None
-
-
-#: The rules `defaults.build_preprocessor` chooses preprocessing by. 2: n-gram settings without a
-#: level choose characters, and n-gram sizes without buckets get the default 32,768 (before,
-#: the level came from the data and the buckets from the library's 16,384).
-CHOICES_VERSION = 2
 
 
 def _damaged(path: Path, why: str) -> ConvpipeError:

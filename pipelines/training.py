@@ -19,7 +19,7 @@ from pipelines import environment
 from pipelines.cache import PreprocessCache, fitted_digest
 from pipelines.config import READING_SETTINGS, RunConfig, TrainSettings
 from pipelines.datasets import Dataset, DataSource, label_key, load_source, moved_run_data, retyped, split_dataset
-from pipelines.defaults import build_preprocessor, fitted_choices
+from pipelines.defaults import CHOICES_VERSION, build_preprocessor, fitted_choices
 from pipelines.featurize import Skipped, check_skip_share, encode_to_shards, fit_cached, read_cached
 from pipelines.heartbeat import heartbeat
 from pipelines.leakage import find_copies
@@ -550,11 +550,11 @@ def train(
         state.check_same_splits(fingerprints)
     warn_of_near_duplicate_labels(classes, manifest=config.data is not None and Path(config.data).is_file())
     # a run interrupted under older choice rules is fitted by them again, or it could not resume
-    legacy = continuing and state.choices_version() < 2
+    choices_version = state.choices_version() if continuing else CHOICES_VERSION
     cache = PreprocessCache.open(settings.cache_dir, enabled=settings.cache, verify=settings.cache_verify)
     try:
         preprocessor, choices = build_preprocessor(
-            config.modality, config.preprocess, splits["train"], legacy=legacy,
+            config.modality, config.preprocess, splits["train"], choices_version=choices_version,
             command="train --resume" if resume is not None else "train", cache=cache,
         )
         arrays, skipped = featurize_splits(

@@ -430,10 +430,14 @@ def _brightest_16_bit(image: Image.Image, brightest: int | None, max_pixels: int
 
 
 def probe_sample(inputs: Sequence[Any], limit: int = 200) -> list[Any]:
-    """The up to `limit` evenly spaced inputs that `probe_images` opens: what its result depends
-    on, for a caller that keeps the result."""
-    step = max(1, len(inputs) // limit)
-    return list(inputs)[::step][:limit]
+    """The up to `limit` evenly spaced inputs that `probe_images` opens, from the first to near
+    the last: what its result depends on, for a caller that keeps the result."""
+    inputs = list(inputs)
+    if len(inputs) <= limit:
+        return inputs
+    # Not every (len // limit)-th then the first `limit`: of 399 inputs that read the first 200,
+    # and inputs come sorted by class, so the last classes went unseen.
+    return [inputs[i * len(inputs) // limit] for i in range(limit)]
 
 
 def probe_images(

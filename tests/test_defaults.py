@@ -93,12 +93,22 @@ def test_given_size_and_colour_leave_only_the_bit_depth_to_look_for(tmp_path, mo
 
 
 def test_a_run_interrupted_under_the_older_rules_is_fitted_by_them_again():
-    # resume.CHOICES_VERSION 1: the level from the data, the library's buckets for given sizes
+    # CHOICES_VERSION 1: the level from the data, the library's buckets for given sizes
     long_text = "word " * (CHAR_LEVEL_BELOW // 4)
-    pre, _ = build_preprocessor(Modality.text, {"hash_buckets": 1000}, dataset([long_text] * 4), legacy=True)
+    pre, _ = build_preprocessor(Modality.text, {"hash_buckets": 1000}, dataset([long_text] * 4), choices_version=1)
     assert pre.level == "word"
-    pre, _ = build_preprocessor(Modality.text, {"ngram_sizes": [2, 3]}, dataset(["short text here"] * 10), legacy=True)
+    pre, _ = build_preprocessor(Modality.text, {"ngram_sizes": [2, 3]}, dataset(["short text here"] * 10), choices_version=1)
     assert pre.level == "char" and pre.hash_buckets == 16384
+
+
+def test_the_image_probe_sees_the_last_classes_and_older_runs_resume_with_their_sample():
+    # Inputs come sorted by class. Of 399 images the probe read the first 200 (every 1st, capped):
+    # a last class in colour went unseen, and the run read every image as grayscale.
+    images = [np.zeros((8, 8), np.uint8)] * 200 + [np.zeros((8, 8, 3), np.uint8)] * 199
+    pre, choices = build_preprocessor(Modality.image, {}, dataset(images))
+    assert pre.color_mode == "rgb" and choices["color_mode"] == "rgb: some training images have colour"
+    pre, _ = build_preprocessor(Modality.image, {}, dataset(images), choices_version=2)  # as it started
+    assert pre.color_mode == "grayscale"
 
 
 def command_flags(name: str) -> set[str]:

@@ -666,6 +666,9 @@ def test_the_probe_opens_at_most_its_limit_of_images():
     from preprocess.image import probe_sample
 
     assert [len(probe_sample(range(count))) for count in (150, 399, 1000)] == [150, 200, 200]
+    # spread over all of them: the first, then every (count / 200)-th, to near the last
+    assert probe_sample(range(399))[:3] == [0, 1, 3] and probe_sample(range(399))[-1] == 397
+    assert probe_sample(range(1000)) == list(range(0, 1000, 5))
 
 
 def test_float_pixels_between_levels_read_as_the_nearest_level():

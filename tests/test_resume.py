@@ -597,17 +597,22 @@ def test_resume_refuses_state_files_of_the_wrong_types_in_one_line(cli_runner, k
     assert_one_line_error(invoke(cli_runner, ["train", "--resume", killed]), name, fragment)
 
 
-def test_a_run_interrupted_before_choices_were_versioned_resumes_by_the_older_rules(cli_runner, killed):
+def test_a_run_interrupted_before_choices_were_versioned_resumes_by_the_older_rules(cli_runner, killed, monkeypatch):
+    import pipelines.training
+    from pipelines.defaults import CHOICES_VERSION
     from pipelines.resume import TrainState
 
     state = TrainState(killed)
-    assert state.choices_version() == 2  # recorded by this version
+    assert state.choices_version() == CHOICES_VERSION  # recorded by this version
     recorded = json.loads(state.data_json.read_text())
     del recorded["choices_version"]  # as the version before wrote it
     state.data_json.write_text(json.dumps(recorded))
     assert state.choices_version() == 1
+    build, used = pipelines.training.build_preprocessor, []
+    monkeypatch.setattr(pipelines.training, "build_preprocessor", lambda *a, **k: used.append(k["choices_version"]) or build(*a, **k))
     result = invoke(cli_runner, ["train", "--resume", killed])
     assert result.exit_code == 0, describe_result(result)
+    assert used == [1]  # chosen by the rules it started under
 
 
 def test_a_run_interrupted_by_a_convpipe_that_recorded_no_data_json_is_refused(cli_runner, killed):
