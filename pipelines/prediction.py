@@ -135,11 +135,15 @@ def _why_missing(value: str) -> str:
 
 
 def encode_input(run: Run, value: str, literal_text: bool = False) -> np.ndarray:
-    """The array the run's model reads for one input; a bad input is one clear error."""
+    """The array the run's model reads for one image or clip (inspect and explain read texts
+    with `text_inspection.read_tokens`); a bad input is one clear error, and a silent clip is
+    warned of, as in predict."""
     try:
-        return run.preprocessor.transform_one(input_source(run, value, literal_text))
+        x, silent = _transform_one(run.preprocessor, input_source(run, value, literal_text))
     except InputError as error:
         raise ConvpipeError(f"Cannot use input {value}: {error.reason}") from None
+    warn_of_silent_clips([value], np.array([silent]))
+    return x
 
 
 #: Seconds of decoding left in this process above which `predict` starts worker processes.
@@ -273,6 +277,9 @@ def warn_of_unknown_texts(run: Run, inputs: list[str], x: np.ndarray) -> None:
         names = ", ".join(repr(excerpt(printable_name(inputs[i]))) for i in unknown[:3])
         more = f" and {len(unknown) - 3} more" if len(unknown) > 3 else ""
         level = "word" if run.preprocessor.level == "word" else "character"
+        if len(inputs) == 1:  # inspect, explain
+            logger.warning("The text holds no %s the run's vocabulary knows: its prediction says nothing about it.", level)
+            return
         logger.warning(
             "%d of %d texts hold no %s the run's vocabulary knows (%s%s): their predictions say nothing about them.",
             len(unknown), len(inputs), level, names, more,
@@ -286,6 +293,12 @@ def warn_of_silent_clips(inputs: list[str], silent: np.ndarray) -> None:
     if len(found):
         names = ", ".join(printable_name(inputs[i]) for i in found[:3])
         more = f" and {len(found) - 3} more" if len(found) > 3 else ""
+        if len(inputs) == 1:  # inspect, explain
+            logger.warning(
+                "The clip is silent, its loudest sample below %g dBFS: its prediction says nothing about it, "
+                "unless the run was trained on a class of silence.", SILENT_PEAK_DBFS,
+            )
+            return
         logger.warning(
             "%d of %d clips are silent, their loudest sample below %g dBFS (%s%s): their predictions say nothing "
             "about them, unless the run was trained on a class of silence.",

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from pipelines import figures
+from pipelines.prediction import warn_of_unknown_texts
 from pipelines.report_page import Section
 from pipelines.run_dir import Run
 from preprocess import ConvpipeError, InputError, atomic
@@ -95,7 +96,9 @@ def read_tokens(run: Run, source: Any, action: str) -> tuple[list, np.ndarray, i
     used = min(len(tokens), pre.positions_)
     if used == 0:
         raise ConvpipeError(f"Nothing to {action}: the text has no tokens.")
-    return tokens[:used], pre.encode(tokens), used
+    ids = pre.encode(tokens)
+    warn_of_unknown_texts(run, [str(source)], ids[None])  # as predict does
+    return tokens[:used], ids, used
 
 
 def token_vocabulary(pre: Any) -> list[str]:

@@ -151,3 +151,21 @@ def test_dash_reads_the_one_input_from_standard_input_as_predict_does(command, c
     assert_one_line_error(two, f"{command} takes one input", "2 lines")
     empty = cli_runner.invoke(cli.app, [command, str(image_run.run_dir), "-"], input="\n")
     assert_one_line_error(empty, "standard input holds no lines")
+
+
+@pytest.mark.parametrize("command", ["explain", "inspect"])
+def test_a_silent_clip_or_a_text_of_unknown_words_is_warned_of_as_predict_does(command, cli_runner, audio_run, text_run, tmp_path, caplog):
+    from tests.conftest import write_wav
+
+    silence = write_wav(tmp_path / "silence.wav", np.zeros(4000, dtype=np.float32))
+    with caplog.at_level("WARNING"):
+        result = invoke(cli_runner, [command, audio_run.run_dir, silence, "--out", tmp_path / "clip"])
+        assert result.exit_code == 0, describe_result(result)
+        assert "The clip is silent, its loudest sample below -60 dBFS" in caplog.text
+        caplog.clear()
+        result = invoke(cli_runner, [command, text_run.run_dir, "Привет мир", "--out", tmp_path / "text"])
+        assert result.exit_code == 0, describe_result(result)
+        assert "The text holds no" in caplog.text and "vocabulary knows" in caplog.text
+        caplog.clear()
+        result = invoke(cli_runner, [command, text_run.run_dir, "banana basil bean", "--out", tmp_path / "known"])
+        assert result.exit_code == 0 and "vocabulary" not in caplog.text, describe_result(result)
