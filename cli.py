@@ -657,7 +657,7 @@ def print_per_class(report: dict, title: str) -> None:
 @one_line_errors
 @starts_tensorflow
 def compare(
-    runs: Annotated[list[Path], typer.Argument(help="Two or more run directories written by train.")],
+    runs: Annotated[list[Path], typer.Argument(help="Two or more run directories written by train, or folders that hold them.")],
     out: Annotated[Optional[Path], typer.Option(help="Folder for compare.json and compare.html.")] = None,
     device: DeviceOption = "auto",
 ) -> None:
@@ -666,12 +666,19 @@ def compare(
     Each run's RUN/report/report.json is used. A run without one is first evaluated on its own held-out test split (on --device), as `evaluate RUN` would, and the report is written into the run.
 
     Runs scored on different data (another location or other inputs) are flagged.
+
+    A folder that is not a run stands for the runs directly inside it (hidden folders passed over), in name order. Unfinished runs (still training, or interrupted) are left out with a warning.
     """
-    from pipelines.compare import compare as run_comparison
+    from pipelines.compare import compare as run_comparison, unfinished_note
 
     setup_logging(False)
 
     comparison = run_comparison(runs, out=out, device=device)
+    for folder, found in comparison.found_in.items():
+        names = ", ".join(Path(run).name for run in found)
+        console.print(shown(f"Runs in {folder} (its folders that hold a run, by name): {names}"), highlight=False)
+    if comparison.left_out:
+        console.print("[yellow]Warning:[/yellow] " + shown(unfinished_note([Path(run) for run in comparison.left_out])), highlight=False)
     # gaps of two spaces, not three, so that nine columns fit 80 characters with room for names
     table = Table(title="Runs, best first", box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, collapse_padding=True)
     baselines = comparison.has_baselines  # a column for evaluate --baseline's linear model

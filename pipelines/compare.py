@@ -18,7 +18,7 @@ from typing import Any
 from pipelines.devices import DEVICES, check_choice
 from pipelines.modality import MODALITIES, Modality
 from pipelines.report_html import CSS
-from pipelines.run_dir import Run, check_output_folder
+from pipelines.run_dir import REQUIRED_FILES, Run, check_output_folder, check_run_folder, holds_run, is_unfinished
 from preprocess import ConvpipeError, atomic
 
 logger = logging.getLogger(__name__)
@@ -64,6 +64,10 @@ class Comparison:
     data_groups: dict[str, dict[str, Any]]
     #: the settings (preprocessing, model, training) whose values are not the same in every run
     settings_that_differ: list[str] = field(default_factory=list)
+    #: each folder given that is not a run, and the runs found directly inside it (name order)
+    found_in: dict[str, list[str]] = field(default_factory=dict)
+    #: runs given or found that are still training or were interrupted, left out
+    left_out: list[str] = field(default_factory=list)
     json_path: Path | None = None
     html_path: Path | None = None
 
@@ -77,6 +81,8 @@ class Comparison:
             "same_data": self.same_data,
             "data_groups": self.data_groups,
             "settings_that_differ": self.settings_that_differ,
+            "found_in": self.found_in,
+            "left_out": self.left_out,
             "runs": [asdict(row) for row in self.runs],
         }
 
@@ -219,22 +225,82 @@ def _own_traces_unreported():
         tensorflow_logger.removeFilter(quiet)
 
 
-def compare(run_paths: list[Path], out: Path | None = None, device: str = "auto") -> Comparison:
-    """Compare runs by test accuracy (then macro-F1); with `out`, write compare.json and
-    compare.html there. Runs without a report are evaluated on `device`."""
-    check_choice("device", device, DEVICES)  # before any work, even when no run needs it
-    if len(run_paths) < 2:
-        raise ConvpipeError(f"compare needs at least two runs; got {len(run_paths)}.")
-    if out is not None:
-        check_output_folder(Path(out), chosen=True)
+def find_runs(paths: list[Path]) -> tuple[list[Path], dict[str, list[str]]]:
+    """The runs `paths` name: each path that holds a run (`holds_run`: finished, unfinished or
+    damaged) stands for itself; a folder that holds none stands for the runs directly inside it,
+    in name order. Hidden folders inside are passed over (.ipynb_checkpoints, .git).
+
+    Returns the runs, in that order, and the runs found in each such folder.
+    """
     seen: dict[Path, Path] = {}
-    for path in run_paths:
+    for path in paths:
         resolved = Path(path).resolve()
         if resolved in seen:
             also = f" (also as {seen[resolved]})" if str(seen[resolved]) != str(path) else ""
             raise ConvpipeError(f"{path} is given twice{also}; list each run once.")
         seen[resolved] = Path(path)
-    runs = [Run.open(path) for path in run_paths]  # every run checked before any is evaluated
+    runs: list[Path] = []
+    found_in: dict[str, list[str]] = {}
+    origin: dict[Path, str] = {}  # each run's resolved path: how it was named
+    for path in map(Path, paths):
+        check_run_folder(path)
+        if holds_run(path):
+            found, how = [path], "named itself"
+        else:
+            try:
+                children = sorted(path.iterdir(), key=lambda child: child.name)
+            except OSError as error:
+                raise ConvpipeError(f"Cannot list the runs in {path}: {error.strerror or error}.") from None
+            found = [child for child in children if not child.name.startswith(".") and child.is_dir() and holds_run(child)]
+            if not found:
+                raise ConvpipeError(
+                    f"{path} is not a run and holds none: neither it nor a folder directly inside it has a "
+                    f"run's files ({', '.join(REQUIRED_FILES)}) or train_state/; pass the folders train wrote, "
+                    "or the folder that holds them."
+                )
+            found_in[str(path)], how = [str(run) for run in found], f"found in {path}"
+        for run in found:
+            resolved = run.resolve()
+            if resolved in origin:  # a run named beside the folder that holds it
+                raise ConvpipeError(f"{run} is given twice ({origin[resolved]} and {how}); list each run once.")
+            origin[resolved] = how
+            runs.append(run)
+    return runs, found_in
+
+
+def unfinished_note(unfinished: list[Path]) -> str:
+    """One sentence naming the unfinished runs a comparison leaves out, and what to do."""
+    names = ", ".join(map(str, unfinished))
+    if len(unfinished) == 1:
+        return (
+            f"1 run is unfinished (still training, or interrupted) and left out: {names}; "
+            f"if it was interrupted, continue it with `train --resume {names}`."
+        )
+    return (
+        f"{len(unfinished)} runs are unfinished (still training, or interrupted) and left out: {names}; "
+        "continue an interrupted one with `train --resume RUN`."
+    )
+
+
+def compare(run_paths: list[Path], out: Path | None = None, device: str = "auto") -> Comparison:
+    """Compare runs by test accuracy (then macro-F1); with `out`, write compare.json and
+    compare.html there. Runs without a report are evaluated on `device`.
+
+    A folder in `run_paths` that is not a run stands for the runs directly inside it
+    (`find_runs`). Unfinished runs (still training, or interrupted) are left out, so that a sweep
+    can be compared while some of its runs train; a damaged run is an error, as it needs attention.
+    """
+    check_choice("device", device, DEVICES)  # before any work, even when no run needs it
+    paths, found_in = find_runs(run_paths)
+    unfinished = [path for path in paths if is_unfinished(path)]
+    paths = [path for path in paths if path not in unfinished]
+    if len(paths) < 2:
+        named = f" ({', '.join(map(str, paths))})" if paths and found_in else ""  # which the folders held
+        finished, left_out = ("finished ", f" {unfinished_note(unfinished)}") if unfinished else ("", "")
+        raise ConvpipeError(f"compare needs at least two {finished}runs; got {len(paths)}{named}.{left_out}")
+    if out is not None:
+        check_output_folder(Path(out), chosen=True)
+    runs = [Run.open(path) for path in paths]  # every run checked before any is evaluated
     tables = [run_settings(run) for run in runs]
     differ = settings_that_differ(tables)
     rows, identities = [], {}
@@ -269,7 +335,10 @@ def compare(run_paths: list[Path], out: Path | None = None, device: str = "auto"
             groups[letters[identity]] = {"data": row.data, "n_samples": row.n_samples}
         row.data_group = letters[identity]
         row.different_data = row.data_group != "A"
-    comparison = Comparison(runs=rows, same_data=len(groups) == 1, data_groups=groups, settings_that_differ=differ)
+    comparison = Comparison(
+        runs=rows, same_data=len(groups) == 1, data_groups=groups, settings_that_differ=differ,
+        found_in=found_in, left_out=[str(path) for path in unfinished],
+    )
     if out is not None:
         comparison.json_path = Path(out) / "compare.json"
         comparison.html_path = Path(out) / "compare.html"
@@ -303,6 +372,9 @@ def render_comparison(comparison: Comparison) -> str:
         "" if comparison.same_data else
         "<p class='wrong'>These runs were scored on different data: compare accuracies across data groups "
         "with care.</p>"
+    ) + (
+        f"<p class='wrong'>{escape(unfinished_note([Path(run) for run in comparison.left_out]))}</p>"
+        if comparison.left_out else ""
     )
     return (
         "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'><title>convpipe run comparison</title>"

@@ -39,12 +39,10 @@ import numpy as np
 from pipelines.config import RunConfig, recorded_config
 from pipelines.defaults import CHOICES_VERSION
 from pipelines.file_locks import lock
-from pipelines.run_dir import history_columns
+from pipelines.run_dir import STATE_DIR, history_columns
 from preprocess import ConvpipeError, atomic
 
 logger = logging.getLogger(__name__)
-
-STATE_DIR = "train_state"
 
 
 def _h5_damage(path: Path) -> str | None:

@@ -33,6 +33,7 @@ from preprocess import ConvpipeError, InputError, Preprocessor, atomic
 
 RUN_FORMAT = 1
 REQUIRED_FILES = ("model.keras", "preprocessor.json", "labels.json", "config.json", "split.json")
+STATE_DIR = "train_state"  # where an unfinished run keeps what resuming needs (pipelines.resume)
 
 
 def read_history(path: Path) -> dict[str, list[float]]:
@@ -104,6 +105,18 @@ def check_output_folder(path: Path, chosen: bool) -> None:
         raise ConvpipeError(f"Cannot write to {path}: {problem}; {advice}.")
 
 
+def holds_run(path: Path) -> bool:
+    """Whether the folder `path` holds a run, finished, unfinished or damaged: a file of a
+    finished run, or the train_state/ folder that is all a run has while it trains."""
+    return any((path / name).is_file() for name in REQUIRED_FILES) or (path / STATE_DIR).is_dir()
+
+
+def is_unfinished(path: Path) -> bool:
+    """Whether `path` holds a run still training or interrupted: it has train_state/request.json
+    and not yet every file of a finished run (model.keras is written last)."""
+    return (path / STATE_DIR / "request.json").is_file() and not all((path / name).is_file() for name in REQUIRED_FILES)
+
+
 def check_run_folder(path: Path) -> None:
     """Refuse a `path` that is no folder: a mistyped run, or a file given for one."""
     if path.is_file():
@@ -141,7 +154,7 @@ class Run:
         path = Path(path)
         check_run_folder(path)
         missing = [name for name in REQUIRED_FILES if not (path / name).is_file()]
-        if missing and (path / "train_state" / "request.json").is_file():  # resume.STATE_DIR
+        if is_unfinished(path):
             raise ConvpipeError(
                 f"{path} has not finished training (it is still running, or was interrupted): "
                 f"continue an interrupted run with `train --resume {path}`."

@@ -741,6 +741,65 @@ def test_compare_names_evaluates_options_only_where_evaluating_a_run_could_use_t
     assert f"Those options are for `convpipe evaluate {no_test}`: run it first, then compare." in line
 
 
+def test_compare_of_a_folder_compares_the_runs_directly_inside_it(cli_runner, image_run, tmp_path):
+    runs = tmp_path / "runs"
+    for name, accuracy in (("b", 0.8), ("a", 0.6), (".old", 1.0)):  # a hidden run is passed over
+        fake_report(copied_run(image_run.run_dir, runs / name), accuracy, accuracy)
+    (runs / "cmp").mkdir()  # a folder that holds no run (an earlier --out) is no run either
+    (runs / "notes.txt").write_text("x")
+    result = invoke(cli_runner, ["compare", runs, "--out", tmp_path / "cmp"])
+    assert result.exit_code == 0, describe_result(result)
+    document = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    assert [Path(row["run"]).name for row in document["runs"]] == ["b", "a"]
+    assert document["found_in"] == {str(runs): [str(runs / "a"), str(runs / "b")]}  # in name order
+    assert f"Runs in {runs} (its folders that hold a run, by name): a, b" in result.stdout
+    # beside a run named itself, and from two folders
+    other = copied_run(image_run.run_dir, tmp_path / "other")
+    fake_report(other, 0.7, 0.7)
+    result = invoke(cli_runner, ["compare", other, runs])
+    assert result.exit_code == 0, describe_result(result)
+    assert re.search(r"1\. \S+b: .*\n2\. \S+other: .*\n3\. \S+a: ", result.stdout)
+    line = assert_one_line_error(invoke(cli_runner, ["compare", runs / "a", runs]), "a is given twice")
+    assert f"(named itself and found in {runs})" in line
+    (tmp_path / "empty" / ".hidden").mkdir(parents=True)
+    shutil.copytree(runs / ".old", tmp_path / "empty" / ".hidden" / "run")
+    line = assert_one_line_error(invoke(cli_runner, ["compare", other, tmp_path / "empty"]), "empty is not a run and holds none")
+    assert "model.keras" in line and "train_state/" in line
+    one = tmp_path / "one"
+    shutil.copytree(runs / "a", one / "a")
+    assert_one_line_error(invoke(cli_runner, ["compare", one]), "at least two runs; got 1 (", "a).")
+
+
+def test_compare_leaves_out_unfinished_runs_but_not_damaged_ones(cli_runner, image_run, tmp_path):
+    runs = tmp_path / "runs"
+    for name, accuracy in (("a", 0.6), ("b", 0.8)):
+        fake_report(copied_run(image_run.run_dir, runs / name), accuracy, accuracy)
+    (runs / "training" / "train_state").mkdir(parents=True)  # all a run has while it trains
+    (runs / "training" / "train_state" / "request.json").write_text("{}")
+    interrupted = copied_run(image_run.run_dir, runs / "interrupted")  # killed while writing its files
+    (interrupted / "model.keras").unlink()
+    shutil.copytree(runs / "training" / "train_state", interrupted / "train_state")
+    result = invoke(cli_runner, ["compare", runs, "--out", tmp_path / "cmp"])
+    assert result.exit_code == 0, describe_result(result)
+    note = (
+        f"2 runs are unfinished (still training, or interrupted) and left out: {interrupted}, {runs / 'training'}; "
+        "continue an interrupted one with `train --resume RUN`."
+    )
+    assert f"Warning: {note}" in result.stdout
+    document = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    assert [Path(row["run"]).name for row in document["runs"]] == ["b", "a"]
+    assert document["left_out"] == [str(interrupted), str(runs / "training")]
+    assert note in (tmp_path / "cmp" / "compare.html").read_text()  # the saved page says it too
+    # fewer than two finished runs: the error, naming the unfinished one
+    assert_one_line_error(
+        invoke(cli_runner, ["compare", runs / "a", runs / "training"]), "at least two finished runs; got 1.",
+        "1 run is unfinished", f"continue it with `train --resume {runs / 'training'}`",
+    )
+    # a damaged run (files missing, no train_state/) needs attention: still an error
+    (runs / "b" / "model.keras").unlink()
+    assert_one_line_error(invoke(cli_runner, ["compare", runs]), "b is not a complete run", "model.keras")
+
+
 def test_compare_out_naming_a_file_fails_before_any_run_is_evaluated(cli_runner, image_run, tmp_path):
     runs = [copied_run(image_run.run_dir, tmp_path / name) for name in ("a", "b")]
     (tmp_path / "afile").write_text("x")
