@@ -405,6 +405,11 @@ def excerpt(text: str, chars: int = EXCERPT_CHARS) -> str:
     return flat[:chars] + "..." if len(flat) > chars else flat
 
 
+def first_three(names: list[str]) -> str:
+    """The first three `names` and how many more: a message stays one line for thousands."""
+    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+
+
 def readable_id(value: Any, input_id: str) -> str:
     """How skipped inputs are listed: a manifest row with its path or text excerpt, anything
     else (a class folder's relative path, a built-in id) by its id."""

@@ -15,7 +15,7 @@ import numpy as np
 from pipelines import mistake_previews, report_figures
 from pipelines import report_sections as sections
 from pipelines.calibration import calibration
-from pipelines.datasets import VALIDATION_FOLDERS, Dataset, load_source, moved_run_data, retyped
+from pipelines.datasets import VALIDATION_FOLDERS, Dataset, first_three, load_source, moved_run_data, retyped
 from pipelines.cache import PreprocessCache
 from pipelines.featurize import Skipped, encode_to_shards, read_cached
 from pipelines.leakage import copies_of_earlier
@@ -197,8 +197,7 @@ def retyped_labels(unknown: list[str], known: list[str]) -> str:
     pairs = [f"{label!r} as {known_label!r}" for label, known_label in retyped(unknown, known)]
     if not pairs:
         return ""
-    more = f" and {len(pairs) - 3} more" if len(pairs) > 3 else ""
-    return f" Some differ only in case, spacing or leading zeros: write {', '.join(pairs[:3])}{more} in the data."
+    return f" Some differ only in case, spacing or leading zeros: write {first_three(pairs)} in the data."
 
 
 def evaluate(

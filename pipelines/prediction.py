@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from pipelines.cache import fitted_key
-from pipelines.datasets import excerpt, printable_name, walk_files
+from pipelines.datasets import excerpt, first_three, printable_name, walk_files
 from pipelines.devices import configure_devices
 from pipelines.memory import predict_batch_size
 from pipelines.modality import Modality
@@ -114,10 +114,9 @@ def expanded_sources(run: Run, inputs: list[str], skip_bad: bool = False, litera
         names += [str(path) for path in files]
         sources += files
     if missing:
-        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
         others = "; pass --skip-bad to predict the others" if len(missing) < len(names) else ""
         hint = "" if run.config.modality is not Modality.text else TEXT_HINT if len(missing) == 1 else TEXT_HINT.replace(" it ", " them ")
-        raise ConvpipeError(f"Input{'s' if len(missing) > 1 else ''} not found: {', '.join(missing[:3])}{more}{hint}{others}")
+        raise ConvpipeError(f"Input{'s' if len(missing) > 1 else ''} not found: {first_three(missing)}{hint}{others}")
     return names, sources
 
 
@@ -274,15 +273,14 @@ def warn_of_unknown_texts(run: Run, inputs: list[str], x: np.ndarray) -> None:
     tokens = x if x.ndim == 2 else x[..., 0]  # with character n-grams, column 0 holds the characters
     unknown = np.flatnonzero(~(tokens > OOV_ID).any(axis=1))
     if len(unknown):
-        names = ", ".join(repr(excerpt(printable_name(inputs[i]))) for i in unknown[:3])
-        more = f" and {len(unknown) - 3} more" if len(unknown) > 3 else ""
+        names = first_three([repr(excerpt(printable_name(inputs[i]))) for i in unknown])
         level = "word" if run.preprocessor.level == "word" else "character"
         if len(inputs) == 1:  # inspect, explain
             logger.warning("The text holds no %s the run's vocabulary knows: its prediction says nothing about it.", level)
             return
         logger.warning(
-            "%d of %d texts hold no %s the run's vocabulary knows (%s%s): their predictions say nothing about them.",
-            len(unknown), len(inputs), level, names, more,
+            "%d of %d texts hold no %s the run's vocabulary knows (%s): their predictions say nothing about them.",
+            len(unknown), len(inputs), level, names,
         )
 
 
@@ -291,8 +289,7 @@ def warn_of_silent_clips(inputs: list[str], silent: np.ndarray) -> None:
     one that says nothing about the clip unless the run learned a class of silence."""
     found = np.flatnonzero(silent)
     if len(found):
-        names = ", ".join(printable_name(inputs[i]) for i in found[:3])
-        more = f" and {len(found) - 3} more" if len(found) > 3 else ""
+        names = first_three([printable_name(inputs[i]) for i in found])
         if len(inputs) == 1:  # inspect, explain
             logger.warning(
                 "The clip is silent, its loudest sample below %g dBFS: its prediction says nothing about it, "
@@ -300,9 +297,9 @@ def warn_of_silent_clips(inputs: list[str], silent: np.ndarray) -> None:
             )
             return
         logger.warning(
-            "%d of %d clips are silent, their loudest sample below %g dBFS (%s%s): their predictions say nothing "
+            "%d of %d clips are silent, their loudest sample below %g dBFS (%s): their predictions say nothing "
             "about them, unless the run was trained on a class of silence.",
-            len(found), len(inputs), SILENT_PEAK_DBFS, names, more,
+            len(found), len(inputs), SILENT_PEAK_DBFS, names,
         )
 
 

@@ -18,7 +18,7 @@ import numpy as np
 from pipelines import environment
 from pipelines.cache import PreprocessCache, fitted_digest
 from pipelines.config import READING_SETTINGS, RunConfig, TrainSettings
-from pipelines.datasets import Dataset, DataSource, label_key, load_source, moved_run_data, retyped, split_dataset
+from pipelines.datasets import Dataset, DataSource, first_three, label_key, load_source, moved_run_data, retyped, split_dataset
 from pipelines.defaults import CHOICES_VERSION, build_preprocessor, fitted_choices
 from pipelines.featurize import Skipped, check_skip_share, encode_to_shards, fit_cached, read_cached
 from pipelines.heartbeat import heartbeat
@@ -123,10 +123,9 @@ def make_splits(source: DataSource, config: RunConfig) -> dict[str, Dataset]:
             if unseen:  # found now, not after training, at evaluate
                 folder, train = source.folder_of(part), source.folder_of(source.train)
                 renames = [f"{folder}/{label}/ to {folder}/{known}/" for label, known in retyped(unseen, sorted(set(source.train.labels)))]
-                more = f" and {len(renames) - 3} more" if len(renames) > 3 else ""
                 # "Cat" in train/ and "cat" in test/ are two classes: the folder to rename is named
                 retyped_note = (
-                    f" Some differ from {train}/'s only in case, spacing or leading zeros: rename {', '.join(renames[:3])}{more}."
+                    f" Some differ from {train}/'s only in case, spacing or leading zeros: rename {first_three(renames)}."
                     if renames else ""
                 )
                 raise ConvpipeError(
