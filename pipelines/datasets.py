@@ -324,12 +324,18 @@ def label_key(label: str) -> str:
     return str(int(key)) if key.isdigit() and key.isascii() else key
 
 
+def label_groups(labels: list[str]) -> dict[str, list[str]]:
+    """`labels` grouped by `label_key`: a group of more than one is one class typed two ways."""
+    groups: dict[str, list[str]] = {}
+    for label in labels:
+        groups.setdefault(label_key(label), []).append(label)
+    return groups
+
+
 def retyped(unknown: list[str], known: list[str]) -> list[tuple[str, str]]:
     """(label, class) for each of the `unknown` labels that is one of the `known` classes typed
     another way (case, spaces, leading zeros; see `label_key`), where only one class matches."""
-    keys: dict[str, list[str]] = {}
-    for label in known:
-        keys.setdefault(label_key(label), []).append(label)
+    keys = label_groups(known)
     return [(label, keys[label_key(label)][0]) for label in unknown if len(keys.get(label_key(label), [])) == 1]
 
 

@@ -18,7 +18,7 @@ import numpy as np
 from pipelines import environment
 from pipelines.cache import PreprocessCache, fitted_digest
 from pipelines.config import READING_SETTINGS, RunConfig, TrainSettings
-from pipelines.datasets import Dataset, DataSource, first_three, label_key, load_source, moved_run_data, retyped, split_dataset
+from pipelines.datasets import Dataset, DataSource, first_three, label_groups, load_source, moved_run_data, retyped, split_dataset
 from pipelines.defaults import CHOICES_VERSION, build_preprocessor, fitted_choices
 from pipelines.featurize import Skipped, check_skip_share, encode_to_shards, fit_cached, read_cached
 from pipelines.heartbeat import heartbeat
@@ -98,10 +98,7 @@ def warn_of_near_duplicate_labels(classes: list[str], manifest: bool = False) ->
     """Labels that differ only in case, spaces or leading zeros ("Sports" / "sports", "1" / "01")
     are separate classes, often one class typed two ways; in a CSV `manifest`, labels that read
     as a missing value ("nan", "None") are often rows without a label. Both are said."""
-    groups: dict[str, list[str]] = {}
-    for label in classes:
-        groups.setdefault(label_key(label), []).append(label)
-    twins = [" / ".join(group) for group in groups.values() if len(group) > 1]
+    twins = [" / ".join(group) for group in label_groups(classes).values() if len(group) > 1]
     if twins:
         logger.warning(
             "Labels that differ only in case, spacing or leading zeros are separate classes: %s.", "; ".join(twins)
